@@ -1,0 +1,179 @@
+//! Event files: one model ([`AuditEvent`]) for ModSecurity 2.x native and JSON,
+//! 1.9.x-era messages, and libmodsecurity 3 native and JSON.
+//!
+//! [`parse_event`] is a pure function over the file's bytes. [`read_event_file`] reads
+//! a file with bounded memory (oversized parts are cut while streaming, so a 50 MB body
+//! costs no more than the cap) and checks it against the index line's size and md5.
+
+mod json;
+mod message;
+mod model;
+mod native;
+mod reader;
+
+pub use message::{parse_message, MessageDialect, MODSEC2_MESSAGE_LIMIT};
+pub use model::*;
+pub use reader::{read_event_file, RawEvent};
+
+use thiserror::Error;
+
+/// Default cap on each body kept in the model: enough for any excerpt the Sguil detail
+/// shows and for `show`, small enough that a 13 MB upload does not sit in memory.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
+/// Default cap on the other parts (headers, H, K). CRS's part K runs to a few hundred KB.
+pub const DEFAULT_MAX_PART_BYTES: usize = 4 * 1024 * 1024;
+/// JSON files cannot be cut while streaming (one line, one object); larger ones are
+/// refused. ModSecurity's default request body limit is 13 MB, so 64 MiB leaves room.
+pub const DEFAULT_MAX_JSON_BYTES: u64 = 64 * 1024 * 1024;
+
+/// Memory bounds for parsing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParseLimits {
+    /// Bytes of each request/response body kept.
+    pub max_body_bytes: usize,
+    /// Bytes of any other part kept by [`read_event_file`].
+    pub max_part_bytes: usize,
+    /// Largest JSON event file read.
+    pub max_json_bytes: u64,
+}
+
+impl Default for ParseLimits {
+    fn default() -> Self {
+        ParseLimits {
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            max_part_bytes: DEFAULT_MAX_PART_BYTES,
+            max_json_bytes: DEFAULT_MAX_JSON_BYTES,
+        }
+    }
+}
+
+/// A part that a reader shortened: its letter and its length in the file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartCut {
+    pub letter: char,
+    pub original_len: u64,
+}
+
+/// Why an event file could not be parsed.
+#[derive(Debug, Error)]
+pub enum AuditLogError {
+    /// Not an audit-log event file at all (empty, binary, another kind of file).
+    #[error("not a ModSecurity audit-log event: {why}")]
+    NotAnEvent { why: String },
+    /// Part A, which every event needs (id, time, addresses), is missing or malformed.
+    #[error("bad part A: {why}")]
+    BadPartA { why: String },
+    /// A JSON event that cannot be parsed or lacks a required field.
+    #[error("bad JSON event: {why}")]
+    Json { why: String },
+    /// Larger than the configured limit for its format.
+    #[error("event file is {size} bytes, over the {limit}-byte limit for JSON events")]
+    TooLarge { size: u64, limit: u64 },
+    /// Reading the file failed.
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// How a transaction ended, from the trailer (`Action:` line / JSON `action`).
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Outcome {
+    pub intercepted: bool,
+    pub phase: Option<u8>,
+    /// 1.9.x wrote the status instead of the phase: `Action: Intercepted (403)`.
+    pub status: Option<u16>,
+}
+
+/// Parses an event file's bytes, whatever the format.
+pub fn parse_event(input: &[u8], limits: &ParseLimits) -> Result<AuditEvent, AuditLogError> {
+    parse_with_cuts(input, limits, &[])
+}
+
+pub(crate) fn parse_with_cuts(
+    input: &[u8],
+    limits: &ParseLimits,
+    cuts: &[PartCut],
+) -> Result<AuditEvent, AuditLogError> {
+    let first = input.iter().position(|b| !b.is_ascii_whitespace());
+    match first.map(|i| input[i]) {
+        None => Err(AuditLogError::NotAnEvent {
+            why: "the file is empty".into(),
+        }),
+        Some(b'{') => {
+            if input.len() as u64 > limits.max_json_bytes {
+                return Err(AuditLogError::TooLarge {
+                    size: input.len() as u64,
+                    limit: limits.max_json_bytes,
+                });
+            }
+            let (tree, lossy) = json::parse_tree(input)?;
+            let tx = tree.get("transaction");
+            let mut ev = if tx.and_then(|t| t.get("transaction_id")).is_some() {
+                json::parse_json2(&tree, limits)?
+            } else if tx.and_then(|t| t.get("unique_id")).is_some() {
+                json::parse_json3(&tree, limits)?
+            } else {
+                return Err(AuditLogError::NotAnEvent {
+                    why:
+                        "JSON without transaction.transaction_id (2.x) or transaction.unique_id (3)"
+                            .into(),
+                });
+            };
+            ev.anomalies.invalid_utf8 = lossy;
+            Ok(ev)
+        }
+        Some(_) => native::parse_native(input, limits, cuts),
+    }
+}
+
+/// Completes what every parser shares: Apache-Error copies, truncation counts, and
+/// the interception.
+pub(crate) fn finish_event(ev: &mut AuditEvent, outcome: Outcome, apache_copies: Vec<RuleMatch>) {
+    // On Apache 2.4 every alert is also an Apache-Error line (with backslashes escaped
+    // once more). Use a copy only when its message is missing, e.g. the Message line
+    // was lost; never count an alert twice.
+    let key = |m: &RuleMatch| {
+        (
+            m.id.clone(),
+            std::mem::discriminant(&m.action),
+            m.justification.replace('\\', ""),
+        )
+    };
+    for copy in apache_copies {
+        let k = key(&copy);
+        if !ev.matches.iter().any(|m| key(m) == k) {
+            ev.matches.push(copy);
+        }
+    }
+    ev.anomalies.truncated_messages = ev.matches.iter().filter(|m| m.truncated).count();
+
+    let disruptive = ev
+        .matches
+        .iter()
+        .find(|m| m.action.is_disruptive())
+        .map(|m| m.action.clone());
+    if !outcome.intercepted && disruptive.is_none() {
+        return;
+    }
+    let (status, phase, target) = match &disruptive {
+        Some(MessageAction::Denied { status, phase }) => (*status, *phase, None),
+        Some(MessageAction::Redirect { url, status, phase }) => {
+            (*status, *phase, Some(url.clone()))
+        }
+        Some(MessageAction::Proxy { url, phase }) => (None, *phase, Some(url.clone())),
+        Some(MessageAction::Drop { phase }) => (None, *phase, None),
+        _ => (None, None, None),
+    };
+    ev.interception = Some(Interception {
+        status: status.or(outcome.status).or(ev.response.status),
+        phase: outcome.phase.or(phase),
+        target,
+        action: disruptive,
+    });
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,232 @@
+//! ModSecurity's `log_escape` family (`msc_util.c: _log_escape()`), both ways.
+//!
+//! The index line and the `Message:` metadata are printable ASCII because ModSecurity
+//! escapes everything else: `\b \n \r \t \v` as C escapes, `\` as `\\`, `"` as `\"` in
+//! the quoting variants, and any other byte below 0x20 or from 0x7f up as `\xHH`
+//! (lowercase hex). [`unescape`] turns such text back into the bytes that were logged.
+
+use thiserror::Error;
+
+/// Why a log-escaped field could not be decoded.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum EscapeError {
+    /// A backslash followed by something ModSecurity never writes after one.
+    #[error("unknown escape `\\{}` at byte {offset}", char::from(*.byte).escape_default())]
+    Unknown { offset: usize, byte: u8 },
+    /// `\x` not followed by two hex digits.
+    #[error("`\\x` without two hex digits at byte {offset}")]
+    BadHex { offset: usize },
+    /// The text ends inside an escape (a lone `\` or `\x4`).
+    #[error("text ends inside an escape at byte {offset}")]
+    Incomplete { offset: usize },
+}
+
+/// What to do with an escape that the end of the text cut short.
+///
+/// ModSecurity shortens an over-long index line *after* escaping, by writing a NUL at a
+/// byte offset, so the request field of an `L` line can end in `\` or `\x4`. Only there is
+/// a cut escape legitimate; everywhere else it is a malformed line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CutEscape {
+    /// Report [`EscapeError::Incomplete`].
+    Reject,
+    /// Keep the cut escape's bytes literally.
+    KeepLiteral,
+}
+
+fn hex_val(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// Decodes a field written by `log_escape`/`log_escape_nq` back into raw bytes.
+///
+/// Bytes that are not part of an escape (including a raw `"` from `log_escape_nq`) are
+/// kept as they are.
+pub fn unescape(input: &[u8], cut: CutEscape) -> Result<Vec<u8>, EscapeError> {
+    let mut out = Vec::with_capacity(input.len());
+    let mut i = 0;
+    while i < input.len() {
+        let b = input[i];
+        if b != b'\\' {
+            out.push(b);
+            i += 1;
+            continue;
+        }
+        let Some(&next) = input.get(i + 1) else {
+            return cut_short(input, i, cut, out);
+        };
+        let decoded = match next {
+            b'\\' => b'\\',
+            b'"' => b'"',
+            b'b' => 0x08,
+            b'n' => b'\n',
+            b'r' => b'\r',
+            b't' => b'\t',
+            b'v' => 0x0b,
+            b'x' => {
+                let digits = &input[i + 2..input.len().min(i + 4)];
+                if digits.len() < 2 {
+                    if digits.iter().all(|d| hex_val(*d).is_some()) {
+                        return cut_short(input, i, cut, out);
+                    }
+                    return Err(EscapeError::BadHex { offset: i });
+                }
+                match (hex_val(digits[0]), hex_val(digits[1])) {
+                    (Some(hi), Some(lo)) => {
+                        out.push(hi << 4 | lo);
+                        i += 4;
+                        continue;
+                    }
+                    _ => return Err(EscapeError::BadHex { offset: i }),
+                }
+            }
+            other => {
+                return Err(EscapeError::Unknown {
+                    offset: i,
+                    byte: other,
+                })
+            }
+        };
+        out.push(decoded);
+        i += 2;
+    }
+    Ok(out)
+}
+
+fn cut_short(
+    input: &[u8],
+    at: usize,
+    cut: CutEscape,
+    mut out: Vec<u8>,
+) -> Result<Vec<u8>, EscapeError> {
+    match cut {
+        CutEscape::Reject => Err(EscapeError::Incomplete { offset: at }),
+        CutEscape::KeepLiteral => {
+            out.extend_from_slice(&input[at..]);
+            Ok(out)
+        }
+    }
+}
+
+/// Escapes bytes the way ModSecurity's `log_escape` (`quotes == true`) or
+/// `log_escape_nq` (`quotes == false`) does. Used by tests and by the Sguil detail text.
+pub fn escape(input: &[u8], quotes: bool) -> Vec<u8> {
+    let mut out = Vec::with_capacity(input.len());
+    for &b in input {
+        match b {
+            b'"' if quotes => out.extend_from_slice(b"\\\""),
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            0x08 => out.extend_from_slice(b"\\b"),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            b'\t' => out.extend_from_slice(b"\\t"),
+            0x0b => out.extend_from_slice(b"\\v"),
+            b if b < 0x20 || b >= 0x7f => {
+                const HEX: &[u8; 16] = b"0123456789abcdef";
+                out.extend_from_slice(&[
+                    b'\\',
+                    b'x',
+                    HEX[usize::from(b >> 4)],
+                    HEX[usize::from(b & 15)],
+                ]);
+            }
+            b => out.push(b),
+        }
+    }
+    out
+}
+
+/// Scans `field` backwards from `end` (exclusive) for the `"` that opens a quoted,
+/// log-escaped field whose closing quote is at `end`.
+///
+/// Inside `log_escape` output every `"` is preceded by an odd number of backslashes, so
+/// the opening quote is the nearest one preceded by an even number.
+pub(crate) fn find_opening_quote(line: &[u8], end: usize) -> Option<usize> {
+    let mut i = end;
+    while i > 0 {
+        i -= 1;
+        if line[i] == b'"' {
+            let backslashes = line[..i].iter().rev().take_while(|&&c| c == b'\\').count();
+            if backslashes % 2 == 0 {
+                return Some(i);
+            }
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn decodes_every_escape_kind() {
+        let got = unescape(br#"a\"b\\c\x00\xff\xC3\t\n\r\b\v"#, CutEscape::Reject).unwrap();
+        assert_eq!(got, b"a\"b\\c\x00\xff\xc3\t\n\r\x08\x0b");
+    }
+
+    #[test]
+    fn unknown_and_bad_escapes_are_errors_with_offsets() {
+        assert_eq!(
+            unescape(b"ab\\q", CutEscape::Reject),
+            Err(EscapeError::Unknown {
+                offset: 2,
+                byte: b'q'
+            })
+        );
+        assert_eq!(
+            unescape(b"\\xzz", CutEscape::Reject),
+            Err(EscapeError::BadHex { offset: 0 })
+        );
+    }
+
+    #[test]
+    fn cut_escapes_only_allowed_when_asked() {
+        assert_eq!(
+            unescape(b"ab\\x4", CutEscape::Reject),
+            Err(EscapeError::Incomplete { offset: 2 })
+        );
+        assert_eq!(
+            unescape(b"ab\\", CutEscape::Reject),
+            Err(EscapeError::Incomplete { offset: 2 })
+        );
+        assert_eq!(
+            unescape(b"ab\\x4", CutEscape::KeepLiteral).unwrap(),
+            b"ab\\x4"
+        );
+        assert_eq!(
+            unescape(b"ab\\x", CutEscape::KeepLiteral).unwrap(),
+            b"ab\\x"
+        );
+        assert_eq!(unescape(b"ab\\", CutEscape::KeepLiteral).unwrap(), b"ab\\");
+    }
+
+    #[test]
+    fn opening_quote_skips_escaped_quotes() {
+        let line = br#"x "a\"b\\" y"#;
+        let close = 9;
+        assert_eq!(line[close], b'"');
+        assert_eq!(find_opening_quote(line, close), Some(2));
+    }
+
+    proptest! {
+        #[test]
+        fn escape_round_trips(bytes in proptest::collection::vec(any::<u8>(), 0..200), quotes in any::<bool>()) {
+            let escaped = escape(&bytes, quotes);
+            prop_assert!(escaped.iter().all(|b| (0x20..0x7f).contains(b)));
+            prop_assert_eq!(unescape(&escaped, CutEscape::Reject).unwrap(), bytes);
+        }
+
+        #[test]
+        fn unescape_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
+            let _ = unescape(&bytes, CutEscape::Reject);
+            let _ = unescape(&bytes, CutEscape::KeepLiteral);
+        }
+    }
+}

@@ -1,0 +1,13 @@
+//! modsec2sguil: everything behind `modsec-collector` and `modsec-shipper`.
+//!
+//! - [`index`]: the concurrent-mode index line ModSecurity pipes to the collector;
+//! - [`auditlog`]: event files (native, JSON; ModSecurity 2.x, 1.9.x, libmodsecurity 3);
+//! - [`escape`] and [`time`]: ModSecurity's escaping and timestamps.
+//!
+//! Parsers take `&[u8]` (neither index lines nor event files are guaranteed UTF-8) and
+//! never panic on any input.
+
+pub mod auditlog;
+pub mod escape;
+pub mod index;
+pub mod time;
