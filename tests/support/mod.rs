@@ -1,1 +1,81 @@
-//! Shared helpers for the end-to-end tests.
+//! Shared helpers for the end-to-end tests: fixture paths, the built binaries, and the
+//! rule that a missing program skips a test locally but fails it in CI.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+pub mod apache;
+
+/// `tests/fixtures/` of this checkout.
+pub fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures")
+}
+
+/// Set (to anything but empty or `0`) by `.ci/run`: a test that cannot find a program it
+/// needs fails instead of skipping.
+pub const REQUIRE_ENV: &str = "MODSEC2SGUIL_REQUIRE_ALL";
+
+/// Call when a test cannot run here: a loud skip on a developer machine, a failure in CI.
+pub fn skip_or_fail(test: &str, why: &str) {
+    let required = std::env::var(REQUIRE_ENV)
+        .map(|v| !v.is_empty() && v != "0")
+        .unwrap_or(false);
+    if required {
+        panic!("{test}: cannot run: {why} ({REQUIRE_ENV} is set, so this is a failure)");
+    }
+    eprintln!("\n*** SKIPPED {test}: {why}\n*** (set {REQUIRE_ENV}=1 to make this a failure; .ci/run does)\n");
+}
+
+/// Path of a workspace binary, built (once per test process) with the same profile as
+/// the tests. Cargo builds another package's binaries only for that package's own
+/// tests, so the harness asks cargo itself.
+pub fn binary(name: &str) -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    let dir = BUILT.get_or_init(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut cmd = Command::new(cargo);
+        cmd.args([
+            "build",
+            "--quiet",
+            "-p",
+            "modsec-shipper",
+            "-p",
+            "modsec-collector",
+        ]);
+        if !cfg!(debug_assertions) {
+            cmd.arg("--release");
+        }
+        cmd.current_dir(env!("CARGO_MANIFEST_DIR"));
+        let status = cmd.status().expect("run cargo build for the binaries");
+        assert!(status.success(), "cargo build of the binaries failed");
+        // target/<profile>/deps/<this test> -> target/<profile>
+        let exe = std::env::current_exe().expect("current_exe");
+        exe.parent()
+            .and_then(Path::parent)
+            .expect("target profile dir")
+            .to_path_buf()
+    });
+    let path = dir.join(name);
+    assert!(path.is_file(), "{} was not built", path.display());
+    path
+}
+
+/// Where an external program is, if it is installed.
+pub fn which(program: &str) -> Option<PathBuf> {
+    if program.contains('/') {
+        let p = PathBuf::from(program);
+        return p.is_file().then_some(p);
+    }
+    std::env::var_os("PATH")?
+        .to_str()?
+        .split(':')
+        .chain(["/usr/sbin", "/sbin"])
+        .map(|dir| Path::new(dir).join(program))
+        .find(|p| p.is_file())
+}
+
+/// Lowercase hex of an md5 digest.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

@@ -30,7 +30,10 @@ pub enum MessageDialect {
 pub fn parse_message(text: &str, dialect: MessageDialect) -> RuleMatch {
     let body = text.strip_prefix("ModSecurity: ").unwrap_or(text);
     let (action, rest) = parse_action(body);
-    let (justification, tokens) = split_metadata(rest, dialect);
+    let (justification, tokens) = match rule_diagnostic(rest) {
+        Some(found) => found,
+        None => split_metadata(rest, dialect),
+    };
     let mut m = RuleMatch {
         action,
         justification: justification.trim_end().to_string(),
@@ -154,6 +157,26 @@ fn token_before(b: &[u8], end: usize) -> Option<(usize, Range, Range)> {
         return None;
     };
     Some((start, (key_start, key_end), value))
+}
+
+/// An engine diagnostic about one rule, written with the metadata *first*:
+/// `Rule 7fc26fc6bbc0 [id "932150"][file "…"][line "464"] - Execution error - PCRE limits exceeded (-47): (null).`
+/// PCRE-limit errors are how attackers slip past a rule, so the rule id is kept.
+fn rule_diagnostic(text: &str) -> Option<(&str, Vec<(&str, &str)>)> {
+    let rest = text.strip_prefix("Rule ")?;
+    let (_pointer, mut rest) = rest.split_once(' ')?;
+    let mut tokens = Vec::new();
+    while let Some(inner) = rest.strip_prefix('[') {
+        let (key, after) = inner.split_once(" \"")?;
+        if key.is_empty() || !key.bytes().all(|c| c.is_ascii_lowercase()) {
+            return None;
+        }
+        let close = after.find("\"]")?;
+        tokens.push((key, &after[..close]));
+        rest = &after[close + 2..];
+    }
+    let justification = rest.strip_prefix(" - ")?;
+    (!tokens.is_empty()).then_some((justification, tokens))
 }
 
 /// Recognises the action text at the start of a message.
@@ -460,6 +483,21 @@ mod tests {
             (None, None, None, None)
         );
         assert_eq!(m.tags, ["attack-generic"]);
+    }
+
+    #[test]
+    fn rule_execution_error_keeps_the_rule_id() {
+        let m = parse_message(
+            r#"Rule 7fc26fc6bbc0 [id "932150"][file "/r/REQUEST-932.conf"][line "464"] - Execution error - PCRE limits exceeded (-47): (null)."#,
+            MessageDialect::ModSecurity2,
+        );
+        assert_eq!(m.id.as_deref(), Some("932150"));
+        assert_eq!(m.line, Some(464));
+        assert_eq!(m.action, MessageAction::None);
+        assert_eq!(
+            m.justification,
+            "Execution error - PCRE limits exceeded (-47): (null)."
+        );
     }
 
     #[test]

@@ -132,19 +132,19 @@ pub(crate) fn parse_with_cuts(
 /// Completes what every parser shares: Apache-Error copies, truncation counts, and
 /// the interception.
 pub(crate) fn finish_event(ev: &mut AuditEvent, outcome: Outcome, apache_copies: Vec<RuleMatch>) {
-    // On Apache 2.4 every alert is also an Apache-Error line (with backslashes escaped
-    // once more). Use a copy only when its message is missing, e.g. the Message line
-    // was lost; never count an alert twice.
-    let key = |m: &RuleMatch| {
-        (
-            m.id.clone(),
-            std::mem::discriminant(&m.action),
-            m.justification.replace('\\', ""),
-        )
-    };
+    // On Apache 2.4 every alert is also an Apache-Error line, escaped once or twice
+    // more (ModSecurity's error-log text, then Apache's). Use a copy only when its
+    // message is missing (e.g. the Message line was lost); never count an alert twice.
     for copy in apache_copies {
-        let k = key(&copy);
-        if !ev.matches.iter().any(|m| key(m) == k) {
+        let once = unescape_lossy(&copy.justification);
+        let twice = unescape_lossy(&once);
+        let forms = [copy.justification.trim(), once.trim(), twice.trim()];
+        let same = |m: &RuleMatch| {
+            m.id == copy.id
+                && std::mem::discriminant(&m.action) == std::mem::discriminant(&copy.action)
+                && forms.contains(&m.justification.trim())
+        };
+        if !ev.matches.iter().any(same) {
             ev.matches.push(copy);
         }
     }
@@ -173,6 +173,13 @@ pub(crate) fn finish_event(ev: &mut AuditEvent, outcome: Outcome, apache_copies:
         target,
         action: disruptive,
     });
+}
+
+fn unescape_lossy(text: &str) -> String {
+    match crate::escape::unescape(text.as_bytes(), crate::escape::CutEscape::KeepLiteral) {
+        Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+        Err(_) => text.to_string(),
+    }
 }
 
 #[cfg(test)]

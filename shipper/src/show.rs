@@ -1,0 +1,192 @@
+//! `modsec-shipper show`: the parsed view of event files, as text or JSON lines.
+
+use std::fmt::Write as _;
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use chrono::Utc;
+use modsec2sguil::auditlog::{read_event_file, AuditEvent, Body, ParseLimits};
+use modsec2sguil::escape::escape;
+
+pub fn run(files: &[PathBuf], json: bool, max_body: usize) -> ExitCode {
+    let limits = ParseLimits {
+        max_body_bytes: max_body,
+        ..ParseLimits::default()
+    };
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    let mut failed = 0usize;
+    for path in files {
+        match load(path, &limits) {
+            Ok(event) => {
+                let text = if json {
+                    as_json(path, &event)
+                } else {
+                    as_text(path, &event)
+                };
+                if out.write_all(text.as_bytes()).is_err() {
+                    // stdout closed (e.g. piped into head): nothing more to say.
+                    return ExitCode::from(1);
+                }
+            }
+            Err(e) => {
+                failed += 1;
+                eprintln!("modsec-shipper: show: {e}");
+            }
+        }
+    }
+    if failed > 0 {
+        eprintln!(
+            "modsec-shipper: show: {failed} of {} file(s) could not be parsed",
+            files.len()
+        );
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+fn load(path: &Path, limits: &ParseLimits) -> Result<AuditEvent, String> {
+    let name = path.display();
+    let meta = std::fs::metadata(path).map_err(|e| format!("{name}: {e}"))?;
+    if !meta.is_file() {
+        return Err(format!("{name}: not a regular file"));
+    }
+    let file = File::open(path).map_err(|e| format!("{name}: {e}"))?;
+    let raw = read_event_file(path, file, limits).map_err(|e| e.to_string())?;
+    raw.parse(limits).map_err(|e| format!("{name}: {e}"))
+}
+
+fn as_json(path: &Path, event: &AuditEvent) -> String {
+    let mut value = serde_json::to_value(event).unwrap_or_default();
+    if let Some(map) = value.as_object_mut() {
+        map.insert("file".into(), path.display().to_string().into());
+    }
+    format!("{value}\n")
+}
+
+/// Bytes as terminal-safe text: ModSecurity's own escaping, so nothing raw reaches the tty.
+fn safe(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(&escape(bytes, false)).into_owned()
+}
+
+fn as_text(path: &Path, ev: &AuditEvent) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "== {}", path.display());
+    let format = serde_json::to_value(ev.format)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default();
+    let _ = writeln!(s, "format:       {format}");
+    if let Some(p) = &ev.producer {
+        let _ = writeln!(s, "producer:     {}", safe(p.as_bytes()));
+    }
+    let _ = writeln!(s, "unique id:    {}", ev.unique_id);
+    let _ = writeln!(
+        s,
+        "time:         {} (UTC {})",
+        ev.time.format("%Y-%m-%d %H:%M:%S%.f %:z"),
+        ev.time.with_timezone(&Utc).format("%Y-%m-%d %H:%M:%S")
+    );
+    let _ = writeln!(
+        s,
+        "client:       {} port {}",
+        ev.client.addr, ev.client.port
+    );
+    let _ = writeln!(
+        s,
+        "server:       {} port {}",
+        ev.server.addr, ev.server.port
+    );
+    let _ = writeln!(s, "request:      {}", safe(&ev.request.line));
+    for name in ["Host", "User-Agent"] {
+        if let Some(v) = ev.request.header(name) {
+            let _ = writeln!(s, "  {:<11} {}", format!("{name}:"), safe(v));
+        }
+    }
+    write_body(&mut s, "request body", ev.request.body.as_ref());
+    match ev.response.status {
+        Some(st) => {
+            let _ = writeln!(s, "status:       {st} {}", safe(&ev.response.reason));
+        }
+        None => {
+            let _ = writeln!(s, "status:       (no response line)");
+        }
+    }
+    write_body(&mut s, "response body", ev.response.body.as_ref());
+    match &ev.interception {
+        Some(i) => {
+            let mut what = String::from("intercepted:  yes");
+            if let Some(p) = i.phase {
+                let _ = write!(what, ", phase {p}");
+            }
+            if let Some(st) = i.status {
+                let _ = write!(what, ", status {st}");
+            }
+            if let Some(t) = &i.target {
+                let _ = write!(what, ", to {}", safe(t.as_bytes()));
+            }
+            let _ = writeln!(s, "{what}");
+        }
+        None => {
+            let _ = writeln!(s, "intercepted:  no");
+        }
+    }
+    if let Some(mode) = ev.engine_mode {
+        let _ = writeln!(s, "engine mode:  {mode:?}");
+    }
+    let _ = writeln!(
+        s,
+        "rules:        {}",
+        if ev.matches.is_empty() {
+            "(no rule messages)"
+        } else {
+            ""
+        }
+    );
+    for m in &ev.matches {
+        let id = m.id.as_deref().unwrap_or("-");
+        let sev = m.severity.map(|s| s.name()).unwrap_or("-");
+        let action = serde_json::to_value(&m.action)
+            .ok()
+            .and_then(|v| v.get("kind").and_then(|k| k.as_str().map(str::to_string)))
+            .unwrap_or_default();
+        let msg = m.msg.as_deref().unwrap_or(&m.justification);
+        let _ = writeln!(s, "  [{id}] {sev} {action}: {}", safe(msg.as_bytes()));
+        if let Some(d) = &m.data {
+            let _ = writeln!(s, "      data: {}", safe(d.as_bytes()));
+        }
+        if m.truncated {
+            let _ = writeln!(s, "      (message truncated by ModSecurity at 1,023 bytes)");
+        }
+    }
+    if !ev.matched_rule_ids.is_empty() {
+        let _ = writeln!(s, "matched (K):  {}", ev.matched_rule_ids.join(" "));
+    }
+    for e in &ev.apache_errors {
+        let _ = writeln!(s, "apache error: {}", safe(e.as_bytes()));
+    }
+    if ev.anomalies.any() {
+        let _ = writeln!(
+            s,
+            "anomalies:    {}",
+            serde_json::to_string(&ev.anomalies).unwrap_or_default()
+        );
+    }
+    s.push('\n');
+    s
+}
+
+fn write_body(s: &mut String, label: &str, body: Option<&Body>) {
+    if let Some(b) = body {
+        let shown = &b.bytes[..b.bytes.len().min(200)];
+        let more = if b.total_len > shown.len() as u64 {
+            " …"
+        } else {
+            ""
+        };
+        let _ = writeln!(s, "{label}: {} bytes: {}{more}", b.total_len, safe(shown));
+    }
+}

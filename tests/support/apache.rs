@@ -1,0 +1,1 @@
+//! Real Apache + ModSecurity for end-to-end tests.
