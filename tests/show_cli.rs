@@ -1,1 +1,111 @@
+//! `modsec-shipper show` as a user runs it.
 
+use std::process::Command;
+
+use modsec2sguil_e2e::{binary, fixtures};
+
+fn sqli_fixture() -> std::path::PathBuf {
+    fixtures().join("modsec-2.9/native/www-data/20261128/20261128-0214/20261128-021431-awo5B9rt9m7QJiOqXPD3mQAAAEE")
+}
+
+#[test]
+fn show_prints_the_parsed_event() {
+    let out = Command::new(binary("modsec-shipper"))
+        .arg("show")
+        .arg(sqli_fixture())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    for want in [
+        "awo5B9rt9m7QJiOqXPD3mQAAAEE",
+        "127.0.0.1 port 40628",
+        "[949110] CRITICAL denied",
+        "intercepted:  yes, phase 2, status 403",
+    ] {
+        assert!(text.contains(want), "missing {want:?} in:\n{text}");
+    }
+}
+
+#[test]
+fn show_json_is_one_object_per_file() {
+    let json_file = std::fs::read_dir(fixtures().join("modsec-2.9/json/www-data/20261128"))
+        .unwrap()
+        .flat_map(|d| std::fs::read_dir(d.unwrap().path()).unwrap())
+        .map(|e| e.unwrap().path())
+        .next()
+        .unwrap();
+    let out = Command::new(binary("modsec-shipper"))
+        .args(["show", "--json"])
+        .arg(sqli_fixture())
+        .arg(&json_file)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let lines: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2);
+    assert_eq!(lines[0]["unique_id"], "awo5B9rt9m7QJiOqXPD3mQAAAEE");
+    assert_eq!(lines[0]["format"], "native2");
+    assert_eq!(lines[1]["format"], "json2");
+    assert_eq!(lines[1]["file"], json_file.display().to_string());
+}
+
+#[test]
+fn show_names_each_file_it_cannot_parse_and_exits_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let junk = dir.path().join("junk.bin");
+    std::fs::write(&junk, b"\x00\x01\x02 not an event").unwrap();
+    let missing = dir.path().join("missing");
+    let out = Command::new(binary("modsec-shipper"))
+        .arg("show")
+        .arg(&junk)
+        .arg(sqli_fixture())
+        .arg(&missing)
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "{}: not a ModSecurity audit-log event",
+            junk.display()
+        )) || err.contains("junk.bin"),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("{}: No such file", missing.display())),
+        "{err}"
+    );
+    assert!(err.contains("not a regular file"), "{err}");
+    assert!(err.contains("3 of 4 file(s)"), "{err}");
+    // The good file in the middle was still shown.
+    assert!(String::from_utf8_lossy(&out.stdout).contains("awo5B9rt9m7QJiOqXPD3mQAAAEE"));
+}
+
+#[test]
+fn show_escapes_raw_bytes_for_the_terminal() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("ev");
+    let text = "--abcd1234-A--\n[28/Nov/2026:02:14:31 +0000] id1 127.0.0.1 1 127.0.0.1 80\n--abcd1234-B--\nGET /\x1b[31mred HTTP/1.1\nUser-Agent: \x1b]0;pwned\x07\n\n--abcd1234-Z--\n";
+    std::fs::write(&f, text).unwrap();
+    let out = Command::new(binary("modsec-shipper"))
+        .arg("show")
+        .arg(&f)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(
+        !out.stdout.contains(&0x1b),
+        "no raw escape byte reaches the terminal"
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("\\x1b[31mred"));
+}

@@ -432,13 +432,13 @@ fn time_ending_at(line: &[u8], close: usize) -> Option<(usize, DateTime<FixedOff
     Some((open, time, close + 3))
 }
 
+/// Hostname, address, and the tokens after the address.
+type HostAddr<'a> = (Vec<u8>, IpAddr, Vec<&'a [u8]>);
+
 /// Splits `host ip logname user` (2.x, `min_after_ip` = 2) or `host ip user` (3,
 /// `min_after_ip` = 1) at the first token that is an IP address. Host and user may hold
 /// spaces; the address never does.
-fn split_host_addr(
-    left: &[u8],
-    min_after_ip: usize,
-) -> Result<(Vec<u8>, IpAddr, Vec<&[u8]>), IndexError> {
+fn split_host_addr(left: &[u8], min_after_ip: usize) -> Result<HostAddr<'_>, IndexError> {
     let tokens: Vec<&[u8]> = left.split(|&b| b == b' ').collect();
     for k in 1..tokens.len() {
         if tokens.len() < k + 1 + min_after_ip {

@@ -208,14 +208,12 @@ pub(crate) fn parse_native(
         match part.letter {
             b'B' => parse_request_head(part.content, &mut ev),
             // I replaces C for multipart bodies; keep whichever carries the body.
-            b'C' | b'I' => {
-                if ev.request.body.is_none() || part.letter == b'C' {
-                    ev.request.body = Some(Body::capped_with_total(
-                        part.content,
-                        total,
-                        limits.max_body_bytes,
-                    ));
-                }
+            b'C' | b'I' if ev.request.body.is_none() || part.letter == b'C' => {
+                ev.request.body = Some(Body::capped_with_total(
+                    part.content,
+                    total,
+                    limits.max_body_bytes,
+                ));
             }
             b'F' => parse_response_head(part.content, &mut ev),
             b'E' => {
@@ -277,7 +275,7 @@ fn parse_part_a(content: &[u8]) -> Result<PartA, AuditLogError> {
         .find(']')
         .ok_or_else(|| part_a_error("part A has no `]` after the time"))?;
     let time =
-        parse_modsec_time(rest[..close].as_bytes()).map_err(|e| part_a_error(e.to_string()))?;
+        parse_modsec_time(&rest.as_bytes()[..close]).map_err(|e| part_a_error(e.to_string()))?;
     let fields: Vec<&str> = rest[close + 1..].split_ascii_whitespace().collect();
     let [id, cip, cport, sip, sport] = fields.as_slice() else {
         return Err(part_a_error(format!(
