@@ -156,15 +156,32 @@ pub fn parse_index_line(input: &[u8]) -> Result<IndexLine, IndexError> {
             format!("contains a newline or NUL byte at {pos}"),
         ));
     }
-    // 2.x ends every line with " " or " L"; libmodsecurity 3 ends with the md5.
-    let (flavor, shortened, body) = if let Some(b) = line.strip_suffix(b" L") {
-        (IndexFlavor::ModSecurity2, true, b)
-    } else if let Some(b) = line.strip_suffix(b" ") {
-        (IndexFlavor::ModSecurity2, false, b)
-    } else {
-        (IndexFlavor::LibModSecurity3, false, line)
-    };
+    // 2.x ends every line with " " or " L"; libmodsecurity 3 ends with the md5 and
+    // prints the size as a float. A 2.x line that lost its trailing space (an index file
+    // that went through a whitespace-trimming tool) still reads as 2.x.
+    if let Some(body) = line.strip_suffix(b" L") {
+        return parse_fields(body, IndexFlavor::ModSecurity2, true);
+    }
+    if let Some(body) = line.strip_suffix(b" ") {
+        return parse_fields(body, IndexFlavor::ModSecurity2, false);
+    }
+    let float_size = line
+        .rsplit(|&b| b == b' ')
+        .nth(1)
+        .is_some_and(|size| size.contains(&b'.'));
+    if float_size {
+        return parse_fields(line, IndexFlavor::LibModSecurity3, false);
+    }
+    parse_fields(line, IndexFlavor::ModSecurity2, false).or_else(|v2_error| {
+        parse_fields(line, IndexFlavor::LibModSecurity3, false).map_err(|_| v2_error)
+    })
+}
 
+fn parse_fields(
+    body: &[u8],
+    flavor: IndexFlavor,
+    shortened: bool,
+) -> Result<IndexLine, IndexError> {
     let mut tail = body.rsplitn(5, |&b| b == b' ');
     let md5 = tail.next().unwrap_or_default();
     let size = tail
@@ -522,7 +539,12 @@ fn parse_v3_prefix(p: &[u8]) -> Result<Head, IndexError> {
     // after which the rest reads as `referer "ua" id referer`.
     let rest = &p[req_start..];
     let mut from = 0;
+    let mut tried = 0;
     while let Some(rel) = rest[from..].windows(2).position(|w| w == b"\" ") {
+        tried += 1;
+        if tried > MAX_V3_REQUEST_CANDIDATES {
+            break;
+        }
         let q = from + rel;
         from = q + 1;
         let mut fields = rest[q + 2..].splitn(3, |&b| b == b' ');
@@ -557,9 +579,18 @@ fn parse_v3_prefix(p: &[u8]) -> Result<Head, IndexError> {
     ))
 }
 
-/// Splits libmodsecurity 3's `REF "UA" ID REF`, using the repeated referer as the anchor.
+/// How many `" ` positions may be tried as the end of an unescaped libmodsecurity 3
+/// request line before the line is called malformed: real lines need one or two, and
+/// each try costs a pass over the rest of the line.
+const MAX_V3_REQUEST_CANDIDATES: usize = 32;
+
+/// Splits libmodsecurity 3's `REF "UA" ID REF`, using the repeated referer as the anchor:
+/// the referer is a border of the text (a prefix that is also a suffix), shortest first.
 fn split_v3_tail(tail: &[u8]) -> Option<(&[u8], &[u8], &[u8])> {
-    for ref_len in 1..tail.len() / 2 {
+    for ref_len in borders(tail)
+        .into_iter()
+        .take_while(|&l| l < tail.len() / 2)
+    {
         let referer = &tail[..ref_len];
         let Some(after) = tail[ref_len..].strip_prefix(b" \"") else {
             continue;
@@ -582,6 +613,33 @@ fn split_v3_tail(tail: &[u8]) -> Option<(&[u8], &[u8], &[u8])> {
         }
     }
     None
+}
+
+/// Lengths of the proper borders of `s`, shortest first (KMP prefix function, O(n)).
+fn borders(s: &[u8]) -> Vec<usize> {
+    let n = s.len();
+    if n == 0 {
+        return Vec::new();
+    }
+    let mut pi = vec![0usize; n];
+    for i in 1..n {
+        let mut k = pi[i - 1];
+        while k > 0 && s[i] != s[k] {
+            k = pi[k - 1];
+        }
+        if s[i] == s[k] {
+            k += 1;
+        }
+        pi[i] = k;
+    }
+    let mut out = Vec::new();
+    let mut k = pi[n - 1];
+    while k > 0 {
+        out.push(k);
+        k = pi[k - 1];
+    }
+    out.reverse();
+    out
 }
 
 #[cfg(test)]
@@ -706,6 +764,32 @@ mod tests {
             Some("Mozilla/5.0 \"quoted\" back\\slash ünï".as_bytes())
         );
         assert_eq!(l.unique_id, "1795.5");
+    }
+
+    #[test]
+    fn line_without_its_trailing_space_still_reads_as_2_x() {
+        let trimmed = &SQLI[..SQLI.len() - 2];
+        let l = parse_index_line(trimmed).unwrap();
+        assert_eq!(l.flavor, IndexFlavor::ModSecurity2);
+        assert_eq!(l.unique_id, "awo5B9rt9m7QJiOqXPD3lQAAAEg");
+    }
+
+    #[test]
+    fn hostile_long_libmodsecurity3_lines_end_quickly() {
+        // Many fake request ends and a referer-like run: bounded work, then a verdict.
+        let ua = "\" 200 1 a \"".repeat(4000);
+        let line = format!("h 127.0.0.1 - [28/Nov/2026:02:11:23 +0000] \"GET / HTTP/1.1{ua} 403 1 {} \"x\" 1.2 {} /f 0 1.000000 md5:dfa482a08079c773afa4ce4f70879897", "a".repeat(20000), "a".repeat(20000));
+        let _ = parse_index_line(line.as_bytes());
+        let line = format!("h 127.0.0.1 - [28/Nov/2026:02:11:23 +0000] \"GET / HTTP/1.1\" 403 1 {r} \"x\" 1.2 {r} /f 0 1.000000 md5:dfa482a08079c773afa4ce4f70879897", r = "a".repeat(30000));
+        let l = parse_index_line(line.as_bytes()).unwrap();
+        assert_eq!(l.referer.map(|r| r.len()), Some(30000));
+    }
+
+    #[test]
+    fn borders_are_prefixes_that_are_suffixes() {
+        assert_eq!(borders(b"abcab"), [2]);
+        assert_eq!(borders(b"aaaa"), [1, 2, 3]);
+        assert_eq!(borders(b"abc"), Vec::<usize>::new());
     }
 
     #[test]
