@@ -8,6 +8,8 @@
 //! never panic on any input.
 
 pub mod auditlog;
+pub mod config;
 pub mod escape;
 pub mod index;
+pub mod queue;
 pub mod time;

@@ -1,0 +1,360 @@
+//! Sguil-style configuration files: `set NAME value`, one per line, as modsec2sguil's
+//! `modsec_agent.conf` and Sguil's own agents use them.
+//!
+//! Values are a bare word, a `"double-quoted"` string (with `\"` and `\\`), or a
+//! `{braced}` string taken literally. `#` starts a comment line; `;#` starts a comment
+//! after a command, as in Tcl. A later `set` of the same name wins, as in Tcl.
+//! Nothing here knows which keys exist: each program checks its own list, warns about
+//! unknown keys and reports bad values with the file, line and key.
+
+use std::path::{Path, PathBuf};
+
+use thiserror::Error;
+
+/// One `set NAME value` line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Setting {
+    pub key: String,
+    pub value: String,
+    /// 1-based line number.
+    pub line: usize,
+}
+
+/// A parsed config file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigFile {
+    pub path: PathBuf,
+    pub settings: Vec<Setting>,
+}
+
+/// A config file that cannot be used; every variant names the file and line.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}:{line}: {why}")]
+    Syntax {
+        path: PathBuf,
+        line: usize,
+        why: String,
+    },
+    #[error("{path}:{line}: {key}: bad value `{value}`: {why}")]
+    Value {
+        path: PathBuf,
+        line: usize,
+        key: String,
+        value: String,
+        why: String,
+    },
+}
+
+impl ConfigFile {
+    /// Reads and parses `path`.
+    pub fn load(path: &Path) -> Result<ConfigFile, ConfigError> {
+        let bytes = std::fs::read(path).map_err(|source| ConfigError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let text = String::from_utf8(bytes).map_err(|e| {
+            let line = 1 + e.as_bytes()[..e.utf8_error().valid_up_to()]
+                .iter()
+                .filter(|&&b| b == b'\n')
+                .count();
+            ConfigError::Syntax {
+                path: path.to_path_buf(),
+                line,
+                why: "not UTF-8 text".into(),
+            }
+        })?;
+        ConfigFile::parse(&text, path)
+    }
+
+    /// Parses config text; `path` is only used in messages.
+    pub fn parse(text: &str, path: &Path) -> Result<ConfigFile, ConfigError> {
+        let mut settings = Vec::new();
+        for (i, raw) in text.lines().enumerate() {
+            let line = i + 1;
+            let syntax = |why: String| ConfigError::Syntax {
+                path: path.to_path_buf(),
+                line,
+                why,
+            };
+            let trimmed = raw.trim();
+            if trimmed.is_empty() || trimmed.starts_with('#') {
+                continue;
+            }
+            let rest = trimmed
+                .strip_prefix("set")
+                .filter(|r| r.starts_with([' ', '\t']))
+                .ok_or_else(|| {
+                    syntax(format!(
+                        "expected `set NAME value`, found `{}`",
+                        clip(trimmed)
+                    ))
+                })?
+                .trim_start();
+            let name_end = rest.find([' ', '\t']).unwrap_or(rest.len());
+            let key = &rest[..name_end];
+            let valid_name = key
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+            if !valid_name {
+                return Err(syntax(format!("`{}` is not a setting name", clip(key))));
+            }
+            let value = parse_value(rest[name_end..].trim_start())
+                .map_err(|why| syntax(format!("{key}: {why}")))?;
+            settings.push(Setting {
+                key: key.to_string(),
+                value,
+                line,
+            });
+        }
+        Ok(ConfigFile {
+            path: path.to_path_buf(),
+            settings,
+        })
+    }
+
+    /// The effective (last) setting of `key`.
+    pub fn get(&self, key: &str) -> Option<&Setting> {
+        self.settings.iter().rev().find(|s| s.key == key)
+    }
+
+    /// Settings whose key is not in `known` (each once, first occurrence).
+    pub fn unknown<'a>(&'a self, known: &[&str]) -> Vec<&'a Setting> {
+        let mut out: Vec<&Setting> = Vec::new();
+        for s in &self.settings {
+            if !known.contains(&s.key.as_str()) && !out.iter().any(|o| o.key == s.key) {
+                out.push(s);
+            }
+        }
+        out
+    }
+
+    /// A value error for `setting`.
+    pub fn bad(&self, setting: &Setting, why: impl Into<String>) -> ConfigError {
+        ConfigError::Value {
+            path: self.path.clone(),
+            line: setting.line,
+            key: setting.key.clone(),
+            value: setting.value.clone(),
+            why: why.into(),
+        }
+    }
+
+    /// A string setting.
+    pub fn string(&self, key: &str) -> Option<String> {
+        self.get(key).map(|s| s.value.clone())
+    }
+
+    /// A boolean: `1`/`0`, `yes`/`no`, `on`/`off`, `true`/`false` (as Tcl reads them).
+    pub fn bool(&self, key: &str) -> Result<Option<bool>, ConfigError> {
+        let Some(s) = self.get(key) else {
+            return Ok(None);
+        };
+        parse_bool(&s.value)
+            .map(Some)
+            .ok_or_else(|| self.bad(s, "expected 1 or 0 (or yes/no, on/off)"))
+    }
+
+    /// An unsigned number within `range`.
+    pub fn number(
+        &self,
+        key: &str,
+        range: std::ops::RangeInclusive<u64>,
+    ) -> Result<Option<u64>, ConfigError> {
+        let Some(s) = self.get(key) else {
+            return Ok(None);
+        };
+        match s.value.parse::<u64>() {
+            Ok(v) if range.contains(&v) => Ok(Some(v)),
+            _ => Err(self.bad(
+                s,
+                format!(
+                    "expected a whole number from {} to {}",
+                    range.start(),
+                    range.end()
+                ),
+            )),
+        }
+    }
+
+    /// An absolute path.
+    pub fn abs_path(&self, key: &str) -> Result<Option<PathBuf>, ConfigError> {
+        let Some(s) = self.get(key) else {
+            return Ok(None);
+        };
+        let p = PathBuf::from(&s.value);
+        if !p.is_absolute() {
+            return Err(self.bad(s, "expected an absolute path"));
+        }
+        Ok(Some(p))
+    }
+}
+
+/// Tcl's boolean words.
+pub fn parse_bool(value: &str) -> Option<bool> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "1" | "yes" | "on" | "true" => Some(true),
+        "0" | "no" | "off" | "false" => Some(false),
+        _ => None,
+    }
+}
+
+fn clip(s: &str) -> String {
+    s.chars().take(60).collect()
+}
+
+/// Parses the value part; what may follow it is only a `;#` comment.
+fn parse_value(text: &str) -> Result<String, String> {
+    let (value, rest) = if let Some(body) = text.strip_prefix('"') {
+        let mut out = String::new();
+        let mut chars = body.char_indices();
+        let mut end = None;
+        while let Some((i, c)) = chars.next() {
+            match c {
+                '\\' => match chars.next() {
+                    Some((_, e)) => out.push(e),
+                    None => return Err("backslash at the end of a quoted value".into()),
+                },
+                '"' => {
+                    end = Some(i + 1);
+                    break;
+                }
+                c => out.push(c),
+            }
+        }
+        let end = end.ok_or("quoted value has no closing `\"`")?;
+        (out, &body[end..])
+    } else if let Some(body) = text.strip_prefix('{') {
+        let mut depth = 1;
+        let mut end = None;
+        for (i, c) in body.char_indices() {
+            match c {
+                '{' => depth += 1,
+                '}' => {
+                    depth -= 1;
+                    if depth == 0 {
+                        end = Some(i);
+                        break;
+                    }
+                }
+                _ => {}
+            }
+        }
+        let end = end.ok_or("braced value has no closing `}`")?;
+        (body[..end].to_string(), &body[end + 1..])
+    } else {
+        let end = text.find([' ', '\t', ';']).unwrap_or(text.len());
+        if end == 0 {
+            return Err("missing value".into());
+        }
+        (text[..end].to_string(), &text[end..])
+    };
+    let rest = rest.trim_start();
+    if !(rest.is_empty() || rest.starts_with(";#") || rest.starts_with("; #")) {
+        return Err(format!(
+            "unexpected `{}` after the value (quote values that contain spaces)",
+            clip(rest)
+        ));
+    }
+    Ok(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<ConfigFile, ConfigError> {
+        ConfigFile::parse(text, Path::new("/etc/modsec2sguil.conf"))
+    }
+
+    #[test]
+    fn modsec2sguil_0_8_style() {
+        let c = parse(
+            "#\n# Configuration file for modsec2sguil\n#\nset DEBUG 1\nset DAEMON 0\n\nset SERVER_HOST 192.168.1.100\n  set EVENT_DIR /nsm/queue ;# the queue\nset NAME \"web farm\"\nset TAGS {a {b} c}\nset DEBUG 0\n",
+        )
+        .unwrap();
+        assert_eq!(c.string("SERVER_HOST").as_deref(), Some("192.168.1.100"));
+        assert_eq!(c.string("EVENT_DIR").as_deref(), Some("/nsm/queue"));
+        assert_eq!(c.string("NAME").as_deref(), Some("web farm"));
+        assert_eq!(c.string("TAGS").as_deref(), Some("a {b} c"));
+        assert_eq!(c.bool("DEBUG").unwrap(), Some(false), "the last set wins");
+        assert_eq!(c.get("EVENT_DIR").unwrap().line, 8);
+    }
+
+    #[test]
+    fn syntax_errors_name_file_and_line() {
+        for (text, line, why) in [
+            ("set A 1\nA = 2\n", 2, "expected `set NAME value`"),
+            ("set 9A 1\n", 1, "not a setting name"),
+            ("set A\n", 1, "missing value"),
+            ("set A \"open\n", 1, "no closing"),
+            ("set A {open\n", 1, "no closing"),
+            ("set A one two\n", 1, "quote values"),
+            ("setA 1\n", 1, "expected `set NAME value`"),
+        ] {
+            let e = parse(text).unwrap_err();
+            let msg = e.to_string();
+            assert!(
+                msg.starts_with(&format!("/etc/modsec2sguil.conf:{line}:")),
+                "{msg}"
+            );
+            assert!(msg.contains(why), "{msg}");
+        }
+    }
+
+    #[test]
+    fn typed_values_and_their_errors() {
+        let c =
+            parse("set A yes\nset B maybe\nset N 70000\nset P relative/dir\nset Q /abs\n").unwrap();
+        assert_eq!(c.bool("A").unwrap(), Some(true));
+        let e = c.bool("B").unwrap_err().to_string();
+        assert!(e.contains(":2: B: bad value `maybe`"), "{e}");
+        assert!(c
+            .number("N", 1..=65535)
+            .unwrap_err()
+            .to_string()
+            .contains("from 1 to 65535"));
+        assert!(c
+            .abs_path("P")
+            .unwrap_err()
+            .to_string()
+            .contains("absolute path"));
+        assert_eq!(c.abs_path("Q").unwrap(), Some(PathBuf::from("/abs")));
+        assert_eq!(c.bool("MISSING").unwrap(), None);
+    }
+
+    #[test]
+    fn unknown_keys_are_listed_once() {
+        let c = parse("set A 1\nset ZZ 1\nset ZZ 2\n").unwrap();
+        let unknown: Vec<_> = c
+            .unknown(&["A"])
+            .iter()
+            .map(|s| (s.key.clone(), s.line))
+            .collect();
+        assert_eq!(unknown, [("ZZ".to_string(), 2)]);
+    }
+
+    #[test]
+    fn non_utf8_file_is_an_error_with_its_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.conf");
+        std::fs::write(&p, b"set A 1\nset B \xff\n").unwrap();
+        let e = ConfigFile::load(&p).unwrap_err().to_string();
+        assert!(e.ends_with(":2: not UTF-8 text"), "{e}");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn never_panics(text in "\\PC{0,200}") {
+            let _ = parse(&text);
+        }
+    }
+}

@@ -1,0 +1,428 @@
+//! The queue directory: the contract between the collector and the shipper
+//! (DESIGN.md, "The queue").
+//!
+//! Entries are named `modsec.log.<sec>.<usec>` (usec zero-padded to 6 digits),
+//! strictly increasing in arrival order, and ordered by their numbers, so the unpadded
+//! names modsec_queue.pl wrote sort right too. Adding an entry is atomic: `link()` to the
+//! final name, retried with the next name on `EEXIST` (two collectors run side by side
+//! during a graceful restart); a copy is written under `.tmp/`, fsynced, then linked.
+//! Hidden files and folders belong to the tools: `.tmp/`, `.backlog` (index lines the
+//! collector could not act on, with the reason) and `.integrity/` (markers for entries
+//! whose size or md5 did not match their index line).
+
+use std::cmp::Ordering;
+use std::fmt;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Prefix of every entry name.
+pub const ENTRY_PREFIX: &str = "modsec.log.";
+/// Where copies are written before they are linked into place.
+pub const TMP_DIR: &str = ".tmp";
+/// Index lines the collector could not act on: `<unix time>\t<reason>\t<raw line>`.
+pub const BACKLOG_FILE: &str = ".backlog";
+/// One marker per entry whose file did not match its index line.
+pub const INTEGRITY_DIR: &str = ".integrity";
+
+/// An entry's name: the arrival time it encodes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct EntryName {
+    pub sec: u64,
+    pub usec: u32,
+}
+
+impl EntryName {
+    /// Parses `modsec.log.<sec>.<usec>`, padded or not.
+    pub fn parse(name: &str) -> Option<EntryName> {
+        let rest = name.strip_prefix(ENTRY_PREFIX)?;
+        let (sec, usec) = rest.split_once('.')?;
+        let digits =
+            |s: &str| !s.is_empty() && s.len() <= 20 && s.bytes().all(|b| b.is_ascii_digit());
+        if !digits(sec) || !digits(usec) || usec.len() > 6 {
+            return None;
+        }
+        Some(EntryName {
+            sec: sec.parse().ok()?,
+            usec: usec.parse().ok()?,
+        })
+    }
+
+    /// The name for now.
+    pub fn now() -> EntryName {
+        let d = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        EntryName {
+            sec: d.as_secs(),
+            usec: d.subsec_micros(),
+        }
+    }
+
+    /// The next name after this one (one microsecond later).
+    pub fn next(self) -> EntryName {
+        if self.usec >= 999_999 {
+            EntryName {
+                sec: self.sec + 1,
+                usec: 0,
+            }
+        } else {
+            EntryName {
+                sec: self.sec,
+                usec: self.usec + 1,
+            }
+        }
+    }
+}
+
+impl Ord for EntryName {
+    fn cmp(&self, other: &Self) -> Ordering {
+        (self.sec, self.usec).cmp(&(other.sec, other.usec))
+    }
+}
+
+impl PartialOrd for EntryName {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl fmt::Display for EntryName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{ENTRY_PREFIX}{}.{:06}", self.sec, self.usec)
+    }
+}
+
+/// How an event file gets into the queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkMode {
+    /// Hard link; falls back to a copy where the filesystem refuses (`EXDEV`, `EPERM`).
+    Hardlink,
+    /// Always copy.
+    Copy,
+    /// Symbolic link to the event file (modsec2sguil's `SYMLINK 1`).
+    Symlink,
+}
+
+impl LinkMode {
+    pub fn parse(text: &str) -> Option<LinkMode> {
+        match text.to_ascii_lowercase().as_str() {
+            "hardlink" | "link" => Some(LinkMode::Hardlink),
+            "copy" => Some(LinkMode::Copy),
+            "symlink" => Some(LinkMode::Symlink),
+            _ => None,
+        }
+    }
+}
+
+/// How an entry was made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Linked {
+    Hardlink,
+    /// Copied, because hard links were refused or copying was asked for.
+    Copy,
+    Symlink,
+}
+
+/// A queue directory and the last name this process gave out.
+#[derive(Debug)]
+pub struct Queue {
+    dir: PathBuf,
+    last: Option<EntryName>,
+}
+
+/// How many names are tried before giving up on `EEXIST` (each is a microsecond later).
+const MAX_NAME_TRIES: u32 = 100_000;
+
+impl Queue {
+    /// Opens (creating if needed) a queue directory.
+    pub fn open(dir: &Path) -> io::Result<Queue> {
+        fs::create_dir_all(dir)?;
+        Ok(Queue {
+            dir: dir.to_path_buf(),
+            last: None,
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The first candidate name: now, but never at or before the last one given out
+    /// (the clock may step back).
+    fn first_candidate(&self) -> EntryName {
+        let now = EntryName::now();
+        match self.last {
+            Some(last) if now <= last => last.next(),
+            _ => now,
+        }
+    }
+
+    /// Puts `source` into the queue under a new name, by `make(target)`, which must fail
+    /// with `AlreadyExists` when the name is taken.
+    fn place(&mut self, mut make: impl FnMut(&Path) -> io::Result<()>) -> io::Result<EntryName> {
+        let mut name = self.first_candidate();
+        for _ in 0..MAX_NAME_TRIES {
+            match make(&self.dir.join(name.to_string())) {
+                Ok(()) => {
+                    self.last = Some(name);
+                    return Ok(name);
+                }
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => name = name.next(),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            "no free entry name after 100000 tries",
+        ))
+    }
+
+    /// Adds `source` (a regular file) to the queue.
+    pub fn add(&mut self, source: &Path, mode: LinkMode) -> io::Result<(EntryName, Linked)> {
+        match mode {
+            LinkMode::Symlink => {
+                let name = self.place(|target| std::os::unix::fs::symlink(source, target))?;
+                Ok((name, Linked::Symlink))
+            }
+            LinkMode::Copy => Ok((self.copy_in(source)?, Linked::Copy)),
+            LinkMode::Hardlink => match self.place(|target| fs::hard_link(source, target)) {
+                Ok(name) => Ok((name, Linked::Hardlink)),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::CrossesDevices | io::ErrorKind::PermissionDenied
+                    ) =>
+                {
+                    log::debug!("hard link of {} refused ({e}); copying", source.display());
+                    Ok((self.copy_in(source)?, Linked::Copy))
+                }
+                Err(e) => Err(e),
+            },
+        }
+    }
+
+    /// Copies `source` into `.tmp/`, fsyncs it, links it into place, removes the temp.
+    fn copy_in(&mut self, source: &Path) -> io::Result<EntryName> {
+        let tmp_dir = self.dir.join(TMP_DIR);
+        fs::create_dir_all(&tmp_dir)?;
+        let tmp = tmp_dir.join(format!("copy.{}.{}", std::process::id(), EntryName::now()));
+        let result = (|| {
+            let mut src = File::open(source)?;
+            let mut dst = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+            io::copy(&mut src, &mut dst)?;
+            dst.sync_all()?;
+            self.place(|target| fs::hard_link(&tmp, target))
+        })();
+        let _ = fs::remove_file(&tmp);
+        if result.is_ok() {
+            File::open(&self.dir)?.sync_all()?;
+        }
+        result
+    }
+
+    /// Appends an index line the collector could not act on, with the reason.
+    pub fn backlog(&self, raw_line: &[u8], reason: &str) -> io::Result<()> {
+        let mut record = Vec::with_capacity(raw_line.len() + reason.len() + 24);
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
+        record.extend_from_slice(now.to_string().as_bytes());
+        record.push(b'\t');
+        record.extend(reason.bytes().map(|b| {
+            if b == b'\t' || b == b'\n' || b == b'\r' {
+                b' '
+            } else {
+                b
+            }
+        }));
+        record.push(b'\t');
+        record.extend_from_slice(raw_line.strip_suffix(b"\n").unwrap_or(raw_line));
+        record.push(b'\n');
+        let mut f = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join(BACKLOG_FILE))?;
+        // One write: records from two collectors do not interleave (O_APPEND).
+        f.write_all(&record)?;
+        f.sync_data()
+    }
+
+    /// Records that `name`'s file did not match its index line.
+    pub fn mark_integrity(&self, name: EntryName, what: &str) -> io::Result<()> {
+        let dir = self.dir.join(INTEGRITY_DIR);
+        fs::create_dir_all(&dir)?;
+        fs::write(dir.join(name.to_string()), format!("{what}\n"))
+    }
+
+    /// Entry names present, oldest first (by number, not by string).
+    pub fn entries(&self) -> io::Result<Vec<EntryName>> {
+        let mut names = Vec::new();
+        for entry in fs::read_dir(&self.dir)? {
+            if let Some(name) = entry?.file_name().to_str().and_then(EntryName::parse) {
+                names.push(name);
+            }
+        }
+        names.sort();
+        Ok(names)
+    }
+}
+
+/// Parses a backlog record: (time, reason, raw line).
+pub fn parse_backlog_record(record: &[u8]) -> Option<(u64, String, Vec<u8>)> {
+    let record = record.strip_suffix(b"\n").unwrap_or(record);
+    let mut parts = record.splitn(3, |&b| b == b'\t');
+    let time = std::str::from_utf8(parts.next()?).ok()?.parse().ok()?;
+    let reason = String::from_utf8_lossy(parts.next()?).into_owned();
+    Some((time, reason, parts.next()?.to_vec()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::MetadataExt;
+
+    #[test]
+    fn names_sort_by_number_and_accept_perl_names() {
+        let mut names: Vec<EntryName> = [
+            "modsec.log.100.5",
+            "modsec.log.100.000040",
+            "modsec.log.99.999999",
+            "modsec.log.100.123456",
+        ]
+        .iter()
+        .map(|n| EntryName::parse(n).unwrap())
+        .collect();
+        names.sort();
+        let shown: Vec<String> = names.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            shown,
+            [
+                "modsec.log.99.999999",
+                "modsec.log.100.000005",
+                "modsec.log.100.000040",
+                "modsec.log.100.123456"
+            ]
+        );
+        for bad in [
+            "modsec.log.1",
+            "modsec.log.a.1",
+            "modsec.log.1.1234567",
+            "other.1.1",
+            "modsec.log.1.",
+            "modsec.log.1.2.3",
+        ] {
+            assert_eq!(EntryName::parse(bad), None, "{bad}");
+        }
+        assert_eq!(
+            EntryName {
+                sec: 1,
+                usec: 999_999
+            }
+            .next(),
+            EntryName { sec: 2, usec: 0 }
+        );
+    }
+
+    #[test]
+    fn hard_links_share_the_inode_and_names_strictly_increase() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("event");
+        fs::write(&src, b"data").unwrap();
+        let mut q = Queue::open(&dir.path().join("q")).unwrap();
+        let mut last = None;
+        for _ in 0..200 {
+            let (name, how) = q.add(&src, LinkMode::Hardlink).unwrap();
+            assert_eq!(how, Linked::Hardlink);
+            assert!(Some(name) > last);
+            last = Some(name);
+        }
+        let entries = q.entries().unwrap();
+        assert_eq!(entries.len(), 200);
+        let ino = fs::metadata(&src).unwrap().ino();
+        assert!(entries
+            .iter()
+            .all(|n| fs::metadata(q.dir().join(n.to_string())).unwrap().ino() == ino));
+    }
+
+    #[test]
+    fn two_queues_on_one_directory_never_collide() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("event");
+        fs::write(&src, b"data").unwrap();
+        let qdir = dir.path().join("q");
+        let threads: Vec<_> = (0..2)
+            .map(|_| {
+                let (src, qdir) = (src.clone(), qdir.clone());
+                std::thread::spawn(move || {
+                    let mut q = Queue::open(&qdir).unwrap();
+                    (0..500)
+                        .map(|_| q.add(&src, LinkMode::Hardlink).unwrap().0)
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        let mut all: Vec<EntryName> = threads
+            .into_iter()
+            .flat_map(|t| t.join().unwrap())
+            .collect();
+        all.sort();
+        all.dedup();
+        assert_eq!(all.len(), 1000);
+        assert_eq!(Queue::open(&qdir).unwrap().entries().unwrap().len(), 1000);
+    }
+
+    #[test]
+    fn copy_and_symlink_modes() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("event");
+        fs::write(&src, b"data").unwrap();
+        let mut q = Queue::open(&dir.path().join("q")).unwrap();
+        let (name, how) = q.add(&src, LinkMode::Copy).unwrap();
+        assert_eq!(how, Linked::Copy);
+        let path = q.dir().join(name.to_string());
+        assert_eq!(fs::read(&path).unwrap(), b"data");
+        assert_ne!(
+            fs::metadata(&path).unwrap().ino(),
+            fs::metadata(&src).unwrap().ino()
+        );
+        assert_eq!(
+            fs::read_dir(q.dir().join(TMP_DIR)).unwrap().count(),
+            0,
+            "no temp left behind"
+        );
+        let (name, how) = q.add(&src, LinkMode::Symlink).unwrap();
+        assert_eq!(how, Linked::Symlink);
+        assert_eq!(fs::read_link(q.dir().join(name.to_string())).unwrap(), src);
+    }
+
+    #[test]
+    fn missing_source_is_an_error_and_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut q = Queue::open(&dir.path().join("q")).unwrap();
+        for mode in [LinkMode::Hardlink, LinkMode::Copy] {
+            let e = q.add(&dir.path().join("missing"), mode).unwrap_err();
+            assert_eq!(e.kind(), io::ErrorKind::NotFound);
+        }
+        assert!(q.entries().unwrap().is_empty());
+    }
+
+    #[test]
+    fn backlog_records_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = Queue::open(dir.path()).unwrap();
+        q.backlog(b"raw\tline with \xff bytes\n", "file missing:\tgone\n")
+            .unwrap();
+        q.backlog(b"second", "r2").unwrap();
+        let data = fs::read(dir.path().join(BACKLOG_FILE)).unwrap();
+        let records: Vec<_> = data
+            .split_inclusive(|&b| b == b'\n')
+            .map(|r| parse_backlog_record(r).unwrap())
+            .collect();
+        assert_eq!(records[0].1, "file missing: gone ");
+        assert_eq!(records[0].2, b"raw\tline with \xff bytes");
+        assert_eq!(records[1].2, b"second");
+    }
+}
