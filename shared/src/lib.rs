@@ -8,6 +8,7 @@
 //! never panic on any input.
 
 pub mod auditlog;
+pub mod collect;
 pub mod config;
 pub mod escape;
 pub mod index;

@@ -224,29 +224,37 @@ impl Queue {
 
     /// Appends an index line the collector could not act on, with the reason.
     pub fn backlog(&self, raw_line: &[u8], reason: &str) -> io::Result<()> {
-        let mut record = Vec::with_capacity(raw_line.len() + reason.len() + 24);
+        self.backlog_many(&[(raw_line, reason)])
+    }
+
+    /// Appends several backlog records with one write and one fsync.
+    pub fn backlog_many(&self, records: &[(&[u8], &str)]) -> io::Result<()> {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default()
-            .as_secs();
-        record.extend_from_slice(now.to_string().as_bytes());
-        record.push(b'\t');
-        record.extend(reason.bytes().map(|b| {
-            if b == b'\t' || b == b'\n' || b == b'\r' {
-                b' '
-            } else {
-                b
-            }
-        }));
-        record.push(b'\t');
-        record.extend_from_slice(raw_line.strip_suffix(b"\n").unwrap_or(raw_line));
-        record.push(b'\n');
+            .as_secs()
+            .to_string();
+        let mut out = Vec::new();
+        for (raw_line, reason) in records {
+            out.extend_from_slice(now.as_bytes());
+            out.push(b'\t');
+            out.extend(reason.bytes().map(|b| {
+                if b == b'\t' || b == b'\n' || b == b'\r' {
+                    b' '
+                } else {
+                    b
+                }
+            }));
+            out.push(b'\t');
+            out.extend_from_slice(raw_line.strip_suffix(b"\n").unwrap_or(raw_line));
+            out.push(b'\n');
+        }
         let mut f = OpenOptions::new()
             .create(true)
             .append(true)
             .open(self.dir.join(BACKLOG_FILE))?;
-        // One write: records from two collectors do not interleave (O_APPEND).
-        f.write_all(&record)?;
+        // One write on an O_APPEND file: records from two collectors do not interleave.
+        f.write_all(&out)?;
         f.sync_data()
     }
 

@@ -1,0 +1,766 @@
+//! What `modsec-collector` does with each index line, and the reader/worker pipeline
+//! that keeps Apache from ever waiting on it (DESIGN.md, "Failure rules").
+//!
+//! The reader only reads lines and hands them over; it never touches the disk for an
+//! accepted line and never blocks: when the worker falls behind (slow or hung disk),
+//! lines spill to a second thread that appends them to the backlog. Every line read ends
+//! up queued or in the backlog, each with its reason logged.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufRead, Read, Write};
+use std::path::{Component, Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use crossbeam_channel::{bounded, unbounded, Receiver, Sender, TrySendError};
+use md5::{Digest, Md5};
+
+use crate::index::{parse_index_line, IndexFlavor, IndexLine};
+use crate::queue::{LinkMode, Linked, Queue};
+
+/// ModSecurity 2 keeps index lines under 4 KiB (PIPE_BUF); a line 16 times that is not
+/// an index line. Longer lines are cut to this, logged and put in the backlog.
+pub const MAX_LINE_BYTES: usize = 64 * 1024;
+/// Lines waiting for the worker before new ones spill to the backlog: about 1 MiB of
+/// typical lines, several seconds of a busy server.
+pub const WORK_QUEUE_LINES: usize = 4096;
+
+/// Settings of one collector.
+#[derive(Debug, Clone)]
+pub struct CollectorSettings {
+    /// SecAuditLogStorageDir.
+    pub storage_dir: PathBuf,
+    /// The queue (modsec_agent.conf's EVENT_DIR).
+    pub queue_dir: PathBuf,
+    /// Where every line is appended unchanged, if anywhere.
+    pub index_file: Option<PathBuf>,
+    pub link_mode: LinkMode,
+    pub verify_md5: bool,
+}
+
+/// One line as read: at most [`MAX_LINE_BYTES`], and how long it really was.
+#[derive(Debug, Clone)]
+pub struct InputLine {
+    pub bytes: Vec<u8>,
+    pub full_len: usize,
+}
+
+/// What happened to a line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LineOutcome {
+    /// Queued; `integrity` says what did not match the index line, if anything.
+    Queued {
+        entry: String,
+        linked: Linked,
+        integrity: Option<String>,
+    },
+    /// Appended to the backlog for `requeue --backlog`, with the reason.
+    Backlogged { reason: String },
+    /// An empty line: nothing to do.
+    Empty,
+}
+
+/// Counters a collector reports when it exits.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub read: AtomicU64,
+    pub queued: AtomicU64,
+    pub backlogged: AtomicU64,
+    pub spilled: AtomicU64,
+    pub integrity_mismatches: AtomicU64,
+}
+
+/// Acts on index lines: appends them to the index file, checks and queues the events.
+pub struct Worker {
+    settings: CollectorSettings,
+    queue: Queue,
+    index: Option<File>,
+    reopen_index: Arc<AtomicBool>,
+    stats: Arc<Stats>,
+}
+
+impl Worker {
+    pub fn new(
+        settings: CollectorSettings,
+        reopen_index: Arc<AtomicBool>,
+        stats: Arc<Stats>,
+    ) -> io::Result<Worker> {
+        let queue = Queue::open(&settings.queue_dir)?;
+        let index = match &settings.index_file {
+            Some(p) => Some(open_index(p)?),
+            None => None,
+        };
+        Ok(Worker {
+            settings,
+            queue,
+            index,
+            reopen_index,
+            stats,
+        })
+    }
+
+    pub fn queue(&self) -> &Queue {
+        &self.queue
+    }
+
+    /// Handles one line; never fails: what cannot be queued goes to the backlog.
+    pub fn handle(&mut self, line: &InputLine) -> LineOutcome {
+        self.stats.read.fetch_add(1, Ordering::Relaxed);
+        if line.bytes.iter().all(|b| b.is_ascii_whitespace()) && line.full_len == line.bytes.len() {
+            return LineOutcome::Empty;
+        }
+        if let Err(e) = self.append_index(&line.bytes) {
+            log::error!("cannot append to the index file: {e}");
+        }
+        let outcome = match self.queue_line(line) {
+            Ok((entry, linked, integrity)) => {
+                self.stats.queued.fetch_add(1, Ordering::Relaxed);
+                LineOutcome::Queued {
+                    entry,
+                    linked,
+                    integrity,
+                }
+            }
+            Err(reason) => {
+                let id = parse_index_line(&line.bytes)
+                    .map(|l| l.unique_id)
+                    .unwrap_or_else(|_| "-".into());
+                log::warn!("not queued (unique id {id}): {reason}; line kept in the backlog");
+                self.backlog(&line.bytes, &reason);
+                LineOutcome::Backlogged { reason }
+            }
+        };
+        outcome
+    }
+
+    /// Appends to the backlog; if even that fails, the line goes to the log in full.
+    pub fn backlog(&self, raw: &[u8], reason: &str) {
+        self.stats.backlogged.fetch_add(1, Ordering::Relaxed);
+        if let Err(e) = self.queue.backlog(raw, reason) {
+            log::error!(
+                "cannot write the backlog ({e}); lost line follows: {}",
+                String::from_utf8_lossy(raw).trim_end()
+            );
+        }
+    }
+
+    fn append_index(&mut self, raw: &[u8]) -> io::Result<()> {
+        let Some(path) = &self.settings.index_file else {
+            return Ok(());
+        };
+        if self.reopen_index.swap(false, Ordering::Relaxed) || self.index.is_none() {
+            self.index = Some(open_index(path)?);
+        }
+        let f = self.index.as_mut().expect("opened above");
+        if raw.ends_with(b"\n") {
+            f.write_all(raw)
+        } else {
+            f.write_all(&[raw, b"\n"].concat())
+        }
+    }
+
+    fn queue_line(&mut self, line: &InputLine) -> Result<(String, Linked, Option<String>), String> {
+        if line.full_len > line.bytes.len() {
+            return Err(format!(
+                "line of {} bytes is longer than {MAX_LINE_BYTES}; kept cut",
+                line.full_len
+            ));
+        }
+        let parsed = parse_index_line(&line.bytes).map_err(|e| e.to_string())?;
+        let path = resolve_event_path(&self.settings.storage_dir, &parsed)?;
+        check_regular_file(&self.settings.storage_dir, &path)?;
+        let integrity = self.check_integrity(&path, &parsed)?;
+        let (name, linked) = self
+            .queue
+            .add(&path, self.settings.link_mode)
+            .map_err(|e| format!("cannot queue {}: {e}", path.display()))?;
+        if let Some(what) = &integrity {
+            self.stats
+                .integrity_mismatches
+                .fetch_add(1, Ordering::Relaxed);
+            log::warn!(
+                "{} (unique id {}): {what}; queued and marked",
+                path.display(),
+                parsed.unique_id
+            );
+            if let Err(e) = self.queue.mark_integrity(name, what) {
+                log::error!("cannot write the integrity marker for {name}: {e}");
+            }
+        }
+        Ok((name.to_string(), linked, integrity))
+    }
+
+    /// Compares the file with the line's size (always) and md5 (when enabled).
+    fn check_integrity(&self, path: &Path, line: &IndexLine) -> Result<Option<String>, String> {
+        let size = std::fs::symlink_metadata(path)
+            .map_err(|e| format!("{}: {e}", path.display()))?
+            .len();
+        let mut problems = Vec::new();
+        if size != line.size {
+            problems.push(format!("size {size} bytes, index line says {}", line.size));
+        }
+        if self.settings.verify_md5 {
+            let digest = md5_of(path).map_err(|e| format!("{}: {e}", path.display()))?;
+            if digest != line.md5 {
+                problems.push(format!(
+                    "md5 differs from the index line's {}",
+                    line.md5_hex()
+                ));
+            }
+        }
+        Ok((!problems.is_empty())
+            .then(|| format!("truncated or changed event file: {}", problems.join(", "))))
+    }
+}
+
+fn open_index(path: &Path) -> io::Result<File> {
+    OpenOptions::new().create(true).append(true).open(path)
+}
+
+fn md5_of(path: &Path) -> io::Result<[u8; 16]> {
+    let mut f = File::open(path)?;
+    let mut h = Md5::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            return Ok(h.finalize().into());
+        }
+        h.update(&buf[..n]);
+    }
+}
+
+/// The event file a line names, refusing anything that would leave the storage dir.
+pub fn resolve_event_path(storage: &Path, line: &IndexLine) -> Result<PathBuf, String> {
+    use std::os::unix::ffi::OsStrExt;
+    let name = &line.filename;
+    if name.contains(&0) {
+        return Err("file name contains a NUL byte".into());
+    }
+    let rel: &Path = match line.flavor {
+        // Relative to SecAuditLogStorageDir, written with a leading "/".
+        IndexFlavor::ModSecurity2 => Path::new(std::ffi::OsStr::from_bytes(
+            name.strip_prefix(b"/").unwrap_or(name),
+        )),
+        // libmodsecurity 3 writes absolute paths; they must lie under the storage dir.
+        IndexFlavor::LibModSecurity3 => Path::new(std::ffi::OsStr::from_bytes(name))
+            .strip_prefix(storage)
+            .map_err(|_| {
+                format!(
+                    "{} is not under the storage dir {}",
+                    String::from_utf8_lossy(name),
+                    storage.display()
+                )
+            })?,
+    };
+    if rel.as_os_str().is_empty() || !rel.components().all(|c| matches!(c, Component::Normal(_))) {
+        return Err(format!(
+            "file name {} leaves the storage dir or is not a plain relative path",
+            String::from_utf8_lossy(name)
+        ));
+    }
+    Ok(storage.join(rel))
+}
+
+/// Every directory from the storage dir down must be a real directory and the event a
+/// regular file: a symlink planted in the storage dir is neither followed nor queued.
+pub fn check_regular_file(storage: &Path, path: &Path) -> Result<(), String> {
+    let rel = path
+        .strip_prefix(storage)
+        .map_err(|_| format!("{} is outside the storage dir", path.display()))?;
+    let mut at = storage.to_path_buf();
+    let parts: Vec<_> = rel.components().collect();
+    for (i, part) in parts.iter().enumerate() {
+        at.push(part);
+        let meta = std::fs::symlink_metadata(&at).map_err(|e| format!("{}: {e}", at.display()))?;
+        let last = i + 1 == parts.len();
+        if meta.file_type().is_symlink() {
+            return Err(format!("{} is a symbolic link; not followed", at.display()));
+        }
+        if last && !meta.is_file() {
+            return Err(format!("{} is not a regular file", at.display()));
+        }
+        if !last && !meta.is_dir() {
+            return Err(format!("{} is not a directory", at.display()));
+        }
+    }
+    Ok(())
+}
+
+/// Reads lines of at most [`MAX_LINE_BYTES`] (the rest of a longer line is skipped and
+/// counted). Returns `None` at end of input.
+pub fn read_line(input: &mut impl BufRead) -> io::Result<Option<InputLine>> {
+    let mut bytes = Vec::new();
+    let mut full_len = 0usize;
+    loop {
+        let buf = match input.fill_buf() {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if buf.is_empty() {
+            return Ok((full_len > 0).then_some(InputLine { bytes, full_len }));
+        }
+        let (chunk, done) = match buf.iter().position(|&b| b == b'\n') {
+            Some(p) => (&buf[..=p], true),
+            None => (buf, false),
+        };
+        let room = MAX_LINE_BYTES.saturating_sub(bytes.len());
+        bytes.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        full_len += chunk.len();
+        let n = chunk.len();
+        input.consume(n);
+        if done {
+            return Ok(Some(InputLine { bytes, full_len }));
+        }
+    }
+}
+
+/// Something that acts on lines: the [`Worker`], or a test's stand-in.
+pub trait LineSink: Send {
+    fn handle(&mut self, line: &InputLine);
+}
+
+impl LineSink for Worker {
+    fn handle(&mut self, line: &InputLine) {
+        Worker::handle(self, line);
+    }
+}
+
+/// The running pipeline: a reader thread, a worker thread and a spill thread.
+pub struct Pipeline {
+    reader: std::thread::JoinHandle<io::Result<()>>,
+    worker: std::thread::JoinHandle<()>,
+    spill: std::thread::JoinHandle<()>,
+    pending: Receiver<InputLine>,
+    spilling: Receiver<InputLine>,
+    spill_outstanding: Arc<AtomicU64>,
+}
+
+/// Spilled lines written with one fsync, at most this many at a time.
+const SPILL_BATCH: usize = 1024;
+/// Reason recorded for a spilled line.
+pub const SPILL_REASON: &str = "collector busy: the worker fell behind";
+
+impl Pipeline {
+    /// Starts reading `input`. Lines the worker cannot take at once go to `spill_to`
+    /// (the backlog) with [`SPILL_REASON`].
+    pub fn start<R, S>(input: R, mut sink: S, spill_to: Queue, stats: Arc<Stats>) -> Pipeline
+    where
+        R: Read + Send + 'static,
+        S: LineSink + 'static,
+    {
+        let (work_tx, work_rx) = bounded::<InputLine>(WORK_QUEUE_LINES);
+        let (spill_tx, spill_rx) = unbounded::<InputLine>();
+        let pending = work_rx.clone();
+        let spilling = spill_rx.clone();
+        // Lines handed to the spill thread and not yet written.
+        let spill_outstanding = Arc::new(AtomicU64::new(0));
+        let outstanding = spill_outstanding.clone();
+        let reader_outstanding = spill_outstanding.clone();
+        let reader_stats = stats.clone();
+        let reader = std::thread::Builder::new()
+            .name("reader".into())
+            .spawn(move || read_loop(input, work_tx, spill_tx, &reader_stats, &reader_outstanding))
+            .expect("spawn reader thread");
+        let worker = std::thread::Builder::new()
+            .name("worker".into())
+            .spawn(move || {
+                for line in work_rx {
+                    sink.handle(&line);
+                }
+            })
+            .expect("spawn worker thread");
+        let spill = std::thread::Builder::new()
+            .name("spill".into())
+            .spawn(move || {
+                while let Ok(first) = spill_rx.recv() {
+                    let mut batch = vec![first];
+                    while batch.len() < SPILL_BATCH {
+                        match spill_rx.try_recv() {
+                            Ok(line) => batch.push(line),
+                            Err(_) => break,
+                        }
+                    }
+                    write_backlog(&spill_to, &batch, SPILL_REASON, &stats);
+                    outstanding.fetch_sub(batch.len() as u64, Ordering::SeqCst);
+                }
+            })
+            .expect("spawn spill thread");
+        Pipeline {
+            reader,
+            worker,
+            spill,
+            pending,
+            spilling,
+            spill_outstanding,
+        }
+    }
+
+    /// Waits for end of input, then for the worker and the spill thread to finish.
+    pub fn finish(self) -> io::Result<()> {
+        let read = self
+            .reader
+            .join()
+            .unwrap_or_else(|_| Err(io::Error::other("reader thread panicked")));
+        drop(self.pending);
+        drop(self.spilling);
+        let _ = self.worker.join();
+        let _ = self.spill.join();
+        read
+    }
+
+    /// Whether the reader has reached end of input.
+    pub fn input_done(&self) -> bool {
+        self.reader.is_finished()
+    }
+
+    /// Cuts the grace short (a second SIGTERM): lines still waiting for the worker or
+    /// for the spill thread go to `backlog`, and the spill thread's batch in progress is
+    /// waited for (up to `grace`). The worker finishes the line it is on.
+    pub fn abandon(self, grace: std::time::Duration, backlog: impl Fn(&[InputLine])) {
+        let mut left: Vec<InputLine> = self.pending.try_iter().collect();
+        let taken_from_spill: Vec<InputLine> = self.spilling.try_iter().collect();
+        self.spill_outstanding
+            .fetch_sub(taken_from_spill.len() as u64, Ordering::SeqCst);
+        left.extend(taken_from_spill);
+        if !left.is_empty() {
+            backlog(&left);
+        }
+        let deadline = std::time::Instant::now() + grace;
+        while self.spill_outstanding.load(Ordering::SeqCst) > 0
+            && std::time::Instant::now() < deadline
+        {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
+}
+
+/// Writes lines to the backlog with one reason; if that fails they go to the log in full.
+pub fn write_backlog(queue: &Queue, lines: &[InputLine], reason: &str, stats: &Stats) {
+    stats
+        .backlogged
+        .fetch_add(lines.len() as u64, Ordering::Relaxed);
+    let records: Vec<(&[u8], &str)> = lines.iter().map(|l| (l.bytes.as_slice(), reason)).collect();
+    if let Err(e) = queue.backlog_many(&records) {
+        for l in lines {
+            log::error!(
+                "cannot write the backlog ({e}); lost line follows: {}",
+                String::from_utf8_lossy(&l.bytes).trim_end()
+            );
+        }
+    }
+}
+
+fn read_loop(
+    input: impl Read,
+    work: Sender<InputLine>,
+    spill: Sender<InputLine>,
+    stats: &Stats,
+    spill_outstanding: &AtomicU64,
+) -> io::Result<()> {
+    let mut input = io::BufReader::with_capacity(64 * 1024, input);
+    while let Some(line) = read_line(&mut input)? {
+        if line.full_len > line.bytes.len() {
+            log::warn!(
+                "index line of {} bytes cut to {MAX_LINE_BYTES}",
+                line.full_len
+            );
+        }
+        match work.try_send(line) {
+            Ok(()) => {}
+            Err(TrySendError::Full(line)) | Err(TrySendError::Disconnected(line)) => {
+                stats.spilled.fetch_add(1, Ordering::Relaxed);
+                spill_outstanding.fetch_add(1, Ordering::SeqCst);
+                let _ = spill.send(line);
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::MetadataExt;
+    use std::time::{Duration, Instant};
+
+    struct Setup {
+        dir: tempfile::TempDir,
+        worker: Worker,
+    }
+
+    fn setup(verify_md5: bool) -> Setup {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = CollectorSettings {
+            storage_dir: dir.path().join("audit"),
+            queue_dir: dir.path().join("queue"),
+            index_file: Some(dir.path().join("index.log")),
+            link_mode: LinkMode::Hardlink,
+            verify_md5,
+        };
+        std::fs::create_dir_all(&settings.storage_dir).unwrap();
+        let worker = Worker::new(
+            settings,
+            Arc::new(AtomicBool::new(false)),
+            Arc::new(Stats::default()),
+        )
+        .unwrap();
+        Setup { dir, worker }
+    }
+
+    /// Writes an event file under the storage dir and returns its index line.
+    fn event(s: &Setup, rel: &str, content: &[u8]) -> Vec<u8> {
+        let path = s.dir.path().join("audit").join(rel.trim_start_matches('/'));
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, content).unwrap();
+        line_for(rel, content.len(), &Md5::digest(content).into())
+    }
+
+    fn line_for(rel: &str, size: usize, md5: &[u8; 16]) -> Vec<u8> {
+        let hex: String = md5.iter().map(|b| format!("{b:02x}")).collect();
+        format!("lab.example 127.0.0.1 - - [28/Nov/2026:02:14:31.009836 +0000] \"GET / HTTP/1.1\" 403 239 \"-\" \"-\" awo5B9rt9m7QJiOqXPD3lQAAAEg \"-\" {rel} 0 {size} md5:{hex} \n").into_bytes()
+    }
+
+    fn input(bytes: &[u8]) -> InputLine {
+        InputLine {
+            bytes: bytes.to_vec(),
+            full_len: bytes.len(),
+        }
+    }
+
+    fn backlog(s: &Setup) -> String {
+        std::fs::read_to_string(s.dir.path().join("queue/.backlog")).unwrap_or_default()
+    }
+
+    #[test]
+    fn queues_a_hard_link_and_keeps_the_index_line() {
+        let mut s = setup(true);
+        let line = event(
+            &s,
+            "/www-data/20261128/20261128-0214/20261128-021431-x",
+            b"event body",
+        );
+        let LineOutcome::Queued {
+            entry,
+            linked,
+            integrity,
+        } = s.worker.handle(&input(&line))
+        else {
+            panic!()
+        };
+        assert_eq!((linked, integrity), (Linked::Hardlink, None));
+        let queued = std::fs::metadata(s.dir.path().join("queue").join(&entry)).unwrap();
+        let original = std::fs::metadata(
+            s.dir
+                .path()
+                .join("audit/www-data/20261128/20261128-0214/20261128-021431-x"),
+        )
+        .unwrap();
+        assert_eq!(queued.ino(), original.ino());
+        assert_eq!(std::fs::read(s.dir.path().join("index.log")).unwrap(), line);
+    }
+
+    #[test]
+    fn every_refusal_goes_to_the_backlog_with_its_reason() {
+        let mut s = setup(true);
+        event(&s, "/secret", b"x");
+        std::os::unix::fs::symlink("/etc/passwd", s.dir.path().join("audit/planted")).unwrap();
+        std::fs::create_dir_all(s.dir.path().join("audit/adir")).unwrap();
+        std::os::unix::fs::symlink(
+            s.dir.path().join("audit/adir"),
+            s.dir.path().join("audit/linkdir"),
+        )
+        .unwrap();
+        event(&s, "/adir/f", b"x");
+        let cases: Vec<(Vec<u8>, &str)> = vec![
+            (line_for("/missing/file", 1, &[0; 16]), "No such file"),
+            (
+                line_for("/../etc/passwd", 1, &[0; 16]),
+                "leaves the storage dir",
+            ),
+            (
+                line_for("/adir/../../x", 1, &[0; 16]),
+                "leaves the storage dir",
+            ),
+            (line_for("/planted", 1, &[0; 16]), "symbolic link"),
+            (line_for("/linkdir/f", 1, &[0; 16]), "symbolic link"),
+            (line_for("/adir", 1, &[0; 16]), "not a regular file"),
+            (
+                b"this is not an index line\n".to_vec(),
+                "malformed index line",
+            ),
+        ];
+        for (line, why) in &cases {
+            match s.worker.handle(&input(line)) {
+                LineOutcome::Backlogged { reason } => {
+                    assert!(reason.contains(why), "{why}: {reason}")
+                }
+                other => panic!("{why}: {other:?}"),
+            }
+        }
+        let backlog = backlog(&s);
+        assert_eq!(backlog.lines().count(), cases.len());
+        assert!(backlog.contains("/../etc/passwd"));
+        assert!(
+            s.worker.queue().entries().unwrap().is_empty(),
+            "nothing was queued"
+        );
+        // The index file keeps every line, good or bad, as modsec-auditlog-collector did.
+        assert_eq!(
+            std::fs::read_to_string(s.dir.path().join("index.log"))
+                .unwrap()
+                .lines()
+                .count(),
+            cases.len()
+        );
+    }
+
+    #[test]
+    fn absolute_v3_paths_must_lie_under_the_storage_dir() {
+        let s = setup(false);
+        let storage = s.dir.path().join("audit");
+        let mut line = parse_index_line(&line_for("/x", 1, &[0; 16])).unwrap();
+        line.flavor = IndexFlavor::LibModSecurity3;
+        line.filename = storage
+            .join("20261128/f")
+            .into_os_string()
+            .into_encoded_bytes();
+        assert_eq!(
+            resolve_event_path(&storage, &line).unwrap(),
+            storage.join("20261128/f")
+        );
+        line.filename = b"/etc/shadow".to_vec();
+        assert!(resolve_event_path(&storage, &line)
+            .unwrap_err()
+            .contains("not under the storage dir"));
+        line.filename = storage.join("../x").into_os_string().into_encoded_bytes();
+        assert!(resolve_event_path(&storage, &line).is_err());
+    }
+
+    #[test]
+    fn size_or_md5_mismatch_is_queued_and_marked() {
+        let mut s = setup(true);
+        let mut line = event(&s, "/f", b"complete event");
+        // Same size, other content: only md5 catches it.
+        std::fs::write(s.dir.path().join("audit/f"), b"COMPLETE EVENT").unwrap();
+        let LineOutcome::Queued {
+            entry, integrity, ..
+        } = s.worker.handle(&input(&line))
+        else {
+            panic!()
+        };
+        assert!(integrity.unwrap().contains("md5"));
+        let marker =
+            std::fs::read_to_string(s.dir.path().join("queue/.integrity").join(&entry)).unwrap();
+        assert!(marker.contains("md5 differs"), "{marker}");
+        // A short file: size catches it even with md5 checks off.
+        let mut s = setup(false);
+        line = event(&s, "/g", b"complete event");
+        std::fs::write(s.dir.path().join("audit/g"), b"compl").unwrap();
+        let LineOutcome::Queued { integrity, .. } = s.worker.handle(&input(&line)) else {
+            panic!()
+        };
+        assert!(integrity
+            .unwrap()
+            .contains("size 5 bytes, index line says 14"));
+    }
+
+    #[test]
+    fn over_long_line_is_cut_kept_in_the_backlog_and_reading_goes_on() {
+        let long = [vec![b'a'; MAX_LINE_BYTES * 3], b"\nnext\n".to_vec()].concat();
+        let mut r = io::Cursor::new(long);
+        let first = read_line(&mut r).unwrap().unwrap();
+        assert_eq!(
+            (first.bytes.len(), first.full_len),
+            (MAX_LINE_BYTES, MAX_LINE_BYTES * 3 + 1)
+        );
+        assert_eq!(read_line(&mut r).unwrap().unwrap().bytes, b"next\n");
+        assert!(read_line(&mut r).unwrap().is_none());
+        let mut s = setup(true);
+        let LineOutcome::Backlogged { reason } = s.worker.handle(&first) else {
+            panic!()
+        };
+        assert!(reason.contains("longer than"), "{reason}");
+    }
+
+    #[test]
+    fn last_line_without_newline_is_still_read() {
+        let mut r = io::Cursor::new(b"a\nb".to_vec());
+        assert_eq!(read_line(&mut r).unwrap().unwrap().bytes, b"a\n");
+        assert_eq!(read_line(&mut r).unwrap().unwrap().bytes, b"b");
+        assert!(read_line(&mut r).unwrap().is_none());
+    }
+
+    #[test]
+    fn sighup_reopens_the_index_file() {
+        let mut s = setup(false);
+        let flag = s.worker.reopen_index.clone();
+        let line = event(&s, "/f1", b"1");
+        s.worker.handle(&input(&line));
+        let index = s.dir.path().join("index.log");
+        std::fs::rename(&index, s.dir.path().join("index.log.1")).unwrap();
+        flag.store(true, Ordering::Relaxed);
+        let line2 = event(&s, "/f2", b"2");
+        s.worker.handle(&input(&line2));
+        assert_eq!(std::fs::read(&index).unwrap(), line2);
+        assert_eq!(
+            std::fs::read(s.dir.path().join("index.log.1")).unwrap(),
+            line
+        );
+    }
+
+    /// A sink that stalls as if the disk hung.
+    struct Stalled(Arc<AtomicU64>);
+    impl LineSink for Stalled {
+        fn handle(&mut self, _line: &InputLine) {
+            std::thread::sleep(Duration::from_millis(50));
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    #[test]
+    fn a_stalled_worker_never_stalls_the_reader_and_no_line_is_lost() {
+        const LINES: u64 = 100_000;
+        let dir = tempfile::tempdir().unwrap();
+        let mut input = Vec::new();
+        for i in 0..LINES {
+            input.extend_from_slice(format!("line {i}\n").as_bytes());
+        }
+        let handled = Arc::new(AtomicU64::new(0));
+        let stats = Arc::new(Stats::default());
+        let started = Instant::now();
+        let p = Pipeline::start(
+            io::Cursor::new(input),
+            Stalled(handled.clone()),
+            Queue::open(dir.path()).unwrap(),
+            stats.clone(),
+        );
+        while !p.input_done() {
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "the reader is stuck behind the worker"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        // Cut the grace short, as a second SIGTERM does: waiting lines go to the backlog.
+        let q = Queue::open(dir.path()).unwrap();
+        let abandoned = Arc::new(AtomicU64::new(0));
+        let a = abandoned.clone();
+        let tally = Stats::default();
+        p.abandon(Duration::from_secs(10), move |lines| {
+            write_backlog(&q, lines, "shutdown", &tally);
+            a.fetch_add(lines.len() as u64, Ordering::Relaxed);
+        });
+        let backlog = std::fs::read_to_string(dir.path().join(".backlog")).unwrap();
+        let in_backlog = backlog.lines().count() as u64;
+        let done = handled.load(Ordering::Relaxed);
+        // The worker may be inside one line while we count: it finishes that one.
+        assert!(
+            done + in_backlog == LINES || done + in_backlog + 1 == LINES,
+            "handled {done} + backlog {in_backlog} != {LINES}"
+        );
+        assert!(stats.spilled.load(Ordering::Relaxed) > LINES / 2);
+        assert!(abandoned.load(Ordering::Relaxed) > 0);
+    }
+}
