@@ -1,29 +1,267 @@
-//! `modsec-collector`: the Apache piped-log collector (not implemented in this build).
+//! `modsec-collector`: the Apache piped-log collector. Apache starts it through
+//! `SecAuditLog "|/usr/local/bin/modsec-collector -c CONF STORAGE_DIR INDEX_FILE"`; it
+//! reads one index line per transaction, keeps the index file, and links each event
+//! file into the queue for `modsec-shipper`.
 //!
-//! It exists so the workspace has its final shape; it refuses to run rather than
-//! pretend to queue anything.
+//! This file wires arguments, signals and logging to `modsec2sguil::collect`.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
 
-use clap::Parser;
+use clap::{Parser, ValueEnum};
+use modsec2sguil::collect::{
+    write_backlog, CollectorOverrides, CollectorSettings, InputLine, Pipeline, Stats, Worker,
+};
+use modsec2sguil::config::{ConfigFile, KNOWN_KEYS};
+use modsec2sguil::logging::{facility, Logger};
+use modsec2sguil::queue::{LinkMode, Queue};
 
-#[derive(Parser)]
+const AFTER_HELP: &str = "\
+Apache (ModSecurity 2, concurrent audit log) starts the collector itself, as root:
+
+    SecAuditLogType       Concurrent
+    SecAuditLogStorageDir /var/log/apache2/audit
+    SecAuditLog \"|/usr/local/bin/modsec-collector -c /etc/modsec2sguil.conf /var/log/apache2/audit /var/log/apache2/modsec_index.log\"
+
+with EVENT_DIR (the queue) set in the config file. The queue must be on the same
+filesystem as the storage dir for hard links (otherwise entries are copied).
+
+It never blocks Apache and never loses a line: every line is appended to the index file,
+and a line whose event cannot be queued is appended with the reason to EVENT_DIR/.backlog
+(for `modsec-shipper requeue --backlog`). On SIGTERM it keeps reading until Apache closes
+the pipe (old children still write after a graceful restart); a second SIGTERM stops at
+once, putting lines not yet handled in the backlog. SIGHUP reopens the index file.
+
+Config keys it reads: EVENT_DIR, STORAGE_DIR, INDEX_FILE, LINK_MODE (or SYMLINK 1),
+VERIFY_MD5, RUNAS, LOG_FILE, SYSLOGFACILITY, DEBUG.";
+
+#[derive(Parser, Debug)]
 #[command(
     name = "modsec-collector",
     version,
-    about = "Queue ModSecurity concurrent audit-log events for modsec-shipper (not implemented in this build)",
-    long_about = "Queue ModSecurity concurrent audit-log events for modsec-shipper.\n\n\
-                  NOT IMPLEMENTED IN THIS BUILD: it exits with status 2 without reading \
-                  anything. Do not put it in SecAuditLog yet."
+    about = "Queue ModSecurity concurrent audit-log events for modsec-shipper (run by Apache)",
+    after_help = AFTER_HELP
 )]
 struct Cli {
-    /// Arguments of the future interface (`-c CONF STORAGE_DIR INDEX_FILE`); ignored.
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
-    args: Vec<String>,
+    /// Config file (Sguil style `set NAME value`, modsec2sguil's modsec_agent.conf works).
+    #[arg(short = 'c', long = "config", value_name = "CONF")]
+    config: Option<PathBuf>,
+    /// SecAuditLogStorageDir: where ModSecurity writes the event files [config: STORAGE_DIR].
+    #[arg(long, value_name = "DIR")]
+    storage_dir: Option<PathBuf>,
+    /// The queue directory [config: EVENT_DIR].
+    #[arg(long = "queue", value_name = "DIR")]
+    queue: Option<PathBuf>,
+    /// Append every index line here, unchanged [config: INDEX_FILE; default: none].
+    #[arg(long = "index", value_name = "FILE")]
+    index: Option<PathBuf>,
+    /// How entries are made [config: LINK_MODE; default: hardlink, falling back to copy
+    /// across filesystems].
+    #[arg(long, value_enum, value_name = "MODE")]
+    link_mode: Option<LinkModeArg>,
+    /// Check each event file's md5 against its index line [config: VERIFY_MD5; default: on].
+    /// The size is always checked; a mismatch is queued and marked, never dropped.
+    #[arg(long, value_enum, value_name = "on|off")]
+    verify_md5: Option<OnOff>,
+    /// Log file, in addition to stderr [config: LOG_FILE].
+    #[arg(long, value_name = "FILE")]
+    log_file: Option<PathBuf>,
+    /// Log every line handled [config: DEBUG 1].
+    #[arg(long)]
+    debug: bool,
+    /// STORAGE_DIR and INDEX_FILE, as modsec_queue.pl took them.
+    #[arg(value_name = "STORAGE_DIR INDEX_FILE", num_args = 0..=2)]
+    positional: Vec<PathBuf>,
 }
 
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum LinkModeArg {
+    Hardlink,
+    Copy,
+    Symlink,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum OnOff {
+    On,
+    Off,
+}
+
+/// How long a second SIGTERM waits for a backlog write in progress.
+const ABANDON_GRACE: Duration = Duration::from_secs(5);
+
 fn main() -> ExitCode {
-    let _ = Cli::parse();
-    eprintln!("modsec-collector: not implemented in this build; nothing was read or queued");
-    ExitCode::from(2)
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if !e.use_stderr() => {
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            let _ = e.print();
+            // Apache restarts a collector that exits, once a second, forever, while its
+            // children block on the full pipe. Keep the lines moving instead.
+            return degraded(&format!("bad command line: {e}"), None);
+        }
+    };
+    let config = match &cli.config {
+        Some(path) => match ConfigFile::load(path) {
+            Ok(c) => Some(c),
+            Err(e) => return degraded(&e.to_string(), None),
+        },
+        None => None,
+    };
+    let setting = |key: &str| config.as_ref().and_then(|c| c.string(key));
+    let debug = cli.debug || config.as_ref().and_then(|c| c.bool("DEBUG").ok().flatten()).unwrap_or(false);
+    let log_file = cli.log_file.clone().or_else(|| setting("LOG_FILE").map(PathBuf::from));
+    let syslog = setting("SYSLOGFACILITY").and_then(|f| facility(&f));
+    let level = if debug { log::LevelFilter::Debug } else { log::LevelFilter::Info };
+    if let Err(e) = Logger::install("modsec-collector", level, true, log_file.as_deref(), syslog) {
+        eprintln!("modsec-collector: cannot open the log file: {e}");
+        let _ = Logger::install("modsec-collector", level, true, None, syslog);
+    }
+    if let Some(c) = &config {
+        for s in c.unknown(KNOWN_KEYS) {
+            log::warn!("{}:{}: unknown setting {} (ignored)", c.path.display(), s.line, s.key);
+        }
+        if let Some(f) = setting("SYSLOGFACILITY").filter(|f| facility(f).is_none()) {
+            log::warn!("{}: SYSLOGFACILITY `{f}` is not a syslog facility; not logging to syslog", c.path.display());
+        }
+    }
+
+    // modsec_queue.pl's form: STORAGE_DIR INDEX_FILE; the long options win over them.
+    let positional = cli.positional;
+    let overrides = CollectorOverrides {
+        storage_dir: cli.storage_dir.or_else(|| positional.first().cloned()),
+        index_file: cli.index.or_else(|| positional.get(1).cloned()),
+        queue_dir: cli.queue,
+        link_mode: cli.link_mode.map(|m| match m {
+            LinkModeArg::Hardlink => LinkMode::Hardlink,
+            LinkModeArg::Copy => LinkMode::Copy,
+            LinkModeArg::Symlink => LinkMode::Symlink,
+        }),
+        verify_md5: cli.verify_md5.map(|v| matches!(v, OnOff::On)),
+    };
+    let index_for_degraded = overrides.index_file.clone();
+    let settings = match CollectorSettings::resolve(config.as_ref(), overrides) {
+        Ok(s) => s,
+        Err(e) => return degraded(&e, index_for_degraded),
+    };
+    run(settings)
+}
+
+fn run(settings: CollectorSettings) -> ExitCode {
+    let term = Arc::new(AtomicUsize::new(0));
+    let hup = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        let term = term.clone();
+        // SAFETY: the handler only does an atomic add, which is async-signal-safe.
+        let registered = unsafe { signal_hook::low_level::register(sig, move || { term.fetch_add(1, Ordering::SeqCst); }) };
+        if let Err(e) = registered {
+            log::error!("cannot handle signal {sig}: {e}");
+        }
+    }
+    if let Err(e) = signal_hook::flag::register(signal_hook::consts::SIGHUP, hup.clone()) {
+        log::error!("cannot handle SIGHUP: {e}");
+    }
+
+    let stats = Arc::new(Stats::default());
+    log::info!(
+        "started: storage dir {}, queue {}, index file {}, {:?}, md5 {}",
+        settings.storage_dir.display(),
+        settings.queue_dir.display(),
+        settings.index_file.as_ref().map_or("none".into(), |p| p.display().to_string()),
+        settings.link_mode,
+        if settings.verify_md5 { "on" } else { "off" }
+    );
+    let queue_dir = settings.queue_dir.clone();
+    let worker = match Worker::new(settings.clone(), hup.clone(), stats.clone()) {
+        Ok(w) => w,
+        Err(e) => {
+            return degraded(&format!("cannot open the queue {} or the index file: {e}", queue_dir.display()), settings.index_file);
+        }
+    };
+    let spill = match Queue::open(&queue_dir) {
+        Ok(q) => q,
+        Err(e) => return degraded(&format!("cannot open the queue {}: {e}", queue_dir.display()), settings.index_file),
+    };
+    let pipeline = Pipeline::start(std::io::stdin(), worker, spill, stats.clone());
+
+    let mut announced = false;
+    loop {
+        if pipeline.input_done() {
+            if let Err(e) = pipeline.finish() {
+                log::error!("reading standard input failed: {e}");
+            }
+            break;
+        }
+        match term.load(Ordering::SeqCst) {
+            0 => {}
+            1 if !announced => {
+                announced = true;
+                log::info!("SIGTERM: finishing when Apache closes the pipe (send it again to stop now)");
+            }
+            1 => {}
+            _ => {
+                log::warn!("second SIGTERM: stopping now; lines not yet handled go to the backlog");
+                let queue = Queue::open(&queue_dir);
+                let tally = stats.clone();
+                pipeline.abandon(ABANDON_GRACE, |lines: &[InputLine]| match &queue {
+                    Ok(q) => write_backlog(q, lines, "collector stopped by a second SIGTERM before handling it", &tally),
+                    Err(e) => {
+                        for l in lines {
+                            log::error!("cannot open the queue ({e}); lost line follows: {}", String::from_utf8_lossy(&l.bytes).trim_end());
+                        }
+                    }
+                });
+                break;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let s = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+    log::info!(
+        "exiting: {} lines read, {} queued, {} in the backlog ({} spilled while busy), {} size/md5 mismatches",
+        s(&stats.read) + s(&stats.spilled),
+        s(&stats.queued),
+        s(&stats.backlogged),
+        s(&stats.spilled),
+        s(&stats.integrity_mismatches)
+    );
+    ExitCode::SUCCESS
+}
+
+/// Without usable settings there is no queue and no backlog. Exiting would make Apache
+/// restart us every second while its children block on the pipe, so keep reading:
+/// append each line to the index file if one is known, and log every line in full.
+fn degraded(why: &str, index: Option<PathBuf>) -> ExitCode {
+    if log::max_level() == log::LevelFilter::Off {
+        let _ = Logger::install("modsec-collector", log::LevelFilter::Info, true, None, Some(libc_daemon()));
+    }
+    log::error!("cannot queue events: {why}; reading on so Apache does not block, every line is logged");
+    let mut index = index.and_then(|p| std::fs::OpenOptions::new().create(true).append(true).open(p).ok());
+    let mut input = std::io::BufReader::new(std::io::stdin());
+    loop {
+        match modsec2sguil::collect::read_line(&mut input) {
+            Ok(Some(line)) => {
+                if let Some(f) = &mut index {
+                    use std::io::Write;
+                    let _ = f.write_all(&line.bytes);
+                }
+                log::error!("not queued ({why}): {}", String::from_utf8_lossy(&line.bytes).trim_end());
+            }
+            Ok(None) => return ExitCode::from(2),
+            Err(e) => {
+                log::error!("reading standard input failed: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+}
+
+fn libc_daemon() -> i32 {
+    facility("daemon").unwrap_or(0)
 }

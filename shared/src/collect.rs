@@ -15,6 +15,7 @@ use std::sync::Arc;
 use crossbeam_channel::{bounded, unbounded, Receiver, Sender, TrySendError};
 use md5::{Digest, Md5};
 
+use crate::config::ConfigFile;
 use crate::index::{parse_index_line, IndexFlavor, IndexLine};
 use crate::queue::{LinkMode, Linked, Queue};
 
@@ -36,6 +37,91 @@ pub struct CollectorSettings {
     pub index_file: Option<PathBuf>,
     pub link_mode: LinkMode,
     pub verify_md5: bool,
+    /// Owner (uid, gid) given to each new entry (RUNAS), so an unprivileged shipper can
+    /// read and remove it. A hard link shares the inode: the event file in the storage
+    /// dir changes owner too, as it did with modsec_queue.pl.
+    pub runas: Option<(u32, u32)>,
+}
+
+/// Settings given on the command line; they win over the config file.
+#[derive(Debug, Clone, Default)]
+pub struct CollectorOverrides {
+    pub storage_dir: Option<PathBuf>,
+    pub queue_dir: Option<PathBuf>,
+    pub index_file: Option<PathBuf>,
+    pub link_mode: Option<LinkMode>,
+    pub verify_md5: Option<bool>,
+}
+
+impl CollectorSettings {
+    /// Combines the config file (`EVENT_DIR`, `STORAGE_DIR`, `INDEX_FILE`, `LINK_MODE` or
+    /// `SYMLINK`, `VERIFY_MD5`, `RUNAS`) with the command line. Errors name the file,
+    /// line and key, or the missing setting.
+    pub fn resolve(config: Option<&ConfigFile>, o: CollectorOverrides) -> Result<CollectorSettings, String> {
+        let from_config = |key: &str| -> Result<Option<PathBuf>, String> {
+            config.map_or(Ok(None), |c| c.abs_path(key)).map_err(|e| e.to_string())
+        };
+        let queue_dir = match o.queue_dir {
+            Some(q) => q,
+            None => from_config("EVENT_DIR")?
+                .ok_or("no queue: set EVENT_DIR in the config file or give --queue")?,
+        };
+        let storage_dir = match o.storage_dir {
+            Some(s) => s,
+            None => from_config("STORAGE_DIR")?
+                .ok_or("no storage dir: give it as the first argument, --storage-dir, or STORAGE_DIR in the config file")?,
+        };
+        let index_file = match o.index_file {
+            Some(i) => Some(i),
+            None => from_config("INDEX_FILE")?,
+        };
+        let link_mode = match o.link_mode {
+            Some(m) => m,
+            None => match config.and_then(|c| c.get("LINK_MODE")) {
+                Some(s) => LinkMode::parse(&s.value)
+                    .ok_or_else(|| config.expect("has the key").bad(s, "expected hardlink, copy or symlink").to_string())?,
+                None => match config.map(|c| c.bool("SYMLINK")).transpose().map_err(|e| e.to_string())?.flatten() {
+                    Some(true) => LinkMode::Symlink,
+                    _ => LinkMode::Hardlink,
+                },
+            },
+        };
+        let verify_md5 = match o.verify_md5 {
+            Some(v) => v,
+            None => config.map(|c| c.bool("VERIFY_MD5")).transpose().map_err(|e| e.to_string())?.flatten().unwrap_or(true),
+        };
+        let runas = match config.and_then(|c| c.get("RUNAS")).filter(|s| !s.value.is_empty()) {
+            Some(s) => Some(resolve_owner(&s.value).map_err(|why| config.expect("has the key").bad(s, why).to_string())?),
+            None => None,
+        };
+        for (what, dir) in [("storage dir", &storage_dir), ("queue", &queue_dir)] {
+            if !dir.is_absolute() {
+                return Err(format!("{what} {} must be an absolute path (Apache starts the collector in ServerRoot)", dir.display()));
+            }
+        }
+        Ok(CollectorSettings { storage_dir, queue_dir, index_file, link_mode, verify_md5, runas })
+    }
+}
+
+/// `user` or `user:group` to (uid, gid); the group defaults to the user's primary group.
+pub fn resolve_owner(spec: &str) -> Result<(u32, u32), String> {
+    let (user, group) = match spec.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (spec, None),
+    };
+    let u = nix::unistd::User::from_name(user)
+        .map_err(|e| format!("cannot look up user `{user}`: {e}"))?
+        .ok_or_else(|| format!("no such user `{user}`"))?;
+    let gid = match group {
+        Some(g) => {
+            nix::unistd::Group::from_name(g)
+                .map_err(|e| format!("cannot look up group `{g}`: {e}"))?
+                .ok_or_else(|| format!("no such group `{g}`"))?
+                .gid
+        }
+        None => u.gid,
+    };
+    Ok((u.uid.as_raw(), gid.as_raw()))
 }
 
 /// One line as read: at most [`MAX_LINE_BYTES`], and how long it really was.
@@ -115,6 +201,7 @@ impl Worker {
         let outcome = match self.queue_line(line) {
             Ok((entry, linked, integrity)) => {
                 self.stats.queued.fetch_add(1, Ordering::Relaxed);
+                log::debug!("queued {entry} ({linked:?})");
                 LineOutcome::Queued {
                     entry,
                     linked,
@@ -174,6 +261,12 @@ impl Worker {
             .queue
             .add(&path, self.settings.link_mode)
             .map_err(|e| format!("cannot queue {}: {e}", path.display()))?;
+        if let Some((uid, gid)) = self.settings.runas {
+            let entry = self.queue.dir().join(name.to_string());
+            if let Err(e) = std::os::unix::fs::lchown(&entry, Some(uid), Some(gid)) {
+                log::error!("cannot chown {} to RUNAS {uid}:{gid}: {e}", entry.display());
+            }
+        }
         if let Some(what) = &integrity {
             self.stats
                 .integrity_mismatches
@@ -498,6 +591,7 @@ mod tests {
             index_file: Some(dir.path().join("index.log")),
             link_mode: LinkMode::Hardlink,
             verify_md5,
+            runas: None,
         };
         std::fs::create_dir_all(&settings.storage_dir).unwrap();
         let worker = Worker::new(
@@ -708,6 +802,64 @@ mod tests {
             std::fs::read(s.dir.path().join("index.log.1")).unwrap(),
             line
         );
+    }
+
+    #[test]
+    fn settings_from_a_modsec2sguil_config_and_the_command_line() {
+        let conf = ConfigFile::parse(
+            "set EVENT_DIR /nsm/queue\nset SYMLINK 1\nset RUNAS nobody\nset VERIFY_MD5 0\n",
+            Path::new("/etc/m.conf"),
+        )
+        .unwrap();
+        let o = CollectorOverrides { storage_dir: Some("/var/log/audit".into()), ..Default::default() };
+        let s = CollectorSettings::resolve(Some(&conf), o).unwrap();
+        assert_eq!(s.queue_dir, Path::new("/nsm/queue"));
+        assert_eq!(s.link_mode, LinkMode::Symlink);
+        assert!(!s.verify_md5);
+        assert!(s.runas.is_some());
+        let o = CollectorOverrides {
+            storage_dir: Some("/a".into()),
+            link_mode: Some(LinkMode::Copy),
+            verify_md5: Some(true),
+            ..Default::default()
+        };
+        let s = CollectorSettings::resolve(Some(&conf), o).unwrap();
+        assert_eq!((s.link_mode, s.verify_md5), (LinkMode::Copy, true), "the command line wins");
+    }
+
+    #[test]
+    fn bad_settings_name_what_is_wrong() {
+        let parse = |t: &str| ConfigFile::parse(t, Path::new("/etc/m.conf")).unwrap();
+        let storage = || CollectorOverrides { storage_dir: Some("/a".into()), ..Default::default() };
+        for (text, want) in [
+            ("set X 1\n", "no queue"),
+            ("set EVENT_DIR relative\n", "/etc/m.conf:1: EVENT_DIR: bad value `relative`"),
+            ("set EVENT_DIR /q\nset LINK_MODE teleport\n", "/etc/m.conf:2: LINK_MODE"),
+            ("set EVENT_DIR /q\nset RUNAS no-such-user-here\n", "no such user"),
+            ("set EVENT_DIR /q\nset VERIFY_MD5 perhaps\n", "VERIFY_MD5: bad value"),
+        ] {
+            let e = CollectorSettings::resolve(Some(&parse(text)), storage()).unwrap_err();
+            assert!(e.contains(want), "{text}: {e}");
+        }
+        let e = CollectorSettings::resolve(None, CollectorOverrides { queue_dir: Some("/q".into()), ..Default::default() }).unwrap_err();
+        assert!(e.contains("no storage dir"), "{e}");
+        let e = CollectorSettings::resolve(
+            None,
+            CollectorOverrides { queue_dir: Some("/q".into()), storage_dir: Some("rel".into()), ..Default::default() },
+        )
+        .unwrap_err();
+        assert!(e.contains("absolute"), "{e}");
+    }
+
+    #[test]
+    fn runas_chowns_each_entry() {
+        let mut s = setup(false);
+        let (uid, gid) = resolve_owner("nobody").unwrap();
+        s.worker.settings.runas = Some((uid, gid));
+        let line = event(&s, "/f", b"x");
+        let LineOutcome::Queued { entry, .. } = s.worker.handle(&input(&line)) else { panic!() };
+        let meta = std::fs::metadata(s.dir.path().join("queue").join(entry)).unwrap();
+        assert_eq!((meta.uid(), meta.gid()), (uid, gid));
     }
 
     /// A sink that stalls as if the disk hung.

@@ -11,6 +11,34 @@ use std::path::{Path, PathBuf};
 
 use thiserror::Error;
 
+/// Every key either program reads: modsec2sguil 0.8's `modsec_agent.conf` keys, so an
+/// old file loads without warnings, and this project's own. Others are warned about.
+pub const KNOWN_KEYS: &[&str] = &[
+    // modsec2sguil 0.8
+    "DEBUG",
+    "DAEMON",
+    "SERVER_HOST",
+    "SERVER_PORT",
+    "HOSTNAME",
+    "NET_GROUP",
+    "EVENT_DIR",
+    "OPENSSL",
+    "RUNAS",
+    "SENSOR_TYPE",
+    "PING_DELAY",
+    "IGNORE_HTTP_CODES",
+    "HANDLE_ALL_EVENTS",
+    "SYSLOGFACILITY",
+    "SYMLINK",
+    "SYMLINK_REMOVE_ORIG",
+    // modsec-collector
+    "STORAGE_DIR",
+    "INDEX_FILE",
+    "LINK_MODE",
+    "VERIFY_MD5",
+    "LOG_FILE",
+];
+
 /// One `set NAME value` line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Setting {

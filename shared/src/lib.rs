@@ -12,5 +12,6 @@ pub mod collect;
 pub mod config;
 pub mod escape;
 pub mod index;
+pub mod logging;
 pub mod queue;
 pub mod time;

@@ -29,6 +29,9 @@ pub struct ApacheOptions {
     /// `SecAuditLog` target: `None` = a plain index file in the instance dir, or a
     /// command line for the pipe (`|` is added).
     pub pipe_to: Option<String>,
+    /// Also write every index line to `logs/index2.log` (SecAuditLog2): the ground truth
+    /// a piped collector is checked against.
+    pub audit_log2: bool,
 }
 
 impl Default for ApacheOptions {
@@ -38,6 +41,7 @@ impl Default for ApacheOptions {
             engine: "RelevantOnly",
             parts: "ABCFHZ",
             pipe_to: None,
+            audit_log2: false,
         }
     }
 }
@@ -114,6 +118,12 @@ fn chown(path: &Path, user: &str) {
 impl Apache {
     /// Renders the config and starts Apache; waits until it answers.
     pub fn start(opts: &ApacheOptions) -> Apache {
+        Apache::start_with(opts, |_| opts.pipe_to.clone().unwrap_or_default())
+    }
+
+    /// Like [`Apache::start`], with the pipe command made from the instance dir (so it
+    /// can name the storage dir); an empty command means a plain index file.
+    pub fn start_with(opts: &ApacheOptions, pipe: impl FnOnce(&Path) -> String) -> Apache {
         let dir = tempfile::Builder::new()
             .prefix("modsec2sguil-apache-")
             .tempdir()
@@ -164,10 +174,8 @@ impl Apache {
 
         let port = free_port();
         let index = root.join("logs/modsec_index.log");
-        let target = match &opts.pipe_to {
-            Some(cmd) => format!("|{cmd}"),
-            None => index.display().to_string(),
-        };
+        let cmd = pipe(&root);
+        let target = if cmd.is_empty() { index.display().to_string() } else { format!("|{cmd}") };
         let conf = root.join("conf/apache.conf");
         std::fs::write(&conf, render(&root, port, opts, &target)).unwrap();
         let pid_file = root.join("run/httpd.pid");
@@ -227,6 +235,16 @@ impl Apache {
             .trim()
             .parse()
             .ok()
+    }
+
+    /// The SecAuditLog2 copy of the index (with `audit_log2`).
+    pub fn index2(&self) -> PathBuf {
+        self.dir.path().join("logs/index2.log")
+    }
+
+    /// Whether the parent process is still running.
+    pub fn running(&self) -> bool {
+        self.pid().is_some_and(|pid| Path::new(&format!("/proc/{pid}")).exists())
     }
 
     pub fn error_log(&self) -> String {
@@ -309,6 +327,7 @@ fn render(root: &Path, port: u16, o: &ApacheOptions, target: &str) -> String {
     let crs_rules = CRS_RULES;
     let m = MODULES;
     let (format, engine, parts, user) = (o.format, o.engine, o.parts, CHILD_USER);
+    let log2 = if o.audit_log2 { format!("SecAuditLog2 \"{root}/logs/index2.log\"") } else { String::new() };
     format!(
         r#"# Rendered by the modsec2sguil end-to-end tests; loopback only.
 ServerRoot "{root}"
@@ -368,6 +387,7 @@ SecAuditLogType Concurrent
 SecAuditLogFormat {format}
 SecAuditLogStorageDir "{root}/audit"
 SecAuditLog "{target}"
+{log2}
 Include {crs_setup}
 SecAction "id:900000,phase:1,nolog,pass,t:none,setvar:tx.paranoia_level=1"
 SecAction "id:900110,phase:1,nolog,pass,t:none,setvar:tx.inbound_anomaly_score_threshold=5,setvar:tx.outbound_anomaly_score_threshold=4"
