@@ -115,20 +115,39 @@ fn main() -> ExitCode {
         None => None,
     };
     let setting = |key: &str| config.as_ref().and_then(|c| c.string(key));
-    let debug = cli.debug || config.as_ref().and_then(|c| c.bool("DEBUG").ok().flatten()).unwrap_or(false);
-    let log_file = cli.log_file.clone().or_else(|| setting("LOG_FILE").map(PathBuf::from));
+    let debug = cli.debug
+        || config
+            .as_ref()
+            .and_then(|c| c.bool("DEBUG").ok().flatten())
+            .unwrap_or(false);
+    let log_file = cli
+        .log_file
+        .clone()
+        .or_else(|| setting("LOG_FILE").map(PathBuf::from));
     let syslog = setting("SYSLOGFACILITY").and_then(|f| facility(&f));
-    let level = if debug { log::LevelFilter::Debug } else { log::LevelFilter::Info };
+    let level = if debug {
+        log::LevelFilter::Debug
+    } else {
+        log::LevelFilter::Info
+    };
     if let Err(e) = Logger::install("modsec-collector", level, true, log_file.as_deref(), syslog) {
         eprintln!("modsec-collector: cannot open the log file: {e}");
         let _ = Logger::install("modsec-collector", level, true, None, syslog);
     }
     if let Some(c) = &config {
         for s in c.unknown(KNOWN_KEYS) {
-            log::warn!("{}:{}: unknown setting {} (ignored)", c.path.display(), s.line, s.key);
+            log::warn!(
+                "{}:{}: unknown setting {} (ignored)",
+                c.path.display(),
+                s.line,
+                s.key
+            );
         }
         if let Some(f) = setting("SYSLOGFACILITY").filter(|f| facility(f).is_none()) {
-            log::warn!("{}: SYSLOGFACILITY `{f}` is not a syslog facility; not logging to syslog", c.path.display());
+            log::warn!(
+                "{}: SYSLOGFACILITY `{f}` is not a syslog facility; not logging to syslog",
+                c.path.display()
+            );
         }
     }
 
@@ -159,7 +178,11 @@ fn run(settings: CollectorSettings) -> ExitCode {
     for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         let term = term.clone();
         // SAFETY: the handler only does an atomic add, which is async-signal-safe.
-        let registered = unsafe { signal_hook::low_level::register(sig, move || { term.fetch_add(1, Ordering::SeqCst); }) };
+        let registered = unsafe {
+            signal_hook::low_level::register(sig, move || {
+                term.fetch_add(1, Ordering::SeqCst);
+            })
+        };
         if let Err(e) = registered {
             log::error!("cannot handle signal {sig}: {e}");
         }
@@ -173,7 +196,10 @@ fn run(settings: CollectorSettings) -> ExitCode {
         "started: storage dir {}, queue {}, index file {}, {:?}, md5 {}",
         settings.storage_dir.display(),
         settings.queue_dir.display(),
-        settings.index_file.as_ref().map_or("none".into(), |p| p.display().to_string()),
+        settings
+            .index_file
+            .as_ref()
+            .map_or("none".into(), |p| p.display().to_string()),
         settings.link_mode,
         if settings.verify_md5 { "on" } else { "off" }
     );
@@ -181,12 +207,23 @@ fn run(settings: CollectorSettings) -> ExitCode {
     let worker = match Worker::new(settings.clone(), hup.clone(), stats.clone()) {
         Ok(w) => w,
         Err(e) => {
-            return degraded(&format!("cannot open the queue {} or the index file: {e}", queue_dir.display()), settings.index_file);
+            return degraded(
+                &format!(
+                    "cannot open the queue {} or the index file: {e}",
+                    queue_dir.display()
+                ),
+                settings.index_file,
+            );
         }
     };
     let spill = match Queue::open(&queue_dir) {
         Ok(q) => q,
-        Err(e) => return degraded(&format!("cannot open the queue {}: {e}", queue_dir.display()), settings.index_file),
+        Err(e) => {
+            return degraded(
+                &format!("cannot open the queue {}: {e}", queue_dir.display()),
+                settings.index_file,
+            )
+        }
     };
     let pipeline = Pipeline::start(std::io::stdin(), worker, spill, stats.clone());
 
@@ -202,7 +239,9 @@ fn run(settings: CollectorSettings) -> ExitCode {
             0 => {}
             1 if !announced => {
                 announced = true;
-                log::info!("SIGTERM: finishing when Apache closes the pipe (send it again to stop now)");
+                log::info!(
+                    "SIGTERM: finishing when Apache closes the pipe (send it again to stop now)"
+                );
             }
             1 => {}
             _ => {
@@ -210,10 +249,18 @@ fn run(settings: CollectorSettings) -> ExitCode {
                 let queue = Queue::open(&queue_dir);
                 let tally = stats.clone();
                 pipeline.abandon(ABANDON_GRACE, |lines: &[InputLine]| match &queue {
-                    Ok(q) => write_backlog(q, lines, "collector stopped by a second SIGTERM before handling it", &tally),
+                    Ok(q) => write_backlog(
+                        q,
+                        lines,
+                        "collector stopped by a second SIGTERM before handling it",
+                        &tally,
+                    ),
                     Err(e) => {
                         for l in lines {
-                            log::error!("cannot open the queue ({e}); lost line follows: {}", String::from_utf8_lossy(&l.bytes).trim_end());
+                            log::error!(
+                                "cannot open the queue ({e}); lost line follows: {}",
+                                String::from_utf8_lossy(&l.bytes).trim_end()
+                            );
                         }
                     }
                 });
@@ -225,7 +272,7 @@ fn run(settings: CollectorSettings) -> ExitCode {
     let s = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
     log::info!(
         "exiting: {} lines read, {} queued, {} in the backlog ({} spilled while busy), {} size/md5 mismatches",
-        s(&stats.read) + s(&stats.spilled),
+        s(&stats.read),
         s(&stats.queued),
         s(&stats.backlogged),
         s(&stats.spilled),
@@ -239,10 +286,24 @@ fn run(settings: CollectorSettings) -> ExitCode {
 /// append each line to the index file if one is known, and log every line in full.
 fn degraded(why: &str, index: Option<PathBuf>) -> ExitCode {
     if log::max_level() == log::LevelFilter::Off {
-        let _ = Logger::install("modsec-collector", log::LevelFilter::Info, true, None, Some(libc_daemon()));
+        let _ = Logger::install(
+            "modsec-collector",
+            log::LevelFilter::Info,
+            true,
+            None,
+            Some(libc_daemon()),
+        );
     }
-    log::error!("cannot queue events: {why}; reading on so Apache does not block, every line is logged");
-    let mut index = index.and_then(|p| std::fs::OpenOptions::new().create(true).append(true).open(p).ok());
+    log::error!(
+        "cannot queue events: {why}; reading on so Apache does not block, every line is logged"
+    );
+    let mut index = index.and_then(|p| {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(p)
+            .ok()
+    });
     let mut input = std::io::BufReader::new(std::io::stdin());
     loop {
         match modsec2sguil::collect::read_line(&mut input) {
@@ -251,7 +312,10 @@ fn degraded(why: &str, index: Option<PathBuf>) -> ExitCode {
                     use std::io::Write;
                     let _ = f.write_all(&line.bytes);
                 }
-                log::error!("not queued ({why}): {}", String::from_utf8_lossy(&line.bytes).trim_end());
+                log::error!(
+                    "not queued ({why}): {}",
+                    String::from_utf8_lossy(&line.bytes).trim_end()
+                );
             }
             Ok(None) => return ExitCode::from(2),
             Err(e) => {

@@ -57,9 +57,14 @@ impl CollectorSettings {
     /// Combines the config file (`EVENT_DIR`, `STORAGE_DIR`, `INDEX_FILE`, `LINK_MODE` or
     /// `SYMLINK`, `VERIFY_MD5`, `RUNAS`) with the command line. Errors name the file,
     /// line and key, or the missing setting.
-    pub fn resolve(config: Option<&ConfigFile>, o: CollectorOverrides) -> Result<CollectorSettings, String> {
+    pub fn resolve(
+        config: Option<&ConfigFile>,
+        o: CollectorOverrides,
+    ) -> Result<CollectorSettings, String> {
         let from_config = |key: &str| -> Result<Option<PathBuf>, String> {
-            config.map_or(Ok(None), |c| c.abs_path(key)).map_err(|e| e.to_string())
+            config
+                .map_or(Ok(None), |c| c.abs_path(key))
+                .map_err(|e| e.to_string())
         };
         let queue_dir = match o.queue_dir {
             Some(q) => q,
@@ -78,9 +83,18 @@ impl CollectorSettings {
         let link_mode = match o.link_mode {
             Some(m) => m,
             None => match config.and_then(|c| c.get("LINK_MODE")) {
-                Some(s) => LinkMode::parse(&s.value)
-                    .ok_or_else(|| config.expect("has the key").bad(s, "expected hardlink, copy or symlink").to_string())?,
-                None => match config.map(|c| c.bool("SYMLINK")).transpose().map_err(|e| e.to_string())?.flatten() {
+                Some(s) => LinkMode::parse(&s.value).ok_or_else(|| {
+                    config
+                        .expect("has the key")
+                        .bad(s, "expected hardlink, copy or symlink")
+                        .to_string()
+                })?,
+                None => match config
+                    .map(|c| c.bool("SYMLINK"))
+                    .transpose()
+                    .map_err(|e| e.to_string())?
+                    .flatten()
+                {
                     Some(true) => LinkMode::Symlink,
                     _ => LinkMode::Hardlink,
                 },
@@ -88,10 +102,21 @@ impl CollectorSettings {
         };
         let verify_md5 = match o.verify_md5 {
             Some(v) => v,
-            None => config.map(|c| c.bool("VERIFY_MD5")).transpose().map_err(|e| e.to_string())?.flatten().unwrap_or(true),
+            None => config
+                .map(|c| c.bool("VERIFY_MD5"))
+                .transpose()
+                .map_err(|e| e.to_string())?
+                .flatten()
+                .unwrap_or(true),
         };
-        let runas = match config.and_then(|c| c.get("RUNAS")).filter(|s| !s.value.is_empty()) {
-            Some(s) => Some(resolve_owner(&s.value).map_err(|why| config.expect("has the key").bad(s, why).to_string())?),
+        let runas = match config
+            .and_then(|c| c.get("RUNAS"))
+            .filter(|s| !s.value.is_empty())
+        {
+            Some(s) => Some(
+                resolve_owner(&s.value)
+                    .map_err(|why| config.expect("has the key").bad(s, why).to_string())?,
+            ),
             None => None,
         };
         for (what, dir) in [("storage dir", &storage_dir), ("queue", &queue_dir)] {
@@ -99,7 +124,14 @@ impl CollectorSettings {
                 return Err(format!("{what} {} must be an absolute path (Apache starts the collector in ServerRoot)", dir.display()));
             }
         }
-        Ok(CollectorSettings { storage_dir, queue_dir, index_file, link_mode, verify_md5, runas })
+        Ok(CollectorSettings {
+            storage_dir,
+            queue_dir,
+            index_file,
+            link_mode,
+            verify_md5,
+            runas,
+        })
     }
 }
 
@@ -149,6 +181,7 @@ pub enum LineOutcome {
 /// Counters a collector reports when it exits.
 #[derive(Debug, Default)]
 pub struct Stats {
+    /// Lines the reader took from the input.
     pub read: AtomicU64,
     pub queued: AtomicU64,
     pub backlogged: AtomicU64,
@@ -191,7 +224,6 @@ impl Worker {
 
     /// Handles one line; never fails: what cannot be queued goes to the backlog.
     pub fn handle(&mut self, line: &InputLine) -> LineOutcome {
-        self.stats.read.fetch_add(1, Ordering::Relaxed);
         if line.bytes.iter().all(|b| b.is_ascii_whitespace()) && line.full_len == line.bytes.len() {
             return LineOutcome::Empty;
         }
@@ -554,6 +586,7 @@ fn read_loop(
 ) -> io::Result<()> {
     let mut input = io::BufReader::with_capacity(64 * 1024, input);
     while let Some(line) = read_line(&mut input)? {
+        stats.read.fetch_add(1, Ordering::Relaxed);
         if line.full_len > line.bytes.len() {
             log::warn!(
                 "index line of {} bytes cut to {MAX_LINE_BYTES}",
@@ -811,7 +844,10 @@ mod tests {
             Path::new("/etc/m.conf"),
         )
         .unwrap();
-        let o = CollectorOverrides { storage_dir: Some("/var/log/audit".into()), ..Default::default() };
+        let o = CollectorOverrides {
+            storage_dir: Some("/var/log/audit".into()),
+            ..Default::default()
+        };
         let s = CollectorSettings::resolve(Some(&conf), o).unwrap();
         assert_eq!(s.queue_dir, Path::new("/nsm/queue"));
         assert_eq!(s.link_mode, LinkMode::Symlink);
@@ -824,28 +860,58 @@ mod tests {
             ..Default::default()
         };
         let s = CollectorSettings::resolve(Some(&conf), o).unwrap();
-        assert_eq!((s.link_mode, s.verify_md5), (LinkMode::Copy, true), "the command line wins");
+        assert_eq!(
+            (s.link_mode, s.verify_md5),
+            (LinkMode::Copy, true),
+            "the command line wins"
+        );
     }
 
     #[test]
     fn bad_settings_name_what_is_wrong() {
         let parse = |t: &str| ConfigFile::parse(t, Path::new("/etc/m.conf")).unwrap();
-        let storage = || CollectorOverrides { storage_dir: Some("/a".into()), ..Default::default() };
+        let storage = || CollectorOverrides {
+            storage_dir: Some("/a".into()),
+            ..Default::default()
+        };
         for (text, want) in [
             ("set X 1\n", "no queue"),
-            ("set EVENT_DIR relative\n", "/etc/m.conf:1: EVENT_DIR: bad value `relative`"),
-            ("set EVENT_DIR /q\nset LINK_MODE teleport\n", "/etc/m.conf:2: LINK_MODE"),
-            ("set EVENT_DIR /q\nset RUNAS no-such-user-here\n", "no such user"),
-            ("set EVENT_DIR /q\nset VERIFY_MD5 perhaps\n", "VERIFY_MD5: bad value"),
+            (
+                "set EVENT_DIR relative\n",
+                "/etc/m.conf:1: EVENT_DIR: bad value `relative`",
+            ),
+            (
+                "set EVENT_DIR /q\nset LINK_MODE teleport\n",
+                "/etc/m.conf:2: LINK_MODE",
+            ),
+            (
+                "set EVENT_DIR /q\nset RUNAS no-such-user-here\n",
+                "no such user",
+            ),
+            (
+                "set EVENT_DIR /q\nset VERIFY_MD5 perhaps\n",
+                "VERIFY_MD5: bad value",
+            ),
         ] {
             let e = CollectorSettings::resolve(Some(&parse(text)), storage()).unwrap_err();
             assert!(e.contains(want), "{text}: {e}");
         }
-        let e = CollectorSettings::resolve(None, CollectorOverrides { queue_dir: Some("/q".into()), ..Default::default() }).unwrap_err();
+        let e = CollectorSettings::resolve(
+            None,
+            CollectorOverrides {
+                queue_dir: Some("/q".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap_err();
         assert!(e.contains("no storage dir"), "{e}");
         let e = CollectorSettings::resolve(
             None,
-            CollectorOverrides { queue_dir: Some("/q".into()), storage_dir: Some("rel".into()), ..Default::default() },
+            CollectorOverrides {
+                queue_dir: Some("/q".into()),
+                storage_dir: Some("rel".into()),
+                ..Default::default()
+            },
         )
         .unwrap_err();
         assert!(e.contains("absolute"), "{e}");
@@ -857,7 +923,9 @@ mod tests {
         let (uid, gid) = resolve_owner("nobody").unwrap();
         s.worker.settings.runas = Some((uid, gid));
         let line = event(&s, "/f", b"x");
-        let LineOutcome::Queued { entry, .. } = s.worker.handle(&input(&line)) else { panic!() };
+        let LineOutcome::Queued { entry, .. } = s.worker.handle(&input(&line)) else {
+            panic!()
+        };
         let meta = std::fs::metadata(s.dir.path().join("queue").join(entry)).unwrap();
         assert_eq!((meta.uid(), meta.gid()), (uid, gid));
     }

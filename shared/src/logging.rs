@@ -50,7 +50,13 @@ impl Logger {
         let file = match log_file {
             Some(p) => {
                 use std::os::unix::fs::OpenOptionsExt;
-                Some(Mutex::new(OpenOptions::new().create(true).append(true).mode(0o640).open(p)?))
+                Some(Mutex::new(
+                    OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .mode(0o640)
+                        .open(p)?,
+                ))
             }
             None => None,
         };
@@ -63,7 +69,13 @@ impl Logger {
             // SAFETY: ident is a 'static NUL-terminated string; openlog has no other preconditions.
             unsafe { libc::openlog(ident.as_ptr(), libc::LOG_PID, fac) };
         }
-        let logger = Logger { program, level, stderr, file, syslog: syslog_facility.is_some() };
+        let logger = Logger {
+            program,
+            level,
+            stderr,
+            file,
+            syslog: syslog_facility.is_some(),
+        };
         log::set_max_level(level);
         log::set_boxed_logger(Box::new(logger)).map_err(std::io::Error::other)
     }
@@ -81,7 +93,11 @@ impl Log for Logger {
         let level = record.level();
         let text = record.args().to_string();
         let stamp = chrono::Local::now().format("%Y-%m-%d %H:%M:%S%.3f %z");
-        let line = format!("{stamp} {}[{}] {level}: {text}\n", self.program, std::process::id());
+        let line = format!(
+            "{stamp} {}[{}] {level}: {text}\n",
+            self.program,
+            std::process::id()
+        );
         if self.stderr {
             let _ = std::io::stderr().write_all(line.as_bytes());
         }

@@ -175,7 +175,11 @@ impl Apache {
         let port = free_port();
         let index = root.join("logs/modsec_index.log");
         let cmd = pipe(&root);
-        let target = if cmd.is_empty() { index.display().to_string() } else { format!("|{cmd}") };
+        let target = if cmd.is_empty() {
+            index.display().to_string()
+        } else {
+            format!("|{cmd}")
+        };
         let conf = root.join("conf/apache.conf");
         std::fs::write(&conf, render(&root, port, opts, &target)).unwrap();
         let pid_file = root.join("run/httpd.pid");
@@ -244,7 +248,8 @@ impl Apache {
 
     /// Whether the parent process is still running.
     pub fn running(&self) -> bool {
-        self.pid().is_some_and(|pid| Path::new(&format!("/proc/{pid}")).exists())
+        self.pid()
+            .is_some_and(|pid| Path::new(&format!("/proc/{pid}")).exists())
     }
 
     pub fn error_log(&self) -> String {
@@ -327,7 +332,11 @@ fn render(root: &Path, port: u16, o: &ApacheOptions, target: &str) -> String {
     let crs_rules = CRS_RULES;
     let m = MODULES;
     let (format, engine, parts, user) = (o.format, o.engine, o.parts, CHILD_USER);
-    let log2 = if o.audit_log2 { format!("SecAuditLog2 \"{root}/logs/index2.log\"") } else { String::new() };
+    let log2 = if o.audit_log2 {
+        format!("SecAuditLog2 \"{root}/logs/index2.log\"")
+    } else {
+        String::new()
+    };
     format!(
         r#"# Rendered by the modsec2sguil end-to-end tests; loopback only.
 ServerRoot "{root}"

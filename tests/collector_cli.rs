@@ -1,0 +1,447 @@
+//! `modsec-collector` as a process: signals, bad input, bad settings, and a queue on
+//! another filesystem, a full one and a read-only one.
+
+use std::io::Write;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use md5::{Digest, Md5};
+use modsec2sguil::queue::{parse_backlog_record, EntryName, BACKLOG_FILE};
+use modsec2sguil_e2e::{binary, hex, skip_or_fail};
+
+struct Env {
+    dir: tempfile::TempDir,
+    storage: PathBuf,
+    queue: PathBuf,
+    index: PathBuf,
+    log: PathBuf,
+    n: usize,
+}
+
+impl Env {
+    fn new() -> Env {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = dir.path().join("audit");
+        std::fs::create_dir_all(&storage).unwrap();
+        Env {
+            storage,
+            queue: dir.path().join("queue"),
+            index: dir.path().join("index.log"),
+            log: dir.path().join("collector.log"),
+            dir,
+            n: 0,
+        }
+    }
+
+    /// Writes an event file of `size` bytes and returns its index line.
+    fn event(&mut self, size: usize) -> Vec<u8> {
+        self.n += 1;
+        let rel = format!(
+            "/www-data/20261128/20261128-0214/20261128-021431-id{:05}",
+            self.n
+        );
+        let path = self.storage.join(&rel[1..]);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let content = vec![b'a' + (self.n % 26) as u8; size];
+        std::fs::write(&path, &content).unwrap();
+        format!(
+            "lab.example 127.0.0.1 - - [28/Nov/2026:02:14:31.009836 +0000] \"GET /{n} HTTP/1.1\" 403 239 \"-\" \"-\" id{n:05} \"-\" {rel} 0 {size} md5:{} \n",
+            hex(&Md5::digest(&content)),
+            n = self.n
+        )
+        .into_bytes()
+    }
+
+    fn spawn(&self, extra: &[&str]) -> Child {
+        Command::new(binary("modsec-collector"))
+            .arg("--queue")
+            .arg(&self.queue)
+            .arg("--log-file")
+            .arg(&self.log)
+            .args(extra)
+            .arg(&self.storage)
+            .arg(&self.index)
+            .stdin(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    }
+
+    fn entries(&self) -> Vec<EntryName> {
+        let mut v: Vec<EntryName> = std::fs::read_dir(&self.queue)
+            .map(|d| {
+                d.filter_map(|e| e.ok()?.file_name().to_str().and_then(EntryName::parse))
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort();
+        v
+    }
+
+    fn backlog(&self) -> Vec<(String, Vec<u8>)> {
+        std::fs::read(self.queue.join(BACKLOG_FILE))
+            .unwrap_or_default()
+            .split_inclusive(|&b| b == b'\n')
+            .map(|r| {
+                let (_, reason, line) = parse_backlog_record(r).unwrap();
+                (reason, line)
+            })
+            .collect()
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+fn signal(child: &Child, sig: &str) {
+    assert!(Command::new("kill")
+        .arg(sig)
+        .arg(child.id().to_string())
+        .status()
+        .unwrap()
+        .success());
+}
+
+fn wait(child: &mut Child, limit: Duration) -> Option<i32> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status.code();
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("collector did not exit within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn wait_until(what: &str, limit: Duration, cond: impl Fn() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn sigterm_keeps_reading_until_apache_closes_the_pipe() {
+    let mut env = Env::new();
+    let mut child = env.spawn(&[]);
+    let mut stdin = child.stdin.take().unwrap();
+    for _ in 0..5 {
+        stdin.write_all(&env.event(100)).unwrap();
+    }
+    wait_until("5 entries", Duration::from_secs(10), || {
+        env.entries().len() == 5
+    });
+    signal(&child, "-TERM");
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "still running after SIGTERM"
+    );
+    // Old Apache children still write after a graceful restart.
+    for _ in 0..5 {
+        stdin.write_all(&env.event(100)).unwrap();
+    }
+    drop(stdin);
+    assert_eq!(wait(&mut child, Duration::from_secs(10)), Some(0));
+    assert_eq!(env.entries().len(), 10);
+    assert_eq!(
+        std::fs::read(&env.index)
+            .unwrap()
+            .split(|&b| b == b'\n')
+            .filter(|l| !l.is_empty())
+            .count(),
+        10
+    );
+    assert!(env
+        .log_text()
+        .contains("SIGTERM: finishing when Apache closes the pipe"));
+}
+
+#[test]
+fn second_sigterm_stops_and_every_line_read_is_queued_or_in_the_backlog() {
+    let mut env = Env::new();
+    let mut child = env.spawn(&[]);
+    let mut stdin = child.stdin.take().unwrap();
+    let lines: Vec<Vec<u8>> = (0..300).map(|_| env.event(2000)).collect();
+    for l in &lines {
+        stdin.write_all(l).unwrap();
+    }
+    stdin.flush().unwrap();
+    wait_until("the first entry", Duration::from_secs(10), || {
+        !env.entries().is_empty()
+    });
+    signal(&child, "-TERM");
+    std::thread::sleep(Duration::from_millis(50));
+    signal(&child, "-TERM");
+    // stdin stays open: the second SIGTERM alone must end it.
+    assert_eq!(wait(&mut child, Duration::from_secs(10)), Some(0));
+    let text = env.log_text();
+    assert!(text.contains("second SIGTERM"), "{text}");
+    // What was read is accounted for; the rest is still in the pipe for the next instance.
+    let queued = env.entries().len();
+    let backlog = env.backlog().len();
+    let read: usize = text
+        .lines()
+        .find_map(|l| l.split("exiting: ").nth(1))
+        .and_then(|s| s.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap();
+    assert!(
+        queued > 0 && read <= lines.len(),
+        "{queued} queued, {read} read"
+    );
+    assert_eq!(
+        queued + backlog,
+        read,
+        "every line read is queued or in the backlog"
+    );
+    drop(stdin);
+}
+
+#[test]
+fn sighup_reopens_a_rotated_index_file() {
+    let mut env = Env::new();
+    let mut child = env.spawn(&[]);
+    let mut stdin = child.stdin.take().unwrap();
+    let first = env.event(10);
+    stdin.write_all(&first).unwrap();
+    wait_until("first entry", Duration::from_secs(10), || {
+        env.entries().len() == 1
+    });
+    let rotated = env.dir.path().join("index.log.1");
+    std::fs::rename(&env.index, &rotated).unwrap();
+    signal(&child, "-HUP");
+    std::thread::sleep(Duration::from_millis(100));
+    let second = env.event(10);
+    stdin.write_all(&second).unwrap();
+    drop(stdin);
+    assert_eq!(wait(&mut child, Duration::from_secs(10)), Some(0));
+    assert_eq!(std::fs::read(&rotated).unwrap(), first);
+    assert_eq!(std::fs::read(&env.index).unwrap(), second);
+}
+
+#[test]
+fn bad_lines_go_to_the_backlog_and_reading_goes_on() {
+    let mut env = Env::new();
+    let mut child = env.spawn(&[]);
+    let mut stdin = child.stdin.take().unwrap();
+    let good = env.event(10);
+    stdin.write_all(b"not \xff\xfe an index line\n").unwrap();
+    stdin
+        .write_all(&[vec![b'x'; 200_000], b"\n".to_vec()].concat())
+        .unwrap();
+    stdin.write_all(b"\n").unwrap();
+    let missing = String::from_utf8(env.event(10))
+        .unwrap()
+        .replace("id0000", "gone0");
+    stdin.write_all(missing.as_bytes()).unwrap();
+    stdin.write_all(&good).unwrap();
+    drop(stdin);
+    assert_eq!(wait(&mut child, Duration::from_secs(10)), Some(0));
+    assert_eq!(
+        env.entries().len(),
+        1,
+        "the good line after the bad ones is queued"
+    );
+    let backlog = env.backlog();
+    assert_eq!(backlog.len(), 3, "{backlog:?}");
+    assert!(backlog[0].0.contains("malformed index line"));
+    assert_eq!(backlog[0].1, b"not \xff\xfe an index line");
+    assert!(backlog[1].0.contains("longer than"));
+    assert!(backlog[2].0.contains("No such file"));
+    let text = env.log_text();
+    assert!(
+        text.contains("not queued (unique id gone02)"),
+        "the log names the unique id: {text}"
+    );
+}
+
+#[test]
+fn without_usable_settings_it_still_drains_the_pipe() {
+    let env = Env::new();
+    let conf = env.dir.path().join("bad.conf");
+    std::fs::write(&conf, "set EVENT_DIR relative/queue\n").unwrap();
+    let mut child = Command::new(binary("modsec-collector"))
+        .arg("-c")
+        .arg(&conf)
+        .arg(&env.storage)
+        .arg(&env.index)
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"line one\nline two\n").unwrap();
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("bad.conf:1: EVENT_DIR: bad value `relative/queue`"),
+        "{err}"
+    );
+    assert!(
+        err.contains("line one") && err.contains("line two"),
+        "every line is logged: {err}"
+    );
+    assert_eq!(
+        std::fs::read(&env.index).unwrap(),
+        b"line one\nline two\n",
+        "and kept in the index file"
+    );
+}
+
+#[test]
+fn unknown_config_keys_are_warned_about() {
+    let mut env = Env::new();
+    let conf = env.dir.path().join("c.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "set EVENT_DIR {}\nset SERVER_HOST 10.1.1.1\nset BOGUS 1\n",
+            env.queue.display()
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(binary("modsec-collector"))
+        .arg("-c")
+        .arg(&conf)
+        .arg("--log-file")
+        .arg(&env.log)
+        .arg(&env.storage)
+        .stdin(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(&env.event(5))
+        .unwrap();
+    assert_eq!(wait(&mut child, Duration::from_secs(10)), Some(0));
+    let text = env.log_text();
+    assert!(text.contains("c.conf:3: unknown setting BOGUS"), "{text}");
+    assert!(
+        !text.contains("SERVER_HOST"),
+        "modsec2sguil keys are known: {text}"
+    );
+    assert_eq!(env.entries().len(), 1);
+}
+
+/// A small tmpfs mounted for one test, unmounted when dropped.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(at: &Path, size: &str, test: &str) -> Option<Tmpfs> {
+        std::fs::create_dir_all(at).unwrap();
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(at)
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            skip_or_fail(test, "cannot mount a tmpfs (needs root)");
+            return None;
+        }
+        Some(Tmpfs(at.to_path_buf()))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn queue_on_another_filesystem_gets_copies() {
+    let mut env = Env::new();
+    let Some(_fs) = Tmpfs::mount(&env.queue, "4m", "queue_on_another_filesystem_gets_copies")
+    else {
+        return;
+    };
+    let mut child = env.spawn(&[]);
+    let line = env.event(5000);
+    child.stdin.take().unwrap().write_all(&line).unwrap();
+    assert_eq!(wait(&mut child, Duration::from_secs(10)), Some(0));
+    let entries = env.entries();
+    assert_eq!(entries.len(), 1);
+    let entry = env.queue.join(entries[0].to_string());
+    let original = env
+        .storage
+        .join("www-data/20261128/20261128-0214/20261128-021431-id00001");
+    assert_eq!(
+        std::fs::read(&entry).unwrap(),
+        std::fs::read(&original).unwrap()
+    );
+    assert_ne!(
+        std::fs::metadata(&entry).unwrap().dev(),
+        std::fs::metadata(&original).unwrap().dev()
+    );
+    assert_eq!(
+        std::fs::read_dir(env.queue.join(".tmp")).unwrap().count(),
+        0,
+        "no temp file left"
+    );
+}
+
+#[test]
+fn full_queue_filesystem_puts_the_line_in_the_backlog() {
+    let mut env = Env::new();
+    let Some(_fs) = Tmpfs::mount(
+        &env.queue,
+        "64k",
+        "full_queue_filesystem_puts_the_line_in_the_backlog",
+    ) else {
+        return;
+    };
+    // Leave about two pages free: enough for a backlog record, not for a 40 KB event.
+    std::fs::write(env.queue.join("filler"), vec![0u8; 52 * 1024]).unwrap();
+    let mut child = env.spawn(&[]);
+    let line = env.event(40_000);
+    child.stdin.take().unwrap().write_all(&line).unwrap();
+    assert_eq!(wait(&mut child, Duration::from_secs(10)), Some(0));
+    assert!(env.entries().is_empty());
+    let backlog = env.backlog();
+    assert_eq!(backlog.len(), 1, "log: {}", env.log_text());
+    assert!(backlog[0].0.contains("No space left"), "{}", backlog[0].0);
+    assert_eq!(backlog[0].1, &line[..line.len() - 1]);
+    assert_eq!(
+        std::fs::read_dir(env.queue.join(".tmp")).unwrap().count(),
+        0,
+        "the partial copy is removed"
+    );
+}
+
+#[test]
+fn read_only_queue_logs_each_line_in_full() {
+    let mut env = Env::new();
+    let Some(_fs) = Tmpfs::mount(&env.queue, "1m", "read_only_queue_logs_each_line_in_full") else {
+        return;
+    };
+    assert!(Command::new("mount")
+        .args(["-o", "remount,ro"])
+        .arg(&env.queue)
+        .status()
+        .unwrap()
+        .success());
+    let mut child = env.spawn(&["--link-mode", "copy"]);
+    let line = env.event(100);
+    child.stdin.take().unwrap().write_all(&line).unwrap();
+    assert_eq!(wait(&mut child, Duration::from_secs(10)), Some(0));
+    let text = env.log_text();
+    assert!(text.contains("Read-only file system"), "{text}");
+    assert!(
+        text.contains(String::from_utf8_lossy(&line).trim_end()),
+        "the line itself is in the log: {text}"
+    );
+}
