@@ -186,7 +186,19 @@ fn second_sigterm_stops_and_every_line_read_is_queued_or_in_the_backlog() {
     assert!(text.contains("second SIGTERM"), "{text}");
     // What was read is accounted for; the rest is still in the pipe for the next instance.
     let queued = env.entries().len();
-    let backlog = env.backlog().len();
+    let spooled: usize = std::fs::read_dir(&env.queue)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(".spool."))
+        .map(|e| {
+            std::fs::read(e.path())
+                .unwrap()
+                .iter()
+                .filter(|&&b| b == b'\n')
+                .count()
+        })
+        .sum();
+    let backlog = env.backlog().len() + spooled;
     let read: usize = text
         .lines()
         .find_map(|l| l.split("exiting: ").nth(1))

@@ -31,8 +31,10 @@ filesystem as the storage dir for hard links (otherwise entries are copied).
 
 It never blocks Apache and never loses a line: every line is appended to the index file,
 and a line whose event cannot be queued is appended with the reason to EVENT_DIR/.backlog
-(for `modsec-shipper requeue --backlog`). On SIGTERM it keeps reading until Apache closes
-the pipe (old children still write after a graceful restart); a second SIGTERM stops at
+(for `modsec-shipper requeue --backlog`). When it falls behind, lines wait in
+EVENT_DIR/.spool.<pid> and are queued as soon as it catches up (a spool left by a crash
+is queued by the next instance). On SIGTERM it keeps reading until Apache closes the
+pipe (old children still write after a graceful restart); a second SIGTERM stops at
 once, putting lines not yet handled in the backlog. SIGHUP reopens the index file.
 
 Config keys it reads: EVENT_DIR, STORAGE_DIR, INDEX_FILE, LINK_MODE (or SYMLINK 1),
@@ -216,16 +218,7 @@ fn run(settings: CollectorSettings) -> ExitCode {
             );
         }
     };
-    let spill = match Queue::open(&queue_dir) {
-        Ok(q) => q,
-        Err(e) => {
-            return degraded(
-                &format!("cannot open the queue {}: {e}", queue_dir.display()),
-                settings.index_file,
-            )
-        }
-    };
-    let pipeline = Pipeline::start(std::io::stdin(), worker, spill, stats.clone());
+    let pipeline = Pipeline::start(std::io::stdin(), worker, &queue_dir, stats.clone());
 
     let mut announced = false;
     loop {
@@ -271,7 +264,7 @@ fn run(settings: CollectorSettings) -> ExitCode {
     }
     let s = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
     log::info!(
-        "exiting: {} lines read, {} queued, {} in the backlog ({} spilled while busy), {} size/md5 mismatches",
+        "exiting: {} lines read, {} queued, {} in the backlog, {} spooled while busy, {} size/md5 mismatches",
         s(&stats.read),
         s(&stats.queued),
         s(&stats.backlogged),
