@@ -197,9 +197,10 @@ pub struct Worker {
     index: Option<File>,
     reopen_index: Arc<AtomicBool>,
     stats: Arc<Stats>,
-    /// The last event directory found to be a chain of real directories: events of one
-    /// minute share it, so it is checked once, not once per line.
-    verified_dir: Option<PathBuf>,
+    /// The last event directory, opened through a chain of real directories (never a
+    /// symlink): events of one minute share it, so it is walked once, not once per line,
+    /// and a path swapped later cannot redirect the handle.
+    event_dir: Option<(PathBuf, std::os::fd::OwnedFd)>,
 }
 
 impl Worker {
@@ -219,7 +220,7 @@ impl Worker {
             index,
             reopen_index,
             stats,
-            verified_dir: None,
+            event_dir: None,
         })
     }
 
@@ -292,19 +293,23 @@ impl Worker {
         }
         let parsed = parse_index_line(&line.bytes).map_err(|e| e.to_string())?;
         let path = resolve_event_path(&self.settings.storage_dir, &parsed)?;
-        let parent = path.parent().unwrap_or(&path);
-        if self.verified_dir.as_deref() != Some(parent) {
-            check_directories(&self.settings.storage_dir, &path)?;
-            self.verified_dir = Some(parent.to_path_buf());
-        }
-        let integrity = self.check_integrity(&path, &parsed)?;
+        let mut file = self.open_event(&path)?;
+        let integrity = self.check_integrity(&mut file, &path, &parsed)?;
         let (name, linked) = self
             .queue
-            .add(&path, self.settings.link_mode)
+            .add_file(&file, &path, self.settings.link_mode)
             .map_err(|e| format!("cannot queue {}: {e}", path.display()))?;
         if let Some((uid, gid)) = self.settings.runas {
             let entry = self.queue.dir().join(name.to_string());
-            if let Err(e) = std::os::unix::fs::lchown(&entry, Some(uid), Some(gid)) {
+            // A hard link is the opened inode: chown that, never a path that could
+            // have been swapped. Copies and symlinks are ours, in the queue.
+            let done = match linked {
+                Linked::Hardlink => std::os::unix::fs::fchown(&file, Some(uid), Some(gid)),
+                Linked::Copy | Linked::Symlink => {
+                    std::os::unix::fs::lchown(&entry, Some(uid), Some(gid))
+                }
+            };
+            if let Err(e) = done {
                 log::error!("cannot chown {} to RUNAS {uid}:{gid}: {e}", entry.display());
             }
         }
@@ -324,20 +329,74 @@ impl Worker {
         Ok((name.to_string(), linked, integrity))
     }
 
-    /// Opens the event without following a symlink, checks it is a regular file, and
-    /// compares it with the line's size (always) and md5 (when enabled).
-    fn check_integrity(&self, path: &Path, line: &IndexLine) -> Result<Option<String>, String> {
-        use std::os::unix::fs::OpenOptionsExt;
+    /// Opens the event below the storage dir without following any symlink on the way:
+    /// each directory with `O_DIRECTORY|O_NOFOLLOW` from the one above, the file with
+    /// `O_NOFOLLOW|O_NONBLOCK` (a planted FIFO must not hang the worker).
+    fn open_event(&mut self, path: &Path) -> Result<File, String> {
+        use rustix::fs::{openat, Mode, OFlags, CWD};
+        let storage = self.settings.storage_dir.clone();
+        let rel = path
+            .strip_prefix(&storage)
+            .map_err(|_| format!("{} is outside the storage dir", path.display()))?;
+        let (Some(parent), Some(name)) = (rel.parent(), rel.file_name()) else {
+            return Err(format!("{} names no file", path.display()));
+        };
+        let explain = |at: &Path, e: rustix::io::Errno| -> String {
+            if e == rustix::io::Errno::LOOP || e == rustix::io::Errno::MLINK {
+                format!("{} is a symbolic link; not followed", at.display())
+            } else if e == rustix::io::Errno::NOTDIR {
+                format!(
+                    "{} is not a directory (or is a symbolic link); not followed",
+                    at.display()
+                )
+            } else {
+                format!("{}: {}", at.display(), io::Error::from(e))
+            }
+        };
+        for attempt in 0..2 {
+            let cached = matches!(&self.event_dir, Some((p, _)) if p == parent);
+            if !cached {
+                let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+                let mut dir = openat(CWD, &storage, flags, Mode::empty())
+                    .map_err(|e| explain(&storage, e))?;
+                let mut at = storage.clone();
+                for comp in parent.components() {
+                    at.push(comp);
+                    dir = openat(
+                        &dir,
+                        comp.as_os_str(),
+                        flags | OFlags::NOFOLLOW,
+                        Mode::empty(),
+                    )
+                    .map_err(|e| explain(&at, e))?;
+                }
+                self.event_dir = Some((parent.to_path_buf(), dir));
+            }
+            let Some((_, dir)) = self.event_dir.as_ref() else {
+                break;
+            };
+            let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
+            match openat(dir, name, flags, Mode::empty()) {
+                Ok(fd) => return Ok(File::from(fd)),
+                // The cached directory may have been removed and made anew: walk again once.
+                Err(e) if e == rustix::io::Errno::NOENT && cached && attempt == 0 => {
+                    self.event_dir = None
+                }
+                Err(e) => return Err(explain(path, e)),
+            }
+        }
+        Err(format!("{}: No such file or directory", path.display()))
+    }
+
+    /// Checks the opened event is a regular file and compares it with the line's size
+    /// (always) and md5 (when enabled).
+    fn check_integrity(
+        &self,
+        file: &mut File,
+        path: &Path,
+        line: &IndexLine,
+    ) -> Result<Option<String>, String> {
         let shown = || path.display().to_string();
-        let mut file = OpenOptions::new()
-            .read(true)
-            // O_NONBLOCK: a FIFO planted in the storage dir must not hang the worker.
-            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-            .open(path)
-            .map_err(|e| match e.raw_os_error() {
-                Some(libc::ELOOP) => format!("{} is a symbolic link; not followed", shown()),
-                _ => format!("{}: {e}", shown()),
-            })?;
         let meta = file.metadata().map_err(|e| format!("{}: {e}", shown()))?;
         if !meta.is_file() {
             return Err(format!("{} is not a regular file", shown()));
@@ -351,7 +410,7 @@ impl Worker {
             ));
         }
         if self.settings.verify_md5 {
-            let digest = md5_of(&mut file).map_err(|e| format!("{}: {e}", shown()))?;
+            let digest = md5_of(file).map_err(|e| format!("{}: {e}", shown()))?;
             if digest != line.md5 {
                 problems.push(format!(
                     "md5 differs from the index line's {}",
@@ -414,28 +473,6 @@ pub fn resolve_event_path(storage: &Path, line: &IndexLine) -> Result<PathBuf, S
         ));
     }
     Ok(storage.join(rel))
-}
-
-/// Every directory from the storage dir down to the event must be a real directory: a
-/// symlink planted in the storage dir is neither followed nor queued. (The event itself
-/// is opened with `O_NOFOLLOW`.)
-pub fn check_directories(storage: &Path, path: &Path) -> Result<(), String> {
-    let rel = path
-        .strip_prefix(storage)
-        .map_err(|_| format!("{} is outside the storage dir", path.display()))?;
-    let mut at = storage.to_path_buf();
-    let parts: Vec<_> = rel.components().collect();
-    for part in parts.iter().take(parts.len().saturating_sub(1)) {
-        at.push(part);
-        let meta = std::fs::symlink_metadata(&at).map_err(|e| format!("{}: {e}", at.display()))?;
-        if meta.file_type().is_symlink() {
-            return Err(format!("{} is a symbolic link; not followed", at.display()));
-        }
-        if !meta.is_dir() {
-            return Err(format!("{} is not a directory", at.display()));
-        }
-    }
-    Ok(())
 }
 
 /// Reads lines of at most [`MAX_LINE_BYTES`] (the rest of a longer line is skipped and
@@ -924,6 +961,67 @@ mod tests {
                 .count(),
             cases.len()
         );
+    }
+
+    #[test]
+    fn a_directory_swapped_for_a_symlink_after_use_is_not_followed() {
+        let mut s = setup(false);
+        let first = event(&s, "/d/f1", b"one");
+        assert!(matches!(
+            s.worker.handle(&input(&first)),
+            LineOutcome::Queued { .. }
+        ));
+        // www-data (the storage dir's owner) swaps the directory for a link elsewhere.
+        let outside = s.dir.path().join("outside");
+        std::fs::create_dir_all(&outside).unwrap();
+        std::fs::write(outside.join("f2"), b"secret").unwrap();
+        let audit = s.dir.path().join("audit");
+        std::fs::rename(audit.join("d"), audit.join("d-old")).unwrap();
+        std::os::unix::fs::symlink(&outside, audit.join("d")).unwrap();
+        let second = line_for("/d/f2", 6, &Md5::digest(b"secret").into());
+        match s.worker.handle(&input(&second)) {
+            LineOutcome::Backlogged { reason } => {
+                assert!(reason.contains("symbolic link"), "{reason}")
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(s.worker.queue().entries().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_minute_directory_made_anew_is_walked_again() {
+        let mut s = setup(false);
+        let first = event(&s, "/d/f1", b"one");
+        assert!(matches!(
+            s.worker.handle(&input(&first)),
+            LineOutcome::Queued { .. }
+        ));
+        std::fs::remove_dir_all(s.dir.path().join("audit/d")).unwrap();
+        let second = event(&s, "/d/f2", b"two");
+        assert!(matches!(
+            s.worker.handle(&input(&second)),
+            LineOutcome::Queued { .. }
+        ));
+    }
+
+    #[test]
+    fn a_planted_fifo_does_not_hang_the_worker() {
+        let mut s = setup(true);
+        let fifo = s.dir.path().join("audit/fifo");
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            &fifo,
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o600),
+            0,
+        )
+        .unwrap();
+        match s.worker.handle(&input(&line_for("/fifo", 1, &[0; 16]))) {
+            LineOutcome::Backlogged { reason } => {
+                assert!(reason.contains("not a regular file"), "{reason}")
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

@@ -179,15 +179,38 @@ impl Queue {
         ))
     }
 
-    /// Adds `source` (a regular file) to the queue.
+    /// Adds `source` (a regular file; a symlink is refused) to the queue.
     pub fn add(&mut self, source: &Path, mode: LinkMode) -> io::Result<(EntryName, Linked)> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let file = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(source)?;
+        if !file.metadata()?.is_file() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "not a regular file",
+            ));
+        }
+        self.add_file(&file, source, mode)
+    }
+
+    /// Adds the already-opened event `file` (found at `source`) to the queue. A hard
+    /// link is made to the opened inode itself, not to whatever `source` names by then,
+    /// so a path swapped after the checks cannot slip another file into the queue.
+    pub fn add_file(
+        &mut self,
+        file: &File,
+        source: &Path,
+        mode: LinkMode,
+    ) -> io::Result<(EntryName, Linked)> {
         match mode {
             LinkMode::Symlink => {
                 let name = self.place(|target| std::os::unix::fs::symlink(source, target))?;
                 Ok((name, Linked::Symlink))
             }
-            LinkMode::Copy => Ok((self.copy_in(source)?, Linked::Copy)),
-            LinkMode::Hardlink => match self.place(|target| fs::hard_link(source, target)) {
+            LinkMode::Copy => Ok((self.copy_in(file)?, Linked::Copy)),
+            LinkMode::Hardlink => match self.place(|target| link_open_file(file, target)) {
                 Ok(name) => Ok((name, Linked::Hardlink)),
                 Err(e)
                     if matches!(
@@ -196,22 +219,33 @@ impl Queue {
                     ) =>
                 {
                     log::debug!("hard link of {} refused ({e}); copying", source.display());
-                    Ok((self.copy_in(source)?, Linked::Copy))
+                    Ok((self.copy_in(file)?, Linked::Copy))
                 }
                 Err(e) => Err(e),
             },
         }
     }
 
-    /// Copies `source` into `.tmp/`, fsyncs it, links it into place, removes the temp.
-    fn copy_in(&mut self, source: &Path) -> io::Result<EntryName> {
+    /// Copies `file` into `.tmp/`, fsyncs it, links it into place, removes the temp.
+    fn copy_in(&mut self, file: &File) -> io::Result<EntryName> {
+        use std::os::unix::fs::FileExt;
         let tmp_dir = self.dir.join(TMP_DIR);
         fs::create_dir_all(&tmp_dir)?;
         let tmp = tmp_dir.join(format!("copy.{}.{}", std::process::id(), EntryName::now()));
         let result = (|| {
-            let mut src = File::open(source)?;
             let mut dst = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
-            io::copy(&mut src, &mut dst)?;
+            let mut buf = vec![0u8; 64 * 1024];
+            let mut offset = 0u64;
+            loop {
+                let n = match file.read_at(&mut buf, offset) {
+                    Ok(0) => break,
+                    Ok(n) => n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(e),
+                };
+                dst.write_all(&buf[..n])?;
+                offset += n as u64;
+            }
             dst.sync_all()?;
             self.place(|target| fs::hard_link(&tmp, target))
         })();
@@ -275,6 +309,28 @@ impl Queue {
         }
         names.sort();
         Ok(names)
+    }
+}
+
+/// Hard-links the inode behind an open file to `target`: `AT_EMPTY_PATH` where allowed
+/// (root, as the collector runs), else through `/proc/self/fd`.
+fn link_open_file(file: &File, target: &Path) -> io::Result<()> {
+    use rustix::fs::{linkat, AtFlags, CWD};
+    match linkat(file, "", CWD, target, AtFlags::EMPTY_PATH) {
+        Ok(()) => Ok(()),
+        Err(e) if e == rustix::io::Errno::NOENT || e == rustix::io::Errno::PERM => {
+            use std::os::fd::AsRawFd;
+            let proc_path = format!("/proc/self/fd/{}", file.as_raw_fd());
+            linkat(
+                CWD,
+                proc_path.as_str(),
+                CWD,
+                target,
+                AtFlags::SYMLINK_FOLLOW,
+            )
+            .map_err(io::Error::from)
+        }
+        Err(e) => Err(io::Error::from(e)),
     }
 }
 
