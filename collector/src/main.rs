@@ -218,7 +218,12 @@ fn run(settings: CollectorSettings) -> ExitCode {
             );
         }
     };
-    let pipeline = Pipeline::start(std::io::stdin(), worker, &queue_dir, stats.clone());
+    let pipeline = Pipeline::start(
+        std::io::stdin(),
+        worker.into_stages(),
+        &queue_dir,
+        stats.clone(),
+    );
 
     let mut announced = false;
     loop {

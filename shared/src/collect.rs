@@ -191,16 +191,48 @@ pub struct Stats {
 }
 
 /// Acts on index lines: appends them to the index file, checks and queues the events.
+///
+/// The work is split in two halves that the pipeline runs on two threads, so hashing
+/// the next event overlaps with linking this one: the [`Checker`] parses the line, opens
+/// and checks the event (size, md5); the [`Committer`] appends the line to the index
+/// file and queues the event, or puts the line in the backlog. Lines keep their order.
 pub struct Worker {
+    checker: Checker,
+    committer: Committer,
+}
+
+/// First half: parse, open, check. Nothing on disk changes here.
+pub struct Checker {
+    settings: CollectorSettings,
+    /// The last event directory, opened through a chain of real directories (never a
+    /// symlink): events of one minute share it, so it is walked once, not once per line,
+    /// and a path swapped later cannot redirect the handle.
+    event_dir: Option<(PathBuf, std::os::fd::OwnedFd)>,
+    /// Read buffer for hashing, reused for every event.
+    buf: Vec<u8>,
+}
+
+/// Second half: index file, queue, RUNAS, integrity marker, backlog.
+pub struct Committer {
     settings: CollectorSettings,
     queue: Queue,
     index: Option<File>,
     reopen_index: Arc<AtomicBool>,
     stats: Arc<Stats>,
-    /// The last event directory, opened through a chain of real directories (never a
-    /// symlink): events of one minute share it, so it is walked once, not once per line,
-    /// and a path swapped later cannot redirect the handle.
-    event_dir: Option<(PathBuf, std::os::fd::OwnedFd)>,
+}
+
+/// A line after the checker.
+pub struct Checked {
+    pub line: InputLine,
+    result: Result<OpenEvent, String>,
+}
+
+/// An event opened and checked, ready to queue.
+struct OpenEvent {
+    file: File,
+    path: PathBuf,
+    unique_id: String,
+    integrity: Option<String>,
 }
 
 impl Worker {
@@ -215,76 +247,55 @@ impl Worker {
             None => None,
         };
         Ok(Worker {
-            settings,
-            queue,
-            index,
-            reopen_index,
-            stats,
-            event_dir: None,
+            checker: Checker {
+                settings: settings.clone(),
+                event_dir: None,
+                buf: vec![0; 64 * 1024],
+            },
+            committer: Committer {
+                settings,
+                queue,
+                index,
+                reopen_index,
+                stats,
+            },
         })
     }
 
     pub fn queue(&self) -> &Queue {
-        &self.queue
+        &self.committer.queue
     }
 
-    /// Handles one line; never fails: what cannot be queued goes to the backlog.
+    /// Handles one line on this thread; never fails: what cannot be queued goes to the backlog.
     pub fn handle(&mut self, line: &InputLine) -> LineOutcome {
-        if line.bytes.iter().all(|b| b.is_ascii_whitespace()) && line.full_len == line.bytes.len() {
-            return LineOutcome::Empty;
-        }
-        if let Err(e) = self.append_index(&line.bytes) {
-            log::error!("cannot append to the index file: {e}");
-        }
-        let outcome = match self.queue_line(line) {
-            Ok((entry, linked, integrity)) => {
-                self.stats.queued.fetch_add(1, Ordering::Relaxed);
-                log::debug!("queued {entry} ({linked:?})");
-                LineOutcome::Queued {
-                    entry,
-                    linked,
-                    integrity,
-                }
-            }
-            Err(reason) => {
-                let id = parse_index_line(&line.bytes)
-                    .map(|l| l.unique_id)
-                    .unwrap_or_else(|_| "-".into());
-                log::warn!("not queued (unique id {id}): {reason}; line kept in the backlog");
-                self.backlog(&line.bytes, &reason);
-                LineOutcome::Backlogged { reason }
-            }
-        };
-        outcome
+        let checked = self.checker.check(line.clone());
+        self.committer.commit(checked)
     }
 
-    /// Appends to the backlog; if even that fails, the line goes to the log in full.
-    pub fn backlog(&self, raw: &[u8], reason: &str) {
-        self.stats.backlogged.fetch_add(1, Ordering::Relaxed);
-        if let Err(e) = self.queue.backlog(raw, reason) {
-            log::error!(
-                "cannot write the backlog ({e}); lost line follows: {}",
-                String::from_utf8_lossy(raw).trim_end()
-            );
+    /// The two halves, for the pipeline's two threads.
+    pub fn into_stages(self) -> Stages<Checked> {
+        let Worker {
+            mut checker,
+            mut committer,
+        } = self;
+        Stages {
+            check: Box::new(move |line| checker.check(line)),
+            commit: Box::new(move |checked| {
+                committer.commit(checked);
+            }),
+            line_of: |c: &Checked| &c.line,
         }
     }
+}
 
-    fn append_index(&mut self, raw: &[u8]) -> io::Result<()> {
-        let Some(path) = &self.settings.index_file else {
-            return Ok(());
-        };
-        if self.reopen_index.swap(false, Ordering::Relaxed) || self.index.is_none() {
-            self.index = Some(open_index(path)?);
-        }
-        let f = self.index.as_mut().expect("opened above");
-        if raw.ends_with(b"\n") {
-            f.write_all(raw)
-        } else {
-            f.write_all(&[raw, b"\n"].concat())
-        }
+impl Checker {
+    /// Parses the line and opens and checks its event.
+    pub fn check(&mut self, line: InputLine) -> Checked {
+        let result = self.open_and_check(&line);
+        Checked { line, result }
     }
 
-    fn queue_line(&mut self, line: &InputLine) -> Result<(String, Linked, Option<String>), String> {
+    fn open_and_check(&mut self, line: &InputLine) -> Result<OpenEvent, String> {
         if line.full_len > line.bytes.len() {
             return Err(format!(
                 "line of {} bytes is longer than {MAX_LINE_BYTES}; kept cut",
@@ -295,38 +306,12 @@ impl Worker {
         let path = resolve_event_path(&self.settings.storage_dir, &parsed)?;
         let mut file = self.open_event(&path)?;
         let integrity = self.check_integrity(&mut file, &path, &parsed)?;
-        let (name, linked) = self
-            .queue
-            .add_file(&file, &path, self.settings.link_mode)
-            .map_err(|e| format!("cannot queue {}: {e}", path.display()))?;
-        if let Some((uid, gid)) = self.settings.runas {
-            let entry = self.queue.dir().join(name.to_string());
-            // A hard link is the opened inode: chown that, never a path that could
-            // have been swapped. Copies and symlinks are ours, in the queue.
-            let done = match linked {
-                Linked::Hardlink => std::os::unix::fs::fchown(&file, Some(uid), Some(gid)),
-                Linked::Copy | Linked::Symlink => {
-                    std::os::unix::fs::lchown(&entry, Some(uid), Some(gid))
-                }
-            };
-            if let Err(e) = done {
-                log::error!("cannot chown {} to RUNAS {uid}:{gid}: {e}", entry.display());
-            }
-        }
-        if let Some(what) = &integrity {
-            self.stats
-                .integrity_mismatches
-                .fetch_add(1, Ordering::Relaxed);
-            log::warn!(
-                "{} (unique id {}): {what}; queued and marked",
-                path.display(),
-                parsed.unique_id
-            );
-            if let Err(e) = self.queue.mark_integrity(name, what) {
-                log::error!("cannot write the integrity marker for {name}: {e}");
-            }
-        }
-        Ok((name.to_string(), linked, integrity))
+        Ok(OpenEvent {
+            file,
+            path,
+            unique_id: parsed.unique_id,
+            integrity,
+        })
     }
 
     /// Opens the event below the storage dir without following any symlink on the way:
@@ -391,7 +376,7 @@ impl Worker {
     /// Checks the opened event is a regular file and compares it with the line's size
     /// (always) and md5 (when enabled).
     fn check_integrity(
-        &self,
+        &mut self,
         file: &mut File,
         path: &Path,
         line: &IndexLine,
@@ -410,7 +395,7 @@ impl Worker {
             ));
         }
         if self.settings.verify_md5 {
-            let digest = md5_of(file).map_err(|e| format!("{}: {e}", shown()))?;
+            let digest = md5_of(file, &mut self.buf).map_err(|e| format!("{}: {e}", shown()))?;
             if digest != line.md5 {
                 problems.push(format!(
                     "md5 differs from the index line's {}",
@@ -423,23 +408,129 @@ impl Worker {
     }
 }
 
+impl Committer {
+    /// Appends the line to the index file and queues its event, or backlogs the line.
+    pub fn commit(&mut self, checked: Checked) -> LineOutcome {
+        let line = &checked.line;
+        if line.bytes.iter().all(|b| b.is_ascii_whitespace()) && line.full_len == line.bytes.len() {
+            return LineOutcome::Empty;
+        }
+        if let Err(e) = self.append_index(&line.bytes) {
+            log::error!("cannot append to the index file: {e}");
+        }
+        let result = checked.result.and_then(|event| self.queue_event(event));
+        match result {
+            Ok((entry, linked, integrity)) => {
+                self.stats.queued.fetch_add(1, Ordering::Relaxed);
+                log::debug!("queued {entry} ({linked:?})");
+                LineOutcome::Queued {
+                    entry,
+                    linked,
+                    integrity,
+                }
+            }
+            Err(reason) => {
+                let id = parse_index_line(&line.bytes)
+                    .map(|l| l.unique_id)
+                    .unwrap_or_else(|_| "-".into());
+                log::warn!("not queued (unique id {id}): {reason}; line kept in the backlog");
+                self.backlog(&line.bytes, &reason);
+                LineOutcome::Backlogged { reason }
+            }
+        }
+    }
+
+    /// Appends to the backlog; if even that fails, the line goes to the log in full.
+    fn backlog(&self, raw: &[u8], reason: &str) {
+        self.stats.backlogged.fetch_add(1, Ordering::Relaxed);
+        if let Err(e) = self.queue.backlog(raw, reason) {
+            log::error!(
+                "cannot write the backlog ({e}); lost line follows: {}",
+                String::from_utf8_lossy(raw).trim_end()
+            );
+        }
+    }
+
+    fn append_index(&mut self, raw: &[u8]) -> io::Result<()> {
+        let Some(path) = &self.settings.index_file else {
+            return Ok(());
+        };
+        if self.reopen_index.swap(false, Ordering::Relaxed) || self.index.is_none() {
+            self.index = Some(open_index(path)?);
+        }
+        let Some(f) = self.index.as_mut() else {
+            return Ok(());
+        };
+        if raw.ends_with(b"\n") {
+            f.write_all(raw)
+        } else {
+            f.write_all(&[raw, b"\n"].concat())
+        }
+    }
+
+    fn queue_event(
+        &mut self,
+        event: OpenEvent,
+    ) -> Result<(String, Linked, Option<String>), String> {
+        let OpenEvent {
+            file,
+            path,
+            unique_id,
+            integrity,
+        } = event;
+        let (name, linked) = self
+            .queue
+            .add_file(&file, &path, self.settings.link_mode)
+            .map_err(|e| format!("cannot queue {}: {e}", path.display()))?;
+        if let Some((uid, gid)) = self.settings.runas {
+            let entry = self.queue.dir().join(name.to_string());
+            // A hard link is the opened inode: chown that, never a path that could
+            // have been swapped. Copies and symlinks are ours, in the queue.
+            let done = match linked {
+                Linked::Hardlink => std::os::unix::fs::fchown(&file, Some(uid), Some(gid)),
+                Linked::Copy | Linked::Symlink => {
+                    std::os::unix::fs::lchown(&entry, Some(uid), Some(gid))
+                }
+            };
+            if let Err(e) = done {
+                log::error!("cannot chown {} to RUNAS {uid}:{gid}: {e}", entry.display());
+            }
+        }
+        if let Some(what) = &integrity {
+            self.stats
+                .integrity_mismatches
+                .fetch_add(1, Ordering::Relaxed);
+            log::warn!(
+                "{} (unique id {unique_id}): {what}; queued and marked",
+                path.display()
+            );
+            if let Err(e) = self.queue.mark_integrity(name, what) {
+                log::error!("cannot write the integrity marker for {name}: {e}");
+            }
+        }
+        Ok((name.to_string(), linked, integrity))
+    }
+}
+
 fn open_index(path: &Path) -> io::Result<File> {
     OpenOptions::new().create(true).append(true).open(path)
 }
 
-fn md5_of(f: &mut File) -> io::Result<[u8; 16]> {
+/// MD5 of a regular file from its current offset, reading into `buf`. A read shorter
+/// than asked for is the end of a regular file, which saves the extra read() that would
+/// only return 0 (one syscall per event).
+fn md5_of(f: &mut File, buf: &mut [u8]) -> io::Result<[u8; 16]> {
     let mut h = Md5::new();
-    let mut buf = [0u8; 16 * 1024];
     loop {
-        let n = match f.read(&mut buf) {
+        let n = match f.read(buf) {
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
         };
-        if n == 0 {
+        h.update(&buf[..n]);
+        if n < buf.len() {
             return Ok(h.finalize().into());
         }
-        h.update(&buf[..n]);
     }
 }
 
@@ -504,25 +595,47 @@ pub fn read_line(input: &mut impl BufRead) -> io::Result<Option<InputLine>> {
     }
 }
 
-/// Something that acts on lines: the [`Worker`], or a test's stand-in.
+/// Something that acts on lines in one step: a test's stand-in for the [`Worker`].
 pub trait LineSink: Send {
     fn handle(&mut self, line: &InputLine);
 }
 
-impl LineSink for Worker {
-    fn handle(&mut self, line: &InputLine) {
-        Worker::handle(self, line);
+/// The two steps the pipeline runs on two threads, in order: `check` (may be slow,
+/// changes nothing) and `commit`. `line_of` gives back the line of a checked item, so a
+/// second SIGTERM can put unfinished ones in the backlog.
+pub struct Stages<T> {
+    pub check: Box<dyn FnMut(InputLine) -> T + Send>,
+    pub commit: Box<dyn FnMut(T) + Send>,
+    pub line_of: fn(&T) -> &InputLine,
+}
+
+impl Stages<InputLine> {
+    /// A one-step sink: nothing to check, all the work in `commit`.
+    pub fn from_sink(mut sink: impl LineSink + 'static) -> Stages<InputLine> {
+        Stages {
+            check: Box::new(|line| line),
+            commit: Box::new(move |line| sink.handle(&line)),
+            line_of: |l| l,
+        }
     }
 }
 
+/// Lines checked and waiting for the committer.
+const CHECKED_QUEUE_LINES: usize = 256;
+
 /// The running pipeline: a reader thread, a worker thread and a spill thread.
-pub struct Pipeline {
+pub struct Pipeline<T> {
     reader: std::thread::JoinHandle<io::Result<()>>,
+    checker: std::thread::JoinHandle<()>,
     worker: std::thread::JoinHandle<()>,
     spill: std::thread::JoinHandle<()>,
     pending: Receiver<InputLine>,
+    checked: Receiver<T>,
+    line_of: fn(&T) -> &InputLine,
     spilling: Receiver<InputLine>,
     spill_outstanding: Arc<AtomicU64>,
+    /// Set by [`Pipeline::abandon`]: the checker takes no more work.
+    stop: Arc<AtomicBool>,
 }
 
 /// Spilled lines written with one fsync, at most this many at a time.
@@ -649,15 +762,21 @@ fn drain_file(path: &Path, handle: &mut dyn FnMut(&InputLine)) {
     }
 }
 
-impl Pipeline {
+impl<T: Send + 'static> Pipeline<T> {
     /// Starts reading `input`. Lines the worker cannot take at once are spilled to this
     /// process's spool in `spool_dir` (the queue), which the worker drains when it
     /// catches up; the reader never waits for the worker.
-    pub fn start<R, S>(input: R, mut sink: S, spool_dir: &Path, stats: Arc<Stats>) -> Pipeline
+    pub fn start<R>(input: R, stages: Stages<T>, spool_dir: &Path, stats: Arc<Stats>) -> Pipeline<T>
     where
         R: Read + Send + 'static,
-        S: LineSink + 'static,
     {
+        let Stages {
+            mut check,
+            mut commit,
+            line_of,
+        } = stages;
+        let (checked_tx, checked_rx) = bounded::<T>(CHECKED_QUEUE_LINES);
+        let checked = checked_rx.clone();
         let (work_tx, work_rx) = bounded::<InputLine>(WORK_QUEUE_LINES);
         let (spill_tx, spill_rx) = bounded::<InputLine>(SPILL_CHANNEL_LINES);
         let (spill_done_tx, spill_done_rx) = bounded::<()>(0);
@@ -669,21 +788,30 @@ impl Pipeline {
         let reader_outstanding = spill_outstanding.clone();
         let reader_stats = stats.clone();
         let spool = Arc::new(Spool::new(spool_dir));
+        let stop = Arc::new(AtomicBool::new(false));
+        let checker_stop = stop.clone();
         let writer_spool = spool.clone();
         let reader = std::thread::Builder::new()
             .name("reader".into())
             .spawn(move || read_loop(input, work_tx, spill_tx, &reader_stats, &reader_outstanding))
             .expect("spawn reader thread");
-        let worker = std::thread::Builder::new()
-            .name("worker".into())
+        let checker = std::thread::Builder::new()
+            .name("checker".into())
             .spawn(move || {
-                let mut handle = |line: &InputLine| sink.handle(line);
+                let mut handle = |line: &InputLine| {
+                    let _ = checked_tx.send(check(line.clone()));
+                };
                 spool.recover(&mut handle);
                 loop {
+                    if checker_stop.load(Ordering::SeqCst) {
+                        break;
+                    }
                     match work_rx.recv_timeout(SPOOL_POLL) {
                         Ok(line) => handle(&line),
                         Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
-                            spool.drain(&mut handle)
+                            if !checker_stop.load(Ordering::SeqCst) {
+                                spool.drain(&mut handle);
+                            }
                         }
                         Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
                             // Input is over: wait for the last spilled batch, then drain.
@@ -692,6 +820,14 @@ impl Pipeline {
                             break;
                         }
                     }
+                }
+            })
+            .expect("spawn checker thread");
+        let worker = std::thread::Builder::new()
+            .name("worker".into())
+            .spawn(move || {
+                for item in checked_rx {
+                    commit(item);
                 }
             })
             .expect("spawn worker thread");
@@ -727,11 +863,15 @@ impl Pipeline {
             .expect("spawn spill thread");
         Pipeline {
             reader,
+            checker,
+            checked,
+            line_of,
             worker,
             spill,
             pending,
             spilling,
             spill_outstanding,
+            stop,
         }
     }
 
@@ -743,8 +883,10 @@ impl Pipeline {
             .join()
             .unwrap_or_else(|_| Err(io::Error::other("reader thread panicked")));
         drop(self.pending);
+        drop(self.checked);
         drop(self.spilling);
         let _ = self.spill.join();
+        let _ = self.checker.join();
         let _ = self.worker.join();
         read
     }
@@ -759,7 +901,21 @@ impl Pipeline {
     /// (up to `grace`). The worker finishes the line it is on; the spool stays on disk
     /// for the next collector, which drains it at start-up.
     pub fn abandon(self, grace: std::time::Duration, backlog: impl Fn(&[InputLine])) {
-        let mut left: Vec<InputLine> = self.pending.try_iter().collect();
+        self.stop.store(true, Ordering::SeqCst);
+        // The checker may still hold one line; it hands it over once there is room.
+        let mut left: Vec<InputLine> = Vec::new();
+        let mut quiet_rounds = 0;
+        while quiet_rounds < 3 {
+            let before = left.len();
+            left.extend(self.pending.try_iter());
+            left.extend(self.checked.try_iter().map(|c| (self.line_of)(&c).clone()));
+            quiet_rounds = if left.len() == before {
+                quiet_rounds + 1
+            } else {
+                0
+            };
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
         let taken_from_spill: Vec<InputLine> = self.spilling.try_iter().collect();
         self.spill_outstanding
             .fetch_sub(taken_from_spill.len() as u64, Ordering::SeqCst);
@@ -1103,7 +1259,7 @@ mod tests {
     #[test]
     fn sighup_reopens_the_index_file() {
         let mut s = setup(false);
-        let flag = s.worker.reopen_index.clone();
+        let flag = s.worker.committer.reopen_index.clone();
         let line = event(&s, "/f1", b"1");
         s.worker.handle(&input(&line));
         let index = s.dir.path().join("index.log");
@@ -1202,7 +1358,7 @@ mod tests {
     fn runas_chowns_each_entry() {
         let mut s = setup(false);
         let (uid, gid) = resolve_owner("nobody").unwrap();
-        s.worker.settings.runas = Some((uid, gid));
+        s.worker.committer.settings.runas = Some((uid, gid));
         let line = event(&s, "/f", b"x");
         let LineOutcome::Queued { entry, .. } = s.worker.handle(&input(&line)) else {
             panic!()
@@ -1257,7 +1413,12 @@ mod tests {
             handled: handled.clone(),
             frozen: frozen.clone(),
         };
-        let p = Pipeline::start(io::Cursor::new(input), sink, dir.path(), stats.clone());
+        let p = Pipeline::start(
+            io::Cursor::new(input),
+            Stages::from_sink(sink),
+            dir.path(),
+            stats.clone(),
+        );
         while !p.input_done() {
             assert!(
                 started.elapsed() < Duration::from_secs(60),
@@ -1308,7 +1469,7 @@ mod tests {
         let seen = Counting(Arc::new(std::sync::Mutex::new(Vec::new())));
         let p = Pipeline::start(
             io::Cursor::new(input),
-            seen.clone(),
+            Stages::from_sink(seen.clone()),
             dir.path(),
             Arc::new(Stats::default()),
         );
@@ -1342,7 +1503,7 @@ mod tests {
         let seen = Counting(Arc::new(std::sync::Mutex::new(Vec::new())));
         let p = Pipeline::start(
             io::Cursor::new(b"new\n".to_vec()),
-            seen.clone(),
+            Stages::from_sink(seen.clone()),
             dir.path(),
             Arc::new(Stats::default()),
         );
