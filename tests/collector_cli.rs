@@ -151,6 +151,23 @@ fn sigterm_keeps_reading_until_apache_closes_the_pipe() {
     drop(stdin);
     assert_eq!(wait(&mut child, Duration::from_secs(10)), Some(0));
     assert_eq!(env.entries().len(), 10);
+    // modsec2sguil's agent globs modsec.log.* and reads the digits: keep to that form.
+    for e in std::fs::read_dir(&env.queue).unwrap().flatten() {
+        let name = e.file_name().into_string().unwrap();
+        if name.starts_with('.') {
+            continue;
+        }
+        let (sec, usec) = name
+            .strip_prefix("modsec.log.")
+            .and_then(|r| r.split_once('.'))
+            .unwrap();
+        assert!(
+            sec.bytes().all(|b| b.is_ascii_digit())
+                && usec.len() == 6
+                && usec.bytes().all(|b| b.is_ascii_digit()),
+            "{name}"
+        );
+    }
     assert_eq!(
         std::fs::read(&env.index)
             .unwrap()
@@ -456,4 +473,23 @@ fn read_only_queue_logs_each_line_in_full() {
         text.contains(String::from_utf8_lossy(&line).trim_end()),
         "the line itself is in the log: {text}"
     );
+}
+
+#[test]
+fn example_config_and_a_modsec2sguil_0_8_config_load_without_warnings() {
+    use modsec2sguil::config::{ConfigFile, KNOWN_KEYS};
+    let example = modsec2sguil_e2e::fixtures().join("../../examples/modsec2sguil.conf");
+    let c = ConfigFile::load(&example).unwrap();
+    assert!(c.unknown(KNOWN_KEYS).is_empty());
+    assert_eq!(
+        c.string("EVENT_DIR").as_deref(),
+        Some("/var/spool/modsec2sguil")
+    );
+    // Every key of modsec2sguil 0.8's modsec_agent.conf, in its style.
+    let old = "set DEBUG 1\nset DAEMON 0\nset SERVER_HOST 192.168.1.100\nset SERVER_PORT 7736\nset HOSTNAME webserver\n\
+               set NET_GROUP webfarm\nset EVENT_DIR /nsm/queue\nset OPENSSL 0\nset RUNAS sguil\nset SENSOR_TYPE modsecurity\n\
+               set PING_DELAY 300000\nset IGNORE_HTTP_CODES 404\nset HANDLE_ALL_EVENTS 0\nset SYSLOGFACILITY daemon\n\
+               set SYMLINK 0\nset SYMLINK_REMOVE_ORIG 0\n";
+    let c = ConfigFile::parse(old, Path::new("modsec_agent.conf")).unwrap();
+    assert!(c.unknown(KNOWN_KEYS).is_empty());
 }
