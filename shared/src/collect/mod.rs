@@ -1,0 +1,83 @@
+//! What `modsec-collector` does with each index line, and the reader/worker pipeline
+//! that keeps Apache from ever waiting on it (DESIGN.md, "Failure rules").
+//!
+//! The reader only reads lines and hands them over; it never touches the disk and never
+//! waits for the worker: when the worker falls behind (a burst, a slow or hung disk),
+//! lines spill to a second thread that appends them to this process's spool, which the
+//! worker drains as soon as it catches up. Every line read ends up queued or in the backlog (with its
+//! reason logged), or in a spool that this or the next collector drains.
+//!
+//! - [`settings`]: the collector's settings from the config file and command line;
+//! - [`worker`]: what happens to one line (check, then commit);
+//! - [`pipeline`]: the reader, checker, committer and spill threads;
+//! - [`spool`]: the overflow file the worker drains when it catches up.
+
+use std::io::{self, BufRead};
+use std::sync::atomic::AtomicU64;
+
+pub mod pipeline;
+pub mod settings;
+pub mod spool;
+pub mod worker;
+
+pub use pipeline::{write_backlog, LineSink, Pipeline, Stages};
+pub use settings::{resolve_owner, CollectorOverrides, CollectorSettings};
+pub use spool::SPOOL_PREFIX;
+pub use worker::{resolve_event_path, Checked, Checker, Committer, LineOutcome, Worker};
+
+/// ModSecurity 2 keeps index lines under 4 KiB (PIPE_BUF); a line 16 times that is not
+/// an index line. Longer lines are cut to this, logged and put in the backlog.
+pub const MAX_LINE_BYTES: usize = 64 * 1024;
+/// Lines waiting for the worker in memory before new ones are spooled to disk: about
+/// 1 MiB of typical lines.
+pub const WORK_QUEUE_LINES: usize = 4096;
+
+/// One line as read: at most [`MAX_LINE_BYTES`], and how long it really was.
+#[derive(Debug, Clone)]
+pub struct InputLine {
+    pub bytes: Vec<u8>,
+    pub full_len: usize,
+}
+
+/// Counters a collector reports when it exits.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Lines the reader took from the input.
+    pub read: AtomicU64,
+    pub queued: AtomicU64,
+    pub backlogged: AtomicU64,
+    pub spilled: AtomicU64,
+    pub integrity_mismatches: AtomicU64,
+}
+
+/// Reads lines of at most [`MAX_LINE_BYTES`] (the rest of a longer line is skipped and
+/// counted). Returns `None` at end of input.
+pub fn read_line(input: &mut impl BufRead) -> io::Result<Option<InputLine>> {
+    let mut bytes = Vec::new();
+    let mut full_len = 0usize;
+    loop {
+        let buf = match input.fill_buf() {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if buf.is_empty() {
+            return Ok((full_len > 0).then_some(InputLine { bytes, full_len }));
+        }
+        let (chunk, done) = match buf.iter().position(|&b| b == b'\n') {
+            Some(p) => (&buf[..=p], true),
+            None => (buf, false),
+        };
+        let room = MAX_LINE_BYTES.saturating_sub(bytes.len());
+        bytes.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        full_len += chunk.len();
+        let n = chunk.len();
+        input.consume(n);
+        if done {
+            return Ok(Some(InputLine { bytes, full_len }));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,281 @@
+//! The threads of a collector: the reader (only reads), the checker and the committer
+//! (the two halves of the work, in order), and the spill thread (writes the spool).
+
+use std::io::{self, Read};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
+
+use super::spool::{Spool, SPOOL_POLL};
+use super::{read_line, InputLine, Stats, MAX_LINE_BYTES, WORK_QUEUE_LINES};
+use crate::queue::Queue;
+
+/// Something that acts on lines in one step: a test's stand-in for the [`Worker`](super::Worker).
+pub trait LineSink: Send {
+    fn handle(&mut self, line: &InputLine);
+}
+
+/// The two steps the pipeline runs on two threads, in order: `check` (may be slow,
+/// changes nothing) and `commit`. `line_of` gives back the line of a checked item, so a
+/// second SIGTERM can put unfinished ones in the backlog.
+pub struct Stages<T> {
+    pub check: Box<dyn FnMut(InputLine) -> T + Send>,
+    pub commit: Box<dyn FnMut(T) + Send>,
+    pub line_of: fn(&T) -> &InputLine,
+}
+
+impl Stages<InputLine> {
+    /// A one-step sink: nothing to check, all the work in `commit`.
+    pub fn from_sink(mut sink: impl LineSink + 'static) -> Stages<InputLine> {
+        Stages {
+            check: Box::new(|line| line),
+            commit: Box::new(move |line| sink.handle(&line)),
+            line_of: |l| l,
+        }
+    }
+}
+
+/// Lines checked and waiting for the committer.
+const CHECKED_QUEUE_LINES: usize = 256;
+
+/// The running pipeline: a reader thread, a worker thread and a spill thread.
+pub struct Pipeline<T> {
+    reader: std::thread::JoinHandle<io::Result<()>>,
+    checker: std::thread::JoinHandle<()>,
+    worker: std::thread::JoinHandle<()>,
+    spill: std::thread::JoinHandle<()>,
+    pending: Receiver<InputLine>,
+    checked: Receiver<T>,
+    line_of: fn(&T) -> &InputLine,
+    spilling: Receiver<InputLine>,
+    spill_outstanding: Arc<AtomicU64>,
+    /// Set by [`Pipeline::abandon`]: the checker takes no more work.
+    stop: Arc<AtomicBool>,
+}
+
+/// Spilled lines written with one fsync, at most this many at a time.
+const SPILL_BATCH: usize = 4096;
+/// Lines on their way to the spool. Only a disk that takes no writes at all fills this;
+/// the reader then waits (holding more would only grow memory until the OOM killer came,
+/// and Apache cannot write its event files to that disk either).
+const SPILL_CHANNEL_LINES: usize = 16 * 1024;
+impl<T: Send + 'static> Pipeline<T> {
+    /// Starts reading `input`. Lines the worker cannot take at once are spilled to this
+    /// process's spool in `spool_dir` (the queue), which the worker drains when it
+    /// catches up; the reader never waits for the worker.
+    pub fn start<R>(input: R, stages: Stages<T>, spool_dir: &Path, stats: Arc<Stats>) -> Pipeline<T>
+    where
+        R: Read + Send + 'static,
+    {
+        let Stages {
+            mut check,
+            mut commit,
+            line_of,
+        } = stages;
+        let (checked_tx, checked_rx) = bounded::<T>(CHECKED_QUEUE_LINES);
+        let checked = checked_rx.clone();
+        let (work_tx, work_rx) = bounded::<InputLine>(WORK_QUEUE_LINES);
+        let (spill_tx, spill_rx) = bounded::<InputLine>(SPILL_CHANNEL_LINES);
+        let (spill_done_tx, spill_done_rx) = bounded::<()>(0);
+        let pending = work_rx.clone();
+        let spilling = spill_rx.clone();
+        // Lines handed to the spill thread and not yet in the spool.
+        let spill_outstanding = Arc::new(AtomicU64::new(0));
+        let outstanding = spill_outstanding.clone();
+        let reader_outstanding = spill_outstanding.clone();
+        let reader_stats = stats.clone();
+        let spool = Arc::new(Spool::new(spool_dir));
+        let stop = Arc::new(AtomicBool::new(false));
+        let checker_stop = stop.clone();
+        let writer_spool = spool.clone();
+        let reader = std::thread::Builder::new()
+            .name("reader".into())
+            .spawn(move || read_loop(input, work_tx, spill_tx, &reader_stats, &reader_outstanding))
+            .expect("spawn reader thread");
+        let checker = std::thread::Builder::new()
+            .name("checker".into())
+            .spawn(move || {
+                let mut handle = |line: &InputLine| {
+                    let _ = checked_tx.send(check(line.clone()));
+                };
+                spool.recover(&mut handle);
+                loop {
+                    if checker_stop.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    match work_rx.recv_timeout(SPOOL_POLL) {
+                        Ok(line) => handle(&line),
+                        Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+                            if !checker_stop.load(Ordering::SeqCst) {
+                                spool.drain(&mut handle);
+                            }
+                        }
+                        Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
+                            // Input is over: wait for the last spilled batch, then drain.
+                            let _ = spill_done_rx.recv();
+                            spool.drain(&mut handle);
+                            break;
+                        }
+                    }
+                }
+            })
+            .expect("spawn checker thread");
+        let worker = std::thread::Builder::new()
+            .name("worker".into())
+            .spawn(move || {
+                for item in checked_rx {
+                    commit(item);
+                }
+            })
+            .expect("spawn worker thread");
+        let spill = std::thread::Builder::new()
+            .name("spill".into())
+            .spawn(move || {
+                let _done = spill_done_tx;
+                while let Ok(first) = spill_rx.recv() {
+                    let mut batch = vec![first];
+                    while batch.len() < SPILL_BATCH {
+                        match spill_rx.try_recv() {
+                            Ok(line) => batch.push(line),
+                            Err(_) => break,
+                        }
+                    }
+                    if let Err(e) = writer_spool.append(&batch) {
+                        let reason = format!("collector busy and the spool cannot be written: {e}");
+                        match Queue::open(&writer_spool.dir) {
+                            Ok(q) => write_backlog(&q, &batch, &reason, &stats),
+                            Err(_) => {
+                                for l in &batch {
+                                    log::error!(
+                                        "{reason}; lost line follows: {}",
+                                        String::from_utf8_lossy(&l.bytes).trim_end()
+                                    );
+                                }
+                            }
+                        }
+                    }
+                    outstanding.fetch_sub(batch.len() as u64, Ordering::SeqCst);
+                }
+            })
+            .expect("spawn spill thread");
+        Pipeline {
+            reader,
+            checker,
+            checked,
+            line_of,
+            worker,
+            spill,
+            pending,
+            spilling,
+            spill_outstanding,
+            stop,
+        }
+    }
+
+    /// Waits for end of input, then for the spill thread and the worker to finish
+    /// (the worker drains the spool last).
+    pub fn finish(self) -> io::Result<()> {
+        let read = self
+            .reader
+            .join()
+            .unwrap_or_else(|_| Err(io::Error::other("reader thread panicked")));
+        drop(self.pending);
+        drop(self.checked);
+        drop(self.spilling);
+        let _ = self.spill.join();
+        let _ = self.checker.join();
+        let _ = self.worker.join();
+        read
+    }
+
+    /// Whether the reader has reached end of input.
+    pub fn input_done(&self) -> bool {
+        self.reader.is_finished()
+    }
+
+    /// Cuts the grace short (a second SIGTERM): lines still waiting for the worker or
+    /// for the spill thread go to `backlog`, and a spool write in progress is waited for
+    /// (up to `grace`). The worker finishes the line it is on; the spool stays on disk
+    /// for the next collector, which drains it at start-up.
+    pub fn abandon(self, grace: std::time::Duration, backlog: impl Fn(&[InputLine])) {
+        self.stop.store(true, Ordering::SeqCst);
+        // The checker may still hold one line; it hands it over once there is room.
+        let mut left: Vec<InputLine> = Vec::new();
+        let mut quiet_rounds = 0;
+        while quiet_rounds < 3 {
+            let before = left.len();
+            left.extend(self.pending.try_iter());
+            left.extend(self.checked.try_iter().map(|c| (self.line_of)(&c).clone()));
+            quiet_rounds = if left.len() == before {
+                quiet_rounds + 1
+            } else {
+                0
+            };
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        let taken_from_spill: Vec<InputLine> = self.spilling.try_iter().collect();
+        self.spill_outstanding
+            .fetch_sub(taken_from_spill.len() as u64, Ordering::SeqCst);
+        left.extend(taken_from_spill);
+        if !left.is_empty() {
+            backlog(&left);
+        }
+        let deadline = std::time::Instant::now() + grace;
+        while self.spill_outstanding.load(Ordering::SeqCst) > 0
+            && std::time::Instant::now() < deadline
+        {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
+}
+
+/// Writes lines to the backlog with one reason; if that fails they go to the log in full.
+pub fn write_backlog(queue: &Queue, lines: &[InputLine], reason: &str, stats: &Stats) {
+    stats
+        .backlogged
+        .fetch_add(lines.len() as u64, Ordering::Relaxed);
+    let records: Vec<(&[u8], &str)> = lines.iter().map(|l| (l.bytes.as_slice(), reason)).collect();
+    if let Err(e) = queue.backlog_many(&records) {
+        for l in lines {
+            log::error!(
+                "cannot write the backlog ({e}); lost line follows: {}",
+                String::from_utf8_lossy(&l.bytes).trim_end()
+            );
+        }
+    }
+}
+
+fn read_loop(
+    input: impl Read,
+    work: Sender<InputLine>,
+    spill: Sender<InputLine>,
+    stats: &Stats,
+    spill_outstanding: &AtomicU64,
+) -> io::Result<()> {
+    let mut input = io::BufReader::with_capacity(64 * 1024, input);
+    let mut spilling = false;
+    while let Some(line) = read_line(&mut input)? {
+        stats.read.fetch_add(1, Ordering::Relaxed);
+        if line.full_len > line.bytes.len() {
+            log::warn!(
+                "index line of {} bytes cut to {MAX_LINE_BYTES}",
+                line.full_len
+            );
+        }
+        match work.try_send(line) {
+            Ok(()) => spilling = false,
+            Err(TrySendError::Full(line)) | Err(TrySendError::Disconnected(line)) => {
+                if !spilling {
+                    log::info!("the worker is behind; spooling lines until it catches up");
+                    spilling = true;
+                }
+                stats.spilled.fetch_add(1, Ordering::Relaxed);
+                spill_outstanding.fetch_add(1, Ordering::SeqCst);
+                let _ = spill.send(line);
+            }
+        }
+    }
+    Ok(())
+}

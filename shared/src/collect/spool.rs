@@ -1,0 +1,126 @@
+//! The overflow spool: lines the worker could not take at once wait here on disk.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use super::{read_line, InputLine};
+
+/// How often an idle worker looks for spilled lines.
+pub(crate) const SPOOL_POLL: std::time::Duration = std::time::Duration::from_millis(50);
+/// Prefix of the per-process overflow files in the queue: `.spool.<pid>`.
+pub const SPOOL_PREFIX: &str = ".spool.";
+
+/// Overflow lines of one collector process: `.spool.<pid>` in the queue dir, raw index
+/// lines, appended by the spill thread and drained by the worker whenever it has
+/// nothing else to do. A spool left by a dead process is drained at start-up, so a
+/// crash loses nothing (lines of a batch being drained when it crashed may be queued
+/// twice).
+pub(crate) struct Spool {
+    pub(crate) dir: PathBuf,
+    path: PathBuf,
+    /// Held while appending and while taking the file away, so no append is lost.
+    lock: Arc<std::sync::Mutex<()>>,
+}
+
+impl Spool {
+    pub(crate) fn new(dir: &Path) -> Spool {
+        Spool {
+            dir: dir.to_path_buf(),
+            path: dir.join(format!("{SPOOL_PREFIX}{}", std::process::id())),
+            lock: Arc::new(std::sync::Mutex::new(())),
+        }
+    }
+
+    pub(crate) fn append(&self, lines: &[InputLine]) -> io::Result<()> {
+        let mut out = Vec::new();
+        for l in lines {
+            out.extend_from_slice(l.bytes.strip_suffix(b"\n").unwrap_or(&l.bytes));
+            out.push(b'\n');
+        }
+        let _guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        let mut f = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)?;
+        f.write_all(&out)?;
+        f.sync_data()
+    }
+
+    /// Takes this process's spool (if any) and feeds its lines to `handle`.
+    pub(crate) fn drain(&self, handle: &mut dyn FnMut(&InputLine)) {
+        let taken = self
+            .dir
+            .join(format!("{SPOOL_PREFIX}{}.draining", std::process::id()));
+        {
+            let _guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+            match std::fs::rename(&self.path, &taken) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return,
+                Err(e) => {
+                    log::error!("cannot take the spool {}: {e}", self.path.display());
+                    return;
+                }
+            }
+        }
+        drain_file(&taken, handle);
+    }
+
+    /// Drains spools that dead processes left behind (including an earlier process with
+    /// this same pid).
+    pub(crate) fn recover(&self, handle: &mut dyn FnMut(&InputLine)) {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(SPOOL_PREFIX)) else {
+                continue;
+            };
+            let pid: u32 = match rest.split('.').next().and_then(|p| p.parse().ok()) {
+                Some(p) => p,
+                None => continue,
+            };
+            let alive = pid != std::process::id() && Path::new(&format!("/proc/{pid}")).exists();
+            if alive {
+                continue;
+            }
+            let path = entry.path();
+            let taken = self.dir.join(format!(
+                "{SPOOL_PREFIX}{}.recovered-{pid}-{}",
+                std::process::id(),
+                rest.len()
+            ));
+            if std::fs::rename(&path, &taken).is_ok() {
+                log::warn!("draining {} left by process {pid}", path.display());
+                drain_file(&taken, handle);
+            }
+        }
+    }
+}
+
+fn drain_file(path: &Path, handle: &mut dyn FnMut(&InputLine)) {
+    match File::open(path) {
+        Ok(f) => {
+            let mut r = io::BufReader::new(f);
+            loop {
+                match read_line(&mut r) {
+                    Ok(Some(line)) => handle(&line),
+                    Ok(None) => break,
+                    Err(e) => {
+                        log::error!(
+                            "reading the spool {} failed: {e}; it is kept",
+                            path.display()
+                        );
+                        return;
+                    }
+                }
+            }
+            if let Err(e) = std::fs::remove_file(path) {
+                log::error!("cannot remove the drained spool {}: {e}", path.display());
+            }
+        }
+        Err(e) => log::error!("cannot open the spool {}: {e}", path.display()),
+    }
+}

@@ -1,0 +1,542 @@
+//! Collector tests: each failure path of a line, the settings, and the pipeline.
+
+use super::spool::SPOOL_PREFIX;
+use super::worker::*;
+use super::*;
+use crate::config::ConfigFile;
+use crate::index::{parse_index_line, IndexFlavor};
+use crate::queue::{LinkMode, Linked, Queue};
+use md5::{Digest, Md5};
+use std::io;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+struct Setup {
+    dir: tempfile::TempDir,
+    worker: Worker,
+}
+
+fn setup(verify_md5: bool) -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let settings = CollectorSettings {
+        storage_dir: dir.path().join("audit"),
+        queue_dir: dir.path().join("queue"),
+        index_file: Some(dir.path().join("index.log")),
+        link_mode: LinkMode::Hardlink,
+        verify_md5,
+        runas: None,
+    };
+    std::fs::create_dir_all(&settings.storage_dir).unwrap();
+    let worker = Worker::new(
+        settings,
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(Stats::default()),
+    )
+    .unwrap();
+    Setup { dir, worker }
+}
+
+/// Writes an event file under the storage dir and returns its index line.
+fn event(s: &Setup, rel: &str, content: &[u8]) -> Vec<u8> {
+    let path = s.dir.path().join("audit").join(rel.trim_start_matches('/'));
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(&path, content).unwrap();
+    line_for(rel, content.len(), &Md5::digest(content).into())
+}
+
+fn line_for(rel: &str, size: usize, md5: &[u8; 16]) -> Vec<u8> {
+    let hex: String = md5.iter().map(|b| format!("{b:02x}")).collect();
+    format!("lab.example 127.0.0.1 - - [28/Nov/2026:02:14:31.009836 +0000] \"GET / HTTP/1.1\" 403 239 \"-\" \"-\" awo5B9rt9m7QJiOqXPD3lQAAAEg \"-\" {rel} 0 {size} md5:{hex} \n").into_bytes()
+}
+
+fn input(bytes: &[u8]) -> InputLine {
+    InputLine {
+        bytes: bytes.to_vec(),
+        full_len: bytes.len(),
+    }
+}
+
+fn backlog(s: &Setup) -> String {
+    std::fs::read_to_string(s.dir.path().join("queue/.backlog")).unwrap_or_default()
+}
+
+#[test]
+fn queues_a_hard_link_and_keeps_the_index_line() {
+    let mut s = setup(true);
+    let line = event(
+        &s,
+        "/www-data/20261128/20261128-0214/20261128-021431-x",
+        b"event body",
+    );
+    let LineOutcome::Queued {
+        entry,
+        linked,
+        integrity,
+    } = s.worker.handle(&input(&line))
+    else {
+        panic!()
+    };
+    assert_eq!((linked, integrity), (Linked::Hardlink, None));
+    let queued = std::fs::metadata(s.dir.path().join("queue").join(&entry)).unwrap();
+    let original = std::fs::metadata(
+        s.dir
+            .path()
+            .join("audit/www-data/20261128/20261128-0214/20261128-021431-x"),
+    )
+    .unwrap();
+    assert_eq!(queued.ino(), original.ino());
+    assert_eq!(std::fs::read(s.dir.path().join("index.log")).unwrap(), line);
+}
+
+#[test]
+fn every_refusal_goes_to_the_backlog_with_its_reason() {
+    let mut s = setup(true);
+    event(&s, "/secret", b"x");
+    std::os::unix::fs::symlink("/etc/passwd", s.dir.path().join("audit/planted")).unwrap();
+    std::fs::create_dir_all(s.dir.path().join("audit/adir")).unwrap();
+    std::os::unix::fs::symlink(
+        s.dir.path().join("audit/adir"),
+        s.dir.path().join("audit/linkdir"),
+    )
+    .unwrap();
+    event(&s, "/adir/f", b"x");
+    let cases: Vec<(Vec<u8>, &str)> = vec![
+        (line_for("/missing/file", 1, &[0; 16]), "No such file"),
+        (
+            line_for("/../etc/passwd", 1, &[0; 16]),
+            "leaves the storage dir",
+        ),
+        (
+            line_for("/adir/../../x", 1, &[0; 16]),
+            "leaves the storage dir",
+        ),
+        (line_for("/planted", 1, &[0; 16]), "symbolic link"),
+        (line_for("/linkdir/f", 1, &[0; 16]), "symbolic link"),
+        (line_for("/adir", 1, &[0; 16]), "not a regular file"),
+        (
+            b"this is not an index line\n".to_vec(),
+            "malformed index line",
+        ),
+    ];
+    for (line, why) in &cases {
+        match s.worker.handle(&input(line)) {
+            LineOutcome::Backlogged { reason } => {
+                assert!(reason.contains(why), "{why}: {reason}")
+            }
+            other => panic!("{why}: {other:?}"),
+        }
+    }
+    let backlog = backlog(&s);
+    assert_eq!(backlog.lines().count(), cases.len());
+    assert!(backlog.contains("/../etc/passwd"));
+    assert!(
+        s.worker.queue().entries().unwrap().is_empty(),
+        "nothing was queued"
+    );
+    // The index file keeps every line, good or bad, as modsec-auditlog-collector did.
+    assert_eq!(
+        std::fs::read_to_string(s.dir.path().join("index.log"))
+            .unwrap()
+            .lines()
+            .count(),
+        cases.len()
+    );
+}
+
+#[test]
+fn a_directory_swapped_for_a_symlink_after_use_is_not_followed() {
+    let mut s = setup(false);
+    let first = event(&s, "/d/f1", b"one");
+    assert!(matches!(
+        s.worker.handle(&input(&first)),
+        LineOutcome::Queued { .. }
+    ));
+    // www-data (the storage dir's owner) swaps the directory for a link elsewhere.
+    let outside = s.dir.path().join("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    std::fs::write(outside.join("f2"), b"secret").unwrap();
+    let audit = s.dir.path().join("audit");
+    std::fs::rename(audit.join("d"), audit.join("d-old")).unwrap();
+    std::os::unix::fs::symlink(&outside, audit.join("d")).unwrap();
+    let second = line_for("/d/f2", 6, &Md5::digest(b"secret").into());
+    match s.worker.handle(&input(&second)) {
+        LineOutcome::Backlogged { reason } => {
+            assert!(reason.contains("symbolic link"), "{reason}")
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(s.worker.queue().entries().unwrap().len(), 1);
+}
+
+#[test]
+fn a_minute_directory_made_anew_is_walked_again() {
+    let mut s = setup(false);
+    let first = event(&s, "/d/f1", b"one");
+    assert!(matches!(
+        s.worker.handle(&input(&first)),
+        LineOutcome::Queued { .. }
+    ));
+    std::fs::remove_dir_all(s.dir.path().join("audit/d")).unwrap();
+    let second = event(&s, "/d/f2", b"two");
+    assert!(matches!(
+        s.worker.handle(&input(&second)),
+        LineOutcome::Queued { .. }
+    ));
+}
+
+#[test]
+fn a_planted_fifo_does_not_hang_the_worker() {
+    let mut s = setup(true);
+    let fifo = s.dir.path().join("audit/fifo");
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        &fifo,
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::from_raw_mode(0o600),
+        0,
+    )
+    .unwrap();
+    match s.worker.handle(&input(&line_for("/fifo", 1, &[0; 16]))) {
+        LineOutcome::Backlogged { reason } => {
+            assert!(reason.contains("not a regular file"), "{reason}")
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn absolute_v3_paths_must_lie_under_the_storage_dir() {
+    let s = setup(false);
+    let storage = s.dir.path().join("audit");
+    let mut line = parse_index_line(&line_for("/x", 1, &[0; 16])).unwrap();
+    line.flavor = IndexFlavor::LibModSecurity3;
+    line.filename = storage
+        .join("20261128/f")
+        .into_os_string()
+        .into_encoded_bytes();
+    assert_eq!(
+        resolve_event_path(&storage, &line).unwrap(),
+        storage.join("20261128/f")
+    );
+    line.filename = b"/etc/shadow".to_vec();
+    assert!(resolve_event_path(&storage, &line)
+        .unwrap_err()
+        .contains("not under the storage dir"));
+    line.filename = storage.join("../x").into_os_string().into_encoded_bytes();
+    assert!(resolve_event_path(&storage, &line).is_err());
+}
+
+#[test]
+fn size_or_md5_mismatch_is_queued_and_marked() {
+    let mut s = setup(true);
+    let mut line = event(&s, "/f", b"complete event");
+    // Same size, other content: only md5 catches it.
+    std::fs::write(s.dir.path().join("audit/f"), b"COMPLETE EVENT").unwrap();
+    let LineOutcome::Queued {
+        entry, integrity, ..
+    } = s.worker.handle(&input(&line))
+    else {
+        panic!()
+    };
+    assert!(integrity.unwrap().contains("md5"));
+    let marker =
+        std::fs::read_to_string(s.dir.path().join("queue/.integrity").join(&entry)).unwrap();
+    assert!(marker.contains("md5 differs"), "{marker}");
+    // A short file: size catches it even with md5 checks off.
+    let mut s = setup(false);
+    line = event(&s, "/g", b"complete event");
+    std::fs::write(s.dir.path().join("audit/g"), b"compl").unwrap();
+    let LineOutcome::Queued { integrity, .. } = s.worker.handle(&input(&line)) else {
+        panic!()
+    };
+    assert!(integrity
+        .unwrap()
+        .contains("size 5 bytes, index line says 14"));
+}
+
+#[test]
+fn over_long_line_is_cut_kept_in_the_backlog_and_reading_goes_on() {
+    let long = [vec![b'a'; MAX_LINE_BYTES * 3], b"\nnext\n".to_vec()].concat();
+    let mut r = io::Cursor::new(long);
+    let first = read_line(&mut r).unwrap().unwrap();
+    assert_eq!(
+        (first.bytes.len(), first.full_len),
+        (MAX_LINE_BYTES, MAX_LINE_BYTES * 3 + 1)
+    );
+    assert_eq!(read_line(&mut r).unwrap().unwrap().bytes, b"next\n");
+    assert!(read_line(&mut r).unwrap().is_none());
+    let mut s = setup(true);
+    let LineOutcome::Backlogged { reason } = s.worker.handle(&first) else {
+        panic!()
+    };
+    assert!(reason.contains("longer than"), "{reason}");
+}
+
+#[test]
+fn last_line_without_newline_is_still_read() {
+    let mut r = io::Cursor::new(b"a\nb".to_vec());
+    assert_eq!(read_line(&mut r).unwrap().unwrap().bytes, b"a\n");
+    assert_eq!(read_line(&mut r).unwrap().unwrap().bytes, b"b");
+    assert!(read_line(&mut r).unwrap().is_none());
+}
+
+#[test]
+fn sighup_reopens_the_index_file() {
+    let mut s = setup(false);
+    let flag = s.worker.committer.reopen_index.clone();
+    let line = event(&s, "/f1", b"1");
+    s.worker.handle(&input(&line));
+    let index = s.dir.path().join("index.log");
+    std::fs::rename(&index, s.dir.path().join("index.log.1")).unwrap();
+    flag.store(true, Ordering::Relaxed);
+    let line2 = event(&s, "/f2", b"2");
+    s.worker.handle(&input(&line2));
+    assert_eq!(std::fs::read(&index).unwrap(), line2);
+    assert_eq!(
+        std::fs::read(s.dir.path().join("index.log.1")).unwrap(),
+        line
+    );
+}
+
+#[test]
+fn settings_from_a_modsec2sguil_config_and_the_command_line() {
+    let conf = ConfigFile::parse(
+        "set EVENT_DIR /nsm/queue\nset SYMLINK 1\nset RUNAS nobody\nset VERIFY_MD5 0\n",
+        Path::new("/etc/m.conf"),
+    )
+    .unwrap();
+    let o = CollectorOverrides {
+        storage_dir: Some("/var/log/audit".into()),
+        ..Default::default()
+    };
+    let s = CollectorSettings::resolve(Some(&conf), o).unwrap();
+    assert_eq!(s.queue_dir, Path::new("/nsm/queue"));
+    assert_eq!(s.link_mode, LinkMode::Symlink);
+    assert!(!s.verify_md5);
+    assert!(s.runas.is_some());
+    let o = CollectorOverrides {
+        storage_dir: Some("/a".into()),
+        link_mode: Some(LinkMode::Copy),
+        verify_md5: Some(true),
+        ..Default::default()
+    };
+    let s = CollectorSettings::resolve(Some(&conf), o).unwrap();
+    assert_eq!(
+        (s.link_mode, s.verify_md5),
+        (LinkMode::Copy, true),
+        "the command line wins"
+    );
+}
+
+#[test]
+fn bad_settings_name_what_is_wrong() {
+    let parse = |t: &str| ConfigFile::parse(t, Path::new("/etc/m.conf")).unwrap();
+    let storage = || CollectorOverrides {
+        storage_dir: Some("/a".into()),
+        ..Default::default()
+    };
+    for (text, want) in [
+        ("set X 1\n", "no queue"),
+        (
+            "set EVENT_DIR relative\n",
+            "/etc/m.conf:1: EVENT_DIR: bad value `relative`",
+        ),
+        (
+            "set EVENT_DIR /q\nset LINK_MODE teleport\n",
+            "/etc/m.conf:2: LINK_MODE",
+        ),
+        (
+            "set EVENT_DIR /q\nset RUNAS no-such-user-here\n",
+            "no such user",
+        ),
+        (
+            "set EVENT_DIR /q\nset VERIFY_MD5 perhaps\n",
+            "VERIFY_MD5: bad value",
+        ),
+    ] {
+        let e = CollectorSettings::resolve(Some(&parse(text)), storage()).unwrap_err();
+        assert!(e.contains(want), "{text}: {e}");
+    }
+    let e = CollectorSettings::resolve(
+        None,
+        CollectorOverrides {
+            queue_dir: Some("/q".into()),
+            ..Default::default()
+        },
+    )
+    .unwrap_err();
+    assert!(e.contains("no storage dir"), "{e}");
+    let e = CollectorSettings::resolve(
+        None,
+        CollectorOverrides {
+            queue_dir: Some("/q".into()),
+            storage_dir: Some("rel".into()),
+            ..Default::default()
+        },
+    )
+    .unwrap_err();
+    assert!(e.contains("absolute"), "{e}");
+}
+
+#[test]
+fn runas_chowns_each_entry() {
+    let mut s = setup(false);
+    let (uid, gid) = resolve_owner("nobody").unwrap();
+    s.worker.committer.settings.runas = Some((uid, gid));
+    let line = event(&s, "/f", b"x");
+    let LineOutcome::Queued { entry, .. } = s.worker.handle(&input(&line)) else {
+        panic!()
+    };
+    let meta = std::fs::metadata(s.dir.path().join("queue").join(entry)).unwrap();
+    assert_eq!((meta.uid(), meta.gid()), (uid, gid));
+}
+
+/// A sink that is slow, then hangs for good once `frozen` is set (a disk that dies).
+struct Stalled {
+    handled: Arc<AtomicU64>,
+    frozen: Arc<AtomicBool>,
+}
+impl LineSink for Stalled {
+    fn handle(&mut self, _line: &InputLine) {
+        std::thread::sleep(Duration::from_millis(50));
+        while self.frozen.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.handled.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+fn spool_lines(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(SPOOL_PREFIX))
+        .map(|e| {
+            std::fs::read(e.path())
+                .unwrap()
+                .iter()
+                .filter(|&&b| b == b'\n')
+                .count() as u64
+        })
+        .sum()
+}
+
+#[test]
+fn a_stalled_worker_never_stalls_the_reader_and_no_line_is_lost() {
+    const LINES: u64 = 100_000;
+    let dir = tempfile::tempdir().unwrap();
+    let mut input = Vec::new();
+    for i in 0..LINES {
+        input.extend_from_slice(format!("line {i}\n").as_bytes());
+    }
+    let handled = Arc::new(AtomicU64::new(0));
+    let frozen = Arc::new(AtomicBool::new(false));
+    let stats = Arc::new(Stats::default());
+    let started = Instant::now();
+    let sink = Stalled {
+        handled: handled.clone(),
+        frozen: frozen.clone(),
+    };
+    let p = Pipeline::start(
+        io::Cursor::new(input),
+        Stages::from_sink(sink),
+        dir.path(),
+        stats.clone(),
+    );
+    while !p.input_done() {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the reader is stuck behind the worker"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // The disk dies for good; then a second SIGTERM cuts the grace short.
+    frozen.store(true, Ordering::SeqCst);
+    let q = Queue::open(dir.path()).unwrap();
+    let tally = Stats::default();
+    p.abandon(Duration::from_secs(10), move |lines| {
+        write_backlog(&q, lines, "shutdown", &tally)
+    });
+    let in_backlog = std::fs::read_to_string(dir.path().join(".backlog"))
+        .map(|b| b.lines().count() as u64)
+        .unwrap_or(0);
+    let done = handled.load(Ordering::SeqCst);
+    let spooled = spool_lines(dir.path());
+    // One line may be inside the hung worker.
+    let total = done + in_backlog + spooled;
+    assert!(
+        total == LINES || total + 1 == LINES,
+        "handled {done} + backlog {in_backlog} + spool {spooled} != {LINES}"
+    );
+    assert!(
+        done < 1000,
+        "the reader did not wait for the worker ({done} handled)"
+    );
+    assert!(spooled > 0 && in_backlog > 0, "lines went to the spool ({spooled}) and, at the second SIGTERM, to the backlog ({in_backlog})");
+}
+
+#[derive(Clone)]
+struct Counting(Arc<std::sync::Mutex<Vec<Vec<u8>>>>);
+impl LineSink for Counting {
+    fn handle(&mut self, line: &InputLine) {
+        self.0.lock().unwrap().push(line.bytes.clone());
+    }
+}
+
+#[test]
+fn a_burst_is_spooled_and_then_every_line_is_handled() {
+    let dir = tempfile::tempdir().unwrap();
+    let n = WORK_QUEUE_LINES * 5;
+    let input: Vec<u8> = (0..n)
+        .flat_map(|i| format!("line {i}\n").into_bytes())
+        .collect();
+    let seen = Counting(Arc::new(std::sync::Mutex::new(Vec::new())));
+    let p = Pipeline::start(
+        io::Cursor::new(input),
+        Stages::from_sink(seen.clone()),
+        dir.path(),
+        Arc::new(Stats::default()),
+    );
+    p.finish().unwrap();
+    let mut got = seen.0.lock().unwrap().clone();
+    assert_eq!(got.len(), n);
+    got.sort();
+    got.dedup();
+    assert_eq!(got.len(), n, "each line once");
+    assert_eq!(
+        spool_lines(dir.path()),
+        0,
+        "the spool is drained and removed"
+    );
+}
+
+#[test]
+fn a_spool_left_by_a_dead_collector_is_drained_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    // pid_max is at most 2^22 on Linux: this pid cannot be alive.
+    std::fs::write(
+        dir.path().join(format!("{SPOOL_PREFIX}99999999")),
+        b"left 1\nleft 2\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join(format!("{SPOOL_PREFIX}99999998.draining")),
+        b"left 3\n",
+    )
+    .unwrap();
+    let seen = Counting(Arc::new(std::sync::Mutex::new(Vec::new())));
+    let p = Pipeline::start(
+        io::Cursor::new(b"new\n".to_vec()),
+        Stages::from_sink(seen.clone()),
+        dir.path(),
+        Arc::new(Stats::default()),
+    );
+    p.finish().unwrap();
+    let mut got = seen.0.lock().unwrap().clone();
+    got.sort();
+    assert_eq!(got, [&b"left 1\n"[..], b"left 2\n", b"left 3\n", b"new\n"]);
+    assert_eq!(spool_lines(dir.path()), 0);
+}

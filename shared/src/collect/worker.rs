@@ -1,0 +1,406 @@
+//! What happens to one index line: the [`Checker`] half (parse, open, check) and the
+//! [`Committer`] half (index file, queue, backlog).
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::path::{Component, Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use md5::{Digest, Md5};
+
+use super::pipeline::Stages;
+use super::{CollectorSettings, InputLine, Stats, MAX_LINE_BYTES};
+use crate::index::{parse_index_line, IndexFlavor, IndexLine};
+use crate::queue::{Linked, Queue};
+
+/// What happened to a line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LineOutcome {
+    /// Queued; `integrity` says what did not match the index line, if anything.
+    Queued {
+        entry: String,
+        linked: Linked,
+        integrity: Option<String>,
+    },
+    /// Appended to the backlog for `requeue --backlog`, with the reason.
+    Backlogged { reason: String },
+    /// An empty line: nothing to do.
+    Empty,
+}
+
+/// Acts on index lines: appends them to the index file, checks and queues the events.
+///
+/// The work is split in two halves that the pipeline runs on two threads, so hashing
+/// the next event overlaps with linking this one: the [`Checker`] parses the line, opens
+/// and checks the event (size, md5); the [`Committer`] appends the line to the index
+/// file and queues the event, or puts the line in the backlog. Lines keep their order.
+pub struct Worker {
+    pub(super) checker: Checker,
+    pub(super) committer: Committer,
+}
+
+/// First half: parse, open, check. Nothing on disk changes here.
+pub struct Checker {
+    settings: CollectorSettings,
+    /// The last event directory, opened through a chain of real directories (never a
+    /// symlink): events of one minute share it, so it is walked once, not once per line,
+    /// and a path swapped later cannot redirect the handle.
+    event_dir: Option<(PathBuf, std::os::fd::OwnedFd)>,
+    /// Read buffer for hashing, reused for every event.
+    buf: Vec<u8>,
+}
+
+/// Second half: index file, queue, RUNAS, integrity marker, backlog.
+pub struct Committer {
+    pub(super) settings: CollectorSettings,
+    queue: Queue,
+    index: Option<File>,
+    pub(super) reopen_index: Arc<AtomicBool>,
+    stats: Arc<Stats>,
+}
+
+/// A line after the checker.
+pub struct Checked {
+    pub line: InputLine,
+    result: Result<OpenEvent, String>,
+}
+
+/// An event opened and checked, ready to queue.
+struct OpenEvent {
+    file: File,
+    path: PathBuf,
+    unique_id: String,
+    integrity: Option<String>,
+}
+
+impl Worker {
+    pub fn new(
+        settings: CollectorSettings,
+        reopen_index: Arc<AtomicBool>,
+        stats: Arc<Stats>,
+    ) -> io::Result<Worker> {
+        let queue = Queue::open(&settings.queue_dir)?;
+        let index = match &settings.index_file {
+            Some(p) => Some(open_index(p)?),
+            None => None,
+        };
+        Ok(Worker {
+            checker: Checker {
+                settings: settings.clone(),
+                event_dir: None,
+                buf: vec![0; 64 * 1024],
+            },
+            committer: Committer {
+                settings,
+                queue,
+                index,
+                reopen_index,
+                stats,
+            },
+        })
+    }
+
+    pub fn queue(&self) -> &Queue {
+        &self.committer.queue
+    }
+
+    /// Handles one line on this thread; never fails: what cannot be queued goes to the backlog.
+    pub fn handle(&mut self, line: &InputLine) -> LineOutcome {
+        let checked = self.checker.check(line.clone());
+        self.committer.commit(checked)
+    }
+
+    /// The two halves, for the pipeline's two threads.
+    pub fn into_stages(self) -> Stages<Checked> {
+        let Worker {
+            mut checker,
+            mut committer,
+        } = self;
+        Stages {
+            check: Box::new(move |line| checker.check(line)),
+            commit: Box::new(move |checked| {
+                committer.commit(checked);
+            }),
+            line_of: |c: &Checked| &c.line,
+        }
+    }
+}
+
+impl Checker {
+    /// Parses the line and opens and checks its event.
+    pub fn check(&mut self, line: InputLine) -> Checked {
+        let result = self.open_and_check(&line);
+        Checked { line, result }
+    }
+
+    fn open_and_check(&mut self, line: &InputLine) -> Result<OpenEvent, String> {
+        if line.full_len > line.bytes.len() {
+            return Err(format!(
+                "line of {} bytes is longer than {MAX_LINE_BYTES}; kept cut",
+                line.full_len
+            ));
+        }
+        let parsed = parse_index_line(&line.bytes).map_err(|e| e.to_string())?;
+        let path = resolve_event_path(&self.settings.storage_dir, &parsed)?;
+        let mut file = self.open_event(&path)?;
+        let integrity = self.check_integrity(&mut file, &path, &parsed)?;
+        Ok(OpenEvent {
+            file,
+            path,
+            unique_id: parsed.unique_id,
+            integrity,
+        })
+    }
+
+    /// Opens the event below the storage dir without following any symlink on the way:
+    /// each directory with `O_DIRECTORY|O_NOFOLLOW` from the one above, the file with
+    /// `O_NOFOLLOW|O_NONBLOCK` (a planted FIFO must not hang the worker).
+    fn open_event(&mut self, path: &Path) -> Result<File, String> {
+        use rustix::fs::{openat, Mode, OFlags, CWD};
+        let storage = self.settings.storage_dir.clone();
+        let rel = path
+            .strip_prefix(&storage)
+            .map_err(|_| format!("{} is outside the storage dir", path.display()))?;
+        let (Some(parent), Some(name)) = (rel.parent(), rel.file_name()) else {
+            return Err(format!("{} names no file", path.display()));
+        };
+        let explain = |at: &Path, e: rustix::io::Errno| -> String {
+            if e == rustix::io::Errno::LOOP || e == rustix::io::Errno::MLINK {
+                format!("{} is a symbolic link; not followed", at.display())
+            } else if e == rustix::io::Errno::NOTDIR {
+                format!(
+                    "{} is not a directory (or is a symbolic link); not followed",
+                    at.display()
+                )
+            } else {
+                format!("{}: {}", at.display(), io::Error::from(e))
+            }
+        };
+        for attempt in 0..2 {
+            let cached = matches!(&self.event_dir, Some((p, _)) if p == parent);
+            if !cached {
+                let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+                let mut dir = openat(CWD, &storage, flags, Mode::empty())
+                    .map_err(|e| explain(&storage, e))?;
+                let mut at = storage.clone();
+                for comp in parent.components() {
+                    at.push(comp);
+                    dir = openat(
+                        &dir,
+                        comp.as_os_str(),
+                        flags | OFlags::NOFOLLOW,
+                        Mode::empty(),
+                    )
+                    .map_err(|e| explain(&at, e))?;
+                }
+                self.event_dir = Some((parent.to_path_buf(), dir));
+            }
+            let Some((_, dir)) = self.event_dir.as_ref() else {
+                break;
+            };
+            let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
+            match openat(dir, name, flags, Mode::empty()) {
+                Ok(fd) => return Ok(File::from(fd)),
+                // The cached directory may have been removed and made anew: walk again once.
+                Err(e) if e == rustix::io::Errno::NOENT && cached && attempt == 0 => {
+                    self.event_dir = None
+                }
+                Err(e) => return Err(explain(path, e)),
+            }
+        }
+        Err(format!("{}: No such file or directory", path.display()))
+    }
+
+    /// Checks the opened event is a regular file and compares it with the line's size
+    /// (always) and md5 (when enabled).
+    fn check_integrity(
+        &mut self,
+        file: &mut File,
+        path: &Path,
+        line: &IndexLine,
+    ) -> Result<Option<String>, String> {
+        let shown = || path.display().to_string();
+        let meta = file.metadata().map_err(|e| format!("{}: {e}", shown()))?;
+        if !meta.is_file() {
+            return Err(format!("{} is not a regular file", shown()));
+        }
+        let mut problems = Vec::new();
+        if meta.len() != line.size {
+            problems.push(format!(
+                "size {} bytes, index line says {}",
+                meta.len(),
+                line.size
+            ));
+        }
+        if self.settings.verify_md5 {
+            let digest = md5_of(file, &mut self.buf).map_err(|e| format!("{}: {e}", shown()))?;
+            if digest != line.md5 {
+                problems.push(format!(
+                    "md5 differs from the index line's {}",
+                    line.md5_hex()
+                ));
+            }
+        }
+        Ok((!problems.is_empty())
+            .then(|| format!("truncated or changed event file: {}", problems.join(", "))))
+    }
+}
+
+impl Committer {
+    /// Appends the line to the index file and queues its event, or backlogs the line.
+    pub fn commit(&mut self, checked: Checked) -> LineOutcome {
+        let line = &checked.line;
+        if line.bytes.iter().all(|b| b.is_ascii_whitespace()) && line.full_len == line.bytes.len() {
+            return LineOutcome::Empty;
+        }
+        if let Err(e) = self.append_index(&line.bytes) {
+            log::error!("cannot append to the index file: {e}");
+        }
+        let result = checked.result.and_then(|event| self.queue_event(event));
+        match result {
+            Ok((entry, linked, integrity)) => {
+                self.stats.queued.fetch_add(1, Ordering::Relaxed);
+                log::debug!("queued {entry} ({linked:?})");
+                LineOutcome::Queued {
+                    entry,
+                    linked,
+                    integrity,
+                }
+            }
+            Err(reason) => {
+                let id = parse_index_line(&line.bytes)
+                    .map(|l| l.unique_id)
+                    .unwrap_or_else(|_| "-".into());
+                log::warn!("not queued (unique id {id}): {reason}; line kept in the backlog");
+                self.backlog(&line.bytes, &reason);
+                LineOutcome::Backlogged { reason }
+            }
+        }
+    }
+
+    /// Appends to the backlog; if even that fails, the line goes to the log in full.
+    fn backlog(&self, raw: &[u8], reason: &str) {
+        self.stats.backlogged.fetch_add(1, Ordering::Relaxed);
+        if let Err(e) = self.queue.backlog(raw, reason) {
+            log::error!(
+                "cannot write the backlog ({e}); lost line follows: {}",
+                String::from_utf8_lossy(raw).trim_end()
+            );
+        }
+    }
+
+    fn append_index(&mut self, raw: &[u8]) -> io::Result<()> {
+        let Some(path) = &self.settings.index_file else {
+            return Ok(());
+        };
+        if self.reopen_index.swap(false, Ordering::Relaxed) || self.index.is_none() {
+            self.index = Some(open_index(path)?);
+        }
+        let Some(f) = self.index.as_mut() else {
+            return Ok(());
+        };
+        if raw.ends_with(b"\n") {
+            f.write_all(raw)
+        } else {
+            f.write_all(&[raw, b"\n"].concat())
+        }
+    }
+
+    fn queue_event(
+        &mut self,
+        event: OpenEvent,
+    ) -> Result<(String, Linked, Option<String>), String> {
+        let OpenEvent {
+            file,
+            path,
+            unique_id,
+            integrity,
+        } = event;
+        let (name, linked) = self
+            .queue
+            .add_file(&file, &path, self.settings.link_mode)
+            .map_err(|e| format!("cannot queue {}: {e}", path.display()))?;
+        if let Some((uid, gid)) = self.settings.runas {
+            let entry = self.queue.dir().join(name.to_string());
+            // A hard link is the opened inode: chown that, never a path that could
+            // have been swapped. Copies and symlinks are ours, in the queue.
+            let done = match linked {
+                Linked::Hardlink => std::os::unix::fs::fchown(&file, Some(uid), Some(gid)),
+                Linked::Copy | Linked::Symlink => {
+                    std::os::unix::fs::lchown(&entry, Some(uid), Some(gid))
+                }
+            };
+            if let Err(e) = done {
+                log::error!("cannot chown {} to RUNAS {uid}:{gid}: {e}", entry.display());
+            }
+        }
+        if let Some(what) = &integrity {
+            self.stats
+                .integrity_mismatches
+                .fetch_add(1, Ordering::Relaxed);
+            log::warn!(
+                "{} (unique id {unique_id}): {what}; queued and marked",
+                path.display()
+            );
+            if let Err(e) = self.queue.mark_integrity(name, what) {
+                log::error!("cannot write the integrity marker for {name}: {e}");
+            }
+        }
+        Ok((name.to_string(), linked, integrity))
+    }
+}
+
+fn open_index(path: &Path) -> io::Result<File> {
+    OpenOptions::new().create(true).append(true).open(path)
+}
+
+/// MD5 of a regular file from its current offset, reading into `buf`. A read shorter
+/// than asked for is the end of a regular file, which saves the extra read() that would
+/// only return 0 (one syscall per event).
+fn md5_of(f: &mut File, buf: &mut [u8]) -> io::Result<[u8; 16]> {
+    let mut h = Md5::new();
+    loop {
+        let n = match f.read(buf) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        h.update(&buf[..n]);
+        if n < buf.len() {
+            return Ok(h.finalize().into());
+        }
+    }
+}
+
+/// The event file a line names, refusing anything that would leave the storage dir.
+pub fn resolve_event_path(storage: &Path, line: &IndexLine) -> Result<PathBuf, String> {
+    use std::os::unix::ffi::OsStrExt;
+    let name = &line.filename;
+    if name.contains(&0) {
+        return Err("file name contains a NUL byte".into());
+    }
+    let rel: &Path = match line.flavor {
+        // Relative to SecAuditLogStorageDir, written with a leading "/".
+        IndexFlavor::ModSecurity2 => Path::new(std::ffi::OsStr::from_bytes(
+            name.strip_prefix(b"/").unwrap_or(name),
+        )),
+        // libmodsecurity 3 writes absolute paths; they must lie under the storage dir.
+        IndexFlavor::LibModSecurity3 => Path::new(std::ffi::OsStr::from_bytes(name))
+            .strip_prefix(storage)
+            .map_err(|_| {
+                format!(
+                    "{} is not under the storage dir {}",
+                    String::from_utf8_lossy(name),
+                    storage.display()
+                )
+            })?,
+    };
+    if rel.as_os_str().is_empty() || !rel.components().all(|c| matches!(c, Component::Normal(_))) {
+        return Err(format!(
+            "file name {} leaves the storage dir or is not a plain relative path",
+            String::from_utf8_lossy(name)
+        ));
+    }
+    Ok(storage.join(rel))
+}
