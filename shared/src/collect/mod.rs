@@ -28,9 +28,10 @@ pub use worker::{resolve_event_path, Checked, Checker, Committer, LineOutcome, W
 /// ModSecurity 2 keeps index lines under 4 KiB (PIPE_BUF); a line 16 times that is not
 /// an index line. Longer lines are cut to this, logged and put in the backlog.
 pub const MAX_LINE_BYTES: usize = 64 * 1024;
-/// Lines waiting for the worker in memory before new ones are spooled to disk: about
-/// 1 MiB of typical lines.
-pub const WORK_QUEUE_LINES: usize = 4096;
+/// Lines waiting for the worker in memory before new ones are spooled to disk (fsynced).
+/// Small on purpose: lines held in memory are what a SIGKILL of the collector loses, and
+/// the spool absorbs bursts at disk speed anyway.
+pub const WORK_QUEUE_LINES: usize = 512;
 
 /// One line as read: at most [`MAX_LINE_BYTES`], and how long it really was.
 #[derive(Debug, Clone)]

@@ -37,8 +37,8 @@ impl Stages<InputLine> {
     }
 }
 
-/// Lines checked and waiting for the committer.
-const CHECKED_QUEUE_LINES: usize = 256;
+/// Lines checked and waiting for the committer: enough to keep both threads busy.
+const CHECKED_QUEUE_LINES: usize = 64;
 
 /// The running pipeline: a reader thread, a worker thread and a spill thread.
 pub struct Pipeline<T> {
