@@ -176,33 +176,6 @@ fn endpoint(
     Ok(Endpoint { addr, port })
 }
 
-fn new_event(
-    format: EventFormat,
-    unique_id: String,
-    time: chrono::DateTime<chrono::FixedOffset>,
-    client: Endpoint,
-    server: Endpoint,
-) -> AuditEvent {
-    AuditEvent {
-        format,
-        unique_id,
-        time,
-        client,
-        server,
-        request: Request::default(),
-        response: Response::default(),
-        matches: Vec::new(),
-        apache_errors: Vec::new(),
-        interception: None,
-        engine_mode: None,
-        producer: None,
-        server_banner: None,
-        matched_rule_ids: Vec::new(),
-        parts: Vec::new(),
-        anomalies: Anomalies::default(),
-    }
-}
-
 fn check_id(id: &str) -> Result<String, AuditLogError> {
     if id.is_empty() || id.len() > crate::index::MAX_UNIQUE_ID_LEN {
         return Err(missing("unique id"));
@@ -237,7 +210,7 @@ pub(crate) fn parse_json2(root: &Json, limits: &ParseLimits) -> Result<AuditEven
         tx.get("local_port"),
         "transaction.local",
     )?;
-    let mut ev = new_event(EventFormat::Json2, id, time, client, server);
+    let mut ev = AuditEvent::new(EventFormat::Json2, id, time, client, server);
 
     if let Some(req) = root.get("request") {
         let line = req
@@ -365,7 +338,7 @@ pub(crate) fn parse_json3(root: &Json, limits: &ParseLimits) -> Result<AuditEven
         "transaction.client",
     )?;
     let server = endpoint(tx.get("host_ip"), tx.get("host_port"), "transaction.host")?;
-    let mut ev = new_event(EventFormat::Json3, id, time, client, server);
+    let mut ev = AuditEvent::new(EventFormat::Json3, id, time, client, server);
     ev.anomalies.time_zone_unknown = true;
 
     if let Some(req) = tx.get("request") {

@@ -306,6 +306,34 @@ pub struct AuditEvent {
 }
 
 impl AuditEvent {
+    /// An event with what every format has (part A / `transaction`) and nothing else yet.
+    pub fn new(
+        format: EventFormat,
+        unique_id: String,
+        time: DateTime<FixedOffset>,
+        client: Endpoint,
+        server: Endpoint,
+    ) -> AuditEvent {
+        AuditEvent {
+            format,
+            unique_id,
+            time,
+            client,
+            server,
+            request: Request::default(),
+            response: Response::default(),
+            matches: Vec::new(),
+            apache_errors: Vec::new(),
+            interception: None,
+            engine_mode: None,
+            producer: None,
+            server_banner: None,
+            matched_rule_ids: Vec::new(),
+            parts: Vec::new(),
+            anomalies: Anomalies::default(),
+        }
+    }
+
     /// The rule ids of all messages, in order, without repeats.
     pub fn rule_ids(&self) -> Vec<&str> {
         let mut ids: Vec<&str> = Vec::new();

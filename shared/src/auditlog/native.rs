@@ -177,24 +177,14 @@ pub(crate) fn parse_native(
 
     let a = parts.first().map(|p| p.content).unwrap_or_default();
     let header = parse_part_a(a)?;
-    let mut ev = AuditEvent {
+    let mut ev = AuditEvent::new(
         format,
-        unique_id: header.unique_id,
-        time: header.time,
-        client: header.client,
-        server: header.server,
-        request: Request::default(),
-        response: Response::default(),
-        matches: Vec::new(),
-        apache_errors: Vec::new(),
-        interception: None,
-        engine_mode: None,
-        producer: None,
-        server_banner: None,
-        matched_rule_ids: Vec::new(),
-        parts: parts.iter().map(|p| char::from(p.letter)).collect(),
-        anomalies: Anomalies::default(),
-    };
+        header.unique_id,
+        header.time,
+        header.client,
+        header.server,
+    );
+    ev.parts = parts.iter().map(|p| char::from(p.letter)).collect();
     if !complete {
         ev.anomalies.missing_parts.push('Z');
     }
