@@ -14,4 +14,5 @@ pub mod escape;
 pub mod index;
 pub mod logging;
 pub mod queue;
+pub mod sguil;
 pub mod time;
