@@ -334,7 +334,8 @@ mod tests {
 
     #[test]
     fn each_field_sguild_cannot_take_is_refused() {
-        let cases: Vec<(Box<dyn Fn(&mut EventFields)>, &str)> = vec![
+        type Change = Box<dyn Fn(&mut EventFields)>;
+        let cases: Vec<(Change, &str)> = vec![
             (Box::new(|f| f.priority = 0), "priority"),
             (Box::new(|f| f.priority = 6), "priority"),
             (
@@ -463,8 +464,8 @@ mod tests {
             prop_assert_eq!(line.matches('\n').count(), 1);
             let items = tcl::split(line.trim_end()).unwrap();
             prop_assert_eq!(items.len(), 19);
-            prop_assert!(items[9] == "" || items[9].bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_lowercase()));
-            prop_assert!(items[18] == "" || items[18].bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_lowercase()));
+            prop_assert!(items[9].is_empty() || items[9].bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_lowercase()));
+            prop_assert!(items[18].is_empty() || items[18].bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_lowercase()));
         }
 
         #[test]
