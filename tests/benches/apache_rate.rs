@@ -11,7 +11,7 @@ use modsec2sguil_e2e::{binary, which};
 
 const REQUESTS: &str = "4000";
 const CONCURRENCY: &str = "16";
-const ROUNDS: usize = 3;
+const ROUNDS: usize = 4;
 
 fn rate(pipe: &dyn Fn(&std::path::Path) -> String) -> f64 {
     let apache = Apache::start_with(&ApacheOptions::default(), pipe);
@@ -65,17 +65,25 @@ fn main() {
     let work = tempfile::tempdir().unwrap();
     let (mut cat, mut ours) = (Vec::new(), Vec::new());
     for round in 0..ROUNDS {
-        cat.push(rate(&|_| "/bin/cat".to_string()));
         let queue = work.path().join(format!("queue-{round}"));
         let extra = std::env::var("APACHE_RATE_COLLECTOR_ARGS").unwrap_or_default();
-        ours.push(rate(&|root| {
+        let with_cat = |_: &std::path::Path| "/bin/cat".to_string();
+        let with_collector = |root: &std::path::Path| {
             format!(
                 "{} {extra} --queue {} {}",
                 collector.display(),
                 queue.display(),
                 root.join("audit").display()
             )
-        }));
+        };
+        // Alternate which goes first, so warm-up and filesystem ageing favour neither.
+        if round % 2 == 0 {
+            cat.push(rate(&with_cat));
+            ours.push(rate(&with_collector));
+        } else {
+            ours.push(rate(&with_collector));
+            cat.push(rate(&with_cat));
+        }
     }
     let best = |v: &[f64]| v.iter().cloned().fold(0.0, f64::max);
     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
