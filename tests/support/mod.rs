@@ -6,6 +6,7 @@ use std::process::Command;
 use std::sync::OnceLock;
 
 pub mod apache;
+pub mod sguild;
 
 /// `tests/fixtures/` of this checkout.
 pub fn fixtures() -> PathBuf {

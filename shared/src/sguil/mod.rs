@@ -7,5 +7,7 @@
 //! The connection, TLS and the client that keeps a window of events in flight build on
 //! these.
 
+pub mod client;
+pub mod conn;
 pub mod tcl;
 pub mod wire;

@@ -1,0 +1,188 @@
+//! An agent session on an open [`Connection`]: `RegisterAgent`, then GenericEvents with a
+//! window of them in flight, `PING`/`PONG` (SGUIL-PROTOCOL.md §2.3, §7, §8, §12).
+//!
+//! sguild answers strictly in order, at most once per line, and a `Failed` carries no
+//! cid: so a reply always belongs to the oldest event still waiting. Because every
+//! [`SguilEvent`] is valid by construction, no event is of a kind sguild leaves
+//! unanswered; a missing reply therefore means the connection (or sguild) is gone.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use thiserror::Error;
+
+use super::conn::{ConnError, Connection};
+use super::wire::{parse_server_line, register_line, FailedKind, ServerLine, SguilEvent};
+
+/// What sguild said about one event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// `ConfirmEvent <cid>`: stored now.
+    Confirmed,
+    /// `Duplicate entry '<sid>-<cid>'`: stored before (a resend after a lost reply).
+    AlreadyStored,
+    /// Refused for this event only (`Failed {…}` that is not a duplicate or an outage).
+    Rejected(String),
+}
+
+/// Why a session stopped; what was answered before is reported all the same.
+#[derive(Debug, Error)]
+pub enum SessionError {
+    #[error(transparent)]
+    Conn(#[from] ConnError),
+    /// sguild's database is gone: every event will fail until sguild is restarted.
+    #[error("{server}: sguild's database is unavailable: {text}")]
+    Outage { server: String, text: String },
+    #[error("{server}: no reply for cid {cid} within {secs} s")]
+    Timeout { server: String, cid: u32, secs: u64 },
+    #[error("{server}: reply `{line}` does not answer cid {cid}")]
+    OutOfStep {
+        server: String,
+        cid: u32,
+        line: String,
+    },
+    #[error("{server}: registration failed: {why}")]
+    Registration { server: String, why: String },
+}
+
+/// A registered agent.
+pub struct AgentSession {
+    conn: Connection,
+    pub sid: u32,
+    /// The highest cid sguild holds for this sensor.
+    pub max_cid: u32,
+    reply_timeout: Duration,
+}
+
+impl AgentSession {
+    /// Sends `RegisterAgent` and waits for `AgentInfo`.
+    pub fn register(
+        mut conn: Connection,
+        agent_type: &str,
+        hostname: &str,
+        net_group: &str,
+        reply_timeout: Duration,
+    ) -> Result<AgentSession, SessionError> {
+        conn.send_line(&register_line(agent_type, hostname, net_group))?;
+        let server = conn.server().to_string();
+        loop {
+            let line =
+                conn.read_line(reply_timeout)?
+                    .ok_or_else(|| SessionError::Registration {
+                        server: server.clone(),
+                        why: format!(
+                            "no AgentInfo within {} s (is sguild's database up?)",
+                            reply_timeout.as_secs()
+                        ),
+                    })?;
+            match parse_server_line(&line) {
+                ServerLine::AgentInfo { sid, max_cid, .. } => {
+                    return Ok(AgentSession {
+                        conn,
+                        sid,
+                        max_cid,
+                        reply_timeout,
+                    });
+                }
+                ServerLine::Ping => conn.send_line("PONG\n")?,
+                _ => {
+                    return Err(SessionError::Registration {
+                        server,
+                        why: format!("unexpected `{line}`"),
+                    })
+                }
+            }
+        }
+    }
+
+    pub fn server(&self) -> &str {
+        self.conn.server()
+    }
+
+    /// `PING`, waiting for `PONG`.
+    pub fn ping(&mut self) -> Result<(), SessionError> {
+        self.conn.send_line("PING\n")?;
+        loop {
+            match self
+                .conn
+                .read_line(self.reply_timeout)?
+                .map(|l| parse_server_line(&l))
+            {
+                Some(ServerLine::Pong) => return Ok(()),
+                Some(ServerLine::Ping) => self.conn.send_line("PONG\n")?,
+                Some(other) => {
+                    return Err(SessionError::OutOfStep {
+                        server: self.server().to_string(),
+                        cid: 0,
+                        line: format!("{other:?}"),
+                    })
+                }
+                None => {
+                    return Err(SessionError::Timeout {
+                        server: self.server().to_string(),
+                        cid: 0,
+                        secs: self.reply_timeout.as_secs(),
+                    })
+                }
+            }
+        }
+    }
+
+    /// Sends `events` with at most `window` waiting for a reply (1 = stop-and-wait),
+    /// calling `answered(index, outcome)` in order as replies come. Stops at the first
+    /// error; events after the last answered one are then unanswered.
+    pub fn send(
+        &mut self,
+        events: &[SguilEvent],
+        window: usize,
+        mut answered: impl FnMut(usize, Outcome),
+    ) -> Result<(), SessionError> {
+        let window = window.max(1);
+        let mut waiting: VecDeque<usize> = VecDeque::with_capacity(window);
+        let mut next = 0;
+        while next < events.len() || !waiting.is_empty() {
+            let mut batch = Vec::new();
+            while next < events.len() && waiting.len() < window {
+                batch.push(events[next].to_line());
+                waiting.push_back(next);
+                next += 1;
+            }
+            if !batch.is_empty() {
+                self.conn.send_lines(&batch)?;
+            }
+            let Some(&oldest) = waiting.front() else {
+                continue;
+            };
+            let cid = events[oldest].cid();
+            let server = self.server().to_string();
+            let line = self
+                .conn
+                .read_line(self.reply_timeout)?
+                .ok_or(SessionError::Timeout {
+                    server: server.clone(),
+                    cid,
+                    secs: self.reply_timeout.as_secs(),
+                })?;
+            let outcome = match parse_server_line(&line) {
+                ServerLine::ConfirmEvent(c) if c == cid => Outcome::Confirmed,
+                ServerLine::Failed {
+                    kind: FailedKind::Duplicate { sid, cid: c },
+                    ..
+                } if sid == events[oldest].fields().sid && c == cid => Outcome::AlreadyStored,
+                ServerLine::Failed {
+                    kind: FailedKind::Outage,
+                    text,
+                } => return Err(SessionError::Outage { server, text }),
+                ServerLine::Failed { text, .. } => Outcome::Rejected(text),
+                ServerLine::Ping => {
+                    self.conn.send_line("PONG\n")?;
+                    continue;
+                }
+                _ => return Err(SessionError::OutOfStep { server, cid, line }),
+            };
+            waiting.pop_front();
+            answered(oldest, outcome);
+        }
+        Ok(())
+    }
+}
