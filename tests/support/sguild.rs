@@ -60,6 +60,8 @@ struct Db {
     keys: BTreeSet<(u32, u32, String)>,
     /// Set once the database went down: sguild never reconnects.
     gone: bool,
+    /// The store, kept open for appending.
+    file: Option<std::fs::File>,
 }
 
 /// The running server; stopped when dropped.
@@ -223,13 +225,19 @@ fn load(path: &Path) -> Db {
     db
 }
 
-fn append(path: &Path, line: String) {
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .unwrap();
-    f.write_all(line.as_bytes()).unwrap();
+fn append(db: &mut Db, path: &Path, line: String) {
+    if db.file.is_none() {
+        db.file = Some(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .unwrap(),
+        );
+    }
+    if let Some(f) = db.file.as_mut() {
+        f.write_all(line.as_bytes()).unwrap();
+    }
 }
 
 fn decode_hex(s: &str) -> Option<Vec<u8>> {
@@ -353,7 +361,11 @@ fn serve(
                     None => {
                         let sid = d.sensors.len() as u32 + 1;
                         d.sensors.insert(key.clone(), sid);
-                        append(store, format!("sensor\t{}\t{}\t{sid}\n", key.0, key.1));
+                        append(
+                            &mut d,
+                            store,
+                            format!("sensor\t{}\t{}\t{sid}\n", key.0, key.1),
+                        );
                         sid
                     }
                 };
@@ -458,9 +470,10 @@ fn generic_event(args: &[String], f: &Faults, db: &Mutex<Db>, store: &Path) -> O
         src_port: args[12].parse().unwrap_or(0),
         dst_port: args[13].parse().unwrap_or(0),
         sig_id: args[15].clone(),
-        detail_hex: detail.chars().take(MAX_DETAIL_HEX).collect(),
+        detail_hex: detail[..detail.len().min(MAX_DETAIL_HEX)].to_string(),
     };
     append(
+        &mut d,
         store,
         format!(
             "event\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\n",

@@ -116,6 +116,16 @@ pub fn split(line: &str) -> Result<Vec<String>, TclError> {
                 i = next;
             }
             _ => {
+                let end = b[i..]
+                    .iter()
+                    .position(|c| c.is_ascii_whitespace())
+                    .map_or(b.len(), |p| i + p);
+                if !b[i..end].contains(&b'\\') {
+                    // The common case (hex, numbers, tokens): no substitution to do.
+                    out.push(line[i..end].to_string());
+                    i = end;
+                    continue;
+                }
                 let (text, next) = unquote(line, i, None).ok_or(err("bad backslash", i))?;
                 out.push(text);
                 i = next;

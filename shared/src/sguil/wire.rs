@@ -7,7 +7,6 @@
 //! which checks every field against what sguild can store and answer: a value that
 //! passes is put on the wire in a form that needs no escaping at all.
 
-use std::fmt::Write as _;
 use std::net::Ipv4Addr;
 
 use chrono::{DateTime, Datelike, Utc};
@@ -91,11 +90,14 @@ fn token_ok(s: &str, max: usize) -> bool {
 
 /// Uppercase hex, as the analyst GUI decodes it.
 pub fn hex_upper(bytes: &[u8]) -> String {
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        let _ = write!(s, "{b:02X}");
+    const DIGITS: &[u8; 16] = b"0123456789ABCDEF";
+    let mut out = Vec::with_capacity(bytes.len() * 2);
+    for &b in bytes {
+        out.push(DIGITS[usize::from(b >> 4)]);
+        out.push(DIGITS[usize::from(b & 15)]);
     }
-    s
+    // Only ASCII digits and letters were pushed.
+    String::from_utf8(out).unwrap_or_default()
 }
 
 impl SguilEvent {
