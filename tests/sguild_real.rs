@@ -1,0 +1,78 @@
+//! The client against a live sguild, when one is given: SGUILD_ADDR=host:port and
+//! SGUILD_CA=<its cert.pem> (../shared/tools/sguild/run-sguild.sh starts one on
+//! loopback). Without them this test says so and does nothing: CI has no sguild.
+
+use std::net::Ipv4Addr;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use modsec2sguil::sguil::client::{AgentSession, Outcome};
+use modsec2sguil::sguil::conn::{ConnectSettings, Connection, TlsMode};
+use modsec2sguil::sguil::wire::{EventFields, SguilEvent, GENERATOR_MODSECURITY};
+
+#[test]
+fn a_live_sguild_stores_1000_pipelined_events_and_refuses_resends_as_duplicates() {
+    let (Ok(addr), Ok(ca)) = (std::env::var("SGUILD_ADDR"), std::env::var("SGUILD_CA")) else {
+        eprintln!("sguild_real: not run (set SGUILD_ADDR=host:port and SGUILD_CA=cert.pem to run it against a live sguild)");
+        return;
+    };
+    let (host, port) = addr.rsplit_once(':').expect("SGUILD_ADDR is host:port");
+    let settings = ConnectSettings {
+        host: host.into(),
+        port: port.parse().expect("port"),
+        tls: TlsMode::CaFile(ca.into()),
+        expect_version: None,
+        connect_timeout: Duration::from_secs(5),
+        handshake_timeout: Duration::from_secs(10),
+    };
+    let sensor = format!("m2s-real-{}", std::process::id());
+    let conn = Connection::open(&settings).unwrap();
+    eprintln!("sguild_real: {} says `{}`, TLS {}", conn.server(), conn.version, conn.tls);
+    let mut s = AgentSession::register(conn, "modsecurity", &sensor, "m2s-test", Duration::from_secs(30)).unwrap();
+    eprintln!("sguild_real: registered {sensor}: sid {} maxCid {}", s.sid, s.max_cid);
+    let now = Utc::now();
+    let events: Vec<SguilEvent> = (1..=1000)
+        .map(|i| {
+            SguilEvent::new(EventFields {
+                status: 0,
+                priority: 2,
+                class: "web-attack".into(),
+                hostname: sensor.clone(),
+                time: now,
+                sid: s.sid,
+                cid: s.max_cid + i,
+                ref_id: 0,
+                message: format!("MSc 403 modsec2sguil live test {{'\"[$]}} \\ {}", i % 3).into_bytes(),
+                src_ip: Some(Ipv4Addr::new(192, 0, 2, 10)),
+                dst_ip: Some(Ipv4Addr::new(198, 51, 100, 20)),
+                ip_proto: 6,
+                src_port: 51234,
+                dst_port: 80,
+                generator: GENERATOR_MODSECURITY,
+                sig_id: 942100,
+                revision: 1,
+                detail: b"GET /?id=1' UNION SELECT password FROM users-- HTTP/1.1\n\0\xff".to_vec(),
+            })
+            .unwrap()
+        })
+        .collect();
+    let start = Instant::now();
+    let mut confirmed = 0;
+    s.send(&events, 32, |_, o| {
+        assert_eq!(o, Outcome::Confirmed);
+        confirmed += 1;
+    })
+    .unwrap();
+    let secs = start.elapsed().as_secs_f64();
+    assert_eq!(confirmed, 1000);
+    eprintln!("sguild_real: 1000 events confirmed in {secs:.2} s ({:.0} events/s, window 32)", 1000.0 / secs);
+    let mut dups = 0;
+    s.send(&events[..10], 32, |_, o| {
+        assert_eq!(o, Outcome::AlreadyStored);
+        dups += 1;
+    })
+    .unwrap();
+    assert_eq!(dups, 10);
+    eprintln!("sguild_real: 10 resends answered as duplicates");
+    s.ping().unwrap();
+}
