@@ -27,9 +27,24 @@ fn a_live_sguild_stores_1000_pipelined_events_and_refuses_resends_as_duplicates(
     };
     let sensor = format!("m2s-real-{}", std::process::id());
     let conn = Connection::open(&settings).unwrap();
-    eprintln!("sguild_real: {} says `{}`, TLS {}", conn.server(), conn.version, conn.tls);
-    let mut s = AgentSession::register(conn, "modsecurity", &sensor, "m2s-test", Duration::from_secs(30)).unwrap();
-    eprintln!("sguild_real: registered {sensor}: sid {} maxCid {}", s.sid, s.max_cid);
+    eprintln!(
+        "sguild_real: {} says `{}`, TLS {}",
+        conn.server(),
+        conn.version,
+        conn.tls
+    );
+    let mut s = AgentSession::register(
+        conn,
+        "modsecurity",
+        &sensor,
+        "m2s-test",
+        Duration::from_secs(30),
+    )
+    .unwrap();
+    eprintln!(
+        "sguild_real: registered {sensor}: sid {} maxCid {}",
+        s.sid, s.max_cid
+    );
     let now = Utc::now();
     let events: Vec<SguilEvent> = (1..=1000)
         .map(|i| {
@@ -42,7 +57,8 @@ fn a_live_sguild_stores_1000_pipelined_events_and_refuses_resends_as_duplicates(
                 sid: s.sid,
                 cid: s.max_cid + i,
                 ref_id: 0,
-                message: format!("MSc 403 modsec2sguil live test {{'\"[$]}} \\ {}", i % 3).into_bytes(),
+                message: format!("MSc 403 modsec2sguil live test {{'\"[$]}} \\ {}", i % 3)
+                    .into_bytes(),
                 src_ip: Some(Ipv4Addr::new(192, 0, 2, 10)),
                 dst_ip: Some(Ipv4Addr::new(198, 51, 100, 20)),
                 ip_proto: 6,
@@ -65,7 +81,10 @@ fn a_live_sguild_stores_1000_pipelined_events_and_refuses_resends_as_duplicates(
     .unwrap();
     let secs = start.elapsed().as_secs_f64();
     assert_eq!(confirmed, 1000);
-    eprintln!("sguild_real: 1000 events confirmed in {secs:.2} s ({:.0} events/s, window 32)", 1000.0 / secs);
+    eprintln!(
+        "sguild_real: 1000 events confirmed in {secs:.2} s ({:.0} events/s, window 32)",
+        1000.0 / secs
+    );
     let mut dups = 0;
     s.send(&events[..10], 32, |_, o| {
         assert_eq!(o, Outcome::AlreadyStored);

@@ -31,6 +31,13 @@ pub const KNOWN_KEYS: &[&str] = &[
     "SYSLOGFACILITY",
     "SYMLINK",
     "SYMLINK_REMOVE_ORIG",
+    // the Sguil connection
+    "TLS_CA_FILE",
+    "TLS_PIN_SHA256",
+    "TLS_VERIFY",
+    "SGUIL_VERSION",
+    "SEND_WINDOW",
+    "REPLY_TIMEOUT",
     // modsec-collector
     "STORAGE_DIR",
     "INDEX_FILE",

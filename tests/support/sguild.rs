@@ -88,6 +88,11 @@ impl TestSguild {
 
     /// Starts with the store (sensors and events) of `dir`, as a restart would.
     pub fn start_in(dir: tempfile::TempDir) -> TestSguild {
+        TestSguild::start_at(dir, 0)
+    }
+
+    /// Starts on 127.0.0.1:`port` (0: any free port) with the store of `dir`.
+    pub fn start_at(dir: tempfile::TempDir, port: u16) -> TestSguild {
         let key = rcgen::KeyPair::generate().unwrap();
         let mut params =
             rcgen::CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
@@ -114,7 +119,8 @@ impl TestSguild {
         let config = Arc::new(config);
         let store = dir.path().join("store.txt");
         let db = Arc::new(Mutex::new(load(&store)));
-        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, port))
+            .unwrap_or_else(|e| panic!("bind 127.0.0.1:{port}: {e}"));
         let addr = listener.local_addr().unwrap();
         let faults = Arc::new(Mutex::new(Faults::default()));
         let stop = Arc::new(AtomicBool::new(false));

@@ -9,5 +9,6 @@
 
 pub mod client;
 pub mod conn;
+pub mod settings;
 pub mod tcl;
 pub mod wire;
