@@ -1,6 +1,6 @@
 //! The client against a live sguild, when one is given: SGUILD_ADDR=host:port and
-//! SGUILD_CA=<its cert.pem> (../shared/tools/sguild/run-sguild.sh starts one on
-//! loopback). Without them this test says so and does nothing: CI has no sguild.
+//! SGUILD_CA=<its cert.pem> (a sguild 1.0.0 from the Sguil source with a MariaDB,
+//! both on loopback). Without them this test says so and does nothing: CI has no sguild.
 
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
