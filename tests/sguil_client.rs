@@ -328,5 +328,71 @@ fn test_server_answers_like_sguild_for_each_row_of_what_it_checks() {
         65_535,
         "hexDetail cut like the TEXT column"
     );
+    let row = |cid: u32, from: &str, to: &str| {
+        good.replace(" 1 1 0 ", &format!(" 1 {cid} 0 "))
+            .replace(from, to)
+    };
+    // Same (sid, cid) dated on another day: another day table, so stored again.
+    assert_eq!(
+        reply(&mut w, &row(1, "{2026-11-28 ", "{2026-11-29 ")).as_deref(),
+        Some("ConfirmEvent 1")
+    );
+    assert!(reply(&mut w, &row(7, "websrv-a", &"h".repeat(48)))
+        .unwrap()
+        .contains("Incorrect table name"));
+    assert!(reply(&mut w, &row(8, "websrv-a", "web`srv"))
+        .unwrap()
+        .contains("SQL syntax"));
+    // Too long or wrong values are cut or coerced, and confirmed.
+    assert_eq!(
+        reply(
+            &mut w,
+            &row(
+                9,
+                " 41 192.0.2.10",
+                &format!(" {} 192.0.2.10", "41".repeat(300))
+            )
+        )
+        .as_deref(),
+        Some("ConfirmEvent 9")
+    );
+    assert_eq!(server.events().last().unwrap().message.len(), 255);
+    // A sid sguild does not know: stored, never answered.
+    let before = server.events().len();
+    assert_eq!(reply(&mut w, &good.replace(" 1 1 0 ", " 99 1 0 ")), None);
+    assert_eq!(server.events().len(), before + 1);
     assert_eq!(reply(&mut w, "PING").as_deref(), Some("PONG"));
+}
+
+#[test]
+fn test_server_closes_on_a_version_mismatch_without_a_word() {
+    let server = TestSguild::start();
+    let tcp = TcpStream::connect(server.addr).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut w = tcp.try_clone().unwrap();
+    let mut r = BufReader::new(tcp);
+    let mut line = String::new();
+    r.read_line(&mut line).unwrap();
+    w.write_all(b"VersionInfo {SGUIL-0.8.0 OPENSSL ENABLED}\n")
+        .unwrap();
+    line.clear();
+    assert_eq!(r.read_line(&mut line).unwrap(), 0, "closed: {line:?}");
+}
+
+#[test]
+fn replies_delayed_past_the_timeout_are_a_timeout() {
+    let server = TestSguild::start();
+    let conn = Connection::open(&settings(&server, TlsMode::NoVerify)).unwrap();
+    let mut s = AgentSession::register(
+        conn,
+        "modsecurity",
+        "websrv-a",
+        "webfarm",
+        Duration::from_millis(800),
+    )
+    .unwrap();
+    let sid = s.sid;
+    server.set(|f| f.delay = Some(Duration::from_millis(1500)));
+    let e = send_all(&mut s, &[event(sid, 1)], 1).err().unwrap();
+    assert!(matches!(e, SessionError::Timeout { cid: 1, .. }), "{e}");
 }

@@ -452,6 +452,19 @@ fn generic_event(args: &[String], f: &Faults, db: &Mutex<Db>, store: &Path) -> O
         args[5].parse::<u32>().unwrap_or(0),
         args[6].parse::<u32>().unwrap_or(0),
     );
+    // The hostname names the per-day tables: MySQL refuses a table name over 64
+    // characters (so a host over 47), and a backtick breaks the statement.
+    let host = &args[3];
+    if host.contains('`') {
+        return Some(
+            "Failed {mysqlexec/db server: You have an error in your SQL syntax}".to_string(),
+        );
+    }
+    if host.len() > 47 {
+        return Some(format!(
+            "Failed {{mysqlexec/db server: Incorrect table name 'icmphdr_{host}_{day}'}}"
+        ));
+    }
     let detail = &args[17];
     if !detail.bytes().all(|b| b.is_ascii_hexdigit()) {
         // Pasted into SQL unescaped: the header row is stored, the data row fails.
@@ -497,5 +510,9 @@ fn generic_event(args: &[String], f: &Faults, db: &Mutex<Db>, store: &Path) -> O
         ),
     );
     d.events.push(e);
+    // An unknown sid is stored, then pushing it to analysts fails: no reply.
+    if !d.sensors.values().any(|&known| known == sid) {
+        return None;
+    }
     Some(format!("ConfirmEvent {cid}"))
 }
