@@ -1,14 +1,13 @@
 //! The Sguil client against the sguild-faithful test server, over real loopback sockets.
 
 use std::io::{BufRead, BufReader, Write};
-use std::net::{Ipv4Addr, TcpStream};
+use std::net::TcpStream;
 use std::time::Duration;
 
-use chrono::{TimeZone, Utc};
 use modsec2sguil::sguil::client::{AgentSession, Outcome, SessionError};
 use modsec2sguil::sguil::conn::{sha256, ConnError, ConnectSettings, Connection, TlsMode};
-use modsec2sguil::sguil::wire::{EventFields, SguilEvent, GENERATOR_MODSECURITY};
-use modsec2sguil_e2e::sguild::TestSguild;
+use modsec2sguil::sguil::wire::SguilEvent;
+use modsec2sguil_e2e::sguild::{sample_event, TestSguild};
 
 fn settings(server: &TestSguild, tls: TlsMode) -> ConnectSettings {
     ConnectSettings {
@@ -34,27 +33,15 @@ fn session(server: &TestSguild, tls: TlsMode) -> AgentSession {
 }
 
 fn event(sid: u32, cid: u32) -> SguilEvent {
-    SguilEvent::new(EventFields {
-        status: 0,
-        priority: 1,
-        class: "web-attack".into(),
-        hostname: "websrv-a".into(),
-        time: Utc.with_ymd_and_hms(2026, 11, 28, 1, 56, 31).unwrap(),
+    let message = format!("MSc 403 SQL Injection Attack #{cid} {{'\"[$]}}");
+    sample_event(
         sid,
         cid,
-        ref_id: 0,
-        message: format!("MSc 403 SQL Injection Attack #{cid} {{'\"[$]}}").into_bytes(),
-        src_ip: Some(Ipv4Addr::new(192, 0, 2, 10)),
-        dst_ip: Some(Ipv4Addr::new(198, 51, 100, 20)),
-        ip_proto: 6,
-        src_port: 51234,
-        dst_port: 80,
-        generator: GENERATOR_MODSECURITY,
-        sig_id: 942100,
-        revision: 1,
-        detail: b"GET /?id=1' UNION SELECT\n\0\xff".to_vec(),
-    })
-    .unwrap()
+        "websrv-a",
+        message.as_bytes(),
+        b"GET /?id=1' UNION SELECT\n\0\xff",
+        false,
+    )
 }
 
 fn send_all(

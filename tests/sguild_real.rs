@@ -2,13 +2,12 @@
 //! SGUILD_CA=<its cert.pem> (a sguild 1.0.0 from the Sguil source with a MariaDB,
 //! both on loopback). Without them this test says so and does nothing: CI has no sguild.
 
-use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
-use chrono::Utc;
 use modsec2sguil::sguil::client::{AgentSession, Outcome};
 use modsec2sguil::sguil::conn::{ConnectSettings, Connection, TlsMode};
-use modsec2sguil::sguil::wire::{EventFields, SguilEvent, GENERATOR_MODSECURITY};
+use modsec2sguil::sguil::wire::SguilEvent;
+use modsec2sguil_e2e::sguild::sample_event;
 
 #[test]
 fn a_live_sguild_stores_1000_pipelined_events_and_refuses_resends_as_duplicates() {
@@ -45,31 +44,18 @@ fn a_live_sguild_stores_1000_pipelined_events_and_refuses_resends_as_duplicates(
         "sguild_real: registered {sensor}: sid {} maxCid {}",
         s.sid, s.max_cid
     );
-    let now = Utc::now();
+    let detail = b"GET /?id=1' UNION SELECT password FROM users-- HTTP/1.1\n\0\xff";
     let events: Vec<SguilEvent> = (1..=1000)
         .map(|i| {
-            SguilEvent::new(EventFields {
-                status: 0,
-                priority: 2,
-                class: "web-attack".into(),
-                hostname: sensor.clone(),
-                time: now,
-                sid: s.sid,
-                cid: s.max_cid + i,
-                ref_id: 0,
-                message: format!("MSc 403 modsec2sguil live test {{'\"[$]}} \\ {}", i % 3)
-                    .into_bytes(),
-                src_ip: Some(Ipv4Addr::new(192, 0, 2, 10)),
-                dst_ip: Some(Ipv4Addr::new(198, 51, 100, 20)),
-                ip_proto: 6,
-                src_port: 51234,
-                dst_port: 80,
-                generator: GENERATOR_MODSECURITY,
-                sig_id: 942100,
-                revision: 1,
-                detail: b"GET /?id=1' UNION SELECT password FROM users-- HTTP/1.1\n\0\xff".to_vec(),
-            })
-            .unwrap()
+            let message = format!("MSc 403 modsec2sguil live test {{'\"[$]}} \\ {}", i % 3);
+            sample_event(
+                s.sid,
+                s.max_cid + i,
+                &sensor,
+                message.as_bytes(),
+                detail,
+                true,
+            )
         })
         .collect();
     let start = Instant::now();

@@ -2,39 +2,25 @@
 //! (`cargo bench -p modsec2sguil-e2e --bench sguil_client`), stop-and-wait and with a
 //! window of 32; and to a real sguild when SGUILD_ADDR (host:port) and SGUILD_CA are set.
 
-use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
-use chrono::Utc;
 use modsec2sguil::sguil::client::{AgentSession, Outcome};
 use modsec2sguil::sguil::conn::{sha256, ConnectSettings, Connection, TlsMode};
-use modsec2sguil::sguil::wire::{EventFields, SguilEvent, GENERATOR_MODSECURITY};
-use modsec2sguil_e2e::sguild::TestSguild;
+use modsec2sguil::sguil::wire::SguilEvent;
+use modsec2sguil_e2e::sguild::{sample_event, TestSguild};
 
 fn events(sid: u32, first_cid: u32, n: u32, host: &str, detail: usize) -> Vec<SguilEvent> {
+    let detail = vec![b'x'; detail];
     (first_cid..first_cid + n)
         .map(|cid| {
-            SguilEvent::new(EventFields {
-                status: 0,
-                priority: 2,
-                class: "web-attack".into(),
-                hostname: host.into(),
-                time: Utc::now(),
+            sample_event(
                 sid,
                 cid,
-                ref_id: 0,
-                message: b"MSc 403 SQL Injection Attack Detected via libinjection".to_vec(),
-                src_ip: Some(Ipv4Addr::new(192, 0, 2, 10)),
-                dst_ip: Some(Ipv4Addr::new(198, 51, 100, 20)),
-                ip_proto: 6,
-                src_port: 51234,
-                dst_port: 80,
-                generator: GENERATOR_MODSECURITY,
-                sig_id: 942100,
-                revision: 1,
-                detail: vec![b'x'; detail],
-            })
-            .unwrap()
+                host,
+                b"MSc 403 SQL Injection Attack Detected via libinjection",
+                &detail,
+                true,
+            )
         })
         .collect()
 }

@@ -516,3 +516,45 @@ fn generic_event(args: &[String], f: &Faults, db: &Mutex<Db>, store: &Path) -> O
     }
     Some(format!("ConfirmEvent {cid}"))
 }
+
+/// A valid ModSecurity-style event for tests and benchmarks (the time is fixed unless
+/// `now`, so resends land in the same day table).
+pub fn sample_event(
+    sid: u32,
+    cid: u32,
+    host: &str,
+    message: &[u8],
+    detail: &[u8],
+    now: bool,
+) -> modsec2sguil::sguil::wire::SguilEvent {
+    use chrono::TimeZone;
+    use modsec2sguil::sguil::wire::{EventFields, SguilEvent, GENERATOR_MODSECURITY};
+    let time = if now {
+        chrono::Utc::now()
+    } else {
+        chrono::Utc
+            .with_ymd_and_hms(2026, 11, 28, 1, 56, 31)
+            .unwrap()
+    };
+    SguilEvent::new(EventFields {
+        status: 0,
+        priority: 2,
+        class: "web-attack".into(),
+        hostname: host.into(),
+        time,
+        sid,
+        cid,
+        ref_id: 0,
+        message: message.to_vec(),
+        src_ip: Some(Ipv4Addr::new(192, 0, 2, 10)),
+        dst_ip: Some(Ipv4Addr::new(198, 51, 100, 20)),
+        ip_proto: 6,
+        src_port: 51234,
+        dst_port: 80,
+        generator: GENERATOR_MODSECURITY,
+        sig_id: 942100,
+        revision: 1,
+        detail: detail.to_vec(),
+    })
+    .expect("a valid sample event")
+}
