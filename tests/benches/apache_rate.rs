@@ -13,8 +13,12 @@ const REQUESTS: &str = "4000";
 const CONCURRENCY: &str = "16";
 const ROUNDS: usize = 4;
 
-fn rate(pipe: &dyn Fn(&std::path::Path) -> String) -> f64 {
-    let apache = Apache::start_with(&ApacheOptions::default(), pipe);
+fn rate(parent: Option<&std::path::Path>, pipe: &dyn Fn(&std::path::Path) -> String) -> f64 {
+    let opts = ApacheOptions {
+        parent_dir: parent.map(Into::into),
+        ..ApacheOptions::default()
+    };
+    let apache = Apache::start_with(&opts, pipe);
     let url = format!(
         "http://127.0.0.1:{}/?id=1%27%20UNION%20SELECT%20password%20FROM%20users--",
         apache.port
@@ -62,7 +66,13 @@ fn main() {
         return;
     }
     let collector = binary("modsec-collector");
-    let work = tempfile::tempdir().unwrap();
+    // APACHE_RATE_DIR=/some/dir puts the instances (and so the event files and the
+    // queue) there, e.g. on a fresh tmpfs, away from an aged disk's inode allocation.
+    let parent = std::env::var_os("APACHE_RATE_DIR").map(std::path::PathBuf::from);
+    let work = match &parent {
+        Some(p) => tempfile::tempdir_in(p).unwrap(),
+        None => tempfile::tempdir().unwrap(),
+    };
     let (mut cat, mut ours) = (Vec::new(), Vec::new());
     for round in 0..ROUNDS {
         let queue = work.path().join(format!("queue-{round}"));
@@ -78,11 +88,11 @@ fn main() {
         };
         // Alternate which goes first, so warm-up and filesystem ageing favour neither.
         if round % 2 == 0 {
-            cat.push(rate(&with_cat));
-            ours.push(rate(&with_collector));
+            cat.push(rate(parent.as_deref(), &with_cat));
+            ours.push(rate(parent.as_deref(), &with_collector));
         } else {
-            ours.push(rate(&with_collector));
-            cat.push(rate(&with_cat));
+            ours.push(rate(parent.as_deref(), &with_collector));
+            cat.push(rate(parent.as_deref(), &with_cat));
         }
     }
     let best = |v: &[f64]| v.iter().cloned().fold(0.0, f64::max);

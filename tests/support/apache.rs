@@ -32,6 +32,9 @@ pub struct ApacheOptions {
     /// Also write every index line to `logs/index2.log` (SecAuditLog2): the ground truth
     /// a piped collector is checked against.
     pub audit_log2: bool,
+    /// Make the instance dir (config, storage dir, logs) inside this directory instead
+    /// of the system temp dir (a benchmark puts it on its own filesystem).
+    pub parent_dir: Option<PathBuf>,
 }
 
 impl Default for ApacheOptions {
@@ -42,6 +45,7 @@ impl Default for ApacheOptions {
             parts: "ABCFHZ",
             pipe_to: None,
             audit_log2: false,
+            parent_dir: None,
         }
     }
 }
@@ -124,10 +128,16 @@ impl Apache {
     /// Like [`Apache::start`], with the pipe command made from the instance dir (so it
     /// can name the storage dir); an empty command means a plain index file.
     pub fn start_with(opts: &ApacheOptions, pipe: impl FnOnce(&Path) -> String) -> Apache {
-        let dir = tempfile::Builder::new()
-            .prefix("modsec2sguil-apache-")
-            .tempdir()
-            .expect("temp dir");
+        let builder = {
+            let mut b = tempfile::Builder::new();
+            b.prefix("modsec2sguil-apache-");
+            b
+        };
+        let dir = match &opts.parent_dir {
+            Some(parent) => builder.tempdir_in(parent),
+            None => builder.tempdir(),
+        }
+        .expect("temp dir");
         let root = dir.path().to_path_buf();
         std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o755)).unwrap();
         for sub in [
