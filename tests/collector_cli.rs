@@ -8,8 +8,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use md5::{Digest, Md5};
+use modsec2sguil::hex;
 use modsec2sguil::queue::{parse_backlog_record, EntryName, BACKLOG_FILE};
-use modsec2sguil_e2e::{binary, hex, skip_or_fail};
+use modsec2sguil_e2e::{binary, skip_or_fail};
 
 struct Env {
     dir: tempfile::TempDir,
@@ -48,7 +49,7 @@ impl Env {
         std::fs::write(&path, &content).unwrap();
         format!(
             "lab.example 127.0.0.1 - - [28/Nov/2026:02:14:31.009836 +0000] \"GET /{n} HTTP/1.1\" 403 239 \"-\" \"-\" id{n:05} \"-\" {rel} 0 {size} md5:{} \n",
-            hex(&Md5::digest(&content)),
+            hex::lower(&Md5::digest(&content)),
             n = self.n
         )
         .into_bytes()

@@ -32,12 +32,7 @@ fn main() {
             &content,
         )
         .unwrap();
-        digests.push(
-            Md5::digest(&content)
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect::<String>(),
-        );
+        digests.push(modsec2sguil::hex::lower(&Md5::digest(&content)));
     }
     let input = dir.path().join("index-input.log");
     let mut f = std::io::BufWriter::new(std::fs::File::create(&input).unwrap());

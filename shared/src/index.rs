@@ -252,7 +252,7 @@ impl IndexLine {
 
     /// The md5 as 32 lowercase hex digits.
     pub fn md5_hex(&self) -> String {
-        self.md5.iter().map(|b| format!("{b:02x}")).collect()
+        crate::hex::lower(&self.md5)
     }
 }
 
@@ -285,14 +285,9 @@ fn parse_md5(field: &[u8]) -> Result<[u8; 16], IndexError> {
             format!("expected 32 hex digits, found {}", hex.len()),
         ));
     }
-    let mut out = [0u8; 16];
-    for (i, pair) in hex.chunks(2).enumerate() {
-        let text = std::str::from_utf8(pair).ok();
-        out[i] = text
-            .and_then(|t| u8::from_str_radix(t, 16).ok())
-            .ok_or_else(|| bad(IndexField::Md5, format!("not hex: {}", show(hex))))?;
-    }
-    Ok(out)
+    crate::hex::decode(hex)
+        .and_then(|bytes| <[u8; 16]>::try_from(bytes).ok())
+        .ok_or_else(|| bad(IndexField::Md5, format!("not hex: {}", show(hex))))
 }
 
 fn parse_u64(field: &[u8]) -> Option<u64> {
@@ -797,6 +792,8 @@ mod tests {
         let good = std::str::from_utf8(SQLI).unwrap();
         let cases: Vec<(String, IndexField)> = vec![
             (good.replace("md5:68d5", "md5:zzd5"), IndexField::Md5),
+            // from_str_radix would take "+6" as a digit pair; a digest has no signs.
+            (good.replace("md5:68d5", "md5:+8d5"), IndexField::Md5),
             (good.replace("md5:", "sha:"), IndexField::Md5),
             (good.replace(" 8974 ", " 89x4 "), IndexField::Size),
             (good.replace(" 0 8974", " x 8974"), IndexField::Offset),

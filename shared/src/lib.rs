@@ -11,6 +11,7 @@ pub mod auditlog;
 pub mod collect;
 pub mod config;
 pub mod escape;
+pub mod hex;
 pub mod index;
 pub mod logging;
 pub mod queue;

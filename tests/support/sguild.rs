@@ -247,16 +247,12 @@ fn append(db: &mut Db, path: &Path, line: String) {
 }
 
 fn decode_hex(s: &str) -> Option<Vec<u8>> {
+    // An odd digit at the end is dropped, as sguild does.
+    let even = &s.as_bytes()[..s.len() - s.len() % 2];
     if !s.bytes().all(|b| b.is_ascii_hexdigit()) {
         return None;
     }
-    // An odd digit at the end is dropped, as sguild does.
-    Some(
-        s.as_bytes()
-            .chunks_exact(2)
-            .map(|p| u8::from_str_radix(std::str::from_utf8(p).unwrap(), 16).unwrap())
-            .collect(),
-    )
+    modsec2sguil::hex::decode(even)
 }
 
 enum Stream {
@@ -500,7 +496,7 @@ fn generic_event(args: &[String], f: &Faults, db: &Mutex<Db>, store: &Path) -> O
             e.cid,
             e.day,
             e.timestamp,
-            modsec2sguil::sguil::wire::hex_upper(&e.message),
+            modsec2sguil::hex::upper(&e.message),
             e.src_ip,
             e.dst_ip,
             e.src_port,

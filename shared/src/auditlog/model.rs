@@ -373,7 +373,7 @@ fn ser_bytes<S: serde::Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error
         Ok(text) => s.serialize_str(text),
         Err(_) => {
             use serde::ser::SerializeMap;
-            let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+            let hex = crate::hex::lower(bytes);
             let mut map = s.serialize_map(Some(1))?;
             map.serialize_entry("hex", &hex)?;
             map.end()

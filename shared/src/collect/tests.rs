@@ -48,7 +48,7 @@ fn event(s: &Setup, rel: &str, content: &[u8]) -> Vec<u8> {
 }
 
 fn line_for(rel: &str, size: usize, md5: &[u8; 16]) -> Vec<u8> {
-    let hex: String = md5.iter().map(|b| format!("{b:02x}")).collect();
+    let hex = crate::hex::lower(md5);
     format!("lab.example 127.0.0.1 - - [28/Nov/2026:02:14:31.009836 +0000] \"GET / HTTP/1.1\" 403 239 \"-\" \"-\" awo5B9rt9m7QJiOqXPD3lQAAAEg \"-\" {rel} 0 {size} md5:{hex} \n").into_bytes()
 }
 

@@ -337,15 +337,8 @@ impl Connection {
 /// SHA-256 of a certificate's DER, as `TLS_PIN_SHA256` is written: 64 hex digits
 /// (colons allowed, as `openssl x509 -fingerprint -sha256` prints them).
 pub fn parse_pin(text: &str) -> Option<[u8; 32]> {
-    let hex: String = text.chars().filter(|c| *c != ':').collect();
-    if hex.len() != 64 {
-        return None;
-    }
-    let mut out = [0u8; 32];
-    for (i, chunk) in hex.as_bytes().chunks(2).enumerate() {
-        out[i] = u8::from_str_radix(std::str::from_utf8(chunk).ok()?, 16).ok()?;
-    }
-    Some(out)
+    let digits: Vec<u8> = text.bytes().filter(|&b| b != b':').collect();
+    crate::hex::decode(&digits).and_then(|bytes| bytes.try_into().ok())
 }
 
 /// SHA-256 of DER bytes.
@@ -471,9 +464,10 @@ impl ServerCertVerifier for Verifier {
 
 /// `AB:CD:…`, as openssl prints fingerprints.
 pub fn hex_colons(bytes: &[u8]) -> String {
-    bytes
-        .iter()
-        .map(|b| format!("{b:02X}"))
+    let hex = crate::hex::upper(bytes);
+    hex.as_bytes()
+        .chunks(2)
+        .map(|p| String::from_utf8_lossy(p))
         .collect::<Vec<_>>()
         .join(":")
 }

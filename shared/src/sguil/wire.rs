@@ -88,18 +88,6 @@ fn token_ok(s: &str, max: usize) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
-/// Uppercase hex, as the analyst GUI decodes it.
-pub fn hex_upper(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789ABCDEF";
-    let mut out = Vec::with_capacity(bytes.len() * 2);
-    for &b in bytes {
-        out.push(DIGITS[usize::from(b >> 4)]);
-        out.push(DIGITS[usize::from(b & 15)]);
-    }
-    // Only ASCII digits and letters were pushed.
-    String::from_utf8(out).unwrap_or_default()
-}
-
 impl SguilEvent {
     /// Checks every field; see [`EventError`] for what is refused.
     pub fn new(fields: EventFields) -> Result<SguilEvent, EventError> {
@@ -145,7 +133,7 @@ impl SguilEvent {
             if b.is_empty() {
                 "{}".to_string()
             } else {
-                hex_upper(b)
+                crate::hex::upper(b)
             }
         };
         format!(
