@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use md5::{Digest, Md5};
 
-use super::pipeline::Stages;
+use super::pipeline::{write_backlog, Stages};
 use super::{CollectorSettings, InputLine, Stats, MAX_LINE_BYTES};
 use crate::index::{parse_index_line, IndexFlavor, IndexLine};
 use crate::queue::{Linked, Queue};
@@ -63,14 +63,23 @@ pub struct Committer {
 /// A line after the checker.
 pub struct Checked {
     pub line: InputLine,
-    result: Result<OpenEvent, String>,
+    /// The line's unique id, once it parsed (for the log when a later step fails).
+    unique_id: Option<String>,
+    verdict: Verdict,
+}
+
+enum Verdict {
+    /// A blank line: nothing to do, not even the index file.
+    Empty,
+    /// Why the line cannot be queued.
+    Refused(String),
+    Ready(OpenEvent),
 }
 
 /// An event opened and checked, ready to queue.
 struct OpenEvent {
     file: File,
     path: PathBuf,
-    unique_id: String,
     integrity: Option<String>,
 }
 
@@ -130,25 +139,52 @@ impl Worker {
 impl Checker {
     /// Parses the line and opens and checks its event.
     pub fn check(&mut self, line: InputLine) -> Checked {
-        let result = self.open_and_check(&line);
-        Checked { line, result }
-    }
-
-    fn open_and_check(&mut self, line: &InputLine) -> Result<OpenEvent, String> {
+        if line.bytes.iter().all(|b| b.is_ascii_whitespace()) && line.full_len == line.bytes.len() {
+            return Checked {
+                line,
+                unique_id: None,
+                verdict: Verdict::Empty,
+            };
+        }
         if line.full_len > line.bytes.len() {
-            return Err(format!(
+            let why = format!(
                 "line of {} bytes is longer than {MAX_LINE_BYTES}; kept cut",
                 line.full_len
-            ));
+            );
+            return Checked {
+                line,
+                unique_id: None,
+                verdict: Verdict::Refused(why),
+            };
         }
-        let parsed = parse_index_line(&line.bytes).map_err(|e| e.to_string())?;
-        let path = resolve_event_path(&self.settings.storage_dir, &parsed)?;
+        let parsed = match parse_index_line(&line.bytes) {
+            Ok(p) => p,
+            Err(e) => {
+                return Checked {
+                    line,
+                    unique_id: None,
+                    verdict: Verdict::Refused(e.to_string()),
+                }
+            }
+        };
+        let verdict = match self.open_and_check(&parsed) {
+            Ok(event) => Verdict::Ready(event),
+            Err(why) => Verdict::Refused(why),
+        };
+        Checked {
+            line,
+            unique_id: Some(parsed.unique_id),
+            verdict,
+        }
+    }
+
+    fn open_and_check(&mut self, parsed: &IndexLine) -> Result<OpenEvent, String> {
+        let path = resolve_event_path(&self.settings.storage_dir, parsed)?;
         let mut file = self.open_event(&path)?;
-        let integrity = self.check_integrity(&mut file, &path, &parsed)?;
+        let integrity = self.check_integrity(&mut file, &path, parsed)?;
         Ok(OpenEvent {
             file,
             path,
-            unique_id: parsed.unique_id,
             integrity,
         })
     }
@@ -250,14 +286,21 @@ impl Checker {
 impl Committer {
     /// Appends the line to the index file and queues its event, or backlogs the line.
     pub fn commit(&mut self, checked: Checked) -> LineOutcome {
-        let line = &checked.line;
-        if line.bytes.iter().all(|b| b.is_ascii_whitespace()) && line.full_len == line.bytes.len() {
-            return LineOutcome::Empty;
-        }
+        let Checked {
+            line,
+            unique_id,
+            verdict,
+        } = checked;
+        let checked = match verdict {
+            Verdict::Empty => return LineOutcome::Empty,
+            Verdict::Ready(event) => Ok(event),
+            Verdict::Refused(why) => Err(why),
+        };
         if let Err(e) = self.append_index(&line.bytes) {
             log::error!("cannot append to the index file: {e}");
         }
-        let result = checked.result.and_then(|event| self.queue_event(event));
+        let id = unique_id.as_deref().unwrap_or("-");
+        let result = checked.and_then(|event| self.queue_event(event, id));
         match result {
             Ok((entry, linked, integrity)) => {
                 self.stats.queued.fetch_add(1, Ordering::Relaxed);
@@ -269,24 +312,15 @@ impl Committer {
                 }
             }
             Err(reason) => {
-                let id = parse_index_line(&line.bytes)
-                    .map(|l| l.unique_id)
-                    .unwrap_or_else(|_| "-".into());
                 log::warn!("not queued (unique id {id}): {reason}; line kept in the backlog");
-                self.backlog(&line.bytes, &reason);
+                write_backlog(
+                    &self.queue,
+                    std::slice::from_ref(&line),
+                    &reason,
+                    &self.stats,
+                );
                 LineOutcome::Backlogged { reason }
             }
-        }
-    }
-
-    /// Appends to the backlog; if even that fails, the line goes to the log in full.
-    fn backlog(&self, raw: &[u8], reason: &str) {
-        self.stats.backlogged.fetch_add(1, Ordering::Relaxed);
-        if let Err(e) = self.queue.backlog(raw, reason) {
-            log::error!(
-                "cannot write the backlog ({e}); lost line follows: {}",
-                String::from_utf8_lossy(raw).trim_end()
-            );
         }
     }
 
@@ -310,11 +344,11 @@ impl Committer {
     fn queue_event(
         &mut self,
         event: OpenEvent,
+        unique_id: &str,
     ) -> Result<(String, Linked, Option<String>), String> {
         let OpenEvent {
             file,
             path,
-            unique_id,
             integrity,
         } = event;
         let (name, linked) = self
