@@ -494,3 +494,32 @@ fn example_config_and_a_modsec2sguil_0_8_config_load_without_warnings() {
     let c = ConfigFile::parse(old, Path::new("modsec_agent.conf")).unwrap();
     assert!(c.unknown(KNOWN_KEYS).is_empty());
 }
+
+#[test]
+fn an_unwritable_log_file_is_reported_and_the_collector_still_works() {
+    let mut env = Env::new();
+    let mut child = Command::new(binary("modsec-collector"))
+        .arg("--queue")
+        .arg(&env.queue)
+        .arg("--log-file")
+        .arg(env.dir.path().join("no/such/dir/collector.log"))
+        .arg(&env.storage)
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(&env.event(10))
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("cannot open the log file") && err.contains("no/such/dir/collector.log"),
+        "{err}"
+    );
+    assert_eq!(env.entries().len(), 1);
+}

@@ -383,3 +383,125 @@ fn replies_delayed_past_the_timeout_are_a_timeout() {
     let e = send_all(&mut s, &[event(sid, 1)], 1).err().unwrap();
     assert!(matches!(e, SessionError::Timeout { cid: 1, .. }), "{e}");
 }
+
+/// A one-connection fake server that writes `script` lines (after reading one line
+/// from the agent when a line is `<read>`), for replies sguild never sends.
+fn fake_server(script: &'static [&'static str]) -> std::net::SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let (tcp, _) = listener.accept().unwrap();
+        let mut w = tcp.try_clone().unwrap();
+        let mut r = BufReader::new(tcp);
+        for step in script {
+            if *step == "<read>" {
+                let mut l = String::new();
+                let _ = r.read_line(&mut l);
+            } else if *step == "<sleep>" {
+                std::thread::sleep(Duration::from_secs(3));
+            } else {
+                let _ = w.write_all(format!("{step}\r\n").as_bytes());
+            }
+        }
+        std::thread::sleep(Duration::from_secs(3));
+    });
+    addr
+}
+
+fn fake_settings(addr: std::net::SocketAddr) -> ConnectSettings {
+    ConnectSettings {
+        host: "127.0.0.1".into(),
+        port: addr.port(),
+        tls: TlsMode::Plaintext,
+        expect_version: None,
+        connect_timeout: Duration::from_secs(2),
+        handshake_timeout: Duration::from_secs(1),
+    }
+}
+
+#[test]
+fn a_peer_that_is_not_sguild_is_named_in_the_error() {
+    let addr = fake_server(&["HTTP/1.1 400 Bad Request"]);
+    let e = Connection::open(&fake_settings(addr)).err().unwrap();
+    assert!(matches!(e, ConnError::BadBanner { .. }), "{e}");
+    assert!(
+        e.to_string()
+            .contains(&format!("127.0.0.1:{}", addr.port()))
+            && e.to_string().contains("HTTP/1.1 400"),
+        "{e}"
+    );
+    let addr = fake_server(&["<sleep>"]);
+    let e = Connection::open(&fake_settings(addr)).err().unwrap();
+    assert!(
+        matches!(e, ConnError::Timeout { what: "banner", .. }),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_server_that_talks_before_the_tls_handshake_is_refused() {
+    let addr = fake_server(&["SGUIL-1.0.0 OPENSSL ENABLED", "AgentInfo x y z 1 0"]);
+    std::thread::sleep(Duration::from_millis(100));
+    let mut set = fake_settings(addr);
+    set.tls = TlsMode::NoVerify;
+    let e = Connection::open(&set).err().unwrap();
+    assert!(e.to_string().contains("before the TLS handshake"), "{e}");
+}
+
+#[test]
+fn registration_without_an_answer_or_with_a_wrong_one_fails_clearly() {
+    let server = TestSguild::start();
+    server.set(|f| f.silent = true);
+    let conn = Connection::open(&settings(&server, TlsMode::NoVerify)).unwrap();
+    let e = AgentSession::register(
+        conn,
+        "modsecurity",
+        "websrv-a",
+        "webfarm",
+        Duration::from_millis(500),
+    )
+    .err()
+    .unwrap();
+    assert!(
+        e.to_string().contains("registration failed: no AgentInfo"),
+        "{e}"
+    );
+    let addr = fake_server(&["SGUIL-1.0.0 OPENSSL ENABLED", "<read>", "ConfirmEvent 1"]);
+    let conn = Connection::open(&fake_settings(addr)).unwrap();
+    let e = AgentSession::register(
+        conn,
+        "modsecurity",
+        "websrv-a",
+        "webfarm",
+        Duration::from_secs(2),
+    )
+    .err()
+    .unwrap();
+    assert!(e.to_string().contains("unexpected `ConfirmEvent 1`"), "{e}");
+}
+
+#[test]
+fn a_confirm_for_another_cid_is_out_of_step() {
+    let addr = fake_server(&[
+        "SGUIL-1.0.0 OPENSSL ENABLED",
+        "<read>",
+        "AgentInfo websrv-a modsecurity webfarm 1 0",
+        "<read>",
+        "ConfirmEvent 9",
+    ]);
+    let conn = Connection::open(&fake_settings(addr)).unwrap();
+    let mut s = AgentSession::register(
+        conn,
+        "modsecurity",
+        "websrv-a",
+        "webfarm",
+        Duration::from_secs(2),
+    )
+    .unwrap();
+    let sid = s.sid;
+    let e = send_all(&mut s, &[event(sid, 1)], 1).err().unwrap();
+    assert!(
+        matches!(&e, SessionError::OutOfStep { cid: 1, line, .. } if line == "ConfirmEvent 9"),
+        "{e}"
+    );
+}

@@ -133,8 +133,13 @@ fn main() -> ExitCode {
         log::LevelFilter::Info
     };
     if let Err(e) = Logger::install("modsec-collector", level, true, log_file.as_deref(), syslog) {
-        eprintln!("modsec-collector: cannot open the log file: {e}");
         let _ = Logger::install("modsec-collector", level, true, None, syslog);
+        let path = log_file
+            .as_deref()
+            .map_or_else(String::new, |p| p.display().to_string());
+        log::error!(
+            "cannot open the log file {path}: {e}; logging to stderr (and syslog if set) only"
+        );
     }
     if let Some(c) = &config {
         for s in c.unknown(KNOWN_KEYS) {
@@ -284,12 +289,13 @@ fn run(settings: CollectorSettings) -> ExitCode {
 /// append each line to the index file if one is known, and log every line in full.
 fn degraded(why: &str, index: Option<PathBuf>) -> ExitCode {
     if log::max_level() == log::LevelFilter::Off {
+        // No settings to say where to log: stderr (/dev/null at boot) and syslog's daemon facility.
         let _ = Logger::install(
             "modsec-collector",
             log::LevelFilter::Info,
             true,
             None,
-            Some(libc_daemon()),
+            facility("daemon"),
         );
     }
     log::error!(
@@ -322,8 +328,4 @@ fn degraded(why: &str, index: Option<PathBuf>) -> ExitCode {
             }
         }
     }
-}
-
-fn libc_daemon() -> i32 {
-    facility("daemon").unwrap_or(0)
 }
