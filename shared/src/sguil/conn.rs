@@ -123,6 +123,10 @@ pub struct Connection {
     pub tls: bool,
 }
 
+/// How long one send may block (sguild not reading, a dead peer with a full window)
+/// before the connection is taken for lost.
+const SEND_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Longest line accepted from sguild (its `Failed` for a wrong field count echoes the
 /// whole event: up to ~70 KB for a full detail).
 const MAX_SERVER_LINE: usize = 1024 * 1024;
@@ -152,6 +156,7 @@ impl Connection {
         }
         let tcp = tcp.ok_or_else(|| connect_err(last))?;
         let _ = tcp.set_nodelay(true);
+        let _ = tcp.set_write_timeout(Some(SEND_TIMEOUT));
         let mut conn = Connection {
             server: server.clone(),
             stream: Transport::Plain(tcp),
@@ -251,6 +256,8 @@ impl Connection {
                 Err(e) => return Err(tls_err(e.to_string())),
             }
         }
+        // The handshake deadline is over: sends get the normal limit again.
+        let _ = tls.sock.set_write_timeout(Some(SEND_TIMEOUT));
         // The plain handle is dropped here; the TLS stream keeps its own (dup'ed) one.
         self.stream = Transport::Tls(Box::new(tls));
         self.tls = true;
