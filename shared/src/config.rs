@@ -38,6 +38,13 @@ pub const KNOWN_KEYS: &[&str] = &[
     "SGUIL_VERSION",
     "SEND_WINDOW",
     "REPLY_TIMEOUT",
+    // modsec-shipper: the alert decision and mapping, delivery
+    "ALERT_ON_WARNINGS",
+    "ANOMALY_RULES",
+    "ALERT_CLASS",
+    "ACTIVITY_CLASS",
+    "OUTPUT",
+    "MAX_EVENT_BYTES",
     // modsec-collector
     "STORAGE_DIR",
     "INDEX_FILE",

@@ -7,6 +7,7 @@
 //! Parsers take `&[u8]` (neither index lines nor event files are guaranteed UTF-8) and
 //! never panic on any input.
 
+pub mod alert;
 pub mod auditlog;
 pub mod collect;
 pub mod config;
