@@ -17,4 +17,5 @@ pub mod index;
 pub mod logging;
 pub mod queue;
 pub mod sguil;
+pub mod ship;
 pub mod time;

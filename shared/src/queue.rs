@@ -7,8 +7,9 @@
 //! final name, retried with the next name on `EEXIST` (two collectors run side by side
 //! during a graceful restart); a copy is written under `.tmp/`, fsynced, then linked.
 //! Hidden files and folders belong to the tools: `.tmp/`, `.backlog` (index lines the
-//! collector could not act on, with the reason) and `.integrity/` (markers for entries
-//! whose size or md5 did not match their index line).
+//! collector could not act on, with the reason), `.integrity/` (markers for entries
+//! whose size or md5 did not match their index line), `failed/` (quarantined entries,
+//! each with a `.reason` file), and the shipper's `.lock` and `.journal`.
 
 use std::cmp::Ordering;
 use std::fmt;
@@ -25,6 +26,18 @@ pub const TMP_DIR: &str = ".tmp";
 pub const BACKLOG_FILE: &str = ".backlog";
 /// One marker per entry whose file did not match its index line.
 pub const INTEGRITY_DIR: &str = ".integrity";
+/// Quarantined entries, each beside `<entry>.reason`.
+pub const FAILED_DIR: &str = "failed";
+/// Suffix of the file that says why an entry was quarantined.
+pub const REASON_SUFFIX: &str = ".reason";
+
+/// An entry as found in the queue: its order and its file name as written (the Perl
+/// collector's unpadded names stay what they are on disk).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct QueueEntry {
+    pub name: EntryName,
+    pub file_name: String,
+}
 
 /// An entry's name: the arrival time it encodes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -299,16 +312,65 @@ impl Queue {
         fs::write(dir.join(name.to_string()), format!("{what}\n"))
     }
 
-    /// Entry names present, oldest first (by number, not by string).
-    pub fn entries(&self) -> io::Result<Vec<EntryName>> {
+    /// Entries present, oldest first (by number, not by string).
+    pub fn entries(&self) -> io::Result<Vec<QueueEntry>> {
         let mut names = Vec::new();
         for entry in fs::read_dir(&self.dir)? {
-            if let Some(name) = entry?.file_name().to_str().and_then(EntryName::parse) {
-                names.push(name);
+            let entry = entry?;
+            if let Some(file_name) = entry.file_name().to_str() {
+                if let Some(name) = EntryName::parse(file_name) {
+                    names.push(QueueEntry {
+                        name,
+                        file_name: file_name.to_string(),
+                    });
+                }
             }
         }
         names.sort();
         Ok(names)
+    }
+
+    /// The collector's integrity marker for an entry, if any.
+    pub fn integrity_note(&self, file_name: &str) -> Option<String> {
+        fs::read_to_string(self.dir.join(INTEGRITY_DIR).join(file_name))
+            .ok()
+            .map(|t| t.trim_end().to_string())
+    }
+
+    /// Removes an entry's integrity marker (gone with its entry).
+    pub fn clear_integrity(&self, file_name: &str) {
+        let _ = fs::remove_file(self.dir.join(INTEGRITY_DIR).join(file_name));
+    }
+
+    /// Moves an entry (whatever it is: file, symlink, directory) to `failed/` and writes
+    /// `failed/<name>.reason` first, so a quarantined entry never lacks its reason.
+    /// A name already in `failed/` (an entry requeued and refused again) gets `.1`, `.2`….
+    /// Returns the path it now has.
+    pub fn quarantine(&self, file_name: &str, reason: &str) -> io::Result<PathBuf> {
+        let failed = self.dir.join(FAILED_DIR);
+        fs::create_dir_all(&failed)?;
+        let mut target = failed.join(file_name);
+        let mut n = 0;
+        while fs::symlink_metadata(&target).is_ok() {
+            n += 1;
+            target = failed.join(format!("{file_name}.{n}"));
+        }
+        let mut reason_path = target.clone().into_os_string();
+        reason_path.push(REASON_SUFFIX);
+        let stamp = chrono::Utc::now().format("%Y-%m-%d %H:%M:%S UTC");
+        let mut f = File::create(&reason_path)?;
+        writeln!(f, "time: {stamp}\nentry: {file_name}\nreason: {reason}")?;
+        if let Some(note) = self.integrity_note(file_name) {
+            writeln!(f, "collector: {note}")?;
+        }
+        f.sync_all()?;
+        if let Err(e) = fs::rename(self.dir.join(file_name), &target) {
+            let _ = fs::remove_file(&reason_path);
+            return Err(e);
+        }
+        self.clear_integrity(file_name);
+        File::open(&self.dir)?.sync_all()?;
+        Ok(target)
     }
 }
 
@@ -408,7 +470,7 @@ mod tests {
         let ino = fs::metadata(&src).unwrap().ino();
         assert!(entries
             .iter()
-            .all(|n| fs::metadata(q.dir().join(n.to_string())).unwrap().ino() == ino));
+            .all(|n| fs::metadata(q.dir().join(&n.file_name)).unwrap().ino() == ino));
     }
 
     #[test]

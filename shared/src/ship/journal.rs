@@ -1,0 +1,244 @@
+//! The in-flight journal: which queue entry went out under which (sid, cid, time)
+//! (DESIGN.md, "Delivery: exactly once").
+//!
+//! A record is appended and fsynced before its event is sent. After a crash, a lost
+//! connection or a timeout, every record whose entry is still in the queue is resent
+//! with the same sid, cid, time and hostname: sguild then either stores it (the first
+//! copy never arrived) or answers `Duplicate entry '<sid>-<cid>'` (it did), and the
+//! entry goes either way. The entry's inode is recorded too, so an entry that was
+//! removed and whose name came back (a clock stepped back, a requeue under the same
+//! name of another file) is never mistaken for the one sent.
+//!
+//! One line per record: `<sid>\t<cid>\t<unix time>\t<inode>\t<hostname>\t<entry>\n`.
+//! A torn last line (a crash while appending) was never sent, so it is ignored.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+/// The journal's name in the queue directory.
+pub const JOURNAL_FILE: &str = ".journal";
+/// Above this size the journal is rewritten (to its unresolved records, usually none)
+/// once every event sent so far is answered.
+pub const COMPACT_BYTES: u64 = 256 * 1024;
+
+/// One event sent (or about to be).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JournalRecord {
+    pub sid: u32,
+    pub cid: u32,
+    /// The event's time (whole seconds, UTC): it picks sguild's day table, which is
+    /// what makes a resend a duplicate.
+    pub time: i64,
+    pub ino: u64,
+    pub hostname: String,
+    /// The entry's file name in the queue.
+    pub entry: String,
+}
+
+impl JournalRecord {
+    fn to_line(&self) -> String {
+        format!(
+            "{}\t{}\t{}\t{}\t{}\t{}\n",
+            self.sid, self.cid, self.time, self.ino, self.hostname, self.entry
+        )
+    }
+
+    fn parse(line: &str) -> Option<JournalRecord> {
+        let f: Vec<&str> = line.split('\t').collect();
+        let [sid, cid, time, ino, hostname, entry] = f.as_slice() else {
+            return None;
+        };
+        if entry.is_empty() || entry.contains('/') || hostname.is_empty() {
+            return None;
+        }
+        Some(JournalRecord {
+            sid: sid.parse().ok()?,
+            cid: cid.parse().ok()?,
+            time: time.parse().ok()?,
+            ino: ino.parse().ok()?,
+            hostname: hostname.to_string(),
+            entry: entry.to_string(),
+        })
+    }
+
+    /// Whether the queue still holds the entry this record was written for.
+    pub fn entry_present(&self, queue_dir: &Path) -> bool {
+        fs::symlink_metadata(queue_dir.join(&self.entry)).is_ok_and(|m| m.ino() == self.ino)
+    }
+}
+
+/// The journal file, open for appending.
+#[derive(Debug)]
+pub struct Journal {
+    path: PathBuf,
+    file: File,
+    len: u64,
+}
+
+impl Journal {
+    /// Opens (creating) the journal in `queue_dir` and returns the records in it.
+    pub fn open(queue_dir: &Path) -> io::Result<(Journal, Vec<JournalRecord>)> {
+        let path = queue_dir.join(JOURNAL_FILE);
+        let file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .open(&path)?;
+        let bytes = fs::read(&path)?;
+        let mut records = Vec::new();
+        let complete = match bytes.iter().rposition(|&b| b == b'\n') {
+            Some(i) => &bytes[..=i],
+            None => &[][..],
+        };
+        if complete.len() < bytes.len() {
+            log::warn!(
+                "{}: ignoring a torn last record ({} bytes; written by a run that stopped before sending it)",
+                path.display(),
+                bytes.len() - complete.len()
+            );
+        }
+        for (n, line) in complete.split(|&b| b == b'\n').enumerate() {
+            if line.is_empty() {
+                continue;
+            }
+            match std::str::from_utf8(line)
+                .ok()
+                .and_then(JournalRecord::parse)
+            {
+                Some(r) => records.push(r),
+                None => log::warn!(
+                    "{}:{}: not a journal record; ignored",
+                    path.display(),
+                    n + 1
+                ),
+            }
+        }
+        let len = bytes.len() as u64;
+        Ok((Journal { path, file, len }, records))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Appends `records` and makes them durable.
+    pub fn append(&mut self, records: &[JournalRecord]) -> io::Result<()> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let text: String = records.iter().map(JournalRecord::to_line).collect();
+        self.file.write_all(text.as_bytes())?;
+        self.file.sync_data()?;
+        self.len += text.len() as u64;
+        Ok(())
+    }
+
+    /// Whether the journal has grown enough to be worth rewriting.
+    pub fn wants_compaction(&self) -> bool {
+        self.len > COMPACT_BYTES
+    }
+
+    /// Replaces the journal's contents by `keep` (atomically: a new file, fsynced, renamed
+    /// over the old one).
+    pub fn rewrite(&mut self, keep: &[JournalRecord]) -> io::Result<()> {
+        let tmp = self.path.with_extension("new");
+        let text: String = keep.iter().map(JournalRecord::to_line).collect();
+        {
+            let mut f = File::create(&tmp)?;
+            f.write_all(text.as_bytes())?;
+            f.sync_all()?;
+        }
+        fs::rename(&tmp, &self.path)?;
+        if let Some(dir) = self.path.parent() {
+            File::open(dir)?.sync_all()?;
+        }
+        self.file = OpenOptions::new().append(true).open(&self.path)?;
+        self.len = text.len() as u64;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(cid: u32, entry: &str) -> JournalRecord {
+        JournalRecord {
+            sid: 3,
+            cid,
+            time: 1_790_000_000,
+            ino: 42,
+            hostname: "websrv".into(),
+            entry: entry.into(),
+        }
+    }
+
+    #[test]
+    fn records_survive_reopening_and_a_torn_tail_is_ignored() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut j, old) = Journal::open(dir.path()).unwrap();
+        assert!(old.is_empty());
+        j.append(&[rec(1, "modsec.log.1.000001"), rec(2, "modsec.log.1.000002")])
+            .unwrap();
+        drop(j);
+        let mut f = OpenOptions::new()
+            .append(true)
+            .open(dir.path().join(JOURNAL_FILE))
+            .unwrap();
+        f.write_all(b"3\t3\t17900").unwrap();
+        let (_, back) = Journal::open(dir.path()).unwrap();
+        assert_eq!(
+            back,
+            [rec(1, "modsec.log.1.000001"), rec(2, "modsec.log.1.000002")]
+        );
+    }
+
+    #[test]
+    fn garbage_lines_are_skipped_not_fatal() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(
+            dir.path().join(JOURNAL_FILE),
+            "nonsense\n3\t9\t1\t42\twebsrv\tmodsec.log.1.000009\n1\t2\t3\t4\th\t../escape\n",
+        )
+        .unwrap();
+        let (_, back) = Journal::open(dir.path()).unwrap();
+        assert_eq!(
+            back,
+            [rec(9, "modsec.log.1.000009")].map(|mut r| {
+                r.time = 1;
+                r
+            })
+        );
+    }
+
+    #[test]
+    fn rewrite_keeps_only_what_is_given() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut j, _) = Journal::open(dir.path()).unwrap();
+        j.append(&[rec(1, "a"), rec(2, "b")]).unwrap();
+        j.rewrite(&[rec(2, "b")]).unwrap();
+        j.append(&[rec(3, "c")]).unwrap();
+        let (_, back) = Journal::open(dir.path()).unwrap();
+        assert_eq!(back, [rec(2, "b"), rec(3, "c")]);
+        j.rewrite(&[]).unwrap();
+        assert_eq!(fs::metadata(j.path()).unwrap().len(), 0);
+    }
+
+    #[test]
+    fn an_entry_counts_as_present_only_with_the_same_inode() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("modsec.log.1.000001");
+        fs::write(&p, b"x").unwrap();
+        let mut r = rec(1, "modsec.log.1.000001");
+        r.ino = fs::metadata(&p).unwrap().ino();
+        assert!(r.entry_present(dir.path()));
+        fs::remove_file(&p).unwrap();
+        assert!(!r.entry_present(dir.path()));
+        fs::write(dir.path().join("other"), b"keep the inode busy").unwrap();
+        fs::write(&p, b"y").unwrap();
+        r.ino = r.ino.wrapping_add(1_000_000);
+        assert!(!r.entry_present(dir.path()));
+    }
+}

@@ -1,0 +1,163 @@
+//! Opening and parsing one queue entry, refusing what must not be read.
+//!
+//! Entries are opened with `O_NOFOLLOW` (a symlink planted in the queue is not followed)
+//! and `O_NONBLOCK` (a FIFO cannot hang the shipper), then checked to be regular files
+//! of a sane size. In symlink mode (the collector's `SYMLINK 1`) a symlink is followed
+//! only to a file inside the storage dir.
+
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use crate::auditlog::{read_event_file, AuditEvent, ParseLimits, RawEvent};
+
+/// Files larger than this are quarantined unless MAX_EVENT_BYTES says otherwise:
+/// ModSecurity's largest default request body (SecRequestBodyLimit, 12.5 MiB) plus
+/// headroom; anything bigger is more likely a mistake or an attack on the shipper.
+pub const DEFAULT_MAX_EVENT_BYTES: u64 = 16 * 1024 * 1024;
+
+/// How entries are opened.
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    /// Follow symlinked entries (SYMLINK / LINK_MODE symlink), but only into `storage_dir`.
+    pub follow_symlinks: bool,
+    /// Canonical storage dir (required to follow symlinks).
+    pub storage_dir: Option<PathBuf>,
+    pub max_event_bytes: u64,
+    pub limits: ParseLimits,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        LoadOptions {
+            follow_symlinks: false,
+            storage_dir: None,
+            max_event_bytes: DEFAULT_MAX_EVENT_BYTES,
+            limits: ParseLimits::default(),
+        }
+    }
+}
+
+/// An entry read and parsed.
+#[derive(Debug)]
+pub struct Loaded {
+    pub raw: RawEvent,
+    pub event: AuditEvent,
+    /// Inode of the entry itself (of the symlink, in symlink mode).
+    pub ino: u64,
+    /// The file a symlinked entry points to.
+    pub target: Option<PathBuf>,
+}
+
+/// Why an entry cannot be shipped (said in its `.reason` file).
+#[derive(Debug)]
+pub enum LoadError {
+    /// The entry vanished (removed by an operator, or by another shipper without the
+    /// lock): nothing to do.
+    Gone,
+    /// Anything else: the entry is quarantined with this text.
+    Refused(String),
+}
+
+fn refused(text: impl Into<String>) -> LoadError {
+    LoadError::Refused(text.into())
+}
+
+fn open_no_follow(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)
+}
+
+fn kind(m: &fs::Metadata) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    let t = m.file_type();
+    if t.is_dir() {
+        "a directory"
+    } else if t.is_fifo() {
+        "a FIFO"
+    } else if t.is_socket() {
+        "a socket"
+    } else if t.is_block_device() || t.is_char_device() {
+        "a device"
+    } else if t.is_symlink() {
+        "a symlink"
+    } else {
+        "not a regular file"
+    }
+}
+
+/// Reads and parses the entry `file_name` of `queue_dir`.
+pub fn load_entry(queue_dir: &Path, file_name: &str, o: &LoadOptions) -> Result<Loaded, LoadError> {
+    let path = queue_dir.join(file_name);
+    let meta = match fs::symlink_metadata(&path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(LoadError::Gone),
+        Err(e) => return Err(refused(format!("cannot stat: {e}"))),
+    };
+    let ino = meta.ino();
+    let (file, read_path, target) = if meta.file_type().is_symlink() {
+        if !o.follow_symlinks {
+            return Err(refused(
+                "a symlink, and symlink mode (SYMLINK 1 / LINK_MODE symlink) is off: not followed",
+            ));
+        }
+        let link = fs::read_link(&path).map_err(|e| refused(format!("cannot read link: {e}")))?;
+        let real = match fs::canonicalize(queue_dir.join(&link)) {
+            Ok(p) => p,
+            Err(e) => {
+                return Err(refused(format!(
+                    "symlink to {}, which cannot be opened: {e}",
+                    link.display()
+                )))
+            }
+        };
+        let inside = o.storage_dir.as_ref().is_some_and(|d| real.starts_with(d));
+        if !inside {
+            return Err(refused(format!(
+                "symlink to {}, outside the storage dir {}",
+                real.display(),
+                o.storage_dir
+                    .as_ref()
+                    .map_or("(STORAGE_DIR not set)".into(), |d| d.display().to_string())
+            )));
+        }
+        let f = open_no_follow(&real).map_err(|e| refused(format!("{}: {e}", real.display())))?;
+        (f, real.clone(), Some(real))
+    } else {
+        match open_no_follow(&path) {
+            Ok(f) => (f, path.clone(), None),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(LoadError::Gone),
+            Err(e) if e.raw_os_error() == Some(libc::EISDIR) => {
+                return Err(refused("a directory, not an event file"))
+            }
+            Err(e) => return Err(refused(format!("cannot open: {e}"))),
+        }
+    };
+    let fmeta = file
+        .metadata()
+        .map_err(|e| refused(format!("cannot stat: {e}")))?;
+    if !fmeta.is_file() {
+        return Err(refused(format!("{}, not an event file", kind(&fmeta))));
+    }
+    if fmeta.len() > o.max_event_bytes {
+        return Err(refused(format!(
+            "the file is {} bytes, over MAX_EVENT_BYTES ({}); raise it to ship such events",
+            fmeta.len(),
+            o.max_event_bytes
+        )));
+    }
+    let raw = read_event_file(&read_path, file, &o.limits)
+        .map_err(|e| refused(format!("cannot read: {e}")))?;
+    let event = raw
+        .parse(&o.limits)
+        .map_err(|e| refused(format!("not a ModSecurity audit-log event: {e}")))?;
+    Ok(Loaded {
+        raw,
+        event,
+        ino,
+        target,
+    })
+}

@@ -1,0 +1,55 @@
+//! The queue lock: one shipper at a time (a cron `drain` and a daemon, or two crons).
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::path::Path;
+
+use rustix::fs::{flock, FlockOperation};
+
+/// The lock file's name in the queue directory.
+pub const LOCK_FILE: &str = ".lock";
+
+/// Held until dropped (the kernel releases it when the process dies, even by SIGKILL).
+#[derive(Debug)]
+pub struct QueueLock {
+    _file: File,
+}
+
+impl QueueLock {
+    /// Takes the lock; `Ok(None)` when another process holds it and `wait` is false.
+    pub fn acquire(queue_dir: &Path, wait: bool) -> io::Result<Option<QueueLock>> {
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(queue_dir.join(LOCK_FILE))?;
+        let op = if wait {
+            FlockOperation::LockExclusive
+        } else {
+            FlockOperation::NonBlockingLockExclusive
+        };
+        loop {
+            match flock(&file, op) {
+                Ok(()) => return Ok(Some(QueueLock { _file: file })),
+                Err(e) if e == rustix::io::Errno::WOULDBLOCK => return Ok(None),
+                Err(e) if e == rustix::io::Errno::INTR => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_second_holder_is_refused_until_the_first_lets_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = QueueLock::acquire(dir.path(), false).unwrap();
+        assert!(first.is_some());
+        assert!(QueueLock::acquire(dir.path(), false).unwrap().is_none());
+        drop(first);
+        assert!(QueueLock::acquire(dir.path(), false).unwrap().is_some());
+    }
+}

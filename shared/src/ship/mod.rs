@@ -1,0 +1,521 @@
+//! Delivery: from queue entries to events stored in Sguil, each exactly once
+//! (DESIGN.md, "Delivery: exactly once, by construction").
+//!
+//! A [`Shipper`] owns the queue (under its lock) and the journal. Each window of
+//! entries is read, decided, mapped, journaled (one fsync), sent, and each entry is
+//! removed only when its event is answered: `ConfirmEvent`, or `Duplicate entry` for a
+//! resend. What is left unanswered (a crash, a lost connection, a timeout) stays in the
+//! journal and goes first, under the same sid, cid and time, the next time a session
+//! starts. An entry that cannot be read or is refused by sguild goes to `failed/`.
+//!
+//! Where the events go is a [`Sink`]: sguild ([`crate::sguil::client::AgentSession`])
+//! or JSON lines on stdout.
+
+pub mod journal;
+pub mod load;
+pub mod lock;
+pub mod settings;
+pub mod sink;
+
+use std::collections::HashSet;
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use chrono::{TimeZone, Utc};
+use thiserror::Error;
+
+use crate::alert::{map_event, AlertSettings, Decision};
+use crate::queue::{Queue, QueueEntry};
+use crate::sguil::client::{Outcome, SessionError};
+use crate::sguil::wire::SguilEvent;
+use journal::{Journal, JournalRecord};
+use load::{load_entry, LoadError, LoadOptions};
+pub use sink::Sink;
+
+/// What shipping needs besides the sink.
+#[derive(Debug, Clone)]
+pub struct ShipSettings {
+    pub alert: AlertSettings,
+    pub load: LoadOptions,
+    /// SYMLINK_REMOVE_ORIG: remove a symlinked entry's target once delivered.
+    pub remove_orig: bool,
+    /// Events per window: journaled with one fsync, then sent with all of them in flight.
+    pub window: usize,
+}
+
+/// Counts for the summary line.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Stored by sguild (confirmed, or a resend answered as a duplicate).
+    pub shipped: u64,
+    /// Of those, resends found already stored.
+    pub already_stored: u64,
+    /// Not alerts (and HANDLE_ALL_EVENTS off): removed without sending.
+    pub skipped: u64,
+    pub quarantined: u64,
+    /// Shipped with empty addresses because they were IPv6 (the detail has them).
+    pub ipv6: u64,
+    /// Delivered, but the entry could not be removed; it stays journaled.
+    pub undeletable: u64,
+}
+
+impl Stats {
+    /// Entries handled (shipped, skipped or quarantined).
+    pub fn handled(&self) -> u64 {
+        self.shipped + self.skipped + self.quarantined
+    }
+}
+
+/// Why shipping stopped before the queue was done.
+#[derive(Debug, Error)]
+pub enum ShipError {
+    /// The session broke; whatever was answered is done, the rest stays journaled.
+    #[error(transparent)]
+    Session(#[from] SessionError),
+    /// sguild said a *first* send was a duplicate: another agent stores events under the
+    /// same sid (two sensors with one HOSTNAME?). The entry stays; a new session gets a
+    /// fresh maxCid.
+    #[error("{server}: cid {cid} of sid {sid} was already taken by someone else: does another agent register as hostname `{hostname}`?")]
+    CidCollision {
+        server: String,
+        sid: u32,
+        cid: u32,
+        hostname: String,
+    },
+    /// The queue or journal cannot be read or written.
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> ShipError + '_ {
+    move |source| ShipError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Limits on one call of [`Shipper::ship`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Bounds {
+    pub max_events: Option<u64>,
+    pub deadline: Option<Instant>,
+}
+
+/// A journaled event still waiting for its answer.
+#[derive(Debug, Clone)]
+struct InFlight {
+    record: JournalRecord,
+    /// Sent before in a way that may have reached sguild (an earlier run, or a session
+    /// that broke): a duplicate then means "stored".
+    maybe_sent: bool,
+}
+
+/// A mapped event ready to be sent, with what is needed to finish its entry.
+struct Prepared {
+    event: SguilEvent,
+    entry: String,
+    ino: u64,
+    target: Option<PathBuf>,
+    ipv6: bool,
+}
+
+/// The queue, its journal, and the next cid.
+pub struct Shipper {
+    queue: Queue,
+    journal: Journal,
+    settings: ShipSettings,
+    /// Journaled and not yet answered, oldest first.
+    unresolved: Vec<InFlight>,
+    next_cid: u32,
+    pub stats: Stats,
+}
+
+impl Shipper {
+    /// Opens the queue at `dir` (which must exist) and reads the journal. The caller
+    /// holds the queue lock.
+    pub fn open(dir: &Path, settings: ShipSettings) -> Result<Shipper, ShipError> {
+        let meta = fs::metadata(dir).map_err(io_err(dir))?;
+        if !meta.is_dir() {
+            return Err(ShipError::Io {
+                path: dir.to_path_buf(),
+                source: io::Error::new(io::ErrorKind::InvalidInput, "not a directory"),
+            });
+        }
+        let queue = Queue::open(dir).map_err(io_err(dir))?;
+        let (journal, records) = Journal::open(dir).map_err(io_err(dir))?;
+        let next_cid = records.iter().map(|r| r.cid).max().unwrap_or(0);
+        let unresolved: Vec<InFlight> = records
+            .into_iter()
+            .filter(|r| r.entry_present(dir))
+            .map(|record| InFlight {
+                record,
+                maybe_sent: true,
+            })
+            .collect();
+        if !unresolved.is_empty() {
+            log::info!(
+                "{}: {} event(s) sent before without an answer; resending them first",
+                journal.path().display(),
+                unresolved.len()
+            );
+        }
+        Ok(Shipper {
+            queue,
+            journal,
+            settings,
+            unresolved,
+            next_cid: next_cid.saturating_add(1),
+            stats: Stats::default(),
+        })
+    }
+
+    pub fn queue(&self) -> &Queue {
+        &self.queue
+    }
+
+    /// Replaces the settings (SIGHUP).
+    pub fn set_settings(&mut self, settings: ShipSettings) {
+        self.settings = settings;
+    }
+
+    /// Events journaled and not yet answered.
+    pub fn unresolved(&self) -> usize {
+        self.unresolved.len()
+    }
+
+    /// Entries in the queue now.
+    pub fn remaining(&self) -> Result<usize, ShipError> {
+        Ok(self
+            .queue
+            .entries()
+            .map_err(io_err(self.queue.dir()))?
+            .len())
+    }
+
+    /// Ships what is in the queue: first what the journal holds unanswered, then every
+    /// entry present, oldest first, a window at a time, until the queue as listed at the
+    /// start is done, `bounds` are reached or `stop` is set (checked between windows, so
+    /// the window in flight is finished). Returns whether entries were left for later.
+    pub fn ship(
+        &mut self,
+        sink: &mut dyn Sink,
+        bounds: Bounds,
+        stop: &std::sync::atomic::AtomicBool,
+    ) -> Result<bool, ShipError> {
+        use std::sync::atomic::Ordering;
+        self.next_cid = self.next_cid.max(sink.max_cid().saturating_add(1));
+        let start = self.stats.handled();
+        let limit_reached = |s: &Shipper| {
+            bounds
+                .max_events
+                .is_some_and(|m| s.stats.handled() - start >= m)
+                || bounds.deadline.is_some_and(|d| Instant::now() >= d)
+                || stop.load(Ordering::Relaxed)
+        };
+        self.resend_unresolved(sink)?;
+        let dir = self.queue.dir().to_path_buf();
+        let entries = self.queue.entries().map_err(io_err(&dir))?;
+        let journaled: HashSet<String> = self
+            .unresolved
+            .iter()
+            .map(|f| f.record.entry.clone())
+            .collect();
+        let mut pending = entries
+            .into_iter()
+            .filter(|e| !journaled.contains(&e.file_name))
+            .peekable();
+        while pending.peek().is_some() {
+            if limit_reached(self) {
+                return Ok(true);
+            }
+            let mut window = Vec::with_capacity(self.settings.window);
+            while window.len() < self.settings.window {
+                let budget_left = bounds.max_events.map_or(true, |m| {
+                    self.stats.handled() - start + (window.len() as u64) < m
+                });
+                if !budget_left {
+                    break;
+                }
+                let Some(entry) = pending.next() else { break };
+                if let Some(p) = self.prepare(&entry, sink)? {
+                    window.push(p);
+                }
+            }
+            if !window.is_empty() {
+                self.send_new(sink, window)?;
+            }
+        }
+        if self.unresolved.is_empty() && self.journal.wants_compaction() {
+            let path = self.journal.path().to_path_buf();
+            self.journal.rewrite(&[]).map_err(io_err(&path))?;
+        }
+        Ok(false)
+    }
+
+    /// Reads, decides and maps one entry; `None` when it was skipped, quarantined or gone.
+    fn prepare(
+        &mut self,
+        entry: &QueueEntry,
+        sink: &dyn Sink,
+    ) -> Result<Option<Prepared>, ShipError> {
+        let loaded = match load_entry(self.queue.dir(), &entry.file_name, &self.settings.load) {
+            Ok(l) => l,
+            Err(LoadError::Gone) => return Ok(None),
+            Err(LoadError::Refused(why)) => {
+                self.quarantine(&entry.file_name, &why)?;
+                return Ok(None);
+            }
+        };
+        let notes: Vec<String> = self
+            .queue
+            .integrity_note(&entry.file_name)
+            .map(|n| format!("collector: {n}"))
+            .into_iter()
+            .collect();
+        let mapped = map_event(
+            &loaded.event,
+            &loaded.raw.bytes,
+            &notes,
+            &self.settings.alert,
+        );
+        if mapped.decision == Decision::Skip {
+            log::debug!(
+                "{}: {} is not an alert; removed",
+                entry.file_name,
+                loaded.event.unique_id
+            );
+            self.finish(&entry.file_name, loaded.target.as_deref());
+            self.stats.skipped += 1;
+            return Ok(None);
+        }
+        let mut fields = mapped.fields;
+        fields.sid = sink.sid();
+        fields.hostname = sink.hostname().to_string();
+        fields.cid = self.next_cid;
+        match SguilEvent::new(fields) {
+            Ok(event) => {
+                self.next_cid = self.next_cid.saturating_add(1);
+                Ok(Some(Prepared {
+                    event,
+                    entry: entry.file_name.clone(),
+                    ino: loaded.ino,
+                    target: loaded.target,
+                    ipv6: mapped.ipv6,
+                }))
+            }
+            Err(e) => {
+                self.quarantine(&entry.file_name, &format!("cannot be sent to Sguil: {e}"))?;
+                Ok(None)
+            }
+        }
+    }
+
+    /// Journals a window of new events (one fsync), then sends it.
+    fn send_new(&mut self, sink: &mut dyn Sink, window: Vec<Prepared>) -> Result<(), ShipError> {
+        let records: Vec<JournalRecord> = window
+            .iter()
+            .map(|p| {
+                let f = p.event.fields();
+                JournalRecord {
+                    sid: f.sid,
+                    cid: f.cid,
+                    time: f.time.timestamp(),
+                    ino: p.ino,
+                    hostname: f.hostname.clone(),
+                    entry: p.entry.clone(),
+                }
+            })
+            .collect();
+        let path = self.journal.path().to_path_buf();
+        self.journal.append(&records).map_err(io_err(&path))?;
+        self.unresolved
+            .extend(records.into_iter().map(|record| InFlight {
+                record,
+                maybe_sent: false,
+            }));
+        self.send_window(sink, window)
+    }
+
+    /// Resends what the journal holds unanswered, with its sid, cid, time and hostname.
+    fn resend_unresolved(&mut self, sink: &mut dyn Sink) -> Result<(), ShipError> {
+        let todo: Vec<JournalRecord> = self.unresolved.iter().map(|f| f.record.clone()).collect();
+        for chunk in todo.chunks(self.settings.window.max(1)) {
+            let mut window = Vec::new();
+            for r in chunk {
+                let present = r.entry_present(self.queue.dir());
+                let loaded = if present {
+                    load_entry(self.queue.dir(), &r.entry, &self.settings.load)
+                } else {
+                    Err(LoadError::Gone)
+                };
+                let loaded = match loaded {
+                    Ok(l) => l,
+                    Err(LoadError::Gone) => {
+                        self.resolve(&r.entry);
+                        continue;
+                    }
+                    Err(LoadError::Refused(why)) => {
+                        self.resolve(&r.entry);
+                        self.quarantine(&r.entry, &why)?;
+                        continue;
+                    }
+                };
+                let notes: Vec<String> = self
+                    .queue
+                    .integrity_note(&r.entry)
+                    .map(|n| format!("collector: {n}"))
+                    .into_iter()
+                    .collect();
+                let mapped = map_event(
+                    &loaded.event,
+                    &loaded.raw.bytes,
+                    &notes,
+                    &self.settings.alert,
+                );
+                let mut fields = mapped.fields;
+                fields.sid = r.sid;
+                fields.cid = r.cid;
+                fields.hostname = r.hostname.clone();
+                if let Some(t) = Utc.timestamp_opt(r.time, 0).single() {
+                    fields.time = t;
+                }
+                match SguilEvent::new(fields) {
+                    Ok(event) => window.push(Prepared {
+                        event,
+                        entry: r.entry.clone(),
+                        ino: loaded.ino,
+                        target: loaded.target,
+                        ipv6: mapped.ipv6,
+                    }),
+                    Err(e) => {
+                        self.resolve(&r.entry);
+                        self.quarantine(&r.entry, &format!("cannot be sent to Sguil: {e}"))?;
+                    }
+                }
+            }
+            if !window.is_empty() {
+                self.send_window(sink, window)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends a journaled window and acts on every answer that came, even when the
+    /// session broke part-way.
+    fn send_window(&mut self, sink: &mut dyn Sink, window: Vec<Prepared>) -> Result<(), ShipError> {
+        let events: Vec<SguilEvent> = window.iter().map(|p| p.event.clone()).collect();
+        let mut answers: Vec<(usize, Outcome)> = Vec::with_capacity(events.len());
+        let sent = sink.send(&events, &mut |i, o| answers.push((i, o)));
+        let mut collision = None;
+        for (i, outcome) in answers {
+            let p = &window[i];
+            let maybe_sent = self
+                .unresolved
+                .iter()
+                .find(|f| f.record.entry == p.entry)
+                .is_some_and(|f| f.maybe_sent);
+            match outcome {
+                Outcome::Confirmed => self.delivered(p, false),
+                Outcome::AlreadyStored if maybe_sent => self.delivered(p, true),
+                Outcome::AlreadyStored => {
+                    // Not ours: the entry stays in the queue for a later cid.
+                    self.resolve(&p.entry);
+                    let f = p.event.fields();
+                    collision.get_or_insert(ShipError::CidCollision {
+                        server: sink.name(),
+                        sid: f.sid,
+                        cid: f.cid,
+                        hostname: f.hostname.clone(),
+                    });
+                }
+                Outcome::Rejected(text) => {
+                    self.resolve(&p.entry);
+                    self.quarantine(
+                        &p.entry,
+                        &format!("sguild refused the event: Failed {text}"),
+                    )?;
+                }
+            }
+        }
+        for f in &mut self.unresolved {
+            f.maybe_sent = true;
+        }
+        if let Err(e) = sent {
+            return Err(e.into());
+        }
+        if let Some(c) = collision {
+            let path = self.journal.path().to_path_buf();
+            let keep: Vec<JournalRecord> =
+                self.unresolved.iter().map(|f| f.record.clone()).collect();
+            self.journal.rewrite(&keep).map_err(io_err(&path))?;
+            return Err(c);
+        }
+        Ok(())
+    }
+
+    /// An event is stored: its entry goes, unless it cannot be removed (then it stays
+    /// journaled, so a later resend finds it stored instead of sending it anew).
+    fn delivered(&mut self, p: &Prepared, already: bool) {
+        self.stats.shipped += 1;
+        if already {
+            self.stats.already_stored += 1;
+        }
+        if p.ipv6 {
+            self.stats.ipv6 += 1;
+        }
+        if self.finish(&p.entry, p.target.as_deref()) {
+            self.resolve(&p.entry);
+        } else {
+            self.stats.undeletable += 1;
+        }
+    }
+
+    /// Removes a done entry (and, with SYMLINK_REMOVE_ORIG, its target). False when the
+    /// entry could not be removed.
+    fn finish(&self, entry: &str, target: Option<&Path>) -> bool {
+        let path = self.queue.dir().join(entry);
+        let removed = match fs::remove_file(&path) {
+            Ok(()) => true,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => true,
+            Err(e) => {
+                log::error!("{}: delivered but cannot be removed: {e}", path.display());
+                false
+            }
+        };
+        self.queue.clear_integrity(entry);
+        if removed && self.settings.remove_orig {
+            if let Some(t) = target {
+                if let Err(e) = fs::remove_file(t) {
+                    log::warn!("{}: SYMLINK_REMOVE_ORIG: {e}", t.display());
+                }
+            }
+        }
+        removed
+    }
+
+    fn resolve(&mut self, entry: &str) {
+        self.unresolved.retain(|f| f.record.entry != entry);
+    }
+
+    fn quarantine(&mut self, entry: &str, why: &str) -> Result<(), ShipError> {
+        let dir = self.queue.dir().to_path_buf();
+        match self.queue.quarantine(entry, why) {
+            Ok(to) => {
+                log::warn!(
+                    "{}: quarantined to {}: {why}",
+                    dir.join(entry).display(),
+                    to.display()
+                );
+                self.stats.quarantined += 1;
+                Ok(())
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(ShipError::Io {
+                path: dir.join(crate::queue::FAILED_DIR),
+                source: e,
+            }),
+        }
+    }
+}

@@ -1,0 +1,133 @@
+//! Where shipped events go: sguild, or JSON lines (OUTPUT stdout).
+
+use std::io::Write;
+
+use serde_json::json;
+
+use crate::sguil::client::{AgentSession, Outcome, SessionError};
+use crate::sguil::conn::ConnError;
+use crate::sguil::wire::SguilEvent;
+
+/// A destination that answers each event, in order.
+pub trait Sink {
+    /// For log lines: the server, or `stdout`.
+    fn name(&self) -> String;
+    /// The sensor id events carry.
+    fn sid(&self) -> u32;
+    /// The hostname events carry (the registered one).
+    fn hostname(&self) -> &str;
+    /// The highest cid the destination already holds for [`Sink::sid`].
+    fn max_cid(&self) -> u32;
+    /// Sends `events`, calling `answered(index, outcome)` in order; see
+    /// [`AgentSession::send`].
+    fn send(
+        &mut self,
+        events: &[SguilEvent],
+        answered: &mut dyn FnMut(usize, Outcome),
+    ) -> Result<(), SessionError>;
+    /// Checks the destination is alive (idle keep-alive).
+    fn ping(&mut self) -> Result<(), SessionError>;
+}
+
+/// A registered sguild session.
+pub struct SguilSink {
+    pub session: AgentSession,
+    pub hostname: String,
+    pub window: usize,
+}
+
+impl Sink for SguilSink {
+    fn name(&self) -> String {
+        self.session.server().to_string()
+    }
+    fn sid(&self) -> u32 {
+        self.session.sid
+    }
+    fn hostname(&self) -> &str {
+        &self.hostname
+    }
+    fn max_cid(&self) -> u32 {
+        self.session.max_cid
+    }
+    fn send(
+        &mut self,
+        events: &[SguilEvent],
+        answered: &mut dyn FnMut(usize, Outcome),
+    ) -> Result<(), SessionError> {
+        self.session.send(events, self.window, answered)
+    }
+    fn ping(&mut self) -> Result<(), SessionError> {
+        self.session.ping()
+    }
+}
+
+/// One JSON object per event, every field decoded, flushed per window.
+pub struct JsonLinesSink<W: Write> {
+    pub out: W,
+    pub hostname: String,
+}
+
+/// An event as a JSON object: the GenericEvent's fields, message and detail decoded
+/// (as UTF-8, invalid bytes replaced), addresses as sent (`null` = empty).
+pub fn event_json(e: &SguilEvent) -> serde_json::Value {
+    let f = e.fields();
+    json!({
+        "sid": f.sid,
+        "cid": f.cid,
+        "status": f.status,
+        "priority": f.priority,
+        "class": f.class,
+        "hostname": f.hostname,
+        "time": f.time.format("%Y-%m-%d %H:%M:%S").to_string(),
+        "ref_id": f.ref_id,
+        "message": String::from_utf8_lossy(&f.message),
+        "src_ip": f.src_ip.map(|a| a.to_string()),
+        "dst_ip": f.dst_ip.map(|a| a.to_string()),
+        "ip_proto": f.ip_proto,
+        "src_port": f.src_port,
+        "dst_port": f.dst_port,
+        "generator": f.generator,
+        "sig_id": f.sig_id,
+        "revision": f.revision,
+        "detail": String::from_utf8_lossy(&f.detail),
+    })
+}
+
+impl<W: Write> Sink for JsonLinesSink<W> {
+    fn name(&self) -> String {
+        "stdout".into()
+    }
+    fn sid(&self) -> u32 {
+        0
+    }
+    fn hostname(&self) -> &str {
+        &self.hostname
+    }
+    fn max_cid(&self) -> u32 {
+        0
+    }
+    fn send(
+        &mut self,
+        events: &[SguilEvent],
+        answered: &mut dyn FnMut(usize, Outcome),
+    ) -> Result<(), SessionError> {
+        let io = |source| {
+            SessionError::Conn(ConnError::Io {
+                server: "stdout".into(),
+                source,
+            })
+        };
+        for e in events {
+            serde_json::to_writer(&mut self.out, &event_json(e)).map_err(|e| io(e.into()))?;
+            self.out.write_all(b"\n").map_err(io)?;
+        }
+        self.out.flush().map_err(io)?;
+        for i in 0..events.len() {
+            answered(i, Outcome::Confirmed);
+        }
+        Ok(())
+    }
+    fn ping(&mut self) -> Result<(), SessionError> {
+        Ok(())
+    }
+}
