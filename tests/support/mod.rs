@@ -7,6 +7,7 @@ use std::sync::OnceLock;
 
 pub mod apache;
 pub mod sguild;
+pub mod shipper;
 
 /// `tests/fixtures/` of this checkout.
 pub fn fixtures() -> PathBuf {

@@ -32,6 +32,8 @@ pub struct Faults {
     pub close_after: Option<usize>,
     /// Wait this long before each reply.
     pub delay: Option<Duration>,
+    /// Wait this long before answering each GenericEvent (registration is prompt).
+    pub event_delay: Option<Duration>,
     /// Answer `Connection Refused.` to new connections.
     pub refuse: bool,
 }
@@ -171,6 +173,13 @@ impl TestSguild {
         let dir = self.dir.take().expect("the store dir");
         drop(self);
         TestSguild::start_in(dir)
+    }
+
+    /// Like [`TestSguild::restart`], on the same port (agents reconnect to it).
+    pub fn restart_on(mut self, port: u16) -> TestSguild {
+        let dir = self.dir.take().expect("the store dir");
+        drop(self);
+        TestSguild::start_at(dir, port)
     }
 
     pub fn set(&self, change: impl FnOnce(&mut Faults)) {
@@ -392,6 +401,9 @@ fn serve(
             "PONG" => {}
             "GenericEvent" => {
                 events += 1;
+                if let Some(d) = f.event_delay {
+                    std::thread::sleep(d);
+                }
                 if let Some(reply) = generic_event(&items[1..], &f, db, store) {
                     stream.write_line(&reply)?;
                 }

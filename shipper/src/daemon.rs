@@ -1,0 +1,221 @@
+//! `modsec-shipper run`: the daemon. Ships entries as they arrive, keeps the session
+//! alive with PING, reconnects with capped exponential backoff and jitter.
+
+use std::collections::hash_map::RandomState;
+use std::hash::{BuildHasher, Hasher};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use modsec2sguil::ship::lock::QueueLock;
+use modsec2sguil::ship::settings::ShipperSettings;
+use modsec2sguil::ship::{Bounds, ShipError, Shipper, Sink};
+
+use crate::drain::summary;
+use crate::exit;
+use crate::setup::{connect, drop_privileges, install_logger, load_settings};
+use crate::Common;
+
+/// First wait after a failure; doubled per failure up to [`MAX_BACKOFF`].
+const MIN_BACKOFF: Duration = Duration::from_secs(1);
+/// sguild needs its operator after an outage; retrying more often than this only
+/// fills the log.
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// How often an idle queue is looked at (modsec_agent.pl polled every second).
+const IDLE_POLL: Duration = Duration::from_secs(1);
+/// Pause between rounds while entries keep arriving.
+const BUSY_POLL: Duration = Duration::from_millis(250);
+
+/// A delay between `d/2` and `d` ("equal jitter"), so many agents restarted together
+/// do not reconnect in step.
+fn jittered(d: Duration) -> Duration {
+    let mut h = RandomState::new().build_hasher();
+    h.write_u128(Instant::now().elapsed().as_nanos());
+    let frac = (h.finish() % 1000) as f64 / 1000.0;
+    d.mul_f64(0.5 + frac / 2.0)
+}
+
+/// Sleeps up to `d`, waking early when `stop` is set. Returns false if stopped.
+fn nap(d: Duration, stop: &AtomicBool) -> bool {
+    let until = Instant::now() + d;
+    while Instant::now() < until {
+        if stop.load(Ordering::Relaxed) {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50).min(until - Instant::now()));
+    }
+    !stop.load(Ordering::Relaxed)
+}
+
+pub fn run(common: &Common, foreground: bool) -> u8 {
+    let started = Instant::now();
+    let (config, mut settings) = match load_settings(common) {
+        Ok(v) => v,
+        Err(e) => {
+            let config = modsec2sguil::config::ConfigFile::load(&common.config).ok();
+            install_logger(common, config.as_ref());
+            log::error!("{e}");
+            return exit::CONFIG;
+        }
+    };
+    install_logger(common, Some(&config));
+    if settings.daemon && !foreground {
+        // Before any thread exists: fork keeps only the calling thread.
+        if let Err(e) = nix::unistd::daemon(false, false) {
+            log::error!("DAEMON 1: cannot detach: {e}");
+            return exit::IO;
+        }
+    }
+    if let Err(e) = drop_privileges(settings.runas) {
+        log::error!("{e}");
+        return exit::CONFIG;
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let hup = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        if let Err(e) = signal_hook::flag::register(sig, stop.clone()) {
+            log::warn!("cannot handle signal {sig}: {e}");
+        }
+    }
+    if let Err(e) = signal_hook::flag::register(signal_hook::consts::SIGHUP, hup.clone()) {
+        log::warn!("cannot handle SIGHUP: {e}");
+    }
+    let queue_dir = settings.queue_dir.clone();
+    if !queue_dir.is_dir() {
+        log::error!(
+            "{}: the queue (EVENT_DIR) does not exist or is not a directory",
+            queue_dir.display()
+        );
+        return exit::CONFIG;
+    }
+    let mut waited = false;
+    let _lock = loop {
+        match QueueLock::acquire(&queue_dir, false) {
+            Ok(Some(l)) => break l,
+            Ok(None) => {
+                if !waited {
+                    log::info!(
+                        "{}: another shipper holds the queue lock; waiting for it",
+                        queue_dir.display()
+                    );
+                    waited = true;
+                }
+                if !nap(IDLE_POLL, &stop) {
+                    return exit::OK;
+                }
+            }
+            Err(e) => {
+                log::error!("{}: cannot take the queue lock: {e}", queue_dir.display());
+                return exit::IO;
+            }
+        }
+    };
+    let mut shipper = match Shipper::open(&queue_dir, settings.ship.clone()) {
+        Ok(s) => s,
+        Err(e) => {
+            log::error!("{e}");
+            return exit::IO;
+        }
+    };
+    log::info!("run: shipping {} as it fills", queue_dir.display());
+    let mut backoff = MIN_BACKOFF;
+    'connect: while !stop.load(Ordering::Relaxed) {
+        let mut sink = match connect(&settings) {
+            Ok(s) => s,
+            Err(e) => {
+                let wait = jittered(backoff);
+                log::error!("{e}; retrying in {:.1} s", wait.as_secs_f64());
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+                nap(wait, &stop);
+                continue;
+            }
+        };
+        let mut last_traffic = Instant::now();
+        loop {
+            if stop.load(Ordering::Relaxed) {
+                break 'connect;
+            }
+            if hup.swap(false, Ordering::Relaxed) && reload(common, &mut settings, &mut shipper) {
+                continue 'connect;
+            }
+            let before = shipper.stats.handled();
+            match shipper.ship(sink.as_mut(), Bounds::default(), &stop) {
+                Ok(_) if shipper.stats.handled() > before => {
+                    last_traffic = Instant::now();
+                    backoff = MIN_BACKOFF;
+                    nap(BUSY_POLL, &stop);
+                }
+                Ok(_) => {
+                    if let Some(ping) = settings.sguil.as_ref().map(|s| s.ping_delay) {
+                        if last_traffic.elapsed() >= ping {
+                            if let Err(e) = sink.ping() {
+                                log::warn!(
+                                    "{}: keep-alive PING failed: {e}; reconnecting",
+                                    sink.name()
+                                );
+                                continue 'connect;
+                            }
+                            last_traffic = Instant::now();
+                        }
+                    }
+                    nap(IDLE_POLL, &stop);
+                }
+                Err(e) => {
+                    let wait = jittered(backoff);
+                    log::error!(
+                        "{e}; {} event(s) wait for an answer, {} entries queued; reconnecting in {:.1} s",
+                        shipper.unresolved(),
+                        shipper.remaining().unwrap_or(0),
+                        wait.as_secs_f64()
+                    );
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    drop_session(sink, &e);
+                    nap(wait, &stop);
+                    continue 'connect;
+                }
+            }
+        }
+    }
+    summary(
+        &shipper.stats,
+        shipper.remaining().unwrap_or(0),
+        started.elapsed(),
+    );
+    log::info!("run: stopped");
+    exit::OK
+}
+
+fn drop_session(sink: Box<dyn Sink>, e: &ShipError) {
+    log::debug!("closing the session to {} after: {e}", sink.name());
+    drop(sink);
+}
+
+/// SIGHUP: reads the config again. Returns true when the session must be rebuilt.
+/// A config that does not load is logged and the running one kept.
+fn reload(common: &Common, settings: &mut ShipperSettings, shipper: &mut Shipper) -> bool {
+    match load_settings(common) {
+        Ok((_, new)) => {
+            if new.queue_dir != settings.queue_dir {
+                log::warn!(
+                    "SIGHUP: EVENT_DIR changed to {}; restart the shipper to switch queues",
+                    new.queue_dir.display()
+                );
+            }
+            let reconnect = format!("{:?}{:?}", new.sguil, new.output)
+                != format!("{:?}{:?}", settings.sguil, settings.output);
+            shipper.set_settings(new.ship.clone());
+            let queue_dir = settings.queue_dir.clone();
+            *settings = new;
+            settings.queue_dir = queue_dir;
+            log::info!(
+                "SIGHUP: configuration reloaded{}",
+                if reconnect { "; reconnecting" } else { "" }
+            );
+            reconnect
+        }
+        Err(e) => {
+            log::error!("SIGHUP: {e}; keeping the running configuration");
+            false
+        }
+    }
+}

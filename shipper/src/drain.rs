@@ -1,0 +1,134 @@
+//! `modsec-shipper drain`: ship the queue once, then exit (the cron job).
+
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use modsec2sguil::ship::lock::QueueLock;
+use modsec2sguil::ship::{Bounds, ShipError, Shipper, Stats};
+
+use crate::exit;
+use crate::setup::{connect, drop_privileges, install_logger, load_settings};
+use crate::Common;
+
+pub fn run(common: &Common, wait: bool, max_events: Option<u64>, max_seconds: Option<u64>) -> u8 {
+    let started = Instant::now();
+    let (config, settings) = match load_settings(common) {
+        Ok(v) => v,
+        Err(e) => {
+            let config = modsec2sguil::config::ConfigFile::load(&common.config).ok();
+            install_logger(common, config.as_ref());
+            log::error!("{e}");
+            return exit::CONFIG;
+        }
+    };
+    install_logger(common, Some(&config));
+    if let Err(e) = drop_privileges(settings.runas) {
+        log::error!("{e}");
+        return exit::CONFIG;
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        if let Err(e) = signal_hook::flag::register(sig, stop.clone()) {
+            log::warn!("cannot handle signal {sig}: {e}");
+        }
+    }
+    let queue_dir = &settings.queue_dir;
+    if !queue_dir.is_dir() {
+        log::error!(
+            "{}: the queue (EVENT_DIR) does not exist or is not a directory",
+            queue_dir.display()
+        );
+        return exit::CONFIG;
+    }
+    let _lock = match QueueLock::acquire(queue_dir, wait) {
+        Ok(Some(l)) => l,
+        Ok(None) => {
+            log::info!(
+                "{}: another shipper holds the queue lock; leaving the queue to it",
+                queue_dir.display()
+            );
+            return exit::OK;
+        }
+        Err(e) => {
+            log::error!("{}: cannot take the queue lock: {e}", queue_dir.display());
+            return exit::IO;
+        }
+    };
+    let mut shipper = match Shipper::open(queue_dir, settings.ship.clone()) {
+        Ok(s) => s,
+        Err(e) => {
+            log::error!("{e}");
+            return exit::IO;
+        }
+    };
+    let queued = match shipper.remaining() {
+        Ok(n) => n,
+        Err(e) => {
+            log::error!("{e}");
+            return exit::IO;
+        }
+    };
+    if queued == 0 && shipper.unresolved() == 0 {
+        log::info!("drain: the queue is empty");
+        return exit::OK;
+    }
+    let mut sink = match connect(&settings) {
+        Ok(s) => s,
+        Err(e) => {
+            log::error!("{e}; the queue is untouched ({queued} entries)");
+            return exit::UNREACHABLE;
+        }
+    };
+    let bounds = Bounds {
+        max_events,
+        deadline: max_seconds.map(|s| started + Duration::from_secs(s)),
+    };
+    let result = shipper.ship(sink.as_mut(), bounds, &stop);
+    let remaining = shipper.remaining().unwrap_or(0);
+    summary(&shipper.stats, remaining, started.elapsed());
+    match result {
+        Ok(_) if shipper.stats.undeletable > 0 => exit::IO,
+        Ok(_) => exit::OK,
+        Err(e @ (ShipError::Session(_) | ShipError::CidCollision { .. })) => {
+            log::error!("drain: {e}; {remaining} entries stay queued");
+            exit::OUTAGE
+        }
+        Err(e @ ShipError::Io { .. }) => {
+            log::error!("drain: {e}");
+            exit::IO
+        }
+    }
+}
+
+/// The one summary line.
+pub fn summary(s: &Stats, remaining: usize, elapsed: Duration) {
+    let secs = elapsed.as_secs_f64();
+    let rate = if secs > 0.0 {
+        s.handled() as f64 / secs
+    } else {
+        0.0
+    };
+    let mut extra = String::new();
+    if s.already_stored > 0 {
+        extra.push_str(&format!(
+            ", {} of them found already stored",
+            s.already_stored
+        ));
+    }
+    if s.ipv6 > 0 {
+        extra.push_str(&format!(
+            ", {} with IPv6 addresses (sent empty, named in the detail)",
+            s.ipv6
+        ));
+    }
+    if s.undeletable > 0 {
+        extra.push_str(&format!(", {} delivered but not removable", s.undeletable));
+    }
+    log::info!(
+        "drain: shipped {}{extra}, skipped {} non-alerts, quarantined {}, remaining {remaining}, {secs:.2} s, {rate:.0} events/s",
+        s.shipped,
+        s.skipped,
+        s.quarantined,
+    );
+}

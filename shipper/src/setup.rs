@@ -1,0 +1,128 @@
+//! What `drain` and `run` share: config and logging, privileges, connecting a sink.
+
+use std::io::Write;
+
+use log::LevelFilter;
+use modsec2sguil::config::{ConfigFile, KNOWN_KEYS};
+use modsec2sguil::logging::{facility, Logger};
+use modsec2sguil::sguil::client::AgentSession;
+use modsec2sguil::sguil::conn::Connection;
+use modsec2sguil::ship::settings::{Output, ShipperOverrides, ShipperSettings};
+use modsec2sguil::ship::sink::{JsonLinesSink, SguilSink};
+use modsec2sguil::ship::Sink;
+
+use crate::{Common, OutputArg};
+
+/// Loads and checks the config file; errors name the file, line and key.
+pub fn load_settings(common: &Common) -> Result<(ConfigFile, ShipperSettings), String> {
+    let config = ConfigFile::load(&common.config).map_err(|e| e.to_string())?;
+    let overrides = ShipperOverrides {
+        queue_dir: common.queue.clone(),
+        output: common.output.map(|o| match o {
+            OutputArg::Sguil => Output::Sguil,
+            OutputArg::Stdout => Output::Stdout,
+        }),
+    };
+    let settings = ShipperSettings::resolve(&config, overrides)?;
+    Ok((config, settings))
+}
+
+/// Installs the logger from DEBUG / RUST_LOG, LOG_FILE and SYSLOGFACILITY (a config that
+/// did not load still gets stderr).
+pub fn install_logger(common: &Common, config: Option<&ConfigFile>) {
+    let setting = |key: &str| config.and_then(|c| c.string(key));
+    let debug = common.debug
+        || config
+            .and_then(|c| c.bool("DEBUG").ok().flatten())
+            .unwrap_or(false);
+    let level = match std::env::var("RUST_LOG")
+        .ok()
+        .and_then(|v| v.parse::<LevelFilter>().ok())
+    {
+        Some(l) => l,
+        None if debug => LevelFilter::Debug,
+        None => LevelFilter::Info,
+    };
+    let log_file = setting("LOG_FILE").filter(|f| !f.is_empty());
+    let syslog = setting("SYSLOGFACILITY").and_then(|f| facility(&f));
+    let installed = Logger::install(
+        "modsec-shipper",
+        level,
+        true,
+        log_file.as_deref().map(std::path::Path::new),
+        syslog,
+    );
+    if let Err(e) = installed {
+        let _ = Logger::install("modsec-shipper", level, true, None, syslog);
+        log::error!(
+            "cannot open the log file {}: {e}; logging to stderr (and syslog if set) only",
+            log_file.unwrap_or_default()
+        );
+    }
+    if let Some(c) = config {
+        for s in c.unknown(KNOWN_KEYS) {
+            log::warn!(
+                "{}:{}: unknown setting {} (ignored)",
+                c.path.display(),
+                s.line,
+                s.key
+            );
+        }
+    }
+}
+
+/// Drops root for RUNAS user:group (groups, then gid, then uid). Not root: only checks
+/// that we already are that user.
+pub fn drop_privileges(runas: Option<(u32, u32)>) -> Result<(), String> {
+    use nix::unistd::{getuid, setgid, setgroups, setuid, Gid, Uid};
+    let Some((uid, gid)) = runas else {
+        return Ok(());
+    };
+    if !getuid().is_root() {
+        if getuid().as_raw() != uid {
+            log::warn!(
+                "RUNAS asks for uid {uid}, but we run as uid {} and cannot change",
+                getuid()
+            );
+        }
+        return Ok(());
+    }
+    setgroups(&[Gid::from_raw(gid)]).map_err(|e| format!("RUNAS: setgroups: {e}"))?;
+    setgid(Gid::from_raw(gid)).map_err(|e| format!("RUNAS: setgid {gid}: {e}"))?;
+    setuid(Uid::from_raw(uid)).map_err(|e| format!("RUNAS: setuid {uid}: {e}"))?;
+    log::debug!("running as uid {uid}, gid {gid}");
+    Ok(())
+}
+
+/// Connects and registers (sguil output) or opens stdout.
+pub fn connect(settings: &ShipperSettings) -> Result<Box<dyn Sink>, String> {
+    match (&settings.output, &settings.sguil) {
+        (Output::Sguil, Some(s)) => {
+            let conn = Connection::open(&s.connect).map_err(|e| e.to_string())?;
+            let session = AgentSession::register(
+                conn,
+                &s.agent_type,
+                &s.hostname,
+                &s.net_group,
+                s.reply_timeout,
+            )
+            .map_err(|e| e.to_string())?;
+            log::info!(
+                "{}: registered as {} (sid {}, sguild holds cids up to {})",
+                session.server(),
+                s.hostname,
+                session.sid,
+                session.max_cid
+            );
+            Ok(Box::new(SguilSink {
+                session,
+                hostname: s.hostname.clone(),
+                window: s.send_window,
+            }))
+        }
+        _ => Ok(Box::new(JsonLinesSink {
+            out: Box::new(std::io::stdout()) as Box<dyn Write>,
+            hostname: settings.hostname.clone(),
+        })),
+    }
+}

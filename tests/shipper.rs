@@ -1,0 +1,566 @@
+//! `modsec-shipper drain` and `run` against the sguild-faithful test server: what is
+//! shipped, what is quarantined, what each failure leaves behind, and the exit codes.
+
+use std::collections::HashSet;
+use std::os::unix::fs::symlink;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use modsec2sguil_e2e::sguild::TestSguild;
+use modsec2sguil_e2e::shipper::{
+    config, drain, entries_left, fill_queue, shipper, stored_unique_id, unique_id,
+};
+use modsec2sguil_e2e::{binary, fixtures};
+
+fn ids(server: &TestSguild) -> Vec<String> {
+    server.events().iter().map(stored_unique_id).collect()
+}
+
+#[test]
+fn drain_ships_each_event_once_in_queue_order_and_empties_the_queue() {
+    let server = TestSguild::start();
+    let dir = tempfile::tempdir().unwrap();
+    let queue = dir.path().join("queue");
+    let want = fill_queue(&queue, 1, 150);
+    // An unpadded name from modsec_queue.pl: 5 µs, so it sorts before `.000006`, not
+    // after `.000150` as string order would have it.
+    std::fs::rename(
+        queue.join("modsec.log.1790000000.000005"),
+        queue.join("modsec.log.1790000000.5"),
+    )
+    .unwrap();
+    let conf = config(dir.path(), &queue, &server, "");
+    let (code, err) = drain(&conf, &[]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(ids(&server), want, "every event once, in queue order");
+    let cids: Vec<u32> = server.events().iter().map(|e| e.cid).collect();
+    assert_eq!(cids, (1..=150).collect::<Vec<u32>>());
+    assert!(entries_left(&queue).is_empty());
+    assert!(
+        err.contains("drain: shipped 150, skipped 0 non-alerts, quarantined 0, remaining 0"),
+        "{err}"
+    );
+    let e = &server.events()[0];
+    assert_eq!(
+        (e.src_ip.as_str(), e.dst_ip.as_str(), e.sig_id.as_str()),
+        ("127.0.0.1", "127.0.0.1", "942100")
+    );
+    assert_eq!(e.timestamp, "2026-11-28 02:14:31");
+
+    // A second run continues the cids after what sguild holds.
+    fill_queue(&queue, 151, 3);
+    let (code, err) = drain(&conf, &[]);
+    assert_eq!(code, 0, "{err}");
+    let cids: Vec<u32> = server.events().iter().map(|e| e.cid).collect();
+    assert_eq!(&cids[150..], [151, 152, 153]);
+}
+
+#[test]
+fn an_empty_queue_is_done_without_a_server() {
+    let server = TestSguild::start();
+    let dir = tempfile::tempdir().unwrap();
+    let queue = dir.path().join("queue");
+    std::fs::create_dir(&queue).unwrap();
+    let conf = config(dir.path(), &queue, &server, "set SERVER_PORT 1\n");
+    let started = Instant::now();
+    let (code, err) = drain(&conf, &[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("the queue is empty"), "{err}");
+    eprintln!("empty-queue drain: {:?}", started.elapsed());
+}
+
+#[test]
+fn unreachable_or_refusing_server_exits_4_and_leaves_the_queue_alone() {
+    let server = TestSguild::start();
+    let dir = tempfile::tempdir().unwrap();
+    let queue = dir.path().join("queue");
+    fill_queue(&queue, 1, 5);
+    // A port nobody listens on.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let conf = config(
+        dir.path(),
+        &queue,
+        &server,
+        &format!("set SERVER_PORT {port}\n"),
+    );
+    let (code, err) = drain(&conf, &[]);
+    assert_eq!(code, 4, "{err}");
+    assert!(
+        err.contains(&format!("127.0.0.1:{port}")) && err.contains("the queue is untouched"),
+        "{err}"
+    );
+    assert_eq!(entries_left(&queue).len(), 5);
+
+    server.set(|f| f.refuse = true);
+    let conf = config(dir.path(), &queue, &server, "");
+    let (code, err) = drain(&conf, &[]);
+    assert_eq!(code, 4, "{err}");
+    assert!(err.contains("sguild.access"), "{err}");
+    assert_eq!(entries_left(&queue).len(), 5);
+    assert!(server.events().is_empty());
+}
+
+#[test]
+fn configuration_errors_exit_3_and_name_the_line() {
+    let server = TestSguild::start();
+    let dir = tempfile::tempdir().unwrap();
+    let queue = dir.path().join("queue");
+    std::fs::create_dir(&queue).unwrap();
+    for (extra, want) in [
+        ("set OUTPUT carrier-pigeon\n", ":7: OUTPUT"),
+        ("set IGNORE_HTTP_CODES lots\n", ":7: IGNORE_HTTP_CODES"),
+        ("set MAX_EVENT_BYTES 12\n", ":7: MAX_EVENT_BYTES"),
+        ("set SYMLINK 1\n", "symlink mode needs STORAGE_DIR"),
+        (
+            "set TLS_CA_FILE {}\nset TLS_PIN_SHA256 xyz\n",
+            ":8: TLS_PIN_SHA256",
+        ),
+    ] {
+        let conf = config(dir.path(), &queue, &server, extra);
+        let (code, err) = drain(&conf, &[]);
+        assert_eq!(code, 3, "{extra}: {err}");
+        assert!(err.contains(want), "{extra}: {err}");
+    }
+    let conf = config(dir.path(), &dir.path().join("nope"), &server, "");
+    let (code, err) = drain(&conf, &[]);
+    assert_eq!(code, 3, "{err}");
+    assert!(
+        err.contains("nope: the queue (EVENT_DIR) does not exist"),
+        "{err}"
+    );
+    let (code, err) = drain(&dir.path().join("missing.conf"), &[]);
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains("missing.conf"), "{err}");
+}
+
+#[test]
+fn a_second_drain_leaves_the_queue_to_the_one_holding_the_lock() {
+    let server = TestSguild::start();
+    server.set(|f| f.delay = Some(Duration::from_millis(300)));
+    let dir = tempfile::tempdir().unwrap();
+    let queue = dir.path().join("queue");
+    fill_queue(&queue, 1, 4);
+    let conf = config(dir.path(), &queue, &server, "set SEND_WINDOW 1\n");
+    let first = Command::new(binary("modsec-shipper"))
+        .args(["drain", "-c", conf.to_str().unwrap()])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(600));
+    let (code, err) = drain(&conf, &[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("another shipper holds the queue lock"),
+        "{err}"
+    );
+    // --wait waits for it, then finds nothing left to do.
+    let (code, err) = drain(&conf, &["--wait"]);
+    assert_eq!(code, 0, "{err}");
+    let out = first.wait_with_output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(server.events().len(), 4);
+}
+
+#[test]
+fn max_events_and_max_seconds_bound_a_run() {
+    let server = TestSguild::start();
+    let dir = tempfile::tempdir().unwrap();
+    let queue = dir.path().join("queue");
+    fill_queue(&queue, 1, 50);
+    let conf = config(dir.path(), &queue, &server, "set SEND_WINDOW 8\n");
+    let (code, err) = drain(&conf, &["--max-events", "20"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(server.events().len(), 20);
+    assert!(err.contains("remaining 30"), "{err}");
+    server.set(|f| f.delay = Some(Duration::from_millis(100)));
+    let (code, err) = drain(&conf, &["--max-seconds", "1"]);
+    assert_eq!(code, 0, "{err}");
+    let n = server.events().len();
+    assert!(
+        n > 20 && n < 50,
+        "a 1 s run at 10 events/s ships some, not all: {n}"
+    );
+    assert_eq!(entries_left(&queue).len(), 50 - n);
+}
+
+#[test]
+fn poison_entries_are_quarantined_with_reasons_while_good_ones_ship() {
+    let server = TestSguild::start();
+    let dir = tempfile::tempdir().unwrap();
+    let queue = dir.path().join("queue");
+    let good = fill_queue(&queue, 1, 10);
+    let poison = |n: u32| queue.join(format!("modsec.log.1790000000.{:06}", 100 + n));
+    std::fs::write(poison(1), b"").unwrap();
+    std::fs::write(
+        poison(2),
+        (0..4096u32)
+            .map(|i| (i * 7 % 256) as u8)
+            .collect::<Vec<u8>>(),
+    )
+    .unwrap();
+    let template = std::fs::read(fixtures().join(modsec2sguil_e2e::shipper::TEMPLATE)).unwrap();
+    std::fs::write(poison(3), &template[..40]).unwrap();
+    std::fs::create_dir(poison(4)).unwrap();
+    symlink(dir.path().join("gone"), poison(5)).unwrap();
+    // A 50 MB request body: over MAX_EVENT_BYTES (16 MiB).
+    let mut big = template.clone();
+    big.resize(big.len() + 50 * 1024 * 1024, b'x');
+    std::fs::write(poison(6), &big).unwrap();
+    nix_mkfifo(&poison(7));
+    symlink(
+        fixtures().join(modsec2sguil_e2e::shipper::TEMPLATE),
+        poison(8),
+    )
+    .unwrap();
+    let conf = config(dir.path(), &queue, &server, "");
+    let (code, err) = drain(&conf, &[]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(ids(&server), good);
+    assert!(
+        entries_left(&queue).is_empty(),
+        "{:?}",
+        entries_left(&queue)
+    );
+    assert!(err.contains("quarantined 8"), "{err}");
+    let reason = |n: u32| {
+        std::fs::read_to_string(
+            queue
+                .join("failed")
+                .join(format!("modsec.log.1790000000.{:06}.reason", 100 + n)),
+        )
+        .unwrap()
+    };
+    for (n, want) in [
+        (1, "the file is empty"),
+        (2, "not a ModSecurity audit-log event"),
+        (3, "not a ModSecurity audit-log event"),
+        (4, "a directory"),
+        (5, "a symlink, and symlink mode"),
+        (6, "over MAX_EVENT_BYTES"),
+        (7, "a FIFO"),
+        (8, "a symlink"),
+    ] {
+        let r = reason(n);
+        assert!(r.contains(want) && r.contains("time: "), "{n}: {r}");
+        assert!(
+            std::fs::symlink_metadata(
+                queue
+                    .join("failed")
+                    .join(format!("modsec.log.1790000000.{:06}", 100 + n))
+            )
+            .is_ok(),
+            "{n} moved to failed/"
+        );
+    }
+}
+
+fn nix_mkfifo(path: &Path) {
+    let status = Command::new("mkfifo").arg(path).status().unwrap();
+    assert!(status.success());
+}
+
+#[test]
+fn symlink_mode_follows_links_into_the_storage_dir_only_and_can_remove_the_original() {
+    let server = TestSguild::start();
+    let dir = tempfile::tempdir().unwrap();
+    let queue = dir.path().join("queue");
+    let storage = dir.path().join("storage");
+    let outside = dir.path().join("outside");
+    fill_queue(&storage, 1, 2);
+    fill_queue(&outside, 3, 1);
+    std::fs::create_dir(&queue).unwrap();
+    symlink(
+        storage.join("modsec.log.1790000000.000001"),
+        queue.join("modsec.log.1.000001"),
+    )
+    .unwrap();
+    symlink(
+        storage.join("modsec.log.1790000000.000002"),
+        queue.join("modsec.log.1.000002"),
+    )
+    .unwrap();
+    symlink(
+        outside.join("modsec.log.1790000000.000003"),
+        queue.join("modsec.log.1.000003"),
+    )
+    .unwrap();
+    let conf = config(
+        dir.path(),
+        &queue,
+        &server,
+        &format!(
+            "set SYMLINK 1\nset STORAGE_DIR {}\nset SYMLINK_REMOVE_ORIG 1\n",
+            storage.display()
+        ),
+    );
+    let (code, err) = drain(&conf, &[]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(ids(&server), [unique_id(1), unique_id(2)]);
+    assert!(entries_left(&storage).is_empty(), "originals removed");
+    assert_eq!(entries_left(&outside).len(), 1, "never touched");
+    let r = std::fs::read_to_string(queue.join("failed/modsec.log.1.000003.reason")).unwrap();
+    assert!(r.contains("outside the storage dir"), "{r}");
+}
+
+#[test]
+fn non_alerts_are_removed_unless_handle_all_events() {
+    let server = TestSguild::start();
+    let dir = tempfile::tempdir().unwrap();
+    let queue = dir.path().join("queue");
+    std::fs::create_dir(&queue).unwrap();
+    // native-on logged every request: benign 200s, 404s and alerts.
+    let mut n = 0;
+    let mut files: Vec<_> = walk(&fixtures().join("modsec-2.9/native-on"));
+    files.sort();
+    for f in &files {
+        n += 1;
+        std::fs::copy(f, queue.join(format!("modsec.log.1790000000.{n:06}"))).unwrap();
+    }
+    let conf = config(dir.path(), &queue, &server, "set IGNORE_HTTP_CODES 404\n");
+    let (code, err) = drain(&conf, &[]);
+    assert_eq!(code, 0, "{err}");
+    let shipped = server.events().len();
+    assert!(shipped > 10 && shipped < n, "{shipped} of {n}");
+    assert!(
+        err.contains(&format!("skipped {} non-alerts", n - shipped)),
+        "{err}"
+    );
+    assert!(entries_left(&queue).is_empty());
+    for e in server.events() {
+        let msg = String::from_utf8_lossy(&e.message).into_owned();
+        assert!(msg.starts_with("MSc "), "{msg}");
+    }
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+#[test]
+fn outage_mid_run_exits_5_keeps_the_rest_and_the_next_run_finishes_exactly_once() {
+    let server = TestSguild::start();
+    let dir = tempfile::tempdir().unwrap();
+    let queue = dir.path().join("queue");
+    let want = fill_queue(&queue, 1, 60);
+    // The connection is cut after 25 events: part of a window is unanswered.
+    server.set(|f| f.close_after = Some(25));
+    let conf = config(
+        dir.path(),
+        &queue,
+        &server,
+        "set SEND_WINDOW 16\nset REPLY_TIMEOUT 5\n",
+    );
+    let (code, err) = drain(&conf, &[]);
+    assert_eq!(code, 5, "{err}");
+    assert_eq!(entries_left(&queue).len(), 60 - confirmed_in(&err), "{err}");
+    // The database goes away mid-run: sguild answers `Failed … Lost connection`.
+    server.set(|f| {
+        f.close_after = None;
+        f.event_delay = Some(Duration::from_millis(40));
+    });
+    let flip = {
+        let faults = server.faults.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(700));
+            faults.lock().unwrap().db_down = true;
+        })
+    };
+    let (code, err) = drain(&conf, &[]);
+    flip.join().unwrap();
+    assert_eq!(code, 5, "{err}");
+    assert!(err.contains("database is unavailable"), "{err}");
+    let left = entries_left(&queue).len();
+    assert!(left > 0 && left < 60 - 16, "{left}: {err}");
+    // While the database is down, sguild does not answer a registration: exit 4.
+    let (code, err) = drain(&conf, &[]);
+    assert_eq!(code, 4, "{err}");
+    // sguild restarted by its operator, database back.
+    server.set(|f| {
+        f.db_down = false;
+        f.event_delay = None;
+    });
+    let server = server.restart();
+    let conf = config(dir.path(), &queue, &server, "set SEND_WINDOW 16\n");
+    let (code, err) = drain(&conf, &[]);
+    assert_eq!(code, 0, "{err}");
+    let mut got = ids(&server);
+    got.sort();
+    assert_eq!(got, want, "each exactly once");
+    assert!(entries_left(&queue).is_empty());
+}
+
+/// The `shipped N` of a summary line.
+fn confirmed_in(err: &str) -> usize {
+    err.split("drain: shipped ")
+        .nth(1)
+        .and_then(|t| t.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no summary in {err}"))
+}
+
+#[test]
+fn replies_later_than_the_timeout_are_resent_and_found_stored() {
+    let server = TestSguild::start();
+    let dir = tempfile::tempdir().unwrap();
+    let queue = dir.path().join("queue");
+    let want = fill_queue(&queue, 1, 6);
+    server.set(|f| f.event_delay = Some(Duration::from_millis(1500)));
+    let conf = config(
+        dir.path(),
+        &queue,
+        &server,
+        "set REPLY_TIMEOUT 1\nset SEND_WINDOW 2\n",
+    );
+    let (code, err) = drain(&conf, &[]);
+    assert_eq!(code, 5, "{err}");
+    assert!(err.contains("no reply for cid"), "{err}");
+    server.set(|f| f.event_delay = None);
+    // The server stored what it read, late; the resend is answered `Duplicate entry`.
+    std::thread::sleep(Duration::from_millis(2000));
+    let (code, err) = drain(&conf, &[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("found already stored"), "{err}");
+    let mut got = ids(&server);
+    got.sort();
+    assert_eq!(got, want);
+}
+
+#[test]
+fn stdout_output_prints_one_decoded_json_line_per_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let queue = dir.path().join("queue");
+    let want = fill_queue(&queue, 1, 3);
+    let conf = dir.path().join("c.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "set EVENT_DIR {}\nset OUTPUT stdout\nset HOSTNAME web1\n",
+            queue.display()
+        ),
+    )
+    .unwrap();
+    let out = shipper(&["drain", "-c", conf.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 3);
+    let v = &lines[0];
+    assert_eq!(v["hostname"], "web1");
+    assert_eq!(v["sig_id"], 942100);
+    assert_eq!(v["priority"], 2);
+    assert_eq!(v["class"], "attack-sqli");
+    assert_eq!(v["time"], "2026-11-28 02:14:31");
+    assert!(
+        v["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("MSc 403 SQL Injection Attack"),
+        "{v}"
+    );
+    assert!(v["detail"].as_str().unwrap().contains(&want[0]));
+    assert!(entries_left(&queue).is_empty());
+}
+
+#[test]
+fn the_daemon_ships_as_entries_arrive_reconnects_and_stops_on_sigterm() {
+    let mut server = TestSguild::start();
+    let dir = tempfile::tempdir().unwrap();
+    let queue = dir.path().join("queue");
+    std::fs::create_dir(&queue).unwrap();
+    let log = dir.path().join("shipper.log");
+    let port = server.addr.port();
+    let conf = config(
+        dir.path(),
+        &queue,
+        &server,
+        &format!("set PING_DELAY 1000\nset LOG_FILE {}\n", log.display()),
+    );
+    let mut child = Command::new(binary("modsec-shipper"))
+        .args(["run", "-c", conf.to_str().unwrap()])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let wait_for = |n: usize, server: &TestSguild| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while server.events().len() < n {
+            assert!(
+                Instant::now() < deadline,
+                "{} of {n}: {}",
+                server.events().len(),
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    fill_queue(&queue, 1, 5);
+    wait_for(5, &server);
+    // Idle past PING_DELAY: the session is kept alive, not dropped.
+    std::thread::sleep(Duration::from_millis(2500));
+    fill_queue(&queue, 6, 5);
+    wait_for(10, &server);
+    // sguild restarts on the same port: the daemon reconnects and goes on.
+    server = server.restart_on(port);
+    fill_queue(&queue, 11, 5);
+    wait_for(15, &server);
+    // SIGHUP reloads (a bad value is refused, the running config kept).
+    let text = std::fs::read_to_string(&conf).unwrap();
+    std::fs::write(&conf, format!("{text}set SEND_WINDOW nope\n")).unwrap();
+    signal(child.id(), "HUP");
+    std::thread::sleep(Duration::from_millis(500));
+    fill_queue(&queue, 16, 2);
+    wait_for(17, &server);
+    signal(child.id(), "TERM");
+    let status = wait_timeout(&mut child, Duration::from_secs(10));
+    assert_eq!(status, Some(0));
+    let mut got = ids(&server);
+    got.sort();
+    assert_eq!(got, (1..=17).map(unique_id).collect::<Vec<_>>());
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("SIGHUP") && text.contains("SEND_WINDOW"),
+        "{text}"
+    );
+    assert!(text.contains("reconnecting"), "{text}");
+    let uniq: HashSet<_> = got.iter().collect();
+    assert_eq!(uniq.len(), 17);
+}
+
+fn signal(pid: u32, sig: &str) {
+    Command::new("kill")
+        .args([&format!("-{sig}"), &pid.to_string()])
+        .status()
+        .unwrap();
+}
+
+fn wait_timeout(child: &mut std::process::Child, t: Duration) -> Option<i32> {
+    let deadline = Instant::now() + t;
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            return s.code();
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

@@ -1,0 +1,92 @@
+//! Helpers for the shipper's end-to-end tests: a queue of real-sized events with
+//! distinct unique ids, a config pointing at a test server, and reading back what the
+//! server stored.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use super::sguild::{Stored, TestSguild};
+use super::{binary, fixtures};
+
+/// A real CRS-blocked SQL injection event (native 2.9, 3.8 KB).
+pub const TEMPLATE: &str =
+    "modsec-2.9/native/www-data/20261128/20261128-0214/20261128-021431-awo5Btrt9m7QJiOqXPD3lAAAAEc";
+const TEMPLATE_ID: &str = "awo5Btrt9m7QJiOqXPD3lAAAAEc";
+
+/// A unique id as ModSecurity makes them (27 characters), numbered.
+pub fn unique_id(n: usize) -> String {
+    format!("TEST{n:023}")
+}
+
+/// Writes `n` copies of the template into `queue` as entries with distinct unique ids
+/// (`unique_id(first..first+n)`), named in order. Returns their ids.
+pub fn fill_queue(queue: &Path, first: usize, n: usize) -> Vec<String> {
+    std::fs::create_dir_all(queue).unwrap();
+    let template = std::fs::read_to_string(fixtures().join(TEMPLATE)).unwrap();
+    (first..first + n)
+        .map(|i| {
+            let id = unique_id(i);
+            let text = template.replace(TEMPLATE_ID, &id);
+            let name = format!("modsec.log.1790000000.{i:06}");
+            std::fs::write(queue.join(name), text).unwrap();
+            id
+        })
+        .collect()
+}
+
+/// A config for the test server: TLS pinned to its certificate.
+pub fn config(dir: &Path, queue: &Path, server: &TestSguild, extra: &str) -> PathBuf {
+    let path = dir.join("shipper.conf");
+    std::fs::write(
+        &path,
+        format!(
+            "set EVENT_DIR {}\nset SERVER_HOST 127.0.0.1\nset SERVER_PORT {}\nset HOSTNAME websrv\n\
+             set NET_GROUP webfarm\nset TLS_CA_FILE {}\n{extra}",
+            queue.display(),
+            server.addr.port(),
+            server.cert_pem.display()
+        ),
+    )
+    .unwrap();
+    path
+}
+
+/// Runs `modsec-shipper <args>`.
+pub fn shipper(args: &[&str]) -> Output {
+    Command::new(binary("modsec-shipper"))
+        .args(args)
+        .output()
+        .expect("run modsec-shipper")
+}
+
+/// `drain -c conf`, returning (exit code, stderr).
+pub fn drain(conf: &Path, extra: &[&str]) -> (i32, String) {
+    let mut args = vec!["drain", "-c", conf.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    let out = shipper(&args);
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The unique id a stored event's detail names (`ModSecurity event <id> (`).
+pub fn stored_unique_id(e: &Stored) -> String {
+    let detail = modsec2sguil::hex::decode(e.detail_hex.as_bytes()).unwrap_or_default();
+    let text = String::from_utf8_lossy(&detail);
+    text.strip_prefix("ModSecurity event ")
+        .and_then(|t| t.split(' ').next())
+        .unwrap_or("")
+        .to_string()
+}
+
+/// Queue entries left (not the tools' hidden files or `failed/`).
+pub fn entries_left(queue: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(queue)
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.starts_with("modsec.log."))
+        .collect();
+    v.sort();
+    v
+}
