@@ -399,6 +399,8 @@ fn fake_server(script: &'static [&'static str]) -> std::net::SocketAddr {
                 let _ = r.read_line(&mut l);
             } else if *step == "<sleep>" {
                 std::thread::sleep(Duration::from_secs(3));
+            } else if *step == "<pause>" {
+                std::thread::sleep(Duration::from_millis(200));
             } else {
                 let _ = w.write_all(format!("{step}\r\n").as_bytes());
             }
@@ -442,6 +444,16 @@ fn a_peer_that_is_not_sguild_is_named_in_the_error() {
 fn a_server_that_talks_before_the_tls_handshake_is_refused() {
     let addr = fake_server(&["SGUIL-1.0.0 OPENSSL ENABLED", "AgentInfo x y z 1 0"]);
     std::thread::sleep(Duration::from_millis(100));
+    let mut set = fake_settings(addr);
+    set.tls = TlsMode::NoVerify;
+    let e = Connection::open(&set).err().unwrap();
+    assert!(e.to_string().contains("before the TLS handshake"), "{e}");
+    // The same, with the extra line arriving only once the handshake has begun.
+    let addr = fake_server(&[
+        "SGUIL-1.0.0 OPENSSL ENABLED",
+        "<pause>",
+        "AgentInfo x y z 1 0",
+    ]);
     let mut set = fake_settings(addr);
     set.tls = TlsMode::NoVerify;
     let e = Connection::open(&set).err().unwrap();

@@ -332,9 +332,7 @@ impl Queue {
 
     /// The collector's integrity marker for an entry, if any.
     pub fn integrity_note(&self, file_name: &str) -> Option<String> {
-        fs::read_to_string(self.dir.join(INTEGRITY_DIR).join(file_name))
-            .ok()
-            .map(|t| t.trim_end().to_string())
+        integrity_note(&self.dir, file_name)
     }
 
     /// Removes an entry's integrity marker (gone with its entry).
@@ -372,6 +370,13 @@ impl Queue {
         File::open(&self.dir)?.sync_all()?;
         Ok(target)
     }
+}
+
+/// The collector's integrity marker for the entry `file_name` of the queue at `dir`.
+pub fn integrity_note(dir: &Path, file_name: &str) -> Option<String> {
+    fs::read_to_string(dir.join(INTEGRITY_DIR).join(file_name))
+        .ok()
+        .map(|t| t.trim_end().to_string())
 }
 
 /// Hard-links the inode behind an open file to `target`: `AT_EMPTY_PATH` where allowed

@@ -117,12 +117,12 @@ pub fn connect(settings: &ShipperSettings) -> Result<Box<dyn Sink>, String> {
             Ok(Box::new(SguilSink {
                 session,
                 hostname: s.hostname.clone(),
-                window: s.send_window,
             }))
         }
         _ => Ok(Box::new(JsonLinesSink {
             out: Box::new(std::io::stdout()) as Box<dyn Write>,
             hostname: settings.hostname.clone(),
+            written: 0,
         })),
     }
 }

@@ -13,7 +13,7 @@ mod reader;
 
 pub use message::{parse_message, MessageDialect, MODSEC2_MESSAGE_LIMIT};
 pub use model::*;
-pub use reader::{read_event_file, RawEvent};
+pub use reader::{read_event_file, read_event_file_unhashed, RawEvent};
 
 use thiserror::Error;
 

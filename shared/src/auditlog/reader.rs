@@ -16,6 +16,7 @@ pub struct RawEvent {
     pub bytes: Vec<u8>,
     pub cuts: Vec<PartCut>,
     pub size: u64,
+    /// All zero when read by [`read_event_file_unhashed`].
     pub md5: [u8; 16],
 }
 
@@ -39,6 +40,25 @@ pub fn read_event_file(
     file: File,
     limits: &ParseLimits,
 ) -> Result<RawEvent, AuditLogError> {
+    read(path, file, limits, true)
+}
+
+/// [`read_event_file`] without the md5 (the shipper has no index line to compare it
+/// with; the collector already did, and left a marker when it did not match).
+pub fn read_event_file_unhashed(
+    path: &Path,
+    file: File,
+    limits: &ParseLimits,
+) -> Result<RawEvent, AuditLogError> {
+    read(path, file, limits, false)
+}
+
+fn read(
+    path: &Path,
+    file: File,
+    limits: &ParseLimits,
+    hash: bool,
+) -> Result<RawEvent, AuditLogError> {
     let io = |source| AuditLogError::Io {
         path: path.display().to_string(),
         source,
@@ -56,7 +76,9 @@ pub fn read_event_file(
             .take(limits.max_json_bytes + 1)
             .read_to_end(&mut bytes)
             .map_err(io)?;
-        hasher.update(&bytes);
+        if hash {
+            hasher.update(&bytes);
+        }
         size += bytes.len() as u64;
         if json && size > limits.max_json_bytes {
             // Count the rest so the error names the real size.
@@ -81,7 +103,9 @@ pub fn read_event_file(
             break;
         }
         let n = chunk.len();
-        hasher.update(chunk);
+        if hash {
+            hasher.update(chunk);
+        }
         cutter.feed(chunk);
         size += n as u64;
         reader.consume(n);

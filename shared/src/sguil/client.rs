@@ -52,6 +52,8 @@ pub struct AgentSession {
     /// The highest cid sguild holds for this sensor.
     pub max_cid: u32,
     reply_timeout: Duration,
+    /// (sid, cid) of each event written and not yet answered, oldest first.
+    waiting: VecDeque<(u32, u32)>,
 }
 
 impl AgentSession {
@@ -82,6 +84,7 @@ impl AgentSession {
                         sid,
                         max_cid,
                         reply_timeout,
+                        waiting: VecDeque::new(),
                     });
                 }
                 ServerLine::Ping => conn.send_line("PONG\n")?,
@@ -99,8 +102,16 @@ impl AgentSession {
         self.conn.server()
     }
 
-    /// `PING`, waiting for `PONG`.
+    /// `PING`, waiting for `PONG` (only with no event in flight: a reply to an event
+    /// would come first).
     pub fn ping(&mut self) -> Result<(), SessionError> {
+        while !self.waiting.is_empty() {
+            let stale = self.next_answer()?;
+            log::debug!(
+                "{}: late answer to an earlier event: {stale:?}",
+                self.server()
+            );
+        }
         self.conn.send_line("PING\n")?;
         loop {
             match self
@@ -137,24 +148,58 @@ impl AgentSession {
         window: usize,
         mut answered: impl FnMut(usize, Outcome),
     ) -> Result<(), SessionError> {
+        // Answers still owed to an earlier call that stopped at an error (the caller
+        // took those events as unanswered) come first; they are not for `events`.
+        while !self.waiting.is_empty() {
+            let stale = self.next_answer()?;
+            log::debug!(
+                "{}: late answer to an earlier event: {stale:?}",
+                self.server()
+            );
+        }
         let window = window.max(1);
-        let mut waiting: VecDeque<usize> = VecDeque::with_capacity(window);
         let mut next = 0;
-        while next < events.len() || !waiting.is_empty() {
-            let mut batch = Vec::new();
-            while next < events.len() && waiting.len() < window {
-                batch.push(events[next].to_line());
-                waiting.push_back(next);
-                next += 1;
+        for done in 0..events.len() {
+            let upto = (done + window).min(events.len());
+            if upto > next {
+                self.submit(&events[next..upto])?;
+                next = upto;
             }
-            if !batch.is_empty() {
-                self.conn.send_lines(&batch)?;
-            }
-            let Some(&oldest) = waiting.front() else {
-                continue;
-            };
-            let cid = events[oldest].cid();
-            let server = self.server().to_string();
+            answered(done, self.next_answer()?);
+        }
+        Ok(())
+    }
+
+    /// Writes `events` (one write) without waiting; their answers come, in order,
+    /// from [`AgentSession::next_answer`].
+    pub fn submit(&mut self, events: &[SguilEvent]) -> Result<(), SessionError> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let lines: Vec<String> = events.iter().map(SguilEvent::to_line).collect();
+        self.conn.send_lines(&lines)?;
+        self.waiting
+            .extend(events.iter().map(|e| (e.fields().sid, e.cid())));
+        Ok(())
+    }
+
+    /// Events written and not yet answered.
+    pub fn in_flight(&self) -> usize {
+        self.waiting.len()
+    }
+
+    /// Waits for the answer to the oldest event in flight (a `PING` from the server is
+    /// answered on the way).
+    pub fn next_answer(&mut self) -> Result<Outcome, SessionError> {
+        let server = self.server().to_string();
+        let Some(&(sid, cid)) = self.waiting.front() else {
+            return Err(SessionError::OutOfStep {
+                server,
+                cid: 0,
+                line: "(no event in flight)".into(),
+            });
+        };
+        loop {
             let line = self
                 .conn
                 .read_line(self.reply_timeout)?
@@ -166,13 +211,17 @@ impl AgentSession {
             let outcome = match parse_server_line(&line) {
                 ServerLine::ConfirmEvent(c) if c == cid => Outcome::Confirmed,
                 ServerLine::Failed {
-                    kind: FailedKind::Duplicate { sid, cid: c },
+                    kind: FailedKind::Duplicate { sid: s, cid: c },
                     ..
-                } if sid == events[oldest].fields().sid && c == cid => Outcome::AlreadyStored,
+                } if s == sid && c == cid => Outcome::AlreadyStored,
                 ServerLine::Failed {
                     kind: FailedKind::Outage,
                     text,
-                } => return Err(SessionError::Outage { server, text }),
+                } => {
+                    // Answered (nothing stored); the session stays usable.
+                    self.waiting.pop_front();
+                    return Err(SessionError::Outage { server, text });
+                }
                 ServerLine::Failed { text, .. } => Outcome::Rejected(text),
                 ServerLine::Ping => {
                     self.conn.send_line("PONG\n")?;
@@ -180,9 +229,8 @@ impl AgentSession {
                 }
                 _ => return Err(SessionError::OutOfStep { server, cid, line }),
             };
-            waiting.pop_front();
-            answered(oldest, outcome);
+            self.waiting.pop_front();
+            return Ok(outcome);
         }
-        Ok(())
     }
 }

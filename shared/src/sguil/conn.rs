@@ -253,6 +253,14 @@ impl Connection {
                         secs: s.handshake_timeout.as_secs(),
                     });
                 }
+                // Plain text where a TLS record should be: the server wrote more
+                // lines after its banner (it is not doing TLS), which arrived too late
+                // for the check above.
+                Err(e) if e.to_string().contains("InvalidContentType") => {
+                    return Err(tls_err(format!(
+                        "the server sent data before the TLS handshake ({e})"
+                    )))
+                }
                 Err(e) => return Err(tls_err(e.to_string())),
             }
         }
@@ -319,7 +327,10 @@ impl Connection {
                         when: "by the server",
                     })
                 }
-                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Ok(n) => {
+                    self.buf.extend_from_slice(&chunk[..n]);
+                    quick_ack(self.stream.tcp());
+                }
                 Err(e)
                     if matches!(
                         e.kind(),
@@ -338,6 +349,26 @@ impl Connection {
                 Err(e) => return Err(self.io(e)),
             }
         }
+    }
+}
+
+/// Asks the kernel to acknowledge what arrives at once rather than after the delayed-ACK
+/// timer (40 ms). sguild writes each reply on its own with Nagle's algorithm on, so a
+/// reply waits for the ACK of the one before: without this, the last replies of every
+/// window sit out the timer (measured: 373 events/s instead of thousands). Linux turns
+/// quick-ack mode off again by itself, so it is set after every read.
+fn quick_ack(tcp: &std::net::TcpStream) {
+    use std::os::fd::AsRawFd;
+    let one: libc::c_int = 1;
+    // SAFETY: a valid socket fd and a c_int option value of the right size.
+    unsafe {
+        libc::setsockopt(
+            tcp.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_QUICKACK,
+            (&one as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
     }
 }
 

@@ -10,7 +10,7 @@ use std::io;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use crate::auditlog::{read_event_file, AuditEvent, ParseLimits, RawEvent};
+use crate::auditlog::{read_event_file_unhashed, AuditEvent, ParseLimits, RawEvent};
 
 /// Files larger than this are quarantined unless MAX_EVENT_BYTES says otherwise:
 /// ModSecurity's largest default request body (SecRequestBodyLimit, 12.5 MiB) plus
@@ -149,7 +149,7 @@ pub fn load_entry(queue_dir: &Path, file_name: &str, o: &LoadOptions) -> Result<
             o.max_event_bytes
         )));
     }
-    let raw = read_event_file(&read_path, file, &o.limits)
+    let raw = read_event_file_unhashed(&read_path, file, &o.limits)
         .map_err(|e| refused(format!("cannot read: {e}")))?;
     let event = raw
         .parse(&o.limits)

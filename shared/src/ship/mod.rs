@@ -41,7 +41,7 @@ pub struct ShipSettings {
     pub load: LoadOptions,
     /// SYMLINK_REMOVE_ORIG: remove a symlinked entry's target once delivered.
     pub remove_orig: bool,
-    /// Events per window: journaled with one fsync, then sent with all of them in flight.
+    /// SEND_WINDOW: events in flight at most; journaled in batches of half of it.
     pub window: usize,
 }
 
@@ -96,6 +96,16 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> ShipError + '_ {
     }
 }
 
+/// Threads reading and parsing entries ahead of the sender: parsing is most of the
+/// work, and the sender mostly waits on the disk and the network.
+const LOADERS: usize = 2;
+
+/// Events journaled with one fsync: half the window, so that one batch is read, mapped
+/// and journaled while the other half is with the server.
+fn batch_size(window: usize) -> usize {
+    window.div_ceil(2).max(1)
+}
+
 /// Limits on one call of [`Shipper::ship`].
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Bounds {
@@ -121,6 +131,30 @@ struct Prepared {
     ipv6: bool,
 }
 
+/// An entry read, parsed and mapped (by the loader thread).
+struct Ready {
+    mapped: crate::alert::Mapped,
+    unique_id: String,
+    ino: u64,
+    target: Option<PathBuf>,
+}
+
+/// Reads, parses and maps the entry `file_name` of the queue at `dir`.
+fn load_and_map(dir: &Path, file_name: &str, s: &ShipSettings) -> Result<Ready, LoadError> {
+    let loaded = load_entry(dir, file_name, &s.load)?;
+    let notes: Vec<String> = crate::queue::integrity_note(dir, file_name)
+        .map(|n| format!("collector: {n}"))
+        .into_iter()
+        .collect();
+    let mapped = map_event(&loaded.event, &loaded.raw.bytes, &notes, &s.alert);
+    Ok(Ready {
+        mapped,
+        unique_id: loaded.event.unique_id,
+        ino: loaded.ino,
+        target: loaded.target,
+    })
+}
+
 /// The queue, its journal, and the next cid.
 pub struct Shipper {
     queue: Queue,
@@ -128,6 +162,10 @@ pub struct Shipper {
     settings: ShipSettings,
     /// Journaled and not yet answered, oldest first.
     unresolved: Vec<InFlight>,
+    /// Submitted and not yet answered, oldest first.
+    flight: std::collections::VecDeque<Prepared>,
+    /// A first send was answered `Duplicate entry`: stop after the window in flight.
+    collision: Option<ShipError>,
     next_cid: u32,
     pub stats: Stats,
 }
@@ -166,6 +204,8 @@ impl Shipper {
             journal,
             settings,
             unresolved,
+            flight: std::collections::VecDeque::new(),
+            collision: None,
             next_cid: next_cid.saturating_add(1),
             stats: Stats::default(),
         })
@@ -210,7 +250,7 @@ impl Shipper {
         let limit_reached = |s: &Shipper| {
             bounds
                 .max_events
-                .is_some_and(|m| s.stats.handled() - start >= m)
+                .is_some_and(|m| s.stats.handled() - start + s.flight.len() as u64 >= m)
                 || bounds.deadline.is_some_and(|d| Instant::now() >= d)
                 || stop.load(Ordering::Relaxed)
         };
@@ -222,75 +262,101 @@ impl Shipper {
             .iter()
             .map(|f| f.record.entry.clone())
             .collect();
-        let mut pending = entries
+        let todo: Vec<QueueEntry> = entries
             .into_iter()
             .filter(|e| !journaled.contains(&e.file_name))
-            .peekable();
-        while pending.peek().is_some() {
-            if limit_reached(self) {
-                return Ok(true);
-            }
-            let mut window = Vec::with_capacity(self.settings.window);
-            while window.len() < self.settings.window {
-                let budget_left = bounds.max_events.map_or(true, |m| {
-                    self.stats.handled() - start + (window.len() as u64) < m
+            .collect();
+        let batch = batch_size(self.settings.window);
+        let settings = self.settings.clone();
+        // Reading and parsing run in a second thread, a few batches ahead: the main
+        // thread only journals, sends, and removes.
+        let left_over = std::thread::scope(|scope| -> Result<bool, ShipError> {
+            // Entry i goes to loader i % LOADERS; reading the channels in turn gives
+            // the entries back in queue order.
+            let mut channels = Vec::with_capacity(LOADERS);
+            for k in 0..LOADERS {
+                let (tx, rx) = crossbeam_channel::bounded(batch * 2);
+                channels.push(rx);
+                let mine: Vec<QueueEntry> = todo.iter().skip(k).step_by(LOADERS).cloned().collect();
+                let (dir, settings) = (&dir, &settings);
+                scope.spawn(move || {
+                    for e in mine {
+                        let ready = load_and_map(dir, &e.file_name, settings);
+                        if tx.send((e, ready)).is_err() {
+                            break; // shipping stopped
+                        }
+                    }
                 });
-                if !budget_left {
-                    break;
-                }
-                let Some(entry) = pending.next() else { break };
-                if let Some(p) = self.prepare(&entry, sink)? {
-                    window.push(p);
-                }
             }
-            if !window.is_empty() {
-                self.send_new(sink, window)?;
+            let total = todo.len();
+            let channels = &channels;
+            let mut pending = (0..total)
+                .map_while(|i| channels[i % LOADERS].recv().ok())
+                .peekable();
+            while pending.peek().is_some() {
+                if limit_reached(self) || self.collision.is_some() {
+                    return Ok(true);
+                }
+                let mut window = Vec::with_capacity(batch);
+                while window.len() < batch {
+                    let taken =
+                        self.stats.handled() - start + (self.flight.len() + window.len()) as u64;
+                    if bounds.max_events.is_some_and(|m| taken >= m) {
+                        break;
+                    }
+                    let Some((entry, ready)) = pending.next() else {
+                        break;
+                    };
+                    if let Some(p) = self.take(&entry, ready, sink)? {
+                        window.push(p);
+                    }
+                }
+                if window.is_empty() {
+                    continue;
+                }
+                self.journal_batch(&window)?;
+                self.submit(sink, window)?;
             }
+            Ok(false)
+        })?;
+        self.pump(sink, 0)?;
+        if let Some(c) = self.collision.take() {
+            return Err(c);
         }
         if self.unresolved.is_empty() && self.journal.wants_compaction() {
             let path = self.journal.path().to_path_buf();
             self.journal.rewrite(&[]).map_err(io_err(&path))?;
         }
-        Ok(false)
+        Ok(left_over)
     }
 
-    /// Reads, decides and maps one entry; `None` when it was skipped, quarantined or gone.
-    fn prepare(
+    /// Acts on an entry the loader read: quarantines what could not be read, removes
+    /// non-alerts, gives the rest a cid. `None` when there is nothing to send.
+    fn take(
         &mut self,
         entry: &QueueEntry,
+        ready: Result<Ready, LoadError>,
         sink: &dyn Sink,
     ) -> Result<Option<Prepared>, ShipError> {
-        let loaded = match load_entry(self.queue.dir(), &entry.file_name, &self.settings.load) {
-            Ok(l) => l,
+        let ready = match ready {
+            Ok(r) => r,
             Err(LoadError::Gone) => return Ok(None),
             Err(LoadError::Refused(why)) => {
                 self.quarantine(&entry.file_name, &why)?;
                 return Ok(None);
             }
         };
-        let notes: Vec<String> = self
-            .queue
-            .integrity_note(&entry.file_name)
-            .map(|n| format!("collector: {n}"))
-            .into_iter()
-            .collect();
-        let mapped = map_event(
-            &loaded.event,
-            &loaded.raw.bytes,
-            &notes,
-            &self.settings.alert,
-        );
-        if mapped.decision == Decision::Skip {
+        if ready.mapped.decision == Decision::Skip {
             log::debug!(
                 "{}: {} is not an alert; removed",
                 entry.file_name,
-                loaded.event.unique_id
+                ready.unique_id
             );
-            self.finish(&entry.file_name, loaded.target.as_deref());
+            self.finish(&entry.file_name, ready.target.as_deref());
             self.stats.skipped += 1;
             return Ok(None);
         }
-        let mut fields = mapped.fields;
+        let mut fields = ready.mapped.fields;
         fields.sid = sink.sid();
         fields.hostname = sink.hostname().to_string();
         fields.cid = self.next_cid;
@@ -300,9 +366,9 @@ impl Shipper {
                 Ok(Some(Prepared {
                     event,
                     entry: entry.file_name.clone(),
-                    ino: loaded.ino,
-                    target: loaded.target,
-                    ipv6: mapped.ipv6,
+                    ino: ready.ino,
+                    target: ready.target,
+                    ipv6: ready.mapped.ipv6,
                 }))
             }
             Err(e) => {
@@ -312,8 +378,8 @@ impl Shipper {
         }
     }
 
-    /// Journals a window of new events (one fsync), then sends it.
-    fn send_new(&mut self, sink: &mut dyn Sink, window: Vec<Prepared>) -> Result<(), ShipError> {
+    /// Journals a batch of new events (one fsync) before any of it is sent.
+    fn journal_batch(&mut self, window: &[Prepared]) -> Result<(), ShipError> {
         let records: Vec<JournalRecord> = window
             .iter()
             .map(|p| {
@@ -335,22 +401,21 @@ impl Shipper {
                 record,
                 maybe_sent: false,
             }));
-        self.send_window(sink, window)
+        Ok(())
     }
 
     /// Resends what the journal holds unanswered, with its sid, cid, time and hostname.
     fn resend_unresolved(&mut self, sink: &mut dyn Sink) -> Result<(), ShipError> {
         let todo: Vec<JournalRecord> = self.unresolved.iter().map(|f| f.record.clone()).collect();
-        for chunk in todo.chunks(self.settings.window.max(1)) {
+        for chunk in todo.chunks(batch_size(self.settings.window)) {
             let mut window = Vec::new();
             for r in chunk {
-                let present = r.entry_present(self.queue.dir());
-                let loaded = if present {
-                    load_entry(self.queue.dir(), &r.entry, &self.settings.load)
+                let ready = if r.entry_present(self.queue.dir()) {
+                    load_and_map(self.queue.dir(), &r.entry, &self.settings)
                 } else {
                     Err(LoadError::Gone)
                 };
-                let loaded = match loaded {
+                let ready = match ready {
                     Ok(l) => l,
                     Err(LoadError::Gone) => {
                         self.resolve(&r.entry);
@@ -362,19 +427,9 @@ impl Shipper {
                         continue;
                     }
                 };
-                let notes: Vec<String> = self
-                    .queue
-                    .integrity_note(&r.entry)
-                    .map(|n| format!("collector: {n}"))
-                    .into_iter()
-                    .collect();
-                let mapped = map_event(
-                    &loaded.event,
-                    &loaded.raw.bytes,
-                    &notes,
-                    &self.settings.alert,
-                );
-                let mut fields = mapped.fields;
+                // Sent before: the same sid, cid, time and hostname, whatever the
+                // decision would be now.
+                let mut fields = ready.mapped.fields;
                 fields.sid = r.sid;
                 fields.cid = r.cid;
                 fields.hostname = r.hostname.clone();
@@ -385,9 +440,9 @@ impl Shipper {
                     Ok(event) => window.push(Prepared {
                         event,
                         entry: r.entry.clone(),
-                        ino: loaded.ino,
-                        target: loaded.target,
-                        ipv6: mapped.ipv6,
+                        ino: ready.ino,
+                        target: ready.target,
+                        ipv6: ready.mapped.ipv6,
                     }),
                     Err(e) => {
                         self.resolve(&r.entry);
@@ -396,61 +451,93 @@ impl Shipper {
                 }
             }
             if !window.is_empty() {
-                self.send_window(sink, window)?;
+                self.submit(sink, window)?;
+            }
+        }
+        self.pump(sink, 0)
+    }
+
+    /// Sends a journaled batch once there is room for it in the window, collecting
+    /// earlier answers to make room: the server works on the events in flight while
+    /// the next batch is read, mapped and journaled.
+    fn submit(&mut self, sink: &mut dyn Sink, batch: Vec<Prepared>) -> Result<(), ShipError> {
+        let window = self.settings.window.max(batch.len());
+        self.pump(sink, window - batch.len())?;
+        let events: Vec<SguilEvent> = batch.iter().map(|p| p.event.clone()).collect();
+        if let Err(e) = sink.submit(&events) {
+            self.abandon_flight();
+            return Err(e.into());
+        }
+        self.flight.extend(batch);
+        Ok(())
+    }
+
+    /// Collects answers until at most `keep` events are in flight, acting on each.
+    /// On an error, everything still in flight is left journaled (to be resent).
+    fn pump(&mut self, sink: &mut dyn Sink, keep: usize) -> Result<(), ShipError> {
+        while self.flight.len() > keep {
+            match sink.next_answer() {
+                Ok(outcome) => {
+                    let p = self.flight.pop_front().expect("an event in flight");
+                    self.settle(&p, outcome, sink)?;
+                }
+                Err(e) => {
+                    self.abandon_flight();
+                    return Err(e.into());
+                }
             }
         }
         Ok(())
     }
 
-    /// Sends a journaled window and acts on every answer that came, even when the
-    /// session broke part-way.
-    fn send_window(&mut self, sink: &mut dyn Sink, window: Vec<Prepared>) -> Result<(), ShipError> {
-        let events: Vec<SguilEvent> = window.iter().map(|p| p.event.clone()).collect();
-        let mut answers: Vec<(usize, Outcome)> = Vec::with_capacity(events.len());
-        let sent = sink.send(&events, &mut |i, o| answers.push((i, o)));
-        let mut collision = None;
-        for (i, outcome) in answers {
-            let p = &window[i];
-            let maybe_sent = self
-                .unresolved
-                .iter()
-                .find(|f| f.record.entry == p.entry)
-                .is_some_and(|f| f.maybe_sent);
-            match outcome {
-                Outcome::Confirmed => self.delivered(p, false),
-                Outcome::AlreadyStored if maybe_sent => self.delivered(p, true),
-                Outcome::AlreadyStored => {
-                    // Not ours: the entry stays in the queue for a later cid.
-                    self.resolve(&p.entry);
-                    let f = p.event.fields();
-                    collision.get_or_insert(ShipError::CidCollision {
-                        server: sink.name(),
-                        sid: f.sid,
-                        cid: f.cid,
-                        hostname: f.hostname.clone(),
-                    });
-                }
-                Outcome::Rejected(text) => {
-                    self.resolve(&p.entry);
-                    self.quarantine(
-                        &p.entry,
-                        &format!("sguild refused the event: Failed {text}"),
-                    )?;
-                }
-            }
-        }
+    /// The session broke: nothing in flight is known to be stored or not.
+    fn abandon_flight(&mut self) {
+        self.flight.clear();
         for f in &mut self.unresolved {
             f.maybe_sent = true;
         }
-        if let Err(e) = sent {
-            return Err(e.into());
-        }
-        if let Some(c) = collision {
-            let path = self.journal.path().to_path_buf();
-            let keep: Vec<JournalRecord> =
-                self.unresolved.iter().map(|f| f.record.clone()).collect();
-            self.journal.rewrite(&keep).map_err(io_err(&path))?;
-            return Err(c);
+    }
+
+    /// Acts on sguild's answer for one event.
+    fn settle(&mut self, p: &Prepared, outcome: Outcome, sink: &dyn Sink) -> Result<(), ShipError> {
+        let maybe_sent = self
+            .unresolved
+            .iter()
+            .find(|f| f.record.entry == p.entry)
+            .is_some_and(|f| f.maybe_sent);
+        match outcome {
+            Outcome::Confirmed => self.delivered(p, false),
+            Outcome::AlreadyStored if maybe_sent => self.delivered(p, true),
+            Outcome::AlreadyStored => {
+                // Not ours: the entry stays in the queue for a later cid, and the record
+                // goes from the journal (that cid is someone else's).
+                self.resolve(&p.entry);
+                let path = self.journal.path().to_path_buf();
+                let keep: Vec<JournalRecord> =
+                    self.unresolved.iter().map(|f| f.record.clone()).collect();
+                self.journal.rewrite(&keep).map_err(io_err(&path))?;
+                let f = p.event.fields();
+                log::error!(
+                    "{}: cid {} of sid {} is taken by another agent; {} stays queued",
+                    sink.name(),
+                    f.cid,
+                    f.sid,
+                    p.entry
+                );
+                self.collision.get_or_insert(ShipError::CidCollision {
+                    server: sink.name(),
+                    sid: f.sid,
+                    cid: f.cid,
+                    hostname: f.hostname.clone(),
+                });
+            }
+            Outcome::Rejected(text) => {
+                self.resolve(&p.entry);
+                self.quarantine(
+                    &p.entry,
+                    &format!("sguild refused the event: Failed {text}"),
+                )?;
+            }
         }
         Ok(())
     }

@@ -18,13 +18,10 @@ pub trait Sink {
     fn hostname(&self) -> &str;
     /// The highest cid the destination already holds for [`Sink::sid`].
     fn max_cid(&self) -> u32;
-    /// Sends `events`, calling `answered(index, outcome)` in order; see
-    /// [`AgentSession::send`].
-    fn send(
-        &mut self,
-        events: &[SguilEvent],
-        answered: &mut dyn FnMut(usize, Outcome),
-    ) -> Result<(), SessionError>;
+    /// Writes `events` without waiting for their answers.
+    fn submit(&mut self, events: &[SguilEvent]) -> Result<(), SessionError>;
+    /// The answer to the oldest event submitted and not yet answered.
+    fn next_answer(&mut self) -> Result<Outcome, SessionError>;
     /// Checks the destination is alive (idle keep-alive).
     fn ping(&mut self) -> Result<(), SessionError>;
 }
@@ -33,7 +30,6 @@ pub trait Sink {
 pub struct SguilSink {
     pub session: AgentSession,
     pub hostname: String,
-    pub window: usize,
 }
 
 impl Sink for SguilSink {
@@ -49,12 +45,11 @@ impl Sink for SguilSink {
     fn max_cid(&self) -> u32 {
         self.session.max_cid
     }
-    fn send(
-        &mut self,
-        events: &[SguilEvent],
-        answered: &mut dyn FnMut(usize, Outcome),
-    ) -> Result<(), SessionError> {
-        self.session.send(events, self.window, answered)
+    fn submit(&mut self, events: &[SguilEvent]) -> Result<(), SessionError> {
+        self.session.submit(events)
+    }
+    fn next_answer(&mut self) -> Result<Outcome, SessionError> {
+        self.session.next_answer()
     }
     fn ping(&mut self) -> Result<(), SessionError> {
         self.session.ping()
@@ -65,6 +60,8 @@ impl Sink for SguilSink {
 pub struct JsonLinesSink<W: Write> {
     pub out: W,
     pub hostname: String,
+    /// Events written and not yet reported as answered.
+    pub written: usize,
 }
 
 /// An event as a JSON object: the GenericEvent's fields, message and detail decoded
@@ -106,11 +103,7 @@ impl<W: Write> Sink for JsonLinesSink<W> {
     fn max_cid(&self) -> u32 {
         0
     }
-    fn send(
-        &mut self,
-        events: &[SguilEvent],
-        answered: &mut dyn FnMut(usize, Outcome),
-    ) -> Result<(), SessionError> {
+    fn submit(&mut self, events: &[SguilEvent]) -> Result<(), SessionError> {
         let io = |source| {
             SessionError::Conn(ConnError::Io {
                 server: "stdout".into(),
@@ -122,10 +115,13 @@ impl<W: Write> Sink for JsonLinesSink<W> {
             self.out.write_all(b"\n").map_err(io)?;
         }
         self.out.flush().map_err(io)?;
-        for i in 0..events.len() {
-            answered(i, Outcome::Confirmed);
-        }
+        self.written += events.len();
         Ok(())
+    }
+    fn next_answer(&mut self) -> Result<Outcome, SessionError> {
+        // Written and flushed is as delivered as stdout gets.
+        self.written = self.written.saturating_sub(1);
+        Ok(Outcome::Confirmed)
     }
     fn ping(&mut self) -> Result<(), SessionError> {
         Ok(())
