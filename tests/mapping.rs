@@ -85,11 +85,11 @@ fn every_corpus_event_maps_to_its_golden_sguil_fields() {
             std::fs::write(&golden, text + "\n").unwrap();
             continue;
         }
-        let want: BTreeMap<String, Value> = serde_json::from_str(
-            &std::fs::read_to_string(&golden)
-                .unwrap_or_else(|e| panic!("{}: {e} (UPDATE_GOLDEN=1 writes it)", golden.display())),
-        )
-        .unwrap();
+        let want: BTreeMap<String, Value> =
+            serde_json::from_str(&std::fs::read_to_string(&golden).unwrap_or_else(|e| {
+                panic!("{}: {e} (UPDATE_GOLDEN=1 writes it)", golden.display())
+            }))
+            .unwrap();
         assert_eq!(
             got.keys().collect::<Vec<_>>(),
             want.keys().collect::<Vec<_>>(),

@@ -67,6 +67,8 @@ fn conf_for(dir: &Path, queue: &Path, extra: &str) -> PathBuf {
 }
 
 fn main() {
+    // Build (or find) the release binary before anything is timed.
+    binary("modsec-shipper");
     for n in [10_000usize, 100_000] {
         let server = TestSguild::start();
         let dir = work_dir();

@@ -1,0 +1,137 @@
+//! Real Apache + ModSecurity → `modsec-collector` → queue → `modsec-shipper drain` → the
+//! sguild test server: every blocked request arrives exactly once, with the rule that
+//! blocked it, its addresses and ports, and its time.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use chrono::{NaiveDateTime, Utc};
+use modsec2sguil_e2e::apache::{self, Apache, ApacheOptions};
+use modsec2sguil_e2e::sguild::TestSguild;
+use modsec2sguil_e2e::shipper::{config, drain, entries_left, stored_unique_id};
+use modsec2sguil_e2e::{binary, skip_or_fail};
+
+#[test]
+fn blocked_requests_arrive_in_sguil_once_with_rule_addresses_ports_and_time() {
+    if let Some(why) = apache::unavailable() {
+        skip_or_fail("shipper_apache", &why);
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let queue = work.path().join("queue");
+    std::fs::create_dir(&queue).unwrap();
+    let log = work.path().join("collector.log");
+    let cconf = work.path().join("collector.conf");
+    std::fs::write(
+        &cconf,
+        format!(
+            "set EVENT_DIR {}\nset LOG_FILE {}\n",
+            queue.display(),
+            log.display()
+        ),
+    )
+    .unwrap();
+    let pipe = format!(
+        "{} -c {} STORAGE {}",
+        binary("modsec-collector").display(),
+        cconf.display(),
+        work.path().join("index.log").display()
+    );
+    let apache = Apache::start_with(&ApacheOptions::default(), |root| {
+        pipe.replace("STORAGE", &root.join("audit").display().to_string())
+    });
+
+    let before = Utc::now().naive_utc() - chrono::Duration::seconds(1);
+    // (target, v6, POST body, the rule Sguil must name)
+    let cases: &[(&str, bool, Option<&str>, u32)] = &[
+        (
+            "/?id=1%27%20UNION%20SELECT%20password%20FROM%20users--",
+            false,
+            None,
+            942100,
+        ),
+        (
+            "/?id=1%27%20UNION%20SELECT%20password%20FROM%20users--",
+            true,
+            None,
+            942100,
+        ),
+        ("/?q=%3Cscript%3Ealert(1)%3C/script%3E", false, None, 941100),
+        ("/wp-login.php", false, None, 100001),
+        ("/wp-login.php", true, None, 100001),
+        ("/cgi-bin/echo.cgi", false, Some("comment=evil"), 100003),
+    ];
+    let mut expected: HashMap<String, (u32, bool)> = HashMap::new();
+    for (target, v6, body, rule) in cases {
+        for _ in 0..3 {
+            let reply = match body {
+                Some(b) => apache.post(
+                    *v6,
+                    target,
+                    "application/x-www-form-urlencoded",
+                    b.as_bytes(),
+                ),
+                None => apache.get(*v6, target, ""),
+            };
+            assert!(reply.status >= 400, "{target}: {}", reply.status);
+            expected.insert(reply.unique_id.clone().expect("X-Unique-ID"), (*rule, *v6));
+        }
+    }
+    // Benign requests are not logged (RelevantOnly) and must not show up.
+    for _ in 0..5 {
+        assert_eq!(apache.get(false, "/index.html", "").status, 200);
+    }
+    let after = Utc::now().naive_utc() + chrono::Duration::seconds(1);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while entries_left(&queue).len() < expected.len() {
+        assert!(
+            Instant::now() < deadline,
+            "{} of {} queued; collector log:\n{}",
+            entries_left(&queue).len(),
+            expected.len(),
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    let server = TestSguild::start();
+    let conf = config(work.path(), &queue, &server, "");
+    let (code, err) = drain(&conf, &[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(entries_left(&queue).is_empty());
+    let stored = server.events();
+    assert_eq!(stored.len(), expected.len(), "{err}");
+    for e in &stored {
+        let id = stored_unique_id(e);
+        let (rule, v6) = expected
+            .remove(&id)
+            .unwrap_or_else(|| panic!("{id}: not a blocked request, or stored twice"));
+        assert_eq!(e.sig_id, rule.to_string(), "{id}");
+        let addr = if v6 { "" } else { "127.0.0.1" };
+        assert_eq!((e.src_ip.as_str(), e.dst_ip.as_str()), (addr, addr), "{id}");
+        assert_eq!(e.dst_port, u32::from(apache.port), "{id}");
+        assert!(
+            e.src_port > 1024,
+            "{id}: ephemeral client port, got {}",
+            e.src_port
+        );
+        let t = NaiveDateTime::parse_from_str(&e.timestamp, "%Y-%m-%d %H:%M:%S").unwrap();
+        assert!(
+            before <= t && t <= after,
+            "{id}: {t} not within the test's UTC time"
+        );
+        let msg = String::from_utf8_lossy(&e.message).into_owned();
+        assert!(
+            msg.starts_with("MSc 403 ") || msg.starts_with("MSc 406 "),
+            "{msg}"
+        );
+        if v6 {
+            let detail = String::from_utf8_lossy(
+                &modsec2sguil::hex::decode(e.detail_hex.as_bytes()).unwrap(),
+            )
+            .into_owned();
+            assert!(detail.contains("Client: [::1]:"), "{detail}");
+        }
+    }
+    assert!(expected.is_empty(), "never stored: {expected:?}");
+}
