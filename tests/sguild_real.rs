@@ -81,3 +81,100 @@ fn a_live_sguild_stores_1000_pipelined_events_and_refuses_resends_as_duplicates(
     eprintln!("sguild_real: 10 resends answered as duplicates");
     s.ping().unwrap();
 }
+
+/// Real Apache → collector → queue → `drain` (killed once mid-run, then run again) → the
+/// live sguild: afterwards sguild's maxCid for the new sensor equals the number of
+/// blocked requests, and the team's `count_events.sh` should show that many rows.
+#[test]
+fn apache_to_a_live_sguild_end_to_end_through_a_sigkill() {
+    use modsec2sguil_e2e::apache::{self, Apache, ApacheOptions};
+    use modsec2sguil_e2e::shipper::{drain, entries_left};
+    use modsec2sguil_e2e::{binary, skip_or_fail};
+
+    let (Ok(addr), Ok(ca)) = (std::env::var("SGUILD_ADDR"), std::env::var("SGUILD_CA")) else {
+        eprintln!("sguild_real: end to end not run (set SGUILD_ADDR and SGUILD_CA)");
+        return;
+    };
+    if let Some(why) = apache::unavailable() {
+        skip_or_fail("sguild_real end to end", &why);
+        return;
+    }
+    let (host, port) = addr.rsplit_once(':').expect("SGUILD_ADDR is host:port");
+    let work = tempfile::tempdir().unwrap();
+    let queue = work.path().join("queue");
+    std::fs::create_dir(&queue).unwrap();
+    let cconf = work.path().join("collector.conf");
+    std::fs::write(&cconf, format!("set EVENT_DIR {}\n", queue.display())).unwrap();
+    let pipe = format!(
+        "{} -c {} STORAGE {}",
+        binary("modsec-collector").display(),
+        cconf.display(),
+        work.path().join("index.log").display()
+    );
+    let apache = Apache::start_with(&ApacheOptions::default(), |root| {
+        pipe.replace("STORAGE", &root.join("audit").display().to_string())
+    });
+    let n = 200;
+    for i in 0..n {
+        let r = apache.get(
+            i % 4 == 0,
+            &format!("/?id=1%27%20UNION%20SELECT%20password%20FROM%20users--&n={i}"),
+            "",
+        );
+        assert_eq!(r.status, 403);
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while entries_left(&queue).len() < n {
+        assert!(
+            Instant::now() < deadline,
+            "{} queued",
+            entries_left(&queue).len()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let sensor = format!("m2s-e2e-{}", std::process::id());
+    let conf = work.path().join("shipper.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "set EVENT_DIR {}\nset SERVER_HOST {host}\nset SERVER_PORT {port}\nset TLS_CA_FILE {ca}\n\
+             set HOSTNAME {sensor}\nset NET_GROUP m2s-test\n",
+            queue.display()
+        ),
+    )
+    .unwrap();
+    let mut first = std::process::Command::new(binary("modsec-shipper"))
+        .args(["drain", "-c", conf.to_str().unwrap()])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(150));
+    first.kill().unwrap();
+    first.wait().unwrap();
+    let left = entries_left(&queue).len();
+    let (code, err) = drain(&conf, &[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(entries_left(&queue).is_empty());
+    eprintln!("sguild_real: SIGKILL left {left} of {n} queued; the second run: {err}");
+    let settings = ConnectSettings {
+        host: host.into(),
+        port: port.parse().expect("port"),
+        tls: TlsMode::CaFile(ca.into()),
+        expect_version: None,
+        connect_timeout: Duration::from_secs(5),
+        handshake_timeout: Duration::from_secs(10),
+    };
+    let s = AgentSession::register(
+        Connection::open(&settings).unwrap(),
+        "modsecurity",
+        &sensor,
+        "m2s-test",
+        Duration::from_secs(30),
+    )
+    .unwrap();
+    assert_eq!(s.max_cid, n as u32, "cids 1..{n}, none skipped or doubled");
+    eprintln!(
+        "sguild_real: sensor {sensor} (sid {}) holds maxCid {}: count_events.sh should show {n} events and {n} data rows for it",
+        s.sid, s.max_cid
+    );
+}

@@ -69,7 +69,7 @@ fn conf_for(dir: &Path, queue: &Path, extra: &str) -> PathBuf {
 fn main() {
     // Build (or find) the release binary before anything is timed.
     binary("modsec-shipper");
-    for n in [10_000usize, 100_000] {
+    for (n, window) in [(10_000usize, 1), (10_000, 32), (100_000, 32)] {
         let server = TestSguild::start();
         let dir = work_dir();
         let queue = dir.path().join("queue");
@@ -78,7 +78,7 @@ fn main() {
             dir.path(),
             &queue,
             &format!(
-                "set SERVER_HOST 127.0.0.1\nset SERVER_PORT {}\nset TLS_CA_FILE {}\n",
+                "set SERVER_HOST 127.0.0.1\nset SERVER_PORT {}\nset TLS_CA_FILE {}\nset SEND_WINDOW {window}\n",
                 server.addr.port(),
                 server.cert_pem.display()
             ),
@@ -86,7 +86,7 @@ fn main() {
         let (secs, summary, rss) = drain(&conf);
         assert_eq!(server.events().len(), n);
         println!(
-            "drain {n:>7} events -> test server (TLS, window 32): {:>6.0} events/s, {secs:.2} s wall, peak RSS {:.1} MiB  [{summary}]",
+            "drain {n:>7} events -> test server (TLS, window {window:>2}): {:>6.0} events/s, {secs:.2} s wall, peak RSS {:.1} MiB  [{summary}]",
             n as f64 / secs,
             rss as f64 / 1024.0
         );
