@@ -45,6 +45,7 @@ pub const KNOWN_KEYS: &[&str] = &[
     "ACTIVITY_CLASS",
     "OUTPUT",
     "MAX_EVENT_BYTES",
+    "SHIPPER_LOG_FILE",
     // modsec-collector
     "STORAGE_DIR",
     "INDEX_FILE",

@@ -93,6 +93,7 @@ enum Command {
     /// non-alerts, quarantined, remaining, elapsed, events/s.
     ///
     /// Example (crontab): * * * * * modsec-shipper drain -c /etc/modsec2sguil.conf
+    #[command(after_help = AFTER_HELP)]
     Drain {
         #[command(flatten)]
         common: Common,
@@ -112,7 +113,9 @@ enum Command {
     /// after PING_DELAY ms idle, reconnects with capped exponential backoff and jitter.
     /// SIGTERM/SIGINT finish the window in flight and exit 0; SIGHUP reloads the config.
     /// DAEMON 1 detaches (unless --foreground); RUNAS drops privileges once the config
-    /// is read; logs go to stderr, LOG_FILE and/or syslog (SYSLOGFACILITY).
+    /// is read; logs go to stderr, SHIPPER_LOG_FILE (else LOG_FILE) and/or syslog
+    /// (SYSLOGFACILITY).
+    #[command(after_help = AFTER_HELP)]
     Run {
         #[command(flatten)]
         common: Common,

@@ -43,7 +43,10 @@ pub fn install_logger(common: &Common, config: Option<&ConfigFile>) {
         None if debug => LevelFilter::Debug,
         None => LevelFilter::Info,
     };
-    let log_file = setting("LOG_FILE").filter(|f| !f.is_empty());
+    // One config file serves both programs; the collector's log is root's.
+    let log_file = setting("SHIPPER_LOG_FILE")
+        .or_else(|| setting("LOG_FILE"))
+        .filter(|f| !f.is_empty());
     let syslog = setting("SYSLOGFACILITY").and_then(|f| facility(&f));
     let installed = Logger::install(
         "modsec-shipper",
