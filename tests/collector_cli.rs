@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use md5::{Digest, Md5};
 use modsec2sguil::hex;
 use modsec2sguil::queue::{parse_backlog_record, EntryName, BACKLOG_FILE};
-use modsec2sguil_e2e::{binary, skip_or_fail};
+use modsec2sguil_e2e::{binary, Tmpfs};
 
 struct Env {
     dir: tempfile::TempDir,
@@ -364,32 +364,6 @@ fn unknown_config_keys_are_warned_about() {
         "modsec2sguil keys are known: {text}"
     );
     assert_eq!(env.entries().len(), 1);
-}
-
-/// A small tmpfs mounted for one test, unmounted when dropped.
-struct Tmpfs(PathBuf);
-
-impl Tmpfs {
-    fn mount(at: &Path, size: &str, test: &str) -> Option<Tmpfs> {
-        std::fs::create_dir_all(at).unwrap();
-        let ok = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(at)
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        if !ok {
-            skip_or_fail(test, "cannot mount a tmpfs (needs root)");
-            return None;
-        }
-        Some(Tmpfs(at.to_path_buf()))
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.0).status();
-    }
 }
 
 #[test]

@@ -564,3 +564,62 @@ fn wait_timeout(child: &mut std::process::Child, t: Duration) -> Option<i32> {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+#[test]
+fn a_full_disk_stops_the_run_before_anything_is_sent_and_loses_nothing() {
+    let server = TestSguild::start();
+    let dir = tempfile::tempdir().unwrap();
+    let queue = dir.path().join("queue");
+    let Some(_fs) = modsec2sguil_e2e::Tmpfs::mount(&queue, "1m", "shipper full disk") else {
+        return;
+    };
+    let want = fill_queue(&queue, 1, 5);
+    // Fill the filesystem to the last block.
+    let filler = std::fs::File::create(queue.join(".filler")).unwrap();
+    let mut w = std::io::BufWriter::new(filler);
+    while std::io::Write::write_all(&mut w, &[0u8; 4096]).is_ok() {}
+    drop(w);
+    let conf = config(dir.path(), &queue, &server, "");
+    let (code, err) = drain(&conf, &[]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains(".journal") && err.contains("No space left"),
+        "{err}"
+    );
+    assert!(
+        server.events().is_empty(),
+        "nothing sent without a journal record"
+    );
+    assert_eq!(entries_left(&queue).len(), 5);
+    // Room again: everything ships, once.
+    std::fs::remove_file(queue.join(".filler")).unwrap();
+    let (code, err) = drain(&conf, &[]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(ids(&server), want);
+}
+
+#[test]
+fn a_read_only_queue_is_an_io_error_that_names_it() {
+    let server = TestSguild::start();
+    let dir = tempfile::tempdir().unwrap();
+    let queue = dir.path().join("queue");
+    let Some(_fs) = modsec2sguil_e2e::Tmpfs::mount(&queue, "1m", "shipper read-only queue") else {
+        return;
+    };
+    fill_queue(&queue, 1, 2);
+    assert!(Command::new("mount")
+        .args(["-o", "remount,ro"])
+        .arg(&queue)
+        .status()
+        .unwrap()
+        .success());
+    let conf = config(dir.path(), &queue, &server, "");
+    let (code, err) = drain(&conf, &[]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("queue lock") && err.contains("Read-only file system"),
+        "{err}"
+    );
+    assert!(server.events().is_empty());
+    assert_eq!(entries_left(&queue).len(), 2);
+}
