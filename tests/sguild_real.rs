@@ -9,6 +9,17 @@ use modsec2sguil::sguil::conn::{ConnectSettings, Connection, TlsMode};
 use modsec2sguil::sguil::wire::SguilEvent;
 use modsec2sguil_e2e::sguild::sample_event;
 
+fn live_settings(host: &str, port: &str, ca: &str) -> ConnectSettings {
+    ConnectSettings {
+        host: host.into(),
+        port: port.parse().expect("port"),
+        tls: TlsMode::CaFile(ca.into()),
+        expect_version: None,
+        connect_timeout: Duration::from_secs(5),
+        handshake_timeout: Duration::from_secs(10),
+    }
+}
+
 #[test]
 fn a_live_sguild_stores_1000_pipelined_events_and_refuses_resends_as_duplicates() {
     let (Ok(addr), Ok(ca)) = (std::env::var("SGUILD_ADDR"), std::env::var("SGUILD_CA")) else {
@@ -16,14 +27,7 @@ fn a_live_sguild_stores_1000_pipelined_events_and_refuses_resends_as_duplicates(
         return;
     };
     let (host, port) = addr.rsplit_once(':').expect("SGUILD_ADDR is host:port");
-    let settings = ConnectSettings {
-        host: host.into(),
-        port: port.parse().expect("port"),
-        tls: TlsMode::CaFile(ca.into()),
-        expect_version: None,
-        connect_timeout: Duration::from_secs(5),
-        handshake_timeout: Duration::from_secs(10),
-    };
+    let settings = live_settings(host, port, &ca);
     let sensor = format!("m2s-real-{}", std::process::id());
     let conn = Connection::open(&settings).unwrap();
     eprintln!(
@@ -87,7 +91,7 @@ fn a_live_sguild_stores_1000_pipelined_events_and_refuses_resends_as_duplicates(
 /// blocked requests, and the team's `count_events.sh` should show that many rows.
 #[test]
 fn apache_to_a_live_sguild_end_to_end_through_a_sigkill() {
-    use modsec2sguil_e2e::apache::{self, Apache, ApacheOptions};
+    use modsec2sguil_e2e::apache;
     use modsec2sguil_e2e::shipper::{drain, entries_left};
     use modsec2sguil_e2e::{binary, skip_or_fail};
 
@@ -102,18 +106,7 @@ fn apache_to_a_live_sguild_end_to_end_through_a_sigkill() {
     let (host, port) = addr.rsplit_once(':').expect("SGUILD_ADDR is host:port");
     let work = tempfile::tempdir().unwrap();
     let queue = work.path().join("queue");
-    std::fs::create_dir(&queue).unwrap();
-    let cconf = work.path().join("collector.conf");
-    std::fs::write(&cconf, format!("set EVENT_DIR {}\n", queue.display())).unwrap();
-    let pipe = format!(
-        "{} -c {} STORAGE {}",
-        binary("modsec-collector").display(),
-        cconf.display(),
-        work.path().join("index.log").display()
-    );
-    let apache = Apache::start_with(&ApacheOptions::default(), |root| {
-        pipe.replace("STORAGE", &root.join("audit").display().to_string())
-    });
+    let apache = apache::with_collector(work.path(), &queue);
     let n = 200;
     for i in 0..n {
         let r = apache.get(
@@ -156,14 +149,7 @@ fn apache_to_a_live_sguild_end_to_end_through_a_sigkill() {
     assert_eq!(code, 0, "{err}");
     assert!(entries_left(&queue).is_empty());
     eprintln!("sguild_real: SIGKILL left {left} of {n} queued; the second run: {err}");
-    let settings = ConnectSettings {
-        host: host.into(),
-        port: port.parse().expect("port"),
-        tls: TlsMode::CaFile(ca.into()),
-        expect_version: None,
-        connect_timeout: Duration::from_secs(5),
-        handshake_timeout: Duration::from_secs(10),
-    };
+    let settings = live_settings(host, port, &ca);
     let s = AgentSession::register(
         Connection::open(&settings).unwrap(),
         "modsecurity",

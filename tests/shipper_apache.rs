@@ -6,10 +6,10 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use chrono::{NaiveDateTime, Utc};
-use modsec2sguil_e2e::apache::{self, Apache, ApacheOptions};
+use modsec2sguil_e2e::apache;
 use modsec2sguil_e2e::sguild::TestSguild;
 use modsec2sguil_e2e::shipper::{config, drain, entries_left, stored_unique_id};
-use modsec2sguil_e2e::{binary, skip_or_fail};
+use modsec2sguil_e2e::skip_or_fail;
 
 #[test]
 fn blocked_requests_arrive_in_sguil_once_with_rule_addresses_ports_and_time() {
@@ -19,27 +19,8 @@ fn blocked_requests_arrive_in_sguil_once_with_rule_addresses_ports_and_time() {
     }
     let work = tempfile::tempdir().unwrap();
     let queue = work.path().join("queue");
-    std::fs::create_dir(&queue).unwrap();
     let log = work.path().join("collector.log");
-    let cconf = work.path().join("collector.conf");
-    std::fs::write(
-        &cconf,
-        format!(
-            "set EVENT_DIR {}\nset LOG_FILE {}\n",
-            queue.display(),
-            log.display()
-        ),
-    )
-    .unwrap();
-    let pipe = format!(
-        "{} -c {} STORAGE {}",
-        binary("modsec-collector").display(),
-        cconf.display(),
-        work.path().join("index.log").display()
-    );
-    let apache = Apache::start_with(&ApacheOptions::default(), |root| {
-        pipe.replace("STORAGE", &root.join("audit").display().to_string())
-    });
+    let apache = apache::with_collector(work.path(), &queue);
 
     let before = Utc::now().naive_utc() - chrono::Duration::seconds(1);
     // (target, v6, POST body, the rule Sguil must name)

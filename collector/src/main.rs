@@ -142,14 +142,7 @@ fn main() -> ExitCode {
         );
     }
     if let Some(c) = &config {
-        for s in c.unknown(KNOWN_KEYS) {
-            log::warn!(
-                "{}:{}: unknown setting {} (ignored)",
-                c.path.display(),
-                s.line,
-                s.key
-            );
-        }
+        c.warn_unknown(KNOWN_KEYS);
         if let Some(f) = setting("SYSLOGFACILITY").filter(|f| facility(f).is_none()) {
             log::warn!(
                 "{}: SYSLOGFACILITY `{f}` is not a syslog facility; not logging to syslog",

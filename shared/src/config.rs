@@ -180,6 +180,18 @@ impl ConfigFile {
         out
     }
 
+    /// Logs a warning, with its line, for each key not in `known`.
+    pub fn warn_unknown(&self, known: &[&str]) {
+        for s in self.unknown(known) {
+            log::warn!(
+                "{}:{}: unknown setting {} (ignored)",
+                self.path.display(),
+                s.line,
+                s.key
+            );
+        }
+    }
+
     /// A value error for `setting`.
     pub fn bad(&self, setting: &Setting, why: impl Into<String>) -> ConfigError {
         ConfigError::Value {

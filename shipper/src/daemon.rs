@@ -13,7 +13,7 @@ use modsec2sguil::ship::{Bounds, ShipError, Shipper, Sink};
 
 use crate::drain::summary;
 use crate::exit;
-use crate::setup::{connect, drop_privileges, install_logger, load_settings};
+use crate::setup::{connect, drop_privileges, load_settings, start};
 use crate::Common;
 
 /// First wait after a failure; doubled per failure up to [`MAX_BACKOFF`].
@@ -49,16 +49,10 @@ fn nap(d: Duration, stop: &AtomicBool) -> bool {
 
 pub fn run(common: &Common, foreground: bool) -> u8 {
     let started = Instant::now();
-    let (config, mut settings) = match load_settings(common) {
+    let (_config, mut settings) = match start(common) {
         Ok(v) => v,
-        Err(e) => {
-            let config = modsec2sguil::config::ConfigFile::load(&common.config).ok();
-            install_logger(common, config.as_ref());
-            log::error!("{e}");
-            return exit::CONFIG;
-        }
+        Err(code) => return code,
     };
-    install_logger(common, Some(&config));
     if settings.daemon && !foreground {
         // Before any thread exists: fork keeps only the calling thread.
         if let Err(e) = nix::unistd::daemon(false, false) {

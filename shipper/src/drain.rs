@@ -8,21 +8,15 @@ use modsec2sguil::ship::lock::QueueLock;
 use modsec2sguil::ship::{Bounds, ShipError, Shipper, Stats};
 
 use crate::exit;
-use crate::setup::{connect, drop_privileges, install_logger, load_settings};
+use crate::setup::{connect, drop_privileges, start};
 use crate::Common;
 
 pub fn run(common: &Common, wait: bool, max_events: Option<u64>, max_seconds: Option<u64>) -> u8 {
     let started = Instant::now();
-    let (config, settings) = match load_settings(common) {
+    let (_config, settings) = match start(common) {
         Ok(v) => v,
-        Err(e) => {
-            let config = modsec2sguil::config::ConfigFile::load(&common.config).ok();
-            install_logger(common, config.as_ref());
-            log::error!("{e}");
-            return exit::CONFIG;
-        }
+        Err(code) => return code,
     };
-    install_logger(common, Some(&config));
     if let Err(e) = drop_privileges(settings.runas) {
         log::error!("{e}");
         return exit::CONFIG;

@@ -13,6 +13,24 @@ use modsec2sguil::ship::Sink;
 
 use crate::{Common, OutputArg};
 
+/// The start of `drain` and `run`: the config read and checked, the logger installed.
+/// A config that does not load is logged (to stderr, and to its log file if the file
+/// at least parses) and gives the exit code.
+pub fn start(common: &Common) -> Result<(ConfigFile, ShipperSettings), u8> {
+    match load_settings(common) {
+        Ok((config, settings)) => {
+            install_logger(common, Some(&config));
+            Ok((config, settings))
+        }
+        Err(e) => {
+            let config = ConfigFile::load(&common.config).ok();
+            install_logger(common, config.as_ref());
+            log::error!("{e}");
+            Err(crate::exit::CONFIG)
+        }
+    }
+}
+
 /// Loads and checks the config file; errors name the file, line and key.
 pub fn load_settings(common: &Common) -> Result<(ConfigFile, ShipperSettings), String> {
     let config = ConfigFile::load(&common.config).map_err(|e| e.to_string())?;
@@ -63,14 +81,7 @@ pub fn install_logger(common: &Common, config: Option<&ConfigFile>) {
         );
     }
     if let Some(c) = config {
-        for s in c.unknown(KNOWN_KEYS) {
-            log::warn!(
-                "{}:{}: unknown setting {} (ignored)",
-                c.path.display(),
-                s.line,
-                s.key
-            );
-        }
+        c.warn_unknown(KNOWN_KEYS);
     }
 }
 

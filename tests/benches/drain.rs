@@ -52,6 +52,15 @@ fn drain(conf: &Path) -> (f64, String, u64) {
     (secs, summary, rss)
 }
 
+/// A work dir with a queue of `n` events and a config for it (plus `extra`).
+fn queued(n: usize, extra: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = work_dir();
+    let queue = dir.path().join("queue");
+    fill_queue(&queue, 1, n);
+    let conf = conf_for(dir.path(), &queue, extra);
+    (dir, conf)
+}
+
 fn conf_for(dir: &Path, queue: &Path, extra: &str) -> PathBuf {
     let p = dir.join("bench.conf");
     std::fs::write(
@@ -71,12 +80,8 @@ fn main() {
     binary("modsec-shipper");
     for (n, window) in [(10_000usize, 1), (10_000, 32), (100_000, 32)] {
         let server = TestSguild::start();
-        let dir = work_dir();
-        let queue = dir.path().join("queue");
-        fill_queue(&queue, 1, n);
-        let conf = conf_for(
-            dir.path(),
-            &queue,
+        let (_dir, conf) = queued(
+            n,
             &format!(
                 "set SERVER_HOST 127.0.0.1\nset SERVER_PORT {}\nset TLS_CA_FILE {}\nset SEND_WINDOW {window}\n",
                 server.addr.port(),
@@ -122,12 +127,8 @@ fn main() {
     if let (Ok(addr), Ok(ca)) = (std::env::var("SGUILD_ADDR"), std::env::var("SGUILD_CA")) {
         let (host, port) = addr.rsplit_once(':').expect("SGUILD_ADDR is host:port");
         let n = 2_000usize;
-        let dir = work_dir();
-        let queue = dir.path().join("queue");
-        fill_queue(&queue, 1, n);
-        let conf = conf_for(
-            dir.path(),
-            &queue,
+        let (_dir, conf) = queued(
+            n,
             &format!("set SERVER_HOST {host}\nset SERVER_PORT {port}\nset TLS_CA_FILE {ca}\n"),
         );
         let (secs, summary, _) = drain(&conf);

@@ -415,3 +415,28 @@ Include {crs_rules}/*.conf
 "#
     )
 }
+
+/// Apache (native, RelevantOnly) with `modsec-collector` in its `SecAuditLog` pipe,
+/// queueing into `queue` (created) with its config, index file and log in `work`.
+pub fn with_collector(work: &Path, queue: &Path) -> Apache {
+    std::fs::create_dir_all(queue).unwrap();
+    let conf = work.join("collector.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "set EVENT_DIR {}\nset LOG_FILE {}\n",
+            queue.display(),
+            work.join("collector.log").display()
+        ),
+    )
+    .unwrap();
+    let pipe = format!(
+        "{} -c {} STORAGE {}",
+        crate::binary("modsec-collector").display(),
+        conf.display(),
+        work.join("index.log").display()
+    );
+    Apache::start_with(&ApacheOptions::default(), |root| {
+        pipe.replace("STORAGE", &root.join("audit").display().to_string())
+    })
+}
