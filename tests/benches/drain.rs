@@ -11,10 +11,13 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use modsec2sguil::alert::{map_event, AlertSettings};
+use modsec2sguil::auditlog::{read_event_file, ParseLimits};
 use modsec2sguil::sguil::client::{AgentSession, Outcome};
 use modsec2sguil::sguil::conn::{ConnectSettings, Connection, TlsMode};
+use modsec2sguil::sguil::wire::SguilEvent;
 use modsec2sguil_e2e::binary;
-use modsec2sguil_e2e::sguild::{sample_event, TestSguild};
+use modsec2sguil_e2e::sguild::TestSguild;
 use modsec2sguil_e2e::shipper::fill_queue;
 
 fn work_dir() -> tempfile::TempDir {
@@ -133,7 +136,7 @@ fn main() {
         );
         let (secs, summary, _) = drain(&conf);
         let drain_rate = n as f64 / secs;
-        // The bare client: the same number of prebuilt events of the same size.
+        // The bare client: the same events, mapped and built before the clock starts.
         let settings = ConnectSettings {
             host: host.into(),
             port: port.parse().unwrap(),
@@ -152,19 +155,18 @@ fn main() {
             Duration::from_secs(30),
         )
         .unwrap();
-        let detail = vec![b'x'; 5_300];
-        let events: Vec<_> = (0..n as u32)
-            .map(|i| {
-                sample_event(
-                    s.sid,
-                    s.max_cid + 1 + i,
-                    &hostname,
-                    b"MSc 403 bench",
-                    &detail,
-                    true,
-                )
-            })
-            .collect();
+        let src = work_dir();
+        fill_queue(&src.path().join("q"), 1, n);
+        let mut events = Vec::with_capacity(n);
+        for (i, entry) in std::fs::read_dir(src.path().join("q")).unwrap().enumerate() {
+            let path = entry.unwrap().path();
+            let limits = ParseLimits::default();
+            let raw = read_event_file(&path, std::fs::File::open(&path).unwrap(), &limits).unwrap();
+            let ev = raw.parse(&limits).unwrap();
+            let mut f = map_event(&ev, &raw.bytes, &[], &AlertSettings::default()).fields;
+            (f.sid, f.cid, f.hostname) = (s.sid, s.max_cid + 1 + i as u32, hostname.clone());
+            events.push(SguilEvent::new(f).unwrap());
+        }
         let t = Instant::now();
         let mut ok = 0;
         s.send(&events, 32, |_, o| {

@@ -41,7 +41,7 @@ pub struct ShipSettings {
     pub load: LoadOptions,
     /// SYMLINK_REMOVE_ORIG: remove a symlinked entry's target once delivered.
     pub remove_orig: bool,
-    /// SEND_WINDOW: events in flight at most; journaled in batches of half of it.
+    /// SEND_WINDOW: events in flight at most (journaled in batches of at least 32).
     pub window: usize,
 }
 
@@ -100,9 +100,19 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> ShipError + '_ {
 /// work, and the sender mostly waits on the disk and the network.
 const LOADERS: usize = 2;
 
-/// Events journaled with one fsync: half the window, so that one batch is read, mapped
-/// and journaled while the other half is with the server.
+/// Events journaled with one fsync, whatever the window: an fsync per event would cost
+/// more than sguild's own work per event with a window of 1 (measured: 0.68 of a bare
+/// client's rate). More journaled than sent only means more resends, answered as
+/// duplicates, after a crash.
+const JOURNAL_BATCH: usize = 32;
+
 fn batch_size(window: usize) -> usize {
+    window.max(JOURNAL_BATCH)
+}
+
+/// Events written with one write: half the window, so that the server works on one
+/// half while the other is answered and replaced.
+fn chunk_size(window: usize) -> usize {
     window.div_ceil(2).max(1)
 }
 
@@ -461,14 +471,18 @@ impl Shipper {
     /// earlier answers to make room: the server works on the events in flight while
     /// the next batch is read, mapped and journaled.
     fn submit(&mut self, sink: &mut dyn Sink, batch: Vec<Prepared>) -> Result<(), ShipError> {
-        let window = self.settings.window.max(batch.len());
-        self.pump(sink, window - batch.len())?;
-        let events: Vec<SguilEvent> = batch.iter().map(|p| p.event.clone()).collect();
-        if let Err(e) = sink.submit(&events) {
-            self.abandon_flight();
-            return Err(e.into());
+        let window = self.settings.window.max(1);
+        let mut rest = batch.into_iter().peekable();
+        while rest.peek().is_some() {
+            let chunk: Vec<Prepared> = rest.by_ref().take(chunk_size(window)).collect();
+            self.pump(sink, window.saturating_sub(chunk.len()))?;
+            let events: Vec<SguilEvent> = chunk.iter().map(|p| p.event.clone()).collect();
+            if let Err(e) = sink.submit(&events) {
+                self.abandon_flight();
+                return Err(e.into());
+            }
+            self.flight.extend(chunk);
         }
-        self.flight.extend(batch);
         Ok(())
     }
 
