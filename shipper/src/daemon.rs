@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use modsec2sguil::ship::lock::QueueLock;
 use modsec2sguil::ship::settings::ShipperSettings;
-use modsec2sguil::ship::{Bounds, ShipError, Shipper, Sink};
+use modsec2sguil::ship::{Bounds, Shipper};
 
 use crate::drain::summary;
 use crate::exit;
@@ -29,9 +29,8 @@ const BUSY_POLL: Duration = Duration::from_millis(250);
 /// A delay between `d/2` and `d` ("equal jitter"), so many agents restarted together
 /// do not reconnect in step.
 fn jittered(d: Duration) -> Duration {
-    let mut h = RandomState::new().build_hasher();
-    h.write_u128(Instant::now().elapsed().as_nanos());
-    let frac = (h.finish() % 1000) as f64 / 1000.0;
+    // Each RandomState is freshly keyed: hashing nothing gives a random number.
+    let frac = (RandomState::new().build_hasher().finish() % 1000) as f64 / 1000.0;
     d.mul_f64(0.5 + frac / 2.0)
 }
 
@@ -163,7 +162,7 @@ pub fn run(common: &Common, foreground: bool) -> u8 {
                         wait.as_secs_f64()
                     );
                     backoff = (backoff * 2).min(MAX_BACKOFF);
-                    drop_session(sink, &e);
+                    drop(sink);
                     nap(wait, &stop);
                     continue 'connect;
                 }
@@ -177,11 +176,6 @@ pub fn run(common: &Common, foreground: bool) -> u8 {
     );
     log::info!("run: stopped");
     exit::OK
-}
-
-fn drop_session(sink: Box<dyn Sink>, e: &ShipError) {
-    log::debug!("closing the session to {} after: {e}", sink.name());
-    drop(sink);
 }
 
 /// SIGHUP: reads the config again. Returns true when the session must be rebuilt.
