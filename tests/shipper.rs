@@ -169,7 +169,7 @@ fn max_events_and_max_seconds_bound_a_run() {
     let server = TestSguild::start();
     let dir = tempfile::tempdir().unwrap();
     let queue = dir.path().join("queue");
-    fill_queue(&queue, 1, 50);
+    let ids_in_order = fill_queue(&queue, 1, 50);
     let conf = config(dir.path(), &queue, &server, "set SEND_WINDOW 8\n");
     let (code, err) = drain(&conf, &["--max-events", "20"]);
     assert_eq!(code, 0, "{err}");
@@ -184,6 +184,14 @@ fn max_events_and_max_seconds_bound_a_run() {
         "a 1 s run at 10 events/s ships some, not all: {n}"
     );
     assert_eq!(entries_left(&queue).len(), 50 - n);
+    // What the bounded run journaled but had no time to send goes with the next run,
+    // once: every event stored exactly once, in queue order.
+    server.set(|f| f.delay = None);
+    let (code, err) = drain(&conf, &[]);
+    assert_eq!(code, 0, "{err}");
+    let ids: Vec<String> = server.events().iter().map(stored_unique_id).collect();
+    assert_eq!(ids, ids_in_order, "{err}");
+    assert!(entries_left(&queue).is_empty());
 }
 
 #[test]

@@ -246,8 +246,10 @@ impl Shipper {
 
     /// Ships what is in the queue: first what the journal holds unanswered, then every
     /// entry present, oldest first, a window at a time, until the queue as listed at the
-    /// start is done, `bounds` are reached or `stop` is set (checked between windows, so
-    /// the window in flight is finished). Returns whether entries were left for later.
+    /// start is done, `bounds` are reached or `stop` is set. Limits are checked before
+    /// each write to the server, and what is in flight is answered before returning;
+    /// events journaled but not yet written stay journaled and go first next time.
+    /// Returns whether entries were left for later.
     pub fn ship(
         &mut self,
         sink: &mut dyn Sink,
@@ -325,7 +327,7 @@ impl Shipper {
                     continue;
                 }
                 self.journal_batch(&window)?;
-                self.submit(sink, window)?;
+                self.submit(sink, window, &limit_reached)?;
             }
             Ok(false)
         })?;
@@ -461,7 +463,7 @@ impl Shipper {
                 }
             }
             if !window.is_empty() {
-                self.submit(sink, window)?;
+                self.submit(sink, window, &|_| false)?;
             }
         }
         self.pump(sink, 0)
@@ -469,11 +471,20 @@ impl Shipper {
 
     /// Sends a journaled batch once there is room for it in the window, collecting
     /// earlier answers to make room: the server works on the events in flight while
-    /// the next batch is read, mapped and journaled.
-    fn submit(&mut self, sink: &mut dyn Sink, batch: Vec<Prepared>) -> Result<(), ShipError> {
+    /// the next batch is read, mapped and journaled. Stops writing once `stop` says so;
+    /// the events not written stay journaled (unresolved, never sent).
+    fn submit(
+        &mut self,
+        sink: &mut dyn Sink,
+        batch: Vec<Prepared>,
+        stop: &dyn Fn(&Shipper) -> bool,
+    ) -> Result<(), ShipError> {
         let window = self.settings.window.max(1);
         let mut rest = batch.into_iter().peekable();
         while rest.peek().is_some() {
+            if stop(self) {
+                return Ok(());
+            }
             let chunk: Vec<Prepared> = rest.by_ref().take(chunk_size(window)).collect();
             self.pump(sink, window.saturating_sub(chunk.len()))?;
             let events: Vec<SguilEvent> = chunk.iter().map(|p| p.event.clone()).collect();
