@@ -62,6 +62,10 @@ struct Db {
     keys: BTreeSet<(u32, u32, String)>,
     /// Set once the database went down: sguild never reconnects.
     gone: bool,
+    /// This server was stopped: a connection thread still finishing a line must not
+    /// store it (a restarted server has already read the store; a real sguild that
+    /// was killed stores nothing more either).
+    stopped: bool,
     /// The store, kept open for appending.
     file: Option<std::fs::File>,
 }
@@ -199,6 +203,8 @@ impl TestSguild {
 
 impl Drop for TestSguild {
     fn drop(&mut self) {
+        // Under the lock: a line being stored finishes first, none is stored after.
+        self.db.lock().unwrap_or_else(|e| e.into_inner()).stopped = true;
         self.stop.store(true, Ordering::SeqCst);
         for c in self.conns.lock().unwrap().drain(..) {
             let _ = c.shutdown(std::net::Shutdown::Both);
@@ -376,7 +382,7 @@ fn serve(
                 registered = true;
                 let (host, kind, net) = (&items[2], &items[1], &items[3]);
                 let mut d = db.lock().unwrap();
-                if f.db_down || d.gone {
+                if f.db_down || d.gone || d.stopped {
                     continue; // the lookup fails: no reply
                 }
                 let key = (host.to_lowercase(), kind.clone());
@@ -460,6 +466,9 @@ fn generic_event(args: &[String], f: &Faults, db: &Mutex<Db>, store: &Path) -> O
         Err(_) => return None,
     };
     let mut d = db.lock().unwrap();
+    if d.stopped {
+        return None;
+    }
     if f.db_down || d.gone {
         let first = !d.gone;
         d.gone = true;
