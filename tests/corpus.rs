@@ -343,3 +343,34 @@ fn every_libmodsecurity3_event_matches_its_index_line() {
         assert!(seen.len() >= 20, "{run}: only {} events", seen.len());
     }
 }
+
+/// `requeue` knows queued events by the unique id read from the start of the file; it
+/// must be the id the full parser finds, for every format ModSecurity writes.
+#[test]
+fn the_quick_unique_id_is_the_parsed_one_for_every_corpus_event() {
+    use modsec2sguil::auditlog::{parse_event, unique_id_quick};
+    let mut checked = 0;
+    for run in ["modsec-2.9", "modsec-3"] {
+        for path in files_under(&fixtures().join(run)) {
+            let name = path.to_string_lossy();
+            if !(name.contains("/native") || name.contains("/json")) {
+                continue;
+            }
+            let bytes = std::fs::read(&path).unwrap();
+            let parsed = parse_event(&bytes, &ParseLimits::default()).unwrap();
+            let quick = unique_id_quick(&bytes[..bytes.len().min(4096)]);
+            assert_eq!(quick.as_deref(), Some(parsed.unique_id.as_str()), "{name}");
+            checked += 1;
+        }
+    }
+    assert!(checked > 50, "only {checked} corpus events found");
+    // Shapes it does not vouch for are left to the parser.
+    for odd in [
+        &b""[..],
+        b"{\"request\":{}}",
+        b"--x-B--\n[a] id\n",
+        b"--x-A--\nno bracket\n",
+    ] {
+        assert_eq!(unique_id_quick(odd), None);
+    }
+}

@@ -16,6 +16,8 @@ pub mod hex;
 pub mod index;
 pub mod logging;
 pub mod queue;
+pub mod requeue;
 pub mod sguil;
 pub mod ship;
+pub mod status;
 pub mod time;

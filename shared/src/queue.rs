@@ -158,6 +158,14 @@ impl Queue {
         })
     }
 
+    /// The queue at `dir`, not created if missing (for readers such as `status`).
+    pub fn at(dir: &Path) -> Queue {
+        Queue {
+            dir: dir.to_path_buf(),
+            last: None,
+        }
+    }
+
     pub fn dir(&self) -> &Path {
         &self.dir
     }
@@ -174,14 +182,21 @@ impl Queue {
 
     /// Puts `source` into the queue under a new name, by `make(target)`, which must fail
     /// with `AlreadyExists` when the name is taken.
-    fn place(&mut self, mut make: impl FnMut(&Path) -> io::Result<()>) -> io::Result<EntryName> {
-        let mut name = self.first_candidate();
+    fn place(&mut self, make: impl FnMut(&Path) -> io::Result<()>) -> io::Result<EntryName> {
+        let name = self.first_free(self.first_candidate(), make)?;
+        self.last = Some(name);
+        Ok(name)
+    }
+
+    /// Tries `make` on `name`, then on each next name while it is taken.
+    fn first_free(
+        &self,
+        mut name: EntryName,
+        mut make: impl FnMut(&Path) -> io::Result<()>,
+    ) -> io::Result<EntryName> {
         for _ in 0..MAX_NAME_TRIES {
             match make(&self.dir.join(name.to_string())) {
-                Ok(()) => {
-                    self.last = Some(name);
-                    return Ok(name);
-                }
+                Ok(()) => return Ok(name),
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => name = name.next(),
                 Err(e) => return Err(e),
             }
@@ -190,6 +205,16 @@ impl Queue {
             io::ErrorKind::AlreadyExists,
             "no free entry name after 100000 tries",
         ))
+    }
+
+    /// Links `source` (a file or a symbolic link, itself, not followed) into the queue
+    /// under `prefer`, or the first free name after it (`requeue` gives an entry back
+    /// its old place). The caller removes `source`.
+    pub fn adopt(&mut self, source: &Path, prefer: EntryName) -> io::Result<EntryName> {
+        // link(2) does not follow a symlink: the entry is the link itself.
+        let name = self.first_free(prefer, |target| fs::hard_link(source, target))?;
+        File::open(&self.dir)?.sync_all()?;
+        Ok(name)
     }
 
     /// Adds `source` (a regular file; a symlink is refused) to the queue.

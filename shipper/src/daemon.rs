@@ -9,9 +9,10 @@ use std::time::{Duration, Instant};
 
 use modsec2sguil::ship::lock::QueueLock;
 use modsec2sguil::ship::settings::ShipperSettings;
-use modsec2sguil::ship::{Bounds, Shipper};
+use modsec2sguil::ship::{Bounds, ShipError, Shipper};
+use modsec2sguil::status::RunResult;
 
-use crate::drain::summary;
+use crate::drain::{record_run, summary};
 use crate::exit;
 use crate::setup::{connect, drop_privileges, load_settings, start};
 use crate::Common;
@@ -25,6 +26,8 @@ const MAX_BACKOFF: Duration = Duration::from_secs(60);
 const IDLE_POLL: Duration = Duration::from_secs(1);
 /// Pause between rounds while entries keep arriving.
 const BUSY_POLL: Duration = Duration::from_millis(250);
+/// How often the last-run record is rewritten while all is well.
+const RECORD_EVERY: Duration = Duration::from_secs(5);
 
 /// A delay between `d/2` and `d` ("equal jitter"), so many agents restarted together
 /// do not reconnect in step.
@@ -112,12 +115,29 @@ pub fn run(common: &Common, foreground: bool) -> u8 {
     };
     log::info!("run: shipping {} as it fills", queue_dir.display());
     let mut backoff = MIN_BACKOFF;
+    // The last-run record: rewritten at most every RECORD_EVERY while all is well, at
+    // once when something goes wrong, and at the end.
+    let mut recorded: Option<Instant> = None;
+    let mut record = |shipper: &Shipper, result: RunResult, error: Option<String>, now: bool| {
+        if now || recorded.map_or(true, |t| t.elapsed() >= RECORD_EVERY) {
+            let remaining = shipper.remaining().unwrap_or(0);
+            record_run(
+                &queue_dir,
+                "run",
+                started,
+                &shipper.stats,
+                (result, error, remaining),
+            );
+            recorded = Some(Instant::now());
+        }
+    };
     'connect: while !stop.load(Ordering::Relaxed) {
         let mut sink = match connect(&settings) {
             Ok(s) => s,
             Err(e) => {
                 let wait = jittered(backoff);
                 log::error!("{e}; retrying in {:.1} s", wait.as_secs_f64());
+                record(&shipper, RunResult::Unreachable, Some(e.to_string()), true);
                 backoff = (backoff * 2).min(MAX_BACKOFF);
                 nap(wait, &stop);
                 continue;
@@ -134,11 +154,13 @@ pub fn run(common: &Common, foreground: bool) -> u8 {
             let before = shipper.stats.handled();
             match shipper.ship(sink.as_mut(), Bounds::default(), &stop) {
                 Ok(_) if shipper.stats.handled() > before => {
+                    record(&shipper, RunResult::Ok, None, false);
                     last_traffic = Instant::now();
                     backoff = MIN_BACKOFF;
                     nap(BUSY_POLL, &stop);
                 }
                 Ok(_) => {
+                    record(&shipper, RunResult::Ok, None, false);
                     if let Some(ping) = settings.sguil.as_ref().map(|s| s.ping_delay) {
                         if last_traffic.elapsed() >= ping {
                             if let Err(e) = sink.ping() {
@@ -155,6 +177,11 @@ pub fn run(common: &Common, foreground: bool) -> u8 {
                 }
                 Err(e) => {
                     let wait = jittered(backoff);
+                    let result = match e {
+                        ShipError::Io { .. } => RunResult::IoError,
+                        _ => RunResult::Outage,
+                    };
+                    record(&shipper, result, Some(e.to_string()), true);
                     log::error!(
                         "{e}; {} event(s) wait for an answer, {} entries queued; reconnecting in {:.1} s",
                         shipper.unresolved(),
@@ -169,6 +196,7 @@ pub fn run(common: &Common, foreground: bool) -> u8 {
             }
         }
     }
+    record(&shipper, RunResult::Ok, None, true);
     summary(
         &shipper.stats,
         shipper.remaining().unwrap_or(0),

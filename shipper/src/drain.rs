@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use modsec2sguil::ship::lock::QueueLock;
 use modsec2sguil::ship::{Bounds, ShipError, Shipper, Stats};
+use modsec2sguil::status::{LastRun, RunResult};
 
 use crate::exit;
 use crate::setup::{connect, drop_privileges, start};
@@ -71,6 +72,9 @@ pub fn run(common: &Common, wait: bool, max_events: Option<u64>, max_seconds: Op
         Ok(s) => s,
         Err(e) => {
             log::error!("{e}; the queue is untouched ({queued} entries)");
+            let error = Some(e.to_string());
+            let end = (RunResult::Unreachable, error, queued);
+            record_run(queue_dir, "drain", started, &shipper.stats, end);
             return exit::UNREACHABLE;
         }
     };
@@ -81,17 +85,58 @@ pub fn run(common: &Common, wait: bool, max_events: Option<u64>, max_seconds: Op
     let result = shipper.ship(sink.as_mut(), bounds, &stop);
     let remaining = shipper.remaining().unwrap_or(0);
     summary(&shipper.stats, remaining, started.elapsed());
-    match result {
-        Ok(_) if shipper.stats.undeletable > 0 => exit::IO,
-        Ok(_) => exit::OK,
+    let (code, end) = match result {
+        Ok(_) if shipper.stats.undeletable > 0 => {
+            let why = format!(
+                "{} delivered entries could not be removed",
+                shipper.stats.undeletable
+            );
+            (exit::IO, (RunResult::IoError, Some(why)))
+        }
+        Ok(_) => (exit::OK, (RunResult::Ok, None)),
         Err(e @ (ShipError::Session(_) | ShipError::CidCollision { .. })) => {
             log::error!("drain: {e}; {remaining} entries stay queued");
-            exit::OUTAGE
+            (exit::OUTAGE, (RunResult::Outage, Some(e.to_string())))
         }
         Err(e @ ShipError::Io { .. }) => {
             log::error!("drain: {e}");
-            exit::IO
+            (exit::IO, (RunResult::IoError, Some(e.to_string())))
         }
+    };
+    let end = (end.0, end.1, remaining);
+    record_run(queue_dir, "drain", started, &shipper.stats, end);
+    code
+}
+
+/// Writes the last-run record `status` reports (a failure to write it is only logged:
+/// it must not change the run's outcome).
+pub fn record_run(
+    queue_dir: &std::path::Path,
+    program: &str,
+    started: Instant,
+    s: &Stats,
+    (result, error, remaining): (RunResult, Option<String>, usize),
+) {
+    let record = LastRun {
+        program: program.to_string(),
+        pid: std::process::id(),
+        finished: chrono::Utc::now().timestamp(),
+        seconds: (started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0,
+        result,
+        error,
+        shipped: s.shipped,
+        already_stored: s.already_stored,
+        skipped: s.skipped,
+        quarantined: s.quarantined,
+        remaining: remaining as u64,
+    };
+    if let Err(e) = record.write(queue_dir) {
+        log::warn!(
+            "{}: cannot write the last-run record: {e}",
+            queue_dir
+                .join(modsec2sguil::status::LAST_RUN_FILE)
+                .display()
+        );
     }
 }
 

@@ -4,8 +4,10 @@
 
 mod daemon;
 mod drain;
+mod requeue;
 mod setup;
 mod show;
+mod status;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -83,6 +85,23 @@ pub struct Common {
     debug: bool,
 }
 
+/// Which queue `requeue` and `status` work on.
+#[derive(clap::Args, Debug, Clone)]
+pub struct QueueArgs {
+    /// Config file: its EVENT_DIR is the queue (requeue also reads STORAGE_DIR,
+    /// LINK_MODE/SYMLINK, VERIFY_MD5 and RUNAS from it).
+    #[arg(
+        short = 'c',
+        long = "config",
+        value_name = "CONF",
+        required_unless_present = "queue"
+    )]
+    config: Option<PathBuf>,
+    /// The queue directory [config: EVENT_DIR].
+    #[arg(long, value_name = "DIR")]
+    queue: Option<PathBuf>,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Ship every queued event, then exit (the cron job).
@@ -123,6 +142,94 @@ enum Command {
         #[arg(long)]
         foreground: bool,
     },
+    /// Put events back into the queue: from failed/, the collector's backlog, or index files.
+    ///
+    /// An event already queued, or recorded as delivered (EVENT_DIR/.delivered), is
+    /// skipped unless --force (after a Sguil database loss, --force sends them again).
+    /// Lines are checked as the collector checks them (path inside the storage dir, no
+    /// symlinks, size and md5), then hard-linked (or copied) into the queue; run it as
+    /// the user the collector runs as (root) when the storage dir is not readable
+    /// otherwise. Prints one line per event (failures on stderr) and a summary; exits 0,
+    /// 1 if anything could not be queued, 2 on a bad command line, 3 on a bad config.
+    ///
+    /// Examples:
+    ///   modsec-shipper requeue -c /etc/modsec2sguil.conf --failed --all --dry-run
+    ///   modsec-shipper requeue -c /etc/modsec2sguil.conf --failed modsec.log.1790000000.000042
+    ///   modsec-shipper requeue -c /etc/modsec2sguil.conf --backlog
+    ///   modsec-shipper requeue -c /etc/modsec2sguil.conf --index /var/log/apache2/modsec_audit.log.2.gz \
+    ///       --since "2026-11-27 00:00" --status 4xx,5xx
+    #[command(group(clap::ArgGroup::new("source").required(true).args(["failed", "backlog", "index"])))]
+    Requeue {
+        #[command(flatten)]
+        at: QueueArgs,
+        /// Quarantined entries back from failed/ (the NAMEs given, --unique-id, or --all),
+        /// under their old names; their .reason files go to failed/history/.
+        #[arg(long)]
+        failed: bool,
+        /// Entries of failed/ to requeue (with --failed).
+        #[arg(value_name = "NAME", requires = "failed")]
+        names: Vec<String>,
+        /// Every entry of failed/ (with --failed).
+        #[arg(long, requires = "failed")]
+        all: bool,
+        /// Retry the index lines the collector could not act on (EVENT_DIR/.backlog); what
+        /// still fails stays there with its new reason.
+        #[arg(long)]
+        backlog: bool,
+        /// Read these index files (plain or .gz, oldest first) and queue their events from
+        /// the storage dir: a backfill, or a first load of an existing audit log.
+        #[arg(long, value_name = "FILE", num_args = 1..)]
+        index: Vec<PathBuf>,
+        /// SecAuditLogStorageDir, for --index and --backlog [config: STORAGE_DIR].
+        #[arg(long, value_name = "DIR")]
+        storage_dir: Option<PathBuf>,
+        /// Only transactions that ended at or after this time (RFC 3339, or
+        /// "YYYY-MM-DD[ HH:MM[:SS]]" in local time).
+        #[arg(long, value_name = "TIME", requires = "index", value_parser = modsec2sguil::requeue::parse_time)]
+        since: Option<chrono::DateTime<chrono::FixedOffset>>,
+        /// Only transactions that ended at or before this time.
+        #[arg(long, value_name = "TIME", requires = "index", value_parser = modsec2sguil::requeue::parse_time)]
+        until: Option<chrono::DateTime<chrono::FixedOffset>>,
+        /// Only these HTTP statuses (comma-separated; 4xx for a class).
+        #[arg(long, value_name = "CODES", requires = "index", value_delimiter = ',', value_parser = modsec2sguil::requeue::StatusMatch::parse)]
+        status: Vec<modsec2sguil::requeue::StatusMatch>,
+        /// Only the events with this unique id (repeatable; with --failed or --index).
+        #[arg(long = "unique-id", value_name = "ID")]
+        unique_id: Vec<String>,
+        /// List what would be requeued; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Requeue events even if already queued or delivered.
+        #[arg(long)]
+        force: bool,
+    },
+    /// The queue at a glance; with thresholds, a Nagios-style check.
+    ///
+    /// Reports the entries waiting (and how old the oldest is), events sent and awaiting
+    /// sguild's answer, failed/ by reason, the collector's backlog and overflow, entries
+    /// marked truncated, and how the last drain or run ended. Reads only: no lock, no
+    /// change, safe beside a running shipper and as an unprivileged monitoring user.
+    ///
+    /// Exit codes: 0 OK, 1 WARNING, 2 CRITICAL (only when a threshold is given), 3
+    /// UNKNOWN (no config or queue, or the queue cannot be read).
+    ///
+    /// Example (NRPE): modsec-shipper status -c /etc/modsec2sguil.conf --warn-age 10m --crit-age 1h --crit-failed 1
+    Status {
+        #[command(flatten)]
+        at: QueueArgs,
+        /// One JSON object, for monitoring systems.
+        #[arg(long)]
+        json: bool,
+        /// WARNING when the oldest entry is older than this (seconds, or 15m, 2h, 1d).
+        #[arg(long, value_name = "AGE", value_parser = status::parse_age)]
+        warn_age: Option<u64>,
+        /// CRITICAL when the oldest entry is older than this.
+        #[arg(long, value_name = "AGE", value_parser = status::parse_age)]
+        crit_age: Option<u64>,
+        /// CRITICAL when failed/ holds this many entries or more.
+        #[arg(long, value_name = "N")]
+        crit_failed: Option<usize>,
+    },
     /// Parse event files and print what the shipper sees in them.
     ///
     /// Accepts every format ModSecurity writes: 2.x native and JSON (also 1.9.x-era
@@ -162,5 +269,80 @@ fn main() -> ExitCode {
             max_seconds,
         } => ExitCode::from(drain::run(&common, wait, max_events, max_seconds)),
         Command::Run { common, foreground } => ExitCode::from(daemon::run(&common, foreground)),
+        Command::Requeue {
+            at,
+            failed,
+            names,
+            all,
+            backlog,
+            index,
+            storage_dir,
+            since,
+            until,
+            status,
+            unique_id,
+            dry_run,
+            force,
+        } => {
+            env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
+                .init();
+            if failed && names.is_empty() && unique_id.is_empty() && !all {
+                eprintln!("modsec-shipper: requeue --failed: name the entries, or give --unique-id ID or --all");
+                return ExitCode::from(exit::USAGE);
+            }
+            if backlog && !unique_id.is_empty() {
+                eprintln!("modsec-shipper: requeue --backlog takes no --unique-id (it retries the whole backlog)");
+                return ExitCode::from(exit::USAGE);
+            }
+            let source = if failed {
+                requeue::Source::Failed {
+                    names,
+                    unique_ids: unique_id,
+                    all,
+                }
+            } else if backlog {
+                requeue::Source::Backlog
+            } else {
+                requeue::Source::Index {
+                    files: index,
+                    storage_dir: storage_dir.clone(),
+                    filter: modsec2sguil::requeue::LineFilter {
+                        since,
+                        until,
+                        unique_ids: unique_id,
+                        statuses: status,
+                    },
+                }
+            };
+            let o = requeue::Options {
+                config: at.config,
+                queue: at.queue,
+                storage_dir,
+                dry_run,
+                force,
+            };
+            ExitCode::from(requeue::run(source, &o))
+        }
+        Command::Status {
+            at,
+            json,
+            warn_age,
+            crit_age,
+            crit_failed,
+        } => {
+            env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
+                .init();
+            let thresholds = modsec2sguil::status::Thresholds {
+                warn_age,
+                crit_age,
+                crit_failed,
+            };
+            ExitCode::from(status::run(
+                at.config.as_ref(),
+                at.queue.as_ref(),
+                json,
+                thresholds,
+            ))
+        }
     }
 }

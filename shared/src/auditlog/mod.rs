@@ -87,6 +87,43 @@ pub(crate) struct Outcome {
     pub status: Option<u16>,
 }
 
+/// The unique id of an event from the start of its file, without parsing the rest:
+/// the token after the timestamp in part A (native), or the first `transaction_id`
+/// (ModSecurity 2 JSON) or `unique_id` (libmodsecurity 3 JSON) of the `transaction`
+/// object, which both write before anything a client sent. `None` when the start does
+/// not look like that; [`parse_event`] then decides.
+pub fn unique_id_quick(start: &[u8]) -> Option<String> {
+    let first = start.iter().position(|b| !b.is_ascii_whitespace())?;
+    let text = &start[first..];
+    let id: &[u8] = if text.starts_with(b"{\"transaction\":{") {
+        // The transaction's own fields, up to its first nested object (v3's request)
+        // or its end: server-written values only.
+        let fields = &text[16..];
+        let object = &fields[..fields.iter().position(|&b| b == b'{' || b == b'}')?];
+        let value_after = |key: &[u8]| {
+            let at = object.windows(key.len()).position(|w| w == key)? + key.len();
+            let rest = &object[at..];
+            Some(&rest[..rest.iter().position(|&b| b == b'"')?])
+        };
+        value_after(b"\"transaction_id\":\"").or_else(|| value_after(b"\"unique_id\":\""))?
+    } else {
+        let mut lines = text.split(|&b| b == b'\n');
+        let boundary = lines.next()?;
+        if !(boundary.starts_with(b"--") && boundary.ends_with(b"-A--")) {
+            return None;
+        }
+        let a = lines.next()?;
+        let after = &a[a.iter().position(|&b| b == b']')? + 1..];
+        let after = after.strip_prefix(b" ")?;
+        &after[..after.iter().position(|&b| b == b' ')?]
+    };
+    let ok = !id.is_empty()
+        && id
+            .iter()
+            .all(|b| b.is_ascii_graphic() && *b != b'\\' && *b != b'"');
+    ok.then(|| String::from_utf8_lossy(id).into_owned())
+}
+
 /// Parses an event file's bytes, whatever the format.
 pub fn parse_event(input: &[u8], limits: &ParseLimits) -> Result<AuditEvent, AuditLogError> {
     parse_with_cuts(input, limits, &[])

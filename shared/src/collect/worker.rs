@@ -120,6 +120,35 @@ impl Worker {
         self.committer.commit(checked)
     }
 
+    /// Checks and queues one line without touching the index file or the backlog (for
+    /// `requeue`): the entry made, or why there is none.
+    pub fn try_queue(
+        &mut self,
+        line: &InputLine,
+    ) -> Result<(String, Linked, Option<String>), String> {
+        let checked = self.checker.check(line.clone());
+        let id = checked.unique_id.clone().unwrap_or_else(|| "-".into());
+        match checked.verdict {
+            Verdict::Empty => Err("empty line".into()),
+            Verdict::Refused(why) => Err(why),
+            Verdict::Ready(event) => {
+                let done = self.committer.queue_event(event, &id)?;
+                self.committer.stats.queued.fetch_add(1, Ordering::Relaxed);
+                Ok(done)
+            }
+        }
+    }
+
+    /// What [`Worker::try_queue`] would do, changing nothing: `Ok` with what did not
+    /// match the index line (if anything), or why the line cannot be queued.
+    pub fn dry_check(&mut self, line: &InputLine) -> Result<Option<String>, String> {
+        match self.checker.check(line.clone()).verdict {
+            Verdict::Empty => Err("empty line".into()),
+            Verdict::Refused(why) => Err(why),
+            Verdict::Ready(event) => Ok(event.integrity),
+        }
+    }
+
     /// The two halves, for the pipeline's two threads.
     pub fn into_stages(self) -> Stages<Checked> {
         let Worker {

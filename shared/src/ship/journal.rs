@@ -87,34 +87,7 @@ impl Journal {
             .create(true)
             .open(&path)?;
         let bytes = fs::read(&path)?;
-        let mut records = Vec::new();
-        let complete = match bytes.iter().rposition(|&b| b == b'\n') {
-            Some(i) => &bytes[..=i],
-            None => &[][..],
-        };
-        if complete.len() < bytes.len() {
-            log::warn!(
-                "{}: ignoring a torn last record ({} bytes; written by a run that stopped before sending it)",
-                path.display(),
-                bytes.len() - complete.len()
-            );
-        }
-        for (n, line) in complete.split(|&b| b == b'\n').enumerate() {
-            if line.is_empty() {
-                continue;
-            }
-            match std::str::from_utf8(line)
-                .ok()
-                .and_then(JournalRecord::parse)
-            {
-                Some(r) => records.push(r),
-                None => log::warn!(
-                    "{}:{}: not a journal record; ignored",
-                    path.display(),
-                    n + 1
-                ),
-            }
-        }
+        let records = parse_records(&path, &bytes, true);
         let len = bytes.len() as u64;
         Ok((Journal { path, file, len }, records))
     }
@@ -158,6 +131,52 @@ impl Journal {
         self.len = text.len() as u64;
         Ok(())
     }
+}
+
+/// The records in the journal of the queue at `queue_dir`, without opening it for
+/// writing (for `status`); no journal is no records.
+pub fn read_journal(queue_dir: &Path) -> io::Result<Vec<JournalRecord>> {
+    let path = queue_dir.join(JOURNAL_FILE);
+    match fs::read(&path) {
+        Ok(bytes) => Ok(parse_records(&path, &bytes, false)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(e),
+    }
+}
+
+/// The complete records in `bytes`; a torn last line and lines that are not records
+/// are left out (and logged when `warn`).
+fn parse_records(path: &Path, bytes: &[u8], warn: bool) -> Vec<JournalRecord> {
+    let mut records = Vec::new();
+    let complete = match bytes.iter().rposition(|&b| b == b'\n') {
+        Some(i) => &bytes[..=i],
+        None => &[][..],
+    };
+    if warn && complete.len() < bytes.len() {
+        log::warn!(
+            "{}: ignoring a torn last record ({} bytes; written by a run that stopped before sending it)",
+            path.display(),
+            bytes.len() - complete.len()
+        );
+    }
+    for (n, line) in complete.split(|&b| b == b'\n').enumerate() {
+        if line.is_empty() {
+            continue;
+        }
+        match std::str::from_utf8(line)
+            .ok()
+            .and_then(JournalRecord::parse)
+        {
+            Some(r) => records.push(r),
+            None if warn => log::warn!(
+                "{}:{}: not a journal record; ignored",
+                path.display(),
+                n + 1
+            ),
+            None => {}
+        }
+    }
+    records
 }
 
 #[cfg(test)]

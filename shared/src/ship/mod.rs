@@ -11,6 +11,7 @@
 //! Where the events go is a [`Sink`]: sguild ([`crate::sguil::client::AgentSession`])
 //! or JSON lines on stdout.
 
+pub mod delivered;
 pub mod journal;
 pub mod load;
 pub mod lock;
@@ -30,6 +31,7 @@ use crate::alert::{map_event, AlertSettings, Decision};
 use crate::queue::{Queue, QueueEntry};
 use crate::sguil::client::{Outcome, SessionError};
 use crate::sguil::wire::SguilEvent;
+use delivered::{Delivered, DeliveredLog};
 use journal::{Journal, JournalRecord};
 use load::{load_entry, LoadError, LoadOptions};
 pub use sink::Sink;
@@ -136,6 +138,7 @@ struct InFlight {
 struct Prepared {
     event: SguilEvent,
     entry: String,
+    unique_id: String,
     ino: u64,
     target: Option<PathBuf>,
     ipv6: bool,
@@ -169,6 +172,8 @@ fn load_and_map(dir: &Path, file_name: &str, s: &ShipSettings) -> Result<Ready, 
 pub struct Shipper {
     queue: Queue,
     journal: Journal,
+    /// What was delivered, by unique id (for `requeue` and for operators).
+    delivered_log: DeliveredLog,
     settings: ShipSettings,
     /// Journaled and not yet answered, oldest first.
     unresolved: Vec<InFlight>,
@@ -212,6 +217,7 @@ impl Shipper {
         Ok(Shipper {
             queue,
             journal,
+            delivered_log: DeliveredLog::open(dir),
             settings,
             unresolved,
             flight: std::collections::VecDeque::new(),
@@ -332,6 +338,7 @@ impl Shipper {
             Ok(false)
         })?;
         self.pump(sink, 0)?;
+        self.delivered_log.flush();
         if let Some(c) = self.collision.take() {
             return Err(c);
         }
@@ -378,6 +385,7 @@ impl Shipper {
                 Ok(Some(Prepared {
                     event,
                     entry: entry.file_name.clone(),
+                    unique_id: ready.unique_id,
                     ino: ready.ino,
                     target: ready.target,
                     ipv6: ready.mapped.ipv6,
@@ -408,6 +416,7 @@ impl Shipper {
             .collect();
         let path = self.journal.path().to_path_buf();
         self.journal.append(&records).map_err(io_err(&path))?;
+        self.delivered_log.flush();
         self.unresolved
             .extend(records.into_iter().map(|record| InFlight {
                 record,
@@ -452,6 +461,7 @@ impl Shipper {
                     Ok(event) => window.push(Prepared {
                         event,
                         entry: r.entry.clone(),
+                        unique_id: ready.unique_id,
                         ino: ready.ino,
                         target: ready.target,
                         ipv6: ready.mapped.ipv6,
@@ -577,6 +587,14 @@ impl Shipper {
         if p.ipv6 {
             self.stats.ipv6 += 1;
         }
+        let f = p.event.fields();
+        self.delivered_log.note(&Delivered {
+            time: chrono::Utc::now().timestamp(),
+            sid: f.sid,
+            cid: f.cid,
+            unique_id: p.unique_id.clone(),
+            entry: p.entry.clone(),
+        });
         if self.finish(&p.entry, p.target.as_deref()) {
             self.resolve(&p.entry);
         } else {

@@ -1,0 +1,656 @@
+//! `modsec-shipper requeue`: putting events back into the queue, in order, each once.
+//!
+//! Three sources: quarantined entries in `failed/` (after the operator fixed the
+//! cause), the collector's backlog (index lines it could not act on), and index files
+//! with the storage dir (a backfill after a Sguil database loss, or a first load).
+//!
+//! An event already in the queue, or remembered as delivered (the delivered log, see
+//! [`crate::ship::delivered`]), is not added again unless forced. Queue entries are
+//! known by their unique id and by their inode (a hard link shares the event file's).
+//! Lines are queued by the collector's own checks ([`Worker::try_queue`]): the same path
+//! rules, symlink refusal, size and md5 checks, RUNAS, hard link or copy.
+
+use std::collections::HashSet;
+use std::fs::{self, File};
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use chrono::{DateTime, FixedOffset};
+
+use crate::auditlog::{parse_event, unique_id_quick, ParseLimits};
+use crate::collect::{resolve_event_path, CollectorSettings, InputLine, Stats, Worker};
+use crate::index::{parse_index_line, IndexLine};
+use crate::queue::{
+    parse_backlog_record, EntryName, Queue, BACKLOG_FILE, FAILED_DIR, REASON_SUFFIX,
+};
+use crate::ship::delivered::delivered_ids;
+use crate::status::{read_reason, BACKLOG_TAKEN_PREFIX};
+
+/// Where the reason files of requeued entries are kept, inside `failed/`.
+pub const HISTORY_DIR: &str = "history";
+
+/// What happened (or, in a dry run, would happen) to one event or line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Put into the queue under this entry name.
+    Queued(String),
+    /// A dry run found nothing against it.
+    WouldQueue,
+    /// Not added: already queued or delivered (the reason says which).
+    Known(String),
+    /// Not matched by the filters (index mode).
+    Filtered,
+    /// Could not be queued; why.
+    Failed(String),
+}
+
+/// Counts of a requeue run.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Report {
+    pub queued: u64,
+    pub would_queue: u64,
+    pub known: u64,
+    pub filtered: u64,
+    pub failed: u64,
+}
+
+impl Report {
+    pub fn count(&mut self, o: &Outcome) {
+        match o {
+            Outcome::Queued(_) => self.queued += 1,
+            Outcome::WouldQueue => self.would_queue += 1,
+            Outcome::Known(_) => self.known += 1,
+            Outcome::Filtered => self.filtered += 1,
+            Outcome::Failed(_) => self.failed += 1,
+        }
+    }
+}
+
+/// Events the queue already has, or that were delivered.
+#[derive(Debug, Default)]
+pub struct Known {
+    queued_ids: HashSet<String>,
+    queued_inodes: HashSet<(u64, u64)>,
+    delivered: HashSet<String>,
+}
+
+impl Known {
+    /// Reads the unique id and inode of every queue entry, and the delivered log. An
+    /// entry that cannot be read or parsed is known by its inode only.
+    pub fn load(queue_dir: &Path) -> io::Result<Known> {
+        let queue = Queue::at(queue_dir);
+        let mut known = Known {
+            delivered: delivered_ids(queue_dir)?,
+            ..Known::default()
+        };
+        let limits = ParseLimits {
+            max_body_bytes: 0,
+            ..ParseLimits::default()
+        };
+        for entry in queue.entries()? {
+            let path = queue_dir.join(&entry.file_name);
+            // Follows a symlinked entry (SYMLINK mode) to the event it names.
+            let Ok(meta) = fs::metadata(&path) else {
+                continue;
+            };
+            known.queued_inodes.insert((meta.dev(), meta.ino()));
+            if let Some(id) = unique_id_of(&path, &limits) {
+                known.queued_ids.insert(id);
+            }
+        }
+        Ok(known)
+    }
+
+    /// Why an event is known, if it is.
+    pub fn why(&self, unique_id: Option<&str>, dev_ino: Option<(u64, u64)>) -> Option<String> {
+        if dev_ino.is_some_and(|d| self.queued_inodes.contains(&d)) {
+            return Some("already queued (the same file)".into());
+        }
+        let id = unique_id?;
+        if self.queued_ids.contains(id) {
+            Some(format!("unique id {id} is already queued"))
+        } else if self.delivered.contains(id) {
+            Some(format!("unique id {id} was already delivered to Sguil"))
+        } else {
+            None
+        }
+    }
+
+    /// Remembers an event just queued (two lines for one event queue it once).
+    pub fn add(&mut self, unique_id: Option<&str>, dev_ino: Option<(u64, u64)>) {
+        if let Some(id) = unique_id {
+            self.queued_ids.insert(id.to_string());
+        }
+        if let Some(d) = dev_ino {
+            self.queued_inodes.insert(d);
+        }
+    }
+}
+
+/// The unique id of the event in `path`: from the start of the file when it has the
+/// usual shape, else by parsing the whole file.
+fn unique_id_of(path: &Path, limits: &ParseLimits) -> Option<String> {
+    let mut f = File::open(path).ok()?;
+    let mut bytes = Vec::with_capacity(QUICK_BYTES);
+    (&mut f)
+        .take(QUICK_BYTES as u64)
+        .read_to_end(&mut bytes)
+        .ok()?;
+    if let Some(id) = unique_id_quick(&bytes) {
+        return Some(id);
+    }
+    f.take(crate::ship::load::DEFAULT_MAX_EVENT_BYTES)
+        .read_to_end(&mut bytes)
+        .ok()?;
+    parse_event(&bytes, limits)
+        .ok()
+        .map(|e| e.unique_id)
+        .filter(|id| !id.is_empty())
+}
+
+/// How much of a file is read to find its unique id the quick way.
+const QUICK_BYTES: usize = 4096;
+
+// ---------------------------------------------------------------------------------
+// failed/
+
+/// A quarantined entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FailedEntry {
+    /// Its name in `failed/` (`modsec.log.<sec>.<usec>`, with `.N` when it was
+    /// quarantined more than once).
+    pub file_name: String,
+    /// The queue name it had, which it gets back (so it keeps its place in the order).
+    pub name: EntryName,
+    pub reason: Option<String>,
+}
+
+impl FailedEntry {
+    pub fn path(&self, queue_dir: &Path) -> PathBuf {
+        queue_dir.join(FAILED_DIR).join(&self.file_name)
+    }
+
+    fn reason_path(&self, queue_dir: &Path) -> PathBuf {
+        queue_dir
+            .join(FAILED_DIR)
+            .join(format!("{}{REASON_SUFFIX}", self.file_name))
+    }
+
+    /// The unique id of the event, if the file parses.
+    pub fn unique_id(&self, queue_dir: &Path) -> Option<String> {
+        unique_id_of(&self.path(queue_dir), &ParseLimits::default())
+    }
+}
+
+/// The entries in `failed/`, in queue order.
+pub fn failed_entries(queue_dir: &Path) -> io::Result<Vec<FailedEntry>> {
+    let failed = queue_dir.join(FAILED_DIR);
+    let rd = match fs::read_dir(&failed) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let mut out = Vec::new();
+    for entry in rd {
+        let entry = entry?;
+        let Some(file_name) = entry.file_name().to_str().map(str::to_string) else {
+            continue;
+        };
+        if file_name.ends_with(REASON_SUFFIX) {
+            continue;
+        }
+        let Some(name) = original_name(&file_name) else {
+            continue;
+        };
+        let reason = read_reason(&failed.join(format!("{file_name}{REASON_SUFFIX}")));
+        out.push(FailedEntry {
+            file_name,
+            name,
+            reason,
+        });
+    }
+    out.sort_by(|a, b| (a.name, &a.file_name).cmp(&(b.name, &b.file_name)));
+    Ok(out)
+}
+
+/// The queue name of a file in `failed/`: itself, or without the `.N` a second
+/// quarantine added.
+fn original_name(file_name: &str) -> Option<EntryName> {
+    EntryName::parse(file_name).or_else(|| {
+        let (base, n) = file_name.rsplit_once('.')?;
+        n.bytes()
+            .all(|b| b.is_ascii_digit())
+            .then(|| EntryName::parse(base))?
+    })
+}
+
+/// Puts a quarantined entry back under its old name (or the next free one), keeps its
+/// reason in `failed/history/`, and restores the collector's integrity marker if the
+/// reason carried one. `force` skips the known-event check.
+pub fn requeue_failed(
+    queue: &mut Queue,
+    e: &FailedEntry,
+    known: &mut Known,
+    dry_run: bool,
+    force: bool,
+) -> Outcome {
+    let dir = queue.dir().to_path_buf();
+    let path = e.path(&dir);
+    let meta = match fs::symlink_metadata(&path) {
+        Ok(m) => m,
+        Err(err) => return Outcome::Failed(format!("{}: {err}", path.display())),
+    };
+    if !(meta.is_file() || meta.file_type().is_symlink()) {
+        return Outcome::Failed(format!(
+            "{} is not a file or symbolic link; remove or replace it by hand",
+            path.display()
+        ));
+    }
+    let id = e.unique_id(&dir);
+    let dev_ino = fs::metadata(&path).ok().map(|m| (m.dev(), m.ino()));
+    if !force {
+        if let Some(why) = known.why(id.as_deref(), dev_ino) {
+            return Outcome::Known(why);
+        }
+    }
+    if dry_run {
+        return Outcome::WouldQueue;
+    }
+    let name = match queue.adopt(&path, e.name) {
+        Ok(n) => n,
+        Err(err) => {
+            return Outcome::Failed(format!(
+                "cannot link {} into the queue: {err}",
+                path.display()
+            ))
+        }
+    };
+    known.add(id.as_deref(), dev_ino);
+    if let Err(err) = fs::remove_file(&path) {
+        log::warn!(
+            "{}: requeued as {name} but not removed from failed/: {err}",
+            path.display()
+        );
+    }
+    let reason_path = e.reason_path(&dir);
+    let collector_note = fs::read_to_string(&reason_path).ok().and_then(|t| {
+        t.lines()
+            .find_map(|l| l.strip_prefix("collector: "))
+            .map(str::to_string)
+    });
+    if let Some(note) = collector_note {
+        if let Err(err) = queue.mark_integrity(name, &note) {
+            log::warn!("cannot restore the integrity marker of {name}: {err}");
+        }
+    }
+    if let Err(err) = keep_in_history(&dir, &reason_path, &e.file_name, &name.to_string()) {
+        log::warn!("{}: not moved to the history: {err}", reason_path.display());
+    }
+    Outcome::Queued(name.to_string())
+}
+
+/// Moves a reason file to `failed/history/`, noting when and as what it was requeued.
+fn keep_in_history(dir: &Path, reason: &Path, file_name: &str, entry: &str) -> io::Result<()> {
+    if !reason.exists() {
+        return Ok(());
+    }
+    let history = dir.join(FAILED_DIR).join(HISTORY_DIR);
+    fs::create_dir_all(&history)?;
+    let mut target = history.join(format!("{file_name}{REASON_SUFFIX}"));
+    let mut n = 0;
+    while target.exists() {
+        n += 1;
+        target = history.join(format!("{file_name}{REASON_SUFFIX}.{n}"));
+    }
+    fs::rename(reason, &target)?;
+    let stamp = chrono::Utc::now().format("%Y-%m-%d %H:%M:%S UTC");
+    let mut f = fs::OpenOptions::new().append(true).open(&target)?;
+    writeln!(f, "requeued: {stamp} as {entry}")
+}
+
+// ---------------------------------------------------------------------------------
+// index lines (backlog and index files)
+
+/// Which index lines to requeue (index mode).
+#[derive(Debug, Clone, Default)]
+pub struct LineFilter {
+    pub since: Option<DateTime<FixedOffset>>,
+    pub until: Option<DateTime<FixedOffset>>,
+    pub unique_ids: Vec<String>,
+    pub statuses: Vec<StatusMatch>,
+}
+
+/// An HTTP status or a class of them (`4xx`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatusMatch {
+    Code(u16),
+    Class(u16),
+}
+
+impl StatusMatch {
+    /// Parses `403`, or `4xx` for 400–499.
+    pub fn parse(text: &str) -> Result<StatusMatch, String> {
+        let t = text.trim().to_ascii_lowercase();
+        if let Some(d) = t.strip_suffix("xx") {
+            if let Ok(c @ 1..=5) = d.parse::<u16>() {
+                return Ok(StatusMatch::Class(c));
+            }
+        }
+        match t.parse::<u16>() {
+            Ok(c @ 100..=999) => Ok(StatusMatch::Code(c)),
+            _ => Err(format!(
+                "`{text}` is not an HTTP status (examples: 403, 5xx)"
+            )),
+        }
+    }
+
+    fn matches(self, status: u16) -> bool {
+        match self {
+            StatusMatch::Code(c) => c == status,
+            StatusMatch::Class(c) => status / 100 == c,
+        }
+    }
+}
+
+/// Parses a `--since`/`--until` time: RFC 3339 (`2026-11-28T02:00:00Z`, with any
+/// offset), or `YYYY-MM-DD[ HH:MM[:SS]]` in the local time zone.
+pub fn parse_time(text: &str) -> Result<DateTime<FixedOffset>, String> {
+    use chrono::{Local, NaiveDate, NaiveDateTime, TimeZone};
+    let t = text.trim();
+    if let Ok(d) = DateTime::parse_from_rfc3339(t) {
+        return Ok(d);
+    }
+    let naive = ["%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M"]
+        .iter()
+        .find_map(|f| NaiveDateTime::parse_from_str(t, f).ok())
+        .or_else(|| {
+            NaiveDate::parse_from_str(t, "%Y-%m-%d")
+                .ok()
+                .and_then(|d| d.and_hms_opt(0, 0, 0))
+        })
+        .ok_or_else(|| {
+            format!("`{text}` is not a time (examples: 2026-11-28, \"2026-11-28 14:00\", 2026-11-28T14:00:00+01:00)")
+        })?;
+    Local
+        .from_local_datetime(&naive)
+        .earliest()
+        .map(|d| d.fixed_offset())
+        .ok_or_else(|| format!("`{text}` does not exist in the local time zone"))
+}
+
+impl LineFilter {
+    pub fn matches(&self, line: &IndexLine) -> bool {
+        self.since.map_or(true, |t| line.time >= t)
+            && self.until.map_or(true, |t| line.time <= t)
+            && (self.unique_ids.is_empty() || self.unique_ids.contains(&line.unique_id))
+            && (self.statuses.is_empty() || self.statuses.iter().any(|s| s.matches(line.status)))
+    }
+}
+
+/// Queues index lines with the collector's checks, minus the index file and backlog.
+pub struct LineRequeuer {
+    worker: Worker,
+    storage_dir: PathBuf,
+    known: Known,
+    dry_run: bool,
+    force: bool,
+}
+
+impl LineRequeuer {
+    /// `settings` are the collector's (its index file is not used); `known` what the
+    /// queue already has.
+    pub fn new(
+        mut settings: CollectorSettings,
+        known: Known,
+        dry_run: bool,
+        force: bool,
+    ) -> io::Result<LineRequeuer> {
+        settings.index_file = None;
+        let storage_dir = settings.storage_dir.clone();
+        let worker = Worker::new(
+            settings,
+            Arc::new(AtomicBool::new(false)),
+            Arc::new(Stats::default()),
+        )?;
+        Ok(LineRequeuer {
+            worker,
+            storage_dir,
+            known,
+            dry_run,
+            force,
+        })
+    }
+
+    pub fn queue(&self) -> &Queue {
+        self.worker.queue()
+    }
+
+    /// Acts on one raw index line.
+    pub fn requeue_line(&mut self, raw: &[u8], filter: &LineFilter) -> Outcome {
+        let raw = raw.strip_suffix(b"\n").unwrap_or(raw);
+        let parsed = match parse_index_line(raw) {
+            Ok(p) => p,
+            Err(e) => return Outcome::Failed(e.to_string()),
+        };
+        if !filter.matches(&parsed) {
+            return Outcome::Filtered;
+        }
+        let dev_ino = resolve_event_path(&self.storage_dir, &parsed)
+            .ok()
+            .and_then(|p| fs::symlink_metadata(p).ok())
+            .map(|m| (m.dev(), m.ino()));
+        let id = Some(parsed.unique_id.as_str());
+        if !self.force {
+            if let Some(why) = self.known.why(id, dev_ino) {
+                return Outcome::Known(why);
+            }
+        }
+        let line = InputLine {
+            bytes: raw.to_vec(),
+            full_len: raw.len(),
+        };
+        if self.dry_run {
+            return match self.worker.dry_check(&line) {
+                Ok(_) => {
+                    self.known.add(id, dev_ino);
+                    Outcome::WouldQueue
+                }
+                Err(why) => Outcome::Failed(why),
+            };
+        }
+        match self.worker.try_queue(&line) {
+            Ok((entry, _, _)) => {
+                self.known.add(id, dev_ino);
+                Outcome::Queued(entry)
+            }
+            Err(why) => Outcome::Failed(why),
+        }
+    }
+}
+
+/// One line of an index file, with where it came from, for progress and errors.
+pub struct IndexLineAt<'a> {
+    pub line_no: u64,
+    /// Bytes of the (possibly compressed) file read so far.
+    pub read: u64,
+    pub raw: &'a [u8],
+    pub outcome: &'a Outcome,
+}
+
+/// Opens an index file, gunzipping it when it starts with the gzip magic.
+fn open_index(path: &Path) -> io::Result<(Box<dyn BufRead>, Arc<std::sync::atomic::AtomicU64>)> {
+    let mut f = File::open(path)?;
+    let mut magic = [0u8; 2];
+    let n = f.read(&mut magic)?;
+    drop(f);
+    let counted = Counting {
+        inner: File::open(path)?,
+        read: Arc::new(std::sync::atomic::AtomicU64::new(0)),
+    };
+    let read = counted.read.clone();
+    let reader: Box<dyn BufRead> = if n == 2 && magic == [0x1f, 0x8b] {
+        Box::new(BufReader::new(flate2::read::MultiGzDecoder::new(counted)))
+    } else {
+        Box::new(BufReader::new(counted))
+    };
+    Ok((reader, read))
+}
+
+/// Counts the bytes read from the file (for progress through a compressed one).
+struct Counting {
+    inner: File,
+    read: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Read for Counting {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.read
+            .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+        Ok(n)
+    }
+}
+
+/// Requeues the lines of an index file (plain or gzip) that match `filter`, in order,
+/// calling `each` after every line.
+pub fn requeue_index_file(
+    path: &Path,
+    filter: &LineFilter,
+    r: &mut LineRequeuer,
+    each: &mut dyn FnMut(&IndexLineAt),
+) -> io::Result<Report> {
+    let named = |e: io::Error| io::Error::new(e.kind(), format!("{}: {e}", path.display()));
+    let (mut input, read) = open_index(path).map_err(named)?;
+    let mut report = Report::default();
+    let mut line_no = 0;
+    while let Some(line) = crate::collect::read_line(&mut input).map_err(named)? {
+        line_no += 1;
+        let outcome = if line.full_len > line.bytes.len() {
+            Outcome::Failed(format!(
+                "line of {} bytes is not an index line",
+                line.full_len
+            ))
+        } else if line.bytes.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        } else {
+            r.requeue_line(&line.bytes, filter)
+        };
+        report.count(&outcome);
+        each(&IndexLineAt {
+            line_no,
+            read: read.load(std::sync::atomic::Ordering::Relaxed),
+            raw: &line.bytes,
+            outcome: &outcome,
+        });
+    }
+    Ok(report)
+}
+
+/// One backlog record acted on.
+pub struct BacklogRecordAt<'a> {
+    pub reason_before: &'a str,
+    pub raw: &'a [u8],
+    pub outcome: &'a Outcome,
+}
+
+/// Retries the collector's backlog: takes it (so the collector starts a new one),
+/// queues what can be queued now, and appends what still cannot back to the backlog
+/// with its new reason. Backlogs a killed run took are picked up again. A dry run only
+/// reads.
+pub fn requeue_backlog(
+    r: &mut LineRequeuer,
+    each: &mut dyn FnMut(&BacklogRecordAt),
+) -> io::Result<Report> {
+    let dir = r.queue().dir().to_path_buf();
+    let mut sources = Vec::new();
+    for entry in fs::read_dir(&dir)? {
+        let entry = entry?;
+        let Some(name) = entry.file_name().to_str().map(str::to_string) else {
+            continue;
+        };
+        if let Some(pid) = name.strip_prefix(BACKLOG_TAKEN_PREFIX) {
+            let alive = pid.parse::<u32>().is_ok_and(|p| {
+                p != std::process::id() && Path::new(&format!("/proc/{p}")).exists()
+            });
+            if !alive {
+                sources.push(entry.path());
+            }
+        }
+    }
+    sources.sort();
+    let backlog = dir.join(BACKLOG_FILE);
+    if r.dry_run {
+        sources.push(backlog.clone());
+    } else {
+        let taken = dir.join(format!("{BACKLOG_TAKEN_PREFIX}{}", std::process::id()));
+        match fs::rename(&backlog, &taken) {
+            Ok(()) => sources.push(taken),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(io::Error::new(
+                    e.kind(),
+                    format!("{}: {e}", backlog.display()),
+                ))
+            }
+        }
+    }
+    let mut report = Report::default();
+    let none = LineFilter::default();
+    for source in sources {
+        let f = match File::open(&source) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => {
+                return Err(io::Error::new(
+                    e.kind(),
+                    format!("{}: {e}", source.display()),
+                ))
+            }
+        };
+        let mut still: Vec<(Vec<u8>, String)> = Vec::new();
+        for record in BufReader::new(f).split(b'\n') {
+            let record = record
+                .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", source.display())))?;
+            if record.is_empty() {
+                continue;
+            }
+            let (reason_before, raw) = match parse_backlog_record(&record) {
+                Some((_, reason, raw)) => (reason, raw),
+                None => ("(not a backlog record)".to_string(), record.clone()),
+            };
+            let outcome = r.requeue_line(&raw, &none);
+            if let Outcome::Failed(why) = &outcome {
+                still.push((raw.clone(), why.clone()));
+            }
+            report.count(&outcome);
+            each(&BacklogRecordAt {
+                reason_before: &reason_before,
+                raw: &raw,
+                outcome: &outcome,
+            });
+        }
+        if r.dry_run {
+            continue;
+        }
+        // Back into the (new) backlog before the taken file goes: a crash in between
+        // may list a line twice, never lose it.
+        let records: Vec<(&[u8], &str)> = still
+            .iter()
+            .map(|(raw, why)| (raw.as_slice(), why.as_str()))
+            .collect();
+        if !records.is_empty() {
+            r.queue()
+                .backlog_many(&records)
+                .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", backlog.display())))?;
+        }
+        fs::remove_file(&source)
+            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", source.display())))?;
+    }
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,502 @@
+//! requeue: each source, the known-event check, dry runs, crash leftovers.
+
+use super::*;
+use crate::queue::{LinkMode, INTEGRITY_DIR};
+use crate::ship::delivered::{Delivered, DeliveredLog};
+use md5::{Digest, Md5};
+
+struct Setup {
+    dir: tempfile::TempDir,
+}
+
+impl Setup {
+    fn new() -> Setup {
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir_all(dir.path().join("audit")).unwrap();
+        fs::create_dir_all(dir.path().join("queue")).unwrap();
+        Setup { dir }
+    }
+    fn queue_dir(&self) -> PathBuf {
+        self.dir.path().join("queue")
+    }
+    fn settings(&self) -> CollectorSettings {
+        CollectorSettings {
+            storage_dir: self.dir.path().join("audit"),
+            queue_dir: self.queue_dir(),
+            index_file: None,
+            link_mode: LinkMode::Hardlink,
+            verify_md5: true,
+            runas: None,
+        }
+    }
+    fn requeuer(&self, dry_run: bool, force: bool) -> LineRequeuer {
+        let known = Known::load(&self.queue_dir()).unwrap();
+        LineRequeuer::new(self.settings(), known, dry_run, force).unwrap()
+    }
+    /// Writes an event file in the storage dir; returns its index line.
+    fn event(&self, id: &str, time: &str, status: u16) -> String {
+        let rel = format!("/www-data/20261128/20261128-0214/20261128-021431-{id}");
+        let body = event_text(id, status);
+        let path = self.dir.path().join("audit").join(&rel[1..]);
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(&path, &body).unwrap();
+        let md5 = crate::hex::lower(Md5::digest(body.as_bytes()).as_slice());
+        format!(
+            "lab.example 127.0.0.1 - - [{time}] \"GET / HTTP/1.1\" {status} 239 \"-\" \"-\" {id} \"-\" {rel} 0 {} md5:{md5}\n",
+            body.len()
+        )
+    }
+    fn entries(&self) -> Vec<String> {
+        Queue::at(&self.queue_dir())
+            .entries()
+            .unwrap()
+            .into_iter()
+            .map(|e| e.file_name)
+            .collect()
+    }
+    fn queued_ids(&self) -> Vec<String> {
+        self.entries()
+            .iter()
+            .map(|e| unique_id_of(&self.queue_dir().join(e), &ParseLimits::default()).unwrap())
+            .collect()
+    }
+}
+
+fn event_text(id: &str, status: u16) -> String {
+    format!(
+        "--a1b2c3d4-A--\n[28/Nov/2026:02:14:31.009836 +0000] {id} 127.0.0.1 50000 127.0.0.1 80\n\
+         --a1b2c3d4-B--\nGET /?q=x HTTP/1.1\nHost: lab.example\n\n\
+         --a1b2c3d4-F--\nHTTP/1.1 {status} Forbidden\n\n\
+         --a1b2c3d4-H--\nMessage: Access denied with code {status} (phase 2). [id \"942100\"] [msg \"SQL Injection\"] [severity \"CRITICAL\"]\n\n\
+         --a1b2c3d4-Z--\n\n"
+    )
+}
+
+const T1: &str = "28/Nov/2026:02:14:31.009836 +0000";
+const T2: &str = "28/Nov/2026:03:00:00.000001 +0000";
+const T3: &str = "29/Nov/2026:01:00:00.000001 +0100";
+
+// ---- failed/
+
+/// Quarantines an event under `name` with `why` (as the shipper does).
+fn quarantined(s: &Setup, name: &str, content: &str, why: &str) {
+    let q = Queue::open(&s.queue_dir()).unwrap();
+    fs::write(s.queue_dir().join(name), content).unwrap();
+    q.quarantine(name, why).unwrap();
+}
+
+#[test]
+fn failed_entries_go_back_under_their_names_with_their_reasons_kept() {
+    let s = Setup::new();
+    let qd = s.queue_dir();
+    let q = Queue::open(&qd).unwrap();
+    // One with a collector note (a truncated file), one plain, one quarantined twice.
+    fs::write(qd.join("modsec.log.100.000001"), event_text("ID-one", 403)).unwrap();
+    q.mark_integrity(
+        EntryName::parse("modsec.log.100.000001").unwrap(),
+        "truncated or changed event file: size 5 bytes, index line says 9",
+    )
+    .unwrap();
+    q.quarantine(
+        "modsec.log.100.000001",
+        "sguild refused the event: Failed {x}",
+    )
+    .unwrap();
+    assert!(!qd
+        .join(INTEGRITY_DIR)
+        .join("modsec.log.100.000001")
+        .exists());
+    quarantined(
+        &s,
+        "modsec.log.100.2",
+        &event_text("ID-two", 403),
+        "cannot open: denied",
+    );
+    quarantined(
+        &s,
+        "modsec.log.100.000003",
+        "garbage",
+        "not a ModSecurity audit-log event: no A",
+    );
+    quarantined(
+        &s,
+        "modsec.log.100.000003",
+        "garbage again",
+        "not a ModSecurity audit-log event: no A",
+    );
+
+    let failed = failed_entries(&qd).unwrap();
+    let names: Vec<&str> = failed.iter().map(|f| f.file_name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "modsec.log.100.000001",
+            "modsec.log.100.2",
+            "modsec.log.100.000003",
+            "modsec.log.100.000003.1"
+        ]
+    );
+    assert_eq!(failed[1].reason.as_deref(), Some("cannot open: denied"));
+    assert_eq!(failed[0].unique_id(&qd).as_deref(), Some("ID-one"));
+
+    // A dry run changes nothing.
+    let mut known = Known::load(&qd).unwrap();
+    let mut queue = Queue::open(&qd).unwrap();
+    for f in &failed {
+        assert_eq!(
+            requeue_failed(&mut queue, f, &mut known, true, false),
+            Outcome::WouldQueue
+        );
+    }
+    assert!(s.entries().is_empty());
+    assert_eq!(failed_entries(&qd).unwrap().len(), 4);
+
+    let outcomes: Vec<Outcome> = failed
+        .iter()
+        .map(|f| requeue_failed(&mut queue, f, &mut known, false, false))
+        .collect();
+    assert_eq!(
+        outcomes,
+        [
+            Outcome::Queued("modsec.log.100.000001".into()),
+            Outcome::Queued("modsec.log.100.000002".into()),
+            Outcome::Queued("modsec.log.100.000003".into()),
+            // Its old name is taken by the first copy: the next free one.
+            Outcome::Queued("modsec.log.100.000004".into()),
+        ]
+    );
+    assert!(failed_entries(&qd).unwrap().is_empty());
+    // Reasons moved to the history, saying when and as what.
+    let history = qd.join(FAILED_DIR).join(HISTORY_DIR);
+    let kept = fs::read_to_string(history.join("modsec.log.100.000001.reason")).unwrap();
+    assert!(kept.contains("reason: sguild refused the event"), "{kept}");
+    assert!(
+        kept.contains("requeued: ") && kept.ends_with("as modsec.log.100.000001\n"),
+        "{kept}"
+    );
+    assert!(history.join("modsec.log.100.000003.1.reason").exists());
+    // The collector's note is back, so the Sguil event will say the file was truncated.
+    assert_eq!(
+        q.integrity_note("modsec.log.100.000001").as_deref(),
+        Some("truncated or changed event file: size 5 bytes, index line says 9")
+    );
+    // Quarantined again and requeued again: a second history file.
+    q.quarantine("modsec.log.100.000001", "sguild refused the event: again")
+        .unwrap();
+    let again = failed_entries(&qd).unwrap();
+    let mut known = Known::load(&qd).unwrap();
+    assert!(matches!(
+        requeue_failed(&mut queue, &again[0], &mut known, false, false),
+        Outcome::Queued(_)
+    ));
+    assert!(history.join("modsec.log.100.000001.reason.1").exists());
+}
+
+#[test]
+fn a_failed_entry_already_queued_or_delivered_is_not_added_twice_unless_forced() {
+    let s = Setup::new();
+    let qd = s.queue_dir();
+    fs::write(
+        qd.join("modsec.log.200.000001"),
+        event_text("ID-queued", 403),
+    )
+    .unwrap();
+    quarantined(
+        &s,
+        "modsec.log.100.000001",
+        &event_text("ID-queued", 403),
+        "x: y",
+    );
+    quarantined(
+        &s,
+        "modsec.log.100.000002",
+        &event_text("ID-sent", 403),
+        "x: y",
+    );
+    {
+        let mut log = DeliveredLog::open(&qd);
+        log.note(&Delivered {
+            time: 1,
+            sid: 1,
+            cid: 9,
+            unique_id: "ID-sent".into(),
+            entry: "modsec.log.1.1".into(),
+        });
+    }
+    let failed = failed_entries(&qd).unwrap();
+    let mut known = Known::load(&qd).unwrap();
+    let mut queue = Queue::open(&qd).unwrap();
+    let got: Vec<Outcome> = failed
+        .iter()
+        .map(|f| requeue_failed(&mut queue, f, &mut known, false, false))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            Outcome::Known("unique id ID-queued is already queued".into()),
+            Outcome::Known("unique id ID-sent was already delivered to Sguil".into()),
+        ]
+    );
+    assert_eq!(
+        failed_entries(&qd).unwrap().len(),
+        2,
+        "left where they were"
+    );
+    for f in &failed {
+        assert!(matches!(
+            requeue_failed(&mut queue, f, &mut known, false, true),
+            Outcome::Queued(_)
+        ));
+    }
+    assert_eq!(s.entries().len(), 3);
+}
+
+#[test]
+fn a_directory_in_failed_is_refused_with_a_reason() {
+    let s = Setup::new();
+    let qd = s.queue_dir();
+    fs::create_dir_all(qd.join("modsec.log.100.000001")).unwrap();
+    Queue::open(&qd)
+        .unwrap()
+        .quarantine("modsec.log.100.000001", "a directory, not an event file")
+        .unwrap();
+    let failed = failed_entries(&qd).unwrap();
+    let mut known = Known::load(&qd).unwrap();
+    let mut queue = Queue::open(&qd).unwrap();
+    match requeue_failed(&mut queue, &failed[0], &mut known, false, false) {
+        Outcome::Failed(why) => assert!(why.contains("not a file or symbolic link"), "{why}"),
+        other => panic!("{other:?}"),
+    }
+}
+
+// ---- backlog
+
+#[test]
+fn the_backlog_is_retried_and_what_still_fails_stays_with_its_new_reason() {
+    let s = Setup::new();
+    let qd = s.queue_dir();
+    let q = Queue::open(&qd).unwrap();
+    let good = s.event("ID-good", T1, 403);
+    let gone = s.event("ID-gone", T1, 403);
+    fs::remove_file(
+        s.dir
+            .path()
+            .join("audit/www-data/20261128/20261128-0214/20261128-021431-ID-gone"),
+    )
+    .unwrap();
+    q.backlog(good.as_bytes(), "file missing: not yet written")
+        .unwrap();
+    q.backlog(gone.as_bytes(), "file missing").unwrap();
+    q.backlog(b"not an index line", "unparsable").unwrap();
+    q.backlog(good.as_bytes(), "file missing: twice").unwrap();
+
+    // Dry run: reads, changes nothing.
+    let mut seen = Vec::new();
+    let report = requeue_backlog(&mut s.requeuer(true, false), &mut |r| {
+        seen.push((r.reason_before.to_string(), r.outcome.clone()))
+    })
+    .unwrap();
+    assert_eq!((report.would_queue, report.failed, report.known), (1, 2, 1));
+    assert_eq!(seen[0].0, "file missing: not yet written");
+    assert!(s.entries().is_empty());
+    assert_eq!(
+        fs::read(qd.join(BACKLOG_FILE))
+            .unwrap()
+            .split(|&b| b == b'\n')
+            .count(),
+        5
+    );
+
+    let report = requeue_backlog(&mut s.requeuer(false, false), &mut |_| {}).unwrap();
+    assert_eq!(
+        (report.queued, report.failed, report.known),
+        (1, 2, 1),
+        "{report:?}"
+    );
+    assert_eq!(s.queued_ids(), ["ID-good"]);
+    let left = fs::read(qd.join(BACKLOG_FILE)).unwrap();
+    let records: Vec<(u64, String, Vec<u8>)> = left
+        .split(|&b| b == b'\n')
+        .filter(|r| !r.is_empty())
+        .map(|r| parse_backlog_record(r).unwrap())
+        .collect();
+    assert_eq!(records.len(), 2);
+    assert_eq!(records[0].2, gone.trim_end().as_bytes());
+    assert!(records[0].1.contains("No such file"), "{}", records[0].1);
+    assert_eq!(records[1].2, b"not an index line");
+    // Nothing taken is left behind.
+    let leftovers: Vec<_> = fs::read_dir(&qd)
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with(BACKLOG_TAKEN_PREFIX)
+        })
+        .collect();
+    assert!(leftovers.is_empty());
+}
+
+#[test]
+fn a_backlog_taken_by_a_killed_requeue_is_picked_up() {
+    let s = Setup::new();
+    let qd = s.queue_dir();
+    let line = s.event("ID-left", T1, 403);
+    // pid 1 is alive but never ours; a pid that cannot exist is dead.
+    let dead = qd.join(format!("{BACKLOG_TAKEN_PREFIX}4294967295"));
+    fs::write(&dead, format!("1\tfile missing\t{line}")).unwrap();
+    let report = requeue_backlog(&mut s.requeuer(false, false), &mut |_| {}).unwrap();
+    assert_eq!(report.queued, 1);
+    assert!(!dead.exists());
+    assert_eq!(s.queued_ids(), ["ID-left"]);
+}
+
+// ---- index files
+
+fn write_index(s: &Setup, lines: &[String], gz: bool) -> PathBuf {
+    let text: String = lines.concat();
+    let path = s.dir.path().join(if gz { "index.1.gz" } else { "index" });
+    if gz {
+        let f = File::create(&path).unwrap();
+        let mut enc = flate2::write::GzEncoder::new(f, flate2::Compression::default());
+        enc.write_all(text.as_bytes()).unwrap();
+        enc.finish().unwrap();
+    } else {
+        fs::write(&path, text).unwrap();
+    }
+    path
+}
+
+#[test]
+fn index_files_plain_or_gzip_are_filtered_and_queued_in_order() {
+    for gz in [false, true] {
+        let s = Setup::new();
+        let lines = vec![
+            s.event("ID-1", T1, 403),
+            s.event("ID-2", T2, 200),
+            "a broken line\n".to_string(),
+            s.event("ID-3", T3, 503),
+            "\n".to_string(),
+            s.event("ID-4", T3, 403),
+        ];
+        let index = write_index(&s, &lines, gz);
+        let mut failures = Vec::new();
+        let filter = LineFilter {
+            since: Some(DateTime::parse_from_rfc3339("2026-11-28T02:30:00Z").unwrap()),
+            statuses: vec![
+                StatusMatch::parse("4xx").unwrap(),
+                StatusMatch::parse("503").unwrap(),
+            ],
+            ..LineFilter::default()
+        };
+        let report = requeue_index_file(&index, &filter, &mut s.requeuer(false, false), &mut |l| {
+            if let Outcome::Failed(why) = l.outcome {
+                failures.push((l.line_no, why.clone()));
+            }
+        })
+        .unwrap();
+        assert_eq!(
+            (report.queued, report.filtered, report.failed),
+            (2, 2, 1),
+            "{report:?}"
+        );
+        assert_eq!(failures.len(), 1);
+        assert_eq!(failures[0].0, 3, "the line number of the broken line");
+        assert_eq!(
+            s.queued_ids(),
+            ["ID-3", "ID-4"],
+            "in the index file's order"
+        );
+        // Hard links: the same inodes as the storage dir's files.
+        let (entry, ino) = {
+            let e = &s.entries()[0];
+            (
+                e.clone(),
+                fs::metadata(s.queue_dir().join(e)).unwrap().ino(),
+            )
+        };
+        let src = s
+            .dir
+            .path()
+            .join("audit/www-data/20261128/20261128-0214/20261128-021431-ID-3");
+        assert_eq!(fs::metadata(src).unwrap().ino(), ino, "{entry}");
+
+        // Again, with no filter: the two queued are known, the other two are added.
+        let report = requeue_index_file(
+            &index,
+            &LineFilter::default(),
+            &mut s.requeuer(false, false),
+            &mut |_| {},
+        )
+        .unwrap();
+        assert_eq!((report.queued, report.known), (2, 2), "{report:?}");
+        assert_eq!(s.queued_ids(), ["ID-3", "ID-4", "ID-1", "ID-2"]);
+    }
+}
+
+#[test]
+fn delivered_events_are_skipped_unless_forced_and_unique_ids_select() {
+    let s = Setup::new();
+    let lines = vec![s.event("ID-1", T1, 403), s.event("ID-2", T1, 403)];
+    let index = write_index(&s, &lines, false);
+    {
+        let mut log = DeliveredLog::open(&s.queue_dir());
+        log.note(&Delivered {
+            time: 1,
+            sid: 1,
+            cid: 1,
+            unique_id: "ID-1".into(),
+            entry: "modsec.log.1.1".into(),
+        });
+    }
+    let only = LineFilter {
+        unique_ids: vec!["ID-1".into()],
+        ..LineFilter::default()
+    };
+    let report =
+        requeue_index_file(&index, &only, &mut s.requeuer(false, false), &mut |_| {}).unwrap();
+    assert_eq!((report.known, report.filtered, report.queued), (1, 1, 0));
+    let report =
+        requeue_index_file(&index, &only, &mut s.requeuer(false, true), &mut |_| {}).unwrap();
+    assert_eq!(report.queued, 1);
+    assert_eq!(s.queued_ids(), ["ID-1"]);
+}
+
+#[test]
+fn status_filters_parse() {
+    assert_eq!(StatusMatch::parse("403"), Ok(StatusMatch::Code(403)));
+    assert_eq!(StatusMatch::parse("5XX"), Ok(StatusMatch::Class(5)));
+    assert!(StatusMatch::parse("9xx").is_err());
+    assert!(StatusMatch::parse("42").is_err());
+    assert!(StatusMatch::parse("abc")
+        .unwrap_err()
+        .contains("not an HTTP status"));
+}
+
+#[test]
+fn a_missing_index_file_is_an_error_naming_it() {
+    let s = Setup::new();
+    let err = match requeue_index_file(
+        &s.dir.path().join("nope"),
+        &LineFilter::default(),
+        &mut s.requeuer(false, false),
+        &mut |_| {},
+    ) {
+        Err(e) => e,
+        Ok(r) => panic!("{r:?}"),
+    };
+    assert_eq!(err.kind(), io::ErrorKind::NotFound);
+}
+
+#[test]
+fn times_parse_as_rfc3339_or_local() {
+    let t = parse_time("2026-11-28T02:00:00+01:00").unwrap();
+    assert_eq!(t.timestamp(), 1_795_827_600);
+    let local = parse_time("2026-11-28 02:00").unwrap();
+    assert_eq!(local, parse_time("2026-11-28 02:00:00").unwrap());
+    assert_eq!(
+        parse_time("2026-11-28").unwrap(),
+        parse_time("2026-11-28 00:00").unwrap()
+    );
+    assert!(parse_time("yesterday").unwrap_err().contains("not a time"));
+}

@@ -1,0 +1,233 @@
+//! The delivered log: which event (by ModSecurity unique id) sguild stored under which
+//! sid and cid, and from which queue entry.
+//!
+//! The journal forgets an event once it is answered; this log remembers, so that
+//! `requeue` does not put back an event that was already delivered (unless forced), and
+//! so that an operator can find where a transaction went. It is advisory: it is written
+//! after sguild confirmed, a batch at a time, without fsync; a crash may lose its last
+//! records, never an event.
+//!
+//! One line per event: `<unix time>\t<sid>\t<cid>\t<unique id>\t<entry>\n`. When the file
+//! passes [`ROTATE_BYTES`] it becomes `.delivered.1` (replacing the older one), so about
+//! the last 300,000 deliveries are remembered.
+
+use std::collections::HashSet;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufRead, Write};
+use std::path::{Path, PathBuf};
+
+/// The log's name in the queue directory.
+pub const DELIVERED_FILE: &str = ".delivered";
+/// Size at which the log is rotated to `.delivered.1`.
+pub const ROTATE_BYTES: u64 = 8 * 1024 * 1024;
+
+/// One delivered event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivered {
+    pub time: i64,
+    pub sid: u32,
+    pub cid: u32,
+    pub unique_id: String,
+    pub entry: String,
+}
+
+impl Delivered {
+    fn to_line(&self) -> String {
+        let clean = |s: &str| s.replace(['\t', '\n', '\r'], " ");
+        format!(
+            "{}\t{}\t{}\t{}\t{}\n",
+            self.time,
+            self.sid,
+            self.cid,
+            clean(&self.unique_id),
+            clean(&self.entry)
+        )
+    }
+
+    fn parse(line: &str) -> Option<Delivered> {
+        let mut f = line.split('\t');
+        let d = Delivered {
+            time: f.next()?.parse().ok()?,
+            sid: f.next()?.parse().ok()?,
+            cid: f.next()?.parse().ok()?,
+            unique_id: f.next()?.to_string(),
+            entry: f.next()?.to_string(),
+        };
+        (f.next().is_none() && !d.unique_id.is_empty()).then_some(d)
+    }
+}
+
+/// The log, open for appending; records wait in memory until [`DeliveredLog::flush`].
+#[derive(Debug)]
+pub struct DeliveredLog {
+    path: PathBuf,
+    file: Option<File>,
+    len: u64,
+    pending: Vec<u8>,
+    /// A write failed once: said once, not for every batch.
+    warned: bool,
+}
+
+impl DeliveredLog {
+    /// Opens (creating) the log in `queue_dir`. A log that cannot be opened is logged
+    /// and the shipper goes on without it.
+    pub fn open(queue_dir: &Path) -> DeliveredLog {
+        let path = queue_dir.join(DELIVERED_FILE);
+        let mut log = DeliveredLog {
+            path,
+            file: None,
+            len: 0,
+            pending: Vec::new(),
+            warned: false,
+        };
+        log.reopen();
+        log
+    }
+
+    fn reopen(&mut self) {
+        match OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)
+            .and_then(|f| Ok((f.metadata()?.len(), f)))
+        {
+            Ok((len, f)) => {
+                self.file = Some(f);
+                self.len = len;
+            }
+            Err(e) => self.warn(&e),
+        }
+    }
+
+    fn warn(&mut self, e: &io::Error) {
+        if !self.warned {
+            log::warn!(
+                "{}: {e}; deliveries are not recorded there (requeue cannot tell them from new events)",
+                self.path.display()
+            );
+            self.warned = true;
+        }
+    }
+
+    pub fn note(&mut self, d: &Delivered) {
+        self.pending.extend_from_slice(d.to_line().as_bytes());
+    }
+
+    /// Writes what was noted (one write), rotating the log when it has grown too big.
+    pub fn flush(&mut self) {
+        if self.pending.is_empty() {
+            return;
+        }
+        if self.len >= ROTATE_BYTES {
+            let mut old = self.path.clone().into_os_string();
+            old.push(".1");
+            match fs::rename(&self.path, &old) {
+                Ok(()) => self.reopen(),
+                Err(e) => self.warn(&e),
+            }
+        }
+        let Some(f) = self.file.as_mut() else {
+            self.pending.clear();
+            return;
+        };
+        match f.write_all(&self.pending) {
+            Ok(()) => self.len += self.pending.len() as u64,
+            Err(e) => self.warn(&e),
+        }
+        self.pending.clear();
+    }
+}
+
+impl Drop for DeliveredLog {
+    fn drop(&mut self) {
+        self.flush();
+    }
+}
+
+/// Every delivered record in the queue at `queue_dir` (the rotated log first), oldest
+/// first. Lines that are not records are skipped; a missing log is an empty one.
+pub fn read_delivered(queue_dir: &Path) -> io::Result<Vec<Delivered>> {
+    let mut out = Vec::new();
+    for name in [format!("{DELIVERED_FILE}.1"), DELIVERED_FILE.to_string()] {
+        let f = match File::open(queue_dir.join(name)) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        for line in io::BufReader::new(f).split(b'\n') {
+            let line = line?;
+            if let Some(d) = std::str::from_utf8(&line).ok().and_then(Delivered::parse) {
+                out.push(d);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The unique ids of every delivered event the log remembers.
+pub fn delivered_ids(queue_dir: &Path) -> io::Result<HashSet<String>> {
+    Ok(read_delivered(queue_dir)?
+        .into_iter()
+        .map(|d| d.unique_id)
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(n: u32) -> Delivered {
+        Delivered {
+            time: 1_790_000_000 + i64::from(n),
+            sid: 3,
+            cid: n,
+            unique_id: format!("id\t{n}"),
+            entry: format!("modsec.log.1790000000.{n:06}"),
+        }
+    }
+
+    #[test]
+    fn records_round_trip_and_rotate_without_forgetting_the_last_generation() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut log = DeliveredLog::open(dir.path());
+            log.note(&record(1));
+            log.note(&record(2));
+        } // dropped: flushed
+        let got = read_delivered(dir.path()).unwrap();
+        assert_eq!(got.len(), 2);
+        assert_eq!(got[1].cid, 2);
+        assert_eq!(
+            got[1].unique_id, "id 2",
+            "a tab in an id cannot split a record"
+        );
+        // A log past the limit is rotated at the next flush; both generations are read.
+        let f = OpenOptions::new()
+            .append(true)
+            .open(dir.path().join(DELIVERED_FILE))
+            .unwrap();
+        f.set_len(ROTATE_BYTES + 10).unwrap(); // NULs: not records, skipped when read
+        let mut log = DeliveredLog::open(dir.path());
+        log.note(&record(3));
+        log.flush();
+        assert!(dir.path().join(".delivered.1").exists());
+        let ids = delivered_ids(dir.path()).unwrap();
+        assert!(ids.contains("id 1") && ids.contains("id 3"), "{ids:?}");
+        assert_eq!(
+            fs::read_to_string(dir.path().join(DELIVERED_FILE)).unwrap(),
+            record(3).to_line().replace("id\t3", "id 3")
+        );
+    }
+
+    #[test]
+    fn an_unwritable_log_does_not_stop_anything() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir(dir.path().join(DELIVERED_FILE)).unwrap(); // cannot be opened
+        let mut log = DeliveredLog::open(dir.path());
+        log.note(&record(1));
+        log.flush();
+        assert!(read_delivered(&dir.path().join("absent"))
+            .unwrap()
+            .is_empty());
+    }
+}

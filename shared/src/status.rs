@@ -1,0 +1,316 @@
+//! What `modsec-shipper status` reports: the queue's depth and age, the failed area,
+//! the backlog, the journal, and the last run, read without taking the queue lock or
+//! changing anything (it may run as a monitoring user, beside a running shipper).
+//!
+//! Also the record of the last run (`EVENT_DIR/.last-run`, JSON), written by `drain` and
+//! `run`, and the Nagios-style check over a [`QueueStatus`].
+
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::io::{self, BufRead, Read, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::queue::{Queue, BACKLOG_FILE, FAILED_DIR, INTEGRITY_DIR, REASON_SUFFIX};
+use crate::ship::journal::read_journal;
+
+/// The last-run record's name in the queue directory.
+pub const LAST_RUN_FILE: &str = ".last-run";
+
+/// How a run of `drain` (or one pass of `run`) ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RunResult {
+    /// Everything it set out to do is done (or bounded by --max-*).
+    Ok,
+    /// sguild could not be reached or refused the agent: nothing was sent.
+    Unreachable,
+    /// The session broke mid-run; the rest stays queued.
+    Outage,
+    /// The queue, journal or failed/ area could not be read or written.
+    IoError,
+}
+
+impl RunResult {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunResult::Ok => "ok",
+            RunResult::Unreachable => "unreachable",
+            RunResult::Outage => "outage",
+            RunResult::IoError => "io-error",
+        }
+    }
+}
+
+/// The record of the last run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LastRun {
+    /// `drain` or `run`.
+    pub program: String,
+    pub pid: u32,
+    /// When it ended (unix seconds).
+    pub finished: i64,
+    pub seconds: f64,
+    pub result: RunResult,
+    /// The error, when `result` is not ok.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub shipped: u64,
+    pub already_stored: u64,
+    pub skipped: u64,
+    pub quarantined: u64,
+    pub remaining: u64,
+}
+
+impl LastRun {
+    /// Writes the record atomically (a temp file renamed over the old record).
+    pub fn write(&self, queue_dir: &Path) -> io::Result<()> {
+        let path = queue_dir.join(LAST_RUN_FILE);
+        let tmp = queue_dir.join(format!("{LAST_RUN_FILE}.{}", std::process::id()));
+        let text = serde_json::to_string(self).map_err(io::Error::other)?;
+        let written = (|| {
+            let mut f = File::create(&tmp)?;
+            f.write_all(text.as_bytes())?;
+            f.write_all(b"\n")?;
+            fs::rename(&tmp, &path)
+        })();
+        if written.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        written
+    }
+
+    /// Reads the record, if there is one; a record that does not parse is an error.
+    pub fn read(queue_dir: &Path) -> io::Result<Option<LastRun>> {
+        let path = queue_dir.join(LAST_RUN_FILE);
+        match fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// The state of one queue.
+#[derive(Debug, Clone, Serialize)]
+pub struct QueueStatus {
+    pub queue: PathBuf,
+    /// Entries waiting to be shipped.
+    pub entries: usize,
+    /// Arrival time (unix seconds, from its name) of the oldest and newest entries.
+    pub oldest: Option<u64>,
+    pub newest: Option<u64>,
+    /// Events sent and not yet answered (journaled, entry still queued).
+    pub in_flight: usize,
+    /// Entries in failed/, and how many per reason (the reason up to its first `:`).
+    pub failed: usize,
+    pub failed_by_reason: BTreeMap<String, usize>,
+    /// Index lines the collector could not act on (`requeue --backlog` retries them).
+    pub backlog: usize,
+    /// Index lines a collector spilled to disk and has not handled yet.
+    pub overflow: usize,
+    /// Queued entries whose file did not match its index line (size or md5).
+    pub integrity_marked: usize,
+    pub last_run: Option<LastRun>,
+    /// Problems met while reading (an unreadable reason file, a bad last-run record).
+    pub problems: Vec<String>,
+}
+
+impl QueueStatus {
+    /// Reads the queue at `dir`. Only an unreadable queue directory is an error; a
+    /// part that cannot be read is named in `problems`.
+    pub fn gather(dir: &Path) -> io::Result<QueueStatus> {
+        let queue = Queue::at(dir);
+        let entries = queue.entries()?;
+        let mut problems = Vec::new();
+        let mut note = |what: &Path, e: &dyn std::fmt::Display| {
+            problems.push(format!("{}: {e}", what.display()));
+        };
+        let in_flight = match read_journal(dir) {
+            Ok(records) => records.iter().filter(|r| r.entry_present(dir)).count(),
+            Err(e) => {
+                note(&dir.join(crate::ship::journal::JOURNAL_FILE), &e);
+                0
+            }
+        };
+        let (failed, failed_by_reason) = match failed_reasons(&dir.join(FAILED_DIR)) {
+            Ok(v) => v,
+            Err(e) => {
+                note(&dir.join(FAILED_DIR), &e);
+                (0, BTreeMap::new())
+            }
+        };
+        let mut backlog = 0;
+        let mut overflow = 0;
+        for entry in fs::read_dir(dir)?.flatten() {
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            let counter = if name == BACKLOG_FILE || name.starts_with(BACKLOG_TAKEN_PREFIX) {
+                &mut backlog
+            } else if name.starts_with(crate::collect::SPOOL_PREFIX) {
+                &mut overflow
+            } else {
+                continue;
+            };
+            match count_lines(&entry.path()) {
+                Ok(n) => *counter += n,
+                Err(e) => note(&entry.path(), &e),
+            }
+        }
+        let integrity_marked = match fs::read_dir(dir.join(INTEGRITY_DIR)) {
+            Ok(rd) => rd.count(),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => 0,
+            Err(e) => {
+                note(&dir.join(INTEGRITY_DIR), &e);
+                0
+            }
+        };
+        let last_run = match LastRun::read(dir) {
+            Ok(r) => r,
+            Err(e) => {
+                note(&dir.join(LAST_RUN_FILE), &e);
+                None
+            }
+        };
+        Ok(QueueStatus {
+            queue: dir.to_path_buf(),
+            entries: entries.len(),
+            oldest: entries.first().map(|e| e.name.sec),
+            newest: entries.last().map(|e| e.name.sec),
+            in_flight,
+            failed,
+            failed_by_reason,
+            backlog,
+            overflow,
+            integrity_marked,
+            last_run,
+            problems,
+        })
+    }
+
+    /// Age in seconds of the oldest entry at `now` (unix seconds).
+    pub fn oldest_age(&self, now: i64) -> Option<u64> {
+        self.oldest
+            .map(|t| u64::try_from(now).unwrap_or(0).saturating_sub(t))
+    }
+}
+
+/// Prefix of a backlog taken by `requeue --backlog` (left behind if it was killed).
+pub const BACKLOG_TAKEN_PREFIX: &str = ".backlog.requeue-";
+
+/// Counts the entries in failed/ and groups their reasons.
+fn failed_reasons(failed: &Path) -> io::Result<(usize, BTreeMap<String, usize>)> {
+    let mut by_reason = BTreeMap::new();
+    let mut count = 0;
+    let rd = match fs::read_dir(failed) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok((0, by_reason)),
+        Err(e) => return Err(e),
+    };
+    for entry in rd {
+        let entry = entry?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if name.ends_with(REASON_SUFFIX) || !name.starts_with(crate::queue::ENTRY_PREFIX) {
+            continue;
+        }
+        count += 1;
+        let reason = read_reason(&failed.join(format!("{name}{REASON_SUFFIX}")))
+            .map(|r| reason_kind(&r))
+            .unwrap_or_else(|| "(no reason file)".to_string());
+        *by_reason.entry(reason).or_insert(0) += 1;
+    }
+    Ok((count, by_reason))
+}
+
+/// The `reason:` line of a quarantine's `.reason` file.
+pub fn read_reason(path: &Path) -> Option<String> {
+    let mut text = String::new();
+    File::open(path)
+        .ok()?
+        .take(64 * 1024)
+        .read_to_string(&mut text)
+        .ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("reason: "))
+        .map(str::to_string)
+}
+
+/// A reason's kind: its text up to the first `:` (the details after it name files,
+/// lines and bytes, which differ from entry to entry), at most 80 characters.
+pub fn reason_kind(reason: &str) -> String {
+    let kind = reason.split(':').next().unwrap_or(reason).trim();
+    kind.chars().take(80).collect()
+}
+
+fn count_lines(path: &Path) -> io::Result<usize> {
+    let mut r = io::BufReader::with_capacity(64 * 1024, File::open(path)?);
+    let mut n = 0;
+    loop {
+        let buf = r.fill_buf()?;
+        if buf.is_empty() {
+            return Ok(n);
+        }
+        n += buf.iter().filter(|&&b| b == b'\n').count();
+        let len = buf.len();
+        r.consume(len);
+    }
+}
+
+/// Nagios-style levels, with their exit codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Level {
+    Ok = 0,
+    Warning = 1,
+    Critical = 2,
+    Unknown = 3,
+}
+
+impl Level {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Level::Ok => "OK",
+            Level::Warning => "WARNING",
+            Level::Critical => "CRITICAL",
+            Level::Unknown => "UNKNOWN",
+        }
+    }
+}
+
+/// Thresholds of the check; none set is always OK.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Thresholds {
+    /// Oldest entry older than this many seconds: WARNING.
+    pub warn_age: Option<u64>,
+    /// Oldest entry older than this many seconds: CRITICAL.
+    pub crit_age: Option<u64>,
+    /// At least this many entries in failed/: CRITICAL.
+    pub crit_failed: Option<usize>,
+}
+
+impl Thresholds {
+    /// The level and the reasons for it.
+    pub fn check(&self, s: &QueueStatus, now: i64) -> (Level, Vec<String>) {
+        let mut level = Level::Ok;
+        let mut why = Vec::new();
+        let age = s.oldest_age(now).unwrap_or(0);
+        if let Some(c) = self.crit_age.filter(|&c| s.entries > 0 && age > c) {
+            level = level.max(Level::Critical);
+            why.push(format!("oldest entry {age} s old (critical above {c} s)"));
+        } else if let Some(w) = self.warn_age.filter(|&w| s.entries > 0 && age > w) {
+            level = level.max(Level::Warning);
+            why.push(format!("oldest entry {age} s old (warning above {w} s)"));
+        }
+        if let Some(c) = self.crit_failed.filter(|&c| s.failed >= c) {
+            level = level.max(Level::Critical);
+            why.push(format!("{} entries in failed/ (critical at {c})", s.failed));
+        }
+        (level, why)
+    }
+}
+
+#[cfg(test)]
+mod tests;

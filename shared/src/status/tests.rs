@@ -1,0 +1,168 @@
+use super::*;
+use crate::queue::{EntryName, Queue};
+use crate::ship::journal::{Journal, JournalRecord};
+
+fn queue_with(n: u64) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let q = dir.path().join("queue");
+    fs::create_dir(&q).unwrap();
+    for i in 0..n {
+        // Unpadded (Perl) names sort by number too: the oldest is 1000.
+        fs::write(q.join(format!("modsec.log.{}.{}", 1000 + i * 10, i)), b"x").unwrap();
+    }
+    (dir, q)
+}
+
+#[test]
+fn an_empty_queue_reports_nothing_and_is_ok_whatever_the_thresholds() {
+    let (_d, q) = queue_with(0);
+    let s = QueueStatus::gather(&q).unwrap();
+    assert_eq!((s.entries, s.oldest, s.failed, s.backlog), (0, None, 0, 0));
+    assert!(s.last_run.is_none() && s.problems.is_empty());
+    let t = Thresholds {
+        warn_age: Some(0),
+        crit_age: Some(0),
+        crit_failed: Some(1),
+    };
+    assert_eq!(t.check(&s, 5000).0, Level::Ok);
+}
+
+#[test]
+fn counts_every_part_of_the_queue() {
+    let (_d, q) = queue_with(5);
+    let queue = Queue::open(&q).unwrap();
+    fs::write(q.join("failed-not-an-entry"), b"").unwrap();
+    for (name, why) in [
+        (
+            "modsec.log.1.000001",
+            "not a ModSecurity audit-log event: line 3: no part A",
+        ),
+        (
+            "modsec.log.1.000002",
+            "not a ModSecurity audit-log event: empty file",
+        ),
+        (
+            "modsec.log.1.000003",
+            "sguild refused the event: Failed {x}",
+        ),
+    ] {
+        fs::write(q.join(name), b"bad").unwrap();
+        queue.quarantine(name, why).unwrap();
+    }
+    fs::create_dir_all(q.join(FAILED_DIR)).unwrap();
+    fs::write(q.join(FAILED_DIR).join("modsec.log.1.000004"), b"").unwrap(); // no reason
+    queue.backlog(b"line one", "file missing").unwrap();
+    queue.backlog(b"line two", "file missing").unwrap();
+    fs::write(q.join(".spool.999999"), b"a\nb\nc\n").unwrap();
+    fs::write(q.join(format!("{BACKLOG_TAKEN_PREFIX}77")), b"left\n").unwrap();
+    queue
+        .mark_integrity(
+            EntryName::parse("modsec.log.1000.0").unwrap(),
+            "md5 differs",
+        )
+        .unwrap();
+    let (mut journal, _) = Journal::open(&q).unwrap();
+    let ino = |name: &str| {
+        use std::os::unix::fs::MetadataExt;
+        fs::metadata(q.join(name)).unwrap().ino()
+    };
+    let rec = |cid, entry: &str, ino| JournalRecord {
+        sid: 1,
+        cid,
+        time: 1,
+        ino,
+        hostname: "h".into(),
+        entry: entry.into(),
+    };
+    journal
+        .append(&[
+            rec(1, "modsec.log.1000.0", ino("modsec.log.1000.0")),
+            rec(2, "modsec.log.1010.1", 1), // another inode: not this entry
+            rec(3, "modsec.log.9.9", 5),    // gone: answered
+        ])
+        .unwrap();
+    let last = LastRun {
+        program: "drain".into(),
+        pid: 42,
+        finished: 2000,
+        seconds: 1.5,
+        result: RunResult::Outage,
+        error: Some("sguild went away".into()),
+        shipped: 3,
+        already_stored: 1,
+        skipped: 2,
+        quarantined: 0,
+        remaining: 5,
+    };
+    last.write(&q).unwrap();
+
+    let s = QueueStatus::gather(&q).unwrap();
+    assert_eq!(s.entries, 5);
+    assert_eq!((s.oldest, s.newest), (Some(1000), Some(1040)));
+    assert_eq!(s.oldest_age(1100), Some(100));
+    assert_eq!(s.in_flight, 1);
+    assert_eq!(s.failed, 4);
+    let reasons: Vec<(&str, usize)> = s
+        .failed_by_reason
+        .iter()
+        .map(|(k, v)| (k.as_str(), *v))
+        .collect();
+    assert_eq!(
+        reasons,
+        [
+            ("(no reason file)", 1),
+            ("not a ModSecurity audit-log event", 2),
+            ("sguild refused the event", 1)
+        ]
+    );
+    assert_eq!(s.backlog, 3, "the backlog and a taken backlog left behind");
+    assert_eq!(s.overflow, 3);
+    assert_eq!(s.integrity_marked, 1);
+    assert_eq!(s.last_run.as_ref(), Some(&last));
+    assert!(s.problems.is_empty(), "{:?}", s.problems);
+
+    let t = Thresholds {
+        warn_age: Some(50),
+        crit_age: Some(200),
+        crit_failed: None,
+    };
+    let (level, why) = t.check(&s, 1100);
+    assert_eq!(level, Level::Warning, "{why:?}");
+    assert_eq!(t.check(&s, 1201).0, Level::Critical);
+    assert_eq!(t.check(&s, 1040).0, Level::Ok);
+    let f = Thresholds {
+        crit_failed: Some(4),
+        ..Thresholds::default()
+    };
+    let (level, why) = f.check(&s, 1100);
+    assert_eq!(level, Level::Critical);
+    assert!(why[0].contains("4 entries in failed/"), "{why:?}");
+    assert_eq!(
+        Thresholds {
+            crit_failed: Some(5),
+            ..f
+        }
+        .check(&s, 1100)
+        .0,
+        Level::Ok
+    );
+}
+
+#[test]
+fn a_broken_last_run_record_is_a_problem_not_a_failure() {
+    let (_d, q) = queue_with(1);
+    fs::write(q.join(LAST_RUN_FILE), b"{not json").unwrap();
+    let s = QueueStatus::gather(&q).unwrap();
+    assert_eq!(s.entries, 1);
+    assert!(s.last_run.is_none());
+    assert_eq!(s.problems.len(), 1);
+    assert!(s.problems[0].contains(".last-run"), "{:?}", s.problems);
+}
+
+#[test]
+fn a_missing_queue_is_an_error_and_is_not_created() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = dir.path().join("nope");
+    assert!(QueueStatus::gather(&q).is_err());
+    assert!(!q.exists());
+}
