@@ -456,6 +456,14 @@ fn example_config_and_a_modsec2sguil_0_8_config_load_without_warnings() {
     let example = modsec2sguil_e2e::fixtures().join("../../examples/modsec2sguil.conf");
     let c = ConfigFile::load(&example).unwrap();
     assert!(c.unknown(KNOWN_KEYS).is_empty());
+    // Every key is documented there, set or commented out with its default.
+    let text = std::fs::read_to_string(&example).unwrap();
+    for key in KNOWN_KEYS {
+        assert!(
+            text.contains(&format!("set {key} ")),
+            "examples/modsec2sguil.conf does not mention {key}"
+        );
+    }
     assert_eq!(
         c.string("EVENT_DIR").as_deref(),
         Some("/var/spool/modsec2sguil")

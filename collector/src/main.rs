@@ -74,6 +74,9 @@ struct Cli {
     /// Log every line handled [config: DEBUG 1].
     #[arg(long)]
     debug: bool,
+    /// Write man pages and shell completions under DIR, then exit (for installers).
+    #[arg(long, value_name = "DIR", hide = true)]
+    generate_docs: Option<PathBuf>,
     /// STORAGE_DIR and INDEX_FILE, as modsec_queue.pl took them.
     #[arg(value_name = "STORAGE_DIR INDEX_FILE", num_args = 0..=2)]
     positional: Vec<PathBuf>,
@@ -109,6 +112,19 @@ fn main() -> ExitCode {
             return degraded(&format!("bad command line: {e}"), None);
         }
     };
+    if let Some(dir) = &cli.generate_docs {
+        use clap::CommandFactory;
+        return match modsec2sguil::manual::generate(Cli::command(), dir) {
+            Ok(files) => {
+                files.iter().for_each(|f| println!("{}", f.display()));
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("modsec-collector: {}: {e}", dir.display());
+                ExitCode::FAILURE
+            }
+        };
+    }
     let config = match &cli.config {
         Some(path) => match ConfigFile::load(path) {
             Ok(c) => Some(c),

@@ -15,6 +15,7 @@ pub mod escape;
 pub mod hex;
 pub mod index;
 pub mod logging;
+pub mod manual;
 pub mod queue;
 pub mod requeue;
 pub mod sguil;

@@ -230,6 +230,12 @@ enum Command {
         #[arg(long, value_name = "N")]
         crit_failed: Option<usize>,
     },
+    /// Write man pages and shell completions under DIR (for installers).
+    #[command(hide = true)]
+    GenerateDocs {
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+    },
     /// Parse event files and print what the shipper sees in them.
     ///
     /// Accepts every format ModSecurity writes: 2.x native and JSON (also 1.9.x-era
@@ -269,6 +275,19 @@ fn main() -> ExitCode {
             max_seconds,
         } => ExitCode::from(drain::run(&common, wait, max_events, max_seconds)),
         Command::Run { common, foreground } => ExitCode::from(daemon::run(&common, foreground)),
+        Command::GenerateDocs { dir } => {
+            use clap::CommandFactory;
+            match modsec2sguil::manual::generate(Cli::command(), &dir) {
+                Ok(files) => {
+                    files.iter().for_each(|f| println!("{}", f.display()));
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("modsec-shipper: {}: {e}", dir.display());
+                    ExitCode::from(exit::IO)
+                }
+            }
+        }
         Command::Requeue {
             at,
             failed,

@@ -63,6 +63,15 @@ pub fn binary(name: &str) -> PathBuf {
     path
 }
 
+/// Where `program` is; if it is not installed, [`skip_or_fail`] for `test` and `None`.
+pub fn program_or_skip(program: &str, test: &str) -> Option<PathBuf> {
+    let found = which(program);
+    if found.is_none() {
+        skip_or_fail(test, &format!("{program} is not installed"));
+    }
+    found
+}
+
 /// Where an external program is, if it is installed.
 pub fn which(program: &str) -> Option<PathBuf> {
     if program.contains('/') {

@@ -1,0 +1,28 @@
+#!/bin/sh
+# Installs modsec-collector and modsec-shipper under PREFIX (default /usr/local), with
+# their man pages and bash, zsh and fish completions generated from the binaries.
+#
+#   sudo examples/install.sh            # /usr/local/bin, /usr/local/share/...
+#   examples/install.sh "$HOME/.local"  # no root needed
+#
+# It does not create users, directories or config files: see the README, "Install on
+# Debian/Ubuntu".
+set -eu
+prefix=${1:-/usr/local}
+here=$(cd "$(dirname "$0")/.." && pwd)
+for crate in collector shipper; do
+    cargo install --quiet --locked --force --root "$prefix" --path "$here/$crate"
+done
+docs=$(mktemp -d)
+trap 'rm -rf "$docs"' EXIT
+"$prefix/bin/modsec-shipper" generate-docs "$docs" > /dev/null
+"$prefix/bin/modsec-collector" --generate-docs "$docs" > /dev/null
+install -d "$prefix/share/man/man1" "$prefix/share/bash-completion/completions" \
+    "$prefix/share/zsh/site-functions" "$prefix/share/fish/vendor_completions.d"
+install -m 644 "$docs"/man/man1/*.1 "$prefix/share/man/man1/"
+for p in modsec-collector modsec-shipper; do
+    install -m 644 "$docs/completions/$p.bash" "$prefix/share/bash-completion/completions/$p"
+    install -m 644 "$docs/completions/_$p" "$prefix/share/zsh/site-functions/_$p"
+    install -m 644 "$docs/completions/$p.fish" "$prefix/share/fish/vendor_completions.d/$p.fish"
+done
+echo "installed under $prefix: bin/modsec-collector, bin/modsec-shipper, their man pages (man modsec-shipper-drain) and completions"

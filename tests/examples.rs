@@ -1,0 +1,320 @@
+//! The files in `examples/` work as shipped: the cron line runs, the systemd units
+//! verify, logrotate rotates the index under a running collector, the man pages render,
+//! and a modsec2sguil 0.8 config drives the shipper unchanged.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use modsec2sguil_e2e::shipper::{fill_queue, unique_id};
+use modsec2sguil_e2e::{binary, program_or_skip};
+
+fn examples() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples")
+}
+
+fn read(rel: &str) -> String {
+    std::fs::read_to_string(examples().join(rel)).unwrap()
+}
+
+#[test]
+fn the_cron_line_runs_as_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let queue = dir.path().join("queue");
+    std::fs::create_dir_all(&queue).unwrap();
+    let conf = dir.path().join("modsec2sguil.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "set EVENT_DIR {}\nset HOSTNAME websrv\nset NET_GROUP web\nset SERVER_HOST 127.0.0.1\nset OPENSSL 0\n",
+            queue.display()
+        ),
+    )
+    .unwrap();
+    let cron = read("cron/modsec-shipper");
+    let line = cron
+        .lines()
+        .find(|l| !l.trim().is_empty() && !l.starts_with('#'))
+        .expect("a cron line");
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(&fields[..5], ["*"; 5], "every minute: {line}");
+    assert_eq!(fields[5], "sguil", "the user field of /etc/cron.d: {line}");
+    assert_eq!(fields[6], "/usr/local/bin/modsec-shipper", "{line}");
+    let args: Vec<String> = fields[7..]
+        .iter()
+        .map(|a| {
+            if *a == "/etc/modsec2sguil.conf" {
+                conf.to_str().unwrap().to_string()
+            } else {
+                a.to_string()
+            }
+        })
+        .collect();
+    let out = Command::new(binary("modsec-shipper"))
+        .args(&args)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("the queue is empty"));
+}
+
+#[test]
+fn the_systemd_units_pass_systemd_analyze_verify() {
+    let Some(analyze) = program_or_skip(
+        "systemd-analyze",
+        "the_systemd_units_pass_systemd_analyze_verify",
+    ) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let shipper = binary("modsec-shipper");
+    let mut units = Vec::new();
+    for e in std::fs::read_dir(examples().join("systemd")).unwrap() {
+        let e = e.unwrap();
+        // The binary where the unit says it is installed is this build.
+        let text = std::fs::read_to_string(e.path())
+            .unwrap()
+            .replace("/usr/local/bin/modsec-shipper", shipper.to_str().unwrap());
+        let path = dir.path().join(e.file_name());
+        std::fs::write(&path, text).unwrap();
+        units.push(path);
+    }
+    units.sort();
+    assert_eq!(
+        units.len(),
+        3,
+        "the daemon's service, and a drain service with its timer"
+    );
+    let out = Command::new(analyze)
+        .arg("verify")
+        .args(&units)
+        .output()
+        .unwrap();
+    let said =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{said}");
+    // Unknown keys are only warnings: none may name our units.
+    let ours: Vec<&str> = said
+        .lines()
+        .filter(|l| l.contains(dir.path().to_str().unwrap()))
+        .collect();
+    assert!(ours.is_empty(), "{said}");
+    for unit in &units {
+        let text = std::fs::read_to_string(unit).unwrap();
+        if unit.extension().is_some_and(|e| e == "service") {
+            for hardening in [
+                "NoNewPrivileges=yes",
+                "ProtectSystem=strict",
+                "ReadWritePaths=/var/spool/modsec2sguil",
+            ] {
+                assert!(text.contains(hardening), "{}: {hardening}", unit.display());
+            }
+        }
+    }
+}
+
+#[test]
+fn logrotate_rotates_the_index_and_the_collector_writes_the_new_one() {
+    let Some(logrotate) = program_or_skip(
+        "logrotate",
+        "logrotate_rotates_the_index_and_the_collector_writes_the_new_one",
+    ) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let logs = dir.path().join("log");
+    std::fs::create_dir_all(logs.join("modsec2sguil")).unwrap();
+    let conf = dir.path().join("logrotate.conf");
+    let text = read("logrotate/modsec2sguil")
+        .replace("/var/log/apache2/", &format!("{}/", logs.display()))
+        .replace(
+            "/var/log/modsec2sguil/",
+            &format!("{}/modsec2sguil/", logs.display()),
+        )
+        .replace("create 0640 root adm", "create 0640");
+    std::fs::write(&conf, text).unwrap();
+    let index = logs.join("modsec_index.log");
+    let storage = dir.path().join("audit");
+    std::fs::create_dir_all(&storage).unwrap();
+    let mut collector = Command::new(binary("modsec-collector"))
+        .arg("--queue")
+        .arg(dir.path().join("queue"))
+        .arg(&storage)
+        .arg(&index)
+        .stdin(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = collector.stdin.take().unwrap();
+    let line = |n: u32| {
+        format!("lab.example 127.0.0.1 - - [28/Nov/2026:02:14:31 +0000] \"GET /{n} HTTP/1.1\" 403 1 \"-\" \"-\" id{n} \"-\" /x/{n} 0 1 md5:00000000000000000000000000000000 \n")
+    };
+    let wait_for = |path: &Path, text: &str| {
+        let until = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < until {
+            if std::fs::read_to_string(path)
+                .unwrap_or_default()
+                .contains(text)
+            {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    };
+    stdin.write_all(line(1).as_bytes()).unwrap();
+    assert!(wait_for(&index, "id1 "));
+    let out = Command::new(&logrotate)
+        .arg("--force")
+        .arg("--state")
+        .arg(dir.path().join("state"))
+        .arg(&conf)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        wait_for(&logs.join("modsec_index.log.1"), "id1 "),
+        "rotated, not compressed yet (delaycompress)"
+    );
+    // postrotate's SIGHUP made the collector reopen: the next line is in the new file.
+    // (The signal may land a moment after logrotate returns.)
+    let until = Instant::now() + Duration::from_secs(10);
+    let mut n = 2;
+    loop {
+        stdin.write_all(line(n).as_bytes()).unwrap();
+        if wait_for(&index, &format!("id{n} ")) {
+            break;
+        }
+        assert!(
+            Instant::now() < until,
+            "the collector never reopened {}",
+            index.display()
+        );
+        n += 1;
+    }
+    drop(stdin);
+    assert!(collector.wait().unwrap().success());
+}
+
+#[test]
+fn man_pages_and_completions_are_generated_and_render() {
+    let dir = tempfile::tempdir().unwrap();
+    for (bin, args) in [
+        ("modsec-shipper", ["generate-docs"]),
+        ("modsec-collector", ["--generate-docs"]),
+    ] {
+        let out = Command::new(binary(bin))
+            .args(args)
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let man1 = dir.path().join("man/man1");
+    let mut pages: Vec<String> = std::fs::read_dir(&man1)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    pages.sort();
+    assert_eq!(
+        pages,
+        [
+            "modsec-collector.1",
+            "modsec-shipper-drain.1",
+            "modsec-shipper-requeue.1",
+            "modsec-shipper-run.1",
+            "modsec-shipper-show.1",
+            "modsec-shipper-status.1",
+            "modsec-shipper.1"
+        ]
+    );
+    for c in [
+        "modsec-shipper.bash",
+        "_modsec-shipper",
+        "modsec-shipper.fish",
+        "modsec-collector.bash",
+    ] {
+        let text = std::fs::read_to_string(dir.path().join("completions").join(c)).unwrap();
+        assert!(text.contains("modsec-"), "{c}");
+    }
+    let requeue = std::fs::read_to_string(man1.join("modsec-shipper-requeue.1")).unwrap();
+    assert!(
+        requeue.contains("dry\\-run") && requeue.contains(".TH"),
+        "{requeue}"
+    );
+    let Some(man) = program_or_skip("man", "man_pages_and_completions_are_generated_and_render")
+    else {
+        return;
+    };
+    for page in &pages {
+        let out = Command::new(&man)
+            .args(["--warnings", "-l"])
+            .arg(man1.join(page))
+            .env("MANPAGER", "cat")
+            .env("MANWIDTH", "80")
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success() && err.trim().is_empty(),
+            "{page}: {err}"
+        );
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("NAME"),
+            "{page}"
+        );
+    }
+}
+
+#[test]
+fn a_modsec2sguil_0_8_config_drives_the_shipper_unchanged() {
+    let dir = tempfile::tempdir().unwrap();
+    let queue = dir.path().join("nsm-queue");
+    fill_queue(&queue, 1, 3);
+    // modsec2sguil 0.8's modsec_agent.conf, every key in its style; only EVENT_DIR
+    // points at this test's queue.
+    let conf = dir.path().join("modsec_agent.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "# modsec_agent.conf\nset DEBUG 0\nset DAEMON 0\nset SERVER_HOST 192.168.1.100\nset SERVER_PORT 7736\n\
+             set HOSTNAME webserver\nset NET_GROUP webfarm\nset EVENT_DIR {}\nset OPENSSL 0\n\
+             set SENSOR_TYPE modsecurity\nset PING_DELAY 300000\nset IGNORE_HTTP_CODES 404\n\
+             set HANDLE_ALL_EVENTS 0\nset SYMLINK 0\nset SYMLINK_REMOVE_ORIG 0\n",
+            queue.display()
+        ),
+    )
+    .unwrap();
+    let out = Command::new(binary("modsec-shipper"))
+        .args(["drain", "--output", "stdout", "-c"])
+        .arg(&conf)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(!err.contains("unknown"), "no key is unknown: {err}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(stdout.lines().count(), 3, "{stdout}");
+    assert!(stdout.contains(&unique_id(2)), "{stdout}");
+    let out = Command::new(binary("modsec-shipper"))
+        .args(["status", "-c"])
+        .arg(&conf)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("0 queued"));
+}
