@@ -321,13 +321,24 @@ impl Queue {
             out.extend_from_slice(raw_line.strip_suffix(b"\n").unwrap_or(raw_line));
             out.push(b'\n');
         }
-        let mut f = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.join(BACKLOG_FILE))?;
         // One write on an O_APPEND file: records from two collectors do not interleave.
-        f.write_all(&out)?;
-        f.sync_data()
+        // Under an exclusive lock, on a file still linked as the backlog: `requeue
+        // --backlog` renames the backlog away and holds the lock on it until it has read
+        // and removed it, so a record is written either before it reads or to the new
+        // backlog, never to a file about to go.
+        loop {
+            let f = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(self.dir.join(BACKLOG_FILE))?;
+            rustix::fs::flock(&f, rustix::fs::FlockOperation::LockExclusive)?;
+            if rustix::fs::fstat(&f)?.st_nlink == 0 {
+                continue; // taken and removed while we waited: open the new one
+            }
+            let mut f = f;
+            f.write_all(&out)?;
+            return f.sync_data();
+        }
     }
 
     /// Records that `name`'s file did not match its index line.
@@ -563,6 +574,34 @@ mod tests {
             assert_eq!(e.kind(), io::ErrorKind::NotFound);
         }
         assert!(q.entries().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_backlog_record_waiting_on_a_taken_backlog_goes_to_the_new_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = Queue::open(dir.path()).unwrap();
+        q.backlog(b"first", "r").unwrap();
+        // What `requeue --backlog` holds while it reads the backlog it took.
+        let held = File::open(dir.path().join(BACKLOG_FILE)).unwrap();
+        rustix::fs::flock(&held, rustix::fs::FlockOperation::LockExclusive).unwrap();
+        // A collector writes meanwhile: it opens that same file and waits for the lock.
+        let writer = std::thread::spawn({
+            let dir = dir.path().to_path_buf();
+            move || Queue::open(&dir).unwrap().backlog(b"second", "r").unwrap()
+        });
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        let taken = dir.path().join(".backlog.taken");
+        fs::rename(dir.path().join(BACKLOG_FILE), &taken).unwrap();
+        let read = fs::read_to_string(&taken).unwrap();
+        fs::remove_file(&taken).unwrap();
+        drop(held);
+        writer.join().unwrap();
+        assert!(!read.contains("second"), "{read}");
+        let now = fs::read_to_string(dir.path().join(BACKLOG_FILE)).unwrap();
+        assert!(
+            now.ends_with("\tr\tsecond\n"),
+            "written to the new backlog: {now}"
+        );
     }
 
     #[test]

@@ -610,8 +610,19 @@ pub fn requeue_backlog(
                 ))
             }
         };
+        // Held until the file is removed: a collector that opened it before it was taken
+        // finishes its record first, or finds it removed and writes to the new backlog
+        // (see `Queue::backlog_many`).
+        if !r.dry_run {
+            rustix::fs::flock(&f, rustix::fs::FlockOperation::LockExclusive).map_err(|e| {
+                io::Error::new(
+                    io::Error::from(e).kind(),
+                    format!("{}: cannot lock: {e}", source.display()),
+                )
+            })?;
+        }
         let mut still: Vec<(Vec<u8>, String)> = Vec::new();
-        for record in BufReader::new(f).split(b'\n') {
+        for record in BufReader::new(&f).split(b'\n') {
             let record = record
                 .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", source.display())))?;
             if record.is_empty() {
