@@ -75,6 +75,13 @@ fn status_reports_the_queue_and_works_as_a_nagios_check() {
     assert_eq!(code, 0, "{out}");
     assert!(out.starts_with("modsec2sguil OK - 0 queued"), "{out}");
     assert!(out.contains("last run:   none recorded"), "{out}");
+    // A cron run on an empty queue is recorded: the job is alive.
+    assert_eq!(drain(&conf, &[]).0, 0);
+    let (_, out) = status(&conf, &[]);
+    assert!(
+        out.contains("last run:   drain") && out.contains(": ok; shipped 0"),
+        "{out}"
+    );
 
     // Events named in September 2026 (two months old), two of them poison.
     fill_queue(&queue, 1, 6);
