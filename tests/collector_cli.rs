@@ -505,3 +505,64 @@ fn an_unwritable_log_file_is_reported_and_the_collector_still_works() {
     );
     assert_eq!(env.entries().len(), 1);
 }
+
+#[test]
+fn follow_mode_needs_its_settings_and_queues_what_the_file_gets() {
+    let dir = tempfile::tempdir().unwrap();
+    let index = dir.path().join("modsec_audit.log");
+    std::fs::write(&index, b"").unwrap();
+    // A service, not Apache's pipe: a missing setting is an error exit naming it.
+    let out = Command::new(binary("modsec-collector"))
+        .arg("--follow")
+        .arg(&index)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no queue"), "{err}");
+
+    // Running: a line appended to the file is queued; SIGTERM saves the position.
+    use std::io::Read;
+    let mut env = Env::new();
+    let mut child = Command::new(binary("modsec-collector"))
+        .arg("--queue")
+        .arg(&env.queue)
+        .arg("--storage-dir")
+        .arg(&env.storage)
+        .arg("--follow")
+        .arg(&index)
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300)); // started: from the end (empty)
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&index)
+        .unwrap()
+        .write_all(&env.event(7))
+        .unwrap();
+    let until = Instant::now() + Duration::from_secs(10);
+    while env.entries().is_empty() && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(env.entries().len(), 1);
+    // SAFETY: kill(2) on the child this test started.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    assert_eq!(wait(&mut child, Duration::from_secs(10)), Some(0));
+    let mut said = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut said)
+        .unwrap();
+    assert!(said.contains("stopped: 1 lines read, 1 queued"), "{said}");
+    let state: Vec<_> = std::fs::read_dir(&env.queue)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(".follow."))
+        .collect();
+    assert_eq!(state.len(), 1, "the position is kept in the queue");
+}

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
+use modsec2sguil::collect::follow::{Follower, StartAt};
 use modsec2sguil::collect::{
     write_backlog, CollectorOverrides, CollectorSettings, InputLine, Pipeline, Stats, Worker,
 };
@@ -37,8 +38,12 @@ is queued by the next instance). On SIGTERM it keeps reading until Apache closes
 pipe (old children still write after a graceful restart); a second SIGTERM stops at
 once, putting lines not yet handled in the backlog. SIGHUP reopens the index file.
 
+nginx + libmodsecurity 3 (which cannot pipe): run it as a service with
+`--follow /var/log/nginx/modsec_audit.log` (or FOLLOW_INDEX): it reads the index file
+as it grows, across rotation, and resumes where it stopped (EVENT_DIR/.follow.*).
+
 Config keys it reads: EVENT_DIR, STORAGE_DIR, INDEX_FILE, LINK_MODE (or SYMLINK 1),
-VERIFY_MD5, RUNAS, LOG_FILE, SYSLOGFACILITY, DEBUG.";
+VERIFY_MD5, RUNAS, LOG_FILE, SYSLOGFACILITY, DEBUG, FOLLOW_INDEX.";
 
 #[derive(Parser, Debug)]
 #[command(
@@ -74,6 +79,15 @@ struct Cli {
     /// Log every line handled [config: DEBUG 1].
     #[arg(long)]
     debug: bool,
+    /// Follow this index file instead of reading standard input (libmodsecurity 3 on
+    /// nginx cannot pipe): like `tail -F`, across rotation by rename or copytruncate,
+    /// resuming where it stopped [config: FOLLOW_INDEX]. Run it as a service.
+    #[arg(long, value_name = "INDEX_FILE")]
+    follow: Option<PathBuf>,
+    /// With --follow, on the very first start: read the file from its beginning instead
+    /// of only the lines written from now on.
+    #[arg(long, requires = "follow")]
+    from_start: bool,
     /// Write man pages and shell completions under DIR, then exit (for installers).
     #[arg(long, value_name = "DIR", hide = true)]
     generate_docs: Option<PathBuf>,
@@ -95,6 +109,8 @@ enum OnOff {
     Off,
 }
 
+/// How often a followed index file is looked at when nothing new was there.
+const FOLLOW_POLL: Duration = Duration::from_millis(200);
 /// How long a second SIGTERM waits for a backlog write in progress.
 const ABANDON_GRACE: Duration = Duration::from_secs(5);
 
@@ -167,6 +183,20 @@ fn main() -> ExitCode {
         }
     }
 
+    let follow = match cli.follow.clone() {
+        Some(f) => Some(f),
+        None => match config
+            .as_ref()
+            .map(|c| c.abs_path("FOLLOW_INDEX"))
+            .transpose()
+        {
+            Ok(f) => f.flatten(),
+            Err(e) => {
+                log::error!("{e}");
+                return ExitCode::from(3);
+            }
+        },
+    };
     // modsec_queue.pl's form: STORAGE_DIR INDEX_FILE; the long options win over them.
     let positional = cli.positional;
     let overrides = CollectorOverrides {
@@ -180,12 +210,91 @@ fn main() -> ExitCode {
         }),
         verify_md5: cli.verify_md5.map(|v| matches!(v, OnOff::On)),
     };
+    if let Some(index) = follow {
+        // A service, not Apache's pipe: a bad setting is an error exit, and the followed
+        // file is the index (nothing is appended to it).
+        let settings = CollectorSettings::resolve(config.as_ref(), overrides);
+        return match settings {
+            Ok(mut s) => {
+                s.index_file = None;
+                let start = if cli.from_start {
+                    StartAt::Start
+                } else {
+                    StartAt::End
+                };
+                follow_index(s, &index, start)
+            }
+            Err(e) => {
+                log::error!("{e}");
+                ExitCode::from(3)
+            }
+        };
+    }
     let index_for_degraded = overrides.index_file.clone();
     let settings = match CollectorSettings::resolve(config.as_ref(), overrides) {
         Ok(s) => s,
         Err(e) => return degraded(&e, index_for_degraded),
     };
     run(settings)
+}
+
+/// `--follow`: reads the index file as it grows until SIGTERM or SIGINT.
+fn follow_index(settings: CollectorSettings, index: &std::path::Path, start: StartAt) -> ExitCode {
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        if let Err(e) = signal_hook::flag::register(sig, stop.clone()) {
+            log::error!("cannot handle signal {sig}: {e}");
+        }
+    }
+    let queue_dir = settings.queue_dir.clone();
+    log::info!(
+        "following {}: storage dir {}, queue {}, {:?}, md5 {}",
+        index.display(),
+        settings.storage_dir.display(),
+        queue_dir.display(),
+        settings.link_mode,
+        if settings.verify_md5 { "on" } else { "off" }
+    );
+    let stats = Arc::new(Stats::default());
+    let mut worker = match Worker::new(settings, Arc::new(AtomicBool::new(false)), stats) {
+        Ok(w) => w,
+        Err(e) => {
+            log::error!("cannot open the queue {}: {e}", queue_dir.display());
+            return ExitCode::from(1);
+        }
+    };
+    let mut follower = match Follower::open(index, &queue_dir, start) {
+        Ok(f) => f,
+        Err(e) => {
+            log::error!("{}: {e}", index.display());
+            return ExitCode::from(1);
+        }
+    };
+    let stopping = || stop.load(Ordering::Relaxed);
+    while !stopping() {
+        match follower.poll(&mut worker, &stopping) {
+            Ok(0) => std::thread::sleep(FOLLOW_POLL),
+            Ok(_) => {}
+            Err(e) => {
+                log::error!("{}: {e}; trying again in 1 s", index.display());
+                std::thread::sleep(Duration::from_secs(1));
+            }
+        }
+    }
+    if let Err(e) = follower.save() {
+        log::error!("{}: {e}", follower.state_path().display());
+    }
+    let s = &follower.stats;
+    log::info!(
+        "stopped: {} lines read, {} queued, {} in the backlog, {} read again after a restart and not queued twice, {} rotations, {} truncations",
+        s.lines,
+        s.queued,
+        s.backlogged,
+        s.repeats_skipped,
+        s.rotations,
+        s.truncations
+    );
+    ExitCode::SUCCESS
 }
 
 fn run(settings: CollectorSettings) -> ExitCode {

@@ -52,6 +52,7 @@ pub const KNOWN_KEYS: &[&str] = &[
     "LINK_MODE",
     "VERIFY_MD5",
     "LOG_FILE",
+    "FOLLOW_INDEX",
 ];
 
 /// One `set NAME value` line.

@@ -10,11 +10,13 @@
 //! - [`settings`]: the collector's settings from the config file and command line;
 //! - [`worker`]: what happens to one line (check, then commit);
 //! - [`pipeline`]: the reader, checker, committer and spill threads;
-//! - [`spool`]: the overflow file the worker drains when it catches up.
+//! - [`spool`]: the overflow file the worker drains when it catches up;
+//! - [`follow`]: reading an index file instead of a pipe (libmodsecurity 3).
 
 use std::io::{self, BufRead};
 use std::sync::atomic::AtomicU64;
 
+pub mod follow;
 pub mod pipeline;
 pub mod settings;
 pub mod spool;

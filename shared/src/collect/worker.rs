@@ -114,6 +114,11 @@ impl Worker {
         &self.committer.queue
     }
 
+    /// The storage dir event files must lie under.
+    pub fn storage_dir(&self) -> &Path {
+        &self.checker.settings.storage_dir
+    }
+
     /// Handles one line on this thread; never fails: what cannot be queued goes to the backlog.
     pub fn handle(&mut self, line: &InputLine) -> LineOutcome {
         let checked = self.checker.check(line.clone());
