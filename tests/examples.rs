@@ -74,13 +74,18 @@ fn the_systemd_units_pass_systemd_analyze_verify() {
     };
     let dir = tempfile::tempdir().unwrap();
     let shipper = binary("modsec-shipper");
+    let collector = binary("modsec-collector");
     let mut units = Vec::new();
     for e in std::fs::read_dir(examples().join("systemd")).unwrap() {
         let e = e.unwrap();
         // The binary where the unit says it is installed is this build.
         let text = std::fs::read_to_string(e.path())
             .unwrap()
-            .replace("/usr/local/bin/modsec-shipper", shipper.to_str().unwrap());
+            .replace("/usr/local/bin/modsec-shipper", shipper.to_str().unwrap())
+            .replace(
+                "/usr/local/bin/modsec-collector",
+                collector.to_str().unwrap(),
+            );
         let path = dir.path().join(e.file_name());
         std::fs::write(&path, text).unwrap();
         units.push(path);
@@ -88,8 +93,8 @@ fn the_systemd_units_pass_systemd_analyze_verify() {
     units.sort();
     assert_eq!(
         units.len(),
-        3,
-        "the daemon's service, and a drain service with its timer"
+        4,
+        "the shipper daemon's service, a drain service with its timer, the v3 follower"
     );
     let out = Command::new(analyze)
         .arg("verify")
@@ -137,8 +142,13 @@ fn logrotate_rotates_the_index_and_the_collector_writes_the_new_one() {
             "/var/log/modsec2sguil/",
             &format!("{}/modsec2sguil/", logs.display()),
         )
+        .replace("/var/log/nginx/", &format!("{}/nginx-", logs.display()))
         .replace("create 0640 root adm", "create 0640");
     std::fs::write(&conf, text).unwrap();
+    // libmodsecurity 3's index, which nginx keeps open: copied and truncated in place.
+    let v3_index = logs.join("nginx-modsec_audit.log");
+    std::fs::write(&v3_index, "a v3 index line\n").unwrap();
+    let v3_inode = std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&v3_index).unwrap());
     let index = logs.join("modsec_index.log");
     let storage = dir.path().join("audit");
     std::fs::create_dir_all(&storage).unwrap();
@@ -181,6 +191,20 @@ fn logrotate_rotates_the_index_and_the_collector_writes_the_new_one() {
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
+    );
+    let v3_after = std::fs::metadata(&v3_index).unwrap();
+    assert_eq!(
+        (
+            std::os::unix::fs::MetadataExt::ino(&v3_after),
+            v3_after.len()
+        ),
+        (v3_inode, 0),
+        "the same file, truncated"
+    );
+    assert_eq!(
+        std::fs::read_to_string(logs.join("nginx-modsec_audit.log.1")).unwrap(),
+        "a v3 index line\n",
+        "an uncompressed copy, for the follower"
     );
     assert!(
         wait_for(&logs.join("modsec_index.log.1"), "id1 "),
