@@ -230,7 +230,20 @@ impl Follower {
         let file = match File::open(path) {
             Ok(file) => file,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                log::warn!("{}: does not exist yet; waiting for it", path.display());
+                log::warn!("{}: does not exist (yet); waiting for it", path.display());
+                // Renamed away while we were down, the new one not created yet.
+                if let Some(p) = saved {
+                    if let Some(old_path) = rest_of(path, &p) {
+                        log::info!(
+                            "{}: reading the rest of {} from byte {} first",
+                            path.display(),
+                            old_path.display(),
+                            p.offset
+                        );
+                        let old = Open::at(File::open(&old_path)?, p.offset)?;
+                        f.old = Some((old, Instant::now()));
+                    }
+                }
                 return Ok(f);
             }
             Err(e) => return Err(e),
@@ -248,17 +261,7 @@ impl Follower {
             Some(p) => {
                 // Rotated (renamed, or copied and truncated) while we were down: read the
                 // rest of what was being read first, if it is still there.
-                let same = |c: &Path| {
-                    File::open(c)
-                        .is_ok_and(|c| tail_digest(&c, p.offset).is_ok_and(|t| t == p.tail))
-                };
-                let mut copy = path.as_os_str().to_owned();
-                copy.push(".1");
-                let rest = find_inode(path, p.dev, p.ino)
-                    .into_iter()
-                    .chain([PathBuf::from(copy)])
-                    .find(|c| c.as_path() != path && same(c));
-                match rest {
+                match rest_of(path, &p) {
                     Some(old_path) => {
                         log::info!(
                             "{}: rotated while the collector was down; reading the rest of {} from byte {} first",
@@ -553,6 +556,21 @@ fn read_position(state: &Path) -> io::Result<Option<Position>> {
             ),
         )),
     }
+}
+
+/// The file that holds what was being read at `p`, now that `path` is another file: the
+/// renamed file (found by its inode beside `path`) or a copytruncate's copy
+/// (`<path>.1`), provided its bytes before the offset are the ones read.
+fn rest_of(path: &Path, p: &Position) -> Option<PathBuf> {
+    let same = |c: &Path| {
+        File::open(c).is_ok_and(|c| tail_digest(&c, p.offset).is_ok_and(|t| t == p.tail))
+    };
+    let mut copy = path.as_os_str().to_owned();
+    copy.push(".1");
+    find_inode(path, p.dev, p.ino)
+        .into_iter()
+        .chain([PathBuf::from(copy)])
+        .find(|c| c.as_path() != path && same(c))
 }
 
 /// A file beside `path` (same directory, name starting with its name) with this inode.

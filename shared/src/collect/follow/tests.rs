@@ -180,7 +180,7 @@ fn rotation_by_rename_while_running_reads_the_old_files_last_lines() {
 #[test]
 fn rotation_while_stopped_finishes_the_old_file_first() {
     let s = Setup::new();
-    let all = ids(0..5);
+    let all = ids(0..6);
     let mut f = s.follower(StartAt::Start);
     let mut w = s.worker();
     s.append(&s.event(&all[0], true));
@@ -192,16 +192,23 @@ fn rotation_while_stopped_finishes_the_old_file_first() {
     let mut f = s.follower(StartAt::End);
     assert_eq!(f.poll(&mut w, &never).unwrap(), 2);
     assert_eq!(s.queued(), &all[..3]);
-    // The old file gone as well: said loudly, and the new file is read from its start.
     drop(f);
+    // Renamed while stopped, and the writer has not created the new file yet.
     s.append(&s.event(&all[3], true));
-    fs::remove_file(s.dir.path().join("logs/index.log-20261128")).unwrap();
+    fs::rename(s.index(), s.dir.path().join("logs/index.log.1")).unwrap();
+    let mut f = Follower::open(&s.index(), &s.queue_dir(), StartAt::End).unwrap();
+    assert_eq!(f.poll(&mut w, &never).unwrap(), 1);
+    assert_eq!(s.queued(), &all[..4]);
+    drop(f);
+    // The old file gone as well: said loudly, and the new file is read from its start.
+    s.append(&s.event(&all[4], true));
     fs::rename(s.index(), s.dir.path().join("logs/gone")).unwrap();
     fs::remove_file(s.dir.path().join("logs/gone")).unwrap();
-    s.append(&s.event(&all[4], true));
+    fs::remove_file(s.dir.path().join("logs/index.log.1")).unwrap();
+    s.append(&s.event(&all[5], true));
     let mut f = s.follower(StartAt::End);
     assert_eq!(f.poll(&mut w, &never).unwrap(), 1);
-    assert_eq!(s.queued(), [&all[..3], &all[4..]].concat());
+    assert_eq!(s.queued(), [&all[..4], &all[5..]].concat());
 }
 
 #[test]
