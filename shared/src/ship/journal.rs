@@ -108,6 +108,23 @@ impl Journal {
         Ok(())
     }
 
+    /// Appends `records` on another thread (write and fsync), so that the caller can
+    /// send what was journaled before while the disk works. Wait for the result before
+    /// sending any of these records' events, and before the next append or a rewrite.
+    pub fn append_async(&mut self, records: &[JournalRecord]) -> io::Result<Pending> {
+        if records.is_empty() {
+            return Ok(Pending(None));
+        }
+        let text: String = records.iter().map(JournalRecord::to_line).collect();
+        let mut file = self.file.try_clone()?;
+        self.len += text.len() as u64;
+        let writer = std::thread::spawn(move || {
+            file.write_all(text.as_bytes())?;
+            file.sync_data()
+        });
+        Ok(Pending(Some(writer)))
+    }
+
     /// Whether the journal has grown enough to be worth rewriting.
     pub fn wants_compaction(&self) -> bool {
         self.len > COMPACT_BYTES
@@ -130,6 +147,22 @@ impl Journal {
         self.file = OpenOptions::new().append(true).open(&self.path)?;
         self.len = text.len() as u64;
         Ok(())
+    }
+}
+
+/// A journal append in progress ([`Journal::append_async`]).
+#[must_use = "the records are durable only once wait() says so"]
+pub struct Pending(Option<std::thread::JoinHandle<io::Result<()>>>);
+
+impl Pending {
+    /// Waits for the write and the fsync.
+    pub fn wait(self) -> io::Result<()> {
+        match self.0 {
+            None => Ok(()),
+            Some(writer) => writer
+                .join()
+                .unwrap_or_else(|_| Err(io::Error::other("the journal writer panicked"))),
+        }
     }
 }
 

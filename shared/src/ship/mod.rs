@@ -286,6 +286,7 @@ impl Shipper {
             .collect();
         let batch = batch_size(self.settings.window);
         let settings = self.settings.clone();
+        let journal_path = self.journal.path().to_path_buf();
         // Reading and parsing run in a second thread, a few batches ahead: the main
         // thread only journals, sends, and removes.
         let left_over = std::thread::scope(|scope| -> Result<bool, ShipError> {
@@ -311,14 +312,18 @@ impl Shipper {
             let mut pending = (0..total)
                 .map_while(|i| channels[i % LOADERS].recv().ok())
                 .peekable();
-            while pending.peek().is_some() {
+            // Batch k is sent while batch k+1 is journaled, so the journal's fsync
+            // overlaps the wait for sguild's answers; nothing is sent before its record
+            // is durable.
+            let mut current: Vec<Prepared> = Vec::new();
+            loop {
                 if limit_reached(self) || self.collision.is_some() {
                     return Ok(true);
                 }
-                let mut window = Vec::with_capacity(batch);
-                while window.len() < batch {
-                    let taken =
-                        self.stats.handled() - start + (self.flight.len() + window.len()) as u64;
+                let mut next = Vec::with_capacity(batch);
+                while next.len() < batch {
+                    let queued = self.flight.len() + current.len() + next.len();
+                    let taken = self.stats.handled() - start + queued as u64;
                     if bounds.max_events.is_some_and(|m| taken >= m) {
                         break;
                     }
@@ -326,16 +331,22 @@ impl Shipper {
                         break;
                     };
                     if let Some(p) = self.take(&entry, ready, sink)? {
-                        window.push(p);
+                        next.push(p);
                     }
                 }
-                if window.is_empty() {
-                    continue;
+                if next.is_empty() && current.is_empty() {
+                    if pending.peek().is_none() {
+                        return Ok(false);
+                    }
+                    continue; // a limit was reached, or the batch held only non-alerts
                 }
-                self.journal_batch(&window)?;
-                self.submit(sink, window, &limit_reached)?;
+                let written = self.journal_batch(&next)?;
+                let sent = self.submit(sink, std::mem::take(&mut current), &limit_reached);
+                let durable = written.wait();
+                sent?;
+                durable.map_err(io_err(&journal_path))?;
+                current = next;
             }
-            Ok(false)
         })?;
         self.pump(sink, 0)?;
         self.delivered_log.flush();
@@ -398,8 +409,9 @@ impl Shipper {
         }
     }
 
-    /// Journals a batch of new events (one fsync) before any of it is sent.
-    fn journal_batch(&mut self, window: &[Prepared]) -> Result<(), ShipError> {
+    /// Starts journaling a batch of new events (one write, one fsync, on another thread);
+    /// none of it may be sent before [`journal::Pending::wait`] says it is durable.
+    fn journal_batch(&mut self, window: &[Prepared]) -> Result<journal::Pending, ShipError> {
         let records: Vec<JournalRecord> = window
             .iter()
             .map(|p| {
@@ -415,14 +427,14 @@ impl Shipper {
             })
             .collect();
         let path = self.journal.path().to_path_buf();
-        self.journal.append(&records).map_err(io_err(&path))?;
+        let pending = self.journal.append_async(&records).map_err(io_err(&path))?;
         self.delivered_log.flush();
         self.unresolved
             .extend(records.into_iter().map(|record| InFlight {
                 record,
                 maybe_sent: false,
             }));
-        Ok(())
+        Ok(pending)
     }
 
     /// Resends what the journal holds unanswered, with its sid, cid, time and hostname.
