@@ -565,4 +565,19 @@ fn follow_mode_needs_its_settings_and_queues_what_the_file_gets() {
         .filter(|e| e.file_name().to_string_lossy().starts_with(".follow."))
         .collect();
     assert_eq!(state.len(), 1, "the position is kept in the queue");
+    // status says how far it got.
+    let out = Command::new(binary("modsec-shipper"))
+        .args(["status", "--queue"])
+        .arg(&env.queue)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let size = std::fs::metadata(&index).unwrap().len();
+    assert!(
+        text.contains(&format!(
+            "following:  {} at byte {size} of {size} (0 bytes not read yet)",
+            index.display()
+        )),
+        "{text}"
+    );
 }

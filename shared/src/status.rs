@@ -94,6 +94,16 @@ impl LastRun {
     }
 }
 
+/// An index file a collector follows, and how far it has read.
+#[derive(Debug, Clone, Serialize)]
+pub struct Followed {
+    pub index: PathBuf,
+    /// Bytes of it handled.
+    pub offset: u64,
+    /// Its size now, if it is still the file being read (not rotated since).
+    pub size: Option<u64>,
+}
+
 /// The state of one queue.
 #[derive(Debug, Clone, Serialize)]
 pub struct QueueStatus {
@@ -115,6 +125,8 @@ pub struct QueueStatus {
     /// Queued entries whose file did not match its index line (size or md5).
     pub integrity_marked: usize,
     pub last_run: Option<LastRun>,
+    /// Index files followed by `modsec-collector --follow` into this queue.
+    pub followed: Vec<Followed>,
     /// Problems met while reading (an unreadable reason file, a bad last-run record).
     pub problems: Vec<String>,
 }
@@ -175,8 +187,32 @@ impl QueueStatus {
                 None
             }
         };
+        let followed = match crate::collect::follow::saved_positions(dir) {
+            Ok(list) => list
+                .into_iter()
+                .map(|(index, p)| {
+                    let size = fs::metadata(&index)
+                        .ok()
+                        .filter(|m| {
+                            use std::os::unix::fs::MetadataExt;
+                            (m.dev(), m.ino()) == (p.dev, p.ino)
+                        })
+                        .map(|m| m.len());
+                    Followed {
+                        index,
+                        offset: p.offset,
+                        size,
+                    }
+                })
+                .collect(),
+            Err(e) => {
+                note(dir, &e);
+                Vec::new()
+            }
+        };
         Ok(QueueStatus {
             queue: dir.to_path_buf(),
+            followed,
             entries: entries.len(),
             oldest: entries.first().map(|e| e.name.sec),
             newest: entries.last().map(|e| e.name.sec),

@@ -181,6 +181,24 @@ fn human(s: &QueueStatus, now: i64, level: Level, why: &[String]) -> String {
             s.integrity_marked
         );
     }
+    for f in &s.followed {
+        let _ = match f.size {
+            Some(size) => writeln!(
+                o,
+                "following:  {} at byte {} of {} ({} bytes not read yet)",
+                f.index.display(),
+                f.offset,
+                size,
+                size.saturating_sub(f.offset)
+            ),
+            None => writeln!(
+                o,
+                "following:  {} (rotated or gone since the collector last saved its place, at byte {})",
+                f.index.display(),
+                f.offset
+            ),
+        };
+    }
     match &s.last_run {
         Some(r) => {
             let _ = write!(

@@ -436,7 +436,9 @@ impl Follower {
             cur.tail,
             self.path.display()
         );
-        let tmp = self.state.with_extension("tmp");
+        let mut tmp = self.state.clone().into_os_string();
+        tmp.push(".tmp"); // (with_extension would replace the hash)
+        let tmp = PathBuf::from(tmp);
         {
             let mut f = File::create(&tmp)?;
             f.write_all(text.as_bytes())?;
@@ -529,6 +531,32 @@ pub fn state_name(path: &Path) -> String {
     use sha2::{Digest, Sha256};
     let digest = Sha256::digest(path.as_os_str().as_encoded_bytes());
     format!("{STATE_PREFIX}{}", crate::hex::lower(&digest[..8]))
+}
+
+/// The positions saved in the queue at `queue_dir`: (followed file, position), for
+/// `status`. Files that do not parse are skipped.
+pub fn saved_positions(queue_dir: &Path) -> io::Result<Vec<(PathBuf, Position)>> {
+    let mut out = Vec::new();
+    for e in fs::read_dir(queue_dir)? {
+        let e = e?;
+        let name = e.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if !name.starts_with(STATE_PREFIX) || name.ends_with(".tmp") {
+            continue;
+        }
+        let Ok(Some(p)) = read_position(&e.path()) else {
+            continue;
+        };
+        let text = fs::read_to_string(e.path()).unwrap_or_default();
+        let index = text
+            .trim_end_matches('\n')
+            .splitn(5, '\t')
+            .nth(4)
+            .unwrap_or("");
+        out.push((PathBuf::from(index), p));
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(out)
 }
 
 fn read_position(state: &Path) -> io::Result<Option<Position>> {
