@@ -15,8 +15,8 @@ pub const SPOOL_PREFIX: &str = ".spool.";
 /// Overflow lines of one collector process: `.spool.<pid>` in the queue dir, raw index
 /// lines, appended by the spill thread and drained by the worker whenever it has
 /// nothing else to do. A spool left by a dead process is drained at start-up, so a
-/// crash loses nothing (lines of a batch being drained when it crashed may be queued
-/// twice).
+/// crash loses nothing; lines of it whose event is already queued or delivered (the
+/// dead process was draining it) are not queued twice.
 pub(crate) struct Spool {
     pub(crate) dir: PathBuf,
     path: PathBuf,
@@ -68,11 +68,12 @@ impl Spool {
     }
 
     /// Drains spools that dead processes left behind (including an earlier process with
-    /// this same pid).
+    /// this same pid), skipping lines whose event is already queued or delivered.
     pub(crate) fn recover(&self, handle: &mut dyn FnMut(&InputLine)) {
         let Ok(entries) = std::fs::read_dir(&self.dir) else {
             return;
         };
+        let mut known: Option<crate::requeue::Known> = None;
         for entry in entries.flatten() {
             let name = entry.file_name();
             let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(SPOOL_PREFIX)) else {
@@ -94,7 +95,25 @@ impl Spool {
             ));
             if std::fs::rename(&path, &taken).is_ok() {
                 log::warn!("draining {} left by process {pid}", path.display());
-                drain_file(&taken, handle);
+                let known = known.get_or_insert_with(|| {
+                    crate::requeue::Known::load(&self.dir).unwrap_or_else(|e| {
+                        log::warn!(
+                            "cannot list the queue {} ({e}): lines of {} may be queued twice",
+                            self.dir.display(),
+                            path.display()
+                        );
+                        crate::requeue::Known::default()
+                    })
+                });
+                drain_file(&taken, &mut |line| {
+                    let id = crate::index::parse_index_line(&line.bytes)
+                        .ok()
+                        .map(|l| l.unique_id);
+                    match known.why(id.as_deref(), None) {
+                        Some(why) => log::info!("{}: not queued twice: {why}", taken.display()),
+                        None => handle(line),
+                    }
+                });
             }
         }
     }

@@ -514,6 +514,39 @@ fn a_burst_is_spooled_and_then_every_line_is_handled() {
 }
 
 #[test]
+fn a_dead_collectors_spool_does_not_queue_an_event_twice() {
+    // It was draining its spool when it died: the first line's event is queued already.
+    let mut s = setup(true);
+    let body = |id: &str| {
+        format!("--a1-A--\n[28/Nov/2026:02:14:31 +0000] {id} 127.0.0.1 1 127.0.0.1 80\n--a1-Z--\n")
+    };
+    let queued = event(&s, "/a", body("awo5B9rt9m7QJiOqXPD3lQAAAEg").as_bytes());
+    let fresh = event(&s, "/b", body("awo5B9rt9m7QJiOqXPD3lQAAAEh").as_bytes());
+    let fresh = String::from_utf8(fresh)
+        .unwrap()
+        .replace("awo5B9rt9m7QJiOqXPD3lQAAAEg", "awo5B9rt9m7QJiOqXPD3lQAAAEh");
+    assert!(matches!(
+        s.worker.handle(&input(&queued)),
+        LineOutcome::Queued { .. }
+    ));
+    let queue = s.dir.path().join("queue");
+    std::fs::write(
+        queue.join(format!("{SPOOL_PREFIX}99999997.draining")),
+        [queued.clone(), fresh.clone().into_bytes()].concat(),
+    )
+    .unwrap();
+    let seen = Counting(Arc::new(std::sync::Mutex::new(Vec::new())));
+    let p = Pipeline::start(
+        io::Cursor::new(Vec::new()),
+        Stages::from_sink(seen.clone()),
+        &queue,
+        Arc::new(Stats::default()),
+    );
+    p.finish().unwrap();
+    assert_eq!(*seen.0.lock().unwrap(), [fresh.into_bytes()]);
+}
+
+#[test]
 fn a_spool_left_by_a_dead_collector_is_drained_at_start() {
     let dir = tempfile::tempdir().unwrap();
     // pid_max is at most 2^22 on Linux: this pid cannot be alive.
