@@ -15,6 +15,7 @@ use std::cmp::Ordering;
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
+use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -406,6 +407,35 @@ impl Queue {
         File::open(&self.dir)?.sync_all()?;
         Ok(target)
     }
+}
+
+/// Opens a file the tools only read (an entry's event, an index file, the backlog, a
+/// reason file), refusing anything but a regular file: opened with `O_NONBLOCK`, so a
+/// FIFO planted or configured in its place cannot hang the reader, then checked.
+/// Symbolic links are followed (symlink mode).
+pub fn open_regular(path: &Path) -> io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)?;
+    let kind = f.metadata()?.file_type();
+    if !kind.is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "not a regular file (a {})",
+                if kind.is_fifo() {
+                    "FIFO"
+                } else if kind.is_dir() {
+                    "directory"
+                } else {
+                    "device or socket"
+                }
+            ),
+        ));
+    }
+    Ok(f)
 }
 
 /// The collector's integrity marker for the entry `file_name` of the queue at `dir`.

@@ -133,7 +133,7 @@ impl Known {
 /// The unique id of the event in `path`: from the start of the file when it has the
 /// usual shape, else by parsing the whole file.
 fn unique_id_of(path: &Path, limits: &ParseLimits) -> Option<String> {
-    let mut f = File::open(path).ok()?;
+    let mut f = crate::queue::open_regular(path).ok()?;
     let mut bytes = Vec::with_capacity(QUICK_BYTES);
     (&mut f)
         .take(QUICK_BYTES as u64)
@@ -482,12 +482,12 @@ pub struct IndexLineAt<'a> {
 
 /// Opens an index file, gunzipping it when it starts with the gzip magic.
 fn open_index(path: &Path) -> io::Result<(Box<dyn BufRead>, Arc<std::sync::atomic::AtomicU64>)> {
-    let mut f = File::open(path)?;
+    let mut f = crate::queue::open_regular(path)?;
     let mut magic = [0u8; 2];
     let n = f.read(&mut magic)?;
     drop(f);
     let counted = Counting {
-        inner: File::open(path)?,
+        inner: crate::queue::open_regular(path)?,
         read: Arc::new(std::sync::atomic::AtomicU64::new(0)),
     };
     let read = counted.read.clone();
@@ -600,7 +600,7 @@ pub fn requeue_backlog(
     let mut report = Report::default();
     let none = LineFilter::default();
     for source in sources {
-        let f = match File::open(&source) {
+        let f = match crate::queue::open_regular(&source) {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
             Err(e) => {

@@ -265,7 +265,7 @@ fn failed_reasons(failed: &Path) -> io::Result<(usize, BTreeMap<String, usize>)>
 /// The `reason:` line of a quarantine's `.reason` file.
 pub fn read_reason(path: &Path) -> Option<String> {
     let mut text = String::new();
-    File::open(path)
+    crate::queue::open_regular(path)
         .ok()?
         .take(64 * 1024)
         .read_to_string(&mut text)
@@ -283,7 +283,7 @@ pub fn reason_kind(reason: &str) -> String {
 }
 
 fn count_lines(path: &Path) -> io::Result<usize> {
-    let mut r = io::BufReader::with_capacity(64 * 1024, File::open(path)?);
+    let mut r = io::BufReader::with_capacity(64 * 1024, crate::queue::open_regular(path)?);
     let mut n = 0;
     loop {
         let buf = r.fill_buf()?;

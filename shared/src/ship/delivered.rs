@@ -149,7 +149,7 @@ impl Drop for DeliveredLog {
 pub fn read_delivered(queue_dir: &Path) -> io::Result<Vec<Delivered>> {
     let mut out = Vec::new();
     for name in [format!("{DELIVERED_FILE}.1"), DELIVERED_FILE.to_string()] {
-        let f = match File::open(queue_dir.join(name)) {
+        let f = match crate::queue::open_regular(&queue_dir.join(name)) {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
             Err(e) => return Err(e),

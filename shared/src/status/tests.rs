@@ -166,3 +166,25 @@ fn a_missing_queue_is_an_error_and_is_not_created() {
     assert!(QueueStatus::gather(&q).is_err());
     assert!(!q.exists());
 }
+
+#[test]
+fn a_fifo_where_a_file_should_be_is_a_problem_not_a_hang() {
+    let (_d, q) = queue_with(2);
+    nix::unistd::mkfifo(&q.join(BACKLOG_FILE), nix::sys::stat::Mode::S_IRWXU).unwrap();
+    let s = QueueStatus::gather(&q).unwrap();
+    assert_eq!(s.entries, 2);
+    assert!(
+        s.problems
+            .iter()
+            .any(|p| p.contains("not a regular file (a FIFO)")),
+        "{:?}",
+        s.problems
+    );
+    // requeue's list of what is queued does not hang on a FIFO entry either.
+    nix::unistd::mkfifo(
+        &q.join("modsec.log.1.000001"),
+        nix::sys::stat::Mode::S_IRWXU,
+    )
+    .unwrap();
+    assert!(crate::requeue::Known::load(&q).is_ok());
+}

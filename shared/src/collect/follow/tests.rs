@@ -290,3 +290,19 @@ fn a_damaged_position_file_is_an_error_naming_it() {
     };
     assert!(err.to_string().contains(".follow."), "{err}");
 }
+
+#[test]
+fn a_fifo_is_refused_with_a_reason_not_followed() {
+    let s = Setup::new();
+    fs::create_dir_all(s.index().parent().unwrap()).unwrap();
+    fs::create_dir_all(s.queue_dir()).unwrap();
+    nix::unistd::mkfifo(&s.index(), nix::sys::stat::Mode::S_IRWXU).unwrap();
+    let err = match Follower::open(&s.index(), &s.queue_dir(), StartAt::End) {
+        Err(e) => e,
+        Ok(_) => panic!("a FIFO was followed"),
+    };
+    assert!(
+        err.to_string().contains("not a regular file (a FIFO)"),
+        "{err}"
+    );
+}
