@@ -211,6 +211,14 @@ fn main() -> ExitCode {
         verify_md5: cli.verify_md5.map(|v| matches!(v, OnOff::On)),
     };
     if let Some(index) = follow {
+        // The position is kept per path: the same file must always have the same name.
+        let index = if index.is_relative() {
+            std::env::current_dir()
+                .map(|d| d.join(&index))
+                .unwrap_or(index)
+        } else {
+            index
+        };
         // A service, not Apache's pipe: a bad setting is an error exit, and the followed
         // file is the index (nothing is appended to it).
         let settings = CollectorSettings::resolve(config.as_ref(), overrides);
