@@ -126,8 +126,22 @@ impl TestSguild {
         let config = Arc::new(config);
         let store = dir.path().join("store.txt");
         let db = Arc::new(Mutex::new(load(&store)));
-        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, port))
-            .unwrap_or_else(|e| panic!("bind 127.0.0.1:{port}: {e}"));
+        // On restart_on, the stopped server's accept thread may still hold the port for
+        // a moment: retry while it lets go.
+        let until = std::time::Instant::now() + Duration::from_secs(10);
+        let listener = loop {
+            match TcpListener::bind((Ipv4Addr::LOCALHOST, port)) {
+                Ok(l) => break l,
+                Err(e)
+                    if e.kind() == io::ErrorKind::AddrInUse
+                        && port != 0
+                        && std::time::Instant::now() < until =>
+                {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(e) => panic!("bind 127.0.0.1:{port}: {e}"),
+            }
+        };
         let addr = listener.local_addr().unwrap();
         let faults = Arc::new(Mutex::new(Faults::default()));
         let stop = Arc::new(AtomicBool::new(false));
