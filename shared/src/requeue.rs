@@ -58,6 +58,15 @@ pub struct Report {
 }
 
 impl Report {
+    /// Adds another run's counts (one index file of several).
+    pub fn add(&mut self, o: &Report) {
+        self.queued += o.queued;
+        self.would_queue += o.would_queue;
+        self.known += o.known;
+        self.filtered += o.filtered;
+        self.failed += o.failed;
+    }
+
     pub fn count(&mut self, o: &Outcome) {
         match o {
             Outcome::Queued(_) => self.queued += 1,
@@ -482,12 +491,12 @@ pub struct IndexLineAt<'a> {
 
 /// Opens an index file, gunzipping it when it starts with the gzip magic.
 fn open_index(path: &Path) -> io::Result<(Box<dyn BufRead>, Arc<std::sync::atomic::AtomicU64>)> {
-    let mut f = crate::queue::open_regular(path)?;
+    use std::os::unix::fs::FileExt;
+    let f = crate::queue::open_regular(path)?;
     let mut magic = [0u8; 2];
-    let n = f.read(&mut magic)?;
-    drop(f);
+    let n = f.read_at(&mut magic, 0)?;
     let counted = Counting {
-        inner: crate::queue::open_regular(path)?,
+        inner: f,
         read: Arc::new(std::sync::atomic::AtomicU64::new(0)),
     };
     let read = counted.read.clone();

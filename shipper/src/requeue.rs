@@ -51,7 +51,7 @@ pub fn run(source: Source, o: &Options) -> u8 {
         },
         None => None,
     };
-    let queue_dir = match crate::status::queue_dir(o.config.as_ref(), o.queue.as_ref()) {
+    let queue_dir = match crate::status::queue_dir(config.as_ref(), o.queue.as_ref()) {
         Ok(q) => q,
         Err(e) => {
             eprintln!("modsec-shipper: requeue: {e}");
@@ -209,11 +209,7 @@ fn index(
         })
         .map_err(|e| e.to_string())?;
         out.finish();
-        total.queued += report.queued;
-        total.would_queue += report.would_queue;
-        total.known += report.known;
-        total.filtered += report.filtered;
-        total.failed += report.failed;
+        total.add(&report);
     }
     Ok(total)
 }

@@ -8,18 +8,17 @@ use modsec2sguil::config::ConfigFile;
 use modsec2sguil::status::{Level, QueueStatus, Thresholds};
 
 /// Finds the queue: --queue, else the config's EVENT_DIR.
-pub fn queue_dir(config: Option<&PathBuf>, queue: Option<&PathBuf>) -> Result<PathBuf, String> {
+pub fn queue_dir(config: Option<&ConfigFile>, queue: Option<&PathBuf>) -> Result<PathBuf, String> {
     if let Some(q) = queue {
         return Ok(q.clone());
     }
-    let Some(path) = config else {
+    let Some(config) = config else {
         return Err("no queue: give -c CONF (with EVENT_DIR) or --queue DIR".into());
     };
-    let config = ConfigFile::load(path).map_err(|e| e.to_string())?;
     config
         .abs_path("EVENT_DIR")
         .map_err(|e| e.to_string())?
-        .ok_or_else(|| format!("{}: EVENT_DIR is not set", path.display()))
+        .ok_or_else(|| format!("{}: EVENT_DIR is not set", config.path.display()))
 }
 
 /// Prints the status; returns the exit code (the Nagios level; 0 without thresholds
@@ -33,7 +32,11 @@ pub fn run(
     let checking = thresholds.warn_age.is_some()
         || thresholds.crit_age.is_some()
         || thresholds.crit_failed.is_some();
-    let dir = match queue_dir(config, queue) {
+    let config = match config.map(|p| ConfigFile::load(p)).transpose() {
+        Ok(c) => c,
+        Err(e) => return unknown(&e.to_string(), json),
+    };
+    let dir = match queue_dir(config.as_ref(), queue) {
         Ok(d) => d,
         Err(e) => return unknown(&e, json),
     };

@@ -98,14 +98,7 @@ impl Journal {
 
     /// Appends `records` and makes them durable.
     pub fn append(&mut self, records: &[JournalRecord]) -> io::Result<()> {
-        if records.is_empty() {
-            return Ok(());
-        }
-        let text: String = records.iter().map(JournalRecord::to_line).collect();
-        self.file.write_all(text.as_bytes())?;
-        self.file.sync_data()?;
-        self.len += text.len() as u64;
-        Ok(())
+        self.append_async(records)?.wait()
     }
 
     /// Appends `records` on another thread (write and fsync), so that the caller can
