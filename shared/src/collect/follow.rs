@@ -111,25 +111,18 @@ impl Open {
         Ok(o)
     }
 
-    /// Whether the file still holds what was read up to `offset`.
-    fn intact(&self) -> io::Result<bool> {
-        let len = self.file.metadata()?.len();
-        Ok(len >= self.offset && tail_digest(&self.file, self.offset)? == self.tail)
-    }
-
     /// Reads the next complete lines (at most `max`), after checking that the file was not
-    /// truncated under the offset; `None` when it was (nothing is consumed then).
+    /// truncated under the offset; `None` when it was (the offset is left where it was,
+    /// for the caller to look for the rest in a copy and start the file over).
     fn next_lines(&mut self, max: usize) -> io::Result<Option<Vec<Vec<u8>>>> {
-        if !self.intact()? {
+        let offset = self.offset;
+        if !self.intact_at(offset)? {
             return Ok(None);
         }
-        let (offset, partial_len) = (self.offset, self.partial.len());
         let lines = self.read_lines(max)?;
-        // Truncated and rewritten while we read? Then what was read is the new file's:
-        // give it back, and let the caller start the file over.
+        // Truncated and rewritten while we read? Then what was read is the new file's.
         if !self.intact_at(offset)? {
             self.offset = offset;
-            self.partial.truncate(partial_len);
             return Ok(None);
         }
         if !lines.is_empty() {
@@ -138,6 +131,7 @@ impl Open {
         Ok(Some(lines.into_iter().map(|(l, _)| l).collect()))
     }
 
+    /// Whether the file still holds, before `offset`, the bytes read up to there.
     fn intact_at(&self, offset: u64) -> io::Result<bool> {
         let len = self.file.metadata()?.len();
         Ok(len >= offset && tail_digest(&self.file, offset)? == self.tail)
@@ -214,7 +208,7 @@ impl Follower {
     /// `start` when there is none. The file need not exist yet.
     pub fn open(path: &Path, queue_dir: &Path, start: StartAt) -> io::Result<Follower> {
         let state = queue_dir.join(state_name(path));
-        let saved = read_position(&state)?;
+        let saved = read_position(&state)?.map(|(p, _)| p);
         let mut f = Follower {
             path: path.to_path_buf(),
             state,
@@ -439,12 +433,18 @@ impl Follower {
         let mut tmp = self.state.clone().into_os_string();
         tmp.push(".tmp"); // (with_extension would replace the hash)
         let tmp = PathBuf::from(tmp);
-        {
+        let written = (|| {
             let mut f = File::create(&tmp)?;
             f.write_all(text.as_bytes())?;
             f.sync_data()?;
-        }
-        fs::rename(&tmp, &self.state)
+            fs::rename(&tmp, &self.state)
+        })();
+        written.map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("cannot save the position in {}: {e}", self.state.display()),
+            )
+        })
     }
 }
 
@@ -544,22 +544,17 @@ pub fn saved_positions(queue_dir: &Path) -> io::Result<Vec<(PathBuf, Position)>>
         if !name.starts_with(STATE_PREFIX) || name.ends_with(".tmp") {
             continue;
         }
-        let Ok(Some(p)) = read_position(&e.path()) else {
+        let Ok(Some((p, index))) = read_position(&e.path()) else {
             continue;
         };
-        let text = fs::read_to_string(e.path()).unwrap_or_default();
-        let index = text
-            .trim_end_matches('\n')
-            .splitn(5, '\t')
-            .nth(4)
-            .unwrap_or("");
-        out.push((PathBuf::from(index), p));
+        out.push((index, p));
     }
     out.sort_by(|a, b| a.0.cmp(&b.0));
     Ok(out)
 }
 
-fn read_position(state: &Path) -> io::Result<Option<Position>> {
+/// The position saved in `state`, and the path of the file it is for.
+fn read_position(state: &Path) -> io::Result<Option<(Position, PathBuf)>> {
     let text = match fs::read_to_string(state) {
         Ok(t) => t,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
@@ -569,13 +564,17 @@ fn read_position(state: &Path) -> io::Result<Option<Position>> {
     let mut num = || f.next().and_then(|v| v.parse::<u64>().ok());
     let (dev, ino, offset) = (num(), num(), num());
     let tail = f.next().and_then(|v| u64::from_str_radix(v, 16).ok());
+    let index = PathBuf::from(f.collect::<Vec<_>>().join("\t")); // the rest: a path may hold tabs
     match (dev, ino, offset, tail) {
-        (Some(dev), Some(ino), Some(offset), Some(tail)) => Ok(Some(Position {
-            dev,
-            ino,
-            offset,
-            tail,
-        })),
+        (Some(dev), Some(ino), Some(offset), Some(tail)) => Ok(Some((
+            Position {
+                dev,
+                ino,
+                offset,
+                tail,
+            },
+            index,
+        ))),
         _ => Err(io::Error::new(
             io::ErrorKind::InvalidData,
             format!(

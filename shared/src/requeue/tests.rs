@@ -500,3 +500,20 @@ fn times_parse_as_rfc3339_or_local() {
     );
     assert!(parse_time("yesterday").unwrap_err().contains("not a time"));
 }
+
+#[test]
+fn a_damaged_gzip_index_is_an_error_naming_it() {
+    let s = Setup::new();
+    let path = s.dir.path().join("index.2.gz");
+    fs::write(&path, [0x1f, 0x8b, 0x08, 0x00, b'n', b'o', b't']).unwrap();
+    let err = match requeue_index_file(
+        &path,
+        &LineFilter::default(),
+        &mut s.requeuer(false, false),
+        &mut |_| {},
+    ) {
+        Err(e) => e,
+        Ok(r) => panic!("{r:?}"),
+    };
+    assert!(err.to_string().contains("index.2.gz"), "{err}");
+}

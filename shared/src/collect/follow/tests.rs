@@ -306,3 +306,17 @@ fn a_fifo_is_refused_with_a_reason_not_followed() {
         "{err}"
     );
 }
+
+#[test]
+fn a_position_that_cannot_be_saved_is_an_error_naming_the_file() {
+    let s = Setup::new();
+    let f = s.follower(StartAt::Start);
+    let mut tmp = f.state_path().as_os_str().to_owned();
+    tmp.push(".tmp");
+    fs::create_dir(&tmp).unwrap(); // File::create fails on it, whoever runs the test
+    let err = f.save().unwrap_err();
+    assert!(
+        err.to_string().contains(&*f.state_path().to_string_lossy()),
+        "{err}"
+    );
+}
