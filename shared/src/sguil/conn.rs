@@ -132,21 +132,27 @@ const SEND_TIMEOUT: Duration = Duration::from_secs(30);
 const MAX_SERVER_LINE: usize = 1024 * 1024;
 
 impl Connection {
-    /// Connects, reads the banner, checks the version and starts TLS.
-    pub fn open(s: &ConnectSettings) -> Result<Connection, ConnError> {
-        let server = format!("{}:{}", s.host, s.port);
+    /// A plain TCP connection with no banner and no TLS: what barnyard2 opens to the
+    /// snort_agent on its own host (SGUIL-PROTOCOL.md §13). `name` names it in errors.
+    pub fn open_plain(
+        name: &str,
+        host: &str,
+        port: u16,
+        connect_timeout: Duration,
+    ) -> Result<Connection, ConnError> {
+        let server = name.to_string();
         let connect_err = |source| ConnError::Connect {
             server: server.clone(),
             source,
         };
-        let addrs: Vec<_> = (s.host.as_str(), s.port)
+        let addrs: Vec<_> = (host, port)
             .to_socket_addrs()
             .map_err(connect_err)?
             .collect();
         let mut last = io::Error::new(io::ErrorKind::NotFound, "no address");
         let mut tcp = None;
         for a in addrs {
-            match TcpStream::connect_timeout(&a, s.connect_timeout) {
+            match TcpStream::connect_timeout(&a, connect_timeout) {
                 Ok(t) => {
                     tcp = Some(t);
                     break;
@@ -157,13 +163,20 @@ impl Connection {
         let tcp = tcp.ok_or_else(|| connect_err(last))?;
         let _ = tcp.set_nodelay(true);
         let _ = tcp.set_write_timeout(Some(SEND_TIMEOUT));
-        let mut conn = Connection {
-            server: server.clone(),
+        Ok(Connection {
+            server,
             stream: Transport::Plain(tcp),
             buf: Vec::new(),
             version: String::new(),
             tls: false,
-        };
+        })
+    }
+
+    /// Connects, reads the banner, checks the version and starts TLS.
+    pub fn open(s: &ConnectSettings) -> Result<Connection, ConnError> {
+        let name = format!("{}:{}", s.host, s.port);
+        let mut conn = Connection::open_plain(&name, &s.host, s.port, s.connect_timeout)?;
+        let server = conn.server.clone();
         let banner = conn
             .read_line(s.handshake_timeout)?
             .ok_or(ConnError::Timeout {

@@ -7,6 +7,7 @@
 //! The connection, TLS and the client that keeps a window of events in flight build on
 //! these.
 
+pub mod barnyard;
 pub mod client;
 pub mod conn;
 pub mod settings;

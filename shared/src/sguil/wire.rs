@@ -255,7 +255,8 @@ pub fn parse_server_line(line: &str) -> ServerLine {
     }
 }
 
-fn classify_failed(text: &str) -> FailedKind {
+/// What a `Failed` text means for delivery (the same texts come back through snort_agent).
+pub fn classify_failed(text: &str) -> FailedKind {
     if let Some(rest) = text.split("Duplicate entry '").nth(1) {
         if let Some((sid, cid)) = rest.split('\'').next().and_then(|k| k.split_once('-')) {
             if let (Ok(sid), Ok(cid)) = (sid.parse(), cid.parse()) {
@@ -269,6 +270,32 @@ fn classify_failed(text: &str) -> FailedKind {
     FailedKind::Rejected
 }
 
+/// A valid event's fields, for unit tests here and in the other protocol modules.
+#[cfg(test)]
+pub(crate) fn test_fields() -> EventFields {
+    use chrono::TimeZone;
+    EventFields {
+        status: 0,
+        priority: 1,
+        class: "web-attack".into(),
+        hostname: "websrv-a".into(),
+        time: Utc.with_ymd_and_hms(2026, 11, 28, 1, 56, 31).unwrap(),
+        sid: 1,
+        cid: 1,
+        ref_id: 0,
+        message: b"ModSecurity: SQL injection attempt #1".to_vec(),
+        src_ip: Some(Ipv4Addr::new(192, 0, 2, 10)),
+        dst_ip: Some(Ipv4Addr::new(198, 51, 100, 20)),
+        ip_proto: 6,
+        src_port: 51234,
+        dst_port: 80,
+        generator: GENERATOR_MODSECURITY,
+        sig_id: 950001,
+        revision: 2,
+        detail: b"GET /?id=1%27%".to_vec(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -276,26 +303,7 @@ mod tests {
     use proptest::prelude::*;
 
     fn fields() -> EventFields {
-        EventFields {
-            status: 0,
-            priority: 1,
-            class: "web-attack".into(),
-            hostname: "websrv-a".into(),
-            time: Utc.with_ymd_and_hms(2026, 11, 28, 1, 56, 31).unwrap(),
-            sid: 1,
-            cid: 1,
-            ref_id: 0,
-            message: b"ModSecurity: SQL injection attempt #1".to_vec(),
-            src_ip: Some(Ipv4Addr::new(192, 0, 2, 10)),
-            dst_ip: Some(Ipv4Addr::new(198, 51, 100, 20)),
-            ip_proto: 6,
-            src_port: 51234,
-            dst_port: 80,
-            generator: GENERATOR_MODSECURITY,
-            sig_id: 950001,
-            revision: 2,
-            detail: b"GET /?id=1%27%".to_vec(),
-        }
+        test_fields()
     }
 
     #[test]
