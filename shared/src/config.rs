@@ -38,6 +38,9 @@ pub const KNOWN_KEYS: &[&str] = &[
     "SGUIL_VERSION",
     "SEND_WINDOW",
     "REPLY_TIMEOUT",
+    // OUTPUT barnyard: the snort_agent on this host
+    "AGENT_HOST",
+    "AGENT_PORT",
     // modsec-shipper: the alert decision and mapping, delivery
     "ALERT_ON_WARNINGS",
     "ANOMALY_RULES",

@@ -161,7 +161,12 @@ pub fn run(common: &Common, foreground: bool) -> u8 {
                 }
                 Ok(_) => {
                     record(&shipper, RunResult::Ok, None, false);
-                    if let Some(ping) = settings.sguil.as_ref().map(|s| s.ping_delay) {
+                    let ping_delay = match (&settings.sguil, &settings.barnyard) {
+                        (Some(s), _) => Some(s.ping_delay),
+                        (_, Some(b)) => Some(b.ping_delay),
+                        _ => None,
+                    };
+                    if let Some(ping) = ping_delay {
                         if last_traffic.elapsed() >= ping {
                             if let Err(e) = sink.ping() {
                                 log::warn!(
@@ -217,8 +222,11 @@ fn reload(common: &Common, settings: &mut ShipperSettings, shipper: &mut Shipper
                     new.queue_dir.display()
                 );
             }
-            let reconnect = format!("{:?}{:?}", new.sguil, new.output)
-                != format!("{:?}{:?}", settings.sguil, settings.output);
+            let reconnect = format!("{:?}{:?}{:?}", new.sguil, new.barnyard, new.output)
+                != format!(
+                    "{:?}{:?}{:?}",
+                    settings.sguil, settings.barnyard, settings.output
+                );
             shipper.set_settings(new.ship.clone());
             let queue_dir = settings.queue_dir.clone();
             *settings = new;

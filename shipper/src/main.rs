@@ -37,9 +37,13 @@ Exit codes of drain and run:
   1  the queue, its journal or failed/ could not be read or written
   2  bad command line
   3  bad or missing configuration (the message names the file, line and key)
-  4  sguild unreachable, refused us, or registration failed: the queue is untouched
+  4  sguild unreachable, refused us, or registration failed (OUTPUT barnyard: the
+     snort_agent unreachable or not answering SidCidRequest): the queue is untouched
   5  the session broke mid-run (database outage, lost connection, reply timeout):
      what sguild confirmed is gone from the queue; the rest stays and goes first next run
+
+OUTPUT barnyard sends through the snort_agent on this host (AGENT_HOST, AGENT_PORT;
+HOSTNAME = the agent's HOSTNAME) as barnyard2 does, with the same delivery promise.
 
 Delivery is exactly once: each event is journaled (EVENT_DIR/.journal) before it is
 sent and its queue entry is removed only when sguild confirms it; after a crash or a
@@ -66,6 +70,8 @@ enum OutputArg {
     Sguil,
     /// JSON lines on stdout, one per Sguil event, every field decoded.
     Stdout,
+    /// The snort_agent on this host (AGENT_HOST:AGENT_PORT), as barnyard2 talks to it.
+    Barnyard,
 }
 
 /// Options shared by `drain` and `run`.

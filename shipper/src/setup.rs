@@ -5,10 +5,11 @@ use std::io::Write;
 use log::LevelFilter;
 use modsec2sguil::config::{ConfigFile, KNOWN_KEYS};
 use modsec2sguil::logging::{facility, Logger};
+use modsec2sguil::sguil::barnyard::BarnyardSession;
 use modsec2sguil::sguil::client::AgentSession;
 use modsec2sguil::sguil::conn::Connection;
 use modsec2sguil::ship::settings::{Output, ShipperOverrides, ShipperSettings};
-use modsec2sguil::ship::sink::{JsonLinesSink, SguilSink};
+use modsec2sguil::ship::sink::{BarnyardSink, JsonLinesSink, SguilSink};
 use modsec2sguil::ship::Sink;
 
 use crate::{Common, OutputArg};
@@ -39,6 +40,7 @@ pub fn load_settings(common: &Common) -> Result<(ConfigFile, ShipperSettings), S
         output: common.output.map(|o| match o {
             OutputArg::Sguil => Output::Sguil,
             OutputArg::Stdout => Output::Stdout,
+            OutputArg::Barnyard => Output::Barnyard,
         }),
     };
     let settings = ShipperSettings::resolve(&config, overrides)?;
@@ -108,7 +110,8 @@ pub fn drop_privileges(runas: Option<(u32, u32)>) -> Result<(), String> {
     Ok(())
 }
 
-/// Connects and registers (sguil output) or opens stdout.
+/// Connects and registers (sguil output), asks snort_agent for the sid (barnyard
+/// output), or opens stdout.
 pub fn connect(settings: &ShipperSettings) -> Result<Box<dyn Sink>, String> {
     match (&settings.output, &settings.sguil) {
         (Output::Sguil, Some(s)) => {
@@ -131,6 +134,25 @@ pub fn connect(settings: &ShipperSettings) -> Result<Box<dyn Sink>, String> {
             Ok(Box::new(SguilSink {
                 session,
                 hostname: s.hostname.clone(),
+            }))
+        }
+        (Output::Barnyard, _) => {
+            let b = settings
+                .barnyard
+                .as_ref()
+                .ok_or("OUTPUT barnyard without its settings")?;
+            let session = BarnyardSession::open(&b.host, b.port, &b.hostname, b.reply_timeout)
+                .map_err(|e| e.to_string())?;
+            log::info!(
+                "{}: sensor {} is sid {} (sguild holds cids up to {})",
+                session.server(),
+                b.hostname,
+                session.sid,
+                session.max_cid
+            );
+            Ok(Box::new(BarnyardSink {
+                session,
+                hostname: b.hostname.clone(),
             }))
         }
         _ => Ok(Box::new(JsonLinesSink {

@@ -84,19 +84,7 @@ impl SguilSettings {
             }
         };
         let hostname = required("HOSTNAME")?;
-        let hostname_ok = hostname.len() <= super::wire::MAX_HOSTNAME_LEN
-            && hostname
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
-        if !hostname_ok {
-            let s = c.get("HOSTNAME").expect("required above");
-            return Err(c
-                .bad(
-                    s,
-                    "sguild names tables after it: at most 47 characters of [A-Za-z0-9._-]",
-                )
-                .to_string());
-        }
+        check_hostname(c, &hostname)?;
         let net_group = required("NET_GROUP")?;
         let agent_type = c
             .string("SENSOR_TYPE")
@@ -131,6 +119,83 @@ impl SguilSettings {
             reply_timeout,
         })
     }
+}
+
+/// Where the snort_agent is (OUTPUT barnyard) and who we are to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BarnyardSettings {
+    pub host: String,
+    pub port: u16,
+    /// The sensor name: snort_agent's own HOSTNAME (sguild names the tables after it).
+    pub hostname: String,
+    pub send_window: usize,
+    pub ping_delay: Duration,
+    pub reply_timeout: Duration,
+}
+
+impl BarnyardSettings {
+    /// Reads AGENT_HOST, AGENT_PORT, HOSTNAME, SEND_WINDOW (default 32), PING_DELAY (ms)
+    /// and REPLY_TIMEOUT (s, default barnyard2's 15). Errors name the file, line and key.
+    pub fn resolve(c: &ConfigFile) -> Result<BarnyardSettings, String> {
+        use super::barnyard::{
+            DEFAULT_AGENT_HOST, DEFAULT_AGENT_PORT, DEFAULT_REPLY_TIMEOUT,
+            DEFAULT_SEND_WINDOW as DEFAULT_BARNYARD_WINDOW,
+        };
+        let e = |err: crate::config::ConfigError| err.to_string();
+        let host = c
+            .string("AGENT_HOST")
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| DEFAULT_AGENT_HOST.into());
+        let port = c
+            .number("AGENT_PORT", 1..=65535)
+            .map_err(e)?
+            .map_or(DEFAULT_AGENT_PORT, |p| p as u16);
+        let hostname = c
+            .string("HOSTNAME")
+            .filter(|v| !v.is_empty())
+            .ok_or_else(|| {
+                format!(
+                    "{}: HOSTNAME is not set (OUTPUT barnyard: it must be the snort_agent's HOSTNAME)",
+                    c.path.display()
+                )
+            })?;
+        check_hostname(c, &hostname)?;
+        Ok(BarnyardSettings {
+            host,
+            port,
+            hostname,
+            send_window: c
+                .number("SEND_WINDOW", 1..=1024)
+                .map_err(e)?
+                .map_or(DEFAULT_BARNYARD_WINDOW, |w| w as usize),
+            ping_delay: c
+                .number("PING_DELAY", 1000..=86_400_000)
+                .map_err(e)?
+                .map_or(DEFAULT_PING_DELAY, Duration::from_millis),
+            reply_timeout: c
+                .number("REPLY_TIMEOUT", 1..=3600)
+                .map_err(e)?
+                .map_or(DEFAULT_REPLY_TIMEOUT, Duration::from_secs),
+        })
+    }
+}
+
+/// HOSTNAME names sguild's per-day tables.
+fn check_hostname(c: &ConfigFile, hostname: &str) -> Result<(), String> {
+    let ok = hostname.len() <= super::wire::MAX_HOSTNAME_LEN
+        && hostname
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if ok {
+        return Ok(());
+    }
+    let s = c.get("HOSTNAME").expect("HOSTNAME is set");
+    Err(c
+        .bad(
+            s,
+            "sguild names tables after it: at most 47 characters of [A-Za-z0-9._-]",
+        )
+        .to_string())
 }
 
 #[cfg(test)]
@@ -215,5 +280,35 @@ mod tests {
         assert!(e.contains(":2: HOSTNAME"), "{e}");
         let e = parse("set HOSTNAME h\n").unwrap_err();
         assert!(e.contains("SERVER_HOST is not set"), "{e}");
+    }
+
+    fn barnyard(text: &str) -> Result<BarnyardSettings, String> {
+        BarnyardSettings::resolve(&ConfigFile::parse(text, Path::new("/etc/m.conf")).unwrap())
+    }
+
+    #[test]
+    fn barnyard_defaults_are_barnyard2s() {
+        let s = barnyard("set HOSTNAME sensor1\n").unwrap();
+        assert_eq!(
+            (s.host.as_str(), s.port, s.reply_timeout, s.send_window),
+            ("127.0.0.1", 7735, Duration::from_secs(15), 32)
+        );
+        let s = barnyard(
+            "set HOSTNAME s\nset AGENT_HOST ::1\nset AGENT_PORT 9000\nset REPLY_TIMEOUT 2\n",
+        )
+        .unwrap();
+        assert_eq!(
+            (s.host.as_str(), s.port, s.reply_timeout),
+            ("::1", 9000, Duration::from_secs(2))
+        );
+        let e = barnyard("set HOSTNAME s\nset AGENT_PORT 0\n").unwrap_err();
+        assert!(e.contains(":2: AGENT_PORT: bad value"), "{e}");
+        let e = barnyard("set AGENT_PORT 7735\n").unwrap_err();
+        assert!(
+            e.contains("HOSTNAME is not set") && e.contains("snort_agent"),
+            "{e}"
+        );
+        let e = barnyard("set HOSTNAME {a b}\n").unwrap_err();
+        assert!(e.contains(":1: HOSTNAME"), "{e}");
     }
 }

@@ -7,7 +7,7 @@ use crate::auditlog::ParseLimits;
 use crate::collect::resolve_owner;
 use crate::config::ConfigFile;
 use crate::queue::LinkMode;
-use crate::sguil::settings::SguilSettings;
+use crate::sguil::settings::{BarnyardSettings, SguilSettings};
 
 use super::load::{LoadOptions, DEFAULT_MAX_EVENT_BYTES};
 use super::ShipSettings;
@@ -19,6 +19,8 @@ pub enum Output {
     Sguil,
     /// JSON lines on stdout, one per event, every field decoded.
     Stdout,
+    /// The snort_agent on this host, as barnyard2 talks to it (RTEVENT).
+    Barnyard,
 }
 
 impl Output {
@@ -26,6 +28,7 @@ impl Output {
         match text.to_ascii_lowercase().as_str() {
             "sguil" => Some(Output::Sguil),
             "stdout" => Some(Output::Stdout),
+            "barnyard" => Some(Output::Barnyard),
             _ => None,
         }
     }
@@ -43,6 +46,8 @@ pub struct ShipperSettings {
     pub output: Output,
     /// Set when `output` is [`Output::Sguil`].
     pub sguil: Option<SguilSettings>,
+    /// Set when `output` is [`Output::Barnyard`].
+    pub barnyard: Option<BarnyardSettings>,
     /// HOSTNAME (what events carry when not registered with sguild: stdout output).
     pub hostname: String,
     pub ship: ShipSettings,
@@ -76,17 +81,22 @@ impl ShipperSettings {
             Some(out) => out,
             None => match c.get("OUTPUT") {
                 Some(s) => Output::parse(&s.value)
-                    .ok_or_else(|| c.bad(s, "expected sguil or stdout").to_string())?,
+                    .ok_or_else(|| c.bad(s, "expected sguil, barnyard or stdout").to_string())?,
                 None => Output::Sguil,
             },
         };
         let sguil = match output {
             Output::Sguil => Some(SguilSettings::resolve(c)?),
-            Output::Stdout => None,
+            _ => None,
         };
-        let hostname = match &sguil {
-            Some(s) => s.hostname.clone(),
-            None => c
+        let barnyard = match output {
+            Output::Barnyard => Some(BarnyardSettings::resolve(c)?),
+            _ => None,
+        };
+        let hostname = match (&sguil, &barnyard) {
+            (Some(s), _) => s.hostname.clone(),
+            (_, Some(b)) => b.hostname.clone(),
+            _ => c
                 .string("HOSTNAME")
                 .filter(|h| !h.is_empty())
                 .unwrap_or_else(|| "localhost".into()),
@@ -120,7 +130,11 @@ impl ShipperSettings {
             Some(s) => Some(resolve_owner(&s.value).map_err(|why| c.bad(s, why).to_string())?),
             None => None,
         };
-        let window = sguil.as_ref().map_or(STDOUT_WINDOW, |s| s.send_window);
+        let window = match (&sguil, &barnyard) {
+            (Some(s), _) => s.send_window,
+            (_, Some(b)) => b.send_window,
+            _ => STDOUT_WINDOW,
+        };
         Ok(ShipperSettings {
             queue_dir,
             output,
@@ -137,6 +151,7 @@ impl ShipperSettings {
                 window,
             },
             sguil,
+            barnyard,
             daemon: c.bool("DAEMON").map_err(e)?.unwrap_or(false),
             runas,
         })

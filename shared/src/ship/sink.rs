@@ -1,9 +1,11 @@
-//! Where shipped events go: sguild, or JSON lines (OUTPUT stdout).
+//! Where shipped events go: sguild, the snort_agent (OUTPUT barnyard), or JSON lines
+//! (OUTPUT stdout).
 
 use std::io::Write;
 
 use serde_json::json;
 
+use crate::sguil::barnyard::BarnyardSession;
 use crate::sguil::client::{AgentSession, Outcome, SessionError};
 use crate::sguil::conn::ConnError;
 use crate::sguil::wire::SguilEvent;
@@ -33,6 +35,36 @@ pub struct SguilSink {
 }
 
 impl Sink for SguilSink {
+    fn name(&self) -> String {
+        self.session.server().to_string()
+    }
+    fn sid(&self) -> u32 {
+        self.session.sid
+    }
+    fn hostname(&self) -> &str {
+        &self.hostname
+    }
+    fn max_cid(&self) -> u32 {
+        self.session.max_cid
+    }
+    fn submit(&mut self, events: &[SguilEvent]) -> Result<(), SessionError> {
+        self.session.submit(events)
+    }
+    fn next_answer(&mut self) -> Result<Outcome, SessionError> {
+        self.session.next_answer()
+    }
+    fn ping(&mut self) -> Result<(), SessionError> {
+        self.session.ping()
+    }
+}
+
+/// A session with the snort_agent on this host (OUTPUT barnyard).
+pub struct BarnyardSink {
+    pub session: BarnyardSession,
+    pub hostname: String,
+}
+
+impl Sink for BarnyardSink {
     fn name(&self) -> String {
         self.session.server().to_string()
     }
