@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use modsec2sguil_e2e::sguild::TestSguild;
 use modsec2sguil_e2e::shipper::{
-    config, drain, entries_left, fill_queue, shipper, stored_unique_id, unique_id,
+    config, drain, entries_left, fill_queue, shipper, stored_unique_id, unique_id, wait_for_events,
 };
 use modsec2sguil_e2e::{binary, fixtures};
 
@@ -507,35 +507,23 @@ fn the_daemon_ships_as_entries_arrive_reconnects_and_stops_on_sigterm() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let wait_for = |n: usize, server: &TestSguild| {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while server.events().len() < n {
-            assert!(
-                Instant::now() < deadline,
-                "{} of {n}: {}",
-                server.events().len(),
-                std::fs::read_to_string(&log).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    };
     fill_queue(&queue, 1, 5);
-    wait_for(5, &server);
+    wait_for_events(&server, 5, &log);
     // Idle past PING_DELAY: the session is kept alive, not dropped.
     std::thread::sleep(Duration::from_millis(2500));
     fill_queue(&queue, 6, 5);
-    wait_for(10, &server);
+    wait_for_events(&server, 10, &log);
     // sguild restarts on the same port: the daemon reconnects and goes on.
     server = server.restart_on(port);
     fill_queue(&queue, 11, 5);
-    wait_for(15, &server);
+    wait_for_events(&server, 15, &log);
     // SIGHUP reloads (a bad value is refused, the running config kept).
     let text = std::fs::read_to_string(&conf).unwrap();
     std::fs::write(&conf, format!("{text}set SEND_WINDOW nope\n")).unwrap();
     signal(child.id(), "HUP");
     std::thread::sleep(Duration::from_millis(500));
     fill_queue(&queue, 16, 2);
-    wait_for(17, &server);
+    wait_for_events(&server, 17, &log);
     signal(child.id(), "TERM");
     let status = wait_timeout(&mut child, Duration::from_secs(10));
     assert_eq!(status, Some(0));

@@ -5,12 +5,12 @@
 
 use std::collections::HashSet;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use modsec2sguil_e2e::binary;
 use modsec2sguil_e2e::sguild::TestSguild;
-use modsec2sguil_e2e::shipper::{config, drain, entries_left, fill_queue, stored_unique_id};
+use modsec2sguil_e2e::shipper::{
+    assert_each_stored_once, config, drain, drain_killed_after, entries_left, fill_queue, Rng,
+};
 
 const EVENTS: usize = 2000;
 const KILLS: usize = 20;
@@ -22,18 +22,6 @@ enum Trouble {
     DatabaseDown,
     SlowReplies,
     ConnectionCut,
-}
-
-/// A small deterministic generator (xorshift), seeded per variant and printed, so a
-/// failing sequence of kill moments can be replayed.
-struct Rng(u64);
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n
-    }
 }
 
 fn run(trouble: Trouble, seed: u64) {
@@ -68,15 +56,7 @@ fn run(trouble: Trouble, seed: u64) {
             }
             _ => {}
         }
-        let mut child = Command::new(binary("modsec-shipper"))
-            .args(["drain", "-c", conf.to_str().unwrap()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        std::thread::sleep(Duration::from_millis(5 + rng.below(150)));
-        child.kill().unwrap(); // SIGKILL
-        child.wait().unwrap();
+        drain_killed_after(&conf, Duration::from_millis(5 + rng.below(150)));
     }
     let before_final = server.events().len();
     assert!(
@@ -96,15 +76,7 @@ fn run(trouble: Trouble, seed: u64) {
             break;
         }
     }
-    let stored = server.events();
-    let ids: Vec<String> = stored.iter().map(stored_unique_id).collect();
-    let distinct: HashSet<String> = ids.iter().cloned().collect();
-    assert_eq!(
-        ids.len(),
-        distinct.len(),
-        "{trouble:?}: an event stored twice\n{last}"
-    );
-    assert_eq!(distinct, want, "{trouble:?}: every event stored\n{last}");
+    assert_each_stored_once(&server.events(), &want, &format!("{trouble:?}\n{last}"));
     assert!(
         entries_left(&queue).is_empty(),
         "{trouble:?}: queue left: {:?}",

@@ -3,6 +3,14 @@
 //! skips `VersionInfo`, `RegisterAgent` → `AgentInfo` with sid and maxCid kept on disk,
 //! the 18-field check, per-day duplicate keys, the cases sguild leaves unanswered,
 //! hexDetail truncation, PING/PONG — and fault switches for tests.
+//!
+//! With [`TestSguild::start_snort_agent`] it also plays a snort_agent in front of itself
+//! (SGUIL-PROTOCOL.md §13): plaintext on its own port, `SidCidRequest` →
+//! `SidCidResponse`, `RTEVENT` with 46 fields stored as sguild's `BYEventRcvd` does
+//! (no reply to a repeat of the sensor's last stored event), `Confirm <cid>` or
+//! `Failed to insert <cid>: …`, the answers to lines that came together in reverse
+//! order; a line that is not a Tcl list or an RTEVENT of another length makes it exit,
+//! as snort_agent does.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{self, Read, Write};
@@ -36,6 +44,10 @@ pub struct Faults {
     pub event_delay: Option<Duration>,
     /// Answer `Connection Refused.` to new connections.
     pub refuse: bool,
+    /// The snort_agent has lost sguild: it drops RTEVENTs and SidCidRequests unanswered.
+    pub agent_offline: bool,
+    /// Store RTEVENTs but lose the replies (as when the connection breaks just after).
+    pub lose_replies: bool,
 }
 
 /// One stored event.
@@ -68,6 +80,9 @@ struct Db {
     stopped: bool,
     /// The store, kept open for appending.
     file: Option<std::fs::File>,
+    /// sguild's memory of each sensor's last stored event (sid, cid), for its
+    /// duplicate check on BYEventRcvd; lost when sguild restarts.
+    last_event: BTreeMap<String, (u32, u32)>,
 }
 
 /// The running server; stopped when dropped.
@@ -83,6 +98,10 @@ pub struct TestSguild {
     dir: Option<tempfile::TempDir>,
     /// Open connections, shut down when the server stops (as a sguild restart does).
     conns: Arc<Mutex<Vec<TcpStream>>>,
+    /// The snort_agent's address, when one runs.
+    pub agent: Option<SocketAddr>,
+    /// The snort_agent exited (a line it could not take).
+    pub agent_dead: Arc<AtomicBool>,
 }
 
 impl TestSguild {
@@ -126,52 +145,14 @@ impl TestSguild {
         let config = Arc::new(config);
         let store = dir.path().join("store.txt");
         let db = Arc::new(Mutex::new(load(&store)));
-        // On restart_on, the stopped server's accept thread may still hold the port for
-        // a moment: retry while it lets go.
-        let until = std::time::Instant::now() + Duration::from_secs(10);
-        let listener = loop {
-            match TcpListener::bind((Ipv4Addr::LOCALHOST, port)) {
-                Ok(l) => break l,
-                Err(e)
-                    if e.kind() == io::ErrorKind::AddrInUse
-                        && port != 0
-                        && std::time::Instant::now() < until =>
-                {
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-                Err(e) => panic!("bind 127.0.0.1:{port}: {e}"),
-            }
-        };
+        let listener = bind_retrying(port);
         let addr = listener.local_addr().unwrap();
         let faults = Arc::new(Mutex::new(Faults::default()));
         let stop = Arc::new(AtomicBool::new(false));
         let conns = Arc::new(Mutex::new(Vec::new()));
-        let (f, d, s, st, open) = (
-            faults.clone(),
-            db.clone(),
-            stop.clone(),
-            store.clone(),
-            conns.clone(),
-        );
-        std::thread::spawn(move || {
-            for conn in listener.incoming() {
-                if s.load(Ordering::SeqCst) {
-                    break;
-                }
-                let Ok(conn) = conn else { continue };
-                if let Ok(c) = conn.try_clone() {
-                    open.lock().unwrap().push(c);
-                }
-                let (f, d, c, st, s) =
-                    (f.clone(), d.clone(), config.clone(), st.clone(), s.clone());
-                std::thread::spawn(move || {
-                    let Ok(own) = conn.try_clone() else { return };
-                    let _ = serve(own, &f, &d, &c, &st, &s);
-                    // Closing ends the session for the agent even while clones of the
-                    // socket are kept for a restart.
-                    let _ = conn.shutdown(std::net::Shutdown::Both);
-                });
-            }
+        let (f, d, s, st) = (faults.clone(), db.clone(), stop.clone(), store.clone());
+        accept_loop(listener, stop.clone(), None, conns.clone(), move |own| {
+            let _ = serve(own, &f, &d, &config, &st, &s);
         });
         TestSguild {
             addr,
@@ -183,7 +164,65 @@ impl TestSguild {
             stop,
             dir: Some(dir),
             conns,
+            agent: None,
+            agent_dead: Arc::new(AtomicBool::new(false)),
         }
+    }
+
+    /// Starts a snort_agent on 127.0.0.1:`port` (0: any free port) registered as sensor
+    /// `hostname` (type snort), in front of this server.
+    pub fn start_snort_agent(&mut self, port: u16, hostname: &str) -> SocketAddr {
+        let sid = {
+            let mut d = self.db.lock().unwrap();
+            let key = (hostname.to_lowercase(), "snort".to_string());
+            match d.sensors.get(&key) {
+                Some(s) => *s,
+                None => {
+                    let sid = d.sensors.len() as u32 + 1;
+                    d.sensors.insert(key.clone(), sid);
+                    let store = self.store.clone();
+                    append(&mut d, &store, format!("sensor\t{}\tsnort\t{sid}\n", key.0));
+                    sid
+                }
+            }
+        };
+        let listener = bind_retrying(port);
+        let addr = listener.local_addr().unwrap();
+        let (f, d, st, s, dead) = (
+            self.faults.clone(),
+            self.db.clone(),
+            self.store.clone(),
+            self.stop.clone(),
+            self.agent_dead.clone(),
+        );
+        accept_loop(
+            listener,
+            self.stop.clone(),
+            Some(self.agent_dead.clone()),
+            self.conns.clone(),
+            move |own| {
+                let _ = serve_barnyard(own, sid, &f, &d, &st, &s, &dead);
+            },
+        );
+        self.agent = Some(addr);
+        addr
+    }
+
+    /// Makes sguild remember (sid, cid) as `sensor`'s last stored event.
+    pub fn set_last_event(&self, sensor: &str, sid: u32, cid: u32) {
+        self.db
+            .lock()
+            .unwrap()
+            .last_event
+            .insert(sensor.to_string(), (sid, cid));
+    }
+
+    /// sguild restarted behind a snort_agent that stays: its memory of the last event
+    /// is gone and its database connection is new.
+    pub fn forget_last_events(&self) {
+        let mut d = self.db.lock().unwrap();
+        d.last_event.clear();
+        d.gone = false;
     }
 
     /// Stops and starts again on a new port with the same store (sguild restarted:
@@ -223,8 +262,63 @@ impl Drop for TestSguild {
         for c in self.conns.lock().unwrap().drain(..) {
             let _ = c.shutdown(std::net::Shutdown::Both);
         }
-        // Wake the accept loop so it sees the flag.
+        // Wake the accept loops so they see the flag.
         let _ = TcpStream::connect_timeout(&self.addr, Duration::from_millis(200));
+        if let Some(agent) = self.agent {
+            let _ = TcpStream::connect_timeout(&agent, Duration::from_millis(200));
+        }
+    }
+}
+
+/// Serves each connection of `listener` on its own thread with `serve` until `stop`
+/// (or `dead`) is set; keeps a handle of each in `conns` so that stopping can cut them.
+fn accept_loop(
+    listener: TcpListener,
+    stop: Arc<AtomicBool>,
+    dead: Option<Arc<AtomicBool>>,
+    conns: Arc<Mutex<Vec<TcpStream>>>,
+    serve: impl Fn(TcpStream) + Send + Sync + 'static,
+) {
+    let serve = Arc::new(serve);
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            if stop.load(Ordering::SeqCst)
+                || dead.as_ref().is_some_and(|d| d.load(Ordering::SeqCst))
+            {
+                break;
+            }
+            let Ok(conn) = conn else { continue };
+            if let Ok(c) = conn.try_clone() {
+                conns.lock().unwrap().push(c);
+            }
+            let serve = serve.clone();
+            std::thread::spawn(move || {
+                let Ok(own) = conn.try_clone() else { return };
+                serve(own);
+                // Closing ends the session for the agent even while clones of the
+                // socket are kept for a restart.
+                let _ = conn.shutdown(std::net::Shutdown::Both);
+            });
+        }
+    });
+}
+
+/// Binds 127.0.0.1:`port`. On a restart on the same port, the stopped server's accept
+/// thread may still hold it for a moment: retry while it lets go.
+fn bind_retrying(port: u16) -> TcpListener {
+    let until = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match TcpListener::bind((Ipv4Addr::LOCALHOST, port)) {
+            Ok(l) => return l,
+            Err(e)
+                if e.kind() == io::ErrorKind::AddrInUse
+                    && port != 0
+                    && std::time::Instant::now() < until =>
+            {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) => panic!("bind 127.0.0.1:{port}: {e}"),
+        }
     }
 }
 
@@ -288,6 +382,26 @@ fn append(db: &mut Db, path: &Path, line: String) {
     }
 }
 
+/// Stores an event: in memory and in the store file.
+fn record(d: &mut Db, store: &Path, e: Stored) {
+    let line = format!(
+        "event\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\n",
+        e.sid,
+        e.cid,
+        e.day,
+        e.timestamp,
+        modsec2sguil::hex::upper(&e.message),
+        e.src_ip,
+        e.dst_ip,
+        e.src_port,
+        e.dst_port,
+        e.sig_id,
+        e.detail_hex
+    );
+    append(d, store, line);
+    d.events.push(e);
+}
+
 fn decode_hex(s: &str) -> Option<Vec<u8>> {
     // An odd digit at the end is dropped, as sguild does.
     let even = &s.as_bytes()[..s.len() - s.len() % 2];
@@ -307,6 +421,13 @@ impl Stream {
         match self {
             Stream::Plain(s) => s.read(buf),
             Stream::Tls(s) => s.read(buf),
+        }
+    }
+    /// A line as snort_agent writes to barnyard (`-translation lf`).
+    fn write_lf(&mut self, line: &str) -> io::Result<()> {
+        match self {
+            Stream::Plain(s) => s.write_all(format!("{line}\n").as_bytes()),
+            Stream::Tls(_) => unreachable!("snort_agent's barnyard port is plaintext"),
         }
     }
     fn write_line(&mut self, line: &str) -> io::Result<()> {
@@ -535,30 +656,176 @@ fn generic_event(args: &[String], f: &Faults, db: &Mutex<Db>, store: &Path) -> O
         sig_id: args[15].clone(),
         detail_hex: detail[..detail.len().min(MAX_DETAIL_HEX)].to_string(),
     };
-    append(
-        &mut d,
-        store,
-        format!(
-            "event\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\n",
-            e.sid,
-            e.cid,
-            e.day,
-            e.timestamp,
-            modsec2sguil::hex::upper(&e.message),
-            e.src_ip,
-            e.dst_ip,
-            e.src_port,
-            e.dst_port,
-            e.sig_id,
-            e.detail_hex
-        ),
-    );
-    d.events.push(e);
+    record(&mut d, store, e);
     // An unknown sid is stored, then pushing it to analysts fails: no reply.
     if !d.sensors.values().any(|&known| known == sid) {
         return None;
     }
     Some(format!("ConfirmEvent {cid}"))
+}
+
+/// snort_agent's side of a barnyard2 connection, with sguild's BYEventRcvd behind it.
+/// Answers to the lines that came in one read go back in reverse order, as snort_agent's
+/// `update` inside its handler for sguild's lines makes them.
+fn serve_barnyard(
+    tcp: TcpStream,
+    sid: u32,
+    faults: &Mutex<Faults>,
+    db: &Mutex<Db>,
+    store: &Path,
+    stop: &AtomicBool,
+    dead: &AtomicBool,
+) -> io::Result<()> {
+    let mut stream = Stream::Plain(tcp);
+    let mut buf = Vec::new();
+    let mut events = 0usize;
+    while let Some(first) = read_line(&mut stream, &mut buf)? {
+        let mut lines = vec![first];
+        while let Some(p) = buf.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = buf.drain(..=p).collect();
+            lines.push(
+                String::from_utf8_lossy(&line)
+                    .trim_end_matches('\n')
+                    .to_string(),
+            );
+        }
+        let mut replies = Vec::new();
+        let mut close = false;
+        for line in lines {
+            if stop.load(Ordering::SeqCst) || dead.load(Ordering::SeqCst) {
+                return Ok(());
+            }
+            // snort_agent takes `lindex $data 0` of every line: a line that is not a
+            // list raises an error, and its bgerror exits.
+            let Ok(items) = tcl::split(&line) else {
+                eprintln!("test snort_agent: not a Tcl list, exiting: {line:.200}");
+                dead.store(true, Ordering::SeqCst);
+                return Ok(());
+            };
+            let f = faults.lock().unwrap().clone();
+            if f.silent {
+                continue;
+            }
+            if let Some(d) = f.delay {
+                std::thread::sleep(d);
+            }
+            match items.first().map(String::as_str) {
+                Some("SidCidRequest") => {
+                    let d = db.lock().unwrap();
+                    // Not connected to sguild, or sguild's query fails: no answer.
+                    if f.agent_offline || f.db_down || d.gone || d.stopped {
+                        continue;
+                    }
+                    let max_cid = d
+                        .events
+                        .iter()
+                        .filter(|e| e.sid == sid)
+                        .map(|e| e.cid)
+                        .max()
+                        .unwrap_or(0);
+                    replies.push(format!("SidCidResponse {sid} {max_cid}"));
+                }
+                Some("RTEVENT") => {
+                    if items.len() != 47 {
+                        eprintln!(
+                            "test snort_agent: Bad Event! List length != 46 ({}), exiting",
+                            items.len() - 1
+                        );
+                        dead.store(true, Ordering::SeqCst);
+                        return Ok(());
+                    }
+                    if f.agent_offline {
+                        continue;
+                    }
+                    events += 1;
+                    if let Some(d) = f.event_delay {
+                        std::thread::sleep(d);
+                    }
+                    if let Some(reply) = by_event(&items[1..], &f, db, store) {
+                        if !f.lose_replies {
+                            replies.push(reply);
+                        }
+                    }
+                    if f.close_after.is_some_and(|n| events >= n) {
+                        close = true;
+                        break;
+                    }
+                }
+                _ => {} // "Unknown barnyard data"
+            }
+        }
+        for reply in replies.iter().rev() {
+            stream.write_lf(reply)?;
+        }
+        if close {
+            return Ok(());
+        }
+    }
+    Ok(())
+}
+
+/// What sguild does with a BYEventRcvd, as snort_agent relays the answer; `None` is
+/// "no reply at all".
+fn by_event(args: &[String], f: &Faults, db: &Mutex<Db>, store: &Path) -> Option<String> {
+    let (sid, cid) = (args[1].parse::<u32>().ok()?, args[2].parse::<u32>().ok()?);
+    let sensor = &args[3];
+    let ts = &args[11];
+    let mut d = db.lock().unwrap();
+    if d.stopped {
+        return None;
+    }
+    if d.last_event.get(sensor) == Some(&(sid, cid)) {
+        return None; // "Non-fatal Error: received a duplicate alert": no reply
+    }
+    // `clock scan` throws on a bad time: no reply.
+    let day = chrono::NaiveDateTime::parse_from_str(ts, "%Y-%m-%d %H:%M:%S")
+        .ok()?
+        .format("%Y%m%d")
+        .to_string();
+    let failed = |text: &str| Some(format!("Failed to insert {cid}: {text}"));
+    if f.db_down || d.gone {
+        let first = !d.gone;
+        d.gone = true;
+        return failed(if first {
+            "mysqlexec/db server: Lost connection to server during query"
+        } else {
+            "mysqlexec/db server: Server has gone away"
+        });
+    }
+    let numeric = |s: &String| s.is_empty() || s.bytes().all(|b| b.is_ascii_digit());
+    // Only the message is escaped for SQL; the other fields are pasted as they are.
+    if !args
+        .iter()
+        .enumerate()
+        .all(|(i, a)| i == 10 || (!a.contains('\'') && !a.contains('\\')))
+        || !numeric(&args[14])
+        || !numeric(&args[16])
+    {
+        return failed("mysqlexec/db server: You have an error in your SQL syntax");
+    }
+    if !d.keys.insert((sid, cid, day.clone())) {
+        return failed(&format!(
+            "mysqlexec/db server: Duplicate entry '{sid}-{cid}' for key 'PRIMARY'"
+        ));
+    }
+    let dotted = |dec: &String| Ipv4Addr::from(dec.parse::<u32>().unwrap_or(0)).to_string();
+    let payload = &args[45];
+    let e = Stored {
+        sid,
+        cid,
+        day,
+        timestamp: ts.clone(),
+        message: args[10].as_bytes().iter().copied().take(255).collect(),
+        src_ip: dotted(&args[14]),
+        dst_ip: dotted(&args[16]),
+        src_port: args[33].parse().unwrap_or(0),
+        dst_port: args[34].parse().unwrap_or(0),
+        sig_id: args[8].clone(),
+        detail_hex: payload[..payload.len().min(MAX_DETAIL_HEX)].to_string(),
+    };
+    record(&mut d, store, e);
+    d.last_event.insert(sensor.clone(), (sid, cid));
+    Some(format!("Confirm {cid}"))
 }
 
 /// A valid ModSecurity-style event for tests and benchmarks (the time is fixed unless

@@ -2,6 +2,7 @@
 //! distinct unique ids, a config pointing at a test server, and reading back what the
 //! server stored.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -89,4 +90,57 @@ pub fn entries_left(queue: &Path) -> Vec<String> {
         .collect();
     v.sort();
     v
+}
+
+/// A small deterministic generator (xorshift): tests seed it and print the seed, so a
+/// failing sequence of kill moments can be replayed.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}
+
+/// Starts `drain -c conf`, SIGKILLs it after `after` and reaps it.
+pub fn drain_killed_after(conf: &Path, after: std::time::Duration) {
+    let mut child = Command::new(binary("modsec-shipper"))
+        .args(["drain", "-c", conf.to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(after);
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+}
+
+/// Asserts that the server stored each of `want` exactly once and nothing else (by the
+/// unique id each stored detail names). `context` goes into the messages.
+pub fn assert_each_stored_once(stored: &[Stored], want: &HashSet<String>, context: &str) {
+    let ids: Vec<String> = stored.iter().map(stored_unique_id).collect();
+    let distinct: HashSet<String> = ids.iter().cloned().collect();
+    assert_eq!(
+        ids.len(),
+        distinct.len(),
+        "an event stored twice: {context}"
+    );
+    assert_eq!(&distinct, want, "every event stored: {context}");
+}
+
+/// Waits up to 20 s for the server to hold `n` events; the panic shows the log file.
+pub fn wait_for_events(server: &TestSguild, n: usize, log: &Path) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while server.events().len() < n {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} of {n}: {}",
+            server.events().len(),
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
 }
