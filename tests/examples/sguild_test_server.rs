@@ -1,10 +1,12 @@
 //! A sguild stand-in for trying a configuration without Sguil:
 //!
-//!     cargo run -p modsec2sguil-e2e --example sguild-test-server [PORT]
+//!     cargo run -p modsec2sguil-e2e --example sguild-test-server [PORT [AGENT_PORT]]
 //!
 //! Listens on 127.0.0.1 (default port 7736), behaves like sguild 1.0.0 towards agents
-//! (banner, VersionInfo, TLS, RegisterAgent, GenericEvent, duplicates, PING), prints the
-//! settings to put in modsec2sguil.conf, and reports each event it stores. Ctrl-C stops it.
+//! (banner, VersionInfo, TLS, RegisterAgent, GenericEvent, duplicates, PING), and plays a
+//! snort_agent in front of itself on AGENT_PORT (default 7735) for OUTPUT barnyard (sensor
+//! `websrv`). Prints the settings to put in modsec2sguil.conf, and reports each event it
+//! stores. Ctrl-C stops it.
 
 use std::time::Duration;
 
@@ -12,18 +14,22 @@ use modsec2sguil::sguil::conn::{hex_colons, sha256};
 use modsec2sguil_e2e::sguild::TestSguild;
 
 fn main() {
-    let port: u16 = match std::env::args().nth(1) {
+    let arg = |n: usize, default: u16| match std::env::args().nth(n) {
         Some(p) => p.parse().unwrap_or_else(|_| {
-            eprintln!("usage: sguild-test-server [PORT]   (PORT: 1-65535, default 7736)");
+            eprintln!(
+                "usage: sguild-test-server [PORT [AGENT_PORT]]   (1-65535; defaults 7736 and 7735)"
+            );
             std::process::exit(2)
         }),
-        None => 7736,
+        None => default,
     };
+    let (port, agent_port) = (arg(1, 7736), arg(2, 7735));
     let dir = tempfile::Builder::new()
         .prefix("sguild-test-server-")
         .tempdir()
         .expect("temp dir");
-    let server = TestSguild::start_at(dir, port);
+    let mut server = TestSguild::start_at(dir, port);
+    let agent = server.start_snort_agent(agent_port, "websrv");
     println!(
         "sguild test server on {} (store: {})",
         server.addr,
@@ -37,6 +43,10 @@ fn main() {
         "  # or: set TLS_PIN_SHA256 {}",
         hex_colons(&sha256(&server.cert_der))
     );
+    println!("or, through the snort_agent stand-in on {agent}:");
+    println!("  set OUTPUT barnyard");
+    println!("  set AGENT_PORT {}", agent.port());
+    println!("  set HOSTNAME websrv");
     let mut shown = 0;
     loop {
         std::thread::sleep(Duration::from_millis(500));
