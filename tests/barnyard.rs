@@ -630,3 +630,77 @@ fn the_daemon_ships_through_snort_agent_keeps_alive_and_reconnects() {
     assert!(text.contains("reconnecting"), "{text}");
     assert!(!text.contains("PING failed"), "{text}");
 }
+
+/// Our Tcl list quoting against Tcl itself: strings of every control character,
+/// braces, brackets, quotes, backslashes and non-ASCII, written as list elements on one
+/// line, read back by a real tclsh as exactly those strings.
+#[test]
+fn tcl_list_elements_read_back_in_a_real_tclsh() {
+    use modsec2sguil::sguil::tcl;
+    let Some(tclsh) = program_or_skip("tclsh", "tcl_list_elements_read_back") else {
+        return;
+    };
+    let mut alphabet: Vec<char> = (0u8..0x20).map(char::from).collect();
+    alphabet.extend("{}[]$\\\";# \u{7f}ab\u{e9}\u{2028}\u{1f600}".chars());
+    let mut rng = Rng(0x7c1_e1e);
+    let strings: Vec<Vec<String>> = (0..400)
+        .map(|_| {
+            (0..1 + rng.below(4))
+                .map(|_| {
+                    (0..rng.below(12))
+                        .map(|_| alphabet[rng.below(alphabet.len() as u64) as usize])
+                        .collect()
+                })
+                .collect()
+        })
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let lines = dir.path().join("lines");
+    let text: String = strings
+        .iter()
+        .map(|items| {
+            let words: Vec<String> = items.iter().map(|s| tcl::element(s)).collect();
+            format!("{}\n", words.join(" "))
+        })
+        .collect();
+    assert_eq!(text.matches('\n').count(), strings.len(), "one line each");
+    std::fs::write(&lines, &text).unwrap();
+    let script = dir.path().join("read.tcl");
+    std::fs::write(
+        &script,
+        r#"
+set in [open [lindex $argv 0]]
+fconfigure $in -encoding utf-8 -translation lf
+while {[gets $in data] >= 0} {
+    puts -nonewline [llength $data]
+    foreach e $data { puts -nonewline " x[binary encode hex [encoding convertto utf-8 $e]]" }
+    puts ""
+}
+"#,
+    )
+    .unwrap();
+    let out = Command::new(tclsh)
+        .arg(&script)
+        .arg(&lines)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got = String::from_utf8_lossy(&out.stdout);
+    let got: Vec<&str> = got.lines().collect();
+    assert_eq!(got.len(), strings.len());
+    for (line, items) in got.iter().zip(&strings) {
+        let hex: Vec<String> = items
+            .iter()
+            .map(|s| format!("x{}", modsec2sguil::hex::upper(s.as_bytes()).to_lowercase()))
+            .collect();
+        assert_eq!(
+            *line,
+            format!("{} {}", items.len(), hex.join(" ")),
+            "{items:?}"
+        );
+    }
+}

@@ -14,12 +14,14 @@ pub struct TclError {
     pub offset: usize,
 }
 
+/// Tcl's list separators: space, tab, newline, vertical tab, form feed, carriage return.
+fn separator(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\n' | 0x0b | 0x0c | b'\r')
+}
+
 /// Bytes that force quoting of a list element (besides being empty).
 fn special(b: u8) -> bool {
-    matches!(
-        b,
-        b' ' | b'\t' | b'\r' | b'\n' | b'{' | b'}' | b'[' | b']' | b'$' | b';' | b'\\' | b'"'
-    )
+    separator(b) || matches!(b, b'{' | b'}' | b'[' | b']' | b'$' | b';' | b'\\' | b'"')
 }
 
 /// Writes `text` as one list element: bare when it can be, else in braces when that
@@ -40,6 +42,8 @@ pub fn element(text: &str) -> String {
             '\n' => out.push_str("\\n"),
             '\r' => out.push_str("\\r"),
             '\t' => out.push_str("\\t"),
+            '\x0b' => out.push_str("\\v"),
+            '\x0c' => out.push_str("\\f"),
             c if c.is_ascii() && special(c as u8) => {
                 out.push('\\');
                 out.push(c);
@@ -77,7 +81,7 @@ pub fn split(line: &str) -> Result<Vec<String>, TclError> {
     let mut i = 0;
     let err = |why, offset| TclError { why, offset };
     loop {
-        while i < b.len() && b[i].is_ascii_whitespace() {
+        while i < b.len() && separator(b[i]) {
             i += 1;
         }
         if i >= b.len() {
@@ -100,7 +104,7 @@ pub fn split(line: &str) -> Result<Vec<String>, TclError> {
                 if depth > 0 {
                     return Err(err("unmatched open brace", i));
                 }
-                if j < b.len() && !b[j].is_ascii_whitespace() {
+                if j < b.len() && !separator(b[j]) {
                     return Err(err("extra characters after close-brace", j));
                 }
                 out.push(line[start..j - 1].to_string());
@@ -109,7 +113,7 @@ pub fn split(line: &str) -> Result<Vec<String>, TclError> {
             b'"' => {
                 let (text, next) =
                     unquote(line, i + 1, Some(b'"')).ok_or(err("unmatched open quote", i))?;
-                if next < b.len() && !b[next].is_ascii_whitespace() {
+                if next < b.len() && !separator(b[next]) {
                     return Err(err("extra characters after close-quote", next));
                 }
                 out.push(text);
@@ -118,7 +122,7 @@ pub fn split(line: &str) -> Result<Vec<String>, TclError> {
             _ => {
                 let end = b[i..]
                     .iter()
-                    .position(|c| c.is_ascii_whitespace())
+                    .position(|&c| separator(c))
                     .map_or(b.len(), |p| i + p);
                 if !b[i..end].contains(&b'\\') {
                     // The common case (hex, numbers, tokens): no substitution to do.
@@ -144,13 +148,17 @@ fn unquote(line: &str, from: usize, close: Option<u8>) -> Option<(String, usize)
         let c = b[i];
         match (c, close) {
             (b'"', Some(b'"')) => return Some((String::from_utf8_lossy(&out).into_owned(), i + 1)),
-            (c, None) if c.is_ascii_whitespace() => break,
+            (c, None) if separator(c) => break,
             (b'\\', _) => {
                 let n = *b.get(i + 1)?;
                 out.push(match n {
                     b'n' => b'\n',
                     b'r' => b'\r',
                     b't' => b'\t',
+                    b'v' => 0x0b,
+                    b'f' => 0x0c,
+                    b'a' => 0x07,
+                    b'b' => 0x08,
                     other => other,
                 });
                 i += 2;
@@ -179,6 +187,11 @@ mod tests {
         assert_eq!(element("a}b"), "a\\}b");
         assert_eq!(element("x\ny"), "x\\ny");
         assert_eq!(element("say \"hi\" [now]"), "{say \"hi\" [now]}");
+        // Form feed and vertical tab separate list elements in Tcl too (found by
+        // fuzzing: they went out bare, so sguild would have read two elements).
+        assert_eq!(element("a\x0cb"), "{a\x0cb}");
+        assert_eq!(element("a\x0bb}"), "a\\vb\\}");
+        assert_eq!(split("{a\x0cb} a\\fb").unwrap(), ["a\x0cb", "a\x0cb"]);
     }
 
     #[test]
@@ -202,7 +215,7 @@ mod tests {
 
     proptest! {
         #[test]
-        fn element_round_trips(items in proptest::collection::vec("\\PC{0,20}", 1..6)) {
+        fn element_round_trips(items in proptest::collection::vec("(?s).{0,20}", 1..6)) {
             let line: Vec<String> = items.iter().map(|s| element(s)).collect();
             let line = line.join(" ");
             prop_assert!(!line.contains('\n') && !line.contains('\r'));
