@@ -1,0 +1,7 @@
+//! Event files (seeded from the v3 fixtures): see common.rs.
+#![no_main]
+
+#[path = "common.rs"]
+mod common;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| common::event(data));
