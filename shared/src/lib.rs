@@ -18,6 +18,7 @@ pub mod logging;
 pub mod manual;
 pub mod queue;
 pub mod requeue;
+pub mod safefs;
 pub mod sguil;
 pub mod ship;
 pub mod status;

@@ -268,11 +268,10 @@ impl Queue {
     /// Copies `file` into `.tmp/`, fsyncs it, links it into place, removes the temp.
     fn copy_in(&mut self, file: &File) -> io::Result<EntryName> {
         use std::os::unix::fs::FileExt;
-        let tmp_dir = self.dir.join(TMP_DIR);
-        fs::create_dir_all(&tmp_dir)?;
-        let tmp = tmp_dir.join(format!("copy.{}.{}", std::process::id(), EntryName::now()));
+        let tmp_dir = crate::safefs::Dir::open_or_create(&self.dir.join(TMP_DIR))?;
+        let tmp = format!("copy.{}.{}", std::process::id(), EntryName::now());
         let result = (|| {
-            let mut dst = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+            let mut dst = tmp_dir.create_new(&tmp)?;
             let mut buf = vec![0u8; 64 * 1024];
             let mut offset = 0u64;
             loop {
@@ -286,9 +285,9 @@ impl Queue {
                 offset += n as u64;
             }
             dst.sync_all()?;
-            self.place(|target| fs::hard_link(&tmp, target))
+            self.place(|target| tmp_dir.link_to(&tmp, target))
         })();
-        let _ = fs::remove_file(&tmp);
+        let _ = tmp_dir.remove(&tmp);
         if result.is_ok() {
             File::open(&self.dir)?.sync_all()?;
         }
@@ -328,10 +327,7 @@ impl Queue {
         // and removed it, so a record is written either before it reads or to the new
         // backlog, never to a file about to go.
         loop {
-            let f = OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(self.dir.join(BACKLOG_FILE))?;
+            let f = crate::safefs::append_nofollow(&self.dir.join(BACKLOG_FILE))?;
             rustix::fs::flock(&f, rustix::fs::FlockOperation::LockExclusive)?;
             if rustix::fs::fstat(&f)?.st_nlink == 0 {
                 continue; // taken and removed while we waited: open the new one
@@ -344,9 +340,9 @@ impl Queue {
 
     /// Records that `name`'s file did not match its index line.
     pub fn mark_integrity(&self, name: EntryName, what: &str) -> io::Result<()> {
-        let dir = self.dir.join(INTEGRITY_DIR);
-        fs::create_dir_all(&dir)?;
-        fs::write(dir.join(name.to_string()), format!("{what}\n"))
+        let dir = crate::safefs::Dir::open_or_create(&self.dir.join(INTEGRITY_DIR))?;
+        dir.create(&name.to_string())?
+            .write_all(format!("{what}\n").as_bytes())
     }
 
     /// Entries present, oldest first (by number, not by string).

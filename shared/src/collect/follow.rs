@@ -434,7 +434,7 @@ impl Follower {
         tmp.push(".tmp"); // (with_extension would replace the hash)
         let tmp = PathBuf::from(tmp);
         let written = (|| {
-            let mut f = File::create(&tmp)?;
+            let mut f = crate::safefs::create_nofollow(&tmp)?;
             f.write_all(text.as_bytes())?;
             f.sync_data()?;
             fs::rename(&tmp, &self.state)

@@ -1,6 +1,6 @@
 //! The overflow spool: lines the worker could not take at once wait here on disk.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -40,10 +40,7 @@ impl Spool {
             out.push(b'\n');
         }
         let _guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
-        let mut f = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.path)?;
+        let mut f = crate::safefs::append_nofollow(&self.path)?;
         f.write_all(&out)?;
         f.sync_data()
     }

@@ -573,3 +573,65 @@ fn a_spool_left_by_a_dead_collector_is_drained_at_start() {
     assert_eq!(got, [&b"left 1\n"[..], b"left 2\n", b"left 3\n", b"new\n"]);
     assert_eq!(spool_lines(dir.path()), 0);
 }
+
+/// The queue belongs to the shipper's user; the collector runs as root. Links planted
+/// in the queue (the backlog, the integrity and copy directories) are never followed:
+/// the victim files stay as they were, and nothing is lost (the line is logged whole
+/// when even the backlog refuses it).
+#[test]
+fn links_planted_in_the_queue_are_not_followed() {
+    use std::os::unix::fs::symlink;
+    let mut s = setup(true);
+    let queue = s.dir.path().join("queue");
+    let victim = s.dir.path().join("victim");
+    std::fs::write(&victim, "untouched\n").unwrap();
+    let elsewhere = s.dir.path().join("elsewhere");
+    std::fs::create_dir(&elsewhere).unwrap();
+    symlink(&victim, queue.join(".backlog")).unwrap();
+    symlink(&elsewhere, queue.join(".integrity")).unwrap();
+    symlink(&elsewhere, queue.join(".tmp")).unwrap();
+    // A refused line: its backlog record is refused in turn (and the line logged).
+    let outcome = s.worker.handle(&input(b"not an index line\n"));
+    assert!(
+        matches!(outcome, LineOutcome::Backlogged { .. }),
+        "{outcome:?}"
+    );
+    // A mismatching file: queued, but its marker cannot be written through the link.
+    let line = event(&s, "/f", b"complete event");
+    std::fs::write(s.dir.path().join("audit/f"), b"COMPLETE EVENT").unwrap();
+    assert!(matches!(
+        s.worker.handle(&input(&line)),
+        LineOutcome::Queued { .. }
+    ));
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "untouched\n");
+    assert_eq!(std::fs::read_dir(&elsewhere).unwrap().count(), 0);
+    // Copy mode through a `.tmp` link: refused, the line goes to the backlog (which,
+    // once the planted link is gone, is a real file again).
+    std::fs::remove_file(queue.join(".backlog")).unwrap();
+    let settings = CollectorSettings {
+        storage_dir: s.dir.path().join("audit"),
+        queue_dir: queue.clone(),
+        index_file: None,
+        link_mode: LinkMode::Copy,
+        verify_md5: true,
+        runas: None,
+    };
+    let mut w = Worker::new(
+        settings,
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(Stats::default()),
+    )
+    .unwrap();
+    let line = event(&s, "/g", b"another event");
+    let outcome = w.handle(&input(&line));
+    assert!(
+        matches!(outcome, LineOutcome::Backlogged { .. }),
+        "{outcome:?}"
+    );
+    assert!(backlog(&s).contains("not a directory"), "{}", backlog(&s));
+    assert_eq!(std::fs::read_dir(&elsewhere).unwrap().count(), 0);
+    assert!(!std::fs::symlink_metadata(queue.join(".backlog"))
+        .unwrap()
+        .file_type()
+        .is_symlink());
+}
