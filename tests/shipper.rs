@@ -137,6 +137,34 @@ fn configuration_errors_exit_3_and_name_the_line() {
 }
 
 #[test]
+fn a_world_writable_config_or_queue_is_refused_unless_allowed() {
+    use std::os::unix::fs::PermissionsExt;
+    let server = TestSguild::start();
+    let dir = tempfile::tempdir().unwrap();
+    let queue = dir.path().join("queue");
+    fill_queue(&queue, 1, 1);
+    let conf = config(dir.path(), &queue, &server, "");
+    let chmod = |p: &Path, mode| {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap()
+    };
+    for (path, mode) in [(&conf, 0o666), (&queue, 0o1777)] {
+        chmod(path, mode);
+        let (code, err) = drain(&conf, &[]);
+        assert_eq!(code, 3, "{err}");
+        assert!(
+            err.contains(&format!("{} is writable by everyone", path.display()))
+                && err.contains("chmod o-w"),
+            "{err}"
+        );
+        assert_eq!(entries_left(&queue).len(), 1);
+        chmod(path, if mode == 0o666 { 0o644 } else { 0o755 });
+    }
+    chmod(&queue, 0o777);
+    let (code, err) = drain(&conf, &["--allow-world-writable"]);
+    assert_eq!((code, server.events().len()), (0, 1), "{err}");
+}
+
+#[test]
 fn a_second_drain_leaves_the_queue_to_the_one_holding_the_lock() {
     let server = TestSguild::start();
     server.set(|f| f.delay = Some(Duration::from_millis(300)));

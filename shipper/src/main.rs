@@ -89,6 +89,10 @@ pub struct Common {
     /// Log at debug level [config: DEBUG 1; RUST_LOG also works].
     #[arg(long)]
     debug: bool,
+    /// Run even though the config file or the queue is writable by everyone (anyone
+    /// could then redirect events, turn TLS checks off, or forge and remove events).
+    #[arg(long)]
+    allow_world_writable: bool,
 }
 
 /// Which queue `requeue` and `status` work on.

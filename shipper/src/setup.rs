@@ -44,7 +44,27 @@ pub fn load_settings(common: &Common) -> Result<(ConfigFile, ShipperSettings), S
         }),
     };
     let settings = ShipperSettings::resolve(&config, overrides)?;
+    if !common.allow_world_writable {
+        for path in [common.config.as_path(), settings.queue_dir.as_path()] {
+            not_world_writable(path)?;
+        }
+    }
     Ok((config, settings))
+}
+
+/// Refuses a file or directory anyone may write to: the config says where events go and
+/// how sguild's certificate is checked; the queue holds what is sent and the journal.
+fn not_world_writable(path: &std::path::Path) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    match std::fs::metadata(path) {
+        Ok(m) if m.permissions().mode() & 0o002 != 0 => Err(format!(
+            "{} is writable by everyone (mode {:o}): anyone could redirect, forge or remove events;              `chmod o-w {}`, or pass --allow-world-writable",
+            path.display(),
+            m.permissions().mode() & 0o7777,
+            path.display()
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// Installs the logger from DEBUG / RUST_LOG, LOG_FILE and SYSLOGFACILITY (a config that
