@@ -127,9 +127,10 @@ pub struct Connection {
 /// before the connection is taken for lost.
 const SEND_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Longest line accepted from sguild (its `Failed` for a wrong field count echoes the
-/// whole event: up to ~70 KB for a full detail).
-const MAX_SERVER_LINE: usize = 1024 * 1024;
+/// Longest line accepted from sguild, without its line end (its `Failed` for a wrong
+/// field count echoes the whole event: up to ~70 KB for a full detail); a longer one is
+/// an error, so a peer cannot make the shipper buffer without end.
+pub const MAX_SERVER_LINE: usize = 1024 * 1024;
 
 impl Connection {
     /// A plain TCP connection with no banner and no TLS: what barnyard2 opens to the
@@ -314,18 +315,24 @@ impl Connection {
     pub fn read_line(&mut self, timeout: Duration) -> Result<Option<String>, ConnError> {
         let deadline = std::time::Instant::now() + timeout;
         loop {
-            if let Some(pos) = self.buf.iter().position(|&b| b == b'\n') {
+            let newline = self.buf.iter().position(|&b| b == b'\n');
+            // The line's length without its CR LF (a CR may still wait for its LF).
+            let len = match newline {
+                Some(p) => p - usize::from(p > 0 && self.buf[p - 1] == b'\r'),
+                None => self.buf.len() - usize::from(self.buf.last() == Some(&b'\r')),
+            };
+            if len > MAX_SERVER_LINE {
+                return Err(self.io(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "line from the server over 1 MiB",
+                )));
+            }
+            if let Some(pos) = newline {
                 let line: Vec<u8> = self.buf.drain(..=pos).collect();
                 let text = String::from_utf8_lossy(&line)
                     .trim_end_matches(['\r', '\n'])
                     .to_string();
                 return Ok(Some(text));
-            }
-            if self.buf.len() > MAX_SERVER_LINE {
-                return Err(self.io(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    "line from the server over 1 MiB",
-                )));
             }
             let left = deadline.saturating_duration_since(std::time::Instant::now());
             if left.is_zero() {
