@@ -285,3 +285,106 @@ fn settings_from_the_config_file_and_errors_that_name_the_line() {
         assert!(e.contains(want), "{e}");
     }
 }
+
+mod hostile {
+    use super::*;
+    use crate::sguil::barnyard::{message_text, rtevent_line};
+    use crate::sguil::tcl;
+    use crate::sguil::wire::SguilEvent;
+    use proptest::prelude::*;
+
+    /// Bytes an attacker controls: Tcl and SQL syntax, line breaks, NUL, invalid UTF-8,
+    /// and sometimes a lot of them.
+    fn hostile() -> impl Strategy<Value = Vec<u8>> {
+        let pieces = prop::sample::select(vec![
+            &b"{"[..],
+            b"}",
+            b"[",
+            b"]",
+            b"$",
+            b"\\",
+            b"\"",
+            b"'",
+            b";",
+            b"#",
+            b" ",
+            b"\t",
+            b"\n",
+            b"\r",
+            b"\0",
+            b"\x0b",
+            b"\x0c",
+            b"\xff",
+            b"\xc3",
+            b"\xe2\x80\xa8",
+            b"a",
+            b"%27",
+            b"`",
+            b"[exec id]",
+            b"${x}",
+        ]);
+        prop_oneof![
+            prop::collection::vec(pieces, 0..40).prop_map(|v| v.concat()),
+            (1usize..70_000).prop_map(|n| vec![b'{'; n]),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(200))]
+
+        /// Whatever an attacker puts in the request line, Host, User-Agent, body, rule
+        /// message, data and tag, and in the hostname ModSecurity logs, the lines sent
+        /// to sguild (GenericEvent) and to snort_agent (RTEVENT) are one well-formed
+        /// Tcl list each, on one line, with the right number of fields; the GenericEvent
+        /// is ASCII with free text only as hex; the RTEVENT carries the message as one
+        /// printable line.
+        #[test]
+        fn hostile_values_in_every_attacker_field_never_break_a_line(
+            uri in hostile(), host in hostile(), ua in hostile(), body in hostile(),
+            msg in hostile(), data in hostile(), tag in hostile(),
+        ) {
+            let s = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+            let mut text = Vec::new();
+            text.extend_from_slice(b"--a1b2c3d4-A--\n[28/Nov/2026:02:14:31.052041 +0000] UNIQ-1 192.0.2.7 40628 198.51.100.2 80\n--a1b2c3d4-B--\nPOST /");
+            text.extend_from_slice(&uri);
+            text.extend_from_slice(b" HTTP/1.1\nHost: ");
+            text.extend_from_slice(&host);
+            text.extend_from_slice(b"\nUser-Agent: ");
+            text.extend_from_slice(&ua);
+            text.extend_from_slice(b"\n\n--a1b2c3d4-C--\n");
+            text.extend_from_slice(&body);
+            text.extend_from_slice(b"\n--a1b2c3d4-F--\nHTTP/1.1 403 X\n\n--a1b2c3d4-H--\nMessage: Access denied with code 403 (phase 2). Pattern match \"x\" at ARGS:q. [file \"/r.conf\"] [line \"1\"] [id \"942100\"] [msg \"");
+            text.extend_from_slice(&msg);
+            text.extend_from_slice(b"\"] [data \"");
+            text.extend_from_slice(&data);
+            text.extend_from_slice(b"\"] [severity \"CRITICAL\"] [tag \"");
+            text.extend_from_slice(&tag);
+            text.extend_from_slice(b"\"] [hostname \"");
+            text.extend_from_slice(&host);
+            text.extend_from_slice(b"\"]\nAction: Intercepted (phase 2)\n\n--a1b2c3d4-Z--\n");
+            let Ok(ev) = parse_event(&text, &ParseLimits::default()) else {
+                return Ok(()); // refused with a reason: quarantined, never sent
+            };
+            let mapped = map_event(&ev, &text, &[s(b"collector: md5 differs")], &AlertSettings::default());
+            let mut f = mapped.fields;
+            f.sid = 1;
+            f.cid = 1;
+            f.hostname = "websrv-a".into();
+            let e = SguilEvent::new(f).expect("a mapped event is always sendable");
+            let line = e.to_line();
+            prop_assert!(line.is_ascii());
+            prop_assert_eq!(line.matches('\n').count(), 1);
+            let items = tcl::split(line.trim_end()).unwrap();
+            prop_assert_eq!(items.len(), 19);
+            for hex in [&items[9], &items[18]] {
+                prop_assert!(hex.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_lowercase()));
+            }
+            let rt = rtevent_line(&e);
+            prop_assert_eq!(rt.matches('\n').count(), 1);
+            prop_assert!(!rt.contains('\r') && !rt.contains('\0'));
+            let items = tcl::split(rt.trim_end()).unwrap();
+            prop_assert_eq!(items.len(), 47);
+            prop_assert_eq!(&items[11], &message_text(&e.fields().message));
+        }
+    }
+}
