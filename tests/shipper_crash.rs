@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 
 use modsec2sguil_e2e::sguild::TestSguild;
 use modsec2sguil_e2e::shipper::{
-    assert_each_stored_once, config, drain, drain_killed_after, entries_left, fill_queue, Rng,
+    assert_each_stored_once, config, drain, drain_killed_after, entries_left, fill_queue,
+    stored_unique_id, unique_id, Rng,
 };
 
 const EVENTS: usize = 2000;
@@ -57,6 +58,21 @@ fn run(trouble: Trouble, seed: u64) {
             _ => {}
         }
         drain_killed_after(&conf, Duration::from_millis(5 + rng.below(150)));
+        // Whatever sguild holds is still queued or on record as delivered (what
+        // `requeue --index` relies on to not send it again).
+        let delivered = modsec2sguil::ship::delivered::delivered_ids(&queue).unwrap();
+        let queued: HashSet<String> = entries_left(&queue)
+            .iter()
+            .filter_map(|e| e.rsplit('.').next()?.parse::<usize>().ok())
+            .map(unique_id)
+            .collect();
+        for e in server.events() {
+            let id = stored_unique_id(&e);
+            assert!(
+                delivered.contains(&id) || queued.contains(&id),
+                "{trouble:?}: {id} is stored, gone from the queue and not on record"
+            );
+        }
     }
     let before_final = server.events().len();
     assert!(

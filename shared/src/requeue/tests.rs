@@ -215,13 +215,14 @@ fn a_failed_entry_already_queued_or_delivered_is_not_added_twice_unless_forced()
     );
     {
         let mut log = DeliveredLog::open(&qd);
-        log.note(&Delivered {
+        log.record(&Delivered {
             time: 1,
             sid: 1,
             cid: 9,
             unique_id: "ID-sent".into(),
             entry: "modsec.log.1.1".into(),
-        });
+        })
+        .unwrap();
     }
     let failed = failed_entries(&qd).unwrap();
     let mut known = Known::load(&qd).unwrap();
@@ -441,13 +442,14 @@ fn delivered_events_are_skipped_unless_forced_and_unique_ids_select() {
     let index = write_index(&s, &lines, false);
     {
         let mut log = DeliveredLog::open(&s.queue_dir());
-        log.note(&Delivered {
+        log.record(&Delivered {
             time: 1,
             sid: 1,
             cid: 1,
             unique_id: "ID-1".into(),
             entry: "modsec.log.1.1".into(),
-        });
+        })
+        .unwrap();
     }
     let only = LineFilter {
         unique_ids: vec!["ID-1".into()],

@@ -12,7 +12,7 @@
 //! the last 300,000 deliveries are remembered.
 
 use std::collections::HashSet;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{self, BufRead, Write};
 use std::path::{Path, PathBuf};
 
@@ -57,90 +57,62 @@ impl Delivered {
     }
 }
 
-/// The log, open for appending; records wait in memory until [`DeliveredLog::flush`].
+/// The log, open for appending. Each record is written (one `write`) before the entry
+/// it names is removed: `requeue --index` trusts it to tell delivered events from lost
+/// ones, so a crash between the two must leave the record, not the removal (the soak
+/// test found 30 events stored twice when records waited in memory for a batch and the
+/// shipper was killed).
 #[derive(Debug)]
 pub struct DeliveredLog {
     path: PathBuf,
     file: Option<File>,
     len: u64,
-    pending: Vec<u8>,
-    /// A write failed once: said once, not for every batch.
-    warned: bool,
 }
 
 impl DeliveredLog {
-    /// Opens (creating) the log in `queue_dir`. A log that cannot be opened is logged
-    /// and the shipper goes on without it.
+    /// Opens (creating) the log in `queue_dir`. One that cannot be opened now is tried
+    /// again at the next record.
     pub fn open(queue_dir: &Path) -> DeliveredLog {
         let path = queue_dir.join(DELIVERED_FILE);
         let mut log = DeliveredLog {
             path,
             file: None,
             len: 0,
-            pending: Vec::new(),
-            warned: false,
         };
-        log.reopen();
+        let _ = log.reopen();
         log
     }
 
-    fn reopen(&mut self) {
-        match OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.path)
-            .and_then(|f| Ok((f.metadata()?.len(), f)))
-        {
-            Ok((len, f)) => {
-                self.file = Some(f);
-                self.len = len;
-            }
-            Err(e) => self.warn(&e),
-        }
+    fn reopen(&mut self) -> io::Result<()> {
+        let f = crate::safefs::append_nofollow(&self.path)?;
+        self.len = f.metadata()?.len();
+        self.file = Some(f);
+        Ok(())
     }
 
-    fn warn(&mut self, e: &io::Error) {
-        if !self.warned {
-            log::warn!(
-                "{}: {e}; deliveries are not recorded there (requeue cannot tell them from new events)",
-                self.path.display()
-            );
-            self.warned = true;
-        }
-    }
-
-    pub fn note(&mut self, d: &Delivered) {
-        self.pending.extend_from_slice(d.to_line().as_bytes());
-    }
-
-    /// Writes what was noted (one write), rotating the log when it has grown too big.
-    pub fn flush(&mut self) {
-        if self.pending.is_empty() {
-            return;
-        }
+    /// Appends `d` now, rotating the log first when it has grown too big. An error
+    /// (full disk, no permission) names the log; the caller must then keep the entry.
+    pub fn record(&mut self, d: &Delivered) -> io::Result<()> {
+        let path = self.path.clone();
+        let named = |e: io::Error| io::Error::new(e.kind(), format!("{}: {e}", path.display()));
         if self.len >= ROTATE_BYTES {
             let mut old = self.path.clone().into_os_string();
             old.push(".1");
-            match fs::rename(&self.path, &old) {
-                Ok(()) => self.reopen(),
-                Err(e) => self.warn(&e),
-            }
+            fs::rename(&self.path, &old).map_err(named)?;
+            self.file = None;
         }
-        let Some(f) = self.file.as_mut() else {
-            self.pending.clear();
-            return;
-        };
-        match f.write_all(&self.pending) {
-            Ok(()) => self.len += self.pending.len() as u64,
-            Err(e) => self.warn(&e),
+        if self.file.is_none() {
+            self.reopen().map_err(named)?;
         }
-        self.pending.clear();
-    }
-}
-
-impl Drop for DeliveredLog {
-    fn drop(&mut self) {
-        self.flush();
+        let line = d.to_line();
+        let f = self.file.as_mut().expect("opened above");
+        if let Err(e) = f.write_all(line.as_bytes()) {
+            // A short write may have left part of a line: the next one starts afresh.
+            let _ = f.write_all(b"\n");
+            return Err(named(e));
+        }
+        self.len += line.len() as u64;
+        Ok(())
     }
 }
 
@@ -175,6 +147,7 @@ pub fn delivered_ids(queue_dir: &Path) -> io::Result<HashSet<String>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs::OpenOptions;
 
     fn record(n: u32) -> Delivered {
         Delivered {
@@ -189,11 +162,10 @@ mod tests {
     #[test]
     fn records_round_trip_and_rotate_without_forgetting_the_last_generation() {
         let dir = tempfile::tempdir().unwrap();
-        {
-            let mut log = DeliveredLog::open(dir.path());
-            log.note(&record(1));
-            log.note(&record(2));
-        } // dropped: flushed
+        let mut log = DeliveredLog::open(dir.path());
+        log.record(&record(1)).unwrap();
+        log.record(&record(2)).unwrap();
+        // Written at once, not when the log is dropped (a SIGKILL would lose it).
         let got = read_delivered(dir.path()).unwrap();
         assert_eq!(got.len(), 2);
         assert_eq!(got[1].cid, 2);
@@ -201,15 +173,15 @@ mod tests {
             got[1].unique_id, "id 2",
             "a tab in an id cannot split a record"
         );
-        // A log past the limit is rotated at the next flush; both generations are read.
+        drop(log);
+        // A log past the limit is rotated at the next record; both generations are read.
         let f = OpenOptions::new()
             .append(true)
             .open(dir.path().join(DELIVERED_FILE))
             .unwrap();
         f.set_len(ROTATE_BYTES + 10).unwrap(); // NULs: not records, skipped when read
         let mut log = DeliveredLog::open(dir.path());
-        log.note(&record(3));
-        log.flush();
+        log.record(&record(3)).unwrap();
         assert!(dir.path().join(".delivered.1").exists());
         let ids = delivered_ids(dir.path()).unwrap();
         assert!(ids.contains("id 1") && ids.contains("id 3"), "{ids:?}");
@@ -220,12 +192,12 @@ mod tests {
     }
 
     #[test]
-    fn an_unwritable_log_does_not_stop_anything() {
+    fn an_unwritable_log_is_an_error_that_names_it() {
         let dir = tempfile::tempdir().unwrap();
         fs::create_dir(dir.path().join(DELIVERED_FILE)).unwrap(); // cannot be opened
         let mut log = DeliveredLog::open(dir.path());
-        log.note(&record(1));
-        log.flush();
+        let e = log.record(&record(1)).unwrap_err();
+        assert!(e.to_string().contains(DELIVERED_FILE), "{e}");
         assert!(read_delivered(&dir.path().join("absent"))
             .unwrap()
             .is_empty());

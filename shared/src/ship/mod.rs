@@ -349,7 +349,6 @@ impl Shipper {
             }
         })?;
         self.pump(sink, 0)?;
-        self.delivered_log.flush();
         if let Some(c) = self.collision.take() {
             return Err(c);
         }
@@ -428,7 +427,6 @@ impl Shipper {
             .collect();
         let path = self.journal.path().to_path_buf();
         let pending = self.journal.append_async(&records).map_err(io_err(&path))?;
-        self.delivered_log.flush();
         self.unresolved
             .extend(records.into_iter().map(|record| InFlight {
                 record,
@@ -589,8 +587,9 @@ impl Shipper {
         Ok(())
     }
 
-    /// An event is stored: its entry goes, unless it cannot be removed (then it stays
-    /// journaled, so a later resend finds it stored instead of sending it anew).
+    /// An event is stored: it goes on record in the delivered log, then its entry goes.
+    /// When either cannot be done, the entry stays, journaled, so a later resend finds
+    /// it stored (and records and removes it then) instead of sending it anew.
     fn delivered(&mut self, p: &Prepared, already: bool) {
         self.stats.shipped += 1;
         if already {
@@ -600,13 +599,23 @@ impl Shipper {
             self.stats.ipv6 += 1;
         }
         let f = p.event.fields();
-        self.delivered_log.note(&Delivered {
+        let recorded = self.delivered_log.record(&Delivered {
             time: chrono::Utc::now().timestamp(),
             sid: f.sid,
             cid: f.cid,
             unique_id: p.unique_id.clone(),
             entry: p.entry.clone(),
         });
+        if let Err(e) = recorded {
+            log::error!(
+                "{}: delivered (sid {} cid {}) but not on record ({e}); it stays queued and journaled until it can be",
+                p.entry,
+                f.sid,
+                f.cid
+            );
+            self.stats.undeletable += 1;
+            return;
+        }
         if self.finish(&p.entry, p.target.as_deref()) {
             self.resolve(&p.entry);
         } else {
