@@ -51,7 +51,7 @@ pub struct Faults {
 }
 
 /// One stored event.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Stored {
     pub sid: u32,
     pub cid: u32,
@@ -64,6 +64,8 @@ pub struct Stored {
     pub dst_port: u32,
     pub sig_id: String,
     pub detail_hex: String,
+    /// When it was stored (Unix seconds), for latency figures.
+    pub stored_at: f64,
 }
 
 #[derive(Debug, Default)]
@@ -344,7 +346,7 @@ fn load(path: &Path) -> Db {
                 db.sensors
                     .insert((host.to_string(), kind.to_string()), sid.parse().unwrap());
             }
-            ["event", sid, cid, day, ts, msg, src, dst, sp, dp, sig, detail] => {
+            ["event", sid, cid, day, ts, msg, src, dst, sp, dp, sig, detail, at] => {
                 let e = Stored {
                     sid: sid.parse().unwrap(),
                     cid: cid.parse().unwrap(),
@@ -357,6 +359,7 @@ fn load(path: &Path) -> Db {
                     dst_port: dp.parse().unwrap(),
                     sig_id: sig.to_string(),
                     detail_hex: detail.to_string(),
+                    stored_at: at.parse().unwrap_or(0.0),
                 };
                 db.keys.insert((e.sid, e.cid, e.day.clone()));
                 db.events.push(e);
@@ -382,10 +385,16 @@ fn append(db: &mut Db, path: &Path, line: String) {
     }
 }
 
+fn now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
 /// Stores an event: in memory and in the store file.
 fn record(d: &mut Db, store: &Path, e: Stored) {
     let line = format!(
-        "event\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\n",
+        "event\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\n",
         e.sid,
         e.cid,
         e.day,
@@ -396,7 +405,8 @@ fn record(d: &mut Db, store: &Path, e: Stored) {
         e.src_port,
         e.dst_port,
         e.sig_id,
-        e.detail_hex
+        e.detail_hex,
+        e.stored_at
     );
     append(d, store, line);
     d.events.push(e);
@@ -655,6 +665,7 @@ fn generic_event(args: &[String], f: &Faults, db: &Mutex<Db>, store: &Path) -> O
         dst_port: args[13].parse().unwrap_or(0),
         sig_id: args[15].clone(),
         detail_hex: detail[..detail.len().min(MAX_DETAIL_HEX)].to_string(),
+        stored_at: now(),
     };
     record(&mut d, store, e);
     // An unknown sid is stored, then pushing it to analysts fails: no reply.
@@ -822,6 +833,7 @@ fn by_event(args: &[String], f: &Faults, db: &Mutex<Db>, store: &Path) -> Option
         dst_port: args[34].parse().unwrap_or(0),
         sig_id: args[8].clone(),
         detail_hex: payload[..payload.len().min(MAX_DETAIL_HEX)].to_string(),
+        stored_at: now(),
     };
     record(&mut d, store, e);
     d.last_event.insert(sensor.clone(), (sid, cid));
