@@ -320,12 +320,13 @@ impl BarnyardSession {
         }
         if let Err(e) = self.conn.send_lines(&lines) {
             self.waiting.truncate(first_new);
+            self.fences_sent -= u64::from(fenced);
             return Err(e.into());
         }
         Ok(())
     }
 
-    /// Events written and not yet answered.
+    /// Events submitted and not yet reported by [`BarnyardSession::next_answer`].
     pub fn in_flight(&self) -> usize {
         self.waiting.len()
     }
