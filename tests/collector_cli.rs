@@ -581,3 +581,48 @@ fn follow_mode_needs_its_settings_and_queues_what_the_file_gets() {
         "{text}"
     );
 }
+
+/// Peak resident memory of a process (kB), from /proc.
+fn peak_rss_kb(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))?
+        .trim()
+        .trim_end_matches(" kB")
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// A flood of long lines (300 of 1 MiB, written as fast as the pipe
+/// takes them) is read on, each cut to 64 KiB and backlogged, and memory stays bounded:
+/// the lines held in memory are capped in number and in length.
+#[test]
+fn a_flood_of_long_lines_keeps_memory_bounded() {
+    let env = Env::new();
+    let mut child = env.spawn(&[]);
+    let pid = child.id();
+    let mut stdin = child.stdin.take().unwrap();
+    let line = [vec![b'x'; 1 << 20], b"\n".to_vec()].concat();
+    let writer = std::thread::spawn(move || {
+        for _ in 0..300 {
+            stdin.write_all(&line).unwrap();
+        }
+    });
+    let mut peak = 0;
+    while !writer.is_finished() {
+        peak = peak.max(peak_rss_kb(pid).unwrap_or(0));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    writer.join().unwrap();
+    peak = peak.max(peak_rss_kb(pid).unwrap_or(0));
+    assert_eq!(wait(&mut child, Duration::from_secs(120)), Some(0));
+    let backlog = env.backlog();
+    assert_eq!(backlog.len(), 300);
+    assert!(backlog
+        .iter()
+        .all(|(why, l)| why.contains("longer than") && l.len() <= 64 * 1024));
+    eprintln!("collector peak RSS under 300 lines of 1 MiB: {peak} kB");
+    assert!(peak < 64 * 1024, "peak RSS {peak} kB");
+}
