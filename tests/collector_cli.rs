@@ -426,6 +426,34 @@ fn full_queue_filesystem_puts_the_line_in_the_backlog() {
     );
 }
 
+/// A backlog record that does not fit on a full disk is taken back whole: the backlog
+/// never ends in half a record (the soak test found one that `requeue --backlog`
+/// could not read).
+#[test]
+fn a_backlog_record_cut_short_by_a_full_disk_is_taken_back() {
+    let env = Env::new();
+    let Some(_fs) = Tmpfs::mount(&env.queue, "64k", "a_backlog_record_cut_short") else {
+        return;
+    };
+    let queue = modsec2sguil::queue::Queue::open(&env.queue).unwrap();
+    queue.backlog(b"first line", "a reason").unwrap();
+    let before = std::fs::read(env.queue.join(BACKLOG_FILE)).unwrap();
+    // Fill what is left; the backlog's last page keeps a few hundred bytes of room.
+    let mut ballast = std::fs::File::create(env.queue.join("ballast")).unwrap();
+    while ballast.write_all(&[0u8; 4096]).is_ok() {}
+    let _ = ballast.write_all(&[0u8; 1]);
+    let long = vec![b'x'; 9000];
+    let e = queue.backlog(&long, "does not fit").unwrap_err();
+    assert!(e.to_string().contains("No space left"), "{e}");
+    assert_eq!(std::fs::read(env.queue.join(BACKLOG_FILE)).unwrap(), before);
+    drop(ballast);
+    std::fs::remove_file(env.queue.join("ballast")).unwrap();
+    queue.backlog(&long, "fits now").unwrap();
+    let backlog = env.backlog();
+    assert_eq!(backlog.len(), 2);
+    assert_eq!(backlog[1], ("fits now".to_string(), long));
+}
+
 #[test]
 fn read_only_queue_logs_each_line_in_full() {
     let mut env = Env::new();

@@ -333,8 +333,7 @@ impl Queue {
                 continue; // taken and removed while we waited: open the new one
             }
             let mut f = f;
-            f.write_all(&out)?;
-            return f.sync_data();
+            return crate::safefs::append_whole(&mut f, &out, true);
         }
     }
 

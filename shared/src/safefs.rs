@@ -49,6 +49,23 @@ pub fn create_nofollow(path: &Path) -> io::Result<File> {
     Ok(File::from(fd))
 }
 
+/// Appends `bytes` to `f` (opened for appending, and not written by anyone else
+/// meanwhile: under a lock) whole or not at all: a write cut short (a full disk) is
+/// taken back, so the file never ends in half a record. With `sync`, the data is on
+/// disk when this returns.
+pub fn append_whole(f: &mut File, bytes: &[u8], sync: bool) -> io::Result<()> {
+    use std::io::Write;
+    let before = f.metadata()?.len();
+    let written = f
+        .write_all(bytes)
+        .and_then(|()| if sync { f.sync_data() } else { Ok(()) });
+    if let Err(e) = written {
+        let _ = f.set_len(before);
+        return Err(e);
+    }
+    Ok(())
+}
+
 /// A directory (created if missing; the umask applies), opened without following a link.
 pub struct Dir {
     fd: OwnedFd,

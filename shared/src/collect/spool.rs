@@ -1,7 +1,7 @@
 //! The overflow spool: lines the worker could not take at once wait here on disk.
 
 use std::fs::File;
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -41,8 +41,7 @@ impl Spool {
         }
         let _guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
         let mut f = crate::safefs::append_nofollow(&self.path)?;
-        f.write_all(&out)?;
-        f.sync_data()
+        crate::safefs::append_whole(&mut f, &out, true)
     }
 
     /// Takes this process's spool (if any) and feeds its lines to `handle`.

@@ -13,7 +13,7 @@
 
 use std::collections::HashSet;
 use std::fs::{self, File};
-use std::io::{self, BufRead, Write};
+use std::io::{self, BufRead};
 use std::path::{Path, PathBuf};
 
 /// The log's name in the queue directory.
@@ -106,11 +106,7 @@ impl DeliveredLog {
         }
         let line = d.to_line();
         let f = self.file.as_mut().expect("opened above");
-        if let Err(e) = f.write_all(line.as_bytes()) {
-            // A short write may have left part of a line: the next one starts afresh.
-            let _ = f.write_all(b"\n");
-            return Err(named(e));
-        }
+        crate::safefs::append_whole(f, line.as_bytes(), false).map_err(named)?;
         self.len += line.len() as u64;
         Ok(())
     }
