@@ -332,6 +332,10 @@ fn soak_with_faults() {
         false
     };
     assert!(drained(Duration::from_secs(300)), "the queue did not drain");
+    let recovery_at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
     let conf_s = conf.to_str().unwrap();
     let backlog = shipper(&["requeue", "-c", conf_s, "--backlog"]);
     let by_index = shipper(&["requeue", "-c", conf_s, "--index", index.to_str().unwrap()]);
@@ -389,6 +393,11 @@ fn soak_with_faults() {
         };
         let id = line.unique_id.clone();
         match by_id.get(&id).map(Vec::len) {
+            Some(1) if by_id[&id][0] >= recovery_at => {
+                *table
+                    .entry("stored once (after requeue by the operator)")
+                    .or_default() += 1;
+            }
             Some(1) => {
                 *table.entry("stored once").or_default() += 1;
                 let written = line.time.timestamp_micros() as f64 / 1e6;
@@ -435,7 +444,7 @@ fn soak_with_faults() {
     }
     eprintln!("max queue depth: {}", max_depth.load(Ordering::Relaxed));
     eprintln!(
-        "latency Apache write → stored: p50 {:.2} s, p99 {:.2} s, max {:.2} s",
+        "latency Apache write → stored (not counting the operator's requeue): p50 {:.2} s, p99 {:.2} s, max {:.2} s",
         pct(0.5),
         pct(0.99),
         pct(1.0)
