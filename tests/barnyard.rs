@@ -40,6 +40,30 @@ fn server_with_agent() -> (TestSguild, u16) {
     (server, port)
 }
 
+/// A test server with its snort_agent, and a queue of `n` events with a config for it.
+struct Setup {
+    server: TestSguild,
+    _dir: tempfile::TempDir,
+    queue: PathBuf,
+    conf: PathBuf,
+    want: HashSet<String>,
+}
+
+fn setup(n: usize, extra: &str) -> Setup {
+    let (server, port) = server_with_agent();
+    let dir = tempfile::tempdir().unwrap();
+    let queue = dir.path().join("queue");
+    let want: HashSet<String> = fill_queue(&queue, 1, n).into_iter().collect();
+    let conf = config(dir.path(), &queue, port, extra);
+    Setup {
+        server,
+        _dir: dir,
+        queue,
+        conf,
+        want,
+    }
+}
+
 #[test]
 fn drain_through_snort_agent_stores_each_event_once_with_text_messages() {
     let (server, port) = server_with_agent();
@@ -109,37 +133,17 @@ fn drain_through_snort_agent_stores_each_event_once_with_text_messages() {
 /// A run of six events with `window` in flight whose answers are all lost (stored,
 /// answered with nothing, as if the connection broke just before the replies): it ends
 /// with an outage, leaving `window` events stored and journaled.
-struct LostReplies {
-    server: TestSguild,
-    _dir: tempfile::TempDir,
-    queue: PathBuf,
-    conf: PathBuf,
-    want: HashSet<String>,
-}
-
-fn run_with_replies_lost(window: usize, reply_timeout: u64) -> LostReplies {
-    let (server, port) = server_with_agent();
-    let dir = tempfile::tempdir().unwrap();
-    let queue = dir.path().join("queue");
-    let want: HashSet<String> = fill_queue(&queue, 1, 6).into_iter().collect();
-    let conf = config(
-        dir.path(),
-        &queue,
-        port,
+fn run_with_replies_lost(window: usize, reply_timeout: u64) -> Setup {
+    let t = setup(
+        6,
         &format!("set SEND_WINDOW {window}\nset REPLY_TIMEOUT {reply_timeout}\n"),
     );
-    server.set(|f| f.lose_replies = true);
-    let (code, err) = drain(&conf, &[]);
+    t.server.set(|f| f.lose_replies = true);
+    let (code, err) = drain(&t.conf, &[]);
     assert_eq!(code, 5, "window {window}: an outage mid-run\n{err}");
-    assert_eq!(server.events().len(), window, "window {window}");
-    server.set(|f| f.lose_replies = false);
-    LostReplies {
-        server,
-        _dir: dir,
-        queue,
-        conf,
-        want,
-    }
+    assert_eq!(t.server.events().len(), window, "window {window}");
+    t.server.set(|f| f.lose_replies = false);
+    t
 }
 
 /// The event sguild stored last gets no reply when it comes again. The next run must
@@ -181,16 +185,13 @@ fn a_silent_resend_below_the_highest_cid_is_recognised_after_the_fence() {
 /// stored because of that.
 #[test]
 fn events_dropped_by_a_snort_agent_without_sguild_are_sent_again() {
-    let (server, port) = server_with_agent();
-    let dir = tempfile::tempdir().unwrap();
-    let queue = dir.path().join("queue");
-    let want: HashSet<String> = fill_queue(&queue, 1, 10).into_iter().collect();
-    let conf = config(
-        dir.path(),
-        &queue,
-        port,
-        "set SEND_WINDOW 4\nset REPLY_TIMEOUT 1\n",
-    );
+    let Setup {
+        server,
+        _dir: _kept,
+        queue,
+        conf,
+        want,
+    } = setup(10, "set SEND_WINDOW 4\nset REPLY_TIMEOUT 1\n");
     server.set(|f| f.agent_offline = true);
     let (code, err) = drain(&conf, &[]);
     assert_eq!(code, 4, "no SidCidResponse: the queue is untouched\n{err}");

@@ -87,6 +87,18 @@ struct Db {
     last_event: BTreeMap<String, (u32, u32)>,
 }
 
+impl Db {
+    /// The highest cid stored for `sid` (sguild's `SELECT MAX(cid)`), 0 for none.
+    fn max_cid(&self, sid: u32) -> u32 {
+        self.events
+            .iter()
+            .filter(|e| e.sid == sid)
+            .map(|e| e.cid)
+            .max()
+            .unwrap_or(0)
+    }
+}
+
 /// The running server; stopped when dropped.
 pub struct TestSguild {
     pub addr: SocketAddr,
@@ -544,13 +556,7 @@ fn serve(
                         sid
                     }
                 };
-                let max_cid = d
-                    .events
-                    .iter()
-                    .filter(|e| e.sid == sid)
-                    .map(|e| e.cid)
-                    .max()
-                    .unwrap_or(0);
+                let max_cid = d.max_cid(sid);
                 let reply = format!(
                     "AgentInfo {} {} {} {sid} {max_cid}",
                     tcl::element(host),
@@ -727,13 +733,7 @@ fn serve_barnyard(
                     if f.agent_offline || f.db_down || d.gone || d.stopped {
                         continue;
                     }
-                    let max_cid = d
-                        .events
-                        .iter()
-                        .filter(|e| e.sid == sid)
-                        .map(|e| e.cid)
-                        .max()
-                        .unwrap_or(0);
+                    let max_cid = d.max_cid(sid);
                     replies.push(format!("SidCidResponse {sid} {max_cid}"));
                 }
                 Some("RTEVENT") => {
