@@ -568,6 +568,46 @@ fn the_daemon_ships_as_entries_arrive_reconnects_and_stops_on_sigterm() {
     assert_eq!(uniq.len(), 17);
 }
 
+/// A queue the daemon cannot open for a while (here its journal is a directory; a full
+/// disk does the same) is waited for, not given up on.
+#[test]
+fn the_daemon_waits_for_a_queue_it_cannot_open_yet() {
+    let server = TestSguild::start();
+    let dir = tempfile::tempdir().unwrap();
+    let queue = dir.path().join("queue");
+    fill_queue(&queue, 1, 2);
+    std::fs::create_dir(queue.join(".journal")).unwrap();
+    let log = dir.path().join("shipper.log");
+    let conf = config(
+        dir.path(),
+        &queue,
+        &server,
+        &format!("set LOG_FILE {}\n", log.display()),
+    );
+    let mut child = Command::new(binary("modsec-shipper"))
+        .args(["run", "-c", conf.to_str().unwrap()])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    let alive = child.try_wait().unwrap().is_none();
+    if !alive {
+        panic!(
+            "the daemon gave up: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+    }
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains(".journal: Is a directory") && text.contains("retrying"),
+        "{text}"
+    );
+    std::fs::remove_dir(queue.join(".journal")).unwrap();
+    wait_for_events(&server, 2, &log);
+    signal(child.id(), "TERM");
+    assert_eq!(wait_timeout(&mut child, Duration::from_secs(10)), Some(0));
+}
+
 fn signal(pid: u32, sig: &str) {
     Command::new("kill")
         .args([&format!("-{sig}"), &pid.to_string()])

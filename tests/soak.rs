@@ -331,7 +331,29 @@ fn soak_with_faults() {
         }
         false
     };
-    assert!(drained(Duration::from_secs(300)), "the queue did not drain");
+    let tail = |path: &Path| {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(30)..].join("\n")
+    };
+    let stuck = |what: &str, daemon: &mut Daemon| -> String {
+        let exited = daemon
+            .child
+            .as_mut()
+            .map(|c| c.try_wait().ok().flatten().map(|s| s.to_string()));
+        format!(
+            "{what}: {} entries left; shipper exited: {:?} (Some(None) = running)\n--- shipper log ---\n{}\n--- collector log ---\n{}",
+            count_entries(&queue),
+            exited,
+            tail(&shipper_log),
+            tail(&collector_log)
+        )
+    };
+    assert!(
+        drained(Duration::from_secs(300)),
+        "{}",
+        stuck("the queue did not drain", &mut daemon)
+    );
     let recovery_at = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -346,7 +368,8 @@ fn soak_with_faults() {
     );
     assert!(
         drained(Duration::from_secs(300)),
-        "the queue did not drain after requeue"
+        "{}",
+        stuck("the queue did not drain after requeue", &mut daemon)
     );
     std::thread::sleep(Duration::from_secs(3));
     daemon.term();

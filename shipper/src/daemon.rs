@@ -106,15 +106,24 @@ pub fn run(common: &Common, foreground: bool) -> u8 {
             }
         }
     };
-    let mut shipper = match Shipper::open(&queue_dir, settings.ship.clone()) {
-        Ok(s) => s,
-        Err(e) => {
-            log::error!("{e}");
-            return exit::IO;
+    // The queue and its journal may be unreadable for a while (a full disk): a daemon
+    // waits for them rather than exiting.
+    let mut backoff = MIN_BACKOFF;
+    let mut shipper = loop {
+        match Shipper::open(&queue_dir, settings.ship.clone()) {
+            Ok(s) => break s,
+            Err(e) => {
+                let wait = jittered(backoff);
+                log::error!("{e}; retrying in {:.1} s", wait.as_secs_f64());
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+                if !nap(wait, &stop) {
+                    return exit::IO;
+                }
+            }
         }
     };
     log::info!("run: shipping {} as it fills", queue_dir.display());
-    let mut backoff = MIN_BACKOFF;
+    backoff = MIN_BACKOFF;
     // The last-run record: rewritten at most every RECORD_EVERY while all is well, at
     // once when something goes wrong, and at the end.
     let mut recorded: Option<Instant> = None;

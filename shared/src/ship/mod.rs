@@ -197,7 +197,8 @@ impl Shipper {
             });
         }
         let queue = Queue::open(dir).map_err(io_err(dir))?;
-        let (journal, records) = Journal::open(dir).map_err(io_err(dir))?;
+        let journal_path = dir.join(journal::JOURNAL_FILE);
+        let (journal, records) = Journal::open(dir).map_err(io_err(&journal_path))?;
         let next_cid = records.iter().map(|r| r.cid).max().unwrap_or(0);
         let unresolved: Vec<InFlight> = records
             .into_iter()
