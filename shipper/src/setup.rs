@@ -58,7 +58,7 @@ fn not_world_writable(path: &std::path::Path) -> Result<(), String> {
     use std::os::unix::fs::PermissionsExt;
     match std::fs::metadata(path) {
         Ok(m) if m.permissions().mode() & 0o002 != 0 => Err(format!(
-            "{} is writable by everyone (mode {:o}): anyone could redirect, forge or remove events;              `chmod o-w {}`, or pass --allow-world-writable",
+            "{} is writable by everyone (mode {:o}): anyone could redirect, forge or remove events; `chmod o-w {}`, or pass --allow-world-writable",
             path.display(),
             m.permissions().mode() & 0o7777,
             path.display()
