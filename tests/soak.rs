@@ -358,6 +358,8 @@ fn soak_with_faults() {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs_f64();
+    let backlog_before = work.path().join("backlog.before-requeue");
+    let _ = std::fs::copy(queue.join(".backlog"), &backlog_before);
     let conf_s = conf.to_str().unwrap();
     let backlog = shipper(&["requeue", "-c", conf_s, "--backlog"]);
     let by_index = shipper(&["requeue", "-c", conf_s, "--index", index.to_str().unwrap()]);
@@ -428,7 +430,29 @@ fn soak_with_faults() {
             }
             Some(n) => {
                 *table.entry("STORED MORE THAN ONCE").or_default() += 1;
-                problems.push(format!("{id} stored {n} times"));
+                // Everything that says where this one went, for the report.
+                let grep = |path: &Path| -> Vec<String> {
+                    std::fs::read_to_string(path)
+                        .unwrap_or_default()
+                        .lines()
+                        .filter(|l| l.contains(&id))
+                        .take(10)
+                        .map(|l| l.chars().take(300).collect())
+                        .collect()
+                };
+                let copies: Vec<String> = stored
+                    .iter()
+                    .filter(|e| stored_unique_id(e) == id)
+                    .map(|e| format!("sid {} cid {} at {:.3}", e.sid, e.cid, e.stored_at))
+                    .collect();
+                problems.push(format!(
+                    "{id} stored {n} times ({}; operator requeue began at {recovery_at:.3})\n  delivered log: {:?}\n  backlog: {:?}\n  collector log: {:?}\n  shipper log: {:?}",
+                    copies.join(", "),
+                    grep(&queue.join(".delivered")),
+                    grep(&backlog_before),
+                    grep(&collector_log),
+                    grep(&shipper_log),
+                ));
             }
             None if line.status == 404 => {
                 *table.entry("skipped (404: not an alert)").or_default() += 1
