@@ -519,3 +519,52 @@ fn a_damaged_gzip_index_is_an_error_naming_it() {
     };
     assert!(err.to_string().contains("index.2.gz"), "{err}");
 }
+
+/// While a shipper delivers (record, then remove), every event is at each moment either
+/// queued or on record: `Known::load` must never see one in neither.
+#[test]
+fn known_never_misses_an_event_a_shipper_is_delivering() {
+    let s = Setup::new();
+    let qd = s.queue_dir();
+    let n = 3000;
+    for i in 0..n {
+        fs::write(
+            qd.join(format!("modsec.log.1790000000.{i:06}")),
+            event_text(&format!("ID-{i:05}"), 403),
+        )
+        .unwrap();
+    }
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let shipper = {
+        let (qd, done) = (qd.clone(), done.clone());
+        std::thread::spawn(move || {
+            let mut log = DeliveredLog::open(&qd);
+            for i in 0..n {
+                log.record(&Delivered {
+                    time: 1,
+                    sid: 1,
+                    cid: i as u32 + 1,
+                    unique_id: format!("ID-{i:05}"),
+                    entry: format!("modsec.log.1790000000.{i:06}"),
+                })
+                .unwrap();
+                fs::remove_file(qd.join(format!("modsec.log.1790000000.{i:06}"))).unwrap();
+            }
+            done.store(true, std::sync::atomic::Ordering::SeqCst);
+        })
+    };
+    let mut loads = 0;
+    while !done.load(std::sync::atomic::Ordering::SeqCst) {
+        let known = Known::load(&qd).unwrap();
+        loads += 1;
+        for i in 0..n {
+            let id = format!("ID-{i:05}");
+            assert!(
+                known.why(Some(&id), None).is_some(),
+                "{id} was neither queued nor on record (load {loads})"
+            );
+        }
+    }
+    shipper.join().unwrap();
+    assert!(loads > 1);
+}
