@@ -264,6 +264,11 @@ impl Shipper {
         stop: &std::sync::atomic::AtomicBool,
     ) -> Result<bool, ShipError> {
         use std::sync::atomic::Ordering;
+        // Events still in flight belong to a session that broke (a journal write failed
+        // after they were sent): their answers will never come on this one.
+        if !self.flight.is_empty() {
+            self.abandon_flight();
+        }
         self.next_cid = self.next_cid.max(sink.max_cid().saturating_add(1));
         let start = self.stats.handled();
         let limit_reached = |s: &Shipper| {
