@@ -1,9 +1,9 @@
 #!/bin/sh
 # Runs the libFuzzer targets, each seeded from the fixtures, for SECONDS each (default 600).
-#   tests/fuzz/run.sh [SECONDS] [TARGET...]
+#   shared/fuzz/run.sh [SECONDS] [TARGET...]
 # Needs cargo-fuzz (`cargo install cargo-fuzz`); RUSTC_BOOTSTRAP=1 lets the stable
-# toolchain build with the sanitizer flags. Corpora grow in tests/fuzz/corpus/<target>
-# (not committed), crashes land in tests/fuzz/artifacts/<target>. Prints, per target,
+# toolchain build with the sanitizer flags. Corpora grow in shared/fuzz/corpus/<target>
+# (not committed), crashes land in shared/fuzz/artifacts/<target>. Prints, per target,
 # libFuzzer's last status line (executions, coverage, corpus) and the crashes found.
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
