@@ -64,6 +64,13 @@ impl Setup {
             body.len()
         )
     }
+    /// Writes each event file and appends its index line.
+    fn add_events<S: AsRef<str>>(&self, ids: &[S]) {
+        for id in ids {
+            self.append(&self.event(id.as_ref(), true));
+        }
+    }
+
     fn append(&self, text: &str) {
         fs::create_dir_all(self.index().parent().unwrap()).unwrap();
         let mut f = fs::OpenOptions::new()
@@ -109,9 +116,7 @@ fn lines_are_queued_as_they_come_and_a_restart_resumes_where_it_stopped() {
     let mut f = s.follower(StartAt::End);
     let mut w = s.worker();
     assert_eq!(f.poll(&mut w, &never).unwrap(), 0);
-    for id in &all[1..4] {
-        s.append(&s.event(id, true));
-    }
+    s.add_events(&all[1..4]);
     // A line being written: half of it now, the rest later.
     let half = s.event(&all[4], true);
     s.append(&half[..30]);
@@ -121,9 +126,7 @@ fn lines_are_queued_as_they_come_and_a_restart_resumes_where_it_stopped() {
     assert_eq!(f.poll(&mut w, &never).unwrap(), 1);
     drop(f);
     // Stopped: lines keep coming; the next start reads them, once.
-    for id in &all[5..10] {
-        s.append(&s.event(id, true));
-    }
+    s.add_events(&all[5..10]);
     let mut f = s.follower(StartAt::End);
     assert_eq!(f.poll(&mut w, &never).unwrap(), 5);
     assert_eq!(s.queued(), &all[1..10]);
@@ -136,17 +139,13 @@ fn a_crash_before_the_position_was_saved_repeats_nothing() {
     let all = ids(0..6);
     let mut f = s.follower(StartAt::Start);
     let mut w = s.worker();
-    for id in &all[..3] {
-        s.append(&s.event(id, true));
-    }
+    s.add_events(&all[..3]);
     let saved = fs::read(f.state_path()).unwrap();
     assert_eq!(f.poll(&mut w, &never).unwrap(), 3);
     // As if killed after queueing, before saving: the old position is back.
     fs::write(f.state_path(), saved).unwrap();
     drop(f);
-    for id in &all[3..] {
-        s.append(&s.event(id, true));
-    }
+    s.add_events(&all[3..]);
     let mut f = s.follower(StartAt::End);
     assert_eq!(f.poll(&mut w, &never).unwrap(), 6);
     assert_eq!(f.stats.repeats_skipped, 3);
