@@ -93,20 +93,23 @@ impl DeliveredLog {
     /// Appends `d` now, rotating the log first when it has grown too big. An error
     /// (full disk, no permission) names the log; the caller must then keep the entry.
     pub fn record(&mut self, d: &Delivered) -> io::Result<()> {
-        let path = self.path.clone();
-        let named = |e: io::Error| io::Error::new(e.kind(), format!("{}: {e}", path.display()));
+        self.append(d)
+            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", self.path.display())))
+    }
+
+    fn append(&mut self, d: &Delivered) -> io::Result<()> {
         if self.len >= ROTATE_BYTES {
             let mut old = self.path.clone().into_os_string();
             old.push(".1");
-            fs::rename(&self.path, &old).map_err(named)?;
+            fs::rename(&self.path, &old)?;
             self.file = None;
         }
         if self.file.is_none() {
-            self.reopen().map_err(named)?;
+            self.reopen()?;
         }
         let line = d.to_line();
         let f = self.file.as_mut().expect("opened above");
-        crate::safefs::append_whole(f, line.as_bytes(), false).map_err(named)?;
+        crate::safefs::append_whole(f, line.as_bytes(), false)?;
         self.len += line.len() as u64;
         Ok(())
     }
