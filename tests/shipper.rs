@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 
 use modsec2sguil_e2e::sguild::TestSguild;
 use modsec2sguil_e2e::shipper::{
-    config, drain, entries_left, fill_queue, shipper, stored_unique_id, unique_id, wait_for_events,
+    config, drain, entries_left, fill_queue, shipper, stored_unique_id, test_entry, unique_id,
+    wait_for_events,
 };
 use modsec2sguil_e2e::{binary, fixtures};
 
@@ -660,6 +661,56 @@ fn a_full_disk_stops_the_run_before_anything_is_sent_and_loses_nothing() {
     let (code, err) = drain(&conf, &[]);
     assert_eq!(code, 0, "{err}");
     assert_eq!(ids(&server), want);
+}
+
+/// The queue's own entries (copies, while sguild was away) fill its filesystem to the
+/// last block: the journal and delivered-log appends that delivery needs use space the
+/// shipper held in advance, and each delivery frees an entry. (Without it, nothing
+/// could be sent for want of a journal record, so nothing removed: found by the soak.)
+#[test]
+fn a_queue_that_filled_its_own_filesystem_still_drains() {
+    let server = TestSguild::start();
+    let dir = tempfile::tempdir().unwrap();
+    let queue = dir.path().join("queue");
+    let Some(_fs) = modsec2sguil_e2e::Tmpfs::mount(&queue, "4m", "shipper self-filled queue")
+    else {
+        return;
+    };
+    let conf = config(dir.path(), &queue, &server, "");
+    // A journal long enough to be compacted at the end of the next run, as after weeks
+    // of deliveries (records of entries long gone).
+    let history: String = (1..=5000)
+        .map(|cid| format!("1\t{cid}\t1790000000\t1\twebsrv\tmodsec.log.1780000000.{cid:06}\n"))
+        .collect();
+    std::fs::write(queue.join(".journal"), history).unwrap();
+    let mut want = fill_queue(&queue, 1, 3);
+    let (code, err) = drain(&conf, &[]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        std::fs::metadata(queue.join(".journal")).unwrap().len(),
+        0,
+        "compacted"
+    );
+    // Entries until the filesystem takes no more, then its last bytes.
+    let mut i = 4;
+    loop {
+        let (name, id, text) = test_entry(i);
+        if std::fs::write(queue.join(&name), text).is_err() {
+            let _ = std::fs::remove_file(queue.join(&name));
+            break;
+        }
+        want.push(id);
+        i += 1;
+    }
+    let mut filler = std::fs::File::create(queue.join(".filler")).unwrap();
+    while std::io::Write::write_all(&mut filler, &[0u8; 512]).is_ok() {}
+    while std::io::Write::write_all(&mut filler, &[0u8; 1]).is_ok() {}
+    drop(filler);
+    assert!(want.len() > 500, "only {} entries fit", want.len());
+    let (code, err) = drain(&conf, &[]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(ids(&server), want, "every event once, in order");
+    assert!(entries_left(&queue).is_empty());
 }
 
 #[test]

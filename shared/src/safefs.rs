@@ -66,6 +66,93 @@ pub fn append_whole(f: &mut File, bytes: &[u8], sync: bool) -> io::Result<()> {
     Ok(())
 }
 
+/// Disk space held past the end of an append-only file (`fallocate` with
+/// `FALLOC_FL_KEEP_SIZE`: allocated, but not part of the file), so that its next appends
+/// do not need free space.
+///
+/// The shipper's journal and delivered log live in the queue, whose filesystem the
+/// queue itself can fill (copies of event files, while sguild is away). Every send needs
+/// a journal record first and every removal a delivered record, so a queue filesystem
+/// full to the last block could never drain: nothing would be sent, so nothing removed.
+/// With space held in advance, the shipper goes on appending on a full filesystem,
+/// and each event it delivers frees its entry. The space is topped up after appends
+/// while the filesystem has room; on a filesystem without `fallocate` there is none
+/// (and a full disk stops the shipper until there is room, as before).
+#[derive(Debug)]
+pub struct Headroom {
+    /// Bytes to hold past the end.
+    ahead: u64,
+    /// The file's length up to which its blocks are known to be allocated.
+    until: u64,
+    /// The last top-up failed for want of space (said once, until it succeeds again).
+    short: bool,
+    /// `fallocate` is not supported here: never tried again.
+    unsupported: bool,
+}
+
+impl Headroom {
+    pub fn new(ahead: u64) -> Headroom {
+        Headroom {
+            ahead,
+            until: 0,
+            short: false,
+            unsupported: false,
+        }
+    }
+
+    /// Bytes held past `len`, as far as is known.
+    pub fn left(&self, len: u64) -> u64 {
+        self.until.saturating_sub(len)
+    }
+
+    /// The file was truncated or replaced: what was held is gone.
+    pub fn forget(&mut self) {
+        self.until = 0;
+    }
+
+    /// Makes sure `ahead` bytes are held past `len` (the file's length now) when less
+    /// than half of it is left. A full filesystem is said once (naming `path`) and
+    /// leaves the appends to what is still held.
+    pub fn keep(&mut self, f: &File, len: u64, path: &Path) {
+        if self.unsupported || self.until >= len + self.ahead / 2 {
+            return;
+        }
+        use rustix::io::Errno;
+        match rustix::fs::fallocate(f, rustix::fs::FallocateFlags::KEEP_SIZE, len, self.ahead) {
+            Ok(()) => {
+                if self.short {
+                    log::info!("{}: room on the filesystem again", path.display());
+                }
+                self.until = len + self.ahead;
+                self.short = false;
+            }
+            Err(Errno::NOSPC | Errno::DQUOT) => {
+                if !self.short {
+                    log::warn!(
+                        "{}: the filesystem is full; appending goes on in the {} bytes held in advance",
+                        path.display(),
+                        self.left(len)
+                    );
+                }
+                self.short = true;
+            }
+            Err(e @ (Errno::OPNOTSUPP | Errno::NOSYS | Errno::INVAL)) => {
+                log::debug!(
+                    "{}: cannot hold space in advance ({e}); a full filesystem will stop appends",
+                    path.display()
+                );
+                self.unsupported = true;
+            }
+            Err(e) => {
+                if !self.short {
+                    log::warn!("{}: cannot hold space in advance: {e}", path.display());
+                }
+                self.short = true;
+            }
+        }
+    }
+}
+
 /// A directory (created if missing; the umask applies), opened without following a link.
 pub struct Dir {
     fd: OwnedFd,
@@ -133,6 +220,31 @@ mod tests {
     use super::*;
     use std::io::Write;
     use std::os::unix::fs::symlink;
+
+    #[test]
+    fn headroom_holds_space_past_the_end_without_growing_the_file() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log");
+        let mut f = append_nofollow(&path).unwrap();
+        let mut room = Headroom::new(1 << 20);
+        room.keep(&f, 0, &path);
+        if room.unsupported {
+            eprintln!("SKIP: no fallocate on this filesystem");
+            return;
+        }
+        let m = f.metadata().unwrap();
+        assert_eq!(m.len(), 0, "the held space is not part of the file");
+        assert!(m.blocks() * 512 >= 1 << 20, "{} blocks", m.blocks());
+        assert_eq!(room.left(0), 1 << 20);
+        // Appends use it; it is topped up once less than half is left.
+        f.write_all(&[b'x'; 600 * 1024]).unwrap();
+        room.keep(&f, 600 * 1024, &path);
+        assert_eq!(room.left(600 * 1024), 1 << 20);
+        assert!(f.metadata().unwrap().blocks() * 512 >= 600 * 1024 + (1 << 20));
+        room.forget();
+        assert_eq!(room.left(0), 0);
+    }
 
     #[test]
     fn planted_links_are_not_followed() {

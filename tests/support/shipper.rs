@@ -23,16 +23,21 @@ pub fn unique_id(n: usize) -> String {
 /// (`unique_id(first..first+n)`), named in order. Returns their ids.
 pub fn fill_queue(queue: &Path, first: usize, n: usize) -> Vec<String> {
     std::fs::create_dir_all(queue).unwrap();
-    let template = std::fs::read_to_string(fixtures().join(TEMPLATE)).unwrap();
     (first..first + n)
         .map(|i| {
-            let id = unique_id(i);
-            let text = template.replace(TEMPLATE_ID, &id);
-            let name = format!("modsec.log.1790000000.{i:06}");
+            let (name, id, text) = test_entry(i);
             std::fs::write(queue.join(name), text).unwrap();
             id
         })
         .collect()
+}
+
+/// Entry `i` of [`fill_queue`]: its name, unique id and contents.
+pub fn test_entry(i: usize) -> (String, String, String) {
+    let template = std::fs::read_to_string(fixtures().join(TEMPLATE)).unwrap();
+    let id = unique_id(i);
+    let text = template.replace(TEMPLATE_ID, &id);
+    (format!("modsec.log.1790000000.{i:06}"), id, text)
 }
 
 /// A config for the test server: TLS pinned to its certificate.

@@ -3,9 +3,10 @@
 //!
 //! The journal forgets an event once it is answered; this log remembers, so that
 //! `requeue` does not put back an event that was already delivered (unless forced), and
-//! so that an operator can find where a transaction went. It is advisory: it is written
-//! after sguild confirmed, a batch at a time, without fsync; a crash may lose its last
-//! records, never an event.
+//! so that an operator can find where a transaction went. Each record is written
+//! after sguild confirmed and before the entry is removed, without fsync: a SIGKILL
+//! keeps it; a power cut may lose the last ones (then `requeue --index` could put
+//! those events back), never an event.
 //!
 //! One line per event: `<unix time>\t<sid>\t<cid>\t<unique id>\t<entry>\n`. When the file
 //! passes [`ROTATE_BYTES`] it becomes `.delivered.1` (replacing the older one), so about
@@ -20,6 +21,10 @@ use std::path::{Path, PathBuf};
 pub const DELIVERED_FILE: &str = ".delivered";
 /// Size at which the log is rotated to `.delivered.1`.
 pub const ROTATE_BYTES: u64 = 8 * 1024 * 1024;
+/// Disk space held past the log's end ([`crate::safefs::Headroom`]): ~600 records, so
+/// that deliveries on a queue filesystem filled by the queue itself are recorded, and
+/// their entries removed, until the removals have made room again.
+pub const HEADROOM_BYTES: u64 = 64 * 1024;
 
 /// One delivered event.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,6 +72,7 @@ pub struct DeliveredLog {
     path: PathBuf,
     file: Option<File>,
     len: u64,
+    headroom: crate::safefs::Headroom,
 }
 
 impl DeliveredLog {
@@ -78,6 +84,7 @@ impl DeliveredLog {
             path,
             file: None,
             len: 0,
+            headroom: crate::safefs::Headroom::new(HEADROOM_BYTES),
         };
         let _ = log.reopen();
         log
@@ -86,6 +93,8 @@ impl DeliveredLog {
     fn reopen(&mut self) -> io::Result<()> {
         let f = crate::safefs::append_nofollow(&self.path)?;
         self.len = f.metadata()?.len();
+        self.headroom.forget();
+        self.headroom.keep(&f, self.len, &self.path);
         self.file = Some(f);
         Ok(())
     }
@@ -109,7 +118,11 @@ impl DeliveredLog {
         }
         let line = d.to_line();
         let f = self.file.as_mut().expect("opened above");
-        crate::safefs::append_whole(f, line.as_bytes(), false)?;
+        self.headroom.keep(f, self.len, &self.path);
+        if let Err(e) = crate::safefs::append_whole(f, line.as_bytes(), false) {
+            self.headroom.forget(); // taken back by truncation, which may free it
+            return Err(e);
+        }
         self.len += line.len() as u64;
         Ok(())
     }

@@ -22,6 +22,10 @@ pub const JOURNAL_FILE: &str = ".journal";
 /// Above this size the journal is rewritten (to its unresolved records, usually none)
 /// once every event sent so far is answered.
 pub const COMPACT_BYTES: u64 = 256 * 1024;
+/// Disk space held past the journal's end ([`crate::safefs::Headroom`]): a window of
+/// SEND_WINDOW's largest (1,024 records of ~100 bytes) twice over, so that a queue
+/// filesystem filled by the queue itself cannot stop the sends that would empty it.
+pub const HEADROOM_BYTES: u64 = 256 * 1024;
 
 /// One event sent (or about to be).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,6 +79,7 @@ pub struct Journal {
     path: PathBuf,
     file: File,
     len: u64,
+    headroom: crate::safefs::Headroom,
 }
 
 impl Journal {
@@ -89,7 +94,17 @@ impl Journal {
         let bytes = fs::read(&path)?;
         let records = parse_records(&path, &bytes, true);
         let len = bytes.len() as u64;
-        Ok((Journal { path, file, len }, records))
+        let mut headroom = crate::safefs::Headroom::new(HEADROOM_BYTES);
+        headroom.keep(&file, len, &path);
+        Ok((
+            Journal {
+                path,
+                file,
+                len,
+                headroom,
+            },
+            records,
+        ))
     }
 
     pub fn path(&self) -> &Path {
@@ -109,6 +124,7 @@ impl Journal {
             return Ok(Pending(None));
         }
         let text: String = records.iter().map(JournalRecord::to_line).collect();
+        self.headroom.keep(&self.file, self.len, &self.path);
         let mut file = self.file.try_clone()?;
         self.len += text.len() as u64;
         let writer = std::thread::spawn(move || {
@@ -123,9 +139,20 @@ impl Journal {
         self.len > COMPACT_BYTES
     }
 
-    /// Replaces the journal's contents by `keep` (atomically: a new file, fsynced, renamed
-    /// over the old one).
+    /// Replaces the journal's contents by `keep` (atomically: nothing kept is a
+    /// truncation, which needs no free space; else a new file, fsynced, renamed over the
+    /// old one).
     pub fn rewrite(&mut self, keep: &[JournalRecord]) -> io::Result<()> {
+        if keep.is_empty() {
+            // Every record is resolved: a crash half-way leaves records whose entries
+            // are gone, which are ignored.
+            self.file.set_len(0)?;
+            self.file.sync_data()?;
+            self.len = 0;
+            self.headroom.forget();
+            self.headroom.keep(&self.file, 0, &self.path);
+            return Ok(());
+        }
         let tmp = self.path.with_extension("new");
         let text: String = keep.iter().map(JournalRecord::to_line).collect();
         {
@@ -139,6 +166,8 @@ impl Journal {
         }
         self.file = OpenOptions::new().append(true).open(&self.path)?;
         self.len = text.len() as u64;
+        self.headroom.forget();
+        self.headroom.keep(&self.file, self.len, &self.path);
         Ok(())
     }
 }
