@@ -22,4 +22,6 @@ pub mod safefs;
 pub mod sguil;
 pub mod ship;
 pub mod status;
+#[cfg(test)]
+mod testdata;
 pub mod time;

@@ -17,6 +17,8 @@ pub mod load;
 pub mod lock;
 pub mod settings;
 pub mod sink;
+#[cfg(test)]
+mod tests;
 
 use std::collections::HashSet;
 use std::fs;

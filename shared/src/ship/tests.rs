@@ -1,0 +1,99 @@
+//! Shipper state across sessions, with a sink that answers every event it was given.
+
+use super::*;
+use crate::testdata::event_text;
+use std::collections::VecDeque;
+use std::sync::atomic::AtomicBool;
+
+/// Confirms each event submitted to it, in order; asked for an answer with nothing
+/// submitted, it times out (as sguild would never answer).
+#[derive(Default)]
+struct Confirming {
+    waiting: VecDeque<u32>,
+    stored: Vec<u32>,
+}
+
+impl Sink for Confirming {
+    fn name(&self) -> String {
+        "test sink".into()
+    }
+    fn sid(&self) -> u32 {
+        1
+    }
+    fn hostname(&self) -> &str {
+        "websrv"
+    }
+    fn max_cid(&self) -> u32 {
+        0
+    }
+    fn submit(&mut self, events: &[SguilEvent]) -> Result<(), SessionError> {
+        self.waiting.extend(events.iter().map(|e| e.fields().cid));
+        Ok(())
+    }
+    fn next_answer(&mut self) -> Result<Outcome, SessionError> {
+        let cid = self.waiting.pop_front().ok_or(SessionError::Timeout {
+            server: self.name(),
+            cid: 0,
+            secs: 15,
+        })?;
+        self.stored.push(cid);
+        Ok(Outcome::Confirmed)
+    }
+    fn ping(&mut self) -> Result<(), SessionError> {
+        Ok(())
+    }
+}
+
+fn settings() -> ShipSettings {
+    ShipSettings {
+        alert: AlertSettings::default(),
+        load: LoadOptions::default(),
+        remove_orig: false,
+        window: 4,
+    }
+}
+
+/// A session that broke on a journal write after sending (ship() returned with events in
+/// flight) must not leave the next session waiting for their answers: it would wait for
+/// ever (sguild answers only what it was sent on its own connection) and reconnect in a
+/// loop. They are resent, under their cids, and everything ships once.
+#[test]
+fn events_in_flight_on_a_broken_session_are_resent_not_waited_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = dir.path();
+    for (i, id) in ["ID-first", "ID-second"].iter().enumerate() {
+        fs::write(
+            q.join(format!("modsec.log.100.00000{}", i + 1)),
+            event_text(id, 403),
+        )
+        .unwrap();
+    }
+    let mut shipper = Shipper::open(q, settings()).unwrap();
+    let mut old_session = Confirming::default();
+    // The first entry journaled and sent on a session whose journal write then failed.
+    let first = shipper.queue.entries().unwrap().remove(0);
+    let ready = load_and_map(q, &first.file_name, &shipper.settings);
+    let p = shipper.take(&first, ready, &old_session).unwrap().unwrap();
+    shipper
+        .journal_batch(std::slice::from_ref(&p))
+        .unwrap()
+        .wait()
+        .unwrap();
+    let events = [p.event.clone()];
+    old_session.submit(&events).unwrap();
+    shipper.flight.push_back(p);
+
+    let mut new_session = Confirming::default();
+    let left = shipper
+        .ship(&mut new_session, Bounds::default(), &AtomicBool::new(false))
+        .unwrap();
+    assert!(!left);
+    assert_eq!(
+        new_session.stored,
+        [1, 2],
+        "the first resent under cid 1, then the second"
+    );
+    assert_eq!(shipper.stats.shipped, 2);
+    assert_eq!(shipper.unresolved(), 0);
+    assert_eq!(shipper.remaining().unwrap(), 0);
+}
