@@ -2,7 +2,9 @@
 //! 10,000 and 100,000 queued real-sized events (a 3.8 KB CRS-blocked request each) to
 //! the test server over TLS, with the shipper's peak RSS; the time of a cron run on an
 //! empty queue; and, when SGUILD_ADDR (host:port) and SGUILD_CA are set, `drain` to a
-//! real sguild next to a bare client sending the same number of prebuilt events.
+//! real sguild next to a bare client sending the same number of prebuilt events
+//! (rounds of SGUILD_BENCH_EVENTS, default 1,000, SGUILD_BENCH_ROUNDS times, default 4,
+//! at SGUILD_BENCH_WINDOW, default 1; SGUILD_BENCH_ONLY skips the test-server part).
 //!
 //! BENCH_DIR puts the queues on a chosen filesystem (default: the system temp dir).
 //! The test server runs in this process; its store goes to TMPDIR.
@@ -81,6 +83,9 @@ fn conf_for(dir: &Path, queue: &Path, extra: &str) -> PathBuf {
 fn main() {
     // Build (or find) the release binary before anything is timed.
     binary("modsec-shipper");
+    if std::env::var_os("SGUILD_BENCH_ONLY").is_some() {
+        return real_sguild_from_env();
+    }
     for (n, window) in [(10_000usize, 1), (10_000, 32), (100_000, 32)] {
         let server = TestSguild::start();
         let (_dir, conf) = queued(
@@ -127,63 +132,123 @@ fn main() {
         times[10], times[20]
     );
 
+    real_sguild_from_env();
+}
+
+fn real_sguild_from_env() {
     if let (Ok(addr), Ok(ca)) = (std::env::var("SGUILD_ADDR"), std::env::var("SGUILD_CA")) {
-        let (host, port) = addr.rsplit_once(':').expect("SGUILD_ADDR is host:port");
-        let n = 2_000usize;
-        let (_dir, conf) = queued(
-            n,
-            &format!("set SERVER_HOST {host}\nset SERVER_PORT {port}\nset TLS_CA_FILE {ca}\n"),
-        );
-        let (secs, summary, _) = drain(&conf);
-        let drain_rate = n as f64 / secs;
-        // The bare client: the same events, mapped and built before the clock starts.
-        let settings = ConnectSettings {
-            host: host.into(),
-            port: port.parse().unwrap(),
-            tls: TlsMode::CaFile(ca.into()),
-            expect_version: None,
-            connect_timeout: Duration::from_secs(5),
-            handshake_timeout: Duration::from_secs(5),
+        real_sguild(&addr, &ca);
+    }
+}
+
+/// `drain` against a real sguild next to a bare client: each round drains N events
+/// (timed from process start to exit: connection, registration, reading, parsing,
+/// journaling, removal) and has the bare client send N prebuilt events (timed from its
+/// connection, registration included, to its last answer) at the same window; the order alternates between
+/// rounds, so that sguild's tables growing during the run weigh on both alike.
+fn real_sguild(addr: &str, ca: &str) {
+    let (host, port) = addr.rsplit_once(':').expect("SGUILD_ADDR is host:port");
+    let n: usize = env_or("SGUILD_BENCH_EVENTS", 1000);
+    let rounds: usize = env_or("SGUILD_BENCH_ROUNDS", 4);
+    let window: usize = env_or("SGUILD_BENCH_WINDOW", 1);
+    let settings = ConnectSettings {
+        host: host.into(),
+        port: port.parse().unwrap(),
+        tls: TlsMode::CaFile(ca.into()),
+        expect_version: None,
+        connect_timeout: Duration::from_secs(5),
+        handshake_timeout: Duration::from_secs(5),
+    };
+    let hostname = format!("bench-bare-{}", std::process::id());
+    let events = prebuilt(n);
+    let (mut drain_secs, mut bare_secs) = (0.0, 0.0);
+    for round in 0..rounds {
+        let drain_round = || {
+            let (_dir, conf) = queued(
+                n,
+                &format!(
+                    "set SERVER_HOST {host}\nset SERVER_PORT {port}\nset TLS_CA_FILE {ca}\nset SEND_WINDOW {window}\n"
+                ),
+            );
+            drain(&conf).0
         };
-        let conn = Connection::open(&settings).unwrap();
-        let hostname = format!("bench-bare-{}", std::process::id());
-        let mut s = AgentSession::register(
-            conn,
-            "modsecurity",
-            &hostname,
-            "bench",
-            Duration::from_secs(30),
-        )
-        .unwrap();
-        let src = work_dir();
-        fill_queue(&src.path().join("q"), 1, n);
-        let mut events = Vec::with_capacity(n);
-        for (i, entry) in std::fs::read_dir(src.path().join("q")).unwrap().enumerate() {
-            let path = entry.unwrap().path();
-            let limits = ParseLimits::default();
-            let raw = read_event_file(&path, std::fs::File::open(&path).unwrap(), &limits).unwrap();
-            let ev = raw.parse(&limits).unwrap();
-            let mut f = map_event(&ev, &raw.bytes, &[], &AlertSettings::default()).fields;
-            (f.sid, f.cid, f.hostname) = (s.sid, s.max_cid + 1 + i as u32, hostname.clone());
-            events.push(SguilEvent::new(f).unwrap());
-        }
-        // Half with the drain's window (1, the default), half pipelined 32 deep.
-        let mut rates = Vec::new();
-        for (part, window) in events.chunks(n / 2).zip([1usize, 32]) {
+        let bare_round = || {
             let t = Instant::now();
+            let conn = Connection::open(&settings).unwrap();
+            let mut s = AgentSession::register(
+                conn,
+                "modsecurity",
+                &hostname,
+                "bench",
+                Duration::from_secs(30),
+            )
+            .unwrap();
+            let building = Instant::now();
+            let mine: Vec<SguilEvent> = events
+                .iter()
+                .enumerate()
+                .map(|(i, e)| {
+                    let mut f = e.fields().clone();
+                    (f.sid, f.cid, f.hostname) =
+                        (s.sid, s.max_cid + 1 + i as u32, hostname.clone());
+                    SguilEvent::new(f).unwrap()
+                })
+                .collect();
+            let build_time = building.elapsed();
             let mut ok = 0;
-            s.send(part, window, |_, o| {
+            s.send(&mine, window, |_, o| {
                 ok += usize::from(o == Outcome::Confirmed)
             })
             .unwrap();
-            assert_eq!(ok, part.len());
-            rates.push(part.len() as f64 / t.elapsed().as_secs_f64());
-        }
-        let (bare1, bare32) = (rates[0], rates[1]);
+            assert_eq!(ok, n);
+            (t.elapsed() - build_time).as_secs_f64()
+        };
+        let (d, b) = if round % 2 == 0 {
+            let d = drain_round();
+            (d, bare_round())
+        } else {
+            let b = bare_round();
+            (drain_round(), b)
+        };
+        drain_secs += d;
+        bare_secs += b;
         println!(
-            "real sguild: drain {drain_rate:.0} events/s (process start to exit, window 1); bare client {bare1:.0} events/s at window 1 (ratio {:.2}), {bare32:.0} at window 32 (ratio {:.2})  [{summary}]",
-            drain_rate / bare1,
-            drain_rate / bare32
+            "real sguild, round {} (window {window}, {n} events each): drain {:.0} events/s, bare client {:.0} events/s, ratio {:.2}",
+            round + 1,
+            n as f64 / d,
+            n as f64 / b,
+            b / d
         );
     }
+    println!(
+        "real sguild, {rounds} rounds: drain {:.0} events/s, bare client {:.0} events/s, ratio {:.2}",
+        (n * rounds) as f64 / drain_secs,
+        (n * rounds) as f64 / bare_secs,
+        bare_secs / drain_secs
+    );
+}
+
+fn env_or(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// `n` events of the queue's kind, read, parsed and mapped before any clock starts.
+fn prebuilt(n: usize) -> Vec<SguilEvent> {
+    let src = work_dir();
+    fill_queue(&src.path().join("q"), 1, n);
+    let limits = ParseLimits::default();
+    std::fs::read_dir(src.path().join("q"))
+        .unwrap()
+        .map(|entry| {
+            let path = entry.unwrap().path();
+            let raw = read_event_file(&path, std::fs::File::open(&path).unwrap(), &limits).unwrap();
+            let ev = raw.parse(&limits).unwrap();
+            let mut f = map_event(&ev, &raw.bytes, &[], &AlertSettings::default()).fields;
+            (f.sid, f.cid, f.hostname) = (1, 1, "bench".into());
+            SguilEvent::new(f).unwrap()
+        })
+        .collect()
 }

@@ -514,13 +514,19 @@ impl Shipper {
                 return Ok(());
             }
             let chunk: Vec<Prepared> = rest.by_ref().take(chunk_size(window)).collect();
-            self.pump(sink, window.saturating_sub(chunk.len()))?;
-            let events: Vec<SguilEvent> = chunk.iter().map(|p| p.event.clone()).collect();
-            if let Err(e) = sink.submit(&events) {
-                self.abandon_flight();
-                return Err(e.into());
-            }
-            self.flight.extend(chunk);
+            // Room is made by reading answers; the chunk goes out before they are acted
+            // on, so that sguild works on it while the answered entries are recorded and
+            // removed (with a window of 1, that disk work would otherwise add to every
+            // round trip).
+            let (answered, broke) = self.collect(sink, window.saturating_sub(chunk.len()));
+            let sent = match broke {
+                Some(e) => Err(e),
+                None => {
+                    let events: Vec<SguilEvent> = chunk.iter().map(|p| p.event.clone()).collect();
+                    sink.submit(&events).map(|()| self.flight.extend(chunk))
+                }
+            };
+            self.settle_all(answered, sent, sink)?;
         }
         Ok(())
     }
@@ -528,19 +534,50 @@ impl Shipper {
     /// Collects answers until at most `keep` events are in flight, acting on each.
     /// On an error, everything still in flight is left journaled (to be resent).
     fn pump(&mut self, sink: &mut dyn Sink, keep: usize) -> Result<(), ShipError> {
+        let (answered, broke) = self.collect(sink, keep);
+        self.settle_all(answered, broke.map_or(Ok(()), Err), sink)
+    }
+
+    /// Reads answers until at most `keep` events are in flight: the events answered,
+    /// with their answers, and the error that stopped the reading, if one did.
+    fn collect(
+        &mut self,
+        sink: &mut dyn Sink,
+        keep: usize,
+    ) -> (Vec<(Prepared, Outcome)>, Option<SessionError>) {
+        let mut answered = Vec::new();
         while self.flight.len() > keep {
             match sink.next_answer() {
                 Ok(outcome) => {
                     let p = self.flight.pop_front().expect("an event in flight");
-                    self.settle(&p, outcome, sink)?;
+                    answered.push((p, outcome));
                 }
-                Err(e) => {
-                    self.abandon_flight();
-                    return Err(e.into());
-                }
+                Err(e) => return (answered, Some(e)),
             }
         }
-        Ok(())
+        (answered, None)
+    }
+
+    /// Acts on the answers read, then on how the session fared since: when it broke,
+    /// everything still in flight is left journaled (to be resent). Answers are acted
+    /// on first, so that a first send answered as a duplicate is still told from a
+    /// resend.
+    fn settle_all(
+        &mut self,
+        answered: Vec<(Prepared, Outcome)>,
+        session: Result<(), SessionError>,
+        sink: &dyn Sink,
+    ) -> Result<(), ShipError> {
+        let mut settled = Ok(());
+        for (p, outcome) in answered {
+            let r = self.settle(&p, outcome, sink);
+            settled = settled.and(r);
+        }
+        if session.is_err() {
+            self.abandon_flight();
+        }
+        settled?;
+        Ok(session?)
     }
 
     /// The session broke: nothing in flight is known to be stored or not.
