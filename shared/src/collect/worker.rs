@@ -49,6 +49,9 @@ pub struct Checker {
     event_dir: Option<(PathBuf, std::os::fd::OwnedFd)>,
     /// Read buffer for hashing, reused for every event.
     buf: Vec<u8>,
+    /// Open events with `O_NOATIME`: reading an event just written would otherwise
+    /// update its access time, an inode write per event on a `relatime` mount.
+    noatime: bool,
 }
 
 /// Second half: index file, queue, RUNAS, integrity marker, backlog.
@@ -99,6 +102,7 @@ impl Worker {
                 settings: settings.clone(),
                 event_dir: None,
                 buf: vec![0; 64 * 1024],
+                noatime: true,
             },
             committer: Committer {
                 settings,
@@ -269,9 +273,20 @@ impl Checker {
             let Some((_, dir)) = self.event_dir.as_ref() else {
                 break;
             };
-            let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
+            let mut flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
+            if self.noatime {
+                flags |= OFlags::NOATIME;
+            }
             match openat(dir, name, flags, Mode::empty()) {
                 Ok(fd) => return Ok(File::from(fd)),
+                // O_NOATIME is for the file's owner and root (requeue may be neither).
+                Err(rustix::io::Errno::PERM) if self.noatime => {
+                    self.noatime = false;
+                    match openat(dir, name, flags - OFlags::NOATIME, Mode::empty()) {
+                        Ok(fd) => return Ok(File::from(fd)),
+                        Err(e) => return Err(explain(path, e)),
+                    }
+                }
                 // The cached directory may have been removed and made anew: walk again once.
                 Err(e) if e == rustix::io::Errno::NOENT && cached && attempt == 0 => {
                     self.event_dir = None
