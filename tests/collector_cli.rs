@@ -654,3 +654,61 @@ fn a_flood_of_long_lines_keeps_memory_bounded() {
     eprintln!("collector peak RSS under 300 lines of 1 MiB: {peak} kB");
     assert!(peak < 64 * 1024, "peak RSS {peak} kB");
 }
+
+/// A collector that is neither root nor the event file's owner (run by hand, or a
+/// requeue by the shipper's user) may not open with `O_NOATIME`: it opens without, and
+/// the event is queued (here as a copy: protected_hardlinks refuses a link to someone
+/// else's file).
+#[test]
+fn a_collector_that_does_not_own_the_events_still_reads_them() {
+    let mut env = Env::new();
+    let line = env.event(3000); // owned by root, mode 0644
+    let nobody = "65534";
+    let as_nobody = Command::new("setpriv")
+        .args([
+            "--reuid",
+            nobody,
+            "--regid",
+            nobody,
+            "--clear-groups",
+            "true",
+        ])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !as_nobody {
+        modsec2sguil_e2e::skip_or_fail(
+            "a_collector_that_does_not_own_the_events_still_reads_them",
+            "cannot run a program as uid 65534 (needs root and setpriv)",
+        );
+        return;
+    }
+    let chown = |p: &Path| std::os::unix::fs::chown(p, Some(65534), Some(65534)).unwrap();
+    chown(env.dir.path());
+    std::fs::create_dir(&env.queue).unwrap();
+    chown(&env.queue);
+    let mut child = Command::new("setpriv")
+        .args(["--reuid", nobody, "--regid", nobody, "--clear-groups"])
+        .arg(binary("modsec-collector"))
+        .arg("--queue")
+        .arg(&env.queue)
+        .arg("--log-file")
+        .arg(&env.log)
+        .arg(&env.storage)
+        .arg(&env.index)
+        .stdin(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(&line).unwrap();
+    assert_eq!(wait(&mut child, Duration::from_secs(10)), Some(0));
+    let entries = env.entries();
+    assert_eq!(entries.len(), 1, "{}", env.log_text());
+    let original = env
+        .storage
+        .join("www-data/20261128/20261128-0214/20261128-021431-id00001");
+    assert_eq!(
+        std::fs::read(env.queue.join(entries[0].to_string())).unwrap(),
+        std::fs::read(original).unwrap()
+    );
+    assert!(env.backlog().is_empty(), "{:?}", env.backlog());
+}
