@@ -56,8 +56,13 @@ impl Env {
     }
 
     fn spawn(&self, extra: &[&str]) -> Child {
-        Command::new(binary("modsec-collector"))
-            .arg("--queue")
+        self.spawn_through(Command::new(binary("modsec-collector")), extra)
+    }
+
+    /// Starts the collector through `cmd` (the binary itself, or a wrapper such as
+    /// setpriv given the binary as its first argument).
+    fn spawn_through(&self, mut cmd: Command, extra: &[&str]) -> Child {
+        cmd.arg("--queue")
             .arg(&self.queue)
             .arg("--log-file")
             .arg(&self.log)
@@ -686,19 +691,11 @@ fn a_collector_that_does_not_own_the_events_still_reads_them() {
     chown(env.dir.path());
     std::fs::create_dir(&env.queue).unwrap();
     chown(&env.queue);
-    let mut child = Command::new("setpriv")
+    let mut setpriv = Command::new("setpriv");
+    setpriv
         .args(["--reuid", nobody, "--regid", nobody, "--clear-groups"])
-        .arg(binary("modsec-collector"))
-        .arg("--queue")
-        .arg(&env.queue)
-        .arg("--log-file")
-        .arg(&env.log)
-        .arg(&env.storage)
-        .arg(&env.index)
-        .stdin(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+        .arg(binary("modsec-collector"));
+    let mut child = env.spawn_through(setpriv, &[]);
     child.stdin.take().unwrap().write_all(&line).unwrap();
     assert_eq!(wait(&mut child, Duration::from_secs(10)), Some(0));
     let entries = env.entries();

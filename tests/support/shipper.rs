@@ -23,9 +23,10 @@ pub fn unique_id(n: usize) -> String {
 /// (`unique_id(first..first+n)`), named in order. Returns their ids.
 pub fn fill_queue(queue: &Path, first: usize, n: usize) -> Vec<String> {
     std::fs::create_dir_all(queue).unwrap();
+    let template = template();
     (first..first + n)
         .map(|i| {
-            let (name, id, text) = test_entry(i);
+            let (name, id, text) = entry_of(&template, i);
             std::fs::write(queue.join(name), text).unwrap();
             id
         })
@@ -34,7 +35,14 @@ pub fn fill_queue(queue: &Path, first: usize, n: usize) -> Vec<String> {
 
 /// Entry `i` of [`fill_queue`]: its name, unique id and contents.
 pub fn test_entry(i: usize) -> (String, String, String) {
-    let template = std::fs::read_to_string(fixtures().join(TEMPLATE)).unwrap();
+    entry_of(&template(), i)
+}
+
+fn template() -> String {
+    std::fs::read_to_string(fixtures().join(TEMPLATE)).unwrap()
+}
+
+fn entry_of(template: &str, i: usize) -> (String, String, String) {
     let id = unique_id(i);
     let text = template.replace(TEMPLATE_ID, &id);
     (format!("modsec.log.1790000000.{i:06}"), id, text)
