@@ -3,7 +3,18 @@
 //! `ab` in one run (`cargo bench -p modsec2sguil-e2e --bench apache_rate`). Every request
 //! is a CRS-blocked attack, so every one writes an event file and an index line.
 //! Needs root, apache2, libapache2-mod-security2, modsecurity-crs and ab (apache2-utils).
+//!
+//! Each measurement runs on a freshly made ext4 filesystem (an image in /var/tmp,
+//! loop-mounted; needs mkfs.ext4 and loop devices), so cat and the collector start from
+//! the same disk. On an aged disk, creating a file costs ext4 a search through its inode
+//! bitmaps that depends on the disk's history; there one round's kernel time per request
+//! varied by 2x and swamped what the collector costs. `APACHE_RATE_DIR` runs them in a
+//! given directory instead (the aged disk, a tmpfs). Besides the rate it prints the
+//! whole machine's CPU time per request, which is what the collector takes from Apache
+//! on a busy box.
 
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
 use std::process::Command;
 
 use modsec2sguil_e2e::apache::{self, Apache, ApacheOptions};
@@ -15,9 +26,21 @@ const CONCURRENCY: &str = "16";
 /// aged disk, so more rounds narrow the mean.
 const ROUNDS: usize = 4;
 
-fn rate(parent: Option<&std::path::Path>, pipe: &dyn Fn(&std::path::Path) -> String) -> f64 {
+#[derive(Clone, Copy)]
+enum Piped {
+    Cat,
+    Collector,
+}
+
+/// One measurement: requests per second, and the machine's CPU milliseconds per request.
+struct Sample {
+    rate: f64,
+    cpu_ms: f64,
+}
+
+fn measure(parent: &Path, pipe: &dyn Fn(&Path) -> String) -> Sample {
     let opts = ApacheOptions {
-        parent_dir: parent.map(Into::into),
+        parent_dir: Some(parent.into()),
         ..ApacheOptions::default()
     };
     let apache = Apache::start_with(&opts, pipe);
@@ -29,6 +52,7 @@ fn rate(parent: Option<&std::path::Path>, pipe: &dyn Fn(&std::path::Path) -> Str
     let _ = Command::new("ab")
         .args(["-q", "-n", "200", "-c", CONCURRENCY, &url])
         .output();
+    let cpu_before = cpu_ticks();
     let ab = Command::new("ab")
         .args(["-q", "-n", REQUESTS, "-c", CONCURRENCY, &url])
         .stdout(std::process::Stdio::piped())
@@ -50,12 +74,123 @@ fn rate(parent: Option<&std::path::Path>, pipe: &dyn Fn(&std::path::Path) -> Str
         );
     }
     let out = ab.wait_with_output().expect("run ab");
+    let busy = cpu_ticks() - cpu_before;
     let text = String::from_utf8_lossy(&out.stdout);
-    text.lines()
+    let rate = text
+        .lines()
         .find_map(|l| l.strip_prefix("Requests per second:"))
         .and_then(|v| v.split_whitespace().next())
         .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no rate in ab's output:\n{text}"))
+        .unwrap_or_else(|| panic!("no rate in ab's output:\n{text}"));
+    let requests: f64 = REQUESTS.parse().unwrap();
+    Sample {
+        rate,
+        cpu_ms: busy as f64 * 1000.0 / clock_ticks() as f64 / requests,
+    }
+}
+
+/// Busy (not idle, not iowait) CPU ticks of the whole machine so far, from /proc/stat.
+fn cpu_ticks() -> u64 {
+    let stat = std::fs::read_to_string("/proc/stat").expect("read /proc/stat");
+    let ticks: Vec<u64> = stat
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal ...
+    ticks
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != 3 && *i != 4)
+        .map(|(_, t)| t)
+        .sum()
+}
+
+fn clock_ticks() -> i64 {
+    // SAFETY: sysconf only reads a system constant.
+    unsafe { libc::sysconf(libc::_SC_CLK_TCK) }
+}
+
+/// A freshly made ext4 filesystem, loop-mounted; unmounted and removed on drop.
+struct FreshExt4 {
+    mount: tempfile::TempDir,
+    /// Removed on drop, after the unmount.
+    _image: tempfile::TempPath,
+}
+
+impl FreshExt4 {
+    /// Why not, when this machine cannot make one.
+    fn new() -> Result<FreshExt4, String> {
+        let image = tempfile::Builder::new()
+            .prefix("apache-rate-")
+            .suffix(".ext4")
+            .tempfile_in("/var/tmp")
+            .map_err(|e| format!("image in /var/tmp: {e}"))?
+            .into_temp_path();
+        let run = |cmd: &mut Command| -> Result<(), String> {
+            let out = cmd.output().map_err(|e| format!("{cmd:?}: {e}"))?;
+            if out.status.success() {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{cmd:?}: {}",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ))
+            }
+        };
+        std::fs::File::options()
+            .write(true)
+            .open(&image)
+            .and_then(|f| f.set_len(1 << 30))
+            .map_err(|e| format!("size the image: {e}"))?;
+        // Inode tables and journal written now, not by a background thread mid-run.
+        run(Command::new("mkfs.ext4")
+            .args(["-q", "-F", "-E", "lazy_itable_init=0,lazy_journal_init=0"])
+            .arg(&image))?;
+        let mount = tempfile::Builder::new()
+            .prefix("apache-rate-mnt-")
+            .tempdir()
+            .map_err(|e| format!("mount point: {e}"))?;
+        run(Command::new("mount")
+            .args(["-o", "loop"])
+            .arg(&image)
+            .arg(mount.path()))?;
+        let fs = FreshExt4 {
+            mount,
+            _image: image,
+        };
+        std::fs::set_permissions(fs.mount.path(), std::fs::Permissions::from_mode(0o755))
+            .map_err(|e| format!("chmod the mount: {e}"))?;
+        Ok(fs)
+    }
+}
+
+impl Drop for FreshExt4 {
+    fn drop(&mut self) {
+        // The collector may still be finishing after Apache stopped: wait for the
+        // filesystem to be free (then the fields go: the mount point, then the image).
+        for _ in 0..100 {
+            let done = Command::new("umount")
+                .arg(self.mount.path())
+                .stderr(std::process::Stdio::null())
+                .status();
+            if done.is_ok_and(|s| s.success()) {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        eprintln!(
+            "apache_rate: {} still busy after 10 s; detached (umount -l)",
+            self.mount.path().display()
+        );
+        let _ = Command::new("umount")
+            .arg("-l")
+            .arg(self.mount.path())
+            .status();
+    }
 }
 
 fn main() {
@@ -68,55 +203,97 @@ fn main() {
         return;
     }
     let collector = binary("modsec-collector");
-    // APACHE_RATE_DIR=/some/dir puts the instances (and so the event files and the
-    // queue) there, e.g. on a fresh tmpfs, away from an aged disk's inode allocation.
-    let parent = std::env::var_os("APACHE_RATE_DIR").map(std::path::PathBuf::from);
-    let work = match &parent {
-        Some(p) => tempfile::tempdir_in(p).unwrap(),
-        None => tempfile::tempdir().unwrap(),
+    let given = std::env::var_os("APACHE_RATE_DIR").map(std::path::PathBuf::from);
+    let fresh = match &given {
+        Some(_) => false,
+        None => match FreshExt4::new() {
+            Ok(_) => true,
+            Err(why) => {
+                eprintln!(
+                    "apache_rate: WARNING: cannot make a fresh ext4 ({why}); running in /tmp, \
+                     where the disk's history weighs on every round"
+                );
+                false
+            }
+        },
     };
     let rounds = std::env::var("APACHE_RATE_ROUNDS")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(ROUNDS);
-    let (mut cat, mut ours) = (Vec::new(), Vec::new());
-    for round in 0..rounds {
-        let queue = work.path().join(format!("queue-{round}"));
-        let extra = std::env::var("APACHE_RATE_COLLECTOR_ARGS").unwrap_or_default();
-        let with_cat = |_: &std::path::Path| "/bin/cat".to_string();
-        let with_collector = |root: &std::path::Path| {
-            format!(
+    let extra = std::env::var("APACHE_RATE_COLLECTOR_ARGS").unwrap_or_default();
+    // One measurement in a place of its own: a fresh filesystem, or a temp dir in the
+    // given directory (or /tmp).
+    let run = |piped: Piped| -> Sample {
+        let _fs;
+        let _dir;
+        let parent: std::path::PathBuf = if fresh {
+            let fs = FreshExt4::new().expect("fresh ext4");
+            let p = fs.mount.path().to_path_buf();
+            _fs = fs;
+            p
+        } else {
+            let dir = match &given {
+                Some(p) => tempfile::tempdir_in(p),
+                None => tempfile::tempdir(),
+            }
+            .expect("temp dir");
+            let p = dir.path().to_path_buf();
+            _dir = dir;
+            p
+        };
+        let queue = parent.join("queue");
+        measure(&parent, &|root: &Path| match piped {
+            Piped::Cat => "/bin/cat".to_string(),
+            // The queue lives beside the instance, on the same filesystem.
+            Piped::Collector => format!(
                 "{} {extra} --queue {} {}",
                 collector.display(),
                 queue.display(),
                 root.join("audit").display()
-            )
-        };
-        // Alternate which goes first, so warm-up and filesystem ageing favour neither.
+            ),
+        })
+    };
+    let (mut cat, mut ours) = (Vec::new(), Vec::new());
+    for round in 0..rounds {
+        // Alternate which goes first, so warm-up favours neither.
         if round % 2 == 0 {
-            cat.push(rate(parent.as_deref(), &with_cat));
-            ours.push(rate(parent.as_deref(), &with_collector));
+            cat.push(run(Piped::Cat));
+            ours.push(run(Piped::Collector));
         } else {
-            ours.push(rate(parent.as_deref(), &with_collector));
-            cat.push(rate(parent.as_deref(), &with_cat));
+            ours.push(run(Piped::Collector));
+            cat.push(run(Piped::Cat));
         }
     }
+    let rates = |v: &[Sample]| v.iter().map(|s| s.rate).collect::<Vec<_>>();
+    let (cat_rates, our_rates) = (rates(&cat), rates(&ours));
     let best = |v: &[f64]| v.iter().cloned().fold(0.0, f64::max);
     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
-    println!("ab -n {REQUESTS} -c {CONCURRENCY}, every request blocked and logged, {rounds} rounds each:");
+    let cpu = |v: &[Sample]| mean(&v.iter().map(|s| s.cpu_ms).collect::<Vec<_>>());
+    let place = match (&given, fresh) {
+        (Some(p), _) => p.display().to_string(),
+        (None, true) => "a fresh ext4 each".into(),
+        (None, false) => "/tmp".into(),
+    };
     println!(
-        "  cat > /dev/null in the pipe: mean {:>7.0} req/s, best {:>7.0}  {cat:.0?}",
-        mean(&cat),
-        best(&cat)
+        "ab -n {REQUESTS} -c {CONCURRENCY}, every request blocked and logged, {rounds} rounds each, on {place}:"
     );
     println!(
-        "  modsec-collector in the pipe: mean {:>7.0} req/s, best {:>7.0}  {ours:.0?}",
-        mean(&ours),
-        best(&ours)
+        "  cat > /dev/null in the pipe:  mean {:>5.0} req/s, best {:>5.0}, machine CPU {:.2} ms/request  {cat_rates:.0?}",
+        mean(&cat_rates),
+        best(&cat_rates),
+        cpu(&cat)
     );
     println!(
-        "  collector / cat: {:.3} (mean), {:.3} (best)",
-        mean(&ours) / mean(&cat),
-        best(&ours) / best(&cat)
+        "  modsec-collector in the pipe: mean {:>5.0} req/s, best {:>5.0}, machine CPU {:.2} ms/request  {our_rates:.0?}",
+        mean(&our_rates),
+        best(&our_rates),
+        cpu(&ours)
+    );
+    println!(
+        "  collector / cat: {:.3} (mean rate), {:.3} (best rate), {:.3} (CPU per request)",
+        mean(&our_rates) / mean(&cat_rates),
+        best(&our_rates) / best(&cat_rates),
+        cpu(&ours) / cpu(&cat)
     );
 }
