@@ -8,8 +8,8 @@
 //! reason logged), or in a spool that this or the next collector drains.
 //!
 //! - [`settings`]: the collector's settings from the config file and command line;
-//! - [`worker`]: what happens to one line (check, then commit);
-//! - [`pipeline`]: the reader, checker, committer and spill threads;
+//! - [`worker`]: what happens to one line (check, hash, commit);
+//! - [`pipeline`]: the reader, checker, hasher, committer and spill threads;
 //! - [`spool`]: the overflow file the worker drains when it catches up;
 //! - [`follow`]: reading an index file instead of a pipe (libmodsecurity 3).
 

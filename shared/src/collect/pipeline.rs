@@ -1,9 +1,12 @@
-//! The threads of a collector: the reader (only reads), the checker and the committer
-//! (the two halves of the work, in order), and the spill thread (writes the spool).
+//! The threads of a collector: the reader (only reads), the checker, the hasher and
+//! the committer (the three steps of the work, in order), and the spill thread (writes
+//! the spool).
 
+use std::collections::VecDeque;
 use std::io::{self, Read};
+use std::mem::take;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
@@ -17,11 +20,12 @@ pub trait LineSink: Send {
     fn handle(&mut self, line: &InputLine);
 }
 
-/// The two steps the pipeline runs on two threads, in order: `check` (may be slow,
-/// changes nothing) and `commit`. `line_of` gives back the line of a checked item, so a
-/// second SIGTERM can put unfinished ones in the backlog.
+/// The steps the pipeline runs on a thread each, in order: `check` and `verify` (may be
+/// slow, change nothing; `verify` may be absent) and `commit`. `line_of` gives back the
+/// line of a checked item, so a second SIGTERM can put unfinished ones in the backlog.
 pub struct Stages<T> {
     pub check: Box<dyn FnMut(InputLine) -> T + Send>,
+    pub verify: Option<Box<dyn FnMut(T) -> T + Send>>,
     pub commit: Box<dyn FnMut(T) + Send>,
     pub line_of: fn(&T) -> &InputLine,
 }
@@ -31,56 +35,78 @@ impl Stages<InputLine> {
     pub fn from_sink(mut sink: impl LineSink + 'static) -> Stages<InputLine> {
         Stages {
             check: Box::new(|line| line),
+            verify: None,
             commit: Box::new(move |line| sink.handle(&line)),
             line_of: |l| l,
         }
     }
 }
 
-/// Batches of checked lines waiting for the committer: enough to keep both threads busy.
+/// Batches of lines opened by the checker waiting for the hasher: it is the slower.
+const OPENED_QUEUE_BATCHES: usize = 4;
+/// Batches of checked lines waiting for the committer: enough to keep the threads busy.
+/// Every line between the checker and the committer holds its event open: with the
+/// batches in hand, at most ~250 descriptors.
 const CHECKED_QUEUE_BATCHES: usize = 8;
-/// Lines the checker hands over at once while more are waiting for it: under load the
-/// committer then wakes once per batch, not once per line (on two cores its spinning
-/// and waking cost the checker, the slower half, about a tenth of its time). A line
-/// that finds the checker idle goes on alone, at once.
+/// Lines a step hands over at once while more are waiting for it: under load the next
+/// step then wakes once per batch, not once per line (on two cores its spinning and
+/// waking cost the slower step about a tenth of its time). A line that finds the steps
+/// idle goes on alone, at once.
 const CHECKED_BATCH_LINES: usize = 16;
 
-/// The running pipeline: a reader thread, a worker thread and a spill thread.
+/// The running pipeline: reader, checker, hasher, committer ("worker") and spill threads.
 pub struct Pipeline<T> {
     reader: std::thread::JoinHandle<io::Result<()>>,
     checker: std::thread::JoinHandle<()>,
+    /// The verify step's thread, when there is one.
+    hasher: Option<std::thread::JoinHandle<()>>,
     worker: std::thread::JoinHandle<()>,
     spill: std::thread::JoinHandle<()>,
     pending: Receiver<InputLine>,
+    /// Lines between the checker and the hasher (the checked lines when there is none).
+    opened: Receiver<Vec<T>>,
     checked: Receiver<Vec<T>>,
     /// Lines checked and not yet handed over.
     in_checker: Arc<Mutex<Vec<T>>>,
+    /// Lines handed to the hasher and not yet hashed (but the one being hashed).
+    hasher_in: Arc<Mutex<VecDeque<T>>>,
+    /// Lines hashed and not yet handed over.
+    hasher_out: Arc<Mutex<Vec<T>>>,
     /// Lines handed over and not yet committed (but the one being committed).
-    in_worker: Arc<Mutex<std::collections::VecDeque<T>>>,
+    in_worker: Arc<Mutex<VecDeque<T>>>,
     line_of: fn(&T) -> &InputLine,
     spilling: Receiver<InputLine>,
     spill_outstanding: Arc<AtomicU64>,
-    /// Set by [`Pipeline::abandon`]: the checker takes no more work.
+    /// Set by [`Pipeline::abandon`]: the checker and the hasher take no more work.
     stop: Arc<AtomicBool>,
 }
 
-/// The checker's end of the channel to the committer: checked lines, in batches.
-/// The batch is shared so that [`Pipeline::abandon`] can take it from a checker stuck
-/// on a line (a hung disk).
-struct Handover<T> {
-    check: Box<dyn FnMut(InputLine) -> T + Send>,
+/// A step's end of the channel to the next: what it did, in batches. The batch is
+/// shared so that [`Pipeline::abandon`] can take it from a step stuck on a line (a hung
+/// disk).
+struct Handover<I, T> {
+    step: Box<dyn FnMut(I) -> T + Send>,
     tx: Sender<Vec<T>>,
     batch: Arc<Mutex<Vec<T>>>,
+    /// Counts of lines handed on and not yet committed, each raised per line.
+    handed: Vec<Arc<AtomicUsize>>,
 }
 
-impl<T> Handover<T> {
-    /// Checks `line`; hands the batch over unless more lines are `waiting` and it has
-    /// room.
-    fn push(&mut self, line: InputLine, waiting: bool) {
-        let checked = (self.check)(line);
+impl<I, T> Handover<I, T> {
+    /// Does the step on `item`, then hands it on.
+    fn push(&mut self, item: I, waiting: bool) {
+        let done = (self.step)(item);
+        self.hand(done, waiting);
+    }
+
+    /// Hands `done` on: the batch goes unless more items are `waiting` and it has room.
+    fn hand(&mut self, done: T, waiting: bool) {
+        for count in &self.handed {
+            count.fetch_add(1, Ordering::SeqCst);
+        }
         let len = {
             let mut batch = lock(&self.batch);
-            batch.push(checked);
+            batch.push(done);
             batch.len()
         };
         if !waiting || len >= CHECKED_BATCH_LINES {
@@ -116,11 +142,42 @@ impl<T: Send + 'static> Pipeline<T> {
     {
         let Stages {
             check,
-            mut commit,
+            verify,
+            commit,
             line_of,
         } = stages;
+        // A line that finds the pipeline idle is taken through every step by the thread
+        // that has it (the checker; the hasher for the last step): at Apache's usual
+        // rates a line then wakes one thread, not three (each wake-up costs more CPU
+        // than the step, on a VM most of all). Lines go from thread to thread only
+        // while others wait, and never past one handed on earlier, so the order holds.
+        let verify = verify.map(|v| Arc::new(Mutex::new(v)));
+        let commit = Arc::new(Mutex::new(commit));
+        // Lines the checker handed on, and lines the hasher handed on, not yet committed.
+        let after_checker = Arc::new(AtomicUsize::new(0));
+        let after_hasher = Arc::new(AtomicUsize::new(0));
         let (checked_tx, checked_rx) = bounded::<Vec<T>>(CHECKED_QUEUE_BATCHES);
         let checked = checked_rx.clone();
+        // With a verify step the checker hands over to it, else to the committer.
+        let (opened_tx, checker_handed, hasher_parts) = match &verify {
+            Some(verify) => {
+                let (opened_tx, opened_rx) = bounded::<Vec<T>>(OPENED_QUEUE_BATCHES);
+                (
+                    opened_tx,
+                    vec![after_checker.clone()],
+                    Some((verify.clone(), opened_rx, checked_tx)),
+                )
+            }
+            None => (
+                checked_tx,
+                vec![after_checker.clone(), after_hasher.clone()],
+                None,
+            ),
+        };
+        let opened = match &hasher_parts {
+            Some((_, opened_rx, _)) => opened_rx.clone(),
+            None => checked_rx.clone(),
+        };
         let (work_tx, work_rx) = bounded::<InputLine>(WORK_QUEUE_LINES);
         let (spill_tx, spill_rx) = bounded::<InputLine>(SPILL_CHANNEL_LINES);
         let (spill_done_tx, spill_done_rx) = bounded::<()>(0);
@@ -134,22 +191,30 @@ impl<T: Send + 'static> Pipeline<T> {
         let spool = Arc::new(Spool::new(spool_dir));
         let stop = Arc::new(AtomicBool::new(false));
         let checker_stop = stop.clone();
+        let hasher_stop = stop.clone();
         let in_checker = Arc::new(Mutex::new(Vec::new()));
         let checker_batch = in_checker.clone();
-        let in_worker = Arc::new(Mutex::new(std::collections::VecDeque::new()));
+        let hasher_in = Arc::new(Mutex::new(VecDeque::new()));
+        let hasher_queue = hasher_in.clone();
+        let hasher_out = Arc::new(Mutex::new(Vec::new()));
+        let hasher_batch = hasher_out.clone();
+        let in_worker = Arc::new(Mutex::new(VecDeque::new()));
         let worker_batch = in_worker.clone();
         let writer_spool = spool.clone();
         let reader = std::thread::Builder::new()
             .name("reader".into())
             .spawn(move || read_loop(input, work_tx, spill_tx, &reader_stats, &reader_outstanding))
             .expect("spawn reader thread");
+        let (checker_verify, checker_commit) = (verify.clone(), commit.clone());
+        let checker_after = after_checker.clone();
         let checker = std::thread::Builder::new()
             .name("checker".into())
             .spawn(move || {
                 let mut out = Handover {
-                    check,
-                    tx: checked_tx,
+                    step: check,
+                    tx: opened_tx,
                     batch: checker_batch,
+                    handed: checker_handed,
                 };
                 // Spooled lines go a batch at a time, whatever else waits.
                 spool.recover(&mut |line| out.push(line.clone(), true));
@@ -159,6 +224,17 @@ impl<T: Send + 'static> Pipeline<T> {
                         break;
                     }
                     match work_rx.recv_timeout(SPOOL_POLL) {
+                        Ok(line)
+                            if work_rx.is_empty() && checker_after.load(Ordering::SeqCst) == 0 =>
+                        {
+                            // Nothing waits and nothing is ahead: every step here.
+                            let done = (out.step)(line);
+                            let done = match &checker_verify {
+                                Some(verify) => (lock(verify))(done),
+                                None => done,
+                            };
+                            (lock(&checker_commit))(done);
+                        }
                         Ok(line) => out.push(line, !work_rx.is_empty()),
                         Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
                             if !checker_stop.load(Ordering::SeqCst) {
@@ -177,6 +253,46 @@ impl<T: Send + 'static> Pipeline<T> {
                 out.flush();
             })
             .expect("spawn checker thread");
+        let hasher_commit = commit.clone();
+        let (hasher_after_checker, hasher_after) = (after_checker.clone(), after_hasher.clone());
+        let hasher = hasher_parts.map(|(verify, opened_rx, checked_tx)| {
+            std::thread::Builder::new()
+                .name("hasher".into())
+                .spawn(move || {
+                    let mut out = Handover {
+                        step: Box::new(move |item| (lock(&verify))(item)),
+                        tx: checked_tx,
+                        batch: hasher_batch,
+                        handed: vec![hasher_after.clone()],
+                    };
+                    // As in the committer, a batch waits where abandon() can take it.
+                    for batch in opened_rx.iter() {
+                        lock(&hasher_queue).extend(batch);
+                        loop {
+                            if hasher_stop.load(Ordering::SeqCst) {
+                                return;
+                            }
+                            let (next, more) = {
+                                let mut queue = lock(&hasher_queue);
+                                let next = queue.pop_front();
+                                (next, !queue.is_empty())
+                            };
+                            let Some(item) = next else { break };
+                            let done = (out.step)(item);
+                            let waiting = more || !opened_rx.is_empty();
+                            if !waiting && hasher_after.load(Ordering::SeqCst) == 0 {
+                                // The committer has nothing: commit it here.
+                                (lock(&hasher_commit))(done);
+                                hasher_after_checker.fetch_sub(1, Ordering::SeqCst);
+                            } else {
+                                out.hand(done, waiting);
+                            }
+                        }
+                    }
+                    out.flush();
+                })
+                .expect("spawn hasher thread")
+        });
         let worker = std::thread::Builder::new()
             .name("worker".into())
             .spawn(move || {
@@ -187,7 +303,11 @@ impl<T: Send + 'static> Pipeline<T> {
                     loop {
                         let next = lock(&worker_batch).pop_front();
                         match next {
-                            Some(item) => commit(item),
+                            Some(item) => {
+                                (lock(&commit))(item);
+                                after_hasher.fetch_sub(1, Ordering::SeqCst);
+                                after_checker.fetch_sub(1, Ordering::SeqCst);
+                            }
                             None => break,
                         }
                     }
@@ -227,8 +347,12 @@ impl<T: Send + 'static> Pipeline<T> {
         Pipeline {
             reader,
             checker,
+            hasher,
+            opened,
             checked,
             in_checker,
+            hasher_in,
+            hasher_out,
             in_worker,
             line_of,
             worker,
@@ -248,10 +372,14 @@ impl<T: Send + 'static> Pipeline<T> {
             .join()
             .unwrap_or_else(|_| Err(io::Error::other("reader thread panicked")));
         drop(self.pending);
+        drop(self.opened);
         drop(self.checked);
         drop(self.spilling);
         let _ = self.spill.join();
         let _ = self.checker.join();
+        if let Some(hasher) = self.hasher {
+            let _ = hasher.join();
+        }
         let _ = self.worker.join();
         read
     }
@@ -263,33 +391,27 @@ impl<T: Send + 'static> Pipeline<T> {
 
     /// Cuts the grace short (a second SIGTERM): lines still waiting for the worker or
     /// for the spill thread go to `backlog`, and a spool write in progress is waited for
-    /// (up to `grace`). The worker finishes the line it is on; the spool stays on disk
+    /// (up to `grace`). Each step finishes the line it is on; the spool stays on disk
     /// for the next collector, which drains it at start-up.
     pub fn abandon(self, grace: std::time::Duration, backlog: impl Fn(&[InputLine])) {
         self.stop.store(true, Ordering::SeqCst);
-        // The checker may still be on one line; it hands it over once there is room.
-        // What it checked before is taken from its batch.
+        // The checker and the hasher may still be on one line each; they hand it over
+        // once there is room. What they did before is taken from their batches.
+        let line_of = self.line_of;
+        let lines_of = |items: Vec<T>| -> Vec<InputLine> {
+            items.iter().map(|c| line_of(c).clone()).collect()
+        };
         let mut left: Vec<InputLine> = Vec::new();
         let mut quiet_rounds = 0;
         while quiet_rounds < 3 {
             let before = left.len();
             left.extend(self.pending.try_iter());
-            left.extend(
-                self.checked
-                    .try_iter()
-                    .flatten()
-                    .map(|c| (self.line_of)(&c).clone()),
-            );
-            left.extend(
-                std::mem::take(&mut *lock(&self.in_worker))
-                    .iter()
-                    .map(|c| (self.line_of)(c).clone()),
-            );
-            left.extend(
-                std::mem::take(&mut *lock(&self.in_checker))
-                    .iter()
-                    .map(|c| (self.line_of)(c).clone()),
-            );
+            left.extend(lines_of(self.checked.try_iter().flatten().collect()));
+            left.extend(lines_of(take(&mut *lock(&self.in_worker)).into()));
+            left.extend(lines_of(take(&mut *lock(&self.hasher_out))));
+            left.extend(lines_of(take(&mut *lock(&self.hasher_in)).into()));
+            left.extend(lines_of(self.opened.try_iter().flatten().collect()));
+            left.extend(lines_of(take(&mut *lock(&self.in_checker))));
             quiet_rounds = if left.len() == before {
                 quiet_rounds + 1
             } else {

@@ -409,6 +409,36 @@ impl LineSink for Stalled {
     }
 }
 
+/// Waits (up to a minute) for the reader to reach the end of input, runs `hang`, then
+/// cuts the grace short as a second SIGTERM does, backlogging into `dir`.
+fn read_all_then_abandon<T: Send + 'static>(
+    p: Pipeline<T>,
+    started: Instant,
+    dir: &Path,
+    hang: impl FnOnce(),
+) {
+    while !p.input_done() {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the reader is stuck behind the steps"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    hang();
+    let q = Queue::open(dir).unwrap();
+    let tally = Stats::default();
+    p.abandon(Duration::from_secs(10), move |lines| {
+        write_backlog(&q, lines, "shutdown", &tally)
+    });
+}
+
+/// `line 0\n`, `line 1\n`, …: `n` lines.
+fn numbered_lines(n: usize) -> Vec<u8> {
+    (0..n)
+        .flat_map(|i| format!("line {i}\n").into_bytes())
+        .collect()
+}
+
 fn spool_lines(dir: &Path) -> u64 {
     std::fs::read_dir(dir)
         .unwrap()
@@ -446,19 +476,9 @@ fn a_stalled_worker_never_stalls_the_reader_and_no_line_is_lost() {
         dir.path(),
         stats.clone(),
     );
-    while !p.input_done() {
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "the reader is stuck behind the worker"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
     // The disk dies for good; then a second SIGTERM cuts the grace short.
-    frozen.store(true, Ordering::SeqCst);
-    let q = Queue::open(dir.path()).unwrap();
-    let tally = Stats::default();
-    p.abandon(Duration::from_secs(10), move |lines| {
-        write_backlog(&q, lines, "shutdown", &tally)
+    read_all_then_abandon(p, started, dir.path(), || {
+        frozen.store(true, Ordering::SeqCst)
     });
     let in_backlog = std::fs::read_to_string(dir.path().join(".backlog"))
         .map(|b| b.lines().count() as u64)
@@ -490,9 +510,7 @@ impl LineSink for Counting {
 fn a_burst_is_spooled_and_then_every_line_is_handled() {
     let dir = tempfile::tempdir().unwrap();
     let n = WORK_QUEUE_LINES * 5;
-    let input: Vec<u8> = (0..n)
-        .flat_map(|i| format!("line {i}\n").into_bytes())
-        .collect();
+    let input = numbered_lines(n);
     let seen = Counting(Arc::new(std::sync::Mutex::new(Vec::new())));
     let p = Pipeline::start(
         io::Cursor::new(input),
@@ -634,4 +652,240 @@ fn links_planted_in_the_queue_are_not_followed() {
         .unwrap()
         .file_type()
         .is_symlink());
+}
+
+/// Stages with a verify step that tags each line, and a commit that records it.
+fn tagging_stages(
+    seen: Counting,
+    verify_gate: Option<Arc<AtomicBool>>,
+) -> (Stages<InputLine>, Arc<AtomicU64>) {
+    let verified = Arc::new(AtomicU64::new(0));
+    let count = verified.clone();
+    let stages = Stages {
+        check: Box::new(|line| line),
+        verify: Some(Box::new(move |mut line: InputLine| {
+            if let Some(frozen) = &verify_gate {
+                std::thread::sleep(Duration::from_millis(50));
+                while frozen.load(Ordering::SeqCst) {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            }
+            count.fetch_add(1, Ordering::SeqCst);
+            line.bytes.extend_from_slice(b"verified");
+            line
+        })),
+        commit: Box::new(move |line| {
+            seen.0.lock().unwrap().push(line.bytes);
+        }),
+        line_of: |l| l,
+    };
+    (stages, verified)
+}
+
+#[test]
+fn with_a_verify_step_every_line_is_verified_once_and_committed_in_order() {
+    // Fewer lines than the work queue holds: nothing spills, so the order is exact.
+    let dir = tempfile::tempdir().unwrap();
+    let n = WORK_QUEUE_LINES / 2;
+    let input = numbered_lines(n);
+    let seen = Counting(Arc::new(std::sync::Mutex::new(Vec::new())));
+    let (stages, verified) = tagging_stages(seen.clone(), None);
+    let p = Pipeline::start(
+        io::Cursor::new(input),
+        stages,
+        dir.path(),
+        Arc::new(Stats::default()),
+    );
+    p.finish().unwrap();
+    let want: Vec<Vec<u8>> = (0..n)
+        .map(|i| format!("line {i}\nverified").into_bytes())
+        .collect();
+    assert_eq!(*seen.0.lock().unwrap(), want);
+    assert_eq!(verified.load(Ordering::SeqCst), n as u64);
+
+    // A burst: spooled, then every line verified and committed once.
+    let dir = tempfile::tempdir().unwrap();
+    let n = WORK_QUEUE_LINES * 5;
+    let input = numbered_lines(n);
+    let seen = Counting(Arc::new(std::sync::Mutex::new(Vec::new())));
+    let (stages, verified) = tagging_stages(seen.clone(), None);
+    let stats = Arc::new(Stats::default());
+    let p = Pipeline::start(io::Cursor::new(input), stages, dir.path(), stats.clone());
+    p.finish().unwrap();
+    let mut got = seen.0.lock().unwrap().clone();
+    assert!(
+        stats.spilled.load(Ordering::Relaxed) > 0,
+        "the burst spilled"
+    );
+    assert_eq!(got.len(), n);
+    assert!(got.iter().all(|l| l.ends_with(b"\nverified")));
+    got.sort();
+    got.dedup();
+    assert_eq!(got.len(), n, "each line once");
+    assert_eq!(verified.load(Ordering::SeqCst), n as u64);
+}
+
+#[test]
+fn a_hung_verify_step_never_stalls_the_reader_and_no_line_is_lost() {
+    // The disk hangs while an event is being hashed; a second SIGTERM cuts the grace
+    // short: what waits before and after the hasher goes to the backlog.
+    const LINES: u64 = 20_000;
+    let dir = tempfile::tempdir().unwrap();
+    let input = numbered_lines(LINES as usize);
+    let seen = Counting(Arc::new(std::sync::Mutex::new(Vec::new())));
+    let frozen = Arc::new(AtomicBool::new(false));
+    let (stages, _) = tagging_stages(seen.clone(), Some(frozen.clone()));
+    let started = Instant::now();
+    let p = Pipeline::start(
+        io::Cursor::new(input),
+        stages,
+        dir.path(),
+        Arc::new(Stats::default()),
+    );
+    read_all_then_abandon(p, started, dir.path(), || {
+        frozen.store(true, Ordering::SeqCst);
+        // Let the committer take what the hasher had handed over.
+        std::thread::sleep(Duration::from_millis(200));
+    });
+    let backlog = std::fs::read_to_string(dir.path().join(".backlog")).unwrap_or_default();
+    let mut all: Vec<String> = backlog
+        .lines()
+        .map(|l| l.rsplit('\t').next().unwrap().to_string())
+        .collect();
+    let done = seen.0.lock().unwrap().len() as u64;
+    all.extend(
+        seen.0
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|l| String::from_utf8_lossy(l.strip_suffix(b"\nverified").unwrap()).into_owned()),
+    );
+    for e in std::fs::read_dir(dir.path()).unwrap().flatten() {
+        if e.file_name().to_string_lossy().starts_with(SPOOL_PREFIX) {
+            let text = std::fs::read_to_string(e.path()).unwrap();
+            all.extend(text.lines().map(String::from));
+        }
+    }
+    let in_backlog = backlog.lines().count();
+    let total = all.len() as u64;
+    all.sort();
+    all.dedup();
+    assert_eq!(all.len() as u64, total, "no line in two places");
+    // One line may be inside the hung hasher.
+    assert!(
+        total == LINES || total + 1 == LINES,
+        "committed {done} + backlog {in_backlog} + spool = {total} != {LINES}"
+    );
+    assert!(done < 1000, "the reader did not wait ({done} committed)");
+    assert!(
+        in_backlog > 0,
+        "lines around the hung hasher went to the backlog"
+    );
+}
+
+#[test]
+fn the_worker_in_the_pipeline_hashes_on_its_own_thread() {
+    // The real steps on their threads: a good event, one changed after its index line
+    // (md5 only), a missing one; queued in order, marked, backlogged.
+    let s = setup(true);
+    let good = event(&s, "/a/good", b"a complete event");
+    let changed = event(&s, "/a/changed", b"another event");
+    std::fs::write(s.dir.path().join("audit/a/changed"), b"ANOTHER EVENT").unwrap();
+    let missing = line_for("/a/missing", 5, &[0; 16]);
+    let queue = s.dir.path().join("queue");
+    let stats = Arc::new(Stats::default());
+    let p = Pipeline::start(
+        io::Cursor::new([good, changed, missing].concat()),
+        s.worker.into_stages(),
+        &queue,
+        stats.clone(),
+    );
+    p.finish().unwrap();
+    let mut entries: Vec<String> = std::fs::read_dir(&queue)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("modsec.log."))
+        .collect();
+    entries.sort_by_key(|n| crate::queue::EntryName::parse(n).unwrap());
+    assert_eq!(entries.len(), 2, "{entries:?}");
+    let ino = |p: &Path| std::fs::metadata(p).unwrap().ino();
+    assert_eq!(
+        ino(&queue.join(&entries[0])),
+        ino(&s.dir.path().join("audit/a/good"))
+    );
+    assert_eq!(
+        ino(&queue.join(&entries[1])),
+        ino(&s.dir.path().join("audit/a/changed"))
+    );
+    assert!(crate::queue::integrity_note(&queue, &entries[0]).is_none());
+    let note = crate::queue::integrity_note(&queue, &entries[1]).unwrap();
+    assert!(note.contains("md5 differs"), "{note}");
+    let backlog = std::fs::read_to_string(queue.join(".backlog")).unwrap();
+    assert!(backlog.contains("/a/missing"), "{backlog}");
+    assert_eq!(stats.read.load(Ordering::Relaxed), 3);
+}
+
+#[test]
+fn a_line_that_finds_the_pipeline_idle_goes_through_on_one_thread() {
+    // Lines one at a time (Apache's usual pace): the checker takes each through every
+    // step, waking no other thread. A burst still spreads over the threads.
+    let dir = tempfile::tempdir().unwrap();
+    let (mut feed, input) = std::os::unix::net::UnixStream::pair().unwrap();
+    let threads = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (verified_on, committed_on) = (threads.clone(), threads.clone());
+    let stages = Stages {
+        check: Box::new(|line| line),
+        verify: Some(Box::new(move |line: InputLine| {
+            let name = std::thread::current().name().unwrap().to_string();
+            verified_on.lock().unwrap().push(("verify", name));
+            line
+        })),
+        commit: Box::new(move |_line| {
+            let name = std::thread::current().name().unwrap().to_string();
+            committed_on.lock().unwrap().push(("commit", name));
+        }),
+        line_of: |l| l,
+    };
+    let p = Pipeline::start(input, stages, dir.path(), Arc::new(Stats::default()));
+    for i in 0..5 {
+        use std::io::Write;
+        feed.write_all(format!("slow {i}\n").as_bytes()).unwrap();
+        // The next line comes once this one is committed.
+        let started = Instant::now();
+        while threads.lock().unwrap().len() < 2 * (i + 1) {
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "line {i} not committed"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+    let slow = threads.lock().unwrap().clone();
+    assert_eq!(slow.len(), 10, "{slow:?}");
+    assert!(
+        slow.iter().all(|(_, t)| t == "checker"),
+        "every step on the checker: {slow:?}"
+    );
+    threads.lock().unwrap().clear();
+    use std::io::Write;
+    let burst: Vec<u8> = (0..20_000)
+        .flat_map(|i| format!("burst {i}\n").into_bytes())
+        .collect();
+    feed.write_all(&burst).unwrap();
+    drop(feed);
+    p.finish().unwrap();
+    let fast = threads.lock().unwrap().clone();
+    assert_eq!(fast.len(), 40_000);
+    let on = |step: &str, thread: &str| {
+        fast.iter()
+            .filter(|(s, t)| *s == step && t == thread)
+            .count()
+    };
+    assert!(
+        on("verify", "hasher") > 0 && on("commit", "worker") > 0,
+        "the burst spread: {} verified on the hasher, {} committed on the worker",
+        on("verify", "hasher"),
+        on("commit", "worker")
+    );
 }
