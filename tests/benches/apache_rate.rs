@@ -168,6 +168,12 @@ impl FreshExt4 {
     }
 }
 
+impl AsRef<Path> for FreshExt4 {
+    fn as_ref(&self) -> &Path {
+        self.mount.path()
+    }
+}
+
 impl Drop for FreshExt4 {
     fn drop(&mut self) {
         // The collector may still be finishing after Apache stopped: wait for the
@@ -204,19 +210,20 @@ fn main() {
     }
     let collector = binary("modsec-collector");
     let given = std::env::var_os("APACHE_RATE_DIR").map(std::path::PathBuf::from);
-    let fresh = match &given {
-        Some(_) => false,
-        None => match FreshExt4::new() {
-            Ok(_) => true,
-            Err(why) => {
+    // The first fresh filesystem tells whether this machine can make them; it is then
+    // the first measurement's.
+    let mut spare = match &given {
+        Some(_) => None,
+        None => FreshExt4::new()
+            .map_err(|why| {
                 eprintln!(
                     "apache_rate: WARNING: cannot make a fresh ext4 ({why}); running in /tmp, \
                      where the disk's history weighs on every round"
-                );
-                false
-            }
-        },
+                )
+            })
+            .ok(),
     };
+    let fresh = spare.is_some();
     let rounds = std::env::var("APACHE_RATE_ROUNDS")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -224,26 +231,26 @@ fn main() {
     let extra = std::env::var("APACHE_RATE_COLLECTOR_ARGS").unwrap_or_default();
     // One measurement in a place of its own: a fresh filesystem, or a temp dir in the
     // given directory (or /tmp).
-    let run = |piped: Piped| -> Sample {
-        let _fs;
-        let _dir;
-        let parent: std::path::PathBuf = if fresh {
-            let fs = FreshExt4::new().expect("fresh ext4");
-            let p = fs.mount.path().to_path_buf();
-            _fs = fs;
-            p
+    let mut run = |piped: Piped| -> Sample {
+        // Dropped after the measurement: unmounted, or removed.
+        let place: Box<dyn AsRef<Path>> = if fresh {
+            Box::new(
+                spare
+                    .take()
+                    .unwrap_or_else(|| FreshExt4::new().expect("fresh ext4")),
+            )
         } else {
-            let dir = match &given {
-                Some(p) => tempfile::tempdir_in(p),
-                None => tempfile::tempdir(),
-            }
-            .expect("temp dir");
-            let p = dir.path().to_path_buf();
-            _dir = dir;
-            p
+            Box::new(
+                match &given {
+                    Some(p) => tempfile::tempdir_in(p),
+                    None => tempfile::tempdir(),
+                }
+                .expect("temp dir"),
+            )
         };
+        let parent = (*place).as_ref();
         let queue = parent.join("queue");
-        measure(&parent, &|root: &Path| match piped {
+        measure(parent, &|root: &Path| match piped {
             Piped::Cat => "/bin/cat".to_string(),
             // The queue lives beside the instance, on the same filesystem.
             Piped::Collector => format!(

@@ -122,6 +122,35 @@ impl<I, T> Handover<I, T> {
     }
 }
 
+/// Takes batches from `rx` into `queue`, where [`Pipeline::abandon`] can take them (only
+/// the item being worked on is out of its reach), and gives each item in turn to `work`
+/// with whether more wait in `queue`. False when it stopped early because `stop` was set.
+fn each_in_turn<T>(
+    rx: &Receiver<Vec<T>>,
+    queue: &Mutex<VecDeque<T>>,
+    stop: &AtomicBool,
+    mut work: impl FnMut(T, bool),
+) -> bool {
+    for batch in rx.iter() {
+        lock(queue).extend(batch);
+        loop {
+            if stop.load(Ordering::SeqCst) {
+                return false;
+            }
+            let (next, more) = {
+                let mut queue = lock(queue);
+                let next = queue.pop_front();
+                (next, !queue.is_empty())
+            };
+            match next {
+                Some(item) => work(item, more),
+                None => break,
+            }
+        }
+    }
+    true
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -153,7 +182,9 @@ impl<T: Send + 'static> Pipeline<T> {
         // while others wait, and never past one handed on earlier, so the order holds.
         let verify = verify.map(|v| Arc::new(Mutex::new(v)));
         let commit = Arc::new(Mutex::new(commit));
-        // Lines the checker handed on, and lines the hasher handed on, not yet committed.
+        // Lines the checker handed on, and lines handed to the committer, not yet
+        // committed. Without a hasher the checker hands straight to the committer, so
+        // it raises both.
         let after_checker = Arc::new(AtomicUsize::new(0));
         let after_hasher = Arc::new(AtomicUsize::new(0));
         let (checked_tx, checked_rx) = bounded::<Vec<T>>(CHECKED_QUEUE_BATCHES);
@@ -265,19 +296,8 @@ impl<T: Send + 'static> Pipeline<T> {
                         batch: hasher_batch,
                         handed: vec![hasher_after.clone()],
                     };
-                    // As in the committer, a batch waits where abandon() can take it.
-                    for batch in opened_rx.iter() {
-                        lock(&hasher_queue).extend(batch);
-                        loop {
-                            if hasher_stop.load(Ordering::SeqCst) {
-                                return;
-                            }
-                            let (next, more) = {
-                                let mut queue = lock(&hasher_queue);
-                                let next = queue.pop_front();
-                                (next, !queue.is_empty())
-                            };
-                            let Some(item) = next else { break };
+                    let finished =
+                        each_in_turn(&opened_rx, &hasher_queue, &hasher_stop, |item, more| {
                             let done = (out.step)(item);
                             let waiting = more || !opened_rx.is_empty();
                             if !waiting && hasher_after.load(Ordering::SeqCst) == 0 {
@@ -287,31 +307,24 @@ impl<T: Send + 'static> Pipeline<T> {
                             } else {
                                 out.hand(done, waiting);
                             }
-                        }
+                        });
+                    // Stopped: what is left stays in the batches, for abandon().
+                    if finished {
+                        out.flush();
                     }
-                    out.flush();
                 })
                 .expect("spawn hasher thread")
         });
         let worker = std::thread::Builder::new()
             .name("worker".into())
             .spawn(move || {
-                // A batch waits where abandon() can take it: only the line being
-                // committed is out of its reach.
-                for batch in checked_rx {
-                    lock(&worker_batch).extend(batch);
-                    loop {
-                        let next = lock(&worker_batch).pop_front();
-                        match next {
-                            Some(item) => {
-                                (lock(&commit))(item);
-                                after_hasher.fetch_sub(1, Ordering::SeqCst);
-                                after_checker.fetch_sub(1, Ordering::SeqCst);
-                            }
-                            None => break,
-                        }
-                    }
-                }
+                // It never stops early: what abandon() leaves it, it commits.
+                let never = AtomicBool::new(false);
+                each_in_turn(&checked_rx, &worker_batch, &never, |item, _| {
+                    (lock(&commit))(item);
+                    after_hasher.fetch_sub(1, Ordering::SeqCst);
+                    after_checker.fetch_sub(1, Ordering::SeqCst);
+                });
             })
             .expect("spawn worker thread");
         let spill = std::thread::Builder::new()

@@ -536,3 +536,39 @@ pub fn resolve_event_path(storage: &Path, line: &IndexLine) -> Result<PathBuf, S
     }
     Ok(storage.join(rel))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_event_that_cannot_be_read_for_its_md5_is_refused_naming_it() {
+        // Opened for writing only: read() fails (EBADF), as on a disk that fails.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("20261128-021431-unreadable");
+        std::fs::write(&path, b"event").unwrap();
+        let file = OpenOptions::new().write(true).open(&path).unwrap();
+        let checked = Checked {
+            line: InputLine {
+                bytes: b"line\n".to_vec(),
+                full_len: 5,
+            },
+            unique_id: Some("awo5B9rt9m7QJiOqXPD3lQAAAEg".into()),
+            verdict: Verdict::Ready(OpenEvent {
+                file,
+                path: path.clone(),
+                problems: Vec::new(),
+                md5_due: Some([0; 16]),
+            }),
+        };
+        let mut hasher = Hasher { buf: vec![0; 64] };
+        match hasher.verify(checked).verdict {
+            Verdict::Refused(why) => assert!(
+                why.starts_with(&format!("{}: ", path.display()))
+                    && why.contains("Bad file descriptor"),
+                "{why}"
+            ),
+            _ => panic!("an unreadable event was not refused"),
+        }
+    }
+}
