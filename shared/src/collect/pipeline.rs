@@ -217,6 +217,11 @@ impl<T: Send + 'static> Pipeline<T> {
         // Lines handed to the spill thread and not yet in the spool.
         let spill_outstanding = Arc::new(AtomicU64::new(0));
         let outstanding = spill_outstanding.clone();
+        let checker_spilling = spill_outstanding.clone();
+        // Set by the spill thread after each write to the spool, before it counts the
+        // lines as no longer outstanding; cleared by the checker when it takes the spool.
+        let spooled = Arc::new(AtomicBool::new(false));
+        let spill_wrote = spooled.clone();
         let reader_outstanding = spill_outstanding.clone();
         let reader_stats = stats.clone();
         let spool = Arc::new(Spool::new(spool_dir));
@@ -254,7 +259,27 @@ impl<T: Send + 'static> Pipeline<T> {
                     if checker_stop.load(Ordering::SeqCst) {
                         break;
                     }
-                    match work_rx.recv_timeout(SPOOL_POLL) {
+                    // Spooled lines are older than any still to come: they go as soon
+                    // as nothing newer waits, not after a quiet spell, which steady
+                    // traffic may never leave.
+                    if work_rx.is_empty() && spooled.swap(false, Ordering::SeqCst) {
+                        spool.drain(&mut |line| out.push(line.clone(), true));
+                        out.flush();
+                        continue;
+                    }
+                    // While the spill thread holds lines, look again soon. Otherwise
+                    // sleep until a line comes: the reader spills only when the work
+                    // channel is full, and then this wakes anyway.
+                    let next = if checker_spilling.load(Ordering::SeqCst) > 0
+                        || spooled.load(Ordering::SeqCst)
+                    {
+                        work_rx.recv_timeout(SPOOL_POLL)
+                    } else {
+                        work_rx
+                            .recv()
+                            .map_err(|_| crossbeam_channel::RecvTimeoutError::Disconnected)
+                    };
+                    match next {
                         Ok(line)
                             if work_rx.is_empty() && checker_after.load(Ordering::SeqCst) == 0 =>
                         {
@@ -267,12 +292,9 @@ impl<T: Send + 'static> Pipeline<T> {
                             (lock(&checker_commit))(done);
                         }
                         Ok(line) => out.push(line, !work_rx.is_empty()),
-                        Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
-                            if !checker_stop.load(Ordering::SeqCst) {
-                                spool.drain(&mut |line| out.push(line.clone(), true));
-                                out.flush();
-                            }
-                        }
+                        // The spill thread is still writing: the top of the loop
+                        // takes what it wrote.
+                        Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
                         Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
                             // Input is over: wait for the last spilled batch, then drain.
                             let _ = spill_done_rx.recv();
@@ -339,7 +361,11 @@ impl<T: Send + 'static> Pipeline<T> {
                             Err(_) => break,
                         }
                     }
-                    if let Err(e) = writer_spool.append(&batch) {
+                    let written = writer_spool.append(&batch);
+                    if written.is_ok() {
+                        spill_wrote.store(true, Ordering::SeqCst);
+                    }
+                    if let Err(e) = written {
                         let reason = format!("collector busy and the spool cannot be written: {e}");
                         match Queue::open(&writer_spool.dir) {
                             Ok(q) => write_backlog(&q, &batch, &reason, &stats),

@@ -7,14 +7,15 @@ use std::sync::Arc;
 
 use super::{read_line, InputLine};
 
-/// How often an idle worker looks for spilled lines.
+/// How often the checker looks at the spool while the spill thread is still writing
+/// lines to it; otherwise it takes the spool as soon as the work channel is empty.
 pub(crate) const SPOOL_POLL: std::time::Duration = std::time::Duration::from_millis(50);
 /// Prefix of the per-process overflow files in the queue: `.spool.<pid>`.
 pub const SPOOL_PREFIX: &str = ".spool.";
 
 /// Overflow lines of one collector process: `.spool.<pid>` in the queue dir, raw index
-/// lines, appended by the spill thread and drained by the worker whenever it has
-/// nothing else to do. A spool left by a dead process is drained at start-up, so a
+/// lines, appended by the spill thread and drained by the checker as soon as no newer
+/// line waits for it. A spool left by a dead process is drained at start-up, so a
 /// crash loses nothing; lines of it whose event is already queued or delivered (the
 /// dead process was draining it) are not queued twice.
 pub(crate) struct Spool {

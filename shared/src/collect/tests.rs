@@ -889,3 +889,83 @@ fn a_line_that_finds_the_pipeline_idle_goes_through_on_one_thread() {
         on("commit", "worker")
     );
 }
+
+#[test]
+fn spooled_lines_go_while_lines_keep_coming() {
+    // A burst the steps cannot take at once is spooled. Steady traffic after it, a line
+    // every few ms, must not keep the spooled lines waiting for a quiet moment.
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let (mut feed, input) = std::os::unix::net::UnixStream::pair().unwrap();
+    let held = Arc::new(AtomicBool::new(true));
+    let gate = held.clone();
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let committed = seen.clone();
+    let stages = Stages {
+        check: Box::new(move |line| {
+            while gate.load(Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            line
+        }),
+        verify: None,
+        commit: Box::new(move |line: InputLine| committed.lock().unwrap().push(line.bytes)),
+        line_of: |l| l,
+    };
+    let stats = Arc::new(Stats::default());
+    let p = Pipeline::start(input, stages, dir.path(), stats.clone());
+    let burst = WORK_QUEUE_LINES * 4;
+    feed.write_all(
+        &(0..burst)
+            .flat_map(|i| format!("burst {i}\n").into_bytes())
+            .collect::<Vec<u8>>(),
+    )
+    .unwrap();
+    let started = Instant::now();
+    while stats.read.load(Ordering::SeqCst) < burst as u64
+        || spool_lines(dir.path()) < stats.spilled.load(Ordering::SeqCst)
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "burst not read"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(spool_lines(dir.path()) > 0, "part of the burst was spooled");
+    held.store(false, Ordering::SeqCst);
+    let bursts_seen = || {
+        seen.lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.starts_with(b"burst "))
+            .count()
+    };
+    // A line every 5 ms (well under the spool's poll interval) until the whole burst
+    // is through, for at most 10 s; the input stays open throughout.
+    let mut steady = 0;
+    let trickle = Instant::now();
+    while bursts_seen() < burst && trickle.elapsed() < Duration::from_secs(10) {
+        feed.write_all(format!("steady {steady}\n").as_bytes())
+            .unwrap();
+        steady += 1;
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(
+        bursts_seen(),
+        burst,
+        "spooled lines still waiting after {steady} steady lines ({:?})",
+        trickle.elapsed()
+    );
+    drop(feed);
+    p.finish().unwrap();
+    let mut all = seen.lock().unwrap().clone();
+    assert_eq!(all.len(), burst + steady);
+    all.sort();
+    all.dedup();
+    assert_eq!(all.len(), burst + steady, "each line once");
+    assert_eq!(
+        spool_lines(dir.path()),
+        0,
+        "the spool is drained and removed"
+    );
+}
