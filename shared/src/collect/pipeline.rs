@@ -57,6 +57,7 @@ const CHECKED_BATCH_LINES: usize = 16;
 /// The running pipeline: reader, checker, hasher, committer ("worker") and spill threads.
 pub struct Pipeline<T> {
     reader: std::thread::JoinHandle<io::Result<()>>,
+    input_end: Receiver<()>,
     checker: std::thread::JoinHandle<()>,
     /// The verify step's thread, when there is one.
     hasher: Option<std::thread::JoinHandle<()>>,
@@ -237,9 +238,14 @@ impl<T: Send + 'static> Pipeline<T> {
         let in_worker = Arc::new(Mutex::new(VecDeque::new()));
         let worker_batch = in_worker.clone();
         let writer_spool = spool.clone();
+        // Closed when the reader is done, so the caller can wait for it without polling.
+        let (input_end_tx, input_end) = bounded::<()>(0);
         let reader = std::thread::Builder::new()
             .name("reader".into())
-            .spawn(move || read_loop(input, work_tx, spill_tx, &reader_stats, &reader_outstanding))
+            .spawn(move || {
+                let _end = input_end_tx;
+                read_loop(input, work_tx, spill_tx, &reader_stats, &reader_outstanding)
+            })
             .expect("spawn reader thread");
         let (checker_verify, checker_commit) = (verify.clone(), commit.clone());
         let checker_after = after_checker.clone();
@@ -385,6 +391,7 @@ impl<T: Send + 'static> Pipeline<T> {
             .expect("spawn spill thread");
         Pipeline {
             reader,
+            input_end,
             checker,
             hasher,
             opened,
@@ -421,6 +428,12 @@ impl<T: Send + 'static> Pipeline<T> {
         }
         let _ = self.worker.join();
         read
+    }
+
+    /// Disconnected once the reader has reached end of input (or failed): select on it
+    /// to wait for that without polling.
+    pub fn input_end(&self) -> &Receiver<()> {
+        &self.input_end
     }
 
     /// Whether the reader has reached end of input.
