@@ -6,12 +6,15 @@
 //!
 //! Each measurement runs on a freshly made ext4 filesystem (an image in /var/tmp,
 //! loop-mounted; needs mkfs.ext4 and loop devices), so cat and the collector start from
-//! the same disk. On an aged disk, creating a file costs ext4 a search through its inode
-//! bitmaps that depends on the disk's history; there one round's kernel time per request
-//! varied by 2x and swamped what the collector costs. `APACHE_RATE_DIR` runs them in a
-//! given directory instead (the aged disk, a tmpfs). Besides the rate it prints the
-//! whole machine's CPU time per request, which is what the collector takes from Apache
-//! on a busy box.
+//! the same disk. `APACHE_RATE_DIR` runs them in a given directory instead (the aged
+//! disk, a tmpfs); there every round's files stay until the last round is done. That
+//! matters on ext4 without a journal (this machine's root filesystem): it will not
+//! reuse an inode freed in the last 60 s (360 s while its inode table block is dirty)
+//! and steps over each such inode whenever it creates a file, so a round that followed
+//! the deletion of the round before paid for it on every event file ModSecurity wrote:
+//! one round's kernel time per request varied by 2x with what had been deleted before
+//! it. Besides the rate it prints the whole machine's CPU time per request, which is
+//! what the collector takes from Apache on a busy box.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -38,12 +41,13 @@ struct Sample {
     cpu_ms: f64,
 }
 
-fn measure(parent: &Path, pipe: &dyn Fn(&Path) -> String) -> Sample {
+/// The instance comes back stopped, its files still on disk.
+fn measure(parent: &Path, pipe: &dyn Fn(&Path) -> String) -> (Sample, Apache) {
     let opts = ApacheOptions {
         parent_dir: Some(parent.into()),
         ..ApacheOptions::default()
     };
-    let apache = Apache::start_with(&opts, pipe);
+    let mut apache = Apache::start_with(&opts, pipe);
     let url = format!(
         "http://127.0.0.1:{}/?id=1%27%20UNION%20SELECT%20password%20FROM%20users--",
         apache.port
@@ -83,10 +87,12 @@ fn measure(parent: &Path, pipe: &dyn Fn(&Path) -> String) -> Sample {
         .and_then(|v| v.parse().ok())
         .unwrap_or_else(|| panic!("no rate in ab's output:\n{text}"));
     let requests: f64 = REQUESTS.parse().unwrap();
-    Sample {
+    apache.stop();
+    let sample = Sample {
         rate,
         cpu_ms: busy as f64 * 1000.0 / clock_ticks() as f64 / requests,
-    }
+    };
+    (sample, apache)
 }
 
 /// Busy (not idle, not iowait) CPU ticks of the whole machine so far, from /proc/stat.
@@ -229,6 +235,9 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(ROUNDS);
     let extra = std::env::var("APACHE_RATE_COLLECTOR_ARGS").unwrap_or_default();
+    // In a given directory, each round's files (and their directories) stay until
+    // every round is done; see the module doc.
+    let mut kept: Vec<(Apache, Box<dyn AsRef<Path>>)> = Vec::new();
     // One measurement in a place of its own: a fresh filesystem, or a temp dir in the
     // given directory (or /tmp).
     let mut run = |piped: Piped| -> Sample {
@@ -250,7 +259,7 @@ fn main() {
         };
         let parent = (*place).as_ref();
         let queue = parent.join("queue");
-        measure(parent, &|root: &Path| match piped {
+        let (sample, apache) = measure(parent, &|root: &Path| match piped {
             Piped::Cat => "/bin/cat".to_string(),
             // The queue lives beside the instance, on the same filesystem.
             Piped::Collector => format!(
@@ -259,7 +268,11 @@ fn main() {
                 queue.display(),
                 root.join("audit").display()
             ),
-        })
+        });
+        if !fresh {
+            kept.push((apache, place));
+        }
+        sample
     };
     let (mut cat, mut ours) = (Vec::new(), Vec::new());
     for round in 0..rounds {
