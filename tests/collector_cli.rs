@@ -188,6 +188,24 @@ fn sigterm_keeps_reading_until_apache_closes_the_pipe() {
 }
 
 #[test]
+fn the_pipe_from_apache_is_enlarged() {
+    // Room in the pipe is what lets Apache's children write on while the reader waits
+    // for slow input to gather, or is descheduled.
+    use std::os::fd::AsRawFd;
+    let env = Env::new();
+    let mut child = env.spawn(&[]);
+    let stdin = child.stdin.take().unwrap();
+    // SAFETY: F_GETPIPE_SZ only reads the size of the pipe behind a valid fd.
+    let size = || unsafe { libc::fcntl(stdin.as_raw_fd(), libc::F_GETPIPE_SZ) };
+    assert!(size() > 0, "stdin is a pipe");
+    wait_until("a 1 MiB pipe", Duration::from_secs(10), || {
+        size() as usize == modsec2sguil::collect::PIPE_BYTES
+    });
+    drop(stdin);
+    assert_eq!(wait(&mut child, Duration::from_secs(10)), Some(0));
+}
+
+#[test]
 fn second_sigterm_stops_and_every_line_read_is_queued_or_in_the_backlog() {
     let mut env = Env::new();
     let mut child = env.spawn(&[]);

@@ -373,6 +373,14 @@ fn run(settings: CollectorSettings) -> ExitCode {
             );
         }
     };
+    {
+        use std::os::fd::AsFd;
+        let stdin = std::io::stdin();
+        match modsec2sguil::collect::enlarge_pipe(stdin.as_fd()) {
+            Ok(n) => log::debug!("standard input's pipe holds {n} bytes"),
+            Err(e) => log::debug!("standard input's pipe keeps its size: {e}"),
+        }
+    }
     let pipeline = Pipeline::start(
         std::io::stdin(),
         worker.into_stages(),

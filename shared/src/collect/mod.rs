@@ -35,6 +35,24 @@ pub const MAX_LINE_BYTES: usize = 64 * 1024;
 /// the spool absorbs bursts at disk speed anyway.
 pub const WORK_QUEUE_LINES: usize = 512;
 
+/// What the collector asks its input pipe to hold: the kernel's default ceiling
+/// (fs.pipe-max-size), 16 times the default 64 KiB. The reader lets slow input gather
+/// for [`pipeline::GATHER`] between reads, and may be descheduled on a busy box; room in
+/// the pipe is what keeps Apache's children from waiting meanwhile.
+pub const PIPE_BYTES: usize = 1024 * 1024;
+
+/// Asks the kernel to make the pipe behind `fd` hold [`PIPE_BYTES`]; returns what it
+/// holds now. Fails when `fd` is not a pipe, or the size is over the ceiling for an
+/// unprivileged process.
+pub fn enlarge_pipe(fd: std::os::fd::BorrowedFd<'_>) -> io::Result<usize> {
+    use std::os::fd::AsRawFd;
+    let raw = fd.as_raw_fd();
+    let size = i32::try_from(PIPE_BYTES).unwrap_or(i32::MAX);
+    nix::fcntl::fcntl(raw, nix::fcntl::FcntlArg::F_SETPIPE_SZ(size))
+        .map(|n| n as usize)
+        .map_err(io::Error::from)
+}
+
 /// One line as read: at most [`MAX_LINE_BYTES`], and how long it really was.
 #[derive(Debug, Clone)]
 pub struct InputLine {

@@ -969,3 +969,84 @@ fn spooled_lines_go_while_lines_keep_coming() {
         "the spool is drained and removed"
     );
 }
+
+/// A reader that counts its read calls.
+struct CountingReads<R> {
+    inner: R,
+    reads: Arc<AtomicU64>,
+}
+impl<R: io::Read> io::Read for CountingReads<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.reads.fetch_add(1, Ordering::SeqCst);
+        self.inner.read(buf)
+    }
+}
+
+#[test]
+fn slow_input_is_read_in_gathers_and_each_line_handled_soon() {
+    // A line every 3 ms, as Apache writes them at a few hundred requests a second: the
+    // reader lets them gather between reads (a few lines per wake-up, not one), and
+    // still hands each on within about GATHER.
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let (mut feed, input) = std::os::unix::net::UnixStream::pair().unwrap();
+    let reads = Arc::new(AtomicU64::new(0));
+    let committed = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = committed.clone();
+    let stages = Stages {
+        check: Box::new(|line| line),
+        verify: None,
+        commit: Box::new(move |line: InputLine| {
+            seen.lock().unwrap().push((line.bytes, Instant::now()))
+        }),
+        line_of: |l| l,
+    };
+    let input = CountingReads {
+        inner: input,
+        reads: reads.clone(),
+    };
+    let p = Pipeline::start(input, stages, dir.path(), Arc::new(Stats::default()));
+    const LINES: usize = 200;
+    let mut written = Vec::new();
+    for i in 0..LINES {
+        feed.write_all(format!("line {i}\n").as_bytes()).unwrap();
+        written.push(Instant::now());
+        std::thread::sleep(Duration::from_millis(3));
+    }
+    // Each line is handed on soon after it was written, with the input still open.
+    let started = Instant::now();
+    while committed.lock().unwrap().len() < LINES {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "lines left waiting"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let reads_made = reads.load(Ordering::SeqCst) as usize;
+    drop(feed);
+    p.finish().unwrap();
+    let committed = committed.lock().unwrap().clone();
+    let lines: Vec<Vec<u8>> = committed.iter().map(|(l, _)| l.clone()).collect();
+    assert_eq!(
+        lines,
+        numbered_lines(LINES)
+            .split_inclusive(|&b| b == b'\n')
+            .map(<[u8]>::to_vec)
+            .collect::<Vec<_>>(),
+        "each line once, in order"
+    );
+    assert!(
+        reads_made * 2 < LINES,
+        "{reads_made} reads for {LINES} lines written one at a time: the reader did not let them gather"
+    );
+    let slowest = committed
+        .iter()
+        .zip(&written)
+        .map(|((_, done), wrote)| done.duration_since(*wrote))
+        .max()
+        .unwrap();
+    assert!(
+        slowest < pipeline::GATHER * 20,
+        "a line waited {slowest:?} to be handled"
+    );
+}
