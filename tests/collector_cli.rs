@@ -206,6 +206,33 @@ fn the_pipe_from_apache_is_enlarged() {
 }
 
 #[test]
+fn input_that_is_not_a_pipe_is_read_line_by_line_and_queued() {
+    // Nothing to enlarge, so no room for a burst while waiting: the reader does not
+    // let the input gather, says so, and queues every line.
+    let mut env = Env::new();
+    let lines: Vec<u8> = (0..3).flat_map(|_| env.event(100)).collect();
+    let input = env.dir.path().join("lines");
+    std::fs::write(&input, &lines).unwrap();
+    let status = Command::new(binary("modsec-collector"))
+        .arg("--queue")
+        .arg(&env.queue)
+        .arg("--log-file")
+        .arg(&env.log)
+        .arg(&env.storage)
+        .stdin(std::fs::File::open(&input).unwrap())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert_eq!(env.entries().len(), 3);
+    assert!(
+        env.log_text().contains("reading each line at once"),
+        "{}",
+        env.log_text()
+    );
+}
+
+#[test]
 fn second_sigterm_stops_and_every_line_read_is_queued_or_in_the_backlog() {
     let mut env = Env::new();
     let mut child = env.spawn(&[]);

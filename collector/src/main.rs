@@ -14,7 +14,8 @@ use std::time::Duration;
 use clap::{Parser, ValueEnum};
 use modsec2sguil::collect::follow::{Follower, StartAt};
 use modsec2sguil::collect::{
-    write_backlog, CollectorOverrides, CollectorSettings, InputLine, Pipeline, Stats, Worker,
+    pipeline::GATHER, write_backlog, CollectorOverrides, CollectorSettings, InputLine, Pipeline,
+    Stats, Worker, PIPE_BYTES,
 };
 use modsec2sguil::config::{ConfigFile, KNOWN_KEYS};
 use modsec2sguil::logging::{facility, Logger};
@@ -373,19 +374,31 @@ fn run(settings: CollectorSettings) -> ExitCode {
             );
         }
     };
-    {
+    // Slow input gathers between reads only where the pipe has room for a burst
+    // meanwhile.
+    let gather = {
         use std::os::fd::AsFd;
-        let stdin = std::io::stdin();
-        match modsec2sguil::collect::enlarge_pipe(stdin.as_fd()) {
-            Ok(n) => log::debug!("standard input's pipe holds {n} bytes"),
-            Err(e) => log::debug!("standard input's pipe keeps its size: {e}"),
+        match modsec2sguil::collect::enlarge_pipe(std::io::stdin().as_fd()) {
+            Ok(n) if n >= PIPE_BYTES => {
+                log::debug!("standard input's pipe holds {n} bytes");
+                Some(GATHER)
+            }
+            Ok(n) => {
+                log::info!("standard input's pipe holds only {n} bytes; reading each line at once");
+                None
+            }
+            Err(e) => {
+                log::info!("standard input's pipe keeps its size ({e}); reading each line at once");
+                None
+            }
         }
-    }
-    let pipeline = Pipeline::start(
+    };
+    let pipeline = Pipeline::start_gathering(
         std::io::stdin(),
         worker.into_stages(),
         &queue_dir,
         stats.clone(),
+        gather,
     );
 
     let mut announced = false;

@@ -164,9 +164,26 @@ const SPILL_BATCH: usize = 4096;
 const SPILL_CHANNEL_LINES: usize = 16 * 1024;
 impl<T: Send + 'static> Pipeline<T> {
     /// Starts reading `input`. Lines the worker cannot take at once are spilled to this
-    /// process's spool in `spool_dir` (the queue), which the worker drains when it
-    /// catches up; the reader never waits for the worker.
+    /// process's spool in `spool_dir` (the queue), which the checker drains as soon as
+    /// it catches up; the reader never waits for the worker. Slow input gathers for
+    /// [`GATHER`] between reads.
     pub fn start<R>(input: R, stages: Stages<T>, spool_dir: &Path, stats: Arc<Stats>) -> Pipeline<T>
+    where
+        R: Read + Send + 'static,
+    {
+        Pipeline::start_gathering(input, stages, spool_dir, stats, Some(GATHER))
+    }
+
+    /// [`Pipeline::start`], with how long slow input gathers between reads: `None`
+    /// reads each line as soon as it comes (for a pipe that could not be enlarged, where
+    /// a burst during the wait could fill it and make Apache's children wait).
+    pub fn start_gathering<R>(
+        input: R,
+        stages: Stages<T>,
+        spool_dir: &Path,
+        stats: Arc<Stats>,
+        gather: Option<std::time::Duration>,
+    ) -> Pipeline<T>
     where
         R: Read + Send + 'static,
     {
@@ -245,7 +262,14 @@ impl<T: Send + 'static> Pipeline<T> {
             .name("reader".into())
             .spawn(move || {
                 let _end = input_end_tx;
-                read_loop(input, work_tx, spill_tx, &reader_stats, &reader_outstanding)
+                read_loop(
+                    input,
+                    work_tx,
+                    spill_tx,
+                    &reader_stats,
+                    &reader_outstanding,
+                    gather,
+                )
             })
             .expect("spawn reader thread");
         let (checker_verify, checker_commit) = (verify.clone(), commit.clone());
@@ -526,6 +550,7 @@ fn read_loop(
     spill: Sender<InputLine>,
     stats: &Stats,
     spill_outstanding: &AtomicU64,
+    gather: Option<std::time::Duration>,
 ) -> io::Result<()> {
     let mut input = io::BufReader::with_capacity(READ_BUFFER, input);
     let mut spilling = false;
@@ -540,8 +565,9 @@ fn read_loop(
             // request, and on a VM a wake-up costs more than the line's work). The
             // lines read so far are already handed on; what comes meanwhile waits in
             // the pipe, which the collector enlarges so Apache does not wait.
-            if last_read < GATHER_BELOW {
-                std::thread::sleep(GATHER);
+            match gather {
+                Some(wait) if last_read < GATHER_BELOW => std::thread::sleep(wait),
+                _ => {}
             }
             last_read = loop {
                 match io::BufRead::fill_buf(&mut input) {
