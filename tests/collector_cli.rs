@@ -226,7 +226,9 @@ fn input_that_is_not_a_pipe_is_read_line_by_line_and_queued() {
     assert!(status.success());
     assert_eq!(env.entries().len(), 3);
     assert!(
-        env.log_text().contains("reading each line at once"),
+        env.log_text().contains(
+            "cannot enlarge standard input's pipe (not a pipe); reading each line at once"
+        ),
         "{}",
         env.log_text()
     );

@@ -388,7 +388,7 @@ fn run(settings: CollectorSettings) -> ExitCode {
                 None
             }
             Err(e) => {
-                log::info!("standard input's pipe keeps its size ({e}); reading each line at once");
+                log::info!("cannot enlarge standard input's pipe ({e}); reading each line at once");
                 None
             }
         }

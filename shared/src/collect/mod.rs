@@ -47,6 +47,12 @@ pub const PIPE_BYTES: usize = 1024 * 1024;
 pub fn enlarge_pipe(fd: std::os::fd::BorrowedFd<'_>) -> io::Result<usize> {
     use std::os::fd::AsRawFd;
     let raw = fd.as_raw_fd();
+    let stat = nix::sys::stat::fstat(raw).map_err(io::Error::from)?;
+    if nix::sys::stat::SFlag::from_bits_truncate(stat.st_mode) & nix::sys::stat::SFlag::S_IFMT
+        != nix::sys::stat::SFlag::S_IFIFO
+    {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "not a pipe"));
+    }
     let size = i32::try_from(PIPE_BYTES).unwrap_or(i32::MAX);
     nix::fcntl::fcntl(raw, nix::fcntl::FcntlArg::F_SETPIPE_SZ(size))
         .map(|n| n as usize)

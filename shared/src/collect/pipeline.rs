@@ -286,6 +286,8 @@ impl<T: Send + 'static> Pipeline<T> {
                 // Spooled lines go a batch at a time, whatever else waits.
                 spool.recover(&mut |line| out.push(line.clone(), true));
                 out.flush();
+                // When the spool could last not be taken.
+                let mut spool_failed: Option<std::time::Instant> = None;
                 loop {
                     if checker_stop.load(Ordering::SeqCst) {
                         break;
@@ -293,8 +295,26 @@ impl<T: Send + 'static> Pipeline<T> {
                     // Spooled lines are older than any still to come: they go as soon
                     // as nothing newer waits, not after a quiet spell, which steady
                     // traffic may never leave.
-                    if work_rx.is_empty() && spooled.swap(false, Ordering::SeqCst) {
-                        spool.drain(&mut |line| out.push(line.clone(), true));
+                    if work_rx.is_empty()
+                        && spool_failed.map_or(true, |t| t.elapsed() >= SPOOL_POLL)
+                        && spooled.swap(false, Ordering::SeqCst)
+                    {
+                        match spool.drain(&mut |line| out.push(line.clone(), true)) {
+                            Ok(()) => {
+                                if spool_failed.take().is_some() {
+                                    log::info!("the spool is taken again");
+                                }
+                            }
+                            Err(e) => {
+                                if spool_failed.is_none() {
+                                    log::error!("{e}; trying again every {SPOOL_POLL:?}");
+                                }
+                                // Its lines are still there: the timed wait below
+                                // comes back for them.
+                                spooled.store(true, Ordering::SeqCst);
+                                spool_failed = Some(std::time::Instant::now());
+                            }
+                        }
                         out.flush();
                         continue;
                     }
@@ -330,7 +350,9 @@ impl<T: Send + 'static> Pipeline<T> {
                         Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
                             // Input is over: wait for the last spilled batch, then drain.
                             let _ = spill_done_rx.recv();
-                            spool.drain(&mut |line| out.push(line.clone(), true));
+                            if let Err(e) = spool.drain(&mut |line| out.push(line.clone(), true)) {
+                                log::error!("{e}; the next collector queues its lines");
+                            }
                             break;
                         }
                     }

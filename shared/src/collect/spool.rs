@@ -45,8 +45,9 @@ impl Spool {
         crate::safefs::append_whole(&mut f, &out, true)
     }
 
-    /// Takes this process's spool (if any) and feeds its lines to `handle`.
-    pub(crate) fn drain(&self, handle: &mut dyn FnMut(&InputLine)) {
+    /// Takes this process's spool (if any) and feeds its lines to `handle`. Fails when
+    /// the spool is there but cannot be taken; its lines then stay in it.
+    pub(crate) fn drain(&self, handle: &mut dyn FnMut(&InputLine)) -> io::Result<()> {
         let taken = self
             .dir
             .join(format!("{SPOOL_PREFIX}{}.draining", std::process::id()));
@@ -54,14 +55,17 @@ impl Spool {
             let _guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
             match std::fs::rename(&self.path, &taken) {
                 Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::NotFound => return,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
                 Err(e) => {
-                    log::error!("cannot take the spool {}: {e}", self.path.display());
-                    return;
+                    return Err(io::Error::new(
+                        e.kind(),
+                        format!("cannot take the spool {}: {e}", self.path.display()),
+                    ))
                 }
             }
         }
         drain_file(&taken, handle);
+        Ok(())
     }
 
     /// Drains spools that dead processes left behind (including an earlier process with

@@ -444,6 +444,7 @@ fn spool_lines(dir: &Path) -> u64 {
         .unwrap()
         .flatten()
         .filter(|e| e.file_name().to_string_lossy().starts_with(SPOOL_PREFIX))
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
         .map(|e| {
             std::fs::read(e.path())
                 .unwrap()
@@ -890,84 +891,174 @@ fn a_line_that_finds_the_pipeline_idle_goes_through_on_one_thread() {
     );
 }
 
+/// A pipeline fed through a socket whose check step waits while `held` is set, so
+/// bursts can be made to spill; it records every committed line.
+struct Gated {
+    dir: tempfile::TempDir,
+    feed: std::os::unix::net::UnixStream,
+    held: Arc<AtomicBool>,
+    seen: Arc<std::sync::Mutex<Vec<Vec<u8>>>>,
+    stats: Arc<Stats>,
+    pipeline: Pipeline<InputLine>,
+}
+
+impl Gated {
+    fn start(held: bool) -> Gated {
+        let dir = tempfile::tempdir().unwrap();
+        let (feed, input) = std::os::unix::net::UnixStream::pair().unwrap();
+        let held = Arc::new(AtomicBool::new(held));
+        let gate = held.clone();
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let committed = seen.clone();
+        let stages = Stages {
+            check: Box::new(move |line| {
+                while gate.load(Ordering::SeqCst) {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                line
+            }),
+            verify: None,
+            commit: Box::new(move |line: InputLine| committed.lock().unwrap().push(line.bytes)),
+            line_of: |l| l,
+        };
+        let stats = Arc::new(Stats::default());
+        let pipeline = Pipeline::start(input, stages, dir.path(), stats.clone());
+        Gated {
+            dir,
+            feed,
+            held,
+            seen,
+            stats,
+            pipeline,
+        }
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        use std::io::Write;
+        self.feed.write_all(bytes).unwrap();
+    }
+
+    /// Holds the check step, writes `burst N` lines until part of them is in the
+    /// spool, lets the step go on and returns how many were spooled.
+    fn spool_a_burst(&mut self, n: usize) -> usize {
+        self.held.store(true, Ordering::SeqCst);
+        let before = self.stats.read.load(Ordering::SeqCst);
+        let burst: Vec<u8> = (0..n)
+            .flat_map(|i| format!("burst {i}\n").into_bytes())
+            .collect();
+        self.write(&burst);
+        let started = Instant::now();
+        while self.stats.read.load(Ordering::SeqCst) < before + n as u64
+            || spool_lines(self.dir.path()) < self.stats.spilled.load(Ordering::SeqCst)
+        {
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "burst not read"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let spooled = spool_lines(self.dir.path()) as usize;
+        assert!(spooled > 0, "part of the burst was spooled");
+        self.held.store(false, Ordering::SeqCst);
+        spooled
+    }
+
+    /// Committed lines that start with `prefix`.
+    fn count(&self, prefix: &[u8]) -> usize {
+        self.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.starts_with(prefix))
+            .count()
+    }
+
+    /// Writes `steady N` lines 5 ms apart (`steady` counts them) until `until`, for at
+    /// most 10 s; the input stays open.
+    fn trickle(&mut self, steady: &mut usize, until: impl Fn(&Gated) -> bool, what: &str) {
+        let started = Instant::now();
+        while !until(self) {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "{what} (after {steady} steady lines)"
+            );
+            self.write(format!("steady {steady}\n").as_bytes());
+            *steady += 1;
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Ends the input and checks that each of `expected` lines was committed once and
+    /// the spool is gone.
+    fn finish(self, expected: usize) {
+        drop(self.feed);
+        self.pipeline.finish().unwrap();
+        let mut all = self.seen.lock().unwrap().clone();
+        assert_eq!(all.len(), expected);
+        all.sort();
+        all.dedup();
+        assert_eq!(all.len(), expected, "each line once");
+        assert_eq!(
+            spool_lines(self.dir.path()),
+            0,
+            "the spool is drained and removed"
+        );
+    }
+}
+
 #[test]
 fn spooled_lines_go_while_lines_keep_coming() {
     // A burst the steps cannot take at once is spooled. Steady traffic after it, a line
-    // every few ms, must not keep the spooled lines waiting for a quiet moment.
-    use std::io::Write;
-    let dir = tempfile::tempdir().unwrap();
-    let (mut feed, input) = std::os::unix::net::UnixStream::pair().unwrap();
-    let held = Arc::new(AtomicBool::new(true));
-    let gate = held.clone();
-    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let committed = seen.clone();
-    let stages = Stages {
-        check: Box::new(move |line| {
-            while gate.load(Ordering::SeqCst) {
-                std::thread::sleep(Duration::from_millis(1));
-            }
-            line
-        }),
-        verify: None,
-        commit: Box::new(move |line: InputLine| committed.lock().unwrap().push(line.bytes)),
-        line_of: |l| l,
-    };
-    let stats = Arc::new(Stats::default());
-    let p = Pipeline::start(input, stages, dir.path(), stats.clone());
+    // every 5 ms (well under the spool's poll interval), must not keep the spooled lines
+    // waiting for a quiet moment.
+    let mut g = Gated::start(false);
     let burst = WORK_QUEUE_LINES * 4;
-    feed.write_all(
-        &(0..burst)
-            .flat_map(|i| format!("burst {i}\n").into_bytes())
-            .collect::<Vec<u8>>(),
-    )
-    .unwrap();
-    let started = Instant::now();
-    while stats.read.load(Ordering::SeqCst) < burst as u64
-        || spool_lines(dir.path()) < stats.spilled.load(Ordering::SeqCst)
-    {
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "burst not read"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    assert!(spool_lines(dir.path()) > 0, "part of the burst was spooled");
-    held.store(false, Ordering::SeqCst);
-    let bursts_seen = || {
-        seen.lock()
-            .unwrap()
-            .iter()
-            .filter(|l| l.starts_with(b"burst "))
-            .count()
-    };
-    // A line every 5 ms (well under the spool's poll interval) until the whole burst
-    // is through, for at most 10 s; the input stays open throughout.
+    g.spool_a_burst(burst);
     let mut steady = 0;
-    let trickle = Instant::now();
-    while bursts_seen() < burst && trickle.elapsed() < Duration::from_secs(10) {
-        feed.write_all(format!("steady {steady}\n").as_bytes())
-            .unwrap();
-        steady += 1;
+    g.trickle(
+        &mut steady,
+        |g| g.count(b"burst ") == burst,
+        "spooled lines still waiting",
+    );
+    g.finish(burst + steady);
+}
+
+#[test]
+fn a_spool_that_cannot_be_taken_is_tried_again_while_lines_keep_coming() {
+    // The spool cannot be renamed away (a directory stands where it would go): new
+    // lines still go through, and once the obstacle is gone the spooled lines follow
+    // without waiting for the end of input.
+    let mut g = Gated::start(false);
+    // The first line is through once the start-up recovery is done.
+    g.write(b"first\n");
+    let started = Instant::now();
+    while g.count(b"first") == 0 {
+        assert!(started.elapsed() < Duration::from_secs(30), "first line");
         std::thread::sleep(Duration::from_millis(5));
     }
-    assert_eq!(
-        bursts_seen(),
-        burst,
-        "spooled lines still waiting after {steady} steady lines ({:?})",
-        trickle.elapsed()
+    let obstacle = g
+        .dir
+        .path()
+        .join(format!("{SPOOL_PREFIX}{}.draining", std::process::id()));
+    std::fs::create_dir(&obstacle).unwrap();
+    std::fs::write(obstacle.join("in the way"), b"").unwrap();
+    let burst = WORK_QUEUE_LINES * 4;
+    let spooled = g.spool_a_burst(burst);
+    let mut steady = 0;
+    g.trickle(
+        &mut steady,
+        |g| g.count(b"burst ") == burst - spooled && g.count(b"steady ") >= 20,
+        "lines stopped while the spool could not be taken",
     );
-    drop(feed);
-    p.finish().unwrap();
-    let mut all = seen.lock().unwrap().clone();
-    assert_eq!(all.len(), burst + steady);
-    all.sort();
-    all.dedup();
-    assert_eq!(all.len(), burst + steady, "each line once");
-    assert_eq!(
-        spool_lines(dir.path()),
-        0,
-        "the spool is drained and removed"
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(g.count(b"burst "), burst - spooled, "the spool was taken");
+    std::fs::remove_dir_all(&obstacle).unwrap();
+    g.trickle(
+        &mut steady,
+        |g| g.count(b"burst ") == burst,
+        "the spooled lines were not taken once they could be",
     );
+    g.finish(1 + burst + steady);
 }
 
 /// A reader that counts its read calls.
