@@ -62,6 +62,14 @@ impl Env {
     /// Starts the collector through `cmd` (the binary itself, or a wrapper such as
     /// setpriv given the binary as its first argument).
     fn spawn_through(&self, mut cmd: Command, extra: &[&str]) -> Child {
+        self.args(&mut cmd, extra)
+            .stdin(Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+
+    /// The collector's arguments for this environment, stderr to /dev/null.
+    fn args<'c>(&self, cmd: &'c mut Command, extra: &[&str]) -> &'c mut Command {
         cmd.arg("--queue")
             .arg(&self.queue)
             .arg("--log-file")
@@ -69,10 +77,7 @@ impl Env {
             .args(extra)
             .arg(&self.storage)
             .arg(&self.index)
-            .stdin(Stdio::piped())
             .stderr(Stdio::null())
-            .spawn()
-            .unwrap()
     }
 
     fn entries(&self) -> Vec<EntryName> {
@@ -213,14 +218,9 @@ fn input_that_is_not_a_pipe_is_read_line_by_line_and_queued() {
     let lines: Vec<u8> = (0..3).flat_map(|_| env.event(100)).collect();
     let input = env.dir.path().join("lines");
     std::fs::write(&input, &lines).unwrap();
-    let status = Command::new(binary("modsec-collector"))
-        .arg("--queue")
-        .arg(&env.queue)
-        .arg("--log-file")
-        .arg(&env.log)
-        .arg(&env.storage)
+    let status = env
+        .args(&mut Command::new(binary("modsec-collector")), &[])
         .stdin(std::fs::File::open(&input).unwrap())
-        .stderr(Stdio::null())
         .status()
         .unwrap();
     assert!(status.success());

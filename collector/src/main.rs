@@ -15,7 +15,7 @@ use clap::{Parser, ValueEnum};
 use modsec2sguil::collect::follow::{Follower, StartAt};
 use modsec2sguil::collect::{
     pipeline::GATHER, write_backlog, CollectorOverrides, CollectorSettings, InputLine, Pipeline,
-    Stats, Worker, PIPE_BYTES,
+    Stats, Worker,
 };
 use modsec2sguil::config::{ConfigFile, KNOWN_KEYS};
 use modsec2sguil::logging::{facility, Logger};
@@ -379,13 +379,10 @@ fn run(settings: CollectorSettings) -> ExitCode {
     let gather = {
         use std::os::fd::AsFd;
         match modsec2sguil::collect::enlarge_pipe(std::io::stdin().as_fd()) {
-            Ok(n) if n >= PIPE_BYTES => {
+            // The kernel makes it at least as large as asked, or refuses.
+            Ok(n) => {
                 log::debug!("standard input's pipe holds {n} bytes");
                 Some(GATHER)
-            }
-            Ok(n) => {
-                log::info!("standard input's pipe holds only {n} bytes; reading each line at once");
-                None
             }
             Err(e) => {
                 log::info!("cannot enlarge standard input's pipe ({e}); reading each line at once");

@@ -45,18 +45,11 @@ pub const PIPE_BYTES: usize = 1024 * 1024;
 /// holds now. Fails when `fd` is not a pipe, or the size is over the ceiling for an
 /// unprivileged process.
 pub fn enlarge_pipe(fd: std::os::fd::BorrowedFd<'_>) -> io::Result<usize> {
-    use std::os::fd::AsRawFd;
-    let raw = fd.as_raw_fd();
-    let stat = nix::sys::stat::fstat(raw).map_err(io::Error::from)?;
-    if nix::sys::stat::SFlag::from_bits_truncate(stat.st_mode) & nix::sys::stat::SFlag::S_IFMT
-        != nix::sys::stat::SFlag::S_IFIFO
-    {
+    let stat = rustix::fs::fstat(fd)?;
+    if rustix::fs::FileType::from_raw_mode(stat.st_mode) != rustix::fs::FileType::Fifo {
         return Err(io::Error::new(io::ErrorKind::InvalidInput, "not a pipe"));
     }
-    let size = i32::try_from(PIPE_BYTES).unwrap_or(i32::MAX);
-    nix::fcntl::fcntl(raw, nix::fcntl::FcntlArg::F_SETPIPE_SZ(size))
-        .map(|n| n as usize)
-        .map_err(io::Error::from)
+    Ok(rustix::pipe::fcntl_setpipe_size(fd, PIPE_BYTES)?)
 }
 
 /// One line as read: at most [`MAX_LINE_BYTES`], and how long it really was.

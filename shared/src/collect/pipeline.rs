@@ -236,11 +236,13 @@ impl<T: Send + 'static> Pipeline<T> {
         // Lines handed to the spill thread and not yet in the spool.
         let spill_outstanding = Arc::new(AtomicU64::new(0));
         let outstanding = spill_outstanding.clone();
-        let checker_spilling = spill_outstanding.clone();
-        // Set by the spill thread after each write to the spool, before it counts the
-        // lines as no longer outstanding; cleared by the checker when it takes the spool.
         let spooled = Arc::new(AtomicBool::new(false));
         let spill_wrote = spooled.clone();
+        let mut watch = SpoolWatch {
+            spooled,
+            spilling: spill_outstanding.clone(),
+            failed_at: None,
+        };
         let reader_outstanding = spill_outstanding.clone();
         let reader_stats = stats.clone();
         let spool = Arc::new(Spool::new(spool_dir));
@@ -286,8 +288,6 @@ impl<T: Send + 'static> Pipeline<T> {
                 // Spooled lines go a batch at a time, whatever else waits.
                 spool.recover(&mut |line| out.push(line.clone(), true));
                 out.flush();
-                // When the spool could last not be taken.
-                let mut spool_failed: Option<std::time::Instant> = None;
                 loop {
                     if checker_stop.load(Ordering::SeqCst) {
                         break;
@@ -295,35 +295,13 @@ impl<T: Send + 'static> Pipeline<T> {
                     // Spooled lines are older than any still to come: they go as soon
                     // as nothing newer waits, not after a quiet spell, which steady
                     // traffic may never leave.
-                    if work_rx.is_empty()
-                        && spool_failed.map_or(true, |t| t.elapsed() >= SPOOL_POLL)
-                        && spooled.swap(false, Ordering::SeqCst)
-                    {
-                        match spool.drain(&mut |line| out.push(line.clone(), true)) {
-                            Ok(()) => {
-                                if spool_failed.take().is_some() {
-                                    log::info!("the spool is taken again");
-                                }
-                            }
-                            Err(e) => {
-                                if spool_failed.is_none() {
-                                    log::error!("{e}; trying again every {SPOOL_POLL:?}");
-                                }
-                                // Its lines are still there: the timed wait below
-                                // comes back for them.
-                                spooled.store(true, Ordering::SeqCst);
-                                spool_failed = Some(std::time::Instant::now());
-                            }
-                        }
-                        out.flush();
+                    if work_rx.is_empty() && watch.take(&spool, &mut out) {
                         continue;
                     }
-                    // While the spill thread holds lines, look again soon. Otherwise
-                    // sleep until a line comes: the reader spills only when the work
-                    // channel is full, and then this wakes anyway.
-                    let next = if checker_spilling.load(Ordering::SeqCst) > 0
-                        || spooled.load(Ordering::SeqCst)
-                    {
+                    // While the spool has lines or is getting some, look again soon.
+                    // Otherwise sleep until a line comes: the reader spills only when
+                    // the work channel is full, and then this wakes anyway.
+                    let next = if watch.pending() {
                         work_rx.recv_timeout(SPOOL_POLL)
                     } else {
                         work_rx
@@ -548,6 +526,48 @@ pub fn write_backlog(queue: &Queue, lines: &[InputLine], reason: &str, stats: &S
                 String::from_utf8_lossy(&l.bytes).trim_end()
             );
         }
+    }
+}
+
+/// What the checker knows of its spool.
+struct SpoolWatch {
+    /// Set by the spill thread after each write to the spool (before it counts the
+    /// lines as no longer outstanding); cleared when the checker takes the spool.
+    spooled: Arc<AtomicBool>,
+    /// Lines handed to the spill thread and not yet in the spool.
+    spilling: Arc<AtomicU64>,
+    /// When the spool could last not be taken.
+    failed_at: Option<std::time::Instant>,
+}
+
+impl SpoolWatch {
+    /// Whether the spool holds lines or is about to.
+    fn pending(&self) -> bool {
+        self.spilling.load(Ordering::SeqCst) > 0 || self.spooled.load(Ordering::SeqCst)
+    }
+
+    /// Takes the spool into `out` when it has lines and, after a failure, SPOOL_POLL has
+    /// passed. True when it tried.
+    fn take<T>(&mut self, spool: &Spool, out: &mut Handover<InputLine, T>) -> bool {
+        if self.failed_at.is_some_and(|t| t.elapsed() < SPOOL_POLL)
+            || !self.spooled.swap(false, Ordering::SeqCst)
+        {
+            return false;
+        }
+        match spool.drain(&mut |line| out.push(line.clone(), true)) {
+            Ok(()) if self.failed_at.take().is_some() => log::info!("the spool is taken again"),
+            Ok(()) => {}
+            Err(e) => {
+                if self.failed_at.is_none() {
+                    log::error!("{e}; trying again every {SPOOL_POLL:?}");
+                }
+                // Its lines are still there: the timed wait comes back for them.
+                self.spooled.store(true, Ordering::SeqCst);
+                self.failed_at = Some(std::time::Instant::now());
+            }
+        }
+        out.flush();
+        true
     }
 }
 

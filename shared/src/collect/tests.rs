@@ -903,10 +903,10 @@ struct Gated {
 }
 
 impl Gated {
-    fn start(held: bool) -> Gated {
+    fn start() -> Gated {
         let dir = tempfile::tempdir().unwrap();
         let (feed, input) = std::os::unix::net::UnixStream::pair().unwrap();
-        let held = Arc::new(AtomicBool::new(held));
+        let held = Arc::new(AtomicBool::new(false));
         let gate = held.clone();
         let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
         let committed = seen.clone();
@@ -947,20 +947,23 @@ impl Gated {
             .flat_map(|i| format!("burst {i}\n").into_bytes())
             .collect();
         self.write(&burst);
-        let started = Instant::now();
-        while self.stats.read.load(Ordering::SeqCst) < before + n as u64
-            || spool_lines(self.dir.path()) < self.stats.spilled.load(Ordering::SeqCst)
-        {
-            assert!(
-                started.elapsed() < Duration::from_secs(30),
-                "burst not read"
-            );
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        self.wait_for("burst not read", |g| {
+            g.stats.read.load(Ordering::SeqCst) == before + n as u64
+                && spool_lines(g.dir.path()) == g.stats.spilled.load(Ordering::SeqCst)
+        });
         let spooled = spool_lines(self.dir.path()) as usize;
         assert!(spooled > 0, "part of the burst was spooled");
         self.held.store(false, Ordering::SeqCst);
         spooled
+    }
+
+    /// Waits (up to 30 s) until `cond`.
+    fn wait_for(&self, what: &str, cond: impl Fn(&Gated) -> bool) {
+        let started = Instant::now();
+        while !cond(self) {
+            assert!(started.elapsed() < Duration::from_secs(30), "{what}");
+            std::thread::sleep(Duration::from_millis(5));
+        }
     }
 
     /// Committed lines that start with `prefix`.
@@ -991,18 +994,41 @@ impl Gated {
     /// Ends the input and checks that each of `expected` lines was committed once and
     /// the spool is gone.
     fn finish(self, expected: usize) {
-        drop(self.feed);
-        self.pipeline.finish().unwrap();
-        let mut all = self.seen.lock().unwrap().clone();
+        let (dir, mut all) = self.close();
         assert_eq!(all.len(), expected);
         all.sort();
         all.dedup();
         assert_eq!(all.len(), expected, "each line once");
         assert_eq!(
-            spool_lines(self.dir.path()),
+            spool_lines(dir.path()),
             0,
             "the spool is drained and removed"
         );
+    }
+
+    /// Ends the input, waits for the pipeline, and returns its directory (the queue)
+    /// and the committed lines.
+    fn close(self) -> (tempfile::TempDir, Vec<Vec<u8>>) {
+        drop(self.feed);
+        self.pipeline.finish().unwrap();
+        let seen = self.seen.lock().unwrap().clone();
+        (self.dir, seen)
+    }
+
+    /// Writes a `first` line and waits for it (the start-up recovery is then done),
+    /// puts a directory where the spool would be renamed to while it is taken, so it
+    /// cannot be, and spools a burst of `n`. Returns the directory and how many lines
+    /// were spooled.
+    fn spool_a_burst_it_cannot_take(&mut self, n: usize) -> (std::path::PathBuf, usize) {
+        self.write(b"first\n");
+        self.wait_for("first line", |g| g.count(b"first") == 1);
+        let obstacle = self
+            .dir
+            .path()
+            .join(format!("{SPOOL_PREFIX}{}.draining", std::process::id()));
+        std::fs::create_dir(&obstacle).unwrap();
+        std::fs::write(obstacle.join("in the way"), b"").unwrap();
+        (obstacle, self.spool_a_burst(n))
     }
 }
 
@@ -1011,7 +1037,7 @@ fn spooled_lines_go_while_lines_keep_coming() {
     // A burst the steps cannot take at once is spooled. Steady traffic after it, a line
     // every 5 ms (well under the spool's poll interval), must not keep the spooled lines
     // waiting for a quiet moment.
-    let mut g = Gated::start(false);
+    let mut g = Gated::start();
     let burst = WORK_QUEUE_LINES * 4;
     g.spool_a_burst(burst);
     let mut steady = 0;
@@ -1028,22 +1054,9 @@ fn a_spool_that_cannot_be_taken_is_tried_again_while_lines_keep_coming() {
     // The spool cannot be renamed away (a directory stands where it would go): new
     // lines still go through, and once the obstacle is gone the spooled lines follow
     // without waiting for the end of input.
-    let mut g = Gated::start(false);
-    // The first line is through once the start-up recovery is done.
-    g.write(b"first\n");
-    let started = Instant::now();
-    while g.count(b"first") == 0 {
-        assert!(started.elapsed() < Duration::from_secs(30), "first line");
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    let obstacle = g
-        .dir
-        .path()
-        .join(format!("{SPOOL_PREFIX}{}.draining", std::process::id()));
-    std::fs::create_dir(&obstacle).unwrap();
-    std::fs::write(obstacle.join("in the way"), b"").unwrap();
+    let mut g = Gated::start();
     let burst = WORK_QUEUE_LINES * 4;
-    let spooled = g.spool_a_burst(burst);
+    let (obstacle, spooled) = g.spool_a_burst_it_cannot_take(burst);
     let mut steady = 0;
     g.trickle(
         &mut steady,
@@ -1059,6 +1072,38 @@ fn a_spool_that_cannot_be_taken_is_tried_again_while_lines_keep_coming() {
         "the spooled lines were not taken once they could be",
     );
     g.finish(1 + burst + steady);
+}
+
+#[test]
+fn a_spool_that_cannot_be_taken_at_the_end_is_left_for_the_next_collector() {
+    // Input ends while the spool cannot be taken: its lines stay in it, and the next
+    // collector on the same queue queues them at start-up.
+    let mut g = Gated::start();
+    let burst = WORK_QUEUE_LINES * 4;
+    let (obstacle, spooled) = g.spool_a_burst_it_cannot_take(burst);
+    g.wait_for("the lines in memory", |g| {
+        g.count(b"burst ") == burst - spooled
+    });
+    let (dir, seen) = g.close();
+    assert_eq!(seen.len(), 1 + burst - spooled);
+    assert_eq!(spool_lines(dir.path()), spooled as u64, "left in the spool");
+    std::fs::remove_dir_all(&obstacle).unwrap();
+    let next = Counting(Arc::new(std::sync::Mutex::new(Vec::new())));
+    Pipeline::start(
+        io::empty(),
+        Stages::from_sink(next.clone()),
+        dir.path(),
+        Arc::new(Stats::default()),
+    )
+    .finish()
+    .unwrap();
+    let mut all: Vec<Vec<u8>> = seen;
+    all.extend(next.0.lock().unwrap().iter().cloned());
+    assert_eq!(all.len(), 1 + burst);
+    all.sort();
+    all.dedup();
+    assert_eq!(all.len(), 1 + burst, "each line once");
+    assert_eq!(spool_lines(dir.path()), 0);
 }
 
 /// A reader that counts its read calls.
