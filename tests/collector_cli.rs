@@ -196,15 +196,12 @@ fn sigterm_keeps_reading_until_apache_closes_the_pipe() {
 fn the_pipe_from_apache_is_enlarged() {
     // Room in the pipe is what lets Apache's children write on while the reader waits
     // for slow input to gather, or is descheduled.
-    use std::os::fd::AsRawFd;
     let env = Env::new();
     let mut child = env.spawn(&[]);
     let stdin = child.stdin.take().unwrap();
-    // SAFETY: F_GETPIPE_SZ only reads the size of the pipe behind a valid fd.
-    let size = || unsafe { libc::fcntl(stdin.as_raw_fd(), libc::F_GETPIPE_SZ) };
-    assert!(size() > 0, "stdin is a pipe");
+    let size = || rustix::pipe::fcntl_getpipe_size(&stdin).expect("stdin is a pipe");
     wait_until("a 1 MiB pipe", Duration::from_secs(10), || {
-        size() as usize == modsec2sguil::collect::PIPE_BYTES
+        size() == modsec2sguil::collect::PIPE_BYTES
     });
     drop(stdin);
     assert_eq!(wait(&mut child, Duration::from_secs(10)), Some(0));

@@ -393,20 +393,22 @@ impl<T: Send + 'static> Pipeline<T> {
                             Err(_) => break,
                         }
                     }
-                    let written = writer_spool.append(&batch);
-                    if written.is_ok() {
-                        spill_wrote.store(true, Ordering::SeqCst);
-                    }
-                    if let Err(e) = written {
-                        let reason = format!("collector busy and the spool cannot be written: {e}");
-                        match Queue::open(&writer_spool.dir) {
-                            Ok(q) => write_backlog(&q, &batch, &reason, &stats),
-                            Err(_) => {
-                                for l in &batch {
-                                    log::error!(
-                                        "{reason}; lost line follows: {}",
-                                        String::from_utf8_lossy(&l.bytes).trim_end()
-                                    );
+                    match writer_spool.append(&batch) {
+                        Ok(()) => spill_wrote.store(true, Ordering::SeqCst),
+                        Err(e) => {
+                            let reason = format!(
+                                "collector busy and the spool {} cannot be written: {e}",
+                                writer_spool.path.display()
+                            );
+                            match Queue::open(&writer_spool.dir) {
+                                Ok(q) => write_backlog(&q, &batch, &reason, &stats),
+                                Err(qe) => {
+                                    for l in &batch {
+                                        log::error!(
+                                            "{reason}; nor the backlog ({qe}); lost line follows: {}",
+                                            String::from_utf8_lossy(&l.bytes).trim_end()
+                                        );
+                                    }
                                 }
                             }
                         }
@@ -460,11 +462,6 @@ impl<T: Send + 'static> Pipeline<T> {
     /// to wait for that without polling.
     pub fn input_end(&self) -> &Receiver<()> {
         &self.input_end
-    }
-
-    /// Whether the reader has reached end of input.
-    pub fn input_done(&self) -> bool {
-        self.reader.is_finished()
     }
 
     /// Cuts the grace short (a second SIGTERM): lines still waiting for the worker or

@@ -20,7 +20,7 @@ pub const SPOOL_PREFIX: &str = ".spool.";
 /// dead process was draining it) are not queued twice.
 pub(crate) struct Spool {
     pub(crate) dir: PathBuf,
-    path: PathBuf,
+    pub(crate) path: PathBuf,
     /// Held while appending and while taking the file away, so no append is lost.
     lock: Arc<std::sync::Mutex<()>>,
 }

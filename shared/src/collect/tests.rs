@@ -417,13 +417,14 @@ fn read_all_then_abandon<T: Send + 'static>(
     dir: &Path,
     hang: impl FnOnce(),
 ) {
-    while !p.input_done() {
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "the reader is stuck behind the steps"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    let left = Duration::from_secs(60).saturating_sub(started.elapsed());
+    assert!(
+        matches!(
+            p.input_end().recv_timeout(left),
+            Err(crossbeam_channel::RecvTimeoutError::Disconnected)
+        ),
+        "the reader is stuck behind the steps"
+    );
     hang();
     let q = Queue::open(dir).unwrap();
     let tally = Stats::default();
@@ -499,6 +500,15 @@ fn a_stalled_worker_never_stalls_the_reader_and_no_line_is_lost() {
     assert!(spooled > 0 && in_backlog > 0, "lines went to the spool ({spooled}) and, at the second SIGTERM, to the backlog ({in_backlog})");
 }
 
+/// Asserts that `lines` are `expected` lines, none of them twice.
+fn assert_each_once(lines: &[Vec<u8>], expected: usize) {
+    assert_eq!(lines.len(), expected);
+    let mut distinct = lines.to_vec();
+    distinct.sort();
+    distinct.dedup();
+    assert_eq!(distinct.len(), expected, "each line once");
+}
+
 #[derive(Clone)]
 struct Counting(Arc<std::sync::Mutex<Vec<Vec<u8>>>>);
 impl LineSink for Counting {
@@ -520,11 +530,7 @@ fn a_burst_is_spooled_and_then_every_line_is_handled() {
         Arc::new(Stats::default()),
     );
     p.finish().unwrap();
-    let mut got = seen.0.lock().unwrap().clone();
-    assert_eq!(got.len(), n);
-    got.sort();
-    got.dedup();
-    assert_eq!(got.len(), n, "each line once");
+    assert_each_once(&seen.0.lock().unwrap(), n);
     assert_eq!(
         spool_lines(dir.path()),
         0,
@@ -713,16 +719,13 @@ fn with_a_verify_step_every_line_is_verified_once_and_committed_in_order() {
     let stats = Arc::new(Stats::default());
     let p = Pipeline::start(io::Cursor::new(input), stages, dir.path(), stats.clone());
     p.finish().unwrap();
-    let mut got = seen.0.lock().unwrap().clone();
+    let got = seen.0.lock().unwrap().clone();
     assert!(
         stats.spilled.load(Ordering::Relaxed) > 0,
         "the burst spilled"
     );
-    assert_eq!(got.len(), n);
+    assert_each_once(&got, n);
     assert!(got.iter().all(|l| l.ends_with(b"\nverified")));
-    got.sort();
-    got.dedup();
-    assert_eq!(got.len(), n, "each line once");
     assert_eq!(verified.load(Ordering::SeqCst), n as u64);
 }
 
@@ -943,10 +946,7 @@ impl Gated {
     fn spool_a_burst(&mut self, n: usize) -> usize {
         self.held.store(true, Ordering::SeqCst);
         let before = self.stats.read.load(Ordering::SeqCst);
-        let burst: Vec<u8> = (0..n)
-            .flat_map(|i| format!("burst {i}\n").into_bytes())
-            .collect();
-        self.write(&burst);
+        self.write_burst(n);
         self.wait_for("burst not read", |g| {
             g.stats.read.load(Ordering::SeqCst) == before + n as u64
                 && spool_lines(g.dir.path()) == g.stats.spilled.load(Ordering::SeqCst)
@@ -955,6 +955,28 @@ impl Gated {
         assert!(spooled > 0, "part of the burst was spooled");
         self.held.store(false, Ordering::SeqCst);
         spooled
+    }
+
+    /// Writes `burst 0` … `burst n-1`.
+    fn write_burst(&mut self, n: usize) {
+        let burst: Vec<u8> = (0..n)
+            .flat_map(|i| format!("burst {i}\n").into_bytes())
+            .collect();
+        self.write(&burst);
+    }
+
+    /// Writes a `first` line and waits for it (the start-up recovery is then done),
+    /// then puts a directory, not empty, at this process's spool path + `suffix`.
+    fn first_line_then_block(&mut self, suffix: &str) -> std::path::PathBuf {
+        self.write(b"first\n");
+        self.wait_for("first line", |g| g.count(b"first") == 1);
+        let obstacle = self
+            .dir
+            .path()
+            .join(format!("{SPOOL_PREFIX}{}{suffix}", std::process::id()));
+        std::fs::create_dir(&obstacle).unwrap();
+        std::fs::write(obstacle.join("in the way"), b"").unwrap();
+        obstacle
     }
 
     /// Waits (up to 30 s) until `cond`.
@@ -994,11 +1016,8 @@ impl Gated {
     /// Ends the input and checks that each of `expected` lines was committed once and
     /// the spool is gone.
     fn finish(self, expected: usize) {
-        let (dir, mut all) = self.close();
-        assert_eq!(all.len(), expected);
-        all.sort();
-        all.dedup();
-        assert_eq!(all.len(), expected, "each line once");
+        let (dir, all) = self.close();
+        assert_each_once(&all, expected);
         assert_eq!(
             spool_lines(dir.path()),
             0,
@@ -1015,19 +1034,11 @@ impl Gated {
         (self.dir, seen)
     }
 
-    /// Writes a `first` line and waits for it (the start-up recovery is then done),
-    /// puts a directory where the spool would be renamed to while it is taken, so it
-    /// cannot be, and spools a burst of `n`. Returns the directory and how many lines
-    /// were spooled.
+    /// Puts a directory where the spool would be renamed to while it is taken, so it
+    /// cannot be (after a `first` line), and spools a burst of `n`. Returns the
+    /// directory and how many lines were spooled.
     fn spool_a_burst_it_cannot_take(&mut self, n: usize) -> (std::path::PathBuf, usize) {
-        self.write(b"first\n");
-        self.wait_for("first line", |g| g.count(b"first") == 1);
-        let obstacle = self
-            .dir
-            .path()
-            .join(format!("{SPOOL_PREFIX}{}.draining", std::process::id()));
-        std::fs::create_dir(&obstacle).unwrap();
-        std::fs::write(obstacle.join("in the way"), b"").unwrap();
+        let obstacle = self.first_line_then_block(".draining");
         (obstacle, self.spool_a_burst(n))
     }
 }
@@ -1099,11 +1110,38 @@ fn a_spool_that_cannot_be_taken_at_the_end_is_left_for_the_next_collector() {
     .unwrap();
     let mut all: Vec<Vec<u8>> = seen;
     all.extend(next.0.lock().unwrap().iter().cloned());
-    assert_eq!(all.len(), 1 + burst);
-    all.sort();
-    all.dedup();
-    assert_eq!(all.len(), 1 + burst, "each line once");
+    assert_each_once(&all, 1 + burst);
     assert_eq!(spool_lines(dir.path()), 0);
+}
+
+#[test]
+fn a_spool_that_cannot_be_written_sends_the_burst_to_the_backlog_naming_it() {
+    // A directory stands where the spool would be written: the lines the steps cannot
+    // take at once go to the backlog, whose reason names the spool, and none is lost.
+    let mut g = Gated::start();
+    let spool = g.first_line_then_block("");
+    g.held.store(true, Ordering::SeqCst);
+    let burst = WORK_QUEUE_LINES * 4;
+    g.write_burst(burst);
+    g.wait_for("burst not read", |g| {
+        g.stats.read.load(Ordering::SeqCst) == 1 + burst as u64
+            && g.stats.backlogged.load(Ordering::SeqCst) == g.stats.spilled.load(Ordering::SeqCst)
+    });
+    g.held.store(false, Ordering::SeqCst);
+    let (dir, seen) = g.close();
+    let backlog = std::fs::read_to_string(dir.path().join(".backlog")).unwrap();
+    assert!(!backlog.is_empty(), "part of the burst went to the backlog");
+    let mut all = seen;
+    for record in backlog.lines() {
+        let fields: Vec<&str> = record.splitn(3, '\t').collect();
+        assert!(
+            fields[1].contains(&spool.display().to_string())
+                && fields[1].contains("cannot be written"),
+            "{record}"
+        );
+        all.push(fields[2].as_bytes().to_vec());
+    }
+    assert_each_once(&all, 1 + burst);
 }
 
 /// A reader that counts its read calls.
