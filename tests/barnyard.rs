@@ -705,3 +705,40 @@ while {[gets $in data] >= 0} {
         );
     }
 }
+
+#[test]
+fn the_snort_agent_path_and_the_direct_path_store_the_same_detail() {
+    let barnyard = setup(12, "");
+    let (code, err) = drain(&barnyard.conf, &[]);
+    assert_eq!(code, 0, "{err}");
+
+    let direct = TestSguild::start();
+    let dir = tempfile::tempdir().unwrap();
+    let queue = dir.path().join("queue");
+    fill_queue(&queue, 1, 12);
+    let conf = modsec2sguil_e2e::shipper::config(dir.path(), &queue, &direct, "");
+    let (code, err) = drain(&conf, &[]);
+    assert_eq!(code, 0, "{err}");
+
+    let by_id = |server: &TestSguild| -> std::collections::BTreeMap<String, String> {
+        server
+            .events()
+            .iter()
+            .map(|e| (stored_unique_id(e), e.detail_hex.clone()))
+            .collect()
+    };
+    let (through_agent, straight) = (by_id(&barnyard.server), by_id(&direct));
+    assert_eq!(through_agent.len(), 12);
+    assert_eq!(
+        through_agent.keys().collect::<Vec<_>>(),
+        straight.keys().collect::<Vec<_>>()
+    );
+    for (id, hex) in &through_agent {
+        let detail = modsec2sguil::hex::decode(hex.as_bytes()).unwrap();
+        assert!(
+            detail.starts_with(b"<h3>"),
+            "{id}: the HTML detail by default"
+        );
+        assert_eq!(Some(hex), straight.get(id), "{id}: the two paths differ");
+    }
+}

@@ -350,8 +350,7 @@ fn non_alerts_are_removed_unless_handle_all_events() {
     std::fs::create_dir(&queue).unwrap();
     // native-on logged every request: benign 200s, 404s and alerts.
     let mut n = 0;
-    let mut files: Vec<_> = walk(&fixtures().join("modsec-2.9/native-on"));
-    files.sort();
+    let files = modsec2sguil_e2e::files_below(&fixtures().join("modsec-2.9/native-on"));
     for f in &files {
         n += 1;
         std::fs::copy(f, queue.join(format!("modsec.log.1790000000.{n:06}"))).unwrap();
@@ -370,19 +369,6 @@ fn non_alerts_are_removed_unless_handle_all_events() {
         let msg = String::from_utf8_lossy(&e.message).into_owned();
         assert!(msg.starts_with("MSc "), "{msg}");
     }
-}
-
-fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).unwrap() {
-        let p = e.unwrap().path();
-        if p.is_dir() {
-            out.extend(walk(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out
 }
 
 #[test]

@@ -109,3 +109,63 @@ fn show_escapes_raw_bytes_for_the_terminal() {
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("\\x1b[31mred"));
 }
+
+fn show(args: &[&std::ffi::OsStr]) -> (i32, String, String) {
+    let out = Command::new(binary("modsec-shipper"))
+        .arg("show")
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn show_detail_previews_what_sguil_gets_in_the_configured_format() {
+    let file = sqli_fixture();
+    let (code, html, err) = show(&["--detail".as_ref(), file.as_ref()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        html.starts_with("<h3>Intercepted (status 403): ")
+            && html.contains("<b>Event:</b> awo5B9rt9m7QJiOqXPD3mQAAAEE<br>")
+            && html.contains("<pre>--"),
+        "{html}"
+    );
+
+    let (code, text, err) = show(&["--detail=text".as_ref(), file.as_ref()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        text.starts_with("ModSecurity event awo5B9rt9m7QJiOqXPD3mQAAAEE (intercepted)"),
+        "{text}"
+    );
+
+    // The config decides when no format is given; its raw-event limit applies.
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("m.conf");
+    std::fs::write(&conf, "set DETAIL_FORMAT text\nset DETAIL_RAW_BYTES 100\n").unwrap();
+    let (code, text, err) = show(&[
+        "--detail".as_ref(),
+        "-c".as_ref(),
+        conf.as_ref(),
+        file.as_ref(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        text.starts_with("ModSecurity event ") && text.contains("DETAIL_RAW_BYTES is 100"),
+        "{text}"
+    );
+
+    // A bad value stops it, naming the file, line and key.
+    std::fs::write(&conf, "set DETAIL_FORMAT markdown\n").unwrap();
+    let (code, _, err) = show(&[
+        "--detail".as_ref(),
+        "-c".as_ref(),
+        conf.as_ref(),
+        file.as_ref(),
+    ]);
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains("m.conf:1: DETAIL_FORMAT"), "{err}");
+}

@@ -1,11 +1,14 @@
 //! Parse throughput over the real corpus in `tests/fixtures/` (`cargo bench -p modsec2sguil`).
 //!
-//! Prints MB/s and events/s for native and JSON event files and lines/s for index lines.
+//! Prints MB/s and events/s for native and JSON event files, lines/s for index lines,
+//! and the mapping of a parsed event to its Sguil fields with the HTML detail next to the
+//! text one (µs per event; the 1 MB event is the largest detail either makes).
 //! Each figure is the best of several timed rounds of at least half a second.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use modsec2sguil::alert::{map_event, AlertSettings, DetailFormat};
 use modsec2sguil::auditlog::{parse_event, ParseLimits};
 use modsec2sguil::index::parse_index_line;
 
@@ -51,8 +54,43 @@ fn measure(items: &[Vec<u8>], mut f: impl FnMut(&[u8])) -> (f64, f64) {
     (items.len() as f64 / secs, bytes as f64 / secs)
 }
 
+/// µs per event to map every corpus event, in each detail format.
+fn mapping(limits: &ParseLimits) {
+    let raws = load(&["modsec-2.9/native", "modsec-2.9/json", "modsec-3/native"]);
+    let events: Vec<_> = raws
+        .iter()
+        .map(|r| parse_event(r, limits).expect("corpus event parses"))
+        .collect();
+    let index: Vec<Vec<u8>> = (0..events.len())
+        .map(|i| i.to_le_bytes().to_vec())
+        .collect();
+    for format in [DetailFormat::Text, DetailFormat::Html] {
+        for raw_max in [16 * 1024, 32_767] {
+            let s = AlertSettings {
+                detail_format: format,
+                detail_raw_bytes: raw_max,
+                ..AlertSettings::default()
+            };
+            let mut bytes = 0usize;
+            let (eps, _) = measure(&index, |i| {
+                let i = usize::from_le_bytes(i.try_into().unwrap());
+                let m = map_event(&events[i], &raws[i], &[], &s);
+                bytes += m.fields.detail.len();
+                std::hint::black_box(m);
+            });
+            println!(
+                "map {:<5} DETAIL_RAW_BYTES {raw_max:>5}: {:>6.1} µs/event {:>9.0} events/s",
+                format!("{format:?}"),
+                1e6 / eps,
+                eps
+            );
+        }
+    }
+}
+
 fn main() {
     let limits = ParseLimits::default();
+    mapping(&limits);
     for (name, dirs) in [
         (
             "native 2.9",

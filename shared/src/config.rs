@@ -46,6 +46,8 @@ pub const KNOWN_KEYS: &[&str] = &[
     "ANOMALY_RULES",
     "ALERT_CLASS",
     "ACTIVITY_CLASS",
+    "DETAIL_FORMAT",
+    "DETAIL_RAW_BYTES",
     "OUTPUT",
     "MAX_EVENT_BYTES",
     "SHIPPER_LOG_FILE",

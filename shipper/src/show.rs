@@ -7,10 +7,50 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use chrono::Utc;
+use modsec2sguil::alert::{map_event, AlertSettings, DetailFormat};
 use modsec2sguil::auditlog::{read_event_file, AuditEvent, Body, ParseLimits};
+use modsec2sguil::config::ConfigFile;
 use modsec2sguil::escape::escape;
 
-pub fn run(files: &[PathBuf], json: bool, max_body: usize) -> ExitCode {
+/// `show --detail`: the Sguil detail of each file, as the shipper would send it.
+pub fn details(
+    files: &[PathBuf],
+    format: &str,
+    config: Option<&Path>,
+    max_body: usize,
+) -> ExitCode {
+    let mut settings = match config.map(ConfigFile::load).transpose() {
+        Ok(Some(c)) => match AlertSettings::resolve(&c) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("modsec-shipper: show: {e}");
+                return ExitCode::from(crate::exit::CONFIG);
+            }
+        },
+        Ok(None) => AlertSettings::default(),
+        Err(e) => {
+            eprintln!("modsec-shipper: show: {e}");
+            return ExitCode::from(crate::exit::CONFIG);
+        }
+    };
+    if let Some(f) = DetailFormat::parse(format) {
+        settings.detail_format = f;
+    }
+    each_file(files, max_body, |_, event, raw| {
+        let mapped = map_event(event, raw, &[], &settings);
+        let mut text = terminal_safe(&mapped.fields.detail);
+        text.push(b'\n');
+        text
+    })
+}
+
+/// Parses each file and writes what `render` makes of it to stdout; a file that cannot
+/// be parsed is named on stderr. Exits 1 if any could not, or stdout closed.
+fn each_file(
+    files: &[PathBuf],
+    max_body: usize,
+    render: impl Fn(&Path, &AuditEvent, &[u8]) -> Vec<u8>,
+) -> ExitCode {
     let limits = ParseLimits {
         max_body_bytes: max_body,
         ..ParseLimits::default()
@@ -20,13 +60,8 @@ pub fn run(files: &[PathBuf], json: bool, max_body: usize) -> ExitCode {
     let mut failed = 0usize;
     for path in files {
         match load(path, &limits) {
-            Ok(event) => {
-                let text = if json {
-                    as_json(path, &event)
-                } else {
-                    as_text(path, &event)
-                };
-                if out.write_all(text.as_bytes()).is_err() {
+            Ok((event, raw)) => {
+                if out.write_all(&render(path, &event, &raw)).is_err() {
                     // stdout closed (e.g. piped into head): nothing more to say.
                     return ExitCode::from(1);
                 }
@@ -48,7 +83,32 @@ pub fn run(files: &[PathBuf], json: bool, max_body: usize) -> ExitCode {
     }
 }
 
-fn load(path: &Path, limits: &ParseLimits) -> Result<AuditEvent, String> {
+/// Printable ASCII, newlines and tabs as they are; any other byte as `\xHH`, so a detail
+/// (whose text format carries the raw event) cannot drive the terminal.
+fn terminal_safe(bytes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(bytes.len());
+    for &b in bytes {
+        match b {
+            b'\n' | b'\t' | 0x20..=0x7e => out.push(b),
+            _ => out.extend_from_slice(format!("\\x{b:02x}").as_bytes()),
+        }
+    }
+    out
+}
+
+pub fn run(files: &[PathBuf], json: bool, max_body: usize) -> ExitCode {
+    each_file(files, max_body, |path, event, _| {
+        if json {
+            as_json(path, event)
+        } else {
+            as_text(path, event)
+        }
+        .into_bytes()
+    })
+}
+
+/// The parsed event and the file's bytes.
+fn load(path: &Path, limits: &ParseLimits) -> Result<(AuditEvent, Vec<u8>), String> {
     let name = path.display();
     let meta = std::fs::metadata(path).map_err(|e| format!("{name}: {e}"))?;
     if !meta.is_file() {
@@ -56,7 +116,8 @@ fn load(path: &Path, limits: &ParseLimits) -> Result<AuditEvent, String> {
     }
     let file = File::open(path).map_err(|e| format!("{name}: {e}"))?;
     let raw = read_event_file(path, file, limits).map_err(|e| e.to_string())?;
-    raw.parse(limits).map_err(|e| format!("{name}: {e}"))
+    let event = raw.parse(limits).map_err(|e| format!("{name}: {e}"))?;
+    Ok((event, raw.bytes))
 }
 
 fn as_json(path: &Path, event: &AuditEvent) -> String {

@@ -7,12 +7,41 @@ use std::sync::OnceLock;
 
 pub mod apache;
 pub mod nginx;
+pub mod renderer;
 pub mod sguild;
 pub mod shipper;
 
 /// `tests/fixtures/` of this checkout.
 pub fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures")
+}
+
+/// The recorded corpus runs under `tests/fixtures/`, one directory of event files each.
+pub const CORPUS_RUNS: &[&str] = &[
+    "modsec-2.9/native",
+    "modsec-2.9/json",
+    "modsec-2.9/native-on",
+    "modsec-2.9/json-on",
+    "modsec-3/native",
+    "modsec-3/json",
+];
+
+/// Every file below `dir`, sorted.
+pub fn files_below(dir: &Path) -> Vec<PathBuf> {
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                walk(&p, out);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(dir, &mut out);
+    out.sort();
+    out
 }
 
 /// Set (to anything but empty or `0`) by `.ci/run`: a test that cannot find a program it

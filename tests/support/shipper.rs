@@ -84,12 +84,10 @@ pub fn drain(conf: &Path, extra: &[&str]) -> (i32, String) {
     )
 }
 
-/// The unique id a stored event's detail names (`ModSecurity event <id> (`).
+/// The unique id a stored event's detail names.
 pub fn stored_unique_id(e: &Stored) -> String {
     let detail = modsec2sguil::hex::decode(e.detail_hex.as_bytes()).unwrap_or_default();
-    let text = String::from_utf8_lossy(&detail);
-    text.strip_prefix("ModSecurity event ")
-        .and_then(|t| t.split(' ').next())
+    modsec2sguil::alert::unique_id_in_detail(&detail)
         .unwrap_or("")
         .to_string()
 }

@@ -1,8 +1,9 @@
-//! What every event target checks: parsing never panics, hangs or blows up memory, and
-//! a parsed event maps to lines (GenericEvent and RTEVENT) that stay one Tcl list of
-//! the right length on one line, whatever the file held.
+//! What every event target checks: parsing never panics, hangs or blows up memory, a
+//! parsed event's HTML detail holds only the builder's own balanced tags within Sguil's
+//! limit, and it maps to lines (GenericEvent and RTEVENT) that stay one Tcl list of the
+//! right length on one line, whatever the file held.
 
-use modsec2sguil::alert::{map_event, AlertSettings};
+use modsec2sguil::alert::{html, map_event, AlertSettings};
 use modsec2sguil::auditlog::{parse_event, ParseLimits};
 use modsec2sguil::sguil::wire::SguilEvent;
 use modsec2sguil::sguil::{barnyard, tcl};
@@ -17,6 +18,9 @@ pub fn event(data: &[u8]) {
         &["collector: fuzz".to_string()],
         &AlertSettings::default(),
     );
+    if let Err(e) = html::check_markup(&mapped.fields.detail) {
+        panic!("HTML detail: {e}");
+    }
     let mut f = mapped.fields;
     f.sid = 1;
     f.cid = 1;

@@ -26,6 +26,14 @@ fn event(addrs: &str, status: u16, messages: &[&str], action: bool) -> AuditEven
 
 const V4: &str = "192.0.2.7 40628 198.51.100.2 80";
 
+/// The defaults with DETAIL_FORMAT text (the HTML detail has tests of its own, in html/).
+fn text_format() -> AlertSettings {
+    AlertSettings {
+        detail_format: DetailFormat::Text,
+        ..AlertSettings::default()
+    }
+}
+
 fn rule(action: &str, id: &str, sev: &str, tags: &[&str]) -> String {
     let tags: String = tags.iter().map(|t| format!(" [tag \"{t}\"]")).collect();
     format!("{action} Pattern match \"x\" at ARGS:q. [file \"/r.conf\"] [line \"1\"] [id \"{id}\"] [rev \"3\"] [msg \"rule {id}\"] [data \"d{id}\"] [severity \"{sev}\"]{tags}")
@@ -50,7 +58,7 @@ fn crs_anomaly_block_is_named_after_the_most_severe_contributing_rule() {
         ],
         true,
     );
-    let m = map_event(&ev, b"RAW", &[], &AlertSettings::default());
+    let m = map_event(&ev, b"RAW", &[], &text_format());
     assert_eq!(m.decision, Decision::Intercepted);
     let f = &m.fields;
     assert_eq!(f.sig_id, 942100, "first of the equally severe contributors");
@@ -203,7 +211,7 @@ fn ipv4_mapped_addresses_become_ipv4_and_other_ipv6_is_flagged_not_dropped() {
     assert!(!m.ipv6);
 
     let v6 = event("2001:db8::7 5000 ::1 80", 403, &[], false);
-    let m = map_event(&v6, b"", &[], &AlertSettings::default());
+    let m = map_event(&v6, b"", &[], &text_format());
     assert!(m.ipv6);
     assert_eq!((m.fields.src_ip, m.fields.dst_ip), (None, None));
     assert_eq!((m.fields.src_port, m.fields.dst_port), (5000, 80));
@@ -245,9 +253,7 @@ fn integrity_problems_are_said_in_the_detail() {
     let mut ev = event(V4, 403, &[], false);
     ev.check_integrity(500, &[0; 16], 300, &[1; 16]);
     let notes = vec!["collector: md5 mismatch".to_string()];
-    let d = map_event(&ev, b"", &notes, &AlertSettings::default())
-        .fields
-        .detail;
+    let d = map_event(&ev, b"", &notes, &text_format()).fields.detail;
     let d = String::from_utf8_lossy(&d);
     assert!(
         d.contains("the file is 300 bytes but its index line says 500"),
@@ -260,7 +266,7 @@ fn integrity_problems_are_said_in_the_detail() {
 #[test]
 fn settings_from_the_config_file_and_errors_that_name_the_line() {
     let c = ConfigFile::parse(
-        "set IGNORE_HTTP_CODES \"404 410\"\nset HANDLE_ALL_EVENTS 1\nset ALERT_ON_WARNINGS 0\nset ANOMALY_RULES 949110\nset ALERT_CLASS web-app\n",
+        "set IGNORE_HTTP_CODES \"404 410\"\nset HANDLE_ALL_EVENTS 1\nset ALERT_ON_WARNINGS 0\nset ANOMALY_RULES 949110\nset ALERT_CLASS web-app\nset DETAIL_FORMAT TEXT\nset DETAIL_RAW_BYTES 4096\n",
         Path::new("/etc/m.conf"),
     )
     .unwrap();
@@ -271,7 +277,13 @@ fn settings_from_the_config_file_and_errors_that_name_the_line() {
         (s.anomaly_rules.as_slice(), s.alert_class.as_str()),
         (&["949110".to_string()][..], "web-app")
     );
+    assert_eq!(
+        (s.detail_format, s.detail_raw_bytes),
+        (DetailFormat::Text, 4096)
+    );
     for (text, want) in [
+        ("set DETAIL_FORMAT markdown\n", ":1: DETAIL_FORMAT"),
+        ("set DETAIL_RAW_BYTES 40000\n", ":1: DETAIL_RAW_BYTES"),
         ("set IGNORE_HTTP_CODES notfound\n", ":1: IGNORE_HTTP_CODES"),
         (
             "set ALERT_CLASS web-application-attack\n",
