@@ -11,7 +11,7 @@ root=$(cd "$here/../.." && pwd)
 fixtures=$root/tests/fixtures
 seconds=${1:-600}
 [ $# -gt 0 ] && shift
-targets=${*:-index_line event_native event_json event_v3 config sguil_lines}
+targets=${*:-index_line event_native event_json event_v3 config sguil_lines detail_html}
 export RUSTC_BOOTSTRAP=1
 cd "$here"
 
@@ -38,6 +38,8 @@ seed() { # seed TARGET: fill corpus/TARGET from the fixtures (once)
             cp "$f" "$dir/$(basename "$(dirname "$f")")-$(basename "$f")"; done ;;
     config)
         cp "$root/examples/modsec2sguil.conf" "$dir/" ;;
+    detail_html) # URI, User-Agent, body, rule msg, raw event, split at 0xfe
+        printf '/x?q=<a href="y">&lt;\376<!--\376a=&amp;\000\377\376m</pre>\376raw &quot;' > "$dir/hostile" ;;
     sguil_lines)
         printf 'AgentInfo {web 1} modsecurity webfarm 3 41' > "$dir/agentinfo"
         printf "Failed {mysqlexec/db server: Duplicate entry '1-5' for key 'PRIMARY'}" > "$dir/dup"

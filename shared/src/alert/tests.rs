@@ -229,7 +229,12 @@ fn long_message_and_detail_are_cut_to_what_sguild_stores_and_say_so() {
     let msg = format!("Access denied with code 403 (phase 2). x [id \"1\"] [msg \"{long}\"]");
     let ev = event(V4, 403, &[&msg], true);
     let raw = vec![b'R'; 100_000];
-    let m = map_event(&ev, &raw, &[], &AlertSettings::default());
+    // The whole raw event wanted: Sguil's limit is what cuts it.
+    let all = AlertSettings {
+        detail_raw_bytes: MAX_DETAIL_BYTES,
+        ..AlertSettings::default()
+    };
+    let m = map_event(&ev, &raw, &[], &all);
     assert!(m.fields.message.len() <= MAX_MESSAGE_BYTES);
     assert!(
         std::str::from_utf8(&m.fields.message).is_ok(),
