@@ -6,7 +6,7 @@ use std::io::{Cursor, Write};
 use std::net::TcpListener;
 use std::time::Duration;
 
-use modsec2sguil::alert::{map_event, AlertSettings, BODY_EXCERPT_BYTES};
+use modsec2sguil::alert::{map_event, AlertSettings, DetailFormat, BODY_EXCERPT_BYTES};
 use modsec2sguil::auditlog::{parse_event, ParseLimits};
 use modsec2sguil::collect::{read_line, MAX_LINE_BYTES};
 use modsec2sguil::index::{parse_index_line, MAX_UNIQUE_ID_LEN};
@@ -112,6 +112,16 @@ fn request_body_kept_by_the_parser() {
     );
 }
 
+/// The text detail with the whole raw event: its layout is exact to the byte (the HTML
+/// detail's excerpt and cuts are tested in shared/src/alert/html/tests.rs).
+fn text_detail() -> AlertSettings {
+    AlertSettings {
+        detail_format: DetailFormat::Text,
+        detail_raw_bytes: MAX_DETAIL_BYTES,
+        ..AlertSettings::default()
+    }
+}
+
 #[test]
 fn body_excerpt_in_the_detail() {
     for (len, shown) in [
@@ -120,9 +130,7 @@ fn body_excerpt_in_the_detail() {
     ] {
         let raw = event_with_body(len);
         let ev = parse_event(&raw, &ParseLimits::default()).unwrap();
-        let detail = map_event(&ev, b"", &[], &AlertSettings::default())
-            .fields
-            .detail;
+        let detail = map_event(&ev, b"", &[], &text_detail()).fields.detail;
         let text = String::from_utf8_lossy(&detail);
         assert!(
             text.contains(&format!(
@@ -138,11 +146,7 @@ fn body_excerpt_in_the_detail() {
 fn detail_size() {
     let raw = event_with_body(10);
     let ev = parse_event(&raw, &ParseLimits::default()).unwrap();
-    let map = |raw: &[u8]| {
-        map_event(&ev, raw, &[], &AlertSettings::default())
-            .fields
-            .detail
-    };
+    let map = |raw: &[u8]| map_event(&ev, raw, &[], &text_detail()).fields.detail;
     let summary = map(b"").len();
     let fits = vec![b'r'; MAX_DETAIL_BYTES - summary];
     let detail = map(&fits);
