@@ -202,19 +202,7 @@ fn hostile() -> Vec<Case> {
 
 /// How the renderer shows raw bytes inside `<pre>`.
 fn visible_pre(bytes: &[u8]) -> String {
-    let mut s = String::new();
-    for &b in bytes {
-        match b {
-            b'\n' => s.push('\n'),
-            b'\t' => s.push('\t'),
-            b'\r' => s.push_str("\\r"),
-            0x08 => s.push_str("\\b"),
-            0x0b => s.push_str("\\v"),
-            0x20..=0x7e => s.push(char::from(b)),
-            _ => s.push_str(&format!("\\x{b:02x}")),
-        }
-    }
-    s
+    String::from_utf8(modsec2sguil::escape::escape_lines(bytes)).unwrap()
 }
 
 /// The number of raw-event bytes the detail says it shows.

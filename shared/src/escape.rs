@@ -113,29 +113,83 @@ fn cut_short(
     }
 }
 
+/// One byte as an escape: 2 or 4 ASCII bytes (`\n`, `\\`, `\x1b`, …).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Escaped {
+    bytes: [u8; 4],
+    len: u8,
+}
+
+impl Escaped {
+    fn c(c: u8) -> Escaped {
+        Escaped {
+            bytes: [b'\\', c, 0, 0],
+            len: 2,
+        }
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..usize::from(self.len)]
+    }
+
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(self.as_bytes()).expect("an escape is ASCII")
+    }
+}
+
+/// How ModSecurity's `log_escape` (`quotes == true`) or `log_escape_nq` writes `b`:
+/// `None` when as itself (printable ASCII but `\`, and `"` with quotes).
+pub fn escape_byte(b: u8, quotes: bool) -> Option<Escaped> {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    Some(match b {
+        b'"' if quotes => Escaped::c(b'"'),
+        b'\\' => Escaped::c(b'\\'),
+        0x08 => Escaped::c(b'b'),
+        b'\n' => Escaped::c(b'n'),
+        b'\r' => Escaped::c(b'r'),
+        b'\t' => Escaped::c(b't'),
+        0x0b => Escaped::c(b'v'),
+        0x20..=0x7e => return None,
+        _ => Escaped {
+            bytes: [
+                b'\\',
+                b'x',
+                HEX[usize::from(b >> 4)],
+                HEX[usize::from(b & 15)],
+            ],
+            len: 4,
+        },
+    })
+}
+
+/// How [`escape_lines`] writes `b`: newlines, tabs and backslashes as themselves, every
+/// other byte as [`escape_byte`] writes it.
+pub fn escape_byte_in_lines(b: u8) -> Option<Escaped> {
+    match b {
+        b'\n' | b'\t' | b'\\' => None,
+        _ => escape_byte(b, false),
+    }
+}
+
 /// Escapes bytes the way ModSecurity's `log_escape` (`quotes == true`) or
 /// `log_escape_nq` (`quotes == false`) does. Used by tests and by the Sguil detail text.
 pub fn escape(input: &[u8], quotes: bool) -> Vec<u8> {
+    escape_with(input, |b| escape_byte(b, quotes))
+}
+
+/// Text meant to be read as lines (a raw event, a detail on a terminal): printable ASCII,
+/// newlines, tabs and backslashes as they are, any other byte escaped as [`escape`] does,
+/// so nothing in it can drive a terminal or a renderer.
+pub fn escape_lines(input: &[u8]) -> Vec<u8> {
+    escape_with(input, escape_byte_in_lines)
+}
+
+fn escape_with(input: &[u8], form: impl Fn(u8) -> Option<Escaped>) -> Vec<u8> {
     let mut out = Vec::with_capacity(input.len());
     for &b in input {
-        match b {
-            b'"' if quotes => out.extend_from_slice(b"\\\""),
-            b'\\' => out.extend_from_slice(b"\\\\"),
-            0x08 => out.extend_from_slice(b"\\b"),
-            b'\n' => out.extend_from_slice(b"\\n"),
-            b'\r' => out.extend_from_slice(b"\\r"),
-            b'\t' => out.extend_from_slice(b"\\t"),
-            0x0b => out.extend_from_slice(b"\\v"),
-            b if !(0x20..0x7f).contains(&b) => {
-                const HEX: &[u8; 16] = b"0123456789abcdef";
-                out.extend_from_slice(&[
-                    b'\\',
-                    b'x',
-                    HEX[usize::from(b >> 4)],
-                    HEX[usize::from(b & 15)],
-                ]);
-            }
-            b => out.push(b),
+        match form(b) {
+            Some(e) => out.extend_from_slice(e.as_bytes()),
+            None => out.push(b),
         }
     }
     out
@@ -205,6 +259,14 @@ mod tests {
             b"ab\\x"
         );
         assert_eq!(unescape(b"ab\\", CutEscape::KeepLiteral).unwrap(), b"ab\\");
+    }
+
+    #[test]
+    fn lines_keep_newlines_tabs_and_backslashes_and_escape_the_rest() {
+        assert_eq!(
+            escape_lines(b"a\\b\n\tc\r\x00\xff\x1b[31m\"\x08"),
+            b"a\\b\n\tc\\r\\x00\\xff\\x1b[31m\"\\b"
+        );
     }
 
     #[test]

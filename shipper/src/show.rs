@@ -10,7 +10,7 @@ use chrono::Utc;
 use modsec2sguil::alert::{map_event, AlertSettings, DetailFormat};
 use modsec2sguil::auditlog::{read_event_file, AuditEvent, Body, ParseLimits};
 use modsec2sguil::config::ConfigFile;
-use modsec2sguil::escape::escape;
+use modsec2sguil::escape::{escape, escape_lines};
 
 /// `show --detail`: the Sguil detail of each file, as the shipper would send it.
 pub fn details(
@@ -38,7 +38,8 @@ pub fn details(
     }
     each_file(files, max_body, |_, event, raw| {
         let mapped = map_event(event, raw, &[], &settings);
-        let mut text = terminal_safe(&mapped.fields.detail);
+        // The text format carries the raw event: nothing in it may drive the terminal.
+        let mut text = escape_lines(&mapped.fields.detail);
         text.push(b'\n');
         text
     })
@@ -81,19 +82,6 @@ fn each_file(
     } else {
         ExitCode::SUCCESS
     }
-}
-
-/// Printable ASCII, newlines and tabs as they are; any other byte as `\xHH`, so a detail
-/// (whose text format carries the raw event) cannot drive the terminal.
-fn terminal_safe(bytes: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(bytes.len());
-    for &b in bytes {
-        match b {
-            b'\n' | b'\t' | 0x20..=0x7e => out.push(b),
-            _ => out.extend_from_slice(format!("\\x{b:02x}").as_bytes()),
-        }
-    }
-    out
 }
 
 pub fn run(files: &[PathBuf], json: bool, max_body: usize) -> ExitCode {

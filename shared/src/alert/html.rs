@@ -29,6 +29,7 @@
 use std::fmt::Write as _;
 
 use crate::auditlog::{AuditEvent, MessageAction, RuleMatch};
+use crate::escape::{escape_byte, escape_byte_in_lines, Escaped};
 use crate::sguil::wire::MAX_DETAIL_BYTES;
 
 use super::{endpoint, sguil_addr, utc_seconds, Decision, BODY_EXCERPT_BYTES};
@@ -60,7 +61,8 @@ const TAIL_RESERVE: usize = 256;
 enum Flow {
     /// A summary value: one line, ModSecurity's escaping (`\\`, `\n`, `\xHH`).
     Line,
-    /// Inside `<pre>`: newlines and tabs kept, backslashes as they are.
+    /// Inside `<pre>`: newlines, tabs and backslashes as they are
+    /// ([`escape_lines`](crate::escape::escape_lines)).
     Pre,
 }
 
@@ -72,83 +74,81 @@ fn entity_may_follow(rest: &[u8]) -> bool {
             .any(|e| rest.len() >= e.len() && rest[..e.len()].eq_ignore_ascii_case(e))
 }
 
-/// How one byte of the event is written.
+/// How a byte that is not written as itself is written.
 enum Form {
-    /// Itself: printable ASCII that means nothing to the renderer.
-    Byte(u8),
-    /// An entity or an escape.
-    Text(&'static str),
-    /// `\xHH`.
-    Hex([u8; 4]),
+    /// A byte that means something to the renderer.
+    Entity(&'static str),
+    /// A byte outside printable ASCII (or `\\` in a summary line).
+    Escape(Escaped),
 }
 
 impl Form {
-    fn len(&self) -> usize {
+    fn as_str(&self) -> &str {
         match self {
-            Form::Byte(_) => 1,
-            Form::Text(t) => t.len(),
-            Form::Hex(h) => h.len(),
-        }
-    }
-
-    fn push(&self, out: &mut String) {
-        match self {
-            Form::Byte(b) => out.push(char::from(*b)),
-            Form::Text(t) => out.push_str(t),
-            Form::Hex(h) => h.iter().for_each(|&b| out.push(char::from(b))),
+            Form::Entity(e) => e,
+            Form::Escape(e) => e.as_str(),
         }
     }
 }
 
-/// The written form of `src[i]`.
-fn byte_form(src: &[u8], i: usize, flow: Flow) -> Form {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let b = src[i];
-    Form::Text(match b {
+/// How `flow` escapes a byte the renderer takes as text.
+fn escaped(b: u8, flow: Flow) -> Option<Escaped> {
+    match flow {
+        Flow::Line => escape_byte(b, false),
+        Flow::Pre => escape_byte_in_lines(b),
+    }
+}
+
+fn is_markup(b: u8) -> bool {
+    matches!(b, b'&' | b'<' | b'>' | b'"')
+}
+
+/// How `src[i]` is written, or `None` when as itself.
+fn form(src: &[u8], i: usize, flow: Flow) -> Option<Form> {
+    Some(Form::Entity(match src[i] {
         b'&' if entity_may_follow(&src[i + 1..]) => "&amp;<wbr>",
         b'&' => "&amp;",
         b'<' => "&lt;",
         b'>' => "&gt;",
         b'"' => "&quot;",
-        b'\n' if flow == Flow::Pre => "\n",
-        b'\t' if flow == Flow::Pre => "\t",
-        b'\\' if flow == Flow::Line => "\\\\",
-        b'\n' => "\\n",
-        b'\r' => "\\r",
-        b'\t' => "\\t",
-        0x08 => "\\b",
-        0x0b => "\\v",
-        0x20..=0x7e => return Form::Byte(b),
-        _ => {
-            return Form::Hex([
-                b'\\',
-                b'x',
-                HEX[usize::from(b >> 4)],
-                HEX[usize::from(b & 15)],
-            ])
-        }
-    })
+        b => return escaped(b, flow).map(Form::Escape),
+    }))
 }
 
 /// Writes as many leading bytes of `src` as fit in `room` bytes of output, each whole;
 /// returns how many bytes of `src` were written.
 fn escape_fitting(out: &mut String, src: &[u8], flow: Flow, room: usize) -> usize {
-    let start = out.len();
-    for i in 0..src.len() {
-        let form = byte_form(src, i, flow);
-        if out.len() - start + form.len() > room {
-            return i;
+    let end = out.len().saturating_add(room);
+    let mut i = 0;
+    while i < src.len() {
+        // A run of bytes written as themselves (ASCII) is copied whole, as far as it fits.
+        let run = src[i..]
+            .iter()
+            .take(end - out.len())
+            .take_while(|&&b| !is_markup(b) && escaped(b, flow).is_none())
+            .count();
+        out.push_str(std::str::from_utf8(&src[i..i + run]).expect("ASCII"));
+        i += run;
+        let Some(f) = src.get(i).and_then(|_| form(src, i, flow)) else {
+            break; // the end, or no room for the next byte
+        };
+        if out.len() + f.as_str().len() > end {
+            break;
         }
-        form.push(out);
+        out.push_str(f.as_str());
+        i += 1;
     }
-    src.len()
+    i
 }
 
+/// Room kept for the marker of a cut value.
+const VALUE_CUT_MARKER: usize = 40;
+
 /// `bytes` escaped for one summary line, at most `max` of them and within `room` bytes
-/// of markup; a cut says how many bytes were left out.
+/// of markup (`usize::MAX`: `max` alone bounds it); a cut says how many bytes were left out.
 fn value(out: &mut String, bytes: &[u8], max: usize, room: usize) {
     let shown = &bytes[..bytes.len().min(max)];
-    let room = room.saturating_sub(40);
+    let room = room.saturating_sub(VALUE_CUT_MARKER);
     let n = escape_fitting(out, shown, Flow::Line, room);
     if n < bytes.len() {
         let _ = write!(out, " [... {} more bytes]", bytes.len() - n);
@@ -201,11 +201,11 @@ impl Html {
         match primary {
             Some(m) => {
                 let text = m.msg.as_deref().unwrap_or(&m.justification);
-                value(&mut self.out, text.as_bytes(), VALUE_MAX_BYTES, 4096);
+                value(&mut self.out, text.as_bytes(), VALUE_MAX_BYTES, usize::MAX);
             }
             None => {
                 let line = request_line(ev);
-                value(&mut self.out, &line, VALUE_MAX_BYTES, 4096);
+                value(&mut self.out, &line, VALUE_MAX_BYTES, usize::MAX);
             }
         }
         self.out.push_str("</h3>\n");
@@ -309,8 +309,7 @@ impl Html {
 
     fn raw_event(&mut self, raw: &[u8], raw_max: usize) {
         let wanted = &raw[..raw.len().min(raw_max)];
-        let heading = format!("<hr>\n<b>Raw event:</b> {} bytes<pre>", raw.len());
-        self.out.push_str(&heading);
+        let _ = write!(self.out, "<hr>\n<b>Raw event:</b> {} bytes<pre>", raw.len());
         let room = MAX_DETAIL_BYTES.saturating_sub(self.out.len() + TAIL_RESERVE);
         let n = escape_fitting(&mut self.out, wanted, Flow::Pre, room);
         self.out.push_str("</pre>\n");
@@ -444,21 +443,26 @@ fn action_name(a: &MessageAction) -> &'static str {
 fn rule_item(m: &RuleMatch) -> String {
     let mut s = String::from("<li><b>");
     let id = m.id.as_deref().unwrap_or("no id");
-    value(&mut s, id.as_bytes(), 64, 1024);
+    value(&mut s, id.as_bytes(), 64, usize::MAX);
     s.push_str("</b>");
     if let Some(sev) = m.severity {
         let _ = write!(s, " {}", sev.name());
     }
     s.push_str(": ");
     let msg = m.msg.as_deref().unwrap_or(&m.justification);
-    value(&mut s, msg.as_bytes(), VALUE_MAX_BYTES, 4096);
+    value(&mut s, msg.as_bytes(), VALUE_MAX_BYTES, usize::MAX);
     if let Some(d) = &m.data {
         s.push_str("<br>\ndata: ");
-        value(&mut s, d.as_bytes(), VALUE_MAX_BYTES, 4096);
+        value(&mut s, d.as_bytes(), VALUE_MAX_BYTES, usize::MAX);
     }
     if !m.tags.is_empty() {
         s.push_str("<br>\ntags: ");
-        value(&mut s, m.tags.join(", ").as_bytes(), VALUE_MAX_BYTES, 4096);
+        value(
+            &mut s,
+            m.tags.join(", ").as_bytes(),
+            VALUE_MAX_BYTES,
+            usize::MAX,
+        );
     }
     s.push_str("</li>\n");
     s
