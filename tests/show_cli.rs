@@ -145,13 +145,18 @@ fn show_detail_previews_what_sguil_gets_in_the_configured_format() {
     // The config decides when no format is given; its raw-event limit applies.
     let dir = tempfile::tempdir().unwrap();
     let conf = dir.path().join("m.conf");
-    std::fs::write(&conf, "set DETAIL_FORMAT text\nset DETAIL_RAW_BYTES 100\n").unwrap();
-    let (code, text, err) = show(&[
-        "--detail".as_ref(),
-        "-c".as_ref(),
-        conf.as_ref(),
-        file.as_ref(),
-    ]);
+    let with_config = |text: Option<&str>| {
+        if let Some(text) = text {
+            std::fs::write(&conf, text).unwrap();
+        }
+        show(&[
+            "--detail".as_ref(),
+            "-c".as_ref(),
+            conf.as_ref(),
+            file.as_ref(),
+        ])
+    };
+    let (code, text, err) = with_config(Some("set DETAIL_FORMAT text\nset DETAIL_RAW_BYTES 100\n"));
     assert_eq!(code, 0, "{err}");
     assert!(
         text.starts_with("ModSecurity event ") && text.contains("DETAIL_RAW_BYTES is 100"),
@@ -159,13 +164,18 @@ fn show_detail_previews_what_sguil_gets_in_the_configured_format() {
     );
 
     // A bad value stops it, naming the file, line and key.
-    std::fs::write(&conf, "set DETAIL_FORMAT markdown\n").unwrap();
-    let (code, _, err) = show(&[
-        "--detail".as_ref(),
-        "-c".as_ref(),
-        conf.as_ref(),
-        file.as_ref(),
-    ]);
+    let (code, _, err) = with_config(Some("set DETAIL_FORMAT markdown\n"));
     assert_eq!(code, 3, "{err}");
     assert!(err.contains("m.conf:1: DETAIL_FORMAT"), "{err}");
+
+    // So does a config that cannot be read, naming it.
+    std::fs::remove_file(&conf).unwrap();
+    let (code, out, err) = with_config(None);
+    assert_eq!((code, out.as_str()), (3, ""), "{err}");
+    assert!(err.contains(&conf.display().to_string()), "{err}");
+
+    // A format that is neither is refused by the command line, with the choices.
+    let (code, _, err) = show(&["--detail=markdown".as_ref(), file.as_ref()]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("[possible values: html, text]"), "{err}");
 }

@@ -40,10 +40,11 @@ pub const DEFAULT_DETAIL_RAW_BYTES: usize = 16 * 1024;
 
 pub mod html;
 
-/// How the event detail is written (DETAIL_FORMAT).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// How the event detail is written (DETAIL_FORMAT; `show --detail=FORMAT`); the HTML
+/// detail is built by [`html`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum DetailFormat {
-    /// For Sguil's analyst console, which renders the detail as HTML ([`html`]).
+    /// For Sguil's analyst console, which renders the detail as HTML.
     #[default]
     Html,
     /// Plain text, for sites that read `data_payload` as text or as a hex dump (Sguil's
@@ -54,11 +55,7 @@ pub enum DetailFormat {
 impl DetailFormat {
     /// `html` or `text`, any case.
     pub fn parse(word: &str) -> Option<DetailFormat> {
-        match word.trim().to_ascii_lowercase().as_str() {
-            "html" => Some(DetailFormat::Html),
-            "text" => Some(DetailFormat::Text),
-            _ => None,
-        }
+        <DetailFormat as clap::ValueEnum>::from_str(word.trim(), true).ok()
     }
 }
 

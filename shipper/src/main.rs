@@ -264,10 +264,10 @@ enum Command {
         #[arg(long, value_name = "BYTES", default_value_t = modsec2sguil::auditlog::DEFAULT_MAX_BODY_BYTES)]
         max_body: usize,
         /// Print the Sguil event detail each file would ship with instead: `=html` (what
-        /// Sguil's analyst console renders; the default) or `text`. Without FORMAT the
-        /// config's DETAIL_FORMAT decides (html when there is no config).
-        #[arg(long, value_name = "FORMAT", num_args = 0..=1, require_equals = true, default_missing_value = "config", value_parser = ["html", "text", "config"])]
-        detail: Option<String>,
+        /// Sguil's analyst console renders) or `=text`. Without FORMAT the config's
+        /// DETAIL_FORMAT decides (html when there is no config).
+        #[arg(long, value_name = "FORMAT", num_args = 0..=1, require_equals = true)]
+        detail: Option<Option<modsec2sguil::alert::DetailFormat>>,
         /// With --detail: take DETAIL_FORMAT, DETAIL_RAW_BYTES and the alert settings
         /// from this config file.
         #[arg(short = 'c', long = "config", value_name = "CONF", requires = "detail")]
@@ -288,7 +288,7 @@ fn main() -> ExitCode {
             env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
                 .init();
             match detail {
-                Some(format) => show::details(&files, &format, config.as_deref(), max_body),
+                Some(format) => show::details(&files, format, config.as_deref(), max_body),
                 None => show::run(&files, json, max_body),
             }
         }

@@ -15,25 +15,22 @@ use modsec2sguil::escape::{escape, escape_lines};
 /// `show --detail`: the Sguil detail of each file, as the shipper would send it.
 pub fn details(
     files: &[PathBuf],
-    format: &str,
+    format: Option<DetailFormat>,
     config: Option<&Path>,
     max_body: usize,
 ) -> ExitCode {
-    let mut settings = match config.map(ConfigFile::load).transpose() {
-        Ok(Some(c)) => match AlertSettings::resolve(&c) {
-            Ok(s) => s,
-            Err(e) => {
-                eprintln!("modsec-shipper: show: {e}");
-                return ExitCode::from(crate::exit::CONFIG);
-            }
-        },
-        Ok(None) => AlertSettings::default(),
+    let settings = match config {
+        Some(path) => ConfigFile::load(path).and_then(|c| AlertSettings::resolve(&c)),
+        None => Ok(AlertSettings::default()),
+    };
+    let mut settings = match settings {
+        Ok(s) => s,
         Err(e) => {
             eprintln!("modsec-shipper: show: {e}");
             return ExitCode::from(crate::exit::CONFIG);
         }
     };
-    if let Some(f) = DetailFormat::parse(format) {
+    if let Some(f) = format {
         settings.detail_format = f;
     }
     each_file(files, max_body, |_, event, raw| {
