@@ -7,13 +7,14 @@
 # (client/lib/SguilUtil.tcl), render it in an iwidgets::scrolledhtml made with sguil.tk's
 # options for its "Display Detail" pane, as InsertGenericDetail does
 # (client/lib/guilib.tcl), then write the text the widget shows to DIR/NAME.txt (UTF-8)
-# and print one line on stdout:
+# and print on stdout, before and after:
 #
+#   RENDERING NAME
 #   RENDERED NAME MS LINKS WINDOWS IMAGES
 #
 # MS is the render time in milliseconds; LINKS the number of link tags (href*) the
 # widget made; WINDOWS and IMAGES what it embedded. A render that does not return prints
-# nothing more: the caller's watchdog names the file. With SCREENSHOT_NAME, that detail is
+# nothing more: the caller's watchdog names the detail from the RENDERING line. With SCREENSHOT_NAME, that detail is
 # rendered last and left on screen, and "SHOWN NAME" is printed for the caller to take a
 # picture; the script then waits for its stdin to close.
 package require Iwidgets
@@ -62,6 +63,8 @@ foreach f $files {
     set hex [string trim [read $fh]]
     close $fh
     set html [hex2string $hex]
+    puts "RENDERING $name"
+    flush stdout
     set t0 [clock microseconds]
     $detail render $html
     set ms [expr {([clock microseconds] - $t0) / 1000.0}]

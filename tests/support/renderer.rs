@@ -116,13 +116,15 @@ pub fn render(
     if let Some((name, _)) = keep_shown {
         cmd.arg(name);
     }
-    let mut child = cmd
-        .env("DISPLAY", &xvfb.display)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start wish");
+    let mut wish = Wish(
+        cmd.env("DISPLAY", &xvfb.display)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start wish"),
+    );
+    let child = &mut wish.0;
     let stdin: ChildStdin = child.stdin.take().unwrap();
     let (tx, rx) = mpsc::channel::<String>();
     let out = child.stdout.take().unwrap();
@@ -133,34 +135,36 @@ pub fn render(
             }
         }
     });
-    let mut order: Vec<&str> = details.iter().map(|(n, _)| n.as_str()).collect();
-    order.sort();
-    if let Some((shown, _)) = keep_shown {
-        order.retain(|n| *n != shown);
-        order.push(shown);
-    }
     let mut results = Vec::new();
+    let mut rendering = String::from("(none yet)");
     // Starting wish and loading iwidgets takes a moment before the first render.
     let mut deadline = Instant::now() + RENDER_LIMIT + Duration::from_secs(20);
     while results.len() < details.len() {
         let left = deadline.saturating_duration_since(Instant::now());
         let line = match rx.recv_timeout(left) {
             Ok(line) => line,
-            Err(_) => {
+            Err(why) => {
                 let _ = child.kill();
                 let _ = child.wait();
                 let mut err = String::new();
                 let _ = std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err);
-                panic!(
-                    "the widget did not finish rendering detail {:?} within {:?} \
-                     (the analyst's console would hang); wish said: {err}",
-                    order.get(results.len()),
-                    RENDER_LIMIT
-                );
+                match why {
+                    mpsc::RecvTimeoutError::Timeout => panic!(
+                        "the widget did not finish rendering detail {rendering} within \
+                         {RENDER_LIMIT:?} (the analyst's console would hang); wish said: {err}"
+                    ),
+                    mpsc::RecvTimeoutError::Disconnected => {
+                        panic!("wish ended while rendering detail {rendering}; it said: {err}")
+                    }
+                }
             }
         };
         if line.starts_with("LINK ") {
             panic!("the widget followed a link: {line}");
+        }
+        if let Some(name) = line.strip_prefix("RENDERING ") {
+            rendering = name.to_string();
+            continue;
         }
         let f: Vec<&str> = line.split(' ').collect();
         assert!(
@@ -200,4 +204,14 @@ pub fn render(
     let status = child.wait().unwrap();
     assert!(status.success(), "wish exited with {status}");
     results
+}
+
+/// The `wish` process, stopped (by PID) when dropped: also when a check fails midway.
+struct Wish(Child);
+
+impl Drop for Wish {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }

@@ -246,8 +246,24 @@ fn renderer_tokens() -> impl Strategy<Value = Vec<u8>> {
     let piece = prop_oneof![
         any::<u8>().prop_map(|b| vec![b]),
         prop::sample::select(vec![
-            &b"&"[..], b"lt;", b"gt;", b"quot;", b"amp;", b"LT;", b"Quot;", b"<", b">", b"\"",
-            b"\\", b"\n", b"\r", b"\t", b"\0", b"\xff", b"<!--", b"</pre>",
+            &b"&"[..],
+            b"lt;",
+            b"gt;",
+            b"quot;",
+            b"amp;",
+            b"LT;",
+            b"Quot;",
+            b"<",
+            b">",
+            b"\"",
+            b"\\",
+            b"\n",
+            b"\r",
+            b"\t",
+            b"\0",
+            b"\xff",
+            b"<!--",
+            b"</pre>",
         ])
         .prop_map(<[u8]>::to_vec),
     ];
