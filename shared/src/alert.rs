@@ -365,13 +365,18 @@ fn text(bytes: &[u8]) -> String {
 /// line, or the text detail's first line `ModSecurity event <id> (…)`. Reports and tests
 /// find an event by it, so both markers stay as they are.
 pub fn unique_id_in_detail(detail: &[u8]) -> Option<&str> {
-    let text = std::str::from_utf8(detail.get(..detail.len().min(4096))?).ok()?;
-    let id = if let Some(at) = text.find(html::EVENT_MARKER) {
-        text[at + html::EVENT_MARKER.len()..].split('<').next()?
-    } else {
-        text.strip_prefix("ModSecurity event ")?.split(' ').next()?
+    // Only the id is decoded: a text detail carries the raw event's bytes, UTF-8 or not.
+    let marker = html::EVENT_MARKER.as_bytes();
+    let (rest, end) = match detail.strip_prefix(b"ModSecurity event ") {
+        Some(rest) => (rest, b' '),
+        None => {
+            let head = &detail[..detail.len().min(4096)];
+            let at = head.windows(marker.len()).position(|w| w == marker)?;
+            (&head[at + marker.len()..], b'<')
+        }
     };
-    Some(id).filter(|id| !id.is_empty())
+    let id = &rest[..rest.iter().position(|&b| b == end)?];
+    std::str::from_utf8(id).ok().filter(|id| !id.is_empty())
 }
 
 /// What the event's own checks found wrong with it, one sentence each.

@@ -331,6 +331,11 @@ fn the_unique_id_is_found_in_either_format() {
         };
         let d = map_event(&ev, b"raw", &[], &settings).fields.detail;
         assert_eq!(crate::alert::unique_id_in_detail(&d), Some("UNIQ-1"));
+        // The text detail carries the raw event's bytes, UTF-8 or not.
+        let d = map_event(&ev, b"raw \xff\xfe", &[], &settings)
+            .fields
+            .detail;
+        assert_eq!(crate::alert::unique_id_in_detail(&d), Some("UNIQ-1"));
     }
     assert_eq!(
         crate::alert::unique_id_in_detail(b"<b>Event:</b> <br>"),
