@@ -296,6 +296,11 @@ impl Html {
         // The heading, the <pre> pair and a cut marker.
         let room = self.summary_room().saturating_sub(160);
         if room < 64 {
+            let _ = writeln!(
+                self.out,
+                "<b>Request body:</b> {} bytes, left out of the summary (it is in the raw event)<br>",
+                body.total_len
+            );
             return;
         }
         let mut text = String::new();

@@ -234,6 +234,7 @@ fn hostile_values_are_capped_and_the_rules_that_do_not_fit_are_counted() {
         "a value is cut at VALUE_MAX_BYTES and says so"
     );
     assert!(text.contains("more rule(s), left out"), "{text}");
+    assert!(text.contains("Request body: 159 of 600 bytes"), "{text}");
     // The summary stayed within its budget, so the raw event still has room.
     let raw_at = html.find("<b>Raw event:</b>").unwrap();
     assert!(raw_at <= SUMMARY_MAX_BYTES + 256, "summary took {raw_at}");
@@ -302,6 +303,22 @@ proptest! {
         let shown = raw.len().min(raw_max).min(1024);
         prop_assert!(widget_text(&html).contains(&visible_pre(&raw[..shown])));
     }
+}
+
+#[test]
+fn a_body_excerpt_without_room_says_it_was_left_out() {
+    let ev = event("/", "Host: h\n", "a=1", &rule(1, "m"));
+    let mut d = Html {
+        out: "x".repeat(SUMMARY_MAX_BYTES - 100),
+    };
+    d.body_excerpt(&ev);
+    assert!(
+        d.out.ends_with(
+            "<b>Request body:</b> 3 bytes, left out of the summary (it is in the raw event)<br>\n"
+        ),
+        "{}",
+        &d.out[SUMMARY_MAX_BYTES - 100..]
+    );
 }
 
 #[test]
