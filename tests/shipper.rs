@@ -119,6 +119,14 @@ fn configuration_errors_exit_3_and_name_the_line() {
             "set TLS_CA_FILE {}\nset TLS_PIN_SHA256 xyz\n",
             ":8: TLS_PIN_SHA256",
         ),
+        (
+            "set TLS_VERIFY 0\n",
+            ":7: TLS_VERIFY 0 turns off the certificate check that TLS_CA_FILE (line 6)",
+        ),
+        (
+            &format!("set TLS_VERIFY 0\nset TLS_PIN_SHA256 {}\n", "0a".repeat(32)),
+            ":7: TLS_VERIFY 0 turns off the certificate check that TLS_PIN_SHA256 (line 8)",
+        ),
     ] {
         let conf = config(dir.path(), &queue, &server, extra);
         let (code, err) = drain(&conf, &[]);

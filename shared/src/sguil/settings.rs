@@ -71,6 +71,22 @@ impl SguilSettings {
             None => None,
         };
         let ca = c.abs_path("TLS_CA_FILE").map_err(|e| e.to_string())?;
+        if !verify {
+            // A certificate to check and an order not to check anything: whichever one
+            // the operator meant, guessing is wrong (the check silently off is the worse
+            // guess, so neither is taken).
+            let off = c.get("TLS_VERIFY").map_or(0, |s| s.line);
+            for key in ["TLS_PIN_SHA256", "TLS_CA_FILE"] {
+                if let Some(s) = c.get(key).filter(|s| !s.value.is_empty()) {
+                    return Err(format!(
+                        "{path}:{off}: TLS_VERIFY 0 turns off the certificate check that {key} \
+                         (line {line}) asks for: remove one of them",
+                        path = c.path.display(),
+                        line = s.line
+                    ));
+                }
+            }
+        }
         let tls = match (openssl, verify, pin, ca) {
             (false, ..) => TlsMode::Plaintext,
             (true, false, ..) => TlsMode::NoVerify,
@@ -250,6 +266,46 @@ mod tests {
                 .tls,
             TlsMode::CaFile("/etc/sguil/cert.pem".into())
         );
+    }
+
+    #[test]
+    fn no_verification_with_a_certificate_to_check_is_refused_naming_both() {
+        for (key, value) in [
+            ("TLS_PIN_SHA256", "AB:".repeat(31) + "AB"),
+            ("TLS_CA_FILE", "/etc/sguil/cert.pem".into()),
+        ] {
+            for text in [
+                format!("{BASE}set TLS_VERIFY 0\nset {key} {value}\n"),
+                format!("{BASE}set {key} {value}\nset TLS_VERIFY off\n"),
+            ] {
+                let e = parse(&text).unwrap_err();
+                let (off, on) = if text.contains("VERIFY 0") {
+                    (4, 5)
+                } else {
+                    (5, 4)
+                };
+                assert!(
+                    e.contains(&format!(":{off}: TLS_VERIFY 0"))
+                        && e.contains(&format!("{key} (line {on})")),
+                    "{e}"
+                );
+            }
+        }
+        // An empty value is no value; verification on with both is fine.
+        assert_eq!(
+            parse(&format!(
+                "{BASE}set TLS_VERIFY 0\nset TLS_PIN_SHA256 {{}}\n"
+            ))
+            .unwrap()
+            .connect
+            .tls,
+            TlsMode::NoVerify
+        );
+        assert!(parse(&format!(
+            "{BASE}set TLS_VERIFY 1\nset TLS_PIN_SHA256 {}\n",
+            "AB:".repeat(31) + "AB"
+        ))
+        .is_ok());
     }
 
     #[test]
