@@ -10,7 +10,10 @@
 //! name of another file) is never mistaken for the one sent.
 //!
 //! One line per record: `<sid>\t<cid>\t<unix time>\t<inode>\t<hostname>\t<entry>\n`.
-//! A torn last line (a crash while appending) was never sent, so it is ignored.
+//! A torn last line (a crash while appending) was never sent, so it is cut off when the
+//! journal is opened: left in place, the next append would be glued to it and that
+//! record lost at the next open. An append that fails part-way is rolled back to the
+//! last whole record for the same reason.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -93,7 +96,11 @@ impl Journal {
             .open(&path)?;
         let bytes = fs::read(&path)?;
         let records = parse_records(&path, &bytes, true);
-        let len = bytes.len() as u64;
+        let len = whole_records_len(&bytes);
+        if len < bytes.len() as u64 {
+            file.set_len(len)?;
+            file.sync_data()?;
+        }
         let mut headroom = crate::safefs::Headroom::new(HEADROOM_BYTES);
         headroom.keep(&file, len, &path);
         Ok((
@@ -124,12 +131,15 @@ impl Journal {
             return Ok(Pending(None));
         }
         let text: String = records.iter().map(JournalRecord::to_line).collect();
+        // The length on disk, not the one counted: an append that failed was rolled back.
+        self.len = self.file.metadata()?.len();
         self.headroom.keep(&self.file, self.len, &self.path);
-        let mut file = self.file.try_clone()?;
+        let file = self.file.try_clone()?;
+        let start = self.len;
         self.len += text.len() as u64;
         let writer = std::thread::spawn(move || {
-            file.write_all(text.as_bytes())?;
-            file.sync_data()
+            let mut out = &file;
+            append_or_roll_back(&mut out, &file, start, text.as_bytes())
         });
         Ok(Pending(Some(writer)))
     }
@@ -172,6 +182,33 @@ impl Journal {
     }
 }
 
+/// Writes `text` through `out` at the end of `file` (whose length was `start`) and makes
+/// it durable; on any failure (a full disk part-way) cuts `file` back to `start`, so that
+/// no fragment is left for the next record to be glued to. If even the cut fails, the
+/// next [`Journal::open`] cuts the fragment.
+fn append_or_roll_back(
+    out: &mut impl Write,
+    file: &File,
+    start: u64,
+    text: &[u8],
+) -> io::Result<()> {
+    let result = out.write_all(text).and_then(|()| file.sync_data());
+    if result.is_err() {
+        if let Err(e) = file.set_len(start) {
+            log::warn!("the journal could not be cut back to its last whole record: {e}");
+        }
+    }
+    result
+}
+
+/// The length of `bytes` up to and including its last newline.
+fn whole_records_len(bytes: &[u8]) -> u64 {
+    bytes
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .map_or(0, |i| i as u64 + 1)
+}
+
 /// A journal append in progress ([`Journal::append_async`]).
 #[must_use = "the records are durable only once wait() says so"]
 pub struct Pending(Option<std::thread::JoinHandle<io::Result<()>>>);
@@ -203,13 +240,10 @@ pub fn read_journal(queue_dir: &Path) -> io::Result<Vec<JournalRecord>> {
 /// are left out (and logged when `warn`).
 fn parse_records(path: &Path, bytes: &[u8], warn: bool) -> Vec<JournalRecord> {
     let mut records = Vec::new();
-    let complete = match bytes.iter().rposition(|&b| b == b'\n') {
-        Some(i) => &bytes[..=i],
-        None => &[][..],
-    };
+    let complete = &bytes[..whole_records_len(bytes) as usize];
     if warn && complete.len() < bytes.len() {
         log::warn!(
-            "{}: ignoring a torn last record ({} bytes; written by a run that stopped before sending it)",
+            "{}: cutting off a torn last record ({} bytes; written by a run that stopped before sending it)",
             path.display(),
             bytes.len() - complete.len()
         );
@@ -266,6 +300,73 @@ mod tests {
         assert_eq!(
             back,
             [rec(1, "modsec.log.1.000001"), rec(2, "modsec.log.1.000002")]
+        );
+    }
+
+    #[test]
+    fn a_record_appended_after_a_torn_tail_survives_the_next_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut j, _) = Journal::open(dir.path()).unwrap();
+        j.append(&[rec(1, "modsec.log.1.000001")]).unwrap();
+        drop(j);
+        let path = dir.path().join(JOURNAL_FILE);
+        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+        f.write_all(b"3\t2\t17900").unwrap();
+        let (mut j, back) = Journal::open(dir.path()).unwrap();
+        assert_eq!(back, [rec(1, "modsec.log.1.000001")]);
+        j.append(&[rec(3, "modsec.log.1.000003")]).unwrap();
+        let (_, back) = Journal::open(dir.path()).unwrap();
+        assert_eq!(
+            back,
+            [rec(1, "modsec.log.1.000001"), rec(3, "modsec.log.1.000003")]
+        );
+        assert!(fs::read(&path).unwrap().ends_with(b"modsec.log.1.000003\n"));
+    }
+
+    /// A disk that takes `room` more bytes, then fails as a full one does.
+    struct FillingDisk<'a> {
+        file: &'a File,
+        room: usize,
+    }
+
+    impl Write for FillingDisk<'_> {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            if self.room == 0 {
+                return Err(io::Error::from_raw_os_error(28)); // ENOSPC
+            }
+            let n = (&*self.file).write(&buf[..buf.len().min(self.room)])?;
+            self.room -= n;
+            Ok(n)
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn an_append_cut_short_by_a_full_disk_is_rolled_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut j, _) = Journal::open(dir.path()).unwrap();
+        j.append(&[rec(1, "modsec.log.1.000001")]).unwrap();
+        let start = fs::metadata(j.path()).unwrap().len();
+        let text: String = [rec(2, "modsec.log.1.000002"), rec(3, "modsec.log.1.000003")]
+            .iter()
+            .map(JournalRecord::to_line)
+            .collect();
+        // Half a record, one and a half: whatever reached the disk is taken back.
+        for room in [10, text.len() / 2 + 5] {
+            let file = OpenOptions::new().append(true).open(j.path()).unwrap();
+            let mut disk = FillingDisk { file: &file, room };
+            let e = append_or_roll_back(&mut disk, &file, start, text.as_bytes()).unwrap_err();
+            assert_eq!(e.raw_os_error(), Some(28));
+            assert_eq!(fs::metadata(j.path()).unwrap().len(), start, "room {room}");
+        }
+        // The journal counts from what is on disk: the next record is whole.
+        j.append(&[rec(4, "modsec.log.1.000004")]).unwrap();
+        let (_, back) = Journal::open(dir.path()).unwrap();
+        assert_eq!(
+            back,
+            [rec(1, "modsec.log.1.000001"), rec(4, "modsec.log.1.000004")]
         );
     }
 
