@@ -44,7 +44,7 @@ nginx + libmodsecurity 3 (which cannot pipe): run it as a service with
 as it grows, across rotation, and resumes where it stopped (EVENT_DIR/.follow.*).
 
 Config keys it reads: EVENT_DIR, STORAGE_DIR, INDEX_FILE, LINK_MODE (or SYMLINK 1),
-VERIFY_MD5, RUNAS, LOG_FILE, SYSLOGFACILITY, DEBUG, FOLLOW_INDEX.";
+VERIFY_MD5, RUNAS, MAX_EVENT_BYTES, LOG_FILE, SYSLOGFACILITY, DEBUG, FOLLOW_INDEX.";
 
 #[derive(Parser, Debug)]
 #[command(

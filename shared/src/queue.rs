@@ -225,30 +225,33 @@ impl Queue {
             .read(true)
             .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
             .open(source)?;
-        if !file.metadata()?.is_file() {
+        let meta = file.metadata()?;
+        if !meta.is_file() {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 "not a regular file",
             ));
         }
-        self.add_file(&file, source, mode)
+        self.add_file(&file, source, mode, meta.len())
     }
 
     /// Adds the already-opened event `file` (found at `source`) to the queue. A hard
     /// link is made to the opened inode itself, not to whatever `source` names by then,
-    /// so a path swapped after the checks cannot slip another file into the queue.
+    /// so a path swapped after the checks cannot slip another file into the queue. A
+    /// copy takes at most `len` bytes (the size that was checked).
     pub fn add_file(
         &mut self,
         file: &File,
         source: &Path,
         mode: LinkMode,
+        len: u64,
     ) -> io::Result<(EntryName, Linked)> {
         match mode {
             LinkMode::Symlink => {
                 let name = self.place(|target| std::os::unix::fs::symlink(source, target))?;
                 Ok((name, Linked::Symlink))
             }
-            LinkMode::Copy => Ok((self.copy_in(file)?, Linked::Copy)),
+            LinkMode::Copy => Ok((self.copy_in(file, len)?, Linked::Copy)),
             LinkMode::Hardlink => match self.place(|target| link_open_file(file, target)) {
                 Ok(name) => Ok((name, Linked::Hardlink)),
                 Err(e)
@@ -258,15 +261,16 @@ impl Queue {
                     ) =>
                 {
                     log::debug!("hard link of {} refused ({e}); copying", source.display());
-                    Ok((self.copy_in(file)?, Linked::Copy))
+                    Ok((self.copy_in(file, len)?, Linked::Copy))
                 }
                 Err(e) => Err(e),
             },
         }
     }
 
-    /// Copies `file` into `.tmp/`, fsyncs it, links it into place, removes the temp.
-    fn copy_in(&mut self, file: &File) -> io::Result<EntryName> {
+    /// Copies the first `len` bytes of `file` (fewer if it ends sooner) into `.tmp/`,
+    /// fsyncs the copy, links it into place, removes the temp.
+    fn copy_in(&mut self, file: &File, len: u64) -> io::Result<EntryName> {
         use std::os::unix::fs::FileExt;
         let tmp_dir = crate::safefs::Dir::open_or_create(&self.dir.join(TMP_DIR))?;
         let tmp = format!("copy.{}.{}", std::process::id(), EntryName::now());
@@ -274,8 +278,11 @@ impl Queue {
             let mut dst = tmp_dir.create_new(&tmp)?;
             let mut buf = vec![0u8; 64 * 1024];
             let mut offset = 0u64;
-            loop {
-                let n = match file.read_at(&mut buf, offset) {
+            while offset < len {
+                let want = buf
+                    .len()
+                    .min(usize::try_from(len - offset).unwrap_or(usize::MAX));
+                let n = match file.read_at(&mut buf[..want], offset) {
                     Ok(0) => break,
                     Ok(n) => n,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,

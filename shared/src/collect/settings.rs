@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use crate::config::ConfigFile;
 use crate::queue::LinkMode;
+use crate::ship::load::{DEFAULT_MAX_EVENT_BYTES, MAX_EVENT_BYTES_RANGE};
 
 /// Settings of one collector.
 #[derive(Debug, Clone)]
@@ -20,6 +21,9 @@ pub struct CollectorSettings {
     /// read and remove it. A hard link shares the inode: the event file in the storage
     /// dir changes owner too, as it did with modsec_queue.pl.
     pub runas: Option<(u32, u32)>,
+    /// MAX_EVENT_BYTES, as the shipper reads it: a larger event is neither hashed nor
+    /// copied by root; its line goes to the backlog with the reason.
+    pub max_event_bytes: u64,
 }
 
 /// Settings given on the command line; they win over the config file.
@@ -98,6 +102,12 @@ impl CollectorSettings {
             ),
             None => None,
         };
+        let max_event_bytes = config
+            .map(|c| c.number("MAX_EVENT_BYTES", MAX_EVENT_BYTES_RANGE))
+            .transpose()
+            .map_err(|e| e.to_string())?
+            .flatten()
+            .unwrap_or(DEFAULT_MAX_EVENT_BYTES);
         for (what, dir) in [("storage dir", &storage_dir), ("queue", &queue_dir)] {
             if !dir.is_absolute() {
                 return Err(format!("{what} {} must be an absolute path (Apache starts the collector in ServerRoot)", dir.display()));
@@ -110,6 +120,7 @@ impl CollectorSettings {
             link_mode,
             verify_md5,
             runas,
+            max_event_bytes,
         })
     }
 }

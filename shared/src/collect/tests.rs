@@ -28,6 +28,7 @@ fn setup(verify_md5: bool) -> Setup {
         link_mode: LinkMode::Hardlink,
         verify_md5,
         runas: None,
+        max_event_bytes: crate::ship::load::DEFAULT_MAX_EVENT_BYTES,
     };
     std::fs::create_dir_all(&settings.storage_dir).unwrap();
     let worker = Worker::new(
@@ -640,6 +641,7 @@ fn links_planted_in_the_queue_are_not_followed() {
         link_mode: LinkMode::Copy,
         verify_md5: true,
         runas: None,
+        max_event_bytes: crate::ship::load::DEFAULT_MAX_EVENT_BYTES,
     };
     let mut w = Worker::new(
         settings,
@@ -1223,4 +1225,137 @@ fn slow_input_is_read_in_gathers_and_each_line_handled_soon() {
         slowest < pipeline::GATHER * 20,
         "a line waited {slowest:?} to be handled"
     );
+}
+
+#[test]
+fn a_planted_hard_link_is_neither_chowned_nor_copied() {
+    for mode in [LinkMode::Hardlink, LinkMode::Copy] {
+        let mut s = setup(true);
+        let (uid, gid) = resolve_owner("nobody").unwrap();
+        s.worker.committer.settings.runas = Some((uid, gid));
+        s.worker.committer.settings.link_mode = mode;
+        // "/etc/shadow": a root file outside the storage dir, on the same filesystem.
+        let secret = s.dir.path().join("shadow");
+        std::fs::write(&secret, b"root:$6$secret\n").unwrap();
+        let planted = s.dir.path().join("audit/planted");
+        std::fs::hard_link(&secret, &planted).unwrap();
+        let line = line_for("/planted", 15, &Md5::digest(b"root:$6$secret\n").into());
+        let LineOutcome::Backlogged { reason } = s.worker.handle(&input(&line)) else {
+            panic!("{mode:?}: a second link to a file was queued")
+        };
+        assert!(reason.contains("has 2 hard links"), "{reason}");
+        let meta = std::fs::metadata(&secret).unwrap();
+        assert_eq!(meta.uid(), 0, "{mode:?}: chowned");
+        let queued: Vec<_> = std::fs::read_dir(s.dir.path().join("queue"))
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with("modsec.log."))
+            .collect();
+        assert!(queued.is_empty(), "{mode:?}: {queued:?}");
+        assert!(backlog(&s).contains("has 2 hard links"));
+    }
+}
+
+#[test]
+fn an_event_not_owned_by_its_directorys_owner_or_runas_is_refused() {
+    let mut s = setup(false);
+    let (nobody, nogroup) = resolve_owner("nobody").unwrap();
+    // The minute directory belongs to the web server's user; a root file in it is not
+    // one the web server wrote (an inode whose other name was replaced, say).
+    let dir = s.dir.path().join("audit/www");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::os::unix::fs::chown(&dir, Some(nobody), Some(nogroup)).unwrap();
+    let line = event(&s, "/www/rootfile", b"x");
+    let LineOutcome::Backlogged { reason } = s.worker.handle(&input(&line)) else {
+        panic!("queued")
+    };
+    assert!(
+        reason.contains("belongs to uid 0, not to the user who writes the events")
+            && reason.contains(&format!("(uid {nobody})")),
+        "{reason}"
+    );
+    // Written by the directory's owner: queued; owned by RUNAS (delivered before,
+    // given back by requeue): queued.
+    let line = event(&s, "/www/ours", b"x");
+    std::os::unix::fs::chown(s.dir.path().join("audit/www/ours"), Some(nobody), None).unwrap();
+    assert!(matches!(
+        s.worker.handle(&input(&line)),
+        LineOutcome::Queued { .. }
+    ));
+    s.worker.checker_settings_mut().runas = Some((12345, 12345));
+    let line = event(&s, "/www/shipped", b"x");
+    std::os::unix::fs::chown(s.dir.path().join("audit/www/shipped"), Some(12345), None).unwrap();
+    assert!(matches!(
+        s.worker.handle(&input(&line)),
+        LineOutcome::Queued { .. }
+    ));
+}
+
+#[test]
+fn an_event_over_max_event_bytes_is_neither_hashed_nor_copied() {
+    for mode in [LinkMode::Hardlink, LinkMode::Copy] {
+        let mut s = setup(true);
+        s.worker.committer.settings.link_mode = mode;
+        s.worker.checker_settings_mut().max_event_bytes = 4096;
+        // A sparse 10 TB file: hashing it would keep root busy for hours.
+        let path = s.dir.path().join("audit/huge");
+        std::fs::File::create(&path)
+            .unwrap()
+            .set_len(10 << 40)
+            .unwrap();
+        let line = line_for("/huge", 10 << 40, &[0; 16]);
+        let started = Instant::now();
+        let LineOutcome::Backlogged { reason } = s.worker.handle(&input(&line)) else {
+            panic!("{mode:?}: queued")
+        };
+        assert!(started.elapsed() < Duration::from_secs(5));
+        assert!(
+            reason.contains("10995116277760 bytes, more than MAX_EVENT_BYTES (4096)"),
+            "{reason}"
+        );
+        // At the limit: queued.
+        let line = event(&s, "/fits", &[b'x'; 4096]);
+        assert!(matches!(
+            s.worker.handle(&input(&line)),
+            LineOutcome::Queued { .. }
+        ));
+    }
+}
+
+#[test]
+fn a_copy_takes_only_the_bytes_that_were_checked() {
+    let mut s = setup(false);
+    s.worker.committer.settings.link_mode = LinkMode::Copy;
+    let line = event(&s, "/grows", b"checked");
+    let checked = s.worker.checker.check(input(&line));
+    // The web server's user grows the file between the check and the copy.
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(s.dir.path().join("audit/grows"))
+        .unwrap()
+        .set_len(1 << 40)
+        .unwrap();
+    let LineOutcome::Queued { entry, .. } = s.worker.committer.commit(checked) else {
+        panic!()
+    };
+    let copy = std::fs::read(s.dir.path().join("queue").join(entry)).unwrap();
+    assert_eq!(copy, b"checked");
+}
+
+#[test]
+fn max_event_bytes_is_read_from_the_config_as_the_shipper_reads_it() {
+    let c = ConfigFile::parse(
+        "set EVENT_DIR /q\nset STORAGE_DIR /s\nset MAX_EVENT_BYTES 2048\n",
+        Path::new("/etc/m.conf"),
+    )
+    .unwrap();
+    let s = CollectorSettings::resolve(Some(&c), CollectorOverrides::default()).unwrap();
+    assert_eq!(s.max_event_bytes, 2048);
+    let c = ConfigFile::parse(
+        "set EVENT_DIR /q\nset STORAGE_DIR /s\nset MAX_EVENT_BYTES 12\n",
+        Path::new("/etc/m.conf"),
+    )
+    .unwrap();
+    let e = CollectorSettings::resolve(Some(&c), CollectorOverrides::default()).unwrap_err();
+    assert!(e.contains(":3: MAX_EVENT_BYTES: bad value"), "{e}");
 }

@@ -52,7 +52,8 @@ pub struct Checker {
     /// The last event directory, opened through a chain of real directories (never a
     /// symlink): events of one minute share it, so it is walked once, not once per line,
     /// and a path swapped later cannot redirect the handle.
-    event_dir: Option<(PathBuf, std::os::fd::OwnedFd)>,
+    /// With its owner: the user Apache writes events as, who must own them too.
+    event_dir: Option<(PathBuf, std::os::fd::OwnedFd, u32)>,
     /// Open events with `O_NOATIME`: reading an event just written would otherwise
     /// update its access time, an inode write per event on a `relatime` mount.
     noatime: bool,
@@ -94,6 +95,9 @@ enum Verdict {
 struct OpenEvent {
     file: File,
     path: PathBuf,
+    /// Its size when checked (at most MAX_EVENT_BYTES): what is hashed and copied, so
+    /// a file grown (or made sparse-huge) after the check is not read further.
+    len: u64,
     /// What did not match the index line so far.
     problems: Vec<String>,
     /// The index line's md5, while the [`Hasher`] has still to compare it.
@@ -144,6 +148,12 @@ impl Worker {
 
     pub fn queue(&self) -> &Queue {
         &self.committer.queue
+    }
+
+    /// The checker's settings, for tests that change one after the start.
+    #[cfg(test)]
+    pub(super) fn checker_settings_mut(&mut self) -> &mut CollectorSettings {
+        &mut self.checker.settings
     }
 
     /// The storage dir event files must lie under.
@@ -258,11 +268,16 @@ impl Checker {
 
     fn open_and_check(&mut self, parsed: &IndexLine) -> Result<OpenEvent, String> {
         let path = resolve_event_path(&self.settings.storage_dir, parsed)?;
-        let file = self.open_event(&path)?;
-        let problems = check_size(&file, &path, parsed)?;
+        let (file, dir_owner) = self.open_event(&path)?;
+        let rules = EventRules {
+            owners: [Some(dir_owner), self.settings.runas.map(|(uid, _)| uid)],
+            max_bytes: self.settings.max_event_bytes,
+        };
+        let (len, problems) = check_event(&file, &path, parsed, &rules)?;
         Ok(OpenEvent {
             file,
             path,
+            len,
             problems,
             md5_due: self.settings.verify_md5.then_some(parsed.md5),
         })
@@ -271,7 +286,7 @@ impl Checker {
     /// Opens the event below the storage dir without following any symlink on the way:
     /// each directory with `O_DIRECTORY|O_NOFOLLOW` from the one above, the file with
     /// `O_NOFOLLOW|O_NONBLOCK` (a planted FIFO must not hang the worker).
-    fn open_event(&mut self, path: &Path) -> Result<File, String> {
+    fn open_event(&mut self, path: &Path) -> Result<(File, u32), String> {
         use rustix::fs::{openat, Mode, OFlags, CWD};
         let storage = self.settings.storage_dir.clone();
         let rel = path
@@ -293,7 +308,7 @@ impl Checker {
             }
         };
         for attempt in 0..2 {
-            let cached = matches!(&self.event_dir, Some((p, _)) if p == parent);
+            let cached = matches!(&self.event_dir, Some((p, ..)) if p == parent);
             if !cached {
                 let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
                 let mut dir = openat(CWD, &storage, flags, Mode::empty())
@@ -309,22 +324,24 @@ impl Checker {
                     )
                     .map_err(|e| explain(&at, e))?;
                 }
-                self.event_dir = Some((parent.to_path_buf(), dir));
+                let owner = rustix::fs::fstat(&dir).map_err(|e| explain(&at, e))?.st_uid;
+                self.event_dir = Some((parent.to_path_buf(), dir, owner));
             }
-            let Some((_, dir)) = self.event_dir.as_ref() else {
+            let Some((_, dir, owner)) = self.event_dir.as_ref() else {
                 break;
             };
+            let owner = *owner;
             let mut flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
             if self.noatime {
                 flags |= OFlags::NOATIME;
             }
             match openat(dir, name, flags, Mode::empty()) {
-                Ok(fd) => return Ok(File::from(fd)),
+                Ok(fd) => return Ok((File::from(fd), owner)),
                 // O_NOATIME is for the file's owner and root (requeue may be neither).
                 Err(rustix::io::Errno::PERM) if self.noatime => {
                     self.noatime = false;
                     match openat(dir, name, flags - OFlags::NOATIME, Mode::empty()) {
-                        Ok(fd) => return Ok(File::from(fd)),
+                        Ok(fd) => return Ok((File::from(fd), owner)),
                         Err(e) => return Err(explain(path, e)),
                     }
                 }
@@ -339,15 +356,62 @@ impl Checker {
     }
 }
 
-/// Checks the opened event is a regular file and compares its size with the line's.
-fn check_size(file: &File, path: &Path, line: &IndexLine) -> Result<Vec<String>, String> {
+/// What an event file must be before root reads it (the storage dir is written by the
+/// web server's user, who can plant anything a forged index line then names).
+struct EventRules {
+    /// Who may own it: the owner of the directory holding it (the user Apache writes
+    /// events as) and RUNAS (an entry the collector already gave to the shipper).
+    owners: [Option<u32>; 2],
+    /// MAX_EVENT_BYTES: root neither hashes nor copies more.
+    max_bytes: u64,
+}
+
+/// Checks the opened event: a regular file with one link, owned as [`EventRules`] says,
+/// not larger than the limit. Returns its size and whether that matches the line's.
+///
+/// One link: ModSecurity writes each event once, under one name. A second name is a
+/// hard link someone made — with `fs.protected_hardlinks=0`, the web server's user can
+/// link `/etc/shadow` into the storage dir and name it in a forged index line; root
+/// would then hand the inode to RUNAS (hard-link mode) or copy its contents into the
+/// queue. A file whose other name went away (the original replaced by rename) keeps its
+/// old owner, which the owner rule refuses.
+fn check_event(
+    file: &File,
+    path: &Path,
+    line: &IndexLine,
+    rules: &EventRules,
+) -> Result<(u64, Vec<String>), String> {
+    use std::os::unix::fs::MetadataExt;
     let meta = file
         .metadata()
         .map_err(|e| format!("{}: {e}", path.display()))?;
     if !meta.is_file() {
         return Err(format!("{} is not a regular file", path.display()));
     }
-    Ok(if meta.len() != line.size {
+    if meta.nlink() != 1 {
+        return Err(format!(
+            "{} has {} hard links; an event file has one (a link planted in the storage dir?): not read",
+            path.display(),
+            meta.nlink()
+        ));
+    }
+    if !rules.owners.contains(&Some(meta.uid())) {
+        return Err(format!(
+            "{} belongs to uid {}, not to the user who writes the events (uid {}): not read",
+            path.display(),
+            meta.uid(),
+            rules.owners[0].map_or_else(|| "?".into(), |u| u.to_string())
+        ));
+    }
+    if meta.len() > rules.max_bytes {
+        return Err(format!(
+            "{} is {} bytes, more than MAX_EVENT_BYTES ({}): not read",
+            path.display(),
+            meta.len(),
+            rules.max_bytes
+        ));
+    }
+    let problems = if meta.len() != line.size {
         vec![format!(
             "size {} bytes, index line says {}",
             meta.len(),
@@ -355,7 +419,8 @@ fn check_size(file: &File, path: &Path, line: &IndexLine) -> Result<Vec<String>,
         )]
     } else {
         Vec::new()
-    })
+    };
+    Ok((meta.len(), problems))
 }
 
 impl Hasher {
@@ -368,7 +433,7 @@ impl Hasher {
         let Some(want) = event.md5_due.take() else {
             return checked;
         };
-        match md5_of(&mut event.file, &mut self.buf) {
+        match md5_of(&mut event.file, event.len, &mut self.buf) {
             Ok(digest) if digest == want => {}
             Ok(_) => event.problems.push(format!(
                 "md5 differs from the index line's {}",
@@ -448,10 +513,12 @@ impl Committer {
             "an event queued before its md5 check"
         );
         let integrity = event.integrity();
-        let OpenEvent { file, path, .. } = event;
+        let OpenEvent {
+            file, path, len, ..
+        } = event;
         let (name, linked) = self
             .queue
-            .add_file(&file, &path, self.settings.link_mode)
+            .add_file(&file, &path, self.settings.link_mode, len)
             .map_err(|e| format!("cannot queue {}: {e}", path.display()))?;
         if let Some((uid, gid)) = self.settings.runas {
             let entry = self.queue.dir().join(name.to_string());
@@ -487,22 +554,24 @@ fn open_index(path: &Path) -> io::Result<File> {
     OpenOptions::new().create(true).append(true).open(path)
 }
 
-/// MD5 of a regular file from its current offset, reading into `buf`. A read shorter
-/// than asked for is the end of a regular file, which saves the extra read() that would
-/// only return 0 (one syscall per event).
-fn md5_of(f: &mut File, buf: &mut [u8]) -> io::Result<[u8; 16]> {
+/// MD5 of the first `len` bytes of a regular file from its current offset (fewer if it
+/// ends sooner), reading into `buf`. Stopping at `len` bounds root's work whatever the
+/// file became after its size was checked, and saves the read() that would return 0.
+fn md5_of(f: &mut File, len: u64, buf: &mut [u8]) -> io::Result<[u8; 16]> {
     let mut h = Md5::new();
-    loop {
-        let n = match f.read(buf) {
+    let mut left = len;
+    while left > 0 {
+        let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+        let n = match f.read(&mut buf[..want]) {
+            Ok(0) => break,
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
         };
         h.update(&buf[..n]);
-        if n < buf.len() {
-            return Ok(h.finalize().into());
-        }
+        left -= n as u64;
     }
+    Ok(h.finalize().into())
 }
 
 /// The event file a line names, refusing anything that would leave the storage dir.
@@ -557,6 +626,7 @@ mod tests {
             verdict: Verdict::Ready(OpenEvent {
                 file,
                 path: path.clone(),
+                len: 1 << 20,
                 problems: Vec::new(),
                 md5_due: Some([0; 16]),
             }),

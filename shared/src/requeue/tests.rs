@@ -28,6 +28,7 @@ impl Setup {
             link_mode: LinkMode::Hardlink,
             verify_md5: true,
             runas: None,
+            max_event_bytes: crate::ship::load::DEFAULT_MAX_EVENT_BYTES,
         }
     }
     fn requeuer(&self, dry_run: bool, force: bool) -> LineRequeuer {

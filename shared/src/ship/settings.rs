@@ -123,7 +123,7 @@ impl ShipperSettings {
             (false, d) => d,
         };
         let max_event_bytes = c
-            .number("MAX_EVENT_BYTES", 1024..=(1 << 40))
+            .number("MAX_EVENT_BYTES", super::load::MAX_EVENT_BYTES_RANGE)
             .map_err(e)?
             .unwrap_or(DEFAULT_MAX_EVENT_BYTES);
         let runas = match c.get("RUNAS").filter(|s| !s.value.is_empty()) {
