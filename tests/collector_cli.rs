@@ -554,6 +554,107 @@ fn example_config_and_a_modsec2sguil_0_8_config_load_without_warnings() {
     assert!(c.unknown(KNOWN_KEYS).is_empty());
 }
 
+/// LOG_FILE lies in a directory the shipper's user owns (the example config's
+/// /var/log/modsec2sguil); the collector runs as root. A symbolic link, a hard link or a
+/// FIFO left there in the log's place is refused (the victim unchanged, the collector
+/// not blocked) and the collector goes on without the file.
+#[test]
+fn a_planted_log_file_is_refused_and_the_collector_still_works() {
+    let logs = tempfile::tempdir().unwrap();
+    std::os::unix::fs::chown(logs.path(), Some(65534), Some(65534)).unwrap();
+    let victim = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(victim.path(), "root:$6$x\n").unwrap();
+    let log = logs.path().join("collector.log");
+    type Plant = fn(&Path, &Path);
+    let plants: [(&str, Plant, &str); 3] = [
+        (
+            "symlink",
+            |v, l| std::os::unix::fs::symlink(v, l).unwrap(),
+            "is a symbolic link",
+        ),
+        (
+            "hard link",
+            |v, l| std::fs::hard_link(v, l).unwrap(),
+            "has 2 hard links",
+        ),
+        (
+            "fifo",
+            |_, l| {
+                use rustix::fs::{mknodat, FileType, Mode, CWD};
+                mknodat(CWD, l, FileType::Fifo, Mode::RWXU, 0).unwrap()
+            },
+            "is a FIFO",
+        ),
+    ];
+    for (what, plant, why) in plants {
+        let _ = std::fs::remove_file(&log);
+        plant(victim.path(), &log);
+        let mut env = Env::new();
+        let mut child = Command::new(binary("modsec-collector"))
+            .arg("--queue")
+            .arg(&env.queue)
+            .arg("--log-file")
+            .arg(&log)
+            .arg(&env.storage)
+            .stdin(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(&env.event(10))
+            .unwrap();
+        let started = std::time::Instant::now();
+        while child.try_wait().unwrap().is_none() {
+            if started.elapsed() > Duration::from_secs(20) {
+                let _ = child.kill();
+                panic!("{what}: the collector blocked");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{what}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("cannot open the log file") && err.contains(why),
+            "{what}: {err}"
+        );
+        assert_eq!(env.entries().len(), 1, "{what}");
+        assert_eq!(
+            std::fs::read_to_string(victim.path()).unwrap(),
+            "root:$6$x\n",
+            "{what}"
+        );
+    }
+    // A log of its own there: created 0640, and given to the directory's owner.
+    std::fs::remove_file(&log).unwrap();
+    let mut env = Env::new();
+    let mut child = Command::new(binary("modsec-collector"))
+        .arg("--queue")
+        .arg(&env.queue)
+        .arg("--log-file")
+        .arg(&log)
+        .arg(&env.storage)
+        .stdin(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(&env.event(10))
+        .unwrap();
+    assert_eq!(wait(&mut child, Duration::from_secs(10)), Some(0));
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let m = std::fs::metadata(&log).unwrap();
+    assert_eq!(m.permissions().mode() & 0o777, 0o640);
+    assert_eq!((m.uid(), m.gid()), (65534, 65534));
+    assert!(m.len() > 0);
+}
+
 #[test]
 fn an_unwritable_log_file_is_reported_and_the_collector_still_works() {
     let mut env = Env::new();

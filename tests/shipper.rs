@@ -732,3 +732,31 @@ fn a_read_only_queue_is_an_io_error_that_names_it() {
     assert!(server.events().is_empty());
     assert_eq!(entries_left(&queue).len(), 2);
 }
+
+/// SHIPPER_LOG_FILE is opened before the shipper drops root, in a directory its user
+/// owns: a link planted in the log's place is refused, and the run goes on.
+#[test]
+fn a_planted_log_link_is_refused_and_the_run_goes_on() {
+    let server = TestSguild::start();
+    let dir = tempfile::tempdir().unwrap();
+    let queue = dir.path().join("queue");
+    let want = fill_queue(&queue, 1, 2);
+    let victim = dir.path().join("victim");
+    std::fs::write(&victim, "root:$6$x\n").unwrap();
+    let log = dir.path().join("shipper.log");
+    std::os::unix::fs::symlink(&victim, &log).unwrap();
+    let conf = config(
+        dir.path(),
+        &queue,
+        &server,
+        &format!("set SHIPPER_LOG_FILE {}\n", log.display()),
+    );
+    let (code, err) = drain(&conf, &[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("cannot open the log file") && err.contains("is a symbolic link"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "root:$6$x\n");
+    assert_eq!(server.events().len(), want.len());
+}

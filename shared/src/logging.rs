@@ -2,7 +2,7 @@
 //! (SYSLOGFACILITY), all at once. Apache gives a piped collector `/dev/null` as stderr
 //! for its first instance, so a file or syslog is the only place its messages survive.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::Write;
 use std::path::Path;
 use std::sync::Mutex;
@@ -38,8 +38,12 @@ pub struct Logger {
 }
 
 impl Logger {
-    /// Installs the logger. `log_file` is opened for appending (created 0640 if absent);
-    /// `syslog_facility` opens syslog under the program's name.
+    /// Installs the logger. `log_file` is opened for appending (created 0640 if absent)
+    /// as root opens files in directories others write ([`crate::safefs`]): the log's
+    /// directory usually belongs to the shipper's user, who must not be able to point
+    /// root's appends — lines partly written by clients — at another file with a
+    /// symbolic or hard link, nor hang it with a FIFO. `syslog_facility` opens syslog
+    /// under the program's name.
     pub fn install(
         program: &'static str,
         level: LevelFilter,
@@ -48,16 +52,7 @@ impl Logger {
         syslog_facility: Option<libc::c_int>,
     ) -> std::io::Result<()> {
         let file = match log_file {
-            Some(p) => {
-                use std::os::unix::fs::OpenOptionsExt;
-                Some(Mutex::new(
-                    OpenOptions::new()
-                        .create(true)
-                        .append(true)
-                        .mode(0o640)
-                        .open(p)?,
-                ))
-            }
+            Some(p) => Some(Mutex::new(crate::safefs::append_nofollow(p)?)),
             None => None,
         };
         if let Some(fac) = syslog_facility {

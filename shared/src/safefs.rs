@@ -16,37 +16,185 @@ use std::path::Path;
 
 use rustix::fs::{Mode, OFlags, CWD};
 
-fn nofollow_error(path: &Path, e: rustix::io::Errno) -> io::Error {
-    if e == rustix::io::Errno::LOOP {
-        io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!("{} is a symbolic link; not followed", path.display()),
-        )
-    } else {
-        io::Error::from(e)
+/// The mode of files created here: the shipper's user (by ownership) and the group read
+/// them; nobody else does (index lines and events carry clients' addresses and requests).
+pub const CREATE_MODE: u32 = 0o640;
+
+/// The error for an `open` refused at `path`, saying why in the operator's terms.
+fn open_error(path: &Path, e: rustix::io::Errno) -> io::Error {
+    use rustix::io::Errno;
+    match e {
+        Errno::LOOP | Errno::MLINK => refused(path, "is a symbolic link; not followed"),
+        // O_WRONLY|O_NONBLOCK on a FIFO nobody reads.
+        Errno::NXIO => refused(path, "is a FIFO, not a regular file; not opened"),
+        e => io::Error::new(
+            io::Error::from(e).kind(),
+            format!("{}: {}", path.display(), io::Error::from(e)),
+        ),
     }
 }
 
-/// Opens `path` for appending (created with the umask's mode if missing, as `File::create` does), refusing a symbolic link.
-pub fn append_nofollow(path: &Path) -> io::Result<File> {
-    let fd = rustix::fs::open(
-        path,
-        OFlags::WRONLY | OFlags::APPEND | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-        Mode::from_raw_mode(0o666),
+fn refused(path: &Path, why: impl std::fmt::Display) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidInput,
+        format!("{} {why}", path.display()),
     )
-    .map_err(|e| nofollow_error(path, e))?;
-    Ok(File::from(fd))
 }
 
-/// Creates or truncates `path` for writing (the umask's mode if new), refusing a symbolic link.
-pub fn create_nofollow(path: &Path) -> io::Result<File> {
-    let fd = rustix::fs::open(
-        path,
-        OFlags::WRONLY | OFlags::TRUNC | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-        Mode::from_raw_mode(0o666),
+/// Checks a file opened (without following a link) in a directory owned by `dir_owner`:
+/// it must be a regular file (not a FIFO or device someone planted), with at most one
+/// link (a second name is a hard link to a file elsewhere: with
+/// `fs.protected_hardlinks=0`, a user can link `/etc/shadow` into their directory), owned
+/// by us or by the directory's owner. Zero links is a file removed since it was opened.
+pub fn check_opened(fd: &impl std::os::fd::AsFd, dir_owner: u32, path: &Path) -> io::Result<()> {
+    let st = rustix::fs::fstat(fd)?;
+    let kind = rustix::fs::FileType::from_raw_mode(st.st_mode);
+    if kind != rustix::fs::FileType::RegularFile {
+        return Err(refused(
+            path,
+            format!("is a {}, not a regular file; not opened", kind_name(kind)),
+        ));
+    }
+    if st.st_nlink > 1 {
+        return Err(refused(
+            path,
+            format!(
+                "has {} hard links (a link to a file elsewhere?); not opened",
+                st.st_nlink
+            ),
+        ));
+    }
+    let me = nix::unistd::geteuid().as_raw();
+    if st.st_uid != me && st.st_uid != dir_owner {
+        return Err(refused(
+            path,
+            format!(
+                "belongs to uid {}, neither us (uid {me}) nor the directory's owner (uid {dir_owner}); not opened",
+                st.st_uid
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn kind_name(kind: rustix::fs::FileType) -> &'static str {
+    use rustix::fs::FileType as T;
+    match kind {
+        T::RegularFile => "regular file",
+        T::Directory => "directory",
+        T::Symlink => "symbolic link",
+        T::Fifo => "FIFO",
+        T::Socket => "socket",
+        T::CharacterDevice => "character device",
+        T::BlockDevice => "block device",
+        T::Unknown => "special file",
+    }
+}
+
+/// Opens `name` relative to the directory `dir` with `flags`, never following a link and
+/// never blocking on a FIFO, and checks what it got ([`check_opened`]). `O_TRUNC` is
+/// applied only after the check, so a planted hard link is refused before anything is
+/// cut. A file root creates (or finds root's) in another user's directory is given to
+/// that user: the queue's files to the shipper's user, who reads and removes them.
+fn open_checked_at(
+    dir: &impl std::os::fd::AsFd,
+    name: &std::ffi::OsStr,
+    path: &Path,
+    flags: OFlags,
+) -> io::Result<File> {
+    let dir_st = rustix::fs::fstat(dir)?;
+    let dir_owner = dir_st.st_uid;
+    let truncate = flags.contains(OFlags::TRUNC);
+    let fd = rustix::fs::openat(
+        dir,
+        name,
+        (flags - OFlags::TRUNC)
+            | OFlags::NOFOLLOW
+            | OFlags::NONBLOCK
+            | OFlags::NOCTTY
+            | OFlags::CLOEXEC,
+        Mode::from_raw_mode(CREATE_MODE),
     )
-    .map_err(|e| nofollow_error(path, e))?;
-    Ok(File::from(fd))
+    .map_err(|e| open_error(path, e))?;
+    check_opened(&fd, dir_owner, path)?;
+    if flags.contains(OFlags::CREATE) {
+        give_to_owner_of(&fd, &dir_st)?;
+    }
+    // Regular files ignore O_NONBLOCK; it is cleared all the same, for what reads later.
+    rustix::fs::fcntl_setfl(&fd, rustix::fs::fcntl_getfl(&fd)? - OFlags::NONBLOCK)?;
+    let file = File::from(fd);
+    if truncate {
+        file.set_len(0)?;
+    }
+    Ok(file)
+}
+
+/// Gives `fd` to the owner (and group) of the directory `dir` holds it in, when we are
+/// root and it is not theirs already.
+fn give_to_owner_of(fd: &impl std::os::fd::AsFd, dir: &rustix::fs::Stat) -> io::Result<()> {
+    let st = rustix::fs::fstat(fd)?;
+    if !nix::unistd::geteuid().is_root() || (st.st_uid, st.st_gid) == (dir.st_uid, dir.st_gid) {
+        return Ok(());
+    }
+    rustix::fs::fchown(
+        fd,
+        Some(rustix::fs::Uid::from_raw(dir.st_uid)),
+        Some(rustix::fs::Gid::from_raw(dir.st_gid)),
+    )
+    .map_err(io::Error::from)
+}
+
+/// Opens `path` as [`open_checked_at`] does, relative to its directory. The directory
+/// itself is the one configured (its path is root's to choose, and may be a link);
+/// only the last component is in the hands of the directory's owner.
+fn open_checked(path: &Path, flags: OFlags) -> io::Result<File> {
+    let name = path
+        .file_name()
+        .ok_or_else(|| refused(path, "names no file"))?;
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let dir = rustix::fs::open(
+        parent,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| open_error(parent, e))?;
+    open_checked_at(&dir, name, path, flags)
+}
+
+/// Opens `path` for appending (created [`CREATE_MODE`] if missing), checked: see
+/// [`open_checked_at`].
+pub fn append_nofollow(path: &Path) -> io::Result<File> {
+    open_checked(path, OFlags::WRONLY | OFlags::APPEND | OFlags::CREATE)
+}
+
+/// Creates or truncates `path` for writing (created [`CREATE_MODE`]), checked: see
+/// [`open_checked_at`].
+pub fn create_nofollow(path: &Path) -> io::Result<File> {
+    open_checked(path, OFlags::WRONLY | OFlags::CREATE | OFlags::TRUNC)
+}
+
+/// Opens `path` for reading, checked: see [`open_checked_at`].
+pub fn open_read_checked(path: &Path) -> io::Result<File> {
+    open_checked(path, OFlags::RDONLY)
+}
+
+/// Reads `path` (checked: see [`open_checked_at`]) if it holds at most `max_bytes`; a
+/// larger file is refused unread (a link to `/dev/zero` is refused as a device anyway).
+pub fn read_checked(path: &Path, max_bytes: u64) -> io::Result<Vec<u8>> {
+    use std::io::Read;
+    let f = open_read_checked(path)?;
+    let mut out = Vec::new();
+    f.take(max_bytes + 1).read_to_end(&mut out)?;
+    if out.len() as u64 > max_bytes {
+        return Err(refused(
+            path,
+            format!("holds more than {max_bytes} bytes; not read"),
+        ));
+    }
+    Ok(out)
 }
 
 /// Appends `bytes` to `f` (opened for appending, and not written by anyone else
@@ -153,14 +301,16 @@ impl Headroom {
     }
 }
 
-/// A directory (created if missing; the umask applies), opened without following a link.
+/// A directory (created 0750 if missing), opened without following a link.
 pub struct Dir {
     fd: OwnedFd,
 }
 
 impl Dir {
+    /// A directory root creates or opens is given to the owner of the one above it (the
+    /// queue's `.integrity/` to the shipper's user, who removes its markers).
     pub fn open_or_create(path: &Path) -> io::Result<Dir> {
-        match rustix::fs::mkdir(path, Mode::from_raw_mode(0o777)) {
+        match rustix::fs::mkdir(path, Mode::from_raw_mode(0o750)) {
             Ok(()) | Err(rustix::io::Errno::EXIST) => {}
             Err(e) => return Err(e.into()),
         }
@@ -179,6 +329,10 @@ impl Dir {
             ),
             e => e.into(),
         })?;
+        // Also one an earlier release created as root's.
+        if let Some(parent) = path.parent() {
+            give_to_owner_of(&fd, &rustix::fs::stat(parent)?)?;
+        }
         Ok(Dir { fd })
     }
 
@@ -188,20 +342,20 @@ impl Dir {
             &self.fd,
             name,
             OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::from_raw_mode(0o666),
+            Mode::from_raw_mode(CREATE_MODE),
         )?;
         Ok(File::from(fd))
     }
 
-    /// Creates or truncates `name` in this directory, refusing a symbolic link.
+    /// Creates or truncates `name` in this directory ([`CREATE_MODE`]), checked: see
+    /// [`open_checked_at`].
     pub fn create(&self, name: &str) -> io::Result<File> {
-        let fd = rustix::fs::openat(
+        open_checked_at(
             &self.fd,
-            name,
-            OFlags::WRONLY | OFlags::CREATE | OFlags::TRUNC | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::from_raw_mode(0o666),
-        )?;
-        Ok(File::from(fd))
+            name.as_ref(),
+            Path::new(name),
+            OFlags::WRONLY | OFlags::CREATE | OFlags::TRUNC,
+        )
     }
 
     /// Hard-links `name` (in this directory) to the absolute or relative `target`.
@@ -273,5 +427,108 @@ mod tests {
         assert_eq!(std::fs::read_to_string(dir.path().join("y2")).unwrap(), "y");
         let mut f = append_nofollow(&dir.path().join("log")).unwrap();
         f.write_all(b"a").unwrap();
+    }
+
+    /// A directory that belongs to `uid` (the shipper's user), as EVENT_DIR does.
+    fn dir_of(uid: u32) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        std::os::unix::fs::chown(dir.path(), Some(uid), Some(uid)).unwrap();
+        dir
+    }
+
+    #[test]
+    fn planted_fifos_hard_links_and_foreign_files_are_refused_without_blocking() {
+        use std::os::unix::fs::MetadataExt;
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("SKIP: needs root (files of several owners)");
+            return;
+        }
+        let dir = dir_of(65534);
+        let secret = tempfile::NamedTempFile::new_in(dir.path().parent().unwrap()).unwrap();
+        std::fs::write(secret.path(), "root:$6$x\n").unwrap();
+        let fifo = dir.path().join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+        let hard = dir.path().join("hard");
+        std::fs::hard_link(secret.path(), &hard).unwrap();
+        let foreign = dir.path().join("foreign");
+        std::fs::write(&foreign, "x").unwrap();
+        std::os::unix::fs::chown(&foreign, Some(12345), None).unwrap();
+        let (done, wait) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut seen = Vec::new();
+            for (path, why) in [
+                (&fifo, "is a FIFO, not a regular file"),
+                (&hard, "has 2 hard links"),
+                (&foreign, "belongs to uid 12345, neither us (uid 0) nor the directory's owner (uid 65534)"),
+            ] {
+                for e in [
+                    append_nofollow(path).unwrap_err(),
+                    create_nofollow(path).unwrap_err(),
+                    open_read_checked(path).unwrap_err(),
+                    read_checked(path, 100).unwrap_err(),
+                ] {
+                    assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "{e}");
+                    assert!(e.to_string().contains(why), "{e}");
+                    seen.push(e.to_string());
+                }
+            }
+            done.send(seen).unwrap();
+        });
+        let seen = wait
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("an open blocked (on the FIFO?)");
+        assert_eq!(seen.len(), 12);
+        // Nothing was cut or written through the hard link, nor given away.
+        let meta = std::fs::metadata(secret.path()).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(secret.path()).unwrap(),
+            "root:$6$x\n"
+        );
+        assert_eq!(meta.uid(), 0);
+    }
+
+    #[test]
+    fn what_root_creates_in_another_users_directory_is_theirs_and_not_world_readable() {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("SKIP: needs root (chown)");
+            return;
+        }
+        let dir = dir_of(65534);
+        let mut f = append_nofollow(&dir.path().join(".backlog")).unwrap();
+        f.write_all(b"line\n").unwrap();
+        let sub = Dir::open_or_create(&dir.path().join(".integrity")).unwrap();
+        sub.create("modsec.log.1.000001").unwrap();
+        // A directory an earlier release created as root's is given over too.
+        std::fs::create_dir(dir.path().join(".tmp")).unwrap();
+        Dir::open_or_create(&dir.path().join(".tmp")).unwrap();
+        for (name, mode) in [
+            (".backlog", 0o640),
+            (".integrity", 0o750),
+            (".integrity/modsec.log.1.000001", 0o640),
+            (".tmp", 0o755),
+        ] {
+            let m = std::fs::metadata(dir.path().join(name)).unwrap();
+            assert_eq!((m.uid(), m.gid()), (65534, 65534), "{name}");
+            if name != ".tmp" {
+                assert_eq!(m.permissions().mode() & 0o777, mode, "{name}");
+            }
+        }
+        // Root's own directory: root keeps what it creates.
+        let mine = tempfile::tempdir().unwrap();
+        append_nofollow(&mine.path().join("log")).unwrap();
+        assert_eq!(std::fs::metadata(mine.path().join("log")).unwrap().uid(), 0);
+    }
+
+    #[test]
+    fn read_checked_reads_at_most_its_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("pos");
+        std::fs::write(&p, [b'1'; 100]).unwrap();
+        assert_eq!(read_checked(&p, 100).unwrap().len(), 100);
+        let e = read_checked(&p, 99).unwrap_err();
+        assert!(e.to_string().contains("holds more than 99 bytes"), "{e}");
+        symlink("/dev/zero", dir.path().join("zero")).unwrap();
+        assert!(read_checked(&dir.path().join("zero"), 1 << 30).is_err());
     }
 }

@@ -44,6 +44,8 @@ pub const EVENT_WAIT: Duration = Duration::from_secs(2);
 /// may go on writing to it until it reopens its log; libmodsecurity 3 does so only when
 /// nginx reloads its configuration).
 pub const OLD_FILE_GRACE: Duration = Duration::from_secs(30);
+/// The largest position file read: four numbers and a path (PATH_MAX is 4,096).
+const MAX_POSITION_BYTES: u64 = 8192;
 /// Prefix of the position file in the queue.
 pub const STATE_PREFIX: &str = ".follow.";
 
@@ -554,9 +556,11 @@ pub fn saved_positions(queue_dir: &Path) -> io::Result<Vec<(PathBuf, Position)>>
 }
 
 /// The position saved in `state`, and the path of the file it is for.
+/// The file lives in the queue, which the shipper's user writes: it is read as root reads
+/// files there ([`crate::safefs`]), and at most [`MAX_POSITION_BYTES`] of it.
 fn read_position(state: &Path) -> io::Result<Option<(Position, PathBuf)>> {
-    let text = match fs::read_to_string(state) {
-        Ok(t) => t,
+    let text = match crate::safefs::read_checked(state, MAX_POSITION_BYTES) {
+        Ok(t) => String::from_utf8_lossy(&t).into_owned(),
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e),
     };

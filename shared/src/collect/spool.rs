@@ -1,6 +1,5 @@
 //! The overflow spool: lines the worker could not take at once wait here on disk.
 
-use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -12,6 +11,8 @@ use super::{read_line, InputLine};
 pub(crate) const SPOOL_POLL: std::time::Duration = std::time::Duration::from_millis(50);
 /// Prefix of the per-process overflow files in the queue: `.spool.<pid>`.
 pub const SPOOL_PREFIX: &str = ".spool.";
+/// Prefix a spool that is not one (a link, a FIFO, a file not ours) is renamed with.
+pub const REFUSED_PREFIX: &str = ".refused";
 
 /// Overflow lines of one collector process: `.spool.<pid>` in the queue dir, raw index
 /// lines, appended by the spill thread and drained by the checker as soon as no newer
@@ -120,8 +121,13 @@ impl Spool {
     }
 }
 
+/// Feeds the lines of the spool at `path` to `handle` and removes it. The spool lies in
+/// the queue, which the shipper's user writes: it is opened as root opens files there
+/// ([`crate::safefs`]), so a planted link (to `/etc/shadow`, whose lines would reach the
+/// index file and the backlog) or FIFO (which would block the checker for good) is
+/// refused, and set aside under a name no later start takes up again.
 fn drain_file(path: &Path, handle: &mut dyn FnMut(&InputLine)) {
-    match File::open(path) {
+    match crate::safefs::open_read_checked(path) {
         Ok(f) => {
             let mut r = io::BufReader::new(f);
             loop {
@@ -140,6 +146,20 @@ fn drain_file(path: &Path, handle: &mut dyn FnMut(&InputLine)) {
             if let Err(e) = std::fs::remove_file(path) {
                 log::error!("cannot remove the drained spool {}: {e}", path.display());
             }
+        }
+        Err(e) if e.kind() == io::ErrorKind::InvalidInput => {
+            let aside = path.with_file_name(format!(
+                "{REFUSED_PREFIX}{}",
+                path.file_name().unwrap_or_default().to_string_lossy()
+            ));
+            let moved = std::fs::rename(path, &aside);
+            log::error!(
+                "not reading the spool: {e}; {}",
+                match moved {
+                    Ok(()) => format!("set aside as {}", aside.display()),
+                    Err(e) => format!("cannot set it aside: {e}"),
+                }
+            );
         }
         Err(e) => log::error!("cannot open the spool {}: {e}", path.display()),
     }

@@ -600,6 +600,59 @@ fn a_spool_left_by_a_dead_collector_is_drained_at_start() {
     assert_eq!(spool_lines(dir.path()), 0);
 }
 
+/// The queue belongs to the shipper's user, who can leave anything named like a dead
+/// collector's spool there: a link to `/etc/shadow` (whose lines would reach the index
+/// file and the backlog), a hard link to it, or a FIFO (which would block the start-up
+/// recovery for good). None is read; each is set aside and not taken up again.
+#[test]
+fn a_planted_spool_is_set_aside_unread() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("shadow");
+    std::fs::write(&secret, b"root:$6$secret\n").unwrap();
+    let q = dir.path().join("queue");
+    std::fs::create_dir(&q).unwrap();
+    std::os::unix::fs::symlink(&secret, q.join(format!("{SPOOL_PREFIX}4000001"))).unwrap();
+    std::fs::hard_link(&secret, q.join(format!("{SPOOL_PREFIX}4000002"))).unwrap();
+    nix::unistd::mkfifo(
+        &q.join(format!("{SPOOL_PREFIX}4000003")),
+        nix::sys::stat::Mode::S_IRWXU,
+    )
+    .unwrap();
+    std::fs::write(q.join(format!("{SPOOL_PREFIX}4000004")), b"left\n").unwrap();
+    for round in 0..2 {
+        let seen = Counting(Arc::new(std::sync::Mutex::new(Vec::new())));
+        let started = Instant::now();
+        let p = Pipeline::start(
+            io::Cursor::new(b"new\n".to_vec()),
+            Stages::from_sink(seen.clone()),
+            &q,
+            Arc::new(Stats::default()),
+        );
+        p.finish().unwrap();
+        assert!(started.elapsed() < Duration::from_secs(10), "blocked");
+        let mut got = seen.0.lock().unwrap().clone();
+        got.sort();
+        let want: &[&[u8]] = if round == 0 {
+            &[b"left\n", b"new\n"]
+        } else {
+            &[b"new\n"]
+        };
+        assert_eq!(got, want, "round {round}");
+    }
+    let mut aside: Vec<String> = std::fs::read_dir(&q)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    aside.sort();
+    assert_eq!(aside.len(), 3, "{aside:?}");
+    assert!(
+        aside.iter().all(|n| n.starts_with(".refused.spool.")),
+        "{aside:?}"
+    );
+    assert_eq!(std::fs::read(&secret).unwrap(), b"root:$6$secret\n");
+}
+
 /// The queue belongs to the shipper's user; the collector runs as root. Links planted
 /// in the queue (the backlog, the integrity and copy directories) are never followed:
 /// the victim files stay as they were, and nothing is lost (the line is logged whole

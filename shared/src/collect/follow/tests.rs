@@ -292,6 +292,34 @@ fn a_damaged_position_file_is_an_error_naming_it() {
 }
 
 #[test]
+fn a_planted_position_file_is_refused_unread() {
+    let s = Setup::new();
+    fs::create_dir_all(s.queue_dir()).unwrap();
+    let state = s.queue_dir().join(state_name(&s.index()));
+    // A link to /dev/zero would have been read until memory ran out.
+    std::os::unix::fs::symlink("/dev/zero", &state).unwrap();
+    let err = match Follower::open(&s.index(), &s.queue_dir(), StartAt::End) {
+        Err(e) => e,
+        Ok(_) => panic!("a linked position was read"),
+    };
+    assert!(err.to_string().contains("is a symbolic link"), "{err}");
+    fs::remove_file(&state).unwrap();
+    nix::unistd::mkfifo(&state, nix::sys::stat::Mode::S_IRWXU).unwrap();
+    let err = match Follower::open(&s.index(), &s.queue_dir(), StartAt::End) {
+        Err(e) => e,
+        Ok(_) => panic!("a FIFO position was read"),
+    };
+    assert!(err.to_string().contains("is a FIFO"), "{err}");
+    fs::remove_file(&state).unwrap();
+    fs::write(&state, vec![b'7'; 100_000]).unwrap();
+    let err = match Follower::open(&s.index(), &s.queue_dir(), StartAt::End) {
+        Err(e) => e,
+        Ok(_) => panic!("a huge position was read"),
+    };
+    assert!(err.to_string().contains("holds more than"), "{err}");
+}
+
+#[test]
 fn a_fifo_is_refused_with_a_reason_not_followed() {
     let s = Setup::new();
     fs::create_dir_all(s.index().parent().unwrap()).unwrap();
