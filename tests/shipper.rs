@@ -760,3 +760,71 @@ fn a_planted_log_link_is_refused_and_the_run_goes_on() {
     assert_eq!(std::fs::read_to_string(&victim).unwrap(), "root:$6$x\n");
     assert_eq!(server.events().len(), want.len());
 }
+
+/// Text from an event reaches the shipper's log, `failed/<entry>.reason`, and `show` on
+/// the terminal; a JSON event's fields can hold any character. None of it may start a
+/// line of its own (a forged log record) or reach the terminal as a control sequence.
+#[test]
+fn event_text_cannot_forge_log_lines_or_drive_the_terminal() {
+    let server = TestSguild::start();
+    let dir = tempfile::tempdir().unwrap();
+    let queue = dir.path().join("queue");
+    std::fs::create_dir(&queue).unwrap();
+    let fixture = std::fs::read_dir(fixtures().join("modsec-2.9/json/www-data/20261128"))
+        .unwrap()
+        .flatten()
+        .flat_map(|d| std::fs::read_dir(d.path()).unwrap().flatten())
+        .map(|e| e.path())
+        .min()
+        .unwrap();
+    let mut event: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&fixture).unwrap()).unwrap();
+    let forged = "x\n2026-12-02 00:00:00.000 +0000 modsec-shipper[1] ERROR: forged\u{1b}[2J";
+    event["transaction"]["transaction_id"] = forged.into();
+    // A time that does not parse: quarantined with a reason that quotes the event.
+    let mut bad = event.clone();
+    bad["transaction"]["time"] = format!("28/Nov/2026\n{forged}").into();
+    let ok_path = queue.join("modsec.log.1790000000.000001");
+    std::fs::write(&ok_path, event.to_string()).unwrap();
+    std::fs::write(queue.join("modsec.log.1790000000.000002"), bad.to_string()).unwrap();
+    let log = dir.path().join("shipper.log");
+    let conf = config(
+        dir.path(),
+        &queue,
+        &server,
+        &format!("set SHIPPER_LOG_FILE {}\nset DEBUG 1\n", log.display()),
+    );
+    // `show` before the drain removes the entry.
+    let out = shipper(&["show", ok_path.to_str().unwrap()]);
+    let shown = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        shown.contains("unique id:    x\\n2026-12-02") && !shown.contains("\n2026-12-02"),
+        "{shown}"
+    );
+    drain(&conf, &[]);
+    let mut texts = vec![
+        ("show", shown),
+        ("log", std::fs::read_to_string(&log).unwrap()),
+    ];
+    for e in std::fs::read_dir(queue.join("failed")).unwrap().flatten() {
+        if e.file_name().to_string_lossy().ends_with(".reason") {
+            let text = std::fs::read_to_string(e.path()).unwrap();
+            assert_eq!(text.lines().count(), 3, "{text}");
+            texts.push(("reason", text));
+        }
+    }
+    assert!(texts.len() >= 3, "nothing was quarantined: {texts:?}");
+    for (what, text) in &texts {
+        assert!(!text.contains('\u{1b}'), "{what}: {text}");
+        assert!(
+            !text
+                .lines()
+                .any(|l| l.starts_with("2026-12-02 00:00:00.000")),
+            "{what}: a forged line: {text}"
+        );
+    }
+    assert!(
+        texts[1].1.contains("forged"),
+        "the log never quoted the event"
+    );
+}

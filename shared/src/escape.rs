@@ -184,6 +184,34 @@ pub fn escape_lines(input: &[u8]) -> Vec<u8> {
     escape_with(input, escape_byte_in_lines)
 }
 
+/// Text for one log line, a reason file or a terminal line, where some of it came from
+/// an event (a unique id, a rule id, a parse error quoting a field): control characters
+/// (C0, DEL, C1) and the Unicode controls that reorder or hide what follows (bidi
+/// overrides and isolates, zero-width joiners) are written as escapes (`\n`, `\x1b`,
+/// `\u{202e}`), so nothing an attacker wrote can start a forged line, move the cursor or
+/// recolour the terminal. Other text, UTF-8 included, is kept. Borrows when nothing needs
+/// escaping (the common case: one scan).
+pub fn escape_text(text: &str) -> std::borrow::Cow<'_, str> {
+    fn hostile(c: char) -> bool {
+        c.is_control()
+            || matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    }
+    if !text.chars().any(hostile) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if !hostile(c) {
+            out.push(c);
+        } else if let Some(e) = u8::try_from(c).ok().and_then(|b| escape_byte(b, false)) {
+            out.push_str(e.as_str());
+        } else {
+            out.push_str(&format!("\\u{{{:x}}}", u32::from(c)));
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 fn escape_with(input: &[u8], form: impl Fn(u8) -> Option<Escaped>) -> Vec<u8> {
     let mut out = Vec::with_capacity(input.len());
     for &b in input {
@@ -216,6 +244,29 @@ pub(crate) fn find_opening_quote(line: &[u8], end: usize) -> Option<usize> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn text_for_a_log_line_keeps_utf8_and_escapes_what_drives_a_terminal() {
+        assert!(matches!(
+            escape_text("fine: caf\u{e9} \u{2026}"),
+            std::borrow::Cow::Borrowed(_)
+        ));
+        assert_eq!(
+            escape_text(
+                "id\n2026-12-02 ERROR: forged\r\x1b[31mred\x7f\u{85}\u{202e}gnp.exe\u{200b}"
+            ),
+            "id\\n2026-12-02 ERROR: forged\\r\\x1b[31mred\\x7f\\x85\\u{202e}gnp.exe\\u{200b}"
+        );
+        // Nothing hostile is left in any text, whatever it holds.
+        for c in (0..0x3000u32).filter_map(char::from_u32) {
+            let out = escape_text(&c.to_string()).into_owned();
+            assert!(
+                !out.chars()
+                    .any(|o| o.is_control() || ('\u{202a}'..='\u{202e}').contains(&o)),
+                "{c:?} -> {out:?}"
+            );
+        }
+    }
     use super::*;
     use proptest::prelude::*;
 

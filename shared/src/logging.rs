@@ -86,7 +86,10 @@ impl Log for Logger {
             return;
         }
         let level = record.level();
+        // Messages quote events (ids, rule ids, parse errors naming a field): one line
+        // each, nothing in them read as a control by a terminal or a log reader.
         let text = record.args().to_string();
+        let text = crate::escape::escape_text(&text);
         let stamp = chrono::Local::now().format("%Y-%m-%d %H:%M:%S%.3f %z");
         let line = format!(
             "{stamp} {}[{}] {level}: {text}\n",
@@ -108,7 +111,8 @@ impl Log for Logger {
                 Level::Info => libc::LOG_INFO,
                 Level::Debug | Level::Trace => libc::LOG_DEBUG,
             };
-            let msg = std::ffi::CString::new(text.replace('\0', "\\0")).unwrap_or_default();
+            // escape_text left no NUL.
+            let msg = std::ffi::CString::new(text.as_bytes()).unwrap_or_default();
             // SAFETY: "%s" with one valid C string argument.
             unsafe { libc::syslog(priority, c"%s".as_ptr(), msg.as_ptr()) };
         }

@@ -317,13 +317,8 @@ impl Queue {
         for (raw_line, reason) in records {
             out.extend_from_slice(now.as_bytes());
             out.push(b'\t');
-            out.extend(reason.bytes().map(|b| {
-                if b == b'\t' || b == b'\n' || b == b'\r' {
-                    b' '
-                } else {
-                    b
-                }
-            }));
+            // No tab or newline left to break the record; no control left for a terminal.
+            out.extend_from_slice(crate::escape::escape_text(reason).as_bytes());
             out.push(b'\t');
             out.extend_from_slice(raw_line.strip_suffix(b"\n").unwrap_or(raw_line));
             out.push(b'\n');
@@ -396,7 +391,12 @@ impl Queue {
         reason_path.push(REASON_SUFFIX);
         let stamp = chrono::Utc::now().format("%Y-%m-%d %H:%M:%S UTC");
         let mut f = File::create(&reason_path)?;
-        writeln!(f, "time: {stamp}\nentry: {file_name}\nreason: {reason}")?;
+        // One field a line: a reason quoting the event cannot add a line of its own.
+        let (entry, reason) = (
+            crate::escape::escape_text(file_name),
+            crate::escape::escape_text(reason),
+        );
+        writeln!(f, "time: {stamp}\nentry: {entry}\nreason: {reason}")?;
         if let Some(note) = self.integrity_note(file_name) {
             writeln!(f, "collector: {note}")?;
         }
@@ -648,7 +648,8 @@ mod tests {
             .split_inclusive(|&b| b == b'\n')
             .map(|r| parse_backlog_record(r).unwrap())
             .collect();
-        assert_eq!(records[0].1, "file missing: gone ");
+        // Escaped (escape_text): no tab or newline to break the record, and readable.
+        assert_eq!(records[0].1, "file missing:\\tgone\\n");
         assert_eq!(records[0].2, b"raw\tline with \xff bytes");
         assert_eq!(records[1].2, b"second");
     }

@@ -270,9 +270,10 @@ pub fn read_reason(path: &Path) -> Option<String> {
         .take(64 * 1024)
         .read_to_string(&mut text)
         .ok()?;
+    // Escaped again: a reason file written by an older release, or by hand.
     text.lines()
         .find_map(|l| l.strip_prefix("reason: "))
-        .map(str::to_string)
+        .map(|r| crate::escape::escape_text(r).into_owned())
 }
 
 /// A reason's kind: its text up to the first `:` (the details after it name files,

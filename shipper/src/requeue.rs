@@ -265,8 +265,10 @@ impl Printer {
         }
     }
 
-    /// One line; errors to stderr, the rest to stdout.
+    /// One line; errors to stderr, the rest to stdout. What it says comes partly from
+    /// index lines and events: escaped for the terminal.
     fn line(&self, text: &str, error: bool) {
+        let text = modsec2sguil::escape::escape_text(text);
         let print = || {
             if error {
                 eprintln!("{text}");

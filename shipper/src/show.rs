@@ -66,7 +66,10 @@ fn each_file(
             }
             Err(e) => {
                 failed += 1;
-                eprintln!("modsec-shipper: show: {e}");
+                eprintln!(
+                    "modsec-shipper: show: {}",
+                    modsec2sguil::escape::escape_text(&e)
+                );
             }
         }
     }
@@ -120,7 +123,7 @@ fn safe(bytes: &[u8]) -> String {
 
 fn as_text(path: &Path, ev: &AuditEvent) -> String {
     let mut s = String::new();
-    let _ = writeln!(s, "== {}", path.display());
+    let _ = writeln!(s, "== {}", safe(path.as_os_str().as_encoded_bytes()));
     let format = serde_json::to_value(ev.format)
         .ok()
         .and_then(|v| v.as_str().map(str::to_string))
@@ -129,7 +132,7 @@ fn as_text(path: &Path, ev: &AuditEvent) -> String {
     if let Some(p) = &ev.producer {
         let _ = writeln!(s, "producer:     {}", safe(p.as_bytes()));
     }
-    let _ = writeln!(s, "unique id:    {}", ev.unique_id);
+    let _ = writeln!(s, "unique id:    {}", safe(ev.unique_id.as_bytes()));
     let _ = writeln!(
         s,
         "time:         {} (UTC {})",
@@ -193,7 +196,7 @@ fn as_text(path: &Path, ev: &AuditEvent) -> String {
         }
     );
     for m in &ev.matches {
-        let id = m.id.as_deref().unwrap_or("-");
+        let id = safe(m.id.as_deref().unwrap_or("-").as_bytes());
         let sev = m.severity.map(|s| s.name()).unwrap_or("-");
         let action = serde_json::to_value(&m.action)
             .ok()
@@ -209,7 +212,11 @@ fn as_text(path: &Path, ev: &AuditEvent) -> String {
         }
     }
     if !ev.matched_rule_ids.is_empty() {
-        let _ = writeln!(s, "matched (K):  {}", ev.matched_rule_ids.join(" "));
+        let _ = writeln!(
+            s,
+            "matched (K):  {}",
+            safe(ev.matched_rule_ids.join(" ").as_bytes())
+        );
     }
     for e in &ev.apache_errors {
         let _ = writeln!(s, "apache error: {}", safe(e.as_bytes()));
