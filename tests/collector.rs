@@ -2,65 +2,14 @@
 //! index file, and every event file is in the queue (same inode), in order — through a
 //! graceful restart and a stop under load.
 
-use std::collections::{BTreeMap, HashSet};
-use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use modsec2sguil::index::parse_index_line;
-use modsec2sguil::queue::{EntryName, BACKLOG_FILE};
+use modsec2sguil::queue::BACKLOG_FILE;
 use modsec2sguil_e2e::apache::{self, Apache, ApacheOptions};
+use modsec2sguil_e2e::collector::{event_inode, lines, queue_entries, wait_for_collectors};
 use modsec2sguil_e2e::{binary, skip_or_fail};
-
-fn lines(path: &Path) -> Vec<Vec<u8>> {
-    std::fs::read(path)
-        .unwrap_or_default()
-        .split_inclusive(|&b| b == b'\n')
-        .map(<[u8]>::to_vec)
-        .collect()
-}
-
-/// Waits until every collector instance that started has logged its exit.
-fn wait_for_collectors(log: &Path) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let text = std::fs::read_to_string(log).unwrap_or_default();
-        let started = text.matches(" started: ").count();
-        let exited = text.matches(" exiting: ").count();
-        if started > 0 && started == exited {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "collectors did not exit ({started} started, {exited} exited):\n{text}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-fn queue_entries(queue: &Path) -> BTreeMap<EntryName, u64> {
-    std::fs::read_dir(queue)
-        .unwrap()
-        .filter_map(|e| {
-            let e = e.unwrap();
-            let name = EntryName::parse(e.file_name().to_str()?)?;
-            Some((name, e.metadata().unwrap().ino()))
-        })
-        .collect()
-}
-
-fn event_inode(storage: &Path, line: &[u8]) -> u64 {
-    let parsed = parse_index_line(line).unwrap();
-    let path: PathBuf = storage.join(
-        std::str::from_utf8(&parsed.filename)
-            .unwrap()
-            .trim_start_matches('/'),
-    );
-    std::fs::metadata(&path)
-        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-        .ino()
-}
 
 #[test]
 fn every_line_apache_writes_is_indexed_and_queued_through_restarts() {

@@ -377,6 +377,50 @@ fn without_usable_settings_it_still_drains_the_pipe() {
     );
 }
 
+/// Even without a queue, an index file whose open hangs (a FIFO nobody reads) does not
+/// stop the reading: Apache's pipe is drained, every line logged.
+#[test]
+fn without_usable_settings_a_hung_index_file_does_not_stop_the_reading() {
+    use rustix::fs::{mknodat, FileType, Mode, CWD};
+    let env = Env::new();
+    mknodat(CWD, &env.index, FileType::Fifo, Mode::RWXU, 0).unwrap();
+    let conf = env.dir.path().join("bad.conf");
+    std::fs::write(&conf, "set EVENT_DIR relative/queue\n").unwrap();
+    let mut child = Command::new(binary("modsec-collector"))
+        .arg("-c")
+        .arg(&conf)
+        .arg(&env.storage)
+        .arg(&env.index)
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    // More than a pipe holds: a collector that does not read blocks this writer.
+    let writer = std::thread::spawn(move || {
+        for i in 0..2000 {
+            writeln!(stdin, "line {i:04} {}", "x".repeat(100)).unwrap();
+        }
+    });
+    let stderr = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut { stderr }, &mut text).unwrap();
+        text
+    });
+    let code = wait(&mut child, Duration::from_secs(30));
+    if code.is_none() {
+        let _ = child.kill();
+    }
+    assert_eq!(code, Some(2), "the collector stopped reading");
+    writer.join().unwrap();
+    let err = reader.join().unwrap();
+    assert!(
+        err.contains("line 0000") && err.contains("line 1999"),
+        "{err}"
+    );
+}
+
 #[test]
 fn unknown_config_keys_are_warned_about() {
     let mut env = Env::new();

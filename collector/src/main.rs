@@ -476,29 +476,49 @@ fn degraded(why: &str, index: Option<PathBuf>) -> ExitCode {
     log::error!(
         "cannot queue events: {why}; reading on so Apache does not block, every line is logged"
     );
-    let mut index = index.and_then(|p| {
-        std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(p)
-            .ok()
+    // The index file is opened and written on a thread of its own, as in normal
+    // operation: one that hangs must not stop this loop from reading. A line it cannot
+    // take at once is in the log anyway.
+    let (written_tx, written) = crossbeam_channel::bounded::<()>(1);
+    let index = index.map(|p| {
+        let (tx, rx) = crossbeam_channel::bounded::<Vec<u8>>(1024);
+        std::thread::spawn(move || {
+            let mut f = modsec2sguil::collect::index_file::IndexFile::new(&p);
+            for line in rx {
+                f.append(&line);
+            }
+            drop(f);
+            let _ = written_tx.send(());
+        });
+        tx
     });
+    // At the end of input: what the index file has not taken within a few seconds was
+    // logged already.
+    let finish = |index: Option<crossbeam_channel::Sender<Vec<u8>>>| {
+        if let Some(tx) = index {
+            drop(tx);
+            let _ = written.recv_timeout(Duration::from_secs(5));
+        }
+    };
     let mut input = std::io::BufReader::new(std::io::stdin());
     loop {
         match modsec2sguil::collect::read_line(&mut input) {
             Ok(Some(line)) => {
-                if let Some(f) = &mut index {
-                    use std::io::Write;
-                    let _ = f.write_all(&line.bytes);
+                if let Some(tx) = &index {
+                    let _ = tx.try_send(line.bytes.clone());
                 }
                 log::error!(
                     "not queued ({why}): {}",
                     String::from_utf8_lossy(&line.bytes).trim_end()
                 );
             }
-            Ok(None) => return ExitCode::from(2),
+            Ok(None) => {
+                finish(index);
+                return ExitCode::from(2);
+            }
             Err(e) => {
                 log::error!("reading standard input failed: {e}");
+                finish(index);
                 return ExitCode::from(2);
             }
         }

@@ -193,6 +193,8 @@ impl Apache {
         let conf = root.join("conf/apache.conf");
         std::fs::write(&conf, render(&root, port, opts, &target)).unwrap();
         let pid_file = root.join("run/httpd.pid");
+        let start_out = root.join("logs/start.out");
+        let start_file = std::fs::File::create(&start_out).expect("create start.out");
         let apache = Apache {
             dir,
             port,
@@ -212,13 +214,17 @@ impl Apache {
             .args(["-f"])
             .arg(&apache.conf)
             .args(["-k", "start"])
-            .output()
+            // To a file, not a pipe: the piped loggers Apache starts before it detaches
+            // inherit its stdout and stderr, and one that never exits (a collector
+            // stuck at start-up) would keep a pipe open, and this test waiting, for good.
+            .stdout(start_file.try_clone().expect("dup start.out"))
+            .stderr(start_file)
+            .status()
             .expect("run apache2");
         assert!(
-            out.status.success(),
-            "apache2 -k start failed: {}\n{}\nerror log:\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr),
+            out.success(),
+            "apache2 -k start failed: {}\nerror log:\n{}",
+            std::fs::read_to_string(&start_out).unwrap_or_default(),
             apache.error_log()
         );
         apache.wait_ready();

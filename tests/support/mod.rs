@@ -6,6 +6,7 @@ use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 
 pub mod apache;
+pub mod collector;
 pub mod nginx;
 pub mod renderer;
 pub mod sguild;

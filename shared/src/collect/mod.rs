@@ -9,6 +9,7 @@
 //!
 //! - [`settings`]: the collector's settings from the config file and command line;
 //! - [`worker`]: what happens to one line (check, hash, commit);
+//! - [`index_file`]: the index file, written by the committer and opened on first use;
 //! - [`pipeline`]: the reader, checker, hasher, committer and spill threads;
 //! - [`spool`]: the overflow file the worker drains when it catches up;
 //! - [`follow`]: reading an index file instead of a pipe (libmodsecurity 3).
@@ -17,6 +18,7 @@ use std::io::{self, BufRead};
 use std::sync::atomic::AtomicU64;
 
 pub mod follow;
+pub mod index_file;
 pub mod pipeline;
 pub mod settings;
 pub mod spool;

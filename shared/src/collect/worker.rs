@@ -1,14 +1,15 @@
 //! What happens to one index line, in three steps: the [`Checker`] (parse, open, size),
 //! the [`Hasher`] (md5) and the [`Committer`] (index file, queue, backlog).
 
-use std::fs::{File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::fs::File;
+use std::io::{self, Read};
 use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use md5::{Digest, Md5};
 
+use super::index_file::IndexFile;
 use super::pipeline::{write_backlog, Stages};
 use super::{CollectorSettings, InputLine, Stats, MAX_LINE_BYTES};
 use crate::index::{parse_index_line, IndexFlavor, IndexLine};
@@ -70,7 +71,8 @@ pub struct Hasher {
 pub struct Committer {
     pub(super) settings: CollectorSettings,
     queue: Queue,
-    index: Option<File>,
+    /// Opened by the first line, on the committer's thread ([`super::index_file`]).
+    index: Option<IndexFile>,
     pub(super) reopen_index: Arc<AtomicBool>,
     stats: Arc<Stats>,
 }
@@ -123,10 +125,7 @@ impl Worker {
         stats: Arc<Stats>,
     ) -> io::Result<Worker> {
         let queue = Queue::open(&settings.queue_dir)?;
-        let index = match &settings.index_file {
-            Some(p) => Some(open_index(p)?),
-            None => None,
-        };
+        let index = settings.index_file.as_deref().map(IndexFile::new);
         Ok(Worker {
             checker: Checker {
                 settings: settings.clone(),
@@ -458,8 +457,11 @@ impl Committer {
             Verdict::Ready(event) => Ok(event),
             Verdict::Refused(why) => Err(why),
         };
-        if let Err(e) = self.append_index(&line.bytes) {
-            log::error!("cannot append to the index file: {e}");
+        if let Some(index) = self.index.as_mut() {
+            if self.reopen_index.swap(false, Ordering::Relaxed) {
+                index.reopen();
+            }
+            index.append(&line.bytes);
         }
         let id = unique_id.as_deref().unwrap_or("-");
         let result = checked.and_then(|event| self.queue_event(event, id));
@@ -483,23 +485,6 @@ impl Committer {
                 );
                 LineOutcome::Backlogged { reason }
             }
-        }
-    }
-
-    fn append_index(&mut self, raw: &[u8]) -> io::Result<()> {
-        let Some(path) = &self.settings.index_file else {
-            return Ok(());
-        };
-        if self.reopen_index.swap(false, Ordering::Relaxed) || self.index.is_none() {
-            self.index = Some(open_index(path)?);
-        }
-        let Some(f) = self.index.as_mut() else {
-            return Ok(());
-        };
-        if raw.ends_with(b"\n") {
-            f.write_all(raw)
-        } else {
-            f.write_all(&[raw, b"\n"].concat())
         }
     }
 
@@ -548,10 +533,6 @@ impl Committer {
         }
         Ok((name.to_string(), linked, integrity))
     }
-}
-
-fn open_index(path: &Path) -> io::Result<File> {
-    OpenOptions::new().create(true).append(true).open(path)
 }
 
 /// MD5 of the first `len` bytes of a regular file from its current offset (fewer if it
@@ -616,7 +597,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("20261128-021431-unreadable");
         std::fs::write(&path, b"event").unwrap();
-        let file = OpenOptions::new().write(true).open(&path).unwrap();
+        let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
         let checked = Checked {
             line: InputLine {
                 bytes: b"line\n".to_vec(),
