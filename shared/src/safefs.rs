@@ -45,8 +45,12 @@ fn refused(path: &Path, why: impl std::fmt::Display) -> io::Error {
 /// it must be a regular file (not a FIFO or device someone planted), with at most one
 /// link (a second name is a hard link to a file elsewhere: with
 /// `fs.protected_hardlinks=0`, a user can link `/etc/shadow` into their directory), owned
-/// by us or by the directory's owner. Zero links is a file removed since it was opened.
-pub fn check_opened(fd: &impl std::os::fd::AsFd, dir_owner: u32, path: &Path) -> io::Result<()> {
+/// by us or by `dir_owner` (when given). Zero links is a file removed since it was opened.
+pub fn check_opened(
+    fd: &impl std::os::fd::AsFd,
+    dir_owner: Option<u32>,
+    path: &Path,
+) -> io::Result<()> {
     let st = rustix::fs::fstat(fd)?;
     let kind = rustix::fs::FileType::from_raw_mode(st.st_mode);
     if kind != rustix::fs::FileType::RegularFile {
@@ -65,7 +69,7 @@ pub fn check_opened(fd: &impl std::os::fd::AsFd, dir_owner: u32, path: &Path) ->
         ));
     }
     let me = nix::unistd::geteuid().as_raw();
-    if st.st_uid != me && st.st_uid != dir_owner {
+    if let Some(dir_owner) = dir_owner.filter(|&o| st.st_uid != me && st.st_uid != o) {
         return Err(refused(
             path,
             format!(
@@ -91,19 +95,40 @@ fn kind_name(kind: rustix::fs::FileType) -> &'static str {
     }
 }
 
+/// Whose a file in another user's directory is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Keeper {
+    /// Shared with the directory's owner (the backlog, integrity markers, a log): it may
+    /// be theirs, and what root creates is given to them, who read and remove it.
+    DirOwner,
+    /// The collector's own (its spool, its follow position): what it reads back as index
+    /// lines or as where to resume must be its own, or the directory's owner could
+    /// forge them. Created ours, readable by the directory's group (for `status`).
+    Us,
+    /// Only read, to be shown (`status`, run by any user): anyone's. Never with create.
+    Anyone,
+}
+
 /// Opens `name` relative to the directory `dir` with `flags`, never following a link and
-/// never blocking on a FIFO, and checks what it got ([`check_opened`]). `O_TRUNC` is
-/// applied only after the check, so a planted hard link is refused before anything is
-/// cut. A file root creates (or finds root's) in another user's directory is given to
-/// that user: the queue's files to the shipper's user, who reads and removes them.
+/// never blocking on a FIFO, and checks what it got ([`check_opened`]; with
+/// [`Keeper::Us`], that it is ours). `O_TRUNC` is applied only after the check, so a
+/// planted hard link is refused before anything is cut. A file root creates in another
+/// user's directory is given to that user ([`Keeper::DirOwner`]) or to their group.
 fn open_checked_at(
     dir: &impl std::os::fd::AsFd,
     name: &std::ffi::OsStr,
     path: &Path,
     flags: OFlags,
+    keeper: Keeper,
 ) -> io::Result<File> {
     let dir_st = rustix::fs::fstat(dir)?;
-    let dir_owner = dir_st.st_uid;
+    let me = nix::unistd::geteuid().as_raw();
+    let owners = match keeper {
+        Keeper::DirOwner => Some(dir_st.st_uid),
+        Keeper::Us => Some(me),
+        Keeper::Anyone => None,
+    };
+    debug_assert!(owners.is_some() || !flags.contains(OFlags::CREATE));
     let truncate = flags.contains(OFlags::TRUNC);
     let fd = rustix::fs::openat(
         dir,
@@ -116,9 +141,9 @@ fn open_checked_at(
         Mode::from_raw_mode(CREATE_MODE),
     )
     .map_err(|e| open_error(path, e))?;
-    check_opened(&fd, dir_owner, path)?;
+    check_opened(&fd, owners, path)?;
     if flags.contains(OFlags::CREATE) {
-        give_to_owner_of(&fd, &dir_st)?;
+        give_to_owner_of(&fd, &dir_st, keeper)?;
     }
     // Regular files ignore O_NONBLOCK; it is cleared all the same, for what reads later.
     rustix::fs::fcntl_setfl(&fd, rustix::fs::fcntl_getfl(&fd)? - OFlags::NONBLOCK)?;
@@ -129,16 +154,25 @@ fn open_checked_at(
     Ok(file)
 }
 
-/// Gives `fd` to the owner (and group) of the directory `dir` holds it in, when we are
-/// root and it is not theirs already.
-fn give_to_owner_of(fd: &impl std::os::fd::AsFd, dir: &rustix::fs::Stat) -> io::Result<()> {
+/// Gives `fd` to the owner and group of the directory `dir` holds it in
+/// ([`Keeper::DirOwner`]), or only to its group ([`Keeper::Us`]), when we are root and
+/// it is not so already.
+fn give_to_owner_of(
+    fd: &impl std::os::fd::AsFd,
+    dir: &rustix::fs::Stat,
+    keeper: Keeper,
+) -> io::Result<()> {
     let st = rustix::fs::fstat(fd)?;
-    if !nix::unistd::geteuid().is_root() || (st.st_uid, st.st_gid) == (dir.st_uid, dir.st_gid) {
+    let uid = match keeper {
+        Keeper::DirOwner => dir.st_uid,
+        Keeper::Us | Keeper::Anyone => st.st_uid,
+    };
+    if !nix::unistd::geteuid().is_root() || (st.st_uid, st.st_gid) == (uid, dir.st_gid) {
         return Ok(());
     }
     rustix::fs::fchown(
         fd,
-        Some(rustix::fs::Uid::from_raw(dir.st_uid)),
+        Some(rustix::fs::Uid::from_raw(uid)),
         Some(rustix::fs::Gid::from_raw(dir.st_gid)),
     )
     .map_err(io::Error::from)
@@ -147,7 +181,7 @@ fn give_to_owner_of(fd: &impl std::os::fd::AsFd, dir: &rustix::fs::Stat) -> io::
 /// Opens `path` as [`open_checked_at`] does, relative to its directory. The directory
 /// itself is the one configured (its path is root's to choose, and may be a link);
 /// only the last component is in the hands of the directory's owner.
-fn open_checked(path: &Path, flags: OFlags) -> io::Result<File> {
+fn open_checked(path: &Path, flags: OFlags, keeper: Keeper) -> io::Result<File> {
     let name = path
         .file_name()
         .ok_or_else(|| refused(path, "names no file"))?;
@@ -161,31 +195,48 @@ fn open_checked(path: &Path, flags: OFlags) -> io::Result<File> {
         Mode::empty(),
     )
     .map_err(|e| open_error(parent, e))?;
-    open_checked_at(&dir, name, path, flags)
+    open_checked_at(&dir, name, path, flags, keeper)
 }
 
 /// Opens `path` for appending (created [`CREATE_MODE`] if missing), checked: see
-/// [`open_checked_at`].
+/// [`open_checked_at`]. Shared with the directory's owner.
 pub fn append_nofollow(path: &Path) -> io::Result<File> {
-    open_checked(path, OFlags::WRONLY | OFlags::APPEND | OFlags::CREATE)
+    open_checked(
+        path,
+        OFlags::WRONLY | OFlags::APPEND | OFlags::CREATE,
+        Keeper::DirOwner,
+    )
+}
+
+/// Opens `path` for appending as [`append_nofollow`] does, for `keeper`.
+pub fn append_for(path: &Path, keeper: Keeper) -> io::Result<File> {
+    open_checked(
+        path,
+        OFlags::WRONLY | OFlags::APPEND | OFlags::CREATE,
+        keeper,
+    )
 }
 
 /// Creates or truncates `path` for writing (created [`CREATE_MODE`]), checked: see
 /// [`open_checked_at`].
-pub fn create_nofollow(path: &Path) -> io::Result<File> {
-    open_checked(path, OFlags::WRONLY | OFlags::CREATE | OFlags::TRUNC)
+pub fn create_for(path: &Path, keeper: Keeper) -> io::Result<File> {
+    open_checked(
+        path,
+        OFlags::WRONLY | OFlags::CREATE | OFlags::TRUNC,
+        keeper,
+    )
 }
 
 /// Opens `path` for reading, checked: see [`open_checked_at`].
-pub fn open_read_checked(path: &Path) -> io::Result<File> {
-    open_checked(path, OFlags::RDONLY)
+pub fn open_read_checked(path: &Path, keeper: Keeper) -> io::Result<File> {
+    open_checked(path, OFlags::RDONLY, keeper)
 }
 
 /// Reads `path` (checked: see [`open_checked_at`]) if it holds at most `max_bytes`; a
 /// larger file is refused unread (a link to `/dev/zero` is refused as a device anyway).
-pub fn read_checked(path: &Path, max_bytes: u64) -> io::Result<Vec<u8>> {
+pub fn read_checked(path: &Path, max_bytes: u64, keeper: Keeper) -> io::Result<Vec<u8>> {
     use std::io::Read;
-    let f = open_read_checked(path)?;
+    let f = open_read_checked(path, keeper)?;
     let mut out = Vec::new();
     f.take(max_bytes + 1).read_to_end(&mut out)?;
     if out.len() as u64 > max_bytes {
@@ -331,7 +382,7 @@ impl Dir {
         })?;
         // Also one an earlier release created as root's.
         if let Some(parent) = path.parent() {
-            give_to_owner_of(&fd, &rustix::fs::stat(parent)?)?;
+            give_to_owner_of(&fd, &rustix::fs::stat(parent)?, Keeper::DirOwner)?;
         }
         Ok(Dir { fd })
     }
@@ -355,6 +406,7 @@ impl Dir {
             name.as_ref(),
             Path::new(name),
             OFlags::WRONLY | OFlags::CREATE | OFlags::TRUNC,
+            Keeper::DirOwner,
         )
     }
 
@@ -409,7 +461,7 @@ mod tests {
         symlink(&victim, &link).unwrap();
         let e = append_nofollow(&link).unwrap_err();
         assert!(e.to_string().contains("symbolic link"), "{e}");
-        let e = create_nofollow(&link).unwrap_err();
+        let e = create_for(&link, Keeper::DirOwner).unwrap_err();
         assert!(e.to_string().contains("symbolic link"), "{e}");
         let sub = dir.path().join("sub");
         symlink(dir.path(), &sub).unwrap();
@@ -463,9 +515,9 @@ mod tests {
             ] {
                 for e in [
                     append_nofollow(path).unwrap_err(),
-                    create_nofollow(path).unwrap_err(),
-                    open_read_checked(path).unwrap_err(),
-                    read_checked(path, 100).unwrap_err(),
+                    create_for(path, Keeper::DirOwner).unwrap_err(),
+                    open_read_checked(path, Keeper::DirOwner).unwrap_err(),
+                    read_checked(path, 100, Keeper::DirOwner).unwrap_err(),
                 ] {
                     assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "{e}");
                     assert!(e.to_string().contains(why), "{e}");
@@ -525,10 +577,37 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("pos");
         std::fs::write(&p, [b'1'; 100]).unwrap();
-        assert_eq!(read_checked(&p, 100).unwrap().len(), 100);
-        let e = read_checked(&p, 99).unwrap_err();
+        assert_eq!(read_checked(&p, 100, Keeper::Us).unwrap().len(), 100);
+        let e = read_checked(&p, 99, Keeper::Us).unwrap_err();
         assert!(e.to_string().contains("holds more than 99 bytes"), "{e}");
         symlink("/dev/zero", dir.path().join("zero")).unwrap();
-        assert!(read_checked(&dir.path().join("zero"), 1 << 30).is_err());
+        assert!(read_checked(&dir.path().join("zero"), 1 << 30, Keeper::Anyone).is_err());
+    }
+
+    #[test]
+    fn the_collectors_own_files_stay_its_own() {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("SKIP: needs root (chown)");
+            return;
+        }
+        let dir = dir_of(65534);
+        // Created: root's, readable by the directory's group (status), nobody else.
+        append_for(&dir.path().join(".spool.1"), Keeper::Us).unwrap();
+        let m = std::fs::metadata(dir.path().join(".spool.1")).unwrap();
+        assert_eq!(
+            (m.uid(), m.gid(), m.permissions().mode() & 0o777),
+            (0, 65534, 0o640)
+        );
+        assert!(open_read_checked(&dir.path().join(".spool.1"), Keeper::Us).is_ok());
+        // One the directory's owner wrote (forged index lines): refused for the
+        // collector, fine to show.
+        let forged = dir.path().join(".spool.2");
+        std::fs::write(&forged, "forged\n").unwrap();
+        std::os::unix::fs::chown(&forged, Some(65534), Some(65534)).unwrap();
+        let e = open_read_checked(&forged, Keeper::Us).unwrap_err();
+        assert!(e.to_string().contains("belongs to uid 65534"), "{e}");
+        assert!(open_read_checked(&forged, Keeper::DirOwner).is_ok());
+        assert!(open_read_checked(&forged, Keeper::Anyone).is_ok());
     }
 }

@@ -210,7 +210,7 @@ impl Follower {
     /// `start` when there is none. The file need not exist yet.
     pub fn open(path: &Path, queue_dir: &Path, start: StartAt) -> io::Result<Follower> {
         let state = queue_dir.join(state_name(path));
-        let saved = read_position(&state)?.map(|(p, _)| p);
+        let saved = read_position(&state, crate::safefs::Keeper::Us)?.map(|(p, _)| p);
         let mut f = Follower {
             path: path.to_path_buf(),
             state,
@@ -436,7 +436,7 @@ impl Follower {
         tmp.push(".tmp"); // (with_extension would replace the hash)
         let tmp = PathBuf::from(tmp);
         let written = (|| {
-            let mut f = crate::safefs::create_nofollow(&tmp)?;
+            let mut f = crate::safefs::create_for(&tmp, crate::safefs::Keeper::Us)?;
             f.write_all(text.as_bytes())?;
             f.sync_data()?;
             fs::rename(&tmp, &self.state)
@@ -546,7 +546,7 @@ pub fn saved_positions(queue_dir: &Path) -> io::Result<Vec<(PathBuf, Position)>>
         if !name.starts_with(STATE_PREFIX) || name.ends_with(".tmp") {
             continue;
         }
-        let Ok(Some((p, index))) = read_position(&e.path()) else {
+        let Ok(Some((p, index))) = read_position(&e.path(), crate::safefs::Keeper::Anyone) else {
             continue;
         };
         out.push((index, p));
@@ -558,8 +558,13 @@ pub fn saved_positions(queue_dir: &Path) -> io::Result<Vec<(PathBuf, Position)>>
 /// The position saved in `state`, and the path of the file it is for.
 /// The file lives in the queue, which the shipper's user writes: it is read as root reads
 /// files there ([`crate::safefs`]), and at most [`MAX_POSITION_BYTES`] of it.
-fn read_position(state: &Path) -> io::Result<Option<(Position, PathBuf)>> {
-    let text = match crate::safefs::read_checked(state, MAX_POSITION_BYTES) {
+/// `keeper` is [`crate::safefs::Keeper::Us`] where the collector resumes from it (the
+/// shipper's user must not be able to choose where), `Anyone` where `status` shows it.
+fn read_position(
+    state: &Path,
+    keeper: crate::safefs::Keeper,
+) -> io::Result<Option<(Position, PathBuf)>> {
+    let text = match crate::safefs::read_checked(state, MAX_POSITION_BYTES, keeper) {
         Ok(t) => String::from_utf8_lossy(&t).into_owned(),
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e),

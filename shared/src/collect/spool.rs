@@ -42,7 +42,7 @@ impl Spool {
             out.push(b'\n');
         }
         let _guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
-        let mut f = crate::safefs::append_nofollow(&self.path)?;
+        let mut f = crate::safefs::append_for(&self.path, crate::safefs::Keeper::Us)?;
         crate::safefs::append_whole(&mut f, &out, true)
     }
 
@@ -127,7 +127,7 @@ impl Spool {
 /// index file and the backlog) or FIFO (which would block the checker for good) is
 /// refused, and set aside under a name no later start takes up again.
 fn drain_file(path: &Path, handle: &mut dyn FnMut(&InputLine)) {
-    match crate::safefs::open_read_checked(path) {
+    match crate::safefs::open_read_checked(path, crate::safefs::Keeper::Us) {
         Ok(f) => {
             let mut r = io::BufReader::new(f);
             loop {

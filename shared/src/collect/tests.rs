@@ -602,8 +602,9 @@ fn a_spool_left_by_a_dead_collector_is_drained_at_start() {
 
 /// The queue belongs to the shipper's user, who can leave anything named like a dead
 /// collector's spool there: a link to `/etc/shadow` (whose lines would reach the index
-/// file and the backlog), a hard link to it, or a FIFO (which would block the start-up
-/// recovery for good). None is read; each is set aside and not taken up again.
+/// file and the backlog), a hard link to it, a FIFO (which would block the start-up
+/// recovery for good), or a file of forged lines of their own. None is read; each is set
+/// aside and not taken up again.
 #[test]
 fn a_planted_spool_is_set_aside_unread() {
     let dir = tempfile::tempdir().unwrap();
@@ -619,6 +620,10 @@ fn a_planted_spool_is_set_aside_unread() {
     )
     .unwrap();
     std::fs::write(q.join(format!("{SPOOL_PREFIX}4000004")), b"left\n").unwrap();
+    // A regular file of forged index lines, by someone else than the collector.
+    let forged = q.join(format!("{SPOOL_PREFIX}4000005"));
+    std::fs::write(&forged, b"forged\n").unwrap();
+    std::os::unix::fs::chown(&forged, Some(65534), Some(65534)).unwrap();
     for round in 0..2 {
         let seen = Counting(Arc::new(std::sync::Mutex::new(Vec::new())));
         let started = Instant::now();
@@ -645,7 +650,7 @@ fn a_planted_spool_is_set_aside_unread() {
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect();
     aside.sort();
-    assert_eq!(aside.len(), 3, "{aside:?}");
+    assert_eq!(aside.len(), 4, "{aside:?}");
     assert!(
         aside.iter().all(|n| n.starts_with(".refused.spool.")),
         "{aside:?}"

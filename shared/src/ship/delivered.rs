@@ -134,7 +134,10 @@ pub fn read_delivered(queue_dir: &Path) -> io::Result<Vec<Delivered>> {
     let mut out = Vec::new();
     for name in [format!("{DELIVERED_FILE}.1"), DELIVERED_FILE.to_string()] {
         // Read by root too (the collector's duplicate check): no link is followed.
-        let f = match crate::safefs::open_read_checked(&queue_dir.join(name)) {
+        let f = match crate::safefs::open_read_checked(
+            &queue_dir.join(name),
+            crate::safefs::Keeper::DirOwner,
+        ) {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
             Err(e) => return Err(e),
