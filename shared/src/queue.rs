@@ -144,6 +144,10 @@ pub enum Linked {
 pub struct Queue {
     dir: PathBuf,
     last: Option<EntryName>,
+    /// Who copies are given to (RUNAS), through their descriptor before they are linked
+    /// into place: a chown by name in the queue, which the shipper's user writes, could
+    /// be made to land on a hard link to another file.
+    copy_owner: Option<(u32, u32)>,
 }
 
 /// How many names are tried before giving up on `EEXIST` (each is a microsecond later).
@@ -156,7 +160,14 @@ impl Queue {
         Ok(Queue {
             dir: dir.to_path_buf(),
             last: None,
+            copy_owner: None,
         })
+    }
+
+    /// Copies are given to `owner` (uid, gid) as they are made.
+    pub fn with_copy_owner(mut self, owner: Option<(u32, u32)>) -> Queue {
+        self.copy_owner = owner;
+        self
     }
 
     /// The queue at `dir`, not created if missing (for readers such as `status`).
@@ -164,6 +175,7 @@ impl Queue {
         Queue {
             dir: dir.to_path_buf(),
             last: None,
+            copy_owner: None,
         }
     }
 
@@ -276,6 +288,9 @@ impl Queue {
         let tmp = format!("copy.{}.{}", std::process::id(), EntryName::now());
         let result = (|| {
             let mut dst = tmp_dir.create_new(&tmp)?;
+            if let Some((uid, gid)) = self.copy_owner {
+                std::os::unix::fs::fchown(&dst, Some(uid), Some(gid))?;
+            }
             let mut buf = vec![0u8; 64 * 1024];
             let mut offset = 0u64;
             while offset < len {

@@ -20,8 +20,13 @@ struct Setup {
 }
 
 fn setup(verify_md5: bool) -> Setup {
+    setup_with(verify_md5, |_| {})
+}
+
+/// [`setup`], with the settings changed by `change` before the worker starts.
+fn setup_with(verify_md5: bool, change: impl FnOnce(&mut CollectorSettings)) -> Setup {
     let dir = tempfile::tempdir().unwrap();
-    let settings = CollectorSettings {
+    let mut settings = CollectorSettings {
         storage_dir: dir.path().join("audit"),
         queue_dir: dir.path().join("queue"),
         index_file: Some(dir.path().join("index.log")),
@@ -30,6 +35,7 @@ fn setup(verify_md5: bool) -> Setup {
         runas: None,
         max_event_bytes: crate::ship::load::DEFAULT_MAX_EVENT_BYTES,
     };
+    change(&mut settings);
     std::fs::create_dir_all(&settings.storage_dir).unwrap();
     let worker = Worker::new(
         settings,
@@ -393,6 +399,29 @@ fn runas_chowns_each_entry() {
     };
     let meta = std::fs::metadata(s.dir.path().join("queue").join(entry)).unwrap();
     assert_eq!((meta.uid(), meta.gid()), (uid, gid));
+}
+
+#[test]
+fn a_copy_is_given_to_runas_before_it_is_in_the_queue() {
+    let (uid, gid) = resolve_owner("nobody").unwrap();
+    let mut s = setup_with(false, |c| {
+        c.link_mode = LinkMode::Copy;
+        c.runas = Some((uid, gid));
+    });
+    let line = event(&s, "/f", b"x");
+    let LineOutcome::Queued { entry, linked, .. } = s.worker.handle(&input(&line)) else {
+        panic!()
+    };
+    assert_eq!(linked, Linked::Copy);
+    let meta = std::fs::metadata(s.dir.path().join("queue").join(entry)).unwrap();
+    assert_eq!((meta.uid(), meta.gid()), (uid, gid));
+    // The original stays the web server's (here root's).
+    assert_eq!(
+        std::fs::metadata(s.dir.path().join("audit/f"))
+            .unwrap()
+            .uid(),
+        0
+    );
 }
 
 /// A sink that is slow, then hangs for good once `frozen` is set (a disk that dies).

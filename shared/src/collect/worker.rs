@@ -124,7 +124,7 @@ impl Worker {
         reopen_index: Arc<AtomicBool>,
         stats: Arc<Stats>,
     ) -> io::Result<Worker> {
-        let queue = Queue::open(&settings.queue_dir)?;
+        let queue = Queue::open(&settings.queue_dir)?.with_copy_owner(settings.runas);
         let index = settings.index_file.as_deref().map(IndexFile::new);
         Ok(Worker {
             checker: Checker {
@@ -505,18 +505,13 @@ impl Committer {
             .queue
             .add_file(&file, &path, self.settings.link_mode, len)
             .map_err(|e| format!("cannot queue {}: {e}", path.display()))?;
-        if let Some((uid, gid)) = self.settings.runas {
-            let entry = self.queue.dir().join(name.to_string());
-            // A hard link is the opened inode: chown that, never a path that could
-            // have been swapped. Copies and symlinks are ours, in the queue.
-            let done = match linked {
-                Linked::Hardlink => std::os::unix::fs::fchown(&file, Some(uid), Some(gid)),
-                Linked::Copy | Linked::Symlink => {
-                    std::os::unix::fs::lchown(&entry, Some(uid), Some(gid))
-                }
-            };
-            if let Err(e) = done {
-                log::error!("cannot chown {} to RUNAS {uid}:{gid}: {e}", entry.display());
+        // A hard link is the opened inode: chown that, never a name in the queue (the
+        // shipper's user could swap it for a hard link to another file). Copies were
+        // given to RUNAS through their descriptor; a symbolic link needs no owner (the
+        // shipper removes it as the queue's owner and reads through it).
+        if let (Some((uid, gid)), Linked::Hardlink) = (self.settings.runas, linked) {
+            if let Err(e) = std::os::unix::fs::fchown(&file, Some(uid), Some(gid)) {
+                log::error!("cannot chown {name} to RUNAS {uid}:{gid}: {e}");
             }
         }
         if let Some(what) = &integrity {
