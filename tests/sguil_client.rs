@@ -251,7 +251,7 @@ fn no_reply_is_a_timeout_and_a_closed_connection_is_its_own_error() {
     );
 }
 
-/// The server side of SGUIL-PROTOCOL.md §7, with raw lines a validated client never sends.
+/// The server side of ARCHITECTURE.md, "Sguil's agent protocol", 4, with raw lines a validated client never sends.
 #[test]
 fn test_server_answers_like_sguild_for_each_row_of_what_it_checks() {
     let server = TestSguild::start();

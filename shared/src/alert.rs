@@ -1,5 +1,5 @@
 //! The alert decision and the mapping of an [`AuditEvent`] to the fields of a Sguil
-//! GenericEvent (DESIGN.md, "Alert decision and mapping").
+//! GenericEvent (ARCHITECTURE.md, "Alert decision and mapping").
 //!
 //! Deciding and mapping are pure: an event and the settings in, a [`Mapped`] out. The
 //! shipper adds what only the session knows (sid, cid, the registered hostname) and

@@ -1,5 +1,5 @@
 //! The concurrent-mode index line: what ModSecurity writes to `SecAuditLog` once per
-//! logged transaction (MODSEC-FORMATS.md §1 and §4).
+//! logged transaction (ARCHITECTURE.md, "The formats we read").
 //!
 //! ModSecurity 2.x:
 //! ```text

@@ -1,8 +1,18 @@
-//! modsec2sguil: everything behind `modsec-collector` and `modsec-shipper`.
+//! modsec2sguil: everything behind `modsec-collector` and `modsec-shipper`
+//! (ARCHITECTURE.md at the repository's root has the map and the invariants).
 //!
 //! - [`index`]: the concurrent-mode index line ModSecurity pipes to the collector;
 //! - [`auditlog`]: event files (native, JSON; ModSecurity 2.x, 1.9.x, libmodsecurity 3);
-//! - [`escape`] and [`time`]: ModSecurity's escaping and timestamps.
+//! - [`escape`], [`time`] and [`hex`]: ModSecurity's escaping and timestamps, hex;
+//! - [`config`]: the Sguil-style config file;
+//! - [`queue`]: the queue directory, the contract between the two programs;
+//! - [`safefs`]: opening files in directories another user writes;
+//! - [`collect`]: the collector (pipeline, worker, index file, spool, `--follow`);
+//! - [`alert`]: the alert decision and the mapping to a Sguil event, with its detail;
+//! - [`sguil`]: the sguild agent protocol (and the snort_agent path);
+//! - [`ship`]: delivery, exactly once (journal, delivered log, lock, sinks);
+//! - [`requeue`] and [`status`]: the operator commands' logic;
+//! - [`logging`] and [`manual`]: log output; man pages and completions.
 //!
 //! Parsers take `&[u8]` (neither index lines nor event files are guaranteed UTF-8) and
 //! never panic on any input.

@@ -1,5 +1,5 @@
 //! The queue directory: the contract between the collector and the shipper
-//! (DESIGN.md, "The queue").
+//! (ARCHITECTURE.md, "The queue").
 //!
 //! Entries are named `modsec.log.<sec>.<usec>` (usec zero-padded to 6 digits),
 //! strictly increasing in arrival order, and ordered by their numbers, so the unpadded

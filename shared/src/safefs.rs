@@ -199,7 +199,7 @@ fn open_checked(path: &Path, flags: OFlags, keeper: Keeper) -> io::Result<File> 
 }
 
 /// Opens `path` for appending (created [`CREATE_MODE`] if missing), checked: see
-/// [`open_checked_at`]. Shared with the directory's owner.
+/// `open_checked_at`. Shared with the directory's owner.
 pub fn append_nofollow(path: &Path) -> io::Result<File> {
     open_checked(
         path,
@@ -218,7 +218,7 @@ pub fn append_for(path: &Path, keeper: Keeper) -> io::Result<File> {
 }
 
 /// Creates or truncates `path` for writing (created [`CREATE_MODE`]), checked: see
-/// [`open_checked_at`].
+/// `open_checked_at`.
 pub fn create_for(path: &Path, keeper: Keeper) -> io::Result<File> {
     open_checked(
         path,
@@ -227,12 +227,12 @@ pub fn create_for(path: &Path, keeper: Keeper) -> io::Result<File> {
     )
 }
 
-/// Opens `path` for reading, checked: see [`open_checked_at`].
+/// Opens `path` for reading, checked: see `open_checked_at`.
 pub fn open_read_checked(path: &Path, keeper: Keeper) -> io::Result<File> {
     open_checked(path, OFlags::RDONLY, keeper)
 }
 
-/// Reads `path` (checked: see [`open_checked_at`]) if it holds at most `max_bytes`; a
+/// Reads `path` (checked: see `open_checked_at`) if it holds at most `max_bytes`; a
 /// larger file is refused unread (a link to `/dev/zero` is refused as a device anyway).
 pub fn read_checked(path: &Path, max_bytes: u64, keeper: Keeper) -> io::Result<Vec<u8>> {
     use std::io::Read;
@@ -399,7 +399,7 @@ impl Dir {
     }
 
     /// Creates or truncates `name` in this directory ([`CREATE_MODE`]), checked: see
-    /// [`open_checked_at`].
+    /// `open_checked_at`.
     pub fn create(&self, name: &str) -> io::Result<File> {
         open_checked_at(
             &self.fd,

@@ -2,7 +2,7 @@
 //!
 //! ModSecurity 2 prints the UTC offset as a sign followed by `%.2d` of the *signed*
 //! hours and minutes, so zones west of UTC come out with a doubled sign (`--0500`) and
-//! half-hour zones west of UTC as `--03-30` (MODSEC-FORMATS.md §1.5). Any `-` in the
+//! half-hour zones west of UTC as `--03-30` (ARCHITECTURE.md, "The formats we read"). Any `-` in the
 //! offset means "west of UTC"; the digits are the magnitude. Microseconds exist from
 //! 2.9.4 on; libmodsecurity 3 prints none.
 

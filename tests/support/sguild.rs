@@ -1,11 +1,11 @@
-//! A sguild-faithful test server (SGUIL-PROTOCOL.md): the banner, the version check,
+//! A sguild-faithful test server (ARCHITECTURE.md, "Sguil's agent protocol"): the banner, the version check,
 //! TLS right after `VersionInfo` (certificate made at start-up), plaintext when the agent
 //! skips `VersionInfo`, `RegisterAgent` → `AgentInfo` with sid and maxCid kept on disk,
 //! the 18-field check, per-day duplicate keys, the cases sguild leaves unanswered,
 //! hexDetail truncation, PING/PONG — and fault switches for tests.
 //!
 //! With [`TestSguild::start_snort_agent`] it also plays a snort_agent in front of itself
-//! (SGUIL-PROTOCOL.md §13): plaintext on its own port, `SidCidRequest` →
+//! (ARCHITECTURE.md, "Sguil's agent protocol", 6): plaintext on its own port, `SidCidRequest` →
 //! `SidCidResponse`, `RTEVENT` with 46 fields stored as sguild's `BYEventRcvd` does
 //! (no reply to a repeat of the sensor's last stored event), `Confirm <cid>` or
 //! `Failed to insert <cid>: …`, the answers to lines that came together in reverse

@@ -336,7 +336,7 @@ impl Html {
 /// Why a detail breaks the rules above: a tag not in [`TAGS`], an element left open or
 /// closed out of order, an `&` that does not start one of the four entities, a byte
 /// outside printable ASCII, newline and tab, or more than [`MAX_DETAIL_BYTES`].
-/// For tests and fuzzing: what [`detail`] writes always passes.
+/// For tests and fuzzing: what `detail` writes always passes.
 pub fn check_markup(detail: &[u8]) -> Result<(), String> {
     if detail.len() > MAX_DETAIL_BYTES {
         return Err(format!("{} bytes", detail.len()));

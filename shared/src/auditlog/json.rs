@@ -1,5 +1,5 @@
 //! JSON event files: ModSecurity 2.9.1+ (`SecAuditLogFormat JSON`) and libmodsecurity 3
-//! (MODSEC-FORMATS.md §3, §4).
+//! (ARCHITECTURE.md, "The formats we read").
 //!
 //! Real files are not valid JSON in two ways a strict parser refuses: ModSecurity
 //! copies raw request bytes into strings without UTF-8 validation, and repeated

@@ -1,6 +1,6 @@
 //! Rule messages: the text of a 2.x `Message:` line, a 2.x JSON `messages` entry, a
 //! libmodsecurity 3 H line (`ModSecurity: …`), and the 1.9.x variants
-//! (MODSEC-FORMATS.md §2.7, §4, §5).
+//! (ARCHITECTURE.md, "The formats we read").
 //!
 //! `[action text] justification [key "value"]…`: the action text comes from a fixed
 //! list; the metadata is read **from the right end** as a chain of ` [key "value"]`

@@ -164,7 +164,7 @@ impl Severity {
     }
 }
 
-/// The action text at the start of a rule message (MODSEC-FORMATS.md §2.7).
+/// The action text at the start of a rule message (ARCHITECTURE.md, "The formats we read").
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum MessageAction {
@@ -249,7 +249,7 @@ pub enum EngineMode {
     DetectionOnly,
 }
 
-/// Recoverable oddities, kept as flags so the event still ships (CONVENTIONS.md).
+/// Recoverable oddities, kept as flags so the event still ships (ARCHITECTURE.md, "The formats we read").
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Anomalies {
     /// Rule messages cut at ModSecurity's 1,023-byte limit.

@@ -1,5 +1,5 @@
 //! Native (multi-part) event files: ModSecurity 2.x (`--1a2b3c4d-A--`), its 1.9.x
-//! ancestor, and libmodsecurity 3 (`---1a2B3c4D---A--`) — MODSEC-FORMATS.md §2, §4, §5.
+//! ancestor, and libmodsecurity 3 (`---1a2B3c4D---A--`) (ARCHITECTURE.md, "The formats we read").
 //!
 //! Parts B, C, E and F are raw bytes that may contain lines looking like separators,
 //! so a separator is accepted only with this file's boundary and with a part letter
@@ -365,7 +365,7 @@ struct Trailer {
     apache_copies: Vec<RuleMatch>,
 }
 
-/// H line keys ModSecurity 2 writes (MODSEC-FORMATS.md §2.6); anything else is the
+/// H line keys ModSecurity 2 writes (ARCHITECTURE.md, "The formats we read"); anything else is the
 /// continuation of the previous line (a message with a raw newline in it).
 const TRAILER_KEYS: &[&str] = &[
     "Message",

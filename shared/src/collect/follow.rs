@@ -1,6 +1,6 @@
 //! Following an index file (`modsec-collector --follow`): libmodsecurity 3 (nginx, or
 //! Apache through the v3 connector) cannot pipe its index lines to a program; it appends
-//! them to a plain file (MODSEC-FORMATS.md §4). The follower reads that file like
+//! them to a plain file (ARCHITECTURE.md, "The formats we read"). The follower reads that file like
 //! `tail -F` and gives each complete line to the collector's [`Worker`].
 //!
 //! - **Where it is** is kept in the queue, in `.follow.<hash of the path>`: the file's

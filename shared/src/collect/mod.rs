@@ -1,5 +1,5 @@
 //! What `modsec-collector` does with each index line, and the reader/worker pipeline
-//! that keeps Apache from ever waiting on it (DESIGN.md, "Failure rules").
+//! that keeps Apache from ever waiting on it (ARCHITECTURE.md, "The collector never blocks Apache and never loses a line").
 //!
 //! The reader only reads lines and hands them over; it never touches the disk and never
 //! waits for the worker: when the worker falls behind (a burst, a slow or hung disk),

@@ -1,5 +1,5 @@
 //! The second way into Sguil: through the snort_agent on the sensor, as barnyard2 does
-//! (SGUIL-PROTOCOL.md §13), for sites where the web server may not reach sguild.
+//! (ARCHITECTURE.md, "Sguil's agent protocol", 6), for sites where the web server may not reach sguild.
 //!
 //! ```text
 //! us:          SidCidRequest <sensor>

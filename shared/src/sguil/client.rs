@@ -1,5 +1,5 @@
 //! An agent session on an open [`Connection`]: `RegisterAgent`, then GenericEvents with a
-//! window of them in flight, `PING`/`PONG` (SGUIL-PROTOCOL.md §2.3, §7, §8, §12).
+//! window of them in flight, `PING`/`PONG` (ARCHITECTURE.md, "Sguil's agent protocol", 2, 4, 5).
 //!
 //! sguild answers strictly in order, at most once per line, and a `Failed` carries no
 //! cid: so a reply always belongs to the oldest event still waiting. Because every

@@ -1,5 +1,5 @@
 //! One connection to sguild: TCP with timeouts, the banner, `VersionInfo`, and TLS
-//! started at once (SGUIL-PROTOCOL.md §2), then lines with a reply timeout.
+//! started at once (ARCHITECTURE.md, "Sguil's agent protocol", 2), then lines with a reply timeout.
 //!
 //! sguild runs its TLS handshake synchronously in its only event loop: an agent that
 //! sends `VersionInfo` and then stalls freezes every other agent and analyst. So the
@@ -134,7 +134,7 @@ pub const MAX_SERVER_LINE: usize = 1024 * 1024;
 
 impl Connection {
     /// A plain TCP connection with no banner and no TLS: what barnyard2 opens to the
-    /// snort_agent on its own host (SGUIL-PROTOCOL.md §13). `name` names it in errors.
+    /// snort_agent on its own host (ARCHITECTURE.md, "Sguil's agent protocol", 6). `name` names it in errors.
     pub fn open_plain(
         name: &str,
         host: &str,

@@ -1,4 +1,4 @@
-//! The sguild agent protocol (SGUIL-PROTOCOL.md).
+//! The sguild agent protocol (ARCHITECTURE.md, "Sguil's agent protocol").
 //!
 //! - [`tcl`]: Tcl list elements, both ways (every line on the wire is a Tcl list);
 //! - [`wire`]: the lines themselves: [`wire::SguilEvent`] (a GenericEvent that sguild

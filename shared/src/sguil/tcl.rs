@@ -1,4 +1,4 @@
-//! Tcl lists, as sguild reads and writes its lines (SGUIL-PROTOCOL.md §1).
+//! Tcl lists, as sguild reads and writes its lines (ARCHITECTURE.md, "Sguil's agent protocol", 1).
 //!
 //! sguild parses each line as a Tcl list and drops one that is not a well-formed list
 //! without a reply, so everything sent is built by [`element`], and replies are split

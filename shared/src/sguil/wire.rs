@@ -1,5 +1,5 @@
 //! The lines of the agent protocol: what an event agent sends and what sguild answers
-//! (SGUIL-PROTOCOL.md §2–§7).
+//! (ARCHITECTURE.md, "Sguil's agent protocol", 2–4).
 //!
 //! sguild leaves several kinds of bad input without any reply (a non-IPv4 address, a
 //! non-hex message, an unparsable time, a broken Tcl list) and pastes `hexDetail`

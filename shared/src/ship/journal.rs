@@ -1,5 +1,5 @@
 //! The in-flight journal: which queue entry went out under which (sid, cid, time)
-//! (DESIGN.md, "Delivery: exactly once").
+//! (ARCHITECTURE.md, "Exactly once into Sguil").
 //!
 //! A record is appended and fsynced before its event is sent. After a crash, a lost
 //! connection or a timeout, every record whose entry is still in the queue is resent

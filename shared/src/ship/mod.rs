@@ -1,5 +1,5 @@
 //! Delivery: from queue entries to events stored in Sguil, each exactly once
-//! (DESIGN.md, "Delivery: exactly once, by construction").
+//! (ARCHITECTURE.md, "Exactly once into Sguil").
 //!
 //! A [`Shipper`] owns the queue (under its lock) and the journal. Each window of
 //! entries is read, decided, mapped, journaled (one fsync), sent, and each entry is

@@ -53,7 +53,7 @@ pub struct ShipperSettings {
     pub ship: ShipSettings,
     /// DAEMON 1: `run` detaches.
     pub daemon: bool,
-    /// RUNAS user[:group]: privileges dropped to it once the config is read.
+    /// RUNAS `user[:group]`: privileges dropped to it once the config is read.
     pub runas: Option<(u32, u32)>,
 }
 
