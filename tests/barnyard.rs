@@ -612,19 +612,9 @@ fn the_daemon_ships_through_snort_agent_keeps_alive_and_reconnects() {
     server.start_snort_agent(port, SENSOR);
     fill_queue(&queue, 11, 5);
     wait_for_events(&server, 15, &log);
-    Command::new("kill")
-        .args(["-TERM", &child.0.id().to_string()])
-        .status()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let status = loop {
-        if let Some(s) = child.0.try_wait().unwrap() {
-            break s.code();
-        }
-        assert!(Instant::now() < deadline, "no exit after SIGTERM");
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    assert_eq!(status, Some(0));
+    modsec2sguil_e2e::process::signal(child.0.id(), "TERM");
+    let status = modsec2sguil_e2e::process::wait_exit(&mut child.0, Duration::from_secs(10));
+    assert_eq!(status, Some(0), "no clean exit after SIGTERM");
     let want: HashSet<String> = (1..=15).map(modsec2sguil_e2e::shipper::unique_id).collect();
     assert_each_stored_once(&server.events(), &want, "daemon");
     let text = std::fs::read_to_string(&log).unwrap();

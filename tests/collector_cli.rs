@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use md5::{Digest, Md5};
 use modsec2sguil::hex;
 use modsec2sguil::queue::{parse_backlog_record, EntryName, BACKLOG_FILE};
+use modsec2sguil_e2e::process::{signal, wait_exit, wait_until};
 use modsec2sguil_e2e::{binary, Tmpfs};
 
 struct Env {
@@ -123,37 +124,6 @@ impl Env {
     }
 }
 
-fn signal(child: &Child, sig: &str) {
-    assert!(Command::new("kill")
-        .arg(sig)
-        .arg(child.id().to_string())
-        .status()
-        .unwrap()
-        .success());
-}
-
-fn wait(child: &mut Child, limit: Duration) -> Option<i32> {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status.code();
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("collector did not exit within {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn wait_until(what: &str, limit: Duration, cond: impl Fn() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 #[test]
 fn sigterm_keeps_reading_until_apache_closes_the_pipe() {
     let mut env = Env::new();
@@ -165,7 +135,7 @@ fn sigterm_keeps_reading_until_apache_closes_the_pipe() {
     wait_until("5 entries", Duration::from_secs(10), || {
         env.entries().len() == 5
     });
-    signal(&child, "-TERM");
+    signal(child.id(), "TERM");
     std::thread::sleep(Duration::from_millis(300));
     assert!(
         child.try_wait().unwrap().is_none(),
@@ -176,7 +146,7 @@ fn sigterm_keeps_reading_until_apache_closes_the_pipe() {
         stdin.write_all(&env.event(100)).unwrap();
     }
     drop(stdin);
-    assert_eq!(wait(&mut child, Duration::from_secs(10)), Some(0));
+    assert_eq!(wait_exit(&mut child, Duration::from_secs(10)), Some(0));
     assert_eq!(env.entries().len(), 10);
     // modsec2sguil's agent globs modsec.log.* and reads the digits: keep to that form.
     for e in std::fs::read_dir(&env.queue).unwrap().flatten() {
@@ -220,7 +190,7 @@ fn the_pipe_from_apache_is_enlarged() {
         size() == modsec2sguil::collect::PIPE_BYTES
     });
     drop(stdin);
-    assert_eq!(wait(&mut child, Duration::from_secs(10)), Some(0));
+    assert_eq!(wait_exit(&mut child, Duration::from_secs(10)), Some(0));
 }
 
 #[test]
@@ -260,11 +230,11 @@ fn second_sigterm_stops_and_every_line_read_is_queued_or_in_the_backlog() {
     wait_until("the first entry", Duration::from_secs(10), || {
         !env.entries().is_empty()
     });
-    signal(&child, "-TERM");
+    signal(child.id(), "TERM");
     std::thread::sleep(Duration::from_millis(50));
-    signal(&child, "-TERM");
+    signal(child.id(), "TERM");
     // stdin stays open: the second SIGTERM alone must end it.
-    assert_eq!(wait(&mut child, Duration::from_secs(10)), Some(0));
+    assert_eq!(wait_exit(&mut child, Duration::from_secs(10)), Some(0));
     let text = env.log_text();
     assert!(text.contains("second SIGTERM"), "{text}");
     // What was read is accounted for; the rest is still in the pipe for the next instance.
@@ -312,12 +282,12 @@ fn sighup_reopens_a_rotated_index_file() {
     });
     let rotated = env.dir.path().join("index.log.1");
     std::fs::rename(&env.index, &rotated).unwrap();
-    signal(&child, "-HUP");
+    signal(child.id(), "HUP");
     std::thread::sleep(Duration::from_millis(100));
     let second = env.event(10);
     stdin.write_all(&second).unwrap();
     drop(stdin);
-    assert_eq!(wait(&mut child, Duration::from_secs(10)), Some(0));
+    assert_eq!(wait_exit(&mut child, Duration::from_secs(10)), Some(0));
     assert_eq!(std::fs::read(&rotated).unwrap(), first);
     assert_eq!(std::fs::read(&env.index).unwrap(), second);
 }
@@ -339,7 +309,7 @@ fn bad_lines_go_to_the_backlog_and_reading_goes_on() {
     stdin.write_all(missing.as_bytes()).unwrap();
     stdin.write_all(&good).unwrap();
     drop(stdin);
-    assert_eq!(wait(&mut child, Duration::from_secs(10)), Some(0));
+    assert_eq!(wait_exit(&mut child, Duration::from_secs(10)), Some(0));
     assert_eq!(
         env.entries().len(),
         1,
@@ -404,8 +374,8 @@ fn without_usable_settings_a_hung_index_file_does_not_stop_the_reading() {
         std::io::Read::read_to_string(&mut { stderr }, &mut text).unwrap();
         text
     });
-    // (wait panics if the collector stopped reading and so never saw the end of input)
-    assert_eq!(wait(&mut child, Duration::from_secs(30)), Some(2));
+    // (None: the collector stopped reading, and so never saw the end of input)
+    assert_eq!(wait_exit(&mut child, Duration::from_secs(30)), Some(2));
     writer.join().unwrap();
     let err = reader.join().unwrap();
     assert!(
@@ -442,7 +412,7 @@ fn unknown_config_keys_are_warned_about() {
         .unwrap()
         .write_all(&env.event(5))
         .unwrap();
-    assert_eq!(wait(&mut child, Duration::from_secs(10)), Some(0));
+    assert_eq!(wait_exit(&mut child, Duration::from_secs(10)), Some(0));
     let text = env.log_text();
     assert!(text.contains("c.conf:3: unknown setting BOGUS"), "{text}");
     assert!(
@@ -462,7 +432,7 @@ fn queue_on_another_filesystem_gets_copies() {
     let mut child = env.spawn(&[]);
     let line = env.event(5000);
     child.stdin.take().unwrap().write_all(&line).unwrap();
-    assert_eq!(wait(&mut child, Duration::from_secs(10)), Some(0));
+    assert_eq!(wait_exit(&mut child, Duration::from_secs(10)), Some(0));
     let entries = env.entries();
     assert_eq!(entries.len(), 1);
     let entry = env.queue.join(entries[0].to_string());
@@ -499,7 +469,7 @@ fn full_queue_filesystem_puts_the_line_in_the_backlog() {
     let mut child = env.spawn(&[]);
     let line = env.event(40_000);
     child.stdin.take().unwrap().write_all(&line).unwrap();
-    assert_eq!(wait(&mut child, Duration::from_secs(10)), Some(0));
+    assert_eq!(wait_exit(&mut child, Duration::from_secs(10)), Some(0));
     assert!(env.entries().is_empty());
     let backlog = env.backlog();
     assert_eq!(backlog.len(), 1, "log: {}", env.log_text());
@@ -555,7 +525,7 @@ fn read_only_queue_logs_each_line_in_full() {
     let mut child = env.spawn(&["--link-mode", "copy"]);
     let line = env.event(100);
     child.stdin.take().unwrap().write_all(&line).unwrap();
-    assert_eq!(wait(&mut child, Duration::from_secs(10)), Some(0));
+    assert_eq!(wait_exit(&mut child, Duration::from_secs(10)), Some(0));
     let text = env.log_text();
     assert!(text.contains("Read-only file system"), "{text}");
     assert!(
@@ -639,7 +609,7 @@ fn a_planted_log_file_is_refused_and_the_collector_still_works() {
             .unwrap();
         let line = env.event(10);
         child.stdin.take().unwrap().write_all(&line).unwrap();
-        let code = wait(&mut child, Duration::from_secs(20)); // (panics if it blocked)
+        let code = wait_exit(&mut child, Duration::from_secs(20)); // (None: it blocked)
         let out = child.wait_with_output().unwrap();
         let err = String::from_utf8_lossy(&out.stderr).into_owned();
         (code, err, env.entries().len())
@@ -744,7 +714,7 @@ fn follow_mode_needs_its_settings_and_queues_what_the_file_gets() {
     assert_eq!(env.entries().len(), 1);
     // SAFETY: kill(2) on the child this test started.
     unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
-    assert_eq!(wait(&mut child, Duration::from_secs(10)), Some(0));
+    assert_eq!(wait_exit(&mut child, Duration::from_secs(10)), Some(0));
     let mut said = String::new();
     child
         .stderr
@@ -811,7 +781,7 @@ fn a_flood_of_long_lines_keeps_memory_bounded() {
     }
     writer.join().unwrap();
     peak = peak.max(peak_rss_kb(pid).unwrap_or(0));
-    assert_eq!(wait(&mut child, Duration::from_secs(120)), Some(0));
+    assert_eq!(wait_exit(&mut child, Duration::from_secs(120)), Some(0));
     let backlog = env.backlog();
     assert_eq!(backlog.len(), 300);
     assert!(backlog
@@ -858,7 +828,7 @@ fn a_collector_that_does_not_own_the_events_still_reads_them() {
         .arg(binary("modsec-collector"));
     let mut child = env.spawn_through(setpriv, &[]);
     child.stdin.take().unwrap().write_all(&line).unwrap();
-    assert_eq!(wait(&mut child, Duration::from_secs(10)), Some(0));
+    assert_eq!(wait_exit(&mut child, Duration::from_secs(10)), Some(0));
     let entries = env.entries();
     assert_eq!(entries.len(), 1, "{}", env.log_text());
     let original = env

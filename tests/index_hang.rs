@@ -162,9 +162,7 @@ fn an_index_file_that_hangs_at_open_does_not_slow_apache() {
             std::fs::remove_file(&index).unwrap();
             mkfifo(&index);
             for pid in collectors_of(&conf) {
-                let _ = std::process::Command::new("kill")
-                    .args(["-HUP", &pid.to_string()])
-                    .status();
+                modsec2sguil_e2e::process::signal(pid, "HUP");
             }
         }
         hung.push(rate(&apache, CLIENTS, SECS));

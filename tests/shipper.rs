@@ -7,6 +7,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use modsec2sguil_e2e::process::{signal, wait_exit};
 use modsec2sguil_e2e::sguild::TestSguild;
 use modsec2sguil_e2e::shipper::{
     config, drain, entries_left, fill_queue, shipper, stored_unique_id, test_entry, unique_id,
@@ -548,7 +549,7 @@ fn the_daemon_ships_as_entries_arrive_reconnects_and_stops_on_sigterm() {
     fill_queue(&queue, 16, 2);
     wait_for_events(&server, 17, &log);
     signal(child.id(), "TERM");
-    let status = wait_timeout(&mut child, Duration::from_secs(10));
+    let status = wait_exit(&mut child, Duration::from_secs(10));
     assert_eq!(status, Some(0));
     let mut got = ids(&server);
     got.sort();
@@ -600,28 +601,7 @@ fn the_daemon_waits_for_a_queue_it_cannot_open_yet() {
     std::fs::remove_dir(queue.join(".journal")).unwrap();
     wait_for_events(&server, 2, &log);
     signal(child.id(), "TERM");
-    assert_eq!(wait_timeout(&mut child, Duration::from_secs(10)), Some(0));
-}
-
-fn signal(pid: u32, sig: &str) {
-    Command::new("kill")
-        .args([&format!("-{sig}"), &pid.to_string()])
-        .status()
-        .unwrap();
-}
-
-fn wait_timeout(child: &mut std::process::Child, t: Duration) -> Option<i32> {
-    let deadline = Instant::now() + t;
-    loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            return s.code();
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    assert_eq!(wait_exit(&mut child, Duration::from_secs(10)), Some(0));
 }
 
 #[test]

@@ -63,15 +63,8 @@ impl Daemon {
     }
     fn term(&mut self) {
         if let Some(mut c) = self.child.take() {
-            let _ = Command::new("kill")
-                .args(["-TERM", &c.id().to_string()])
-                .status();
-            let deadline = Instant::now() + Duration::from_secs(30);
-            while c.try_wait().unwrap().is_none() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            let _ = c.kill();
-            let _ = c.wait();
+            modsec2sguil_e2e::process::signal(c.id(), "TERM");
+            modsec2sguil_e2e::process::wait_exit(&mut c, Duration::from_secs(30));
         }
     }
 }

@@ -317,10 +317,7 @@ impl Apache {
     /// Sends a signal to the parent (`-TERM` stop, `-USR1` graceful restart).
     pub fn signal(&self, signal: &str) {
         if let Some(pid) = self.pid() {
-            let _ = Command::new("kill")
-                .arg(signal)
-                .arg(pid.to_string())
-                .status();
+            crate::process::signal(pid, signal);
         }
     }
 

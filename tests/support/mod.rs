@@ -8,6 +8,7 @@ use std::sync::OnceLock;
 pub mod apache;
 pub mod collector;
 pub mod nginx;
+pub mod process;
 pub mod renderer;
 pub mod sguild;
 pub mod shipper;

@@ -1,0 +1,39 @@
+//! Processes the tests start: signals by PID, waiting with a limit.
+
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+/// Sends `sig` (`TERM`, `HUP`, `USR1`…; a leading `-` is accepted) to `pid`. Whether it
+/// arrived is not checked: the process may have exited already.
+pub fn signal(pid: u32, sig: &str) {
+    let _ = Command::new("kill")
+        .arg(format!("-{}", sig.trim_start_matches('-')))
+        .arg(pid.to_string())
+        .status();
+}
+
+/// Waits up to `limit` for `child` to exit and returns its exit code (`None` if a
+/// signal ended it). One still running then is killed, and `None` returned.
+pub fn wait_exit(child: &mut Child, limit: Duration) -> Option<i32> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status.code();
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Polls `cond` until it holds; fails the test naming `what` after `limit`.
+pub fn wait_until(what: &str, limit: Duration, cond: impl Fn() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
