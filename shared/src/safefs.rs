@@ -248,6 +248,54 @@ pub fn read_checked(path: &Path, max_bytes: u64, keeper: Keeper) -> io::Result<V
     Ok(out)
 }
 
+/// How sure a replaced file must be to survive a crash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// Nothing waits for the disk: after a crash the old contents may be back (a
+    /// record shown by `status`).
+    Lazy,
+    /// The new contents and the rename are on disk when [`replace`] returns (the
+    /// journal, the `--follow` position).
+    Synced,
+}
+
+/// Replaces the contents of `path` by `bytes` atomically: they are written to
+/// `<name>.tmp` beside it (opened as [`create_for`] does for `keeper`), then renamed over
+/// `path`, so a reader or a crash sees the old contents or the new, never a mix. With
+/// [`Durability::Synced`] the data is fsynced before the rename and the directory after
+/// it. The temporary file is removed when anything fails.
+pub fn replace(
+    path: &Path,
+    bytes: &[u8],
+    keeper: Keeper,
+    durability: Durability,
+) -> io::Result<()> {
+    use std::io::Write;
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = std::path::PathBuf::from(tmp);
+    let written = (|| {
+        let mut f = create_for(&tmp, keeper)?;
+        f.write_all(bytes)?;
+        if durability == Durability::Synced {
+            f.sync_data()?;
+        }
+        std::fs::rename(&tmp, path)
+    })();
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    if durability == Durability::Synced {
+        let dir = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
 /// Appends `bytes` to `f` (opened for appending, and not written by anyone else
 /// meanwhile: under a lock) whole or not at all: a write cut short (a full disk) is
 /// taken back, so the file never ends in half a record. With `sync`, the data is on
@@ -609,5 +657,27 @@ mod tests {
         assert!(e.to_string().contains("belongs to uid 65534"), "{e}");
         assert!(open_read_checked(&forged, Keeper::DirOwner).is_ok());
         assert!(open_read_checked(&forged, Keeper::Anyone).is_ok());
+    }
+
+    #[test]
+    fn replace_is_all_or_nothing_and_leaves_no_temporary_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join(".journal");
+        for durability in [Durability::Lazy, Durability::Synced] {
+            replace(&p, b"one\n", Keeper::DirOwner, durability).unwrap();
+            assert_eq!(std::fs::read(&p).unwrap(), b"one\n");
+            replace(&p, b"two\n", Keeper::DirOwner, durability).unwrap();
+            assert_eq!(std::fs::read(&p).unwrap(), b"two\n");
+        }
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+        // A link planted at the temporary name: refused, the old contents stay, the
+        // victim is untouched.
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "keep").unwrap();
+        symlink(&victim, dir.path().join(".journal.tmp")).unwrap();
+        let e = replace(&p, b"three\n", Keeper::DirOwner, Durability::Synced).unwrap_err();
+        assert!(e.to_string().contains("symbolic link"), "{e}");
+        assert_eq!(std::fs::read(&p).unwrap(), b"two\n");
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep");
     }
 }

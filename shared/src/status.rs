@@ -6,8 +6,8 @@
 //! `run`, and the Nagios-style check over a [`QueueStatus`].
 
 use std::collections::BTreeMap;
-use std::fs::{self, File};
-use std::io::{self, BufRead, Read, Write};
+use std::fs;
+use std::io::{self, BufRead, Read};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -64,21 +64,16 @@ pub struct LastRun {
 }
 
 impl LastRun {
-    /// Writes the record atomically (a temp file renamed over the old record).
+    /// Writes the record atomically; a crash may leave the one before (it is only shown).
     pub fn write(&self, queue_dir: &Path) -> io::Result<()> {
-        let path = queue_dir.join(LAST_RUN_FILE);
-        let tmp = queue_dir.join(format!("{LAST_RUN_FILE}.{}", std::process::id()));
-        let text = serde_json::to_string(self).map_err(io::Error::other)?;
-        let written = (|| {
-            let mut f = File::create(&tmp)?;
-            f.write_all(text.as_bytes())?;
-            f.write_all(b"\n")?;
-            fs::rename(&tmp, &path)
-        })();
-        if written.is_err() {
-            let _ = fs::remove_file(&tmp);
-        }
-        written
+        let mut text = serde_json::to_string(self).map_err(io::Error::other)?;
+        text.push('\n');
+        crate::safefs::replace(
+            &queue_dir.join(LAST_RUN_FILE),
+            text.as_bytes(),
+            crate::safefs::Keeper::DirOwner,
+            crate::safefs::Durability::Lazy,
+        )
     }
 
     /// Reads the record, if there is one; a record that does not parse is an error.

@@ -27,7 +27,7 @@
 //!   asked to read it from the start; older events can be loaded with `requeue --index`.
 
 use std::fs::{self, File};
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::io::{self, Read, Seek, SeekFrom};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -432,16 +432,13 @@ impl Follower {
             cur.tail,
             self.path.display()
         );
-        let mut tmp = self.state.clone().into_os_string();
-        tmp.push(".tmp"); // (with_extension would replace the hash)
-        let tmp = PathBuf::from(tmp);
-        let written = (|| {
-            let mut f = crate::safefs::create_for(&tmp, crate::safefs::Keeper::Us)?;
-            f.write_all(text.as_bytes())?;
-            f.sync_data()?;
-            fs::rename(&tmp, &self.state)
-        })();
-        written.map_err(|e| {
+        crate::safefs::replace(
+            &self.state,
+            text.as_bytes(),
+            crate::safefs::Keeper::Us,
+            crate::safefs::Durability::Synced,
+        )
+        .map_err(|e| {
             io::Error::new(
                 e.kind(),
                 format!("cannot save the position in {}: {e}", self.state.display()),

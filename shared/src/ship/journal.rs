@@ -163,17 +163,13 @@ impl Journal {
             self.headroom.keep(&self.file, 0, &self.path);
             return Ok(());
         }
-        let tmp = self.path.with_extension("new");
         let text: String = keep.iter().map(JournalRecord::to_line).collect();
-        {
-            let mut f = File::create(&tmp)?;
-            f.write_all(text.as_bytes())?;
-            f.sync_all()?;
-        }
-        fs::rename(&tmp, &self.path)?;
-        if let Some(dir) = self.path.parent() {
-            File::open(dir)?.sync_all()?;
-        }
+        crate::safefs::replace(
+            &self.path,
+            text.as_bytes(),
+            crate::safefs::Keeper::DirOwner,
+            crate::safefs::Durability::Synced,
+        )?;
         self.file = OpenOptions::new().append(true).open(&self.path)?;
         self.len = text.len() as u64;
         self.headroom.forget();

@@ -5,6 +5,7 @@ use super::*;
 use crate::collect::{CollectorSettings, Stats};
 use crate::queue::{LinkMode, Queue};
 use md5::{Digest, Md5};
+use std::io::Write;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
