@@ -301,13 +301,27 @@ pub fn replace(
 /// taken back, so the file never ends in half a record. With `sync`, the data is on
 /// disk when this returns.
 pub fn append_whole(f: &mut File, bytes: &[u8], sync: bool) -> io::Result<()> {
-    use std::io::Write;
     let before = f.metadata()?.len();
-    let written = f
+    let file = f.try_clone()?;
+    append_whole_through(f, &file, before, bytes, sync)
+}
+
+/// [`append_whole`] with the writes going through `out` (for a test, a disk that fills
+/// up) to `file`, whose length was `before`.
+pub(crate) fn append_whole_through(
+    out: &mut impl std::io::Write,
+    file: &File,
+    before: u64,
+    bytes: &[u8],
+    sync: bool,
+) -> io::Result<()> {
+    let written = out
         .write_all(bytes)
-        .and_then(|()| if sync { f.sync_data() } else { Ok(()) });
+        .and_then(|()| if sync { file.sync_data() } else { Ok(()) });
     if let Err(e) = written {
-        let _ = f.set_len(before);
+        if let Err(cut) = file.set_len(before) {
+            log::warn!("a write cut short could not be taken back ({cut}): the file ends in part of a record");
+        }
         return Err(e);
     }
     Ok(())

@@ -16,7 +16,7 @@
 //! last whole record for the same reason.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
@@ -134,12 +134,12 @@ impl Journal {
         // The length on disk, not the one counted: an append that failed was rolled back.
         self.len = self.file.metadata()?.len();
         self.headroom.keep(&self.file, self.len, &self.path);
-        let file = self.file.try_clone()?;
-        let start = self.len;
+        let mut file = self.file.try_clone()?;
         self.len += text.len() as u64;
+        // Whole or not at all: a fragment left by a full disk would have the next record
+        // glued to it (and if even the cut fails, the next open cuts it).
         let writer = std::thread::spawn(move || {
-            let mut out = &file;
-            append_or_roll_back(&mut out, &file, start, text.as_bytes())
+            crate::safefs::append_whole(&mut file, text.as_bytes(), true)
         });
         Ok(Pending(Some(writer)))
     }
@@ -176,25 +176,6 @@ impl Journal {
         self.headroom.keep(&self.file, self.len, &self.path);
         Ok(())
     }
-}
-
-/// Writes `text` through `out` at the end of `file` (whose length was `start`) and makes
-/// it durable; on any failure (a full disk part-way) cuts `file` back to `start`, so that
-/// no fragment is left for the next record to be glued to. If even the cut fails, the
-/// next [`Journal::open`] cuts the fragment.
-fn append_or_roll_back(
-    out: &mut impl Write,
-    file: &File,
-    start: u64,
-    text: &[u8],
-) -> io::Result<()> {
-    let result = out.write_all(text).and_then(|()| file.sync_data());
-    if result.is_err() {
-        if let Err(e) = file.set_len(start) {
-            log::warn!("the journal could not be cut back to its last whole record: {e}");
-        }
-    }
-    result
 }
 
 /// The length of `bytes` up to and including its last newline.
@@ -267,6 +248,7 @@ fn parse_records(path: &Path, bytes: &[u8], warn: bool) -> Vec<JournalRecord> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Write;
 
     fn rec(cid: u32, entry: &str) -> JournalRecord {
         JournalRecord {
@@ -353,7 +335,9 @@ mod tests {
         for room in [10, text.len() / 2 + 5] {
             let file = OpenOptions::new().append(true).open(j.path()).unwrap();
             let mut disk = FillingDisk { file: &file, room };
-            let e = append_or_roll_back(&mut disk, &file, start, text.as_bytes()).unwrap_err();
+            let e =
+                crate::safefs::append_whole_through(&mut disk, &file, start, text.as_bytes(), true)
+                    .unwrap_err();
             assert_eq!(e.raw_os_error(), Some(28));
             assert_eq!(fs::metadata(j.path()).unwrap().len(), start, "room {room}");
         }
