@@ -55,6 +55,19 @@ impl IndexFile {
 
     /// Appends `raw` (a newline added if it has none), after any lines still held.
     pub fn append(&mut self, raw: &[u8]) {
+        // Per index line: while the file works, the line goes straight to it, with no
+        // copy and no queue.
+        if self.held.is_empty() && raw.ends_with(b"\n") {
+            if let Some(f) = self.file.as_mut() {
+                match f.write_all(raw) {
+                    Ok(()) => return,
+                    Err(e) => {
+                        self.file = None;
+                        self.failed(&e);
+                    }
+                }
+            }
+        }
         let mut line = raw.to_vec();
         if !line.ends_with(b"\n") {
             line.push(b'\n');
@@ -162,6 +175,23 @@ mod tests {
         f.reopen();
         f.append(b"four\n");
         assert_eq!(std::fs::read(&path).unwrap(), b"four\n");
+    }
+
+    #[test]
+    fn a_write_that_fails_holds_the_line_and_opens_the_file_again() {
+        // /dev/full opens, and every write to it fails with ENOSPC.
+        let mut f = IndexFile::new(Path::new("/dev/full"));
+        f.append(b"one\n");
+        assert_eq!(f.held(), 1);
+        assert!(f.failing);
+        f.append(b"two\n");
+        assert_eq!(f.held(), 2);
+        // The file works again (here: another path, as after a rotation fixed it).
+        let dir = tempfile::tempdir().unwrap();
+        f.path = dir.path().join("index.log");
+        f.append(b"three\n");
+        assert_eq!((f.held(), f.failing), (0, false));
+        assert_eq!(std::fs::read(&f.path).unwrap(), b"one\ntwo\nthree\n");
     }
 
     #[test]
