@@ -46,11 +46,11 @@ fn refused(path: &Path, why: impl std::fmt::Display) -> io::Error {
 /// link (a second name is a hard link to a file elsewhere: with
 /// `fs.protected_hardlinks=0`, a user can link `/etc/shadow` into their directory), owned
 /// by us or by `dir_owner` (when given). Zero links is a file removed since it was opened.
-pub fn check_opened(
+fn check_opened(
     fd: &impl std::os::fd::AsFd,
     dir_owner: Option<u32>,
     path: &Path,
-) -> io::Result<()> {
+) -> io::Result<rustix::fs::Stat> {
     let st = rustix::fs::fstat(fd)?;
     let kind = rustix::fs::FileType::from_raw_mode(st.st_mode);
     if kind != rustix::fs::FileType::RegularFile {
@@ -78,7 +78,7 @@ pub fn check_opened(
             ),
         ));
     }
-    Ok(())
+    Ok(st)
 }
 
 fn kind_name(kind: rustix::fs::FileType) -> &'static str {
@@ -141,12 +141,11 @@ fn open_checked_at(
         Mode::from_raw_mode(CREATE_MODE),
     )
     .map_err(|e| open_error(path, e))?;
-    check_opened(&fd, owners, path)?;
+    let st = check_opened(&fd, owners, path)?;
     if flags.contains(OFlags::CREATE) {
-        give_to_owner_of(&fd, &dir_st, keeper)?;
+        give_to_owner_of(&fd, &st, &dir_st, keeper)?;
     }
-    // Regular files ignore O_NONBLOCK; it is cleared all the same, for what reads later.
-    rustix::fs::fcntl_setfl(&fd, rustix::fs::fcntl_getfl(&fd)? - OFlags::NONBLOCK)?;
+    // (O_NONBLOCK stays: a regular file, which this now is, ignores it.)
     let file = File::from(fd);
     if truncate {
         file.set_len(0)?;
@@ -154,15 +153,15 @@ fn open_checked_at(
     Ok(file)
 }
 
-/// Gives `fd` to the owner and group of the directory `dir` holds it in
-/// ([`Keeper::DirOwner`]), or only to its group ([`Keeper::Us`]), when we are root and
-/// it is not so already.
+/// Gives `fd` (whose status is `st`) to the owner and group of the directory `dir` holds
+/// it in ([`Keeper::DirOwner`]), or only to its group ([`Keeper::Us`]), when we are root
+/// and it is not so already.
 fn give_to_owner_of(
     fd: &impl std::os::fd::AsFd,
+    st: &rustix::fs::Stat,
     dir: &rustix::fs::Stat,
     keeper: Keeper,
 ) -> io::Result<()> {
-    let st = rustix::fs::fstat(fd)?;
     let uid = match keeper {
         Keeper::DirOwner => dir.st_uid,
         Keeper::Us | Keeper::Anyone => st.st_uid,
@@ -444,7 +443,8 @@ impl Dir {
         })?;
         // Also one an earlier release created as root's.
         if let Some(parent) = path.parent() {
-            give_to_owner_of(&fd, &rustix::fs::stat(parent)?, Keeper::DirOwner)?;
+            let st = rustix::fs::fstat(&fd)?;
+            give_to_owner_of(&fd, &st, &rustix::fs::stat(parent)?, Keeper::DirOwner)?;
         }
         Ok(Dir { fd })
     }
