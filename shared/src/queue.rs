@@ -15,7 +15,6 @@ use std::cmp::Ordering;
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
-use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -436,20 +435,11 @@ pub fn open_regular(path: &Path) -> io::Result<File> {
         .read(true)
         .custom_flags(libc::O_NONBLOCK)
         .open(path)?;
-    let kind = f.metadata()?.file_type();
-    if !kind.is_file() {
+    let kind = rustix::fs::FileType::from_raw_mode(rustix::fs::fstat(&f)?.st_mode);
+    if kind != rustix::fs::FileType::RegularFile {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
-            format!(
-                "not a regular file (a {})",
-                if kind.is_fifo() {
-                    "FIFO"
-                } else if kind.is_dir() {
-                    "directory"
-                } else {
-                    "device or socket"
-                }
-            ),
+            format!("not a regular file (a {})", crate::safefs::kind_name(kind)),
         ));
     }
     Ok(f)

@@ -81,7 +81,8 @@ fn check_opened(
     Ok(st)
 }
 
-fn kind_name(kind: rustix::fs::FileType) -> &'static str {
+/// What a file type is called in an error message.
+pub(crate) fn kind_name(kind: rustix::fs::FileType) -> &'static str {
     use rustix::fs::FileType as T;
     match kind {
         T::RegularFile => "regular file",
