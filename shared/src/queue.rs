@@ -143,10 +143,11 @@ pub enum Linked {
 pub struct Queue {
     dir: PathBuf,
     last: Option<EntryName>,
-    /// Who copies are given to (RUNAS), through their descriptor before they are linked
-    /// into place: a chown by name in the queue, which the shipper's user writes, could
-    /// be made to land on a hard link to another file.
-    copy_owner: Option<(u32, u32)>,
+    /// Who entries are given to (RUNAS), always through a descriptor — the linked inode,
+    /// or a copy before it is linked into place — never by a name in the queue, which
+    /// the shipper's user writes and could swap for a hard link to another file. A
+    /// symbolic link entry needs no owner (the shipper removes it as the queue's owner).
+    entry_owner: Option<(u32, u32)>,
 }
 
 /// How many names are tried before giving up on `EEXIST` (each is a microsecond later).
@@ -159,13 +160,13 @@ impl Queue {
         Ok(Queue {
             dir: dir.to_path_buf(),
             last: None,
-            copy_owner: None,
+            entry_owner: None,
         })
     }
 
-    /// Copies are given to `owner` (uid, gid) as they are made.
-    pub fn with_copy_owner(mut self, owner: Option<(u32, u32)>) -> Queue {
-        self.copy_owner = owner;
+    /// Entries are given to `owner` (uid, gid) as they are made.
+    pub fn with_entry_owner(mut self, owner: Option<(u32, u32)>) -> Queue {
+        self.entry_owner = owner;
         self
     }
 
@@ -174,7 +175,7 @@ impl Queue {
         Queue {
             dir: dir.to_path_buf(),
             last: None,
-            copy_owner: None,
+            entry_owner: None,
         }
     }
 
@@ -264,7 +265,17 @@ impl Queue {
             }
             LinkMode::Copy => Ok((self.copy_in(file, len)?, Linked::Copy)),
             LinkMode::Hardlink => match self.place(|target| link_open_file(file, target)) {
-                Ok(name) => Ok((name, Linked::Hardlink)),
+                Ok(name) => {
+                    // The inode is shared with the storage dir's file, which changes
+                    // owner too (as with modsec_queue.pl). A failure leaves the entry
+                    // root's: the shipper can still remove it, so it is only logged.
+                    if let Some((uid, gid)) = self.entry_owner {
+                        if let Err(e) = std::os::unix::fs::fchown(file, Some(uid), Some(gid)) {
+                            log::error!("cannot chown {name} to RUNAS {uid}:{gid}: {e}");
+                        }
+                    }
+                    Ok((name, Linked::Hardlink))
+                }
                 Err(e)
                     if matches!(
                         e.kind(),
@@ -287,7 +298,7 @@ impl Queue {
         let tmp = format!("copy.{}.{}", std::process::id(), EntryName::now());
         let result = (|| {
             let mut dst = tmp_dir.create_new(&tmp)?;
-            if let Some((uid, gid)) = self.copy_owner {
+            if let Some((uid, gid)) = self.entry_owner {
                 std::os::unix::fs::fchown(&dst, Some(uid), Some(gid))?;
             }
             let mut buf = vec![0u8; 64 * 1024];

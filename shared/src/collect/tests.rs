@@ -390,9 +390,8 @@ fn bad_settings_name_what_is_wrong() {
 
 #[test]
 fn runas_chowns_each_entry() {
-    let mut s = setup(false);
     let (uid, gid) = resolve_owner("nobody").unwrap();
-    s.worker.committer.settings.runas = Some((uid, gid));
+    let mut s = setup_with(false, |c| c.runas = Some((uid, gid)));
     let line = event(&s, "/f", b"x");
     let LineOutcome::Queued { entry, .. } = s.worker.handle(&input(&line)) else {
         panic!()
@@ -1317,10 +1316,12 @@ fn slow_input_is_read_in_gathers_and_each_line_handled_soon() {
 #[test]
 fn a_planted_hard_link_is_neither_chowned_nor_copied() {
     for mode in [LinkMode::Hardlink, LinkMode::Copy] {
-        let mut s = setup(true);
         let (uid, gid) = resolve_owner("nobody").unwrap();
-        s.worker.committer.settings.runas = Some((uid, gid));
-        s.worker.committer.settings.link_mode = mode;
+        // RUNAS set as at start-up: the queue gives entries away.
+        let mut s = setup_with(true, |c| {
+            c.runas = Some((uid, gid));
+            c.link_mode = mode;
+        });
         // "/etc/shadow": a root file outside the storage dir, on the same filesystem.
         let secret = s.dir.path().join("shadow");
         std::fs::write(&secret, b"root:$6$secret\n").unwrap();

@@ -124,7 +124,7 @@ impl Worker {
         reopen_index: Arc<AtomicBool>,
         stats: Arc<Stats>,
     ) -> io::Result<Worker> {
-        let queue = Queue::open(&settings.queue_dir)?.with_copy_owner(settings.runas);
+        let queue = Queue::open(&settings.queue_dir)?.with_entry_owner(settings.runas);
         let index = settings.index_file.as_deref().map(IndexFile::new);
         Ok(Worker {
             checker: Checker {
@@ -505,15 +505,6 @@ impl Committer {
             .queue
             .add_file(&file, &path, self.settings.link_mode, len)
             .map_err(|e| format!("cannot queue {}: {e}", path.display()))?;
-        // A hard link is the opened inode: chown that, never a name in the queue (the
-        // shipper's user could swap it for a hard link to another file). Copies were
-        // given to RUNAS through their descriptor; a symbolic link needs no owner (the
-        // shipper removes it as the queue's owner and reads through it).
-        if let (Some((uid, gid)), Linked::Hardlink) = (self.settings.runas, linked) {
-            if let Err(e) = std::os::unix::fs::fchown(&file, Some(uid), Some(gid)) {
-                log::error!("cannot chown {name} to RUNAS {uid}:{gid}: {e}");
-            }
-        }
         if let Some(what) = &integrity {
             self.stats
                 .integrity_mismatches
