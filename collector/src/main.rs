@@ -504,13 +504,13 @@ fn degraded(why: &str, index: Option<PathBuf>) -> ExitCode {
     loop {
         match modsec2sguil::collect::read_line(&mut input) {
             Ok(Some(line)) => {
-                if let Some(tx) = &index {
-                    let _ = tx.try_send(line.bytes.clone());
-                }
                 log::error!(
                     "not queued ({why}): {}",
                     String::from_utf8_lossy(&line.bytes).trim_end()
                 );
+                if let Some(tx) = &index {
+                    let _ = tx.try_send(line.bytes);
+                }
             }
             Ok(None) => {
                 finish(index);
