@@ -2,6 +2,10 @@
 //! through the release binary for 100,000 lines pointing at 10 KB event files on the
 //! same filesystem, with md5 on and off, next to a bare loop that only reads the lines
 //! and calls link() — the physical limit. Prints peak RSS of the collector too.
+//!
+//! Each line names its own event file, as ModSecurity writes them: the collector refuses
+//! an event with a second link (one someone planted), so each run's links are removed
+//! before the next.
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
@@ -11,7 +15,7 @@ use std::time::Instant;
 use md5::{Digest, Md5};
 
 const LINES: usize = 100_000;
-const FILES: usize = 10_000;
+const FILES: usize = LINES;
 const EVENT_BYTES: usize = 10 * 1024;
 
 fn main() {
@@ -74,7 +78,9 @@ fn bare_link_loop(input: &Path, storage: &Path, queue: &Path) -> f64 {
         let src = storage.join(std::str::from_utf8(&file[1..]).unwrap());
         std::fs::hard_link(&src, queue.join(format!("modsec.log.1.{n:06}"))).unwrap();
     }
-    LINES as f64 / start.elapsed().as_secs_f64()
+    let rate = LINES as f64 / start.elapsed().as_secs_f64();
+    std::fs::remove_dir_all(queue).unwrap();
+    rate
 }
 
 fn run_collector(input: &Path, storage: &Path, queue: &Path, md5: &str) -> (f64, i64) {
@@ -100,6 +106,7 @@ fn run_collector(input: &Path, storage: &Path, queue: &Path, md5: &str) -> (f64,
         })
         .count();
     assert_eq!(queued, LINES, "every line queued");
+    std::fs::remove_dir_all(queue).unwrap();
     // SAFETY: getrusage fills the struct it is given.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
     unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage) };
