@@ -43,6 +43,35 @@ pub const TAGS: &[&str] = &[
 /// [`unique_id_in_detail`](super::unique_id_in_detail)).
 pub const EVENT_MARKER: &str = "<b>Event:</b> ";
 
+/// How the detail of each kind of event starts: then `(status N): ` and the message of
+/// the rule that decided it (or the request line).
+pub fn headline(decision: Decision) -> &'static str {
+    match decision {
+        Decision::Intercepted => "<h3>Intercepted ",
+        Decision::ErrorStatus => "<h3>Error status, not intercepted ",
+        Decision::RuleMatched => "<h3>Detected, not intercepted ",
+        Decision::Activity | Decision::Skip => "<h3>Activity ",
+    }
+}
+
+/// What the Sguil reports and queries of `examples/sguil/` read out of a stored detail
+/// (`UNHEX(data.data_payload)`), besides the [`headline`]: each fact's label, which the
+/// detail holds at most once, its value running to the next `<br>` (a value never holds
+/// a `<`), and the start of each matched rule's list item (`<li><b>ID</b>`). The detail
+/// is an interface: changing one of these breaks those reports, and
+/// `tests/sguil_reports.rs` fails.
+pub const REPORT_MARKERS: &[&str] = &[
+    EVENT_MARKER,
+    "<b>Client -&gt; server:</b> ",
+    "<b>Request:</b> ",
+    "<b>Host:</b> ",
+    "<b>User-Agent:</b> ",
+    "<b>Status:</b> ",
+    "<b>Interception:</b> ",
+    "<li><b>",
+    "<br>",
+];
+
 /// The most markup the part before the raw event may take (headline, facts, rules,
 /// body excerpt). The rest of [`MAX_DETAIL_BYTES`], at least ~8 KB, is the raw event's.
 pub const SUMMARY_MAX_BYTES: usize = 24 * 1024;
@@ -188,16 +217,10 @@ impl Html {
     }
 
     fn headline(&mut self, ev: &AuditEvent, decision: Decision, primary: Option<&RuleMatch>) {
-        let what = match decision {
-            Decision::Intercepted => "Intercepted",
-            Decision::ErrorStatus => "Error status, not intercepted",
-            Decision::RuleMatched => "Detected, not intercepted",
-            Decision::Activity | Decision::Skip => "Activity",
-        };
         let status = ev
             .status()
             .map_or_else(|| "no status".to_string(), |s| format!("status {s}"));
-        let _ = write!(self.out, "<h3>{what} ({status}): ");
+        let _ = write!(self.out, "{}({status}): ", headline(decision));
         match primary {
             Some(m) => {
                 let text = m.msg.as_deref().unwrap_or(&m.justification);
