@@ -9,7 +9,7 @@ use modsec2sguil_e2e::sguild::TestSguild;
 use modsec2sguil_e2e::shipper::{
     config, drain, entries_left, fill_queue, shipper, stored_unique_id,
 };
-use modsec2sguil_e2e::{binary, fixtures};
+use modsec2sguil_e2e::{binary, copy_tree, fixtures};
 
 fn run(args: &[&str]) -> (i32, String, String) {
     let out = shipper(args);
@@ -31,19 +31,6 @@ fn requeue(conf: &Path, extra: &[&str]) -> (i32, String, String) {
     let mut args = vec!["requeue", "-c", conf.to_str().unwrap()];
     args.extend_from_slice(extra);
     run(&args)
-}
-
-fn copy_tree(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let target = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_tree(&e.path(), &target);
-        } else {
-            std::fs::copy(e.path(), target).unwrap();
-        }
-    }
 }
 
 /// A storage dir with the corpus's real native events, and their real index lines.

@@ -7,6 +7,7 @@ use std::sync::OnceLock;
 
 pub mod apache;
 pub mod collector;
+pub mod mariadb;
 pub mod nginx;
 pub mod process;
 pub mod renderer;
@@ -44,6 +45,21 @@ pub fn files_below(dir: &Path) -> Vec<PathBuf> {
     walk(dir, &mut out);
     out.sort();
     out
+}
+
+/// Copies the tree `from` to `to` (files and directories only), e.g. a corpus storage
+/// dir that a test hard-links from: links into `tests/fixtures/` itself would change it.
+pub fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let target = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_tree(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), target).unwrap();
+        }
+    }
 }
 
 /// Set (to anything but empty or `0`) by `.ci/run`: a test that cannot find a program it

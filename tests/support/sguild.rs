@@ -66,6 +66,13 @@ pub struct Stored {
     pub detail_hex: String,
     /// When it was stored (Unix seconds), for latency figures.
     pub stored_at: f64,
+    /// The rest of the GenericEvent, as sguild writes it into the event row.
+    pub status: u32,
+    pub priority: u32,
+    pub class: String,
+    pub hostname: String,
+    pub generator: u32,
+    pub revision: u32,
 }
 
 #[derive(Debug, Default)]
@@ -358,7 +365,8 @@ fn load(path: &Path) -> Db {
                 db.sensors
                     .insert((host.to_string(), kind.to_string()), sid.parse().unwrap());
             }
-            ["event", sid, cid, day, ts, msg, src, dst, sp, dp, sig, detail, at] => {
+            ["event", sid, cid, day, ts, msg, src, dst, sp, dp, sig, detail, at, status, prio, class, host, generator, rev] =>
+            {
                 let e = Stored {
                     sid: sid.parse().unwrap(),
                     cid: cid.parse().unwrap(),
@@ -372,6 +380,12 @@ fn load(path: &Path) -> Db {
                     sig_id: sig.to_string(),
                     detail_hex: detail.to_string(),
                     stored_at: at.parse().unwrap_or(0.0),
+                    status: status.parse().unwrap_or(0),
+                    priority: prio.parse().unwrap_or(0),
+                    class: class.to_string(),
+                    hostname: host.to_string(),
+                    generator: generator.parse().unwrap_or(0),
+                    revision: rev.parse().unwrap_or(0),
                 };
                 db.keys.insert((e.sid, e.cid, e.day.clone()));
                 db.events.push(e);
@@ -406,7 +420,7 @@ fn now() -> f64 {
 /// Stores an event: in memory and in the store file.
 fn record(d: &mut Db, store: &Path, e: Stored) {
     let line = format!(
-        "event\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\n",
+        "event\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\n",
         e.sid,
         e.cid,
         e.day,
@@ -418,7 +432,13 @@ fn record(d: &mut Db, store: &Path, e: Stored) {
         e.dst_port,
         e.sig_id,
         e.detail_hex,
-        e.stored_at
+        e.stored_at,
+        e.status,
+        e.priority,
+        e.class,
+        e.hostname,
+        e.generator,
+        e.revision
     );
     append(d, store, line);
     d.events.push(e);
@@ -672,6 +692,12 @@ fn generic_event(args: &[String], f: &Faults, db: &Mutex<Db>, store: &Path) -> O
         sig_id: args[15].clone(),
         detail_hex: detail[..detail.len().min(MAX_DETAIL_HEX)].to_string(),
         stored_at: now(),
+        status: args[0].parse().unwrap_or(0),
+        priority: args[1].parse().unwrap_or(0),
+        class: args[2].clone(),
+        hostname: host.clone(),
+        generator: args[14].parse().unwrap_or(0),
+        revision: args[16].parse().unwrap_or(0),
     };
     record(&mut d, store, e);
     // An unknown sid is stored, then pushing it to analysts fails: no reply.
@@ -834,6 +860,12 @@ fn by_event(args: &[String], f: &Faults, db: &Mutex<Db>, store: &Path) -> Option
         sig_id: args[8].clone(),
         detail_hex: payload[..payload.len().min(MAX_DETAIL_HEX)].to_string(),
         stored_at: now(),
+        status: args[0].parse().unwrap_or(0),
+        priority: args[12].parse().unwrap_or(0),
+        class: args[13].clone(),
+        hostname: sensor.clone(),
+        generator: args[7].parse().unwrap_or(0),
+        revision: args[9].parse().unwrap_or(0),
     };
     record(&mut d, store, e);
     d.last_event.insert(sensor.clone(), (sid, cid));
