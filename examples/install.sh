@@ -1,12 +1,14 @@
 #!/bin/sh
 # Installs modsec-collector and modsec-shipper under PREFIX (default /usr/local), with
-# their man pages and bash, zsh and fish completions generated from the binaries.
+# their man pages and bash, zsh and fish completions generated from the binaries. The
+# binaries are stripped (the release profile's `strip = true`). On Debian/Ubuntu the
+# package is the first way: README, "Install from the .deb".
 #
 #   sudo examples/install.sh            # /usr/local/bin, /usr/local/share/...
 #   examples/install.sh "$HOME/.local"  # no root needed
 #
-# It does not create users, directories or config files: see the README, "Install on
-# Debian/Ubuntu".
+# It does not create users, directories or config files: see the README, "Install with
+# cargo, step by step".
 set -eu
 prefix=${1:-/usr/local}
 here=$(cd "$(dirname "$0")/.." && pwd)
