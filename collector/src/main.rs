@@ -25,8 +25,8 @@ const AFTER_HELP: &str = "\
 Apache (ModSecurity 2, concurrent audit log) starts the collector itself, as root:
 
     SecAuditLogType       Concurrent
-    SecAuditLogStorageDir /var/log/apache2/audit
-    SecAuditLog \"|/usr/local/bin/modsec-collector -c /etc/modsec2sguil.conf /var/log/apache2/audit /var/log/apache2/modsec_index.log\"
+    SecAuditLogStorageDir /var/log/modsec-audit
+    SecAuditLog \"|/usr/local/bin/modsec-collector -c /etc/modsec2sguil.conf /var/log/modsec-audit /var/log/apache2/modsec_index.log\"
 
 with EVENT_DIR (the queue) set in the config file. The queue must be on the same
 filesystem as the storage dir for hard links (otherwise entries are copied).
