@@ -35,6 +35,10 @@ pub struct ApacheOptions {
     /// Make the instance dir (config, storage dir, logs) inside this directory instead
     /// of the system temp dir (a benchmark puts it on its own filesystem).
     pub parent_dir: Option<PathBuf>,
+    /// Include this file for the audit log (`SecAuditEngine` … `SecAuditLog`) instead
+    /// of the instance's own lines: e.g. the snippet a package installs. `format`,
+    /// `engine`, `parts` and `pipe_to` are then unused.
+    pub audit_conf: Option<PathBuf>,
 }
 
 impl Default for ApacheOptions {
@@ -46,6 +50,7 @@ impl Default for ApacheOptions {
             pipe_to: None,
             audit_log2: false,
             parent_dir: None,
+            audit_conf: None,
         }
     }
 }
@@ -350,6 +355,18 @@ fn render(root: &Path, port: u16, o: &ApacheOptions, target: &str) -> String {
     } else {
         String::new()
     };
+    let audit = match &o.audit_conf {
+        Some(path) => format!("Include \"{}\"", path.display()),
+        None => format!(
+            "SecAuditEngine {engine}\n\
+             SecAuditLogRelevantStatus \"^(?:5|4(?!04))\"\n\
+             SecAuditLogParts {parts}\n\
+             SecAuditLogType Concurrent\n\
+             SecAuditLogFormat {format}\n\
+             SecAuditLogStorageDir \"{root}/audit\"\n\
+             SecAuditLog \"{target}\""
+        ),
+    };
     format!(
         r#"# Rendered by the modsec2sguil end-to-end tests; loopback only.
 ServerRoot "{root}"
@@ -402,13 +419,7 @@ SecResponseBodyAccess On
 SecResponseBodyMimeType text/plain text/html
 SecTmpDir "{root}/modsec-tmp"
 SecDataDir "{root}/modsec-data"
-SecAuditEngine {engine}
-SecAuditLogRelevantStatus "^(?:5|4(?!04))"
-SecAuditLogParts {parts}
-SecAuditLogType Concurrent
-SecAuditLogFormat {format}
-SecAuditLogStorageDir "{root}/audit"
-SecAuditLog "{target}"
+{audit}
 {log2}
 Include {crs_setup}
 SecAction "id:900000,phase:1,nolog,pass,t:none,setvar:tx.paranoia_level=1"
