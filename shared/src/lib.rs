@@ -5,12 +5,13 @@
 //! - [`auditlog`]: event files (native, JSON; ModSecurity 2.x, 1.9.x, libmodsecurity 3);
 //! - [`escape`], [`time`] and [`hex`]: ModSecurity's escaping and timestamps, hex;
 //! - [`config`]: the Sguil-style config file;
-//! - [`queue`]: the queue directory, the contract between the two programs;
+//! - [`queue`]: the queue directory, the contract between the two programs: its names
+//!   and every file format in it (journal, delivered log, reasons, positions, last run);
 //! - [`safefs`]: opening files in directories another user writes;
 //! - [`collect`]: the collector (pipeline, worker, index file, spool, `--follow`);
 //! - [`alert`]: the alert decision and the mapping to a Sguil event, with its detail;
 //! - [`sguil`]: the sguild agent protocol (and the snort_agent path);
-//! - [`ship`]: delivery, exactly once (journal, delivered log, lock, sinks);
+//! - [`ship`]: delivery, exactly once (windows, resends, lock, sinks);
 //! - [`requeue`] and [`status`]: the operator commands' logic;
 //! - [`logging`] and [`manual`]: log output; man pages and completions.
 //!

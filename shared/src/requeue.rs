@@ -5,12 +5,11 @@
 //! with the storage dir (a backfill after a Sguil database loss, or a first load).
 //!
 //! An event already in the queue, or remembered as delivered (the delivered log, see
-//! [`crate::ship::delivered`]), is not added again unless forced. Queue entries are
+//! [`crate::queue::delivered`]), is not added again unless forced. Queue entries are
 //! known by their unique id and by their inode (a hard link shares the event file's).
 //! Lines are queued by the collector's own checks ([`Worker::try_queue`]): the same path
 //! rules, symlink refusal, size and md5 checks, RUNAS, hard link or copy.
 
-use std::collections::HashSet;
 use std::fs::{self, File};
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::unix::fs::MetadataExt;
@@ -20,17 +19,15 @@ use std::sync::Arc;
 
 use chrono::{DateTime, FixedOffset};
 
-use crate::auditlog::{parse_event, unique_id_quick, ParseLimits};
+use crate::auditlog::ParseLimits;
 use crate::collect::{resolve_event_path, CollectorSettings, InputLine, Stats, Worker};
 use crate::index::{parse_index_line, IndexLine};
+use crate::queue::known::{unique_id_of, Known};
+use crate::queue::layout::{BACKLOG_TAKEN_PREFIX, HISTORY_DIR};
+use crate::queue::reason;
 use crate::queue::{
     parse_backlog_record, EntryName, Queue, BACKLOG_FILE, FAILED_DIR, REASON_SUFFIX,
 };
-use crate::ship::delivered::delivered_ids;
-use crate::status::{read_reason, BACKLOG_TAKEN_PREFIX};
-
-/// Where the reason files of requeued entries are kept, inside `failed/`.
-pub const HISTORY_DIR: &str = "history";
 
 /// What happened (or, in a dry run, would happen) to one event or line.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,95 +74,6 @@ impl Report {
         }
     }
 }
-
-/// Events the queue already has, or that were delivered.
-#[derive(Debug, Default)]
-pub struct Known {
-    queued_ids: HashSet<String>,
-    queued_inodes: HashSet<(u64, u64)>,
-    delivered: HashSet<String>,
-}
-
-impl Known {
-    /// Reads the unique id and inode of every queue entry, then the delivered log. An
-    /// entry that cannot be read or parsed is known by its inode only.
-    ///
-    /// In that order: a running shipper writes an event's delivered record before it
-    /// removes the entry, so an entry gone by the time the queue is read is on record
-    /// when the log is read after it. Read the other way round, an event delivered in
-    /// between was in neither (found by the soak test: `requeue --index` right after
-    /// `requeue --backlog` queued two events a second time).
-    pub fn load(queue_dir: &Path) -> io::Result<Known> {
-        let queue = Queue::at(queue_dir);
-        let mut known = Known::default();
-        let limits = ParseLimits {
-            max_body_bytes: 0,
-            ..ParseLimits::default()
-        };
-        for entry in queue.entries()? {
-            let path = queue_dir.join(&entry.file_name);
-            // Follows a symlinked entry (SYMLINK mode) to the event it names.
-            let Ok(meta) = fs::metadata(&path) else {
-                continue;
-            };
-            known.queued_inodes.insert((meta.dev(), meta.ino()));
-            if let Some(id) = unique_id_of(&path, &limits) {
-                known.queued_ids.insert(id);
-            }
-        }
-        known.delivered = delivered_ids(queue_dir)?;
-        Ok(known)
-    }
-
-    /// Why an event is known, if it is.
-    pub fn why(&self, unique_id: Option<&str>, dev_ino: Option<(u64, u64)>) -> Option<String> {
-        if dev_ino.is_some_and(|d| self.queued_inodes.contains(&d)) {
-            return Some("already queued (the same file)".into());
-        }
-        let id = unique_id?;
-        if self.queued_ids.contains(id) {
-            Some(format!("unique id {id} is already queued"))
-        } else if self.delivered.contains(id) {
-            Some(format!("unique id {id} was already delivered to Sguil"))
-        } else {
-            None
-        }
-    }
-
-    /// Remembers an event just queued (two lines for one event queue it once).
-    pub fn add(&mut self, unique_id: Option<&str>, dev_ino: Option<(u64, u64)>) {
-        if let Some(id) = unique_id {
-            self.queued_ids.insert(id.to_string());
-        }
-        if let Some(d) = dev_ino {
-            self.queued_inodes.insert(d);
-        }
-    }
-}
-
-/// The unique id of the event in `path`: from the start of the file when it has the
-/// usual shape, else by parsing the whole file.
-fn unique_id_of(path: &Path, limits: &ParseLimits) -> Option<String> {
-    let mut f = crate::queue::open_regular(path).ok()?;
-    let mut bytes = Vec::with_capacity(QUICK_BYTES);
-    (&mut f)
-        .take(QUICK_BYTES as u64)
-        .read_to_end(&mut bytes)
-        .ok()?;
-    if let Some(id) = unique_id_quick(&bytes) {
-        return Some(id);
-    }
-    f.take(crate::ship::load::DEFAULT_MAX_EVENT_BYTES)
-        .read_to_end(&mut bytes)
-        .ok()?;
-    parse_event(&bytes, limits)
-        .ok()
-        .map(|e| e.unique_id)
-        .filter(|id| !id.is_empty())
-}
-
-/// How much of a file is read to find its unique id the quick way.
-const QUICK_BYTES: usize = 4096;
 
 // ---------------------------------------------------------------------------------
 // failed/
@@ -218,7 +126,7 @@ pub fn failed_entries(queue_dir: &Path) -> io::Result<Vec<FailedEntry>> {
         let Some(name) = original_name(&file_name) else {
             continue;
         };
-        let reason = read_reason(&failed.join(format!("{file_name}{REASON_SUFFIX}")));
+        let reason = reason::read(&failed.join(format!("{file_name}{REASON_SUFFIX}")));
         out.push(FailedEntry {
             file_name,
             name,

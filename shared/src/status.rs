@@ -7,87 +7,16 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::{self, BufRead, Read};
+use std::io::{self, BufRead};
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
+use crate::queue::journal::read_journal;
+use crate::queue::last_run::LastRun;
+use crate::queue::layout::{BACKLOG_TAKEN_PREFIX, JOURNAL_FILE, LAST_RUN_FILE, SPOOL_PREFIX};
+use crate::queue::reason;
 use crate::queue::{Queue, BACKLOG_FILE, FAILED_DIR, INTEGRITY_DIR, REASON_SUFFIX};
-use crate::ship::journal::read_journal;
-
-/// The last-run record's name in the queue directory.
-pub const LAST_RUN_FILE: &str = ".last-run";
-
-/// How a run of `drain` (or one pass of `run`) ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum RunResult {
-    /// Everything it set out to do is done (or bounded by --max-*).
-    Ok,
-    /// sguild could not be reached or refused the agent: nothing was sent.
-    Unreachable,
-    /// The session broke mid-run; the rest stays queued.
-    Outage,
-    /// The queue, journal or failed/ area could not be read or written.
-    IoError,
-}
-
-impl RunResult {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RunResult::Ok => "ok",
-            RunResult::Unreachable => "unreachable",
-            RunResult::Outage => "outage",
-            RunResult::IoError => "io-error",
-        }
-    }
-}
-
-/// The record of the last run.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct LastRun {
-    /// `drain` or `run`.
-    pub program: String,
-    pub pid: u32,
-    /// When it ended (unix seconds).
-    pub finished: i64,
-    pub seconds: f64,
-    pub result: RunResult,
-    /// The error, when `result` is not ok.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-    pub shipped: u64,
-    pub already_stored: u64,
-    pub skipped: u64,
-    pub quarantined: u64,
-    pub remaining: u64,
-}
-
-impl LastRun {
-    /// Writes the record atomically; a crash may leave the one before (it is only shown).
-    pub fn write(&self, queue_dir: &Path) -> io::Result<()> {
-        let mut text = serde_json::to_string(self).map_err(io::Error::other)?;
-        text.push('\n');
-        crate::safefs::replace(
-            &queue_dir.join(LAST_RUN_FILE),
-            text.as_bytes(),
-            crate::safefs::Keeper::DirOwner,
-            crate::safefs::Durability::Lazy,
-        )
-    }
-
-    /// Reads the record, if there is one; a record that does not parse is an error.
-    pub fn read(queue_dir: &Path) -> io::Result<Option<LastRun>> {
-        let path = queue_dir.join(LAST_RUN_FILE);
-        match fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .map(Some)
-                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e)),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e),
-        }
-    }
-}
 
 /// An index file a collector follows, and how far it has read.
 #[derive(Debug, Clone, Serialize)]
@@ -139,7 +68,7 @@ impl QueueStatus {
         let in_flight = match read_journal(dir) {
             Ok(records) => records.iter().filter(|r| r.entry_present(dir)).count(),
             Err(e) => {
-                note(&dir.join(crate::ship::journal::JOURNAL_FILE), &e);
+                note(&dir.join(JOURNAL_FILE), &e);
                 0
             }
         };
@@ -157,7 +86,7 @@ impl QueueStatus {
             let Some(name) = name.to_str() else { continue };
             let counter = if name == BACKLOG_FILE || name.starts_with(BACKLOG_TAKEN_PREFIX) {
                 &mut backlog
-            } else if name.starts_with(crate::collect::SPOOL_PREFIX) {
+            } else if name.starts_with(SPOOL_PREFIX) {
                 &mut overflow
             } else {
                 continue;
@@ -182,7 +111,7 @@ impl QueueStatus {
                 None
             }
         };
-        let followed = match crate::collect::follow::saved_positions(dir) {
+        let followed = match crate::queue::position::saved_positions(dir) {
             Ok(list) => list
                 .into_iter()
                 .map(|(index, p)| {
@@ -229,9 +158,6 @@ impl QueueStatus {
     }
 }
 
-/// Prefix of a backlog taken by `requeue --backlog` (left behind if it was killed).
-pub const BACKLOG_TAKEN_PREFIX: &str = ".backlog.requeue-";
-
 /// Counts the entries in failed/ and groups their reasons.
 fn failed_reasons(failed: &Path) -> io::Result<(usize, BTreeMap<String, usize>)> {
     let mut by_reason = BTreeMap::new();
@@ -249,33 +175,12 @@ fn failed_reasons(failed: &Path) -> io::Result<(usize, BTreeMap<String, usize>)>
             continue;
         }
         count += 1;
-        let reason = read_reason(&failed.join(format!("{name}{REASON_SUFFIX}")))
-            .map(|r| reason_kind(&r))
+        let reason = reason::read(&failed.join(format!("{name}{REASON_SUFFIX}")))
+            .map(|r| reason::kind(&r))
             .unwrap_or_else(|| "(no reason file)".to_string());
         *by_reason.entry(reason).or_insert(0) += 1;
     }
     Ok((count, by_reason))
-}
-
-/// The `reason:` line of a quarantine's `.reason` file.
-pub fn read_reason(path: &Path) -> Option<String> {
-    let mut text = String::new();
-    crate::queue::open_regular(path)
-        .ok()?
-        .take(64 * 1024)
-        .read_to_string(&mut text)
-        .ok()?;
-    // Escaped again: a reason file written by an older release, or by hand.
-    text.lines()
-        .find_map(|l| l.strip_prefix("reason: "))
-        .map(|r| crate::escape::escape_text(r).into_owned())
-}
-
-/// A reason's kind: its text up to the first `:` (the details after it name files,
-/// lines and bytes, which differ from entry to entry), at most 80 characters.
-pub fn reason_kind(reason: &str) -> String {
-    let kind = reason.split(':').next().unwrap_or(reason).trim();
-    kind.chars().take(80).collect()
 }
 
 fn count_lines(path: &Path) -> io::Result<usize> {

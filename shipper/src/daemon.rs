@@ -7,10 +7,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use modsec2sguil::queue::last_run::RunResult;
 use modsec2sguil::ship::lock::QueueLock;
 use modsec2sguil::ship::settings::ShipperSettings;
 use modsec2sguil::ship::{Bounds, ShipError, Shipper};
-use modsec2sguil::status::RunResult;
 
 use crate::drain::{record_run, summary};
 use crate::exit;

@@ -4,9 +4,9 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use modsec2sguil::queue::last_run::{LastRun, RunResult};
 use modsec2sguil::ship::lock::QueueLock;
 use modsec2sguil::ship::{Bounds, ShipError, Shipper, Stats};
-use modsec2sguil::status::{LastRun, RunResult};
 
 use crate::exit;
 use crate::setup::{connect, drop_privileges, start};
@@ -142,7 +142,7 @@ pub fn record_run(
         log::warn!(
             "{}: cannot write the last-run record: {e}",
             queue_dir
-                .join(modsec2sguil::status::LAST_RUN_FILE)
+                .join(modsec2sguil::queue::layout::LAST_RUN_FILE)
                 .display()
         );
     }

@@ -7,10 +7,11 @@ use std::path::PathBuf;
 use indicatif::{ProgressBar, ProgressStyle};
 use modsec2sguil::collect::{CollectorOverrides, CollectorSettings};
 use modsec2sguil::config::ConfigFile;
+use modsec2sguil::queue::known::Known;
 use modsec2sguil::queue::Queue;
 use modsec2sguil::requeue::{
-    failed_entries, requeue_backlog, requeue_failed, requeue_index_file, Known, LineFilter,
-    LineRequeuer, Outcome, Report,
+    failed_entries, requeue_backlog, requeue_failed, requeue_index_file, LineFilter, LineRequeuer,
+    Outcome, Report,
 };
 
 use crate::exit;

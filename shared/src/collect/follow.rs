@@ -34,7 +34,8 @@ use std::time::{Duration, Instant};
 
 use super::{InputLine, LineOutcome, Worker, MAX_LINE_BYTES};
 use crate::index::parse_index_line;
-use crate::requeue::Known;
+use crate::queue::known::Known;
+use crate::queue::position::{self, Position};
 
 /// Lines handled between two saves of the position (and the most a crash can repeat).
 pub const BATCH_LINES: usize = 64;
@@ -44,22 +45,6 @@ pub const EVENT_WAIT: Duration = Duration::from_secs(2);
 /// may go on writing to it until it reopens its log; libmodsecurity 3 does so only when
 /// nginx reloads its configuration).
 pub const OLD_FILE_GRACE: Duration = Duration::from_secs(30);
-/// The largest position file read: four numbers and a path (PATH_MAX is 4,096).
-const MAX_POSITION_BYTES: u64 = 8192;
-/// Prefix of the position file in the queue.
-pub const STATE_PREFIX: &str = ".follow.";
-
-/// Where reading stands: which file, and the offset after the last line handled.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Position {
-    pub dev: u64,
-    pub ino: u64,
-    pub offset: u64,
-    /// Digest of the bytes just before `offset`: inode numbers are reused, so a new
-    /// file with the old one's inode is told apart by its content.
-    pub tail: u64,
-}
-
 /// Bytes before the offset that [`Position::tail`] covers.
 const TAIL_BYTES: u64 = 256;
 
@@ -209,8 +194,8 @@ impl Follower {
     /// Opens the follower of `path` for the queue at `queue_dir`: the saved position, or
     /// `start` when there is none. The file need not exist yet.
     pub fn open(path: &Path, queue_dir: &Path, start: StartAt) -> io::Result<Follower> {
-        let state = queue_dir.join(state_name(path));
-        let saved = read_position(&state, crate::safefs::Keeper::Us)?.map(|(p, _)| p);
+        let state = queue_dir.join(position::state_name(path));
+        let saved = position::read(&state, crate::safefs::Keeper::Us)?.map(|(p, _)| p);
         let mut f = Follower {
             path: path.to_path_buf(),
             state,
@@ -421,29 +406,19 @@ impl Follower {
 
     /// Saves the current file's position (atomically).
     pub fn save(&self) -> io::Result<()> {
-        let Some(cur) = &self.current else {
-            return Ok(());
-        };
-        let text = format!(
-            "{}\t{}\t{}\t{:016x}\t{}\n",
-            cur.dev,
-            cur.ino,
-            cur.offset,
-            cur.tail,
-            self.path.display()
-        );
-        crate::safefs::replace(
-            &self.state,
-            text.as_bytes(),
-            crate::safefs::Keeper::Us,
-            crate::safefs::Durability::Synced,
-        )
-        .map_err(|e| {
-            io::Error::new(
-                e.kind(),
-                format!("cannot save the position in {}: {e}", self.state.display()),
-            )
-        })
+        match &self.current {
+            Some(cur) => position::write(
+                &self.state,
+                &Position {
+                    dev: cur.dev,
+                    ino: cur.ino,
+                    offset: cur.offset,
+                    tail: cur.tail,
+                },
+                &self.path,
+            ),
+            None => Ok(()),
+        }
     }
 }
 
@@ -523,72 +498,6 @@ fn last_partial_len(f: &mut File, len: u64) -> io::Result<u64> {
         None if back < len => 0, // a line longer than any index line: start after it anyway
         None => back,
     })
-}
-
-/// The position file's name for `path`: `.follow.<16 hex digits of its SHA-256>`.
-pub fn state_name(path: &Path) -> String {
-    use sha2::{Digest, Sha256};
-    let digest = Sha256::digest(path.as_os_str().as_encoded_bytes());
-    format!("{STATE_PREFIX}{}", crate::hex::lower(&digest[..8]))
-}
-
-/// The positions saved in the queue at `queue_dir`: (followed file, position), for
-/// `status`. Files that do not parse are skipped.
-pub fn saved_positions(queue_dir: &Path) -> io::Result<Vec<(PathBuf, Position)>> {
-    let mut out = Vec::new();
-    for e in fs::read_dir(queue_dir)? {
-        let e = e?;
-        let name = e.file_name();
-        let Some(name) = name.to_str() else { continue };
-        if !name.starts_with(STATE_PREFIX) || name.ends_with(".tmp") {
-            continue;
-        }
-        let Ok(Some((p, index))) = read_position(&e.path(), crate::safefs::Keeper::Anyone) else {
-            continue;
-        };
-        out.push((index, p));
-    }
-    out.sort_by(|a, b| a.0.cmp(&b.0));
-    Ok(out)
-}
-
-/// The position saved in `state`, and the path of the file it is for.
-/// The file lives in the queue, which the shipper's user writes: it is read as root reads
-/// files there ([`crate::safefs`]), and at most [`MAX_POSITION_BYTES`] of it.
-/// `keeper` is [`crate::safefs::Keeper::Us`] where the collector resumes from it (the
-/// shipper's user must not be able to choose where), `Anyone` where `status` shows it.
-fn read_position(
-    state: &Path,
-    keeper: crate::safefs::Keeper,
-) -> io::Result<Option<(Position, PathBuf)>> {
-    let text = match crate::safefs::read_checked(state, MAX_POSITION_BYTES, keeper) {
-        Ok(t) => String::from_utf8_lossy(&t).into_owned(),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e),
-    };
-    let mut f = text.trim_end_matches('\n').split('\t');
-    let mut num = || f.next().and_then(|v| v.parse::<u64>().ok());
-    let (dev, ino, offset) = (num(), num(), num());
-    let tail = f.next().and_then(|v| u64::from_str_radix(v, 16).ok());
-    let index = PathBuf::from(f.collect::<Vec<_>>().join("\t")); // the rest: a path may hold tabs
-    match (dev, ino, offset, tail) {
-        (Some(dev), Some(ino), Some(offset), Some(tail)) => Ok(Some((
-            Position {
-                dev,
-                ino,
-                offset,
-                tail,
-            },
-            index,
-        ))),
-        _ => Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!(
-                "{}: not a follow position (expected dev, inode, offset and digest); remove it to start at the end of the index file",
-                state.display()
-            ),
-        )),
-    }
 }
 
 /// The file that holds what was being read at `p`, now that `path` is another file: the

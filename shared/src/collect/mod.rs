@@ -25,8 +25,7 @@ pub mod spool;
 pub mod worker;
 
 pub use pipeline::{write_backlog, LineSink, Pipeline, Stages};
-pub use settings::{resolve_owner, CollectorOverrides, CollectorSettings};
-pub use spool::SPOOL_PREFIX;
+pub use settings::{CollectorOverrides, CollectorSettings};
 pub use worker::{resolve_event_path, Checked, Checker, Committer, LineOutcome, Worker};
 
 /// ModSecurity 2 keeps index lines under 4 KiB (PIPE_BUF); a line 16 times that is not

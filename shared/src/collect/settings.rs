@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use crate::config::ConfigFile;
 use crate::queue::LinkMode;
-use crate::ship::load::{DEFAULT_MAX_EVENT_BYTES, MAX_EVENT_BYTES_RANGE};
+use crate::queue::{DEFAULT_MAX_EVENT_BYTES, MAX_EVENT_BYTES_RANGE};
 
 /// Settings of one collector.
 #[derive(Debug, Clone)]
@@ -97,7 +97,7 @@ impl CollectorSettings {
             .filter(|s| !s.value.is_empty())
         {
             Some(s) => Some(
-                resolve_owner(&s.value)
+                crate::safefs::resolve_owner(&s.value)
                     .map_err(|why| config.expect("has the key").bad(s, why).to_string())?,
             ),
             None => None,
@@ -123,25 +123,4 @@ impl CollectorSettings {
             max_event_bytes,
         })
     }
-}
-
-/// `user` or `user:group` to (uid, gid); the group defaults to the user's primary group.
-pub fn resolve_owner(spec: &str) -> Result<(u32, u32), String> {
-    let (user, group) = match spec.split_once(':') {
-        Some((u, g)) => (u, Some(g)),
-        None => (spec, None),
-    };
-    let u = nix::unistd::User::from_name(user)
-        .map_err(|e| format!("cannot look up user `{user}`: {e}"))?
-        .ok_or_else(|| format!("no such user `{user}`"))?;
-    let gid = match group {
-        Some(g) => {
-            nix::unistd::Group::from_name(g)
-                .map_err(|e| format!("cannot look up group `{g}`: {e}"))?
-                .ok_or_else(|| format!("no such group `{g}`"))?
-                .gid
-        }
-        None => u.gid,
-    };
-    Ok((u.uid.as_raw(), gid.as_raw()))
 }

@@ -9,10 +9,7 @@ use super::{read_line, InputLine};
 /// How often the checker looks at the spool while the spill thread is still writing
 /// lines to it; otherwise it takes the spool as soon as the work channel is empty.
 pub(crate) const SPOOL_POLL: std::time::Duration = std::time::Duration::from_millis(50);
-/// Prefix of the per-process overflow files in the queue: `.spool.<pid>`.
-pub const SPOOL_PREFIX: &str = ".spool.";
-/// Prefix a spool that is not one (a link, a FIFO, a file not ours) is renamed with.
-pub const REFUSED_PREFIX: &str = ".refused";
+use crate::queue::layout::{REFUSED_PREFIX, SPOOL_PREFIX};
 
 /// Overflow lines of one collector process: `.spool.<pid>` in the queue dir, raw index
 /// lines, appended by the spill thread and drained by the checker as soon as no newer
@@ -75,7 +72,7 @@ impl Spool {
         let Ok(entries) = std::fs::read_dir(&self.dir) else {
             return;
         };
-        let mut known: Option<crate::requeue::Known> = None;
+        let mut known: Option<crate::queue::known::Known> = None;
         for entry in entries.flatten() {
             let name = entry.file_name();
             let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(SPOOL_PREFIX)) else {
@@ -98,13 +95,13 @@ impl Spool {
             if std::fs::rename(&path, &taken).is_ok() {
                 log::warn!("draining {} left by process {pid}", path.display());
                 let known = known.get_or_insert_with(|| {
-                    crate::requeue::Known::load(&self.dir).unwrap_or_else(|e| {
+                    crate::queue::known::Known::load(&self.dir).unwrap_or_else(|e| {
                         log::warn!(
                             "cannot list the queue {} ({e}): lines of {} may be queued twice",
                             self.dir.display(),
                             path.display()
                         );
-                        crate::requeue::Known::default()
+                        crate::queue::known::Known::default()
                     })
                 });
                 drain_file(&taken, &mut |line| {

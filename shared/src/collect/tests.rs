@@ -1,11 +1,12 @@
 //! Collector tests: each failure path of a line, the settings, and the pipeline.
 
-use super::spool::SPOOL_PREFIX;
 use super::worker::*;
 use super::*;
 use crate::config::ConfigFile;
 use crate::index::{parse_index_line, IndexFlavor};
+use crate::queue::layout::SPOOL_PREFIX;
 use crate::queue::{LinkMode, Linked, Queue};
+use crate::safefs::resolve_owner;
 use md5::{Digest, Md5};
 use std::io;
 use std::os::unix::fs::MetadataExt;
@@ -33,7 +34,7 @@ fn setup_with(verify_md5: bool, change: impl FnOnce(&mut CollectorSettings)) -> 
         link_mode: LinkMode::Hardlink,
         verify_md5,
         runas: None,
-        max_event_bytes: crate::ship::load::DEFAULT_MAX_EVENT_BYTES,
+        max_event_bytes: crate::queue::DEFAULT_MAX_EVENT_BYTES,
     };
     change(&mut settings);
     std::fs::create_dir_all(&settings.storage_dir).unwrap();
@@ -727,7 +728,7 @@ fn links_planted_in_the_queue_are_not_followed() {
         link_mode: LinkMode::Copy,
         verify_md5: true,
         runas: None,
-        max_event_bytes: crate::ship::load::DEFAULT_MAX_EVENT_BYTES,
+        max_event_bytes: crate::queue::DEFAULT_MAX_EVENT_BYTES,
     };
     let mut w = Worker::new(
         settings,

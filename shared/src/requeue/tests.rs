@@ -1,8 +1,8 @@
 //! requeue: each source, the known-event check, dry runs, crash leftovers.
 
 use super::*;
+use crate::queue::delivered::{Delivered, DeliveredLog};
 use crate::queue::{LinkMode, INTEGRITY_DIR};
-use crate::ship::delivered::{Delivered, DeliveredLog};
 use crate::testdata::event_text;
 use md5::{Digest, Md5};
 
@@ -28,7 +28,7 @@ impl Setup {
             link_mode: LinkMode::Hardlink,
             verify_md5: true,
             runas: None,
-            max_event_bytes: crate::ship::load::DEFAULT_MAX_EVENT_BYTES,
+            max_event_bytes: crate::queue::DEFAULT_MAX_EVENT_BYTES,
         }
     }
     fn requeuer(&self, dry_run: bool, force: bool) -> LineRequeuer {

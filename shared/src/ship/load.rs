@@ -12,12 +12,7 @@ use std::path::{Path, PathBuf};
 
 use crate::auditlog::{read_event_file_unhashed, AuditEvent, ParseLimits, RawEvent};
 
-/// Files larger than this are quarantined unless MAX_EVENT_BYTES says otherwise:
-/// ModSecurity's largest default request body (SecRequestBodyLimit, 12.5 MiB) plus
-/// headroom; anything bigger is more likely a mistake or an attack on the shipper.
-pub const DEFAULT_MAX_EVENT_BYTES: u64 = 16 * 1024 * 1024;
-/// What MAX_EVENT_BYTES may be set to (the collector applies the same setting).
-pub const MAX_EVENT_BYTES_RANGE: std::ops::RangeInclusive<u64> = 1024..=(1 << 40);
+use crate::queue::DEFAULT_MAX_EVENT_BYTES;
 
 /// How entries are opened.
 #[derive(Debug, Clone)]

@@ -6,8 +6,7 @@ use std::path::Path;
 
 use rustix::fs::{flock, FlockOperation};
 
-/// The lock file's name in the queue directory.
-pub const LOCK_FILE: &str = ".lock";
+use crate::queue::layout::LOCK_FILE;
 
 /// Held until dropped (the kernel releases it when the process dies, even by SIGKILL).
 #[derive(Debug)]

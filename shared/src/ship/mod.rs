@@ -11,8 +11,6 @@
 //! Where the events go is a [`Sink`]: sguild ([`crate::sguil::client::AgentSession`])
 //! or JSON lines on stdout.
 
-pub mod delivered;
-pub mod journal;
 pub mod load;
 pub mod lock;
 pub mod settings;
@@ -30,11 +28,11 @@ use chrono::{TimeZone, Utc};
 use thiserror::Error;
 
 use crate::alert::{map_event, AlertSettings, Decision};
+use crate::queue::delivered::{Delivered, DeliveredLog};
+use crate::queue::journal::{Journal, JournalRecord};
 use crate::queue::{Queue, QueueEntry};
 use crate::sguil::client::{Outcome, SessionError};
 use crate::sguil::wire::SguilEvent;
-use delivered::{Delivered, DeliveredLog};
-use journal::{Journal, JournalRecord};
 use load::{load_entry, LoadError, LoadOptions};
 pub use sink::Sink;
 
@@ -199,7 +197,7 @@ impl Shipper {
             });
         }
         let queue = Queue::open(dir).map_err(io_err(dir))?;
-        let journal_path = dir.join(journal::JOURNAL_FILE);
+        let journal_path = dir.join(crate::queue::layout::JOURNAL_FILE);
         let (journal, records) = Journal::open(dir).map_err(io_err(&journal_path))?;
         let next_cid = records.iter().map(|r| r.cid).max().unwrap_or(0);
         let unresolved: Vec<InFlight> = records
@@ -418,7 +416,10 @@ impl Shipper {
 
     /// Starts journaling a batch of new events (one write, one fsync, on another thread);
     /// none of it may be sent before [`journal::Pending::wait`] says it is durable.
-    fn journal_batch(&mut self, window: &[Prepared]) -> Result<journal::Pending, ShipError> {
+    fn journal_batch(
+        &mut self,
+        window: &[Prepared],
+    ) -> Result<crate::queue::journal::Pending, ShipError> {
         let records: Vec<JournalRecord> = window
             .iter()
             .map(|p| {

@@ -4,13 +4,14 @@ use std::path::PathBuf;
 
 use crate::alert::AlertSettings;
 use crate::auditlog::ParseLimits;
-use crate::collect::resolve_owner;
 use crate::config::ConfigFile;
 use crate::queue::LinkMode;
+use crate::safefs::resolve_owner;
 use crate::sguil::settings::{BarnyardSettings, SguilSettings};
 
-use super::load::{LoadOptions, DEFAULT_MAX_EVENT_BYTES};
+use super::load::LoadOptions;
 use super::ShipSettings;
+use crate::queue::DEFAULT_MAX_EVENT_BYTES;
 
 /// Where events go (config OUTPUT).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -123,7 +124,7 @@ impl ShipperSettings {
             (false, d) => d,
         };
         let max_event_bytes = c
-            .number("MAX_EVENT_BYTES", super::load::MAX_EVENT_BYTES_RANGE)
+            .number("MAX_EVENT_BYTES", crate::queue::MAX_EVENT_BYTES_RANGE)
             .map_err(e)?
             .unwrap_or(DEFAULT_MAX_EVENT_BYTES);
         let runas = match c.get("RUNAS").filter(|s| !s.value.is_empty()) {

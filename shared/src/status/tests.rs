@@ -1,6 +1,7 @@
 use super::*;
+use crate::queue::journal::{Journal, JournalRecord};
+use crate::queue::last_run::{LastRun, RunResult};
 use crate::queue::{EntryName, Queue};
-use crate::ship::journal::{Journal, JournalRecord};
 
 fn queue_with(n: u64) -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
@@ -186,5 +187,5 @@ fn a_fifo_where_a_file_should_be_is_a_problem_not_a_hang() {
         nix::sys::stat::Mode::S_IRWXU,
     )
     .unwrap();
-    assert!(crate::requeue::Known::load(&q).is_ok());
+    assert!(crate::queue::known::Known::load(&q).is_ok());
 }

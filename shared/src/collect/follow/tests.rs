@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::collect::{CollectorSettings, Stats};
+use crate::queue::position::state_name;
 use crate::queue::{LinkMode, Queue};
 use md5::{Digest, Md5};
 use std::io::Write;
@@ -33,7 +34,7 @@ impl Setup {
             link_mode: LinkMode::Hardlink,
             verify_md5: true,
             runas: None,
-            max_event_bytes: crate::ship::load::DEFAULT_MAX_EVENT_BYTES,
+            max_event_bytes: crate::queue::DEFAULT_MAX_EVENT_BYTES,
         };
         Worker::new(
             settings,

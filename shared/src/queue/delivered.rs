@@ -17,8 +17,7 @@ use std::fs::{self, File};
 use std::io::{self, BufRead};
 use std::path::{Path, PathBuf};
 
-/// The log's name in the queue directory.
-pub const DELIVERED_FILE: &str = ".delivered";
+use super::layout::DELIVERED_FILE;
 /// Size at which the log is rotated to `.delivered.1`.
 pub const ROTATE_BYTES: u64 = 8 * 1024 * 1024;
 /// Disk space held past the log's end ([`crate::safefs::Headroom`]): ~600 records, so

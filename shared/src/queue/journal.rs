@@ -20,8 +20,7 @@ use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-/// The journal's name in the queue directory.
-pub const JOURNAL_FILE: &str = ".journal";
+use super::layout::JOURNAL_FILE;
 /// Above this size the journal is rewritten (to its unresolved records, usually none)
 /// once every event sent so far is answered.
 pub const COMPACT_BYTES: u64 = 256 * 1024;

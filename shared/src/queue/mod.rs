@@ -10,6 +10,11 @@
 //! collector could not act on, with the reason), `.integrity/` (markers for entries
 //! whose size or md5 did not match their index line), `failed/` (quarantined entries,
 //! each with a `.reason` file), and the shipper's `.lock` and `.journal`.
+//!
+//! This module owns the directory: every name is in [`layout`], and each file format
+//! has its module here ([`journal`], [`delivered`], [`reason`], [`position`],
+//! [`last_run`]); [`known`] is what the queue already holds or delivered. The collector
+//! and the shipper use them; nothing else names a file in EVENT_DIR.
 
 use std::cmp::Ordering;
 use std::fmt;
@@ -18,18 +23,22 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-/// Prefix of every entry name.
-pub const ENTRY_PREFIX: &str = "modsec.log.";
-/// Where copies are written before they are linked into place.
-pub const TMP_DIR: &str = ".tmp";
-/// Index lines the collector could not act on: `<unix time>\t<reason>\t<raw line>`.
-pub const BACKLOG_FILE: &str = ".backlog";
-/// One marker per entry whose file did not match its index line.
-pub const INTEGRITY_DIR: &str = ".integrity";
-/// Quarantined entries, each beside `<entry>.reason`.
-pub const FAILED_DIR: &str = "failed";
-/// Suffix of the file that says why an entry was quarantined.
-pub const REASON_SUFFIX: &str = ".reason";
+pub mod delivered;
+pub mod journal;
+pub mod known;
+pub mod last_run;
+pub mod layout;
+pub mod position;
+pub mod reason;
+
+pub use layout::{BACKLOG_FILE, ENTRY_PREFIX, FAILED_DIR, INTEGRITY_DIR, REASON_SUFFIX, TMP_DIR};
+
+/// Files larger than this are refused (the collector) and quarantined (the shipper) unless MAX_EVENT_BYTES says otherwise:
+/// ModSecurity's largest default request body (SecRequestBodyLimit, 12.5 MiB) plus
+/// headroom; anything bigger is more likely a mistake or an attack on the shipper.
+pub const DEFAULT_MAX_EVENT_BYTES: u64 = 16 * 1024 * 1024;
+/// What MAX_EVENT_BYTES may be set to (the collector applies the same setting).
+pub const MAX_EVENT_BYTES_RANGE: std::ops::RangeInclusive<u64> = 1024..=(1 << 40);
 
 /// An entry as found in the queue: its order and its file name as written (the Perl
 /// collector's unpadded names stay what they are on disk).
@@ -414,18 +423,12 @@ impl Queue {
         }
         let mut reason_path = target.clone().into_os_string();
         reason_path.push(REASON_SUFFIX);
-        let stamp = chrono::Utc::now().format("%Y-%m-%d %H:%M:%S UTC");
-        let mut f = File::create(&reason_path)?;
-        // One field a line: a reason quoting the event cannot add a line of its own.
-        let (entry, reason) = (
-            crate::escape::escape_text(file_name),
-            crate::escape::escape_text(reason),
-        );
-        writeln!(f, "time: {stamp}\nentry: {entry}\nreason: {reason}")?;
-        if let Some(note) = self.integrity_note(file_name) {
-            writeln!(f, "collector: {note}")?;
-        }
-        f.sync_all()?;
+        reason::write(
+            Path::new(&reason_path),
+            file_name,
+            reason,
+            self.integrity_note(file_name).as_deref(),
+        )?;
         if let Err(e) = fs::rename(self.dir.join(file_name), &target) {
             let _ = fs::remove_file(&reason_path);
             return Err(e);

@@ -1,0 +1,35 @@
+//! Every name in EVENT_DIR, in one place (ARCHITECTURE.md, "The queue"). Entries are
+//! `modsec.log.<sec>.<usec>`; everything else a tool keeps there is hidden (a leading
+//! dot), but for `failed/`.
+
+/// Prefix of every entry name.
+pub const ENTRY_PREFIX: &str = "modsec.log.";
+/// Where copies are written before they are linked into place.
+pub const TMP_DIR: &str = ".tmp";
+/// Index lines the collector could not act on: `<unix time>\t<reason>\t<raw line>`.
+pub const BACKLOG_FILE: &str = ".backlog";
+/// Prefix of a backlog taken by `requeue --backlog` (left behind if it was killed).
+pub const BACKLOG_TAKEN_PREFIX: &str = ".backlog.requeue-";
+/// One marker per entry whose file did not match its index line.
+pub const INTEGRITY_DIR: &str = ".integrity";
+/// Quarantined entries, each beside `<entry>.reason`.
+pub const FAILED_DIR: &str = "failed";
+/// Suffix of the file that says why an entry was quarantined.
+pub const REASON_SUFFIX: &str = ".reason";
+/// Inside `failed/`: the reason files of entries `requeue --failed` put back.
+pub const HISTORY_DIR: &str = "history";
+/// Prefix of the collector's per-process overflow files: `.spool.<pid>` (raw index
+/// lines, as read).
+pub const SPOOL_PREFIX: &str = ".spool.";
+/// Prefix a spool that is not one (a link, a FIFO, a file not ours) is renamed with.
+pub const REFUSED_PREFIX: &str = ".refused";
+/// Prefix of a `--follow` position file: `.follow.<hash of the followed path>`.
+pub const FOLLOW_PREFIX: &str = ".follow.";
+/// The shipper's lock (flock), held while it works on the queue.
+pub const LOCK_FILE: &str = ".lock";
+/// The shipper's journal of events in flight.
+pub const JOURNAL_FILE: &str = ".journal";
+/// The unique ids delivered to Sguil (rotated to `.delivered.1`).
+pub const DELIVERED_FILE: &str = ".delivered";
+/// How the last `drain` (or pass of `run`) ended.
+pub const LAST_RUN_FILE: &str = ".last-run";
