@@ -123,20 +123,6 @@ fn unavailable() -> Option<String> {
     None
 }
 
-fn the_deb() -> PathBuf {
-    let dir = root().join("target/debian");
-    let mut debs: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| {
-            let n = p.file_name().unwrap().to_string_lossy();
-            n.starts_with(&format!("{PACKAGE}_")) && n.ends_with(".deb")
-        })
-        .collect();
-    debs.sort_by_key(|p| std::fs::metadata(p).unwrap().modified().unwrap());
-    debs.pop().expect("a .deb in target/debian")
-}
-
 fn is_stripped(binary: &str) -> bool {
     let sections = ok(Command::new("readelf").args(["-S", "-W", binary]));
     !sections.contains(".symtab") && !sections.contains(".debug_info")
@@ -182,10 +168,15 @@ fn the_debian_package_installs_works_with_apache_and_removes_cleanly() {
     };
 
     // 1. The README's command builds it.
-    ok(Command::new("sh")
+    // cargo-deb prints the package's path last (target/debian/ of the target directory).
+    let built = ok(Command::new("sh")
         .arg(root().join("shipper/debian/build-deb.sh"))
         .current_dir(root()));
-    let deb = the_deb();
+    let deb = PathBuf::from(built.lines().last().expect("the .deb's path").trim());
+    assert!(
+        deb.is_file() && deb.parent().is_some_and(|d| d.ends_with("debian")),
+        "{built}"
+    );
     eprintln!(
         "debian_package: {} ({} bytes)",
         deb.display(),
