@@ -551,7 +551,11 @@ pub fn requeue_backlog(
             }
             let (reason_before, raw) = match parse_backlog_record(&record) {
                 Some((_, reason, raw)) => (reason, raw),
-                None => ("(not a backlog record)".to_string(), record.clone()),
+                None => match crate::queue::version::split_line(&record) {
+                    // Kept whole, as a line that fails, rather than guessed at.
+                    Err(newer) => (format!("(a backlog record {newer})"), record.clone()),
+                    Ok(_) => ("(not a backlog record)".to_string(), record.clone()),
+                },
             };
             let outcome = r.requeue_line(&raw, &none);
             if let Outcome::Failed(why) = &outcome {

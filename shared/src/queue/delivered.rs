@@ -8,7 +8,9 @@
 //! keeps it; a power cut may lose the last ones (then `requeue --index` could put
 //! those events back), never an event.
 //!
-//! One line per event: `<unix time>\t<sid>\t<cid>\t<unique id>\t<entry>\n`. When the file
+//! One line per event: `v1\t<unix time>\t<sid>\t<cid>\t<unique id>\t<entry>\n`
+//! ([`super::version`]; 0.1.0 wrote the same without `v1\t`; a record of a newer
+//! version is skipped: this log only keeps `requeue` from adding an event twice). When the file
 //! passes [`ROTATE_BYTES`] it becomes `.delivered.1` (replacing the older one), so about
 //! the last 300,000 deliveries are remembered.
 
@@ -39,7 +41,8 @@ impl Delivered {
     fn to_line(&self) -> String {
         let clean = |s: &str| s.replace(['\t', '\n', '\r'], " ");
         format!(
-            "{}\t{}\t{}\t{}\t{}\n",
+            "{}{}\t{}\t{}\t{}\t{}\n",
+            super::version::LINE_TAG,
             self.time,
             self.sid,
             self.cid,
@@ -49,7 +52,8 @@ impl Delivered {
     }
 
     fn parse(line: &str) -> Option<Delivered> {
-        let mut f = line.split('\t');
+        let (_, fields) = super::version::split_text(line).ok()?;
+        let mut f = fields.split('\t');
         let d = Delivered {
             time: f.next()?.parse().ok()?,
             sid: f.next()?.parse().ok()?,
@@ -172,6 +176,24 @@ mod tests {
             unique_id: format!("id\t{n}"),
             entry: format!("modsec.log.1790000000.{n:06}"),
         }
+    }
+
+    #[test]
+    fn records_carry_their_version_and_untagged_ones_are_still_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = DeliveredLog::open(dir.path());
+        log.record(&record(1)).unwrap();
+        let path = dir.path().join(DELIVERED_FILE);
+        let text = fs::read_to_string(&path).unwrap();
+        assert!(text.starts_with("v1\t1790000001\t3\t1\t"), "{text}");
+        // 0.1.0's record, and one of a newer version (skipped: not guessed at).
+        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+        use std::io::Write as _;
+        f.write_all(b"1790000002\t3\t2\tOLD-ID\tmodsec.log.1.000002\nv9\tNEW-ID\n")
+            .unwrap();
+        let ids = delivered_ids(dir.path()).unwrap();
+        assert!(ids.contains("id 1") && ids.contains("OLD-ID"), "{ids:?}");
+        assert_eq!(ids.len(), 2, "{ids:?}");
     }
 
     #[test]

@@ -9,7 +9,9 @@
 //! removed and whose name came back (a clock stepped back, a requeue under the same
 //! name of another file) is never mistaken for the one sent.
 //!
-//! One line per record: `<sid>\t<cid>\t<unix time>\t<inode>\t<hostname>\t<entry>\n`.
+//! One line per record: `v1\t<sid>\t<cid>\t<unix time>\t<inode>\t<hostname>\t<entry>\n`
+//! ([`super::version`]; 0.1.0 wrote the same without `v1\t`). A record of a newer
+//! version stops the shipper rather than be dropped: its event may be in flight.
 //! A torn last line (a crash while appending) was never sent, so it is cut off when the
 //! journal is opened: left in place, the next append would be glued to it and that
 //! record lost at the next open. An append that fails part-way is rolled back to the
@@ -46,12 +48,24 @@ pub struct JournalRecord {
 impl JournalRecord {
     fn to_line(&self) -> String {
         format!(
-            "{}\t{}\t{}\t{}\t{}\t{}\n",
-            self.sid, self.cid, self.time, self.ino, self.hostname, self.entry
+            "{}{}\t{}\t{}\t{}\t{}\t{}\n",
+            super::version::LINE_TAG,
+            self.sid,
+            self.cid,
+            self.time,
+            self.ino,
+            self.hostname,
+            self.entry
         )
     }
 
-    fn parse(line: &str) -> Option<JournalRecord> {
+    /// A record of either version ([`super::version`]); `None` for a line that is not one.
+    fn parse(line: &str) -> Result<Option<JournalRecord>, super::version::Unknown> {
+        let (_, fields) = super::version::split_text(line)?;
+        Ok(Self::parse_fields(fields))
+    }
+
+    fn parse_fields(line: &str) -> Option<JournalRecord> {
         let f: Vec<&str> = line.split('\t').collect();
         let [sid, cid, time, ino, hostname, entry] = f.as_slice() else {
             return None;
@@ -94,7 +108,7 @@ impl Journal {
             .create(true)
             .open(&path)?;
         let bytes = fs::read(&path)?;
-        let records = parse_records(&path, &bytes, true);
+        let records = parse_records(&path, &bytes, true)?;
         let len = whole_records_len(&bytes);
         if len < bytes.len() as u64 {
             file.set_len(len)?;
@@ -206,15 +220,16 @@ impl Pending {
 pub fn read_journal(queue_dir: &Path) -> io::Result<Vec<JournalRecord>> {
     let path = queue_dir.join(JOURNAL_FILE);
     match fs::read(&path) {
-        Ok(bytes) => Ok(parse_records(&path, &bytes, false)),
+        Ok(bytes) => parse_records(&path, &bytes, false),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
         Err(e) => Err(e),
     }
 }
 
 /// The complete records in `bytes`; a torn last line and lines that are not records
-/// are left out (and logged when `warn`).
-fn parse_records(path: &Path, bytes: &[u8], warn: bool) -> Vec<JournalRecord> {
+/// are left out (and logged when `warn`). A record of a newer format version is an
+/// error: its event may be in flight, and only that release can resolve it.
+fn parse_records(path: &Path, bytes: &[u8], warn: bool) -> io::Result<Vec<JournalRecord>> {
     let mut records = Vec::new();
     let complete = &bytes[..whole_records_len(bytes) as usize];
     if warn && complete.len() < bytes.len() {
@@ -228,10 +243,21 @@ fn parse_records(path: &Path, bytes: &[u8], warn: bool) -> Vec<JournalRecord> {
         if line.is_empty() {
             continue;
         }
-        match std::str::from_utf8(line)
-            .ok()
-            .and_then(JournalRecord::parse)
-        {
+        let parsed = match std::str::from_utf8(line).map(JournalRecord::parse) {
+            Ok(Err(newer)) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!(
+                        "{}:{}: a journal record {newer}; run that release to resolve it (moving the journal away may send its events twice)",
+                        path.display(),
+                        n + 1
+                    ),
+                ))
+            }
+            Ok(Ok(r)) => r,
+            Err(_) => None,
+        };
+        match parsed {
             Some(r) => records.push(r),
             None if warn => log::warn!(
                 "{}:{}: not a journal record; ignored",
@@ -241,7 +267,7 @@ fn parse_records(path: &Path, bytes: &[u8], warn: bool) -> Vec<JournalRecord> {
             None => {}
         }
     }
-    records
+    Ok(records)
 }
 
 #[cfg(test)]
@@ -258,6 +284,33 @@ mod tests {
             hostname: "websrv".into(),
             entry: entry.into(),
         }
+    }
+
+    #[test]
+    fn records_carry_their_version_and_older_and_newer_ones_are_told_apart() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut j, _) = Journal::open(dir.path()).unwrap();
+        j.append(&[rec(1, "modsec.log.1.000001")]).unwrap();
+        drop(j);
+        let path = dir.path().join(JOURNAL_FILE);
+        let text = fs::read_to_string(&path).unwrap();
+        assert_eq!(
+            text,
+            "v1\t3\t1\t1790000000\t42\twebsrv\tmodsec.log.1.000001\n"
+        );
+        // 0.1.0 wrote no tag: still read.
+        fs::write(&path, "3\t7\t1790000000\t42\twebsrv\tmodsec.log.1.000007\n").unwrap();
+        let (_, records) = Journal::open(dir.path()).unwrap();
+        assert_eq!(records, vec![rec(7, "modsec.log.1.000007")]);
+        // A newer release's record may be in flight: refused, not dropped.
+        fs::write(&path, "v2\t3\t8\tsomething new\n").unwrap();
+        let e = Journal::open(dir.path()).err().unwrap();
+        assert!(e.to_string().contains("format version 2"), "{e}");
+        assert!(read_journal(dir.path()).is_err());
+        assert_eq!(
+            fs::read_to_string(&path).unwrap(),
+            "v2\t3\t8\tsomething new\n"
+        );
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! The record of the last run (`.last-run`, JSON), written by `drain` and `run`, shown
-//! by `status`.
+//! by `status`. It carries `"version": 1` ([`super::version`]; 0.1.0's had none).
 
 use std::fs;
 use std::io;
@@ -57,7 +57,9 @@ pub struct LastRun {
 impl LastRun {
     /// Writes the record atomically; a crash may leave the one before (it is only shown).
     pub fn write(&self, queue_dir: &Path) -> io::Result<()> {
-        let mut text = serde_json::to_string(self).map_err(io::Error::other)?;
+        let mut value = serde_json::to_value(self).map_err(io::Error::other)?;
+        value["version"] = super::version::CURRENT.into();
+        let mut text = value.to_string();
         text.push('\n');
         crate::safefs::replace(
             &queue_dir.join(LAST_RUN_FILE),
@@ -71,11 +73,68 @@ impl LastRun {
     pub fn read(queue_dir: &Path) -> io::Result<Option<LastRun>> {
         let path = queue_dir.join(LAST_RUN_FILE);
         match fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .map(Some)
-                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e)),
+            Ok(bytes) => {
+                let bad = |e: String| io::Error::new(io::ErrorKind::InvalidData, e);
+                let value: serde_json::Value =
+                    serde_json::from_slice(&bytes).map_err(|e| bad(e.to_string()))?;
+                match value.get("version").map(|v| v.as_u64()) {
+                    None | Some(Some(1)) => {}
+                    Some(v) => {
+                        let n = v.and_then(|n| u32::try_from(n).ok()).unwrap_or(u32::MAX);
+                        return Err(bad(format!(
+                            "{}: {}",
+                            path.display(),
+                            super::version::Unknown(n)
+                        )));
+                    }
+                }
+                serde_json::from_value(value)
+                    .map(Some)
+                    .map_err(|e| bad(e.to_string()))
+            }
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record() -> LastRun {
+        LastRun {
+            program: "drain".into(),
+            pid: 7,
+            finished: 1_790_000_000,
+            seconds: 1.5,
+            result: RunResult::Ok,
+            error: None,
+            shipped: 3,
+            already_stored: 0,
+            skipped: 0,
+            quarantined: 0,
+            remaining: 0,
+        }
+    }
+
+    #[test]
+    fn the_record_carries_its_version_and_older_and_newer_ones_are_told_apart() {
+        let dir = tempfile::tempdir().unwrap();
+        record().write(dir.path()).unwrap();
+        let path = dir.path().join(LAST_RUN_FILE);
+        let json: serde_json::Value = serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
+        assert_eq!(json["version"], 1);
+        assert_eq!(LastRun::read(dir.path()).unwrap(), Some(record()));
+        // 0.1.0's record has no version: still read.
+        let mut old = json.clone();
+        old.as_object_mut().unwrap().remove("version");
+        fs::write(&path, old.to_string()).unwrap();
+        assert_eq!(LastRun::read(dir.path()).unwrap(), Some(record()));
+        let mut newer = json;
+        newer["version"] = 2.into();
+        fs::write(&path, newer.to_string()).unwrap();
+        let e = LastRun::read(dir.path()).unwrap_err();
+        assert!(e.to_string().contains("format version 2"), "{e}");
     }
 }

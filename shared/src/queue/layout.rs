@@ -6,7 +6,8 @@
 pub const ENTRY_PREFIX: &str = "modsec.log.";
 /// Where copies are written before they are linked into place.
 pub const TMP_DIR: &str = ".tmp";
-/// Index lines the collector could not act on: `<unix time>\t<reason>\t<raw line>`.
+/// Index lines the collector could not act on: `v1\t<unix time>\t<reason>\t<raw line>`
+/// (0.1.0: without `v1\t`).
 pub const BACKLOG_FILE: &str = ".backlog";
 /// Prefix of a backlog taken by `requeue --backlog` (left behind if it was killed).
 pub const BACKLOG_TAKEN_PREFIX: &str = ".backlog.requeue-";
@@ -19,7 +20,7 @@ pub const REASON_SUFFIX: &str = ".reason";
 /// Inside `failed/`: the reason files of entries `requeue --failed` put back.
 pub const HISTORY_DIR: &str = "history";
 /// Prefix of the collector's per-process overflow files: `.spool.<pid>` (raw index
-/// lines, as read).
+/// lines, as read: ModSecurity's format, so it carries no version of ours).
 pub const SPOOL_PREFIX: &str = ".spool.";
 /// Prefix a spool that is not one (a link, a FIFO, a file not ours) is renamed with.
 pub const REFUSED_PREFIX: &str = ".refused";

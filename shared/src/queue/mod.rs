@@ -30,6 +30,7 @@ pub mod last_run;
 pub mod layout;
 pub mod position;
 pub mod reason;
+pub mod version;
 
 pub use layout::{BACKLOG_FILE, ENTRY_PREFIX, FAILED_DIR, INTEGRITY_DIR, REASON_SUFFIX, TMP_DIR};
 
@@ -349,6 +350,7 @@ impl Queue {
             .to_string();
         let mut out = Vec::new();
         for (raw_line, reason) in records {
+            out.extend_from_slice(version::LINE_TAG.as_bytes());
             out.extend_from_slice(now.as_bytes());
             out.push(b'\t');
             // No tab or newline left to break the record; no control left for a terminal.
@@ -491,6 +493,7 @@ fn link_open_file(file: &File, target: &Path) -> io::Result<()> {
 /// Parses a backlog record: (time, reason, raw line).
 pub fn parse_backlog_record(record: &[u8]) -> Option<(u64, String, Vec<u8>)> {
     let record = record.strip_suffix(b"\n").unwrap_or(record);
+    let (_, record) = version::split_line(record).ok()?;
     let mut parts = record.splitn(3, |&b| b == b'\t');
     let time = std::str::from_utf8(parts.next()?).ok()?.parse().ok()?;
     let reason = String::from_utf8_lossy(parts.next()?).into_owned();
@@ -671,5 +674,12 @@ mod tests {
         assert_eq!(records[0].1, "file missing:\\tgone\\n");
         assert_eq!(records[0].2, b"raw\tline with \xff bytes");
         assert_eq!(records[1].2, b"second");
+        assert!(data.starts_with(b"v1\t"), "records carry their version");
+        // 0.1.0's record (no tag) is still read; a newer version's is not guessed at.
+        assert_eq!(
+            parse_backlog_record(b"1790000000\told reason\traw line\n"),
+            Some((1_790_000_000, "old reason".into(), b"raw line".to_vec()))
+        );
+        assert_eq!(parse_backlog_record(b"v2\t1790000000\tr\traw\n"), None);
     }
 }

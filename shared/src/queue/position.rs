@@ -1,8 +1,9 @@
 //! The `--follow` position file (`.follow.<hash>`, one per followed index file): where
 //! the collector stands in that file, so a restart resumes there.
 //!
-//! One line: `dev\tinode\toffset\tdigest\tpath`, numbers in decimal but the digest
+//! One line: `v1\tdev\tinode\toffset\tdigest\tpath`, numbers in decimal but the digest
 //! (16 hex digits of the 256 bytes before the offset), the path last (it may hold tabs).
+//! 0.1.0 wrote the same without `v1\t` ([`super::version`]).
 
 use std::fs;
 use std::io;
@@ -27,7 +28,8 @@ pub struct Position {
 /// Writes `p` for `index` to `state` (atomically, fsynced, root's own).
 pub fn write(state: &Path, p: &Position, index: &Path) -> io::Result<()> {
     let text = format!(
-        "{}\t{}\t{}\t{:016x}\t{}\n",
+        "{}{}\t{}\t{}\t{:016x}\t{}\n",
+        super::version::LINE_TAG,
         p.dev,
         p.ino,
         p.offset,
@@ -89,7 +91,16 @@ pub fn read(
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e),
     };
-    let mut f = text.trim_end_matches('\n').split('\t');
+    let fields = super::version::split_text(text.trim_end_matches('\n')).map_err(|newer| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "{}: a follow position {newer}; remove it to start at the end of the index file",
+                state.display()
+            ),
+        )
+    })?;
+    let mut f = fields.1.split('\t');
     let mut num = || f.next().and_then(|v| v.parse::<u64>().ok());
     let (dev, ino, offset) = (num(), num(), num());
     let tail = f.next().and_then(|v| u64::from_str_radix(v, 16).ok());
@@ -111,5 +122,35 @@ pub fn read(
                 state.display()
             ),
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::safefs::Keeper;
+
+    #[test]
+    fn positions_carry_their_version_and_older_and_newer_ones_are_told_apart() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join(".follow.test");
+        let p = Position {
+            dev: 1,
+            ino: 2,
+            offset: 3,
+            tail: 0xab,
+        };
+        write(&state, &p, Path::new("/var/log/a\tb.log")).unwrap();
+        let text = fs::read_to_string(&state).unwrap();
+        assert_eq!(text, "v1\t1\t2\t3\t00000000000000ab\t/var/log/a\tb.log\n");
+        let back = read(&state, Keeper::Anyone).unwrap().unwrap();
+        assert_eq!(back, (p, PathBuf::from("/var/log/a\tb.log")));
+        // 0.1.0's line: still read.
+        fs::write(&state, "1\t2\t3\t00000000000000ab\t/x.log\n").unwrap();
+        assert_eq!(read(&state, Keeper::Anyone).unwrap().unwrap().0, p);
+        // A newer release's: refused, saying so.
+        fs::write(&state, "v3\twhatever\n").unwrap();
+        let e = read(&state, Keeper::Anyone).unwrap_err();
+        assert!(e.to_string().contains("format version 3"), "{e}");
     }
 }

@@ -1,6 +1,7 @@
 //! The `.reason` file beside each entry of `failed/`: why it was quarantined. One field
-//! a line (`time:`, `entry:`, `reason:`, and `collector:` when the collector marked the
-//! entry), each escaped, so a reason quoting the event cannot add a line of its own.
+//! a line (`version: 1`, `time:`, `entry:`, `reason:`, and `collector:` when the
+//! collector marked the entry), each escaped, so a reason quoting the event cannot add a
+//! line of its own. 0.1.0's files have no `version:` line ([`super::version`]).
 
 use std::fs::File;
 use std::io::{self, Read, Write};
@@ -19,7 +20,11 @@ pub fn write(
         crate::escape::escape_text(entry),
         crate::escape::escape_text(reason),
     );
-    writeln!(f, "time: {stamp}\nentry: {entry}\nreason: {reason}")?;
+    writeln!(
+        f,
+        "version: {}\ntime: {stamp}\nentry: {entry}\nreason: {reason}",
+        super::version::CURRENT
+    )?;
     if let Some(note) = collector_note {
         writeln!(f, "collector: {note}")?;
     }
@@ -34,6 +39,13 @@ pub fn read(path: &Path) -> Option<String> {
         .take(64 * 1024)
         .read_to_string(&mut text)
         .ok()?;
+    let version = text
+        .lines()
+        .find_map(|l| l.strip_prefix("version: "))
+        .map(|v| v.trim().parse::<u32>().unwrap_or(u32::MAX));
+    if let Some(n) = version.filter(|&n| n > super::version::CURRENT) {
+        return Some(format!("(a reason file {})", super::version::Unknown(n)));
+    }
     // Escaped again: a reason file written by an older release, or by hand.
     text.lines()
         .find_map(|l| l.strip_prefix("reason: "))
@@ -45,4 +57,30 @@ pub fn read(path: &Path) -> Option<String> {
 pub fn kind(reason: &str) -> String {
     let kind = reason.split(':').next().unwrap_or(reason).trim();
     kind.chars().take(80).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reason_files_carry_their_version_and_older_and_newer_ones_are_told_apart() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("e.reason");
+        write(
+            &path,
+            "modsec.log.1.000001",
+            "bad\nline",
+            Some("md5 differs"),
+        )
+        .unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.starts_with("version: 1\ntime: "), "{text}");
+        assert_eq!(text.lines().count(), 5, "{text}");
+        assert_eq!(read(&path).as_deref(), Some("bad\\nline"));
+        std::fs::write(&path, "time: t\nentry: e\nreason: old one\n").unwrap();
+        assert_eq!(read(&path).as_deref(), Some("old one"));
+        std::fs::write(&path, "version: 4\nreason: new\n").unwrap();
+        assert!(read(&path).unwrap().contains("format version 4"));
+    }
 }

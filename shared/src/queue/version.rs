@@ -1,0 +1,88 @@
+//! The version each file format of EVENT_DIR is written with, so that a later release
+//! can read what this one wrote, and this one can tell what it cannot read.
+//!
+//! - Line formats (the journal, the delivered log, the backlog, the follow position)
+//!   start each record with `v<N>` and a tab.
+//! - The last-run record (JSON) has `"version": N`; a reason file a `version: N` line.
+//!
+//! Records written before versions existed (release 0.1.0) have no tag; their fields are
+//! version 1's, and they are read as such. A record of a version this release does not
+//! know is never guessed at: each reader refuses it and says which version it found.
+
+/// A record's version, as found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Version {
+    /// No tag: written before versions (0.1.0); the fields are version 1's.
+    Unversioned,
+    V1,
+}
+
+/// What this release writes.
+pub const CURRENT: u32 = 1;
+/// The tag a line record starts with.
+pub const LINE_TAG: &str = "v1\t";
+
+/// A record of a version this release does not know (a newer one wrote it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Unknown(pub u32);
+
+impl std::fmt::Display for Unknown {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "written in format version {} by a newer release (this one reads up to {CURRENT})",
+            self.0
+        )
+    }
+}
+
+/// The version of a line record, and the record without its tag.
+pub fn split_line(record: &[u8]) -> Result<(Version, &[u8]), Unknown> {
+    let Some(rest) = record.strip_prefix(b"v") else {
+        return Ok((Version::Unversioned, record));
+    };
+    let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+    if digits == 0 || rest.get(digits) != Some(&b'\t') {
+        return Ok((Version::Unversioned, record));
+    }
+    let n: u32 = std::str::from_utf8(&rest[..digits])
+        .ok()
+        .and_then(|d| d.parse().ok())
+        .unwrap_or(u32::MAX);
+    match n {
+        1 => Ok((Version::V1, &rest[digits + 1..])),
+        n => Err(Unknown(n)),
+    }
+}
+
+/// [`split_line`] for text.
+pub fn split_text(record: &str) -> Result<(Version, &str), Unknown> {
+    let (v, rest) = split_line(record.as_bytes())?;
+    // The tag is ASCII: the rest starts at a character boundary.
+    Ok((v, &record[record.len() - rest.len()..]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tags_are_read_and_untagged_records_are_version_one_fields() {
+        assert_eq!(split_line(b"v1\t1\t2"), Ok((Version::V1, &b"1\t2"[..])));
+        assert_eq!(
+            split_line(b"12\t3"),
+            Ok((Version::Unversioned, &b"12\t3"[..]))
+        );
+        assert_eq!(split_text("v1\tx"), Ok((Version::V1, "x")));
+        assert_eq!(split_line(b"v2\t1"), Err(Unknown(2)));
+        assert_eq!(split_line(b"v99999999999\t1"), Err(Unknown(u32::MAX)));
+        // Not a tag: no digits, or no tab after them.
+        assert_eq!(
+            split_line(b"v\tx"),
+            Ok((Version::Unversioned, &b"v\tx"[..]))
+        );
+        assert_eq!(split_line(b"v1x"), Ok((Version::Unversioned, &b"v1x"[..])));
+        assert!(LINE_TAG.starts_with(&format!("v{CURRENT}")));
+        assert!(Unknown(2).to_string().contains("version 2"));
+    }
+}
