@@ -242,7 +242,7 @@ fn main() -> ExitCode {
     let index_for_degraded = overrides.index_file.clone();
     let settings = match CollectorSettings::resolve(config.as_ref(), overrides) {
         Ok(s) => s,
-        Err(e) => return degraded(&e, index_for_degraded),
+        Err(e) => return degraded(&e.to_string(), index_for_degraded),
     };
     run(settings)
 }

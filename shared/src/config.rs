@@ -99,6 +99,66 @@ pub enum ConfigError {
         value: String,
         why: String,
     },
+    /// A setting that is needed and absent, from the config file (`path`) or, with no
+    /// config file, from the command line.
+    #[error("{}{key} is not set{}", file_prefix(.path.as_deref()), .how.as_deref().map(|h| format!(" ({h})")).unwrap_or_default())]
+    Missing {
+        path: Option<PathBuf>,
+        key: String,
+        /// How to set it, when that is not obvious.
+        how: Option<String>,
+    },
+    /// Settings that cannot go together, or a value that does not hold on this machine;
+    /// `why` names the keys and lines.
+    #[error("{}{why}", place(.path.as_deref(), *.line))]
+    Conflict {
+        path: Option<PathBuf>,
+        /// The line the conflict is reported at, if one.
+        line: Option<usize>,
+        why: String,
+    },
+}
+
+fn file_prefix(path: Option<&Path>) -> String {
+    place(path, None)
+}
+
+/// `path: `, or `path:line: `, or nothing.
+fn place(path: Option<&Path>, line: Option<usize>) -> String {
+    match (path, line) {
+        (Some(p), Some(l)) => format!("{}:{l}: ", p.display()),
+        (Some(p), None) => format!("{}: ", p.display()),
+        (None, _) => String::new(),
+    }
+}
+
+/// The command line's value if it was given, else the config file's `key` (read with
+/// `read`, e.g. [`ConfigFile::abs_path`]), else `None`: the one way a setting that both
+/// can give is looked up.
+pub fn pick<T>(
+    given: Option<T>,
+    config: Option<&ConfigFile>,
+    key: &str,
+    read: impl FnOnce(&ConfigFile, &str) -> Result<Option<T>, ConfigError>,
+) -> Result<Option<T>, ConfigError> {
+    match (given, config) {
+        (Some(v), _) => Ok(Some(v)),
+        (None, Some(c)) => read(c, key),
+        (None, None) => Ok(None),
+    }
+}
+
+/// The queue directory: `--queue DIR`, else EVENT_DIR. Every command looks it up here,
+/// so the error is the same everywhere.
+pub fn queue_dir(
+    given: Option<PathBuf>,
+    config: Option<&ConfigFile>,
+) -> Result<PathBuf, ConfigError> {
+    pick(given, config, "EVENT_DIR", ConfigFile::abs_path)?.ok_or_else(|| ConfigError::Missing {
+        path: config.map(|c| c.path.clone()),
+        key: "EVENT_DIR".into(),
+        how: Some("the queue directory: set it in the config file, or give --queue".into()),
+    })
 }
 
 impl ConfigFile {
@@ -214,6 +274,66 @@ impl ConfigFile {
         self.get(key).map(|s| s.value.clone())
     }
 
+    /// A string setting that must be set and not empty.
+    pub fn required(&self, key: &str) -> Result<String, ConfigError> {
+        self.string(key)
+            .filter(|v| !v.is_empty())
+            .ok_or_else(|| self.missing(key, None))
+    }
+
+    /// `key` is needed and absent (`how` says how to set it, if that is not obvious).
+    pub fn missing(&self, key: &str, how: Option<&str>) -> ConfigError {
+        ConfigError::Missing {
+            path: Some(self.path.clone()),
+            key: key.into(),
+            how: how.map(str::to_string),
+        }
+    }
+
+    /// Settings of this file that cannot go together (`why` names them and their lines).
+    pub fn conflict(&self, why: impl Into<String>) -> ConfigError {
+        ConfigError::Conflict {
+            path: Some(self.path.clone()),
+            line: None,
+            why: why.into(),
+        }
+    }
+
+    /// [`ConfigFile::conflict`], reported at `line`.
+    pub fn conflict_at(&self, line: usize, why: impl Into<String>) -> ConfigError {
+        ConfigError::Conflict {
+            path: Some(self.path.clone()),
+            line: Some(line),
+            why: why.into(),
+        }
+    }
+
+    /// An owner, `user[:group]` (RUNAS): (uid, gid), the group defaulting to the user's
+    /// primary group. Empty is unset.
+    pub fn owner(&self, key: &str) -> Result<Option<(u32, u32)>, ConfigError> {
+        match self.get(key).filter(|s| !s.value.is_empty()) {
+            Some(s) => resolve_owner(&s.value)
+                .map(Some)
+                .map_err(|why| self.bad(s, why)),
+            None => Ok(None),
+        }
+    }
+
+    /// A value that is one of a set of words, read by `parse`; `expected` lists them.
+    pub fn word<T>(
+        &self,
+        key: &str,
+        parse: impl FnOnce(&str) -> Option<T>,
+        expected: &str,
+    ) -> Result<Option<T>, ConfigError> {
+        let Some(s) = self.get(key) else {
+            return Ok(None);
+        };
+        parse(&s.value)
+            .map(Some)
+            .ok_or_else(|| self.bad(s, format!("expected {expected}")))
+    }
+
     /// A boolean: `1`/`0`, `yes`/`no`, `on`/`off`, `true`/`false` (as Tcl reads them).
     pub fn bool(&self, key: &str) -> Result<Option<bool>, ConfigError> {
         let Some(s) = self.get(key) else {
@@ -257,6 +377,27 @@ impl ConfigFile {
         }
         Ok(Some(p))
     }
+}
+
+/// `user` or `user:group` to (uid, gid); the group defaults to the user's primary group.
+pub fn resolve_owner(spec: &str) -> Result<(u32, u32), String> {
+    let (user, group) = match spec.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (spec, None),
+    };
+    let u = nix::unistd::User::from_name(user)
+        .map_err(|e| format!("cannot look up user `{user}`: {e}"))?
+        .ok_or_else(|| format!("no such user `{user}`"))?;
+    let gid = match group {
+        Some(g) => {
+            nix::unistd::Group::from_name(g)
+                .map_err(|e| format!("cannot look up group `{g}`: {e}"))?
+                .ok_or_else(|| format!("no such group `{g}`"))?
+                .gid
+        }
+        None => u.gid,
+    };
+    Ok((u.uid.as_raw(), gid.as_raw()))
 }
 
 /// Tcl's boolean words.

@@ -484,27 +484,6 @@ impl Dir {
     }
 }
 
-/// `user` or `user:group` to (uid, gid); the group defaults to the user's primary group.
-pub fn resolve_owner(spec: &str) -> Result<(u32, u32), String> {
-    let (user, group) = match spec.split_once(':') {
-        Some((u, g)) => (u, Some(g)),
-        None => (spec, None),
-    };
-    let u = nix::unistd::User::from_name(user)
-        .map_err(|e| format!("cannot look up user `{user}`: {e}"))?
-        .ok_or_else(|| format!("no such user `{user}`"))?;
-    let gid = match group {
-        Some(g) => {
-            nix::unistd::Group::from_name(g)
-                .map_err(|e| format!("cannot look up group `{g}`: {e}"))?
-                .ok_or_else(|| format!("no such group `{g}`"))?
-                .gid
-        }
-        None => u.gid,
-    };
-    Ok((u.uid.as_raw(), gid.as_raw()))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -170,11 +170,7 @@ pub fn run(common: &Common, foreground: bool) -> u8 {
                 }
                 Ok(_) => {
                     record(&shipper, RunResult::Ok, None, false);
-                    let ping_delay = match (&settings.sguil, &settings.barnyard) {
-                        (Some(s), _) => Some(s.ping_delay),
-                        (_, Some(b)) => Some(b.ping_delay),
-                        _ => None,
-                    };
+                    let ping_delay = settings.output.ping_delay();
                     if let Some(ping) = ping_delay {
                         if last_traffic.elapsed() >= ping {
                             if let Err(e) = sink.ping() {
@@ -231,11 +227,7 @@ fn reload(common: &Common, settings: &mut ShipperSettings, shipper: &mut Shipper
                     new.queue_dir.display()
                 );
             }
-            let reconnect = format!("{:?}{:?}{:?}", new.sguil, new.barnyard, new.output)
-                != format!(
-                    "{:?}{:?}{:?}",
-                    settings.sguil, settings.barnyard, settings.output
-                );
+            let reconnect = new.output != settings.output;
             shipper.set_settings(new.ship.clone());
             let queue_dir = settings.queue_dir.clone();
             *settings = new;

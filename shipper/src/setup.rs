@@ -8,7 +8,7 @@ use modsec2sguil::logging::{facility, Logger};
 use modsec2sguil::sguil::barnyard::BarnyardSession;
 use modsec2sguil::sguil::client::AgentSession;
 use modsec2sguil::sguil::conn::Connection;
-use modsec2sguil::ship::settings::{Output, ShipperOverrides, ShipperSettings};
+use modsec2sguil::ship::settings::{Output, OutputKind, ShipperOverrides, ShipperSettings};
 use modsec2sguil::ship::sink::{BarnyardSink, JsonLinesSink, SguilSink};
 use modsec2sguil::ship::Sink;
 
@@ -38,12 +38,12 @@ pub fn load_settings(common: &Common) -> Result<(ConfigFile, ShipperSettings), S
     let overrides = ShipperOverrides {
         queue_dir: common.queue.clone(),
         output: common.output.map(|o| match o {
-            OutputArg::Sguil => Output::Sguil,
-            OutputArg::Stdout => Output::Stdout,
-            OutputArg::Barnyard => Output::Barnyard,
+            OutputArg::Sguil => OutputKind::Sguil,
+            OutputArg::Stdout => OutputKind::Stdout,
+            OutputArg::Barnyard => OutputKind::Barnyard,
         }),
     };
-    let settings = ShipperSettings::resolve(&config, overrides)?;
+    let settings = ShipperSettings::resolve(&config, overrides).map_err(|e| e.to_string())?;
     if !common.allow_world_writable {
         for path in [common.config.as_path(), settings.queue_dir.as_path()] {
             not_world_writable(path)?;
@@ -133,8 +133,8 @@ pub fn drop_privileges(runas: Option<(u32, u32)>) -> Result<(), String> {
 /// Connects and registers (sguil output), asks snort_agent for the sid (barnyard
 /// output), or opens stdout.
 pub fn connect(settings: &ShipperSettings) -> Result<Box<dyn Sink>, String> {
-    match (&settings.output, &settings.sguil) {
-        (Output::Sguil, Some(s)) => {
+    match &settings.output {
+        Output::Sguil(s) => {
             let conn = Connection::open(&s.connect).map_err(|e| e.to_string())?;
             let session = AgentSession::register(
                 conn,
@@ -156,11 +156,7 @@ pub fn connect(settings: &ShipperSettings) -> Result<Box<dyn Sink>, String> {
                 hostname: s.hostname.clone(),
             }))
         }
-        (Output::Barnyard, _) => {
-            let b = settings
-                .barnyard
-                .as_ref()
-                .ok_or("OUTPUT barnyard without its settings")?;
+        Output::Barnyard(b) => {
             let session = BarnyardSession::open(&b.host, b.port, &b.hostname, b.reply_timeout)
                 .map_err(|e| e.to_string())?;
             log::info!(
@@ -175,7 +171,7 @@ pub fn connect(settings: &ShipperSettings) -> Result<Box<dyn Sink>, String> {
                 hostname: b.hostname.clone(),
             }))
         }
-        _ => Ok(Box::new(JsonLinesSink {
+        Output::Stdout => Ok(Box::new(JsonLinesSink {
             out: Box::new(std::io::stdout()) as Box<dyn Write>,
             hostname: settings.hostname.clone(),
             written: 0,

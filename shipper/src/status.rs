@@ -7,18 +7,9 @@ use chrono::{TimeZone, Utc};
 use modsec2sguil::config::ConfigFile;
 use modsec2sguil::status::{Level, QueueStatus, Thresholds};
 
-/// Finds the queue: --queue, else the config's EVENT_DIR.
+/// Finds the queue: --queue, else the config's EVENT_DIR (as every command does).
 pub fn queue_dir(config: Option<&ConfigFile>, queue: Option<&PathBuf>) -> Result<PathBuf, String> {
-    if let Some(q) = queue {
-        return Ok(q.clone());
-    }
-    let Some(config) = config else {
-        return Err("no queue: give -c CONF (with EVENT_DIR) or --queue DIR".into());
-    };
-    config
-        .abs_path("EVENT_DIR")
-        .map_err(|e| e.to_string())?
-        .ok_or_else(|| format!("{}: EVENT_DIR is not set", config.path.display()))
+    modsec2sguil::config::queue_dir(queue.cloned(), config).map_err(|e| e.to_string())
 }
 
 /// Prints the status; returns the exit code (the Nagios level; 0 without thresholds

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use crate::config::ConfigFile;
+use crate::config::{pick, ConfigError, ConfigFile};
 use crate::queue::LinkMode;
 use crate::queue::{DEFAULT_MAX_EVENT_BYTES, MAX_EVENT_BYTES_RANGE};
 
@@ -38,79 +38,49 @@ pub struct CollectorOverrides {
 
 impl CollectorSettings {
     /// Combines the config file (`EVENT_DIR`, `STORAGE_DIR`, `INDEX_FILE`, `LINK_MODE` or
-    /// `SYMLINK`, `VERIFY_MD5`, `RUNAS`) with the command line. Errors name the file,
-    /// line and key, or the missing setting.
+    /// `SYMLINK`, `VERIFY_MD5`, `RUNAS`, `MAX_EVENT_BYTES`) with the command line, which
+    /// wins. Errors name the file, line and key, or the missing setting.
     pub fn resolve(
         config: Option<&ConfigFile>,
         o: CollectorOverrides,
-    ) -> Result<CollectorSettings, String> {
-        let from_config = |key: &str| -> Result<Option<PathBuf>, String> {
-            config
-                .map_or(Ok(None), |c| c.abs_path(key))
-                .map_err(|e| e.to_string())
-        };
-        let queue_dir = match o.queue_dir {
-            Some(q) => q,
-            None => from_config("EVENT_DIR")?
-                .ok_or("no queue: set EVENT_DIR in the config file or give --queue")?,
-        };
-        let storage_dir = match o.storage_dir {
-            Some(s) => s,
-            None => from_config("STORAGE_DIR")?
-                .ok_or("no storage dir: give it as the first argument, --storage-dir, or STORAGE_DIR in the config file")?,
-        };
-        let index_file = match o.index_file {
-            Some(i) => Some(i),
-            None => from_config("INDEX_FILE")?,
-        };
-        let link_mode = match o.link_mode {
+    ) -> Result<CollectorSettings, ConfigError> {
+        let queue_dir = crate::config::queue_dir(o.queue_dir, config)?;
+        let storage_dir = pick(o.storage_dir, config, "STORAGE_DIR", ConfigFile::abs_path)?
+            .ok_or_else(|| ConfigError::Missing {
+                path: config.map(|c| c.path.clone()),
+                key: "STORAGE_DIR".into(),
+                how: Some(
+                    "give it as the first argument, --storage-dir, or in the config file".into(),
+                ),
+            })?;
+        let index_file = pick(o.index_file, config, "INDEX_FILE", ConfigFile::abs_path)?;
+        let link_mode = match pick(o.link_mode, config, "LINK_MODE", |c, k| {
+            c.word(k, LinkMode::parse, "hardlink, copy or symlink")
+        })? {
             Some(m) => m,
-            None => match config.and_then(|c| c.get("LINK_MODE")) {
-                Some(s) => LinkMode::parse(&s.value).ok_or_else(|| {
-                    config
-                        .expect("has the key")
-                        .bad(s, "expected hardlink, copy or symlink")
-                        .to_string()
-                })?,
-                None => match config
-                    .map(|c| c.bool("SYMLINK"))
-                    .transpose()
-                    .map_err(|e| e.to_string())?
-                    .flatten()
-                {
-                    Some(true) => LinkMode::Symlink,
-                    _ => LinkMode::Hardlink,
-                },
+            // modsec2sguil 0.8's key.
+            None => match pick(None, config, "SYMLINK", ConfigFile::bool)? {
+                Some(true) => LinkMode::Symlink,
+                _ => LinkMode::Hardlink,
             },
         };
-        let verify_md5 = match o.verify_md5 {
-            Some(v) => v,
-            None => config
-                .map(|c| c.bool("VERIFY_MD5"))
-                .transpose()
-                .map_err(|e| e.to_string())?
-                .flatten()
-                .unwrap_or(true),
-        };
-        let runas = match config
-            .and_then(|c| c.get("RUNAS"))
-            .filter(|s| !s.value.is_empty())
-        {
-            Some(s) => Some(
-                crate::safefs::resolve_owner(&s.value)
-                    .map_err(|why| config.expect("has the key").bad(s, why).to_string())?,
-            ),
-            None => None,
-        };
-        let max_event_bytes = config
-            .map(|c| c.number("MAX_EVENT_BYTES", MAX_EVENT_BYTES_RANGE))
-            .transpose()
-            .map_err(|e| e.to_string())?
-            .flatten()
-            .unwrap_or(DEFAULT_MAX_EVENT_BYTES);
+        let verify_md5 =
+            pick(o.verify_md5, config, "VERIFY_MD5", ConfigFile::bool)?.unwrap_or(true);
+        let runas = pick(None, config, "RUNAS", ConfigFile::owner)?;
+        let max_event_bytes = pick(None, config, "MAX_EVENT_BYTES", |c, k| {
+            c.number(k, MAX_EVENT_BYTES_RANGE)
+        })?
+        .unwrap_or(DEFAULT_MAX_EVENT_BYTES);
         for (what, dir) in [("storage dir", &storage_dir), ("queue", &queue_dir)] {
             if !dir.is_absolute() {
-                return Err(format!("{what} {} must be an absolute path (Apache starts the collector in ServerRoot)", dir.display()));
+                return Err(ConfigError::Conflict {
+                    path: None,
+                    line: None,
+                    why: format!(
+                        "{what} {} must be an absolute path (Apache starts the collector in ServerRoot)",
+                        dir.display()
+                    ),
+                });
             }
         }
         Ok(CollectorSettings {

@@ -2,11 +2,11 @@
 
 use super::worker::*;
 use super::*;
+use crate::config::resolve_owner;
 use crate::config::ConfigFile;
 use crate::index::{parse_index_line, IndexFlavor};
 use crate::queue::layout::SPOOL_PREFIX;
 use crate::queue::{LinkMode, Linked, Queue};
-use crate::safefs::resolve_owner;
 use md5::{Digest, Md5};
 use std::io;
 use std::os::unix::fs::MetadataExt;
@@ -347,7 +347,7 @@ fn bad_settings_name_what_is_wrong() {
         ..Default::default()
     };
     for (text, want) in [
-        ("set X 1\n", "no queue"),
+        ("set X 1\n", "EVENT_DIR is not set"),
         (
             "set EVENT_DIR relative\n",
             "/etc/m.conf:1: EVENT_DIR: bad value `relative`",
@@ -365,7 +365,9 @@ fn bad_settings_name_what_is_wrong() {
             "VERIFY_MD5: bad value",
         ),
     ] {
-        let e = CollectorSettings::resolve(Some(&parse(text)), storage()).unwrap_err();
+        let e = CollectorSettings::resolve(Some(&parse(text)), storage())
+            .unwrap_err()
+            .to_string();
         assert!(e.contains(want), "{text}: {e}");
     }
     let e = CollectorSettings::resolve(
@@ -375,8 +377,12 @@ fn bad_settings_name_what_is_wrong() {
             ..Default::default()
         },
     )
-    .unwrap_err();
-    assert!(e.contains("no storage dir"), "{e}");
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("STORAGE_DIR is not set") && e.contains("--storage-dir"),
+        "{e}"
+    );
     let e = CollectorSettings::resolve(
         None,
         CollectorOverrides {
@@ -385,7 +391,8 @@ fn bad_settings_name_what_is_wrong() {
             ..Default::default()
         },
     )
-    .unwrap_err();
+    .unwrap_err()
+    .to_string();
     assert!(e.contains("absolute"), "{e}");
 }
 
@@ -1444,6 +1451,8 @@ fn max_event_bytes_is_read_from_the_config_as_the_shipper_reads_it() {
         Path::new("/etc/m.conf"),
     )
     .unwrap();
-    let e = CollectorSettings::resolve(Some(&c), CollectorOverrides::default()).unwrap_err();
+    let e = CollectorSettings::resolve(Some(&c), CollectorOverrides::default())
+        .unwrap_err()
+        .to_string();
     assert!(e.contains(":3: MAX_EVENT_BYTES: bad value"), "{e}");
 }

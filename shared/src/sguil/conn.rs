@@ -35,7 +35,7 @@ pub enum TlsMode {
 }
 
 /// Where and how to connect.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConnectSettings {
     pub host: String,
     pub port: u16,

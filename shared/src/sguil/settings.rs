@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use super::conn::{parse_pin, ConnectSettings, TlsMode};
-use crate::config::ConfigFile;
+use crate::config::{ConfigError, ConfigFile};
 
 /// sguild's agent port.
 pub const DEFAULT_PORT: u16 = 7736;
@@ -26,7 +26,7 @@ pub const DEFAULT_PING_DELAY: Duration = Duration::from_secs(300);
 pub const DEFAULT_REPLY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Everything needed to talk to sguild.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SguilSettings {
     pub connect: ConnectSettings,
     pub agent_type: String,
@@ -44,33 +44,21 @@ impl SguilSettings {
     /// Reads SERVER_HOST, SERVER_PORT, OPENSSL, TLS_CA_FILE, TLS_PIN_SHA256, TLS_VERIFY,
     /// SGUIL_VERSION, HOSTNAME, NET_GROUP, SENSOR_TYPE, SEND_WINDOW, PING_DELAY (ms) and
     /// REPLY_TIMEOUT (s). Errors name the file, line and key.
-    pub fn resolve(c: &ConfigFile) -> Result<SguilSettings, String> {
-        let required = |key: &str| {
-            c.string(key)
-                .filter(|v| !v.is_empty())
-                .ok_or_else(|| format!("{}: {key} is not set", c.path.display()))
-        };
-        let host = required("SERVER_HOST")?;
+    pub fn resolve(c: &ConfigFile) -> Result<SguilSettings, ConfigError> {
+        let host = c.required("SERVER_HOST")?;
         let port = c
-            .number("SERVER_PORT", 1..=65535)
-            .map_err(|e| e.to_string())?
+            .number("SERVER_PORT", 1..=65535)?
             .map_or(DEFAULT_PORT, |p| p as u16);
-        let openssl = c
-            .bool("OPENSSL")
-            .map_err(|e| e.to_string())?
-            .unwrap_or(true);
-        let verify = c
-            .bool("TLS_VERIFY")
-            .map_err(|e| e.to_string())?
-            .unwrap_or(true);
+        let openssl = c.bool("OPENSSL")?.unwrap_or(true);
+        let verify = c.bool("TLS_VERIFY")?.unwrap_or(true);
         let pin = match c.get("TLS_PIN_SHA256").filter(|s| !s.value.is_empty()) {
-            Some(s) => Some(parse_pin(&s.value).ok_or_else(|| {
-                c.bad(s, "expected 64 hex digits (colons allowed)")
-                    .to_string()
-            })?),
+            Some(s) => Some(
+                parse_pin(&s.value)
+                    .ok_or_else(|| c.bad(s, "expected 64 hex digits (colons allowed)"))?,
+            ),
             None => None,
         };
-        let ca = c.abs_path("TLS_CA_FILE").map_err(|e| e.to_string())?;
+        let ca = c.abs_path("TLS_CA_FILE")?;
         if !verify {
             // A certificate to check and an order not to check anything: whichever one
             // the operator meant, guessing is wrong (the check silently off is the worse
@@ -78,11 +66,13 @@ impl SguilSettings {
             let off = c.get("TLS_VERIFY").map_or(0, |s| s.line);
             for key in ["TLS_PIN_SHA256", "TLS_CA_FILE"] {
                 if let Some(s) = c.get(key).filter(|s| !s.value.is_empty()) {
-                    return Err(format!(
-                        "{path}:{off}: TLS_VERIFY 0 turns off the certificate check that {key} \
+                    return Err(c.conflict_at(
+                        off,
+                        format!(
+                            "TLS_VERIFY 0 turns off the certificate check that {key} \
                          (line {line}) asks for: remove one of them",
-                        path = c.path.display(),
-                        line = s.line
+                            line = s.line
+                        ),
                     ));
                 }
             }
@@ -93,30 +83,26 @@ impl SguilSettings {
             (true, true, Some(pin), _) => TlsMode::PinSha256(pin),
             (true, true, None, Some(ca)) => TlsMode::CaFile(ca),
             (true, true, None, None) => {
-                return Err(format!(
-                    "{}: TLS is on and nothing says which certificate to trust: {HOW_TO_TRUST}",
-                    c.path.display()
-                ))
+                return Err(c.conflict(format!(
+                    "TLS is on and nothing says which certificate to trust: {HOW_TO_TRUST}"
+                )))
             }
         };
-        let hostname = required("HOSTNAME")?;
+        let hostname = c.required("HOSTNAME")?;
         check_hostname(c, &hostname)?;
-        let net_group = required("NET_GROUP")?;
+        let net_group = c.required("NET_GROUP")?;
         let agent_type = c
             .string("SENSOR_TYPE")
             .filter(|v| !v.is_empty())
             .unwrap_or_else(|| "modsecurity".into());
         let send_window = c
-            .number("SEND_WINDOW", 1..=1024)
-            .map_err(|e| e.to_string())?
+            .number("SEND_WINDOW", 1..=1024)?
             .map_or(DEFAULT_SEND_WINDOW, |w| w as usize);
         let ping_delay = c
-            .number("PING_DELAY", 1000..=86_400_000)
-            .map_err(|e| e.to_string())?
+            .number("PING_DELAY", 1000..=86_400_000)?
             .map_or(DEFAULT_PING_DELAY, Duration::from_millis);
         let reply_timeout = c
-            .number("REPLY_TIMEOUT", 1..=3600)
-            .map_err(|e| e.to_string())?
+            .number("REPLY_TIMEOUT", 1..=3600)?
             .map_or(DEFAULT_REPLY_TIMEOUT, Duration::from_secs);
         Ok(SguilSettings {
             connect: ConnectSettings {
@@ -152,27 +138,25 @@ pub struct BarnyardSettings {
 impl BarnyardSettings {
     /// Reads AGENT_HOST, AGENT_PORT, HOSTNAME, SEND_WINDOW (default 32), PING_DELAY (ms)
     /// and REPLY_TIMEOUT (s, default barnyard2's 15). Errors name the file, line and key.
-    pub fn resolve(c: &ConfigFile) -> Result<BarnyardSettings, String> {
+    pub fn resolve(c: &ConfigFile) -> Result<BarnyardSettings, ConfigError> {
         use super::barnyard::{
             DEFAULT_AGENT_HOST, DEFAULT_AGENT_PORT, DEFAULT_REPLY_TIMEOUT,
             DEFAULT_SEND_WINDOW as DEFAULT_BARNYARD_WINDOW,
         };
-        let e = |err: crate::config::ConfigError| err.to_string();
         let host = c
             .string("AGENT_HOST")
             .filter(|h| !h.is_empty())
             .unwrap_or_else(|| DEFAULT_AGENT_HOST.into());
         let port = c
-            .number("AGENT_PORT", 1..=65535)
-            .map_err(e)?
+            .number("AGENT_PORT", 1..=65535)?
             .map_or(DEFAULT_AGENT_PORT, |p| p as u16);
         let hostname = c
             .string("HOSTNAME")
             .filter(|v| !v.is_empty())
             .ok_or_else(|| {
-                format!(
-                    "{}: HOSTNAME is not set (OUTPUT barnyard: it must be the snort_agent's HOSTNAME)",
-                    c.path.display()
+                c.missing(
+                    "HOSTNAME",
+                    Some("OUTPUT barnyard: it must be the snort_agent's HOSTNAME"),
                 )
             })?;
         check_hostname(c, &hostname)?;
@@ -181,23 +165,20 @@ impl BarnyardSettings {
             port,
             hostname,
             send_window: c
-                .number("SEND_WINDOW", 1..=1024)
-                .map_err(e)?
+                .number("SEND_WINDOW", 1..=1024)?
                 .map_or(DEFAULT_BARNYARD_WINDOW, |w| w as usize),
             ping_delay: c
-                .number("PING_DELAY", 1000..=86_400_000)
-                .map_err(e)?
+                .number("PING_DELAY", 1000..=86_400_000)?
                 .map_or(DEFAULT_PING_DELAY, Duration::from_millis),
             reply_timeout: c
-                .number("REPLY_TIMEOUT", 1..=3600)
-                .map_err(e)?
+                .number("REPLY_TIMEOUT", 1..=3600)?
                 .map_or(DEFAULT_REPLY_TIMEOUT, Duration::from_secs),
         })
     }
 }
 
 /// HOSTNAME names sguild's per-day tables.
-fn check_hostname(c: &ConfigFile, hostname: &str) -> Result<(), String> {
+fn check_hostname(c: &ConfigFile, hostname: &str) -> Result<(), ConfigError> {
     let ok = hostname.len() <= super::wire::MAX_HOSTNAME_LEN
         && hostname
             .bytes()
@@ -206,12 +187,10 @@ fn check_hostname(c: &ConfigFile, hostname: &str) -> Result<(), String> {
         return Ok(());
     }
     let s = c.get("HOSTNAME").expect("HOSTNAME is set");
-    Err(c
-        .bad(
-            s,
-            "sguild names tables after it: at most 47 characters of [A-Za-z0-9._-]",
-        )
-        .to_string())
+    Err(c.bad(
+        s,
+        "sguild names tables after it: at most 47 characters of [A-Za-z0-9._-]",
+    ))
 }
 
 #[cfg(test)]
@@ -221,6 +200,7 @@ mod tests {
 
     fn parse(text: &str) -> Result<SguilSettings, String> {
         SguilSettings::resolve(&ConfigFile::parse(text, Path::new("/etc/m.conf")).unwrap())
+            .map_err(|e| e.to_string())
     }
 
     const BASE: &str = "set SERVER_HOST 127.0.0.1\nset HOSTNAME websrv-a\nset NET_GROUP webfarm\n";
@@ -340,6 +320,7 @@ mod tests {
 
     fn barnyard(text: &str) -> Result<BarnyardSettings, String> {
         BarnyardSettings::resolve(&ConfigFile::parse(text, Path::new("/etc/m.conf")).unwrap())
+            .map_err(|e| e.to_string())
     }
 
     #[test]

@@ -15,7 +15,7 @@ use crate::auditlog::{read_event_file_unhashed, AuditEvent, ParseLimits, RawEven
 use crate::queue::DEFAULT_MAX_EVENT_BYTES;
 
 /// How entries are opened.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LoadOptions {
     /// Follow symlinked entries (SYMLINK / LINK_MODE symlink), but only into `storage_dir`.
     pub follow_symlinks: bool,

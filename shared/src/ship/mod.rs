@@ -37,7 +37,7 @@ use load::{load_entry, LoadError, LoadOptions};
 pub use sink::Sink;
 
 /// What shipping needs besides the sink.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ShipSettings {
     pub alert: AlertSettings,
     pub load: LoadOptions,

@@ -4,33 +4,51 @@ use std::path::PathBuf;
 
 use crate::alert::AlertSettings;
 use crate::auditlog::ParseLimits;
-use crate::config::ConfigFile;
+use crate::config::{pick, ConfigError, ConfigFile};
 use crate::queue::LinkMode;
-use crate::safefs::resolve_owner;
 use crate::sguil::settings::{BarnyardSettings, SguilSettings};
 
 use super::load::LoadOptions;
 use super::ShipSettings;
 use crate::queue::DEFAULT_MAX_EVENT_BYTES;
 
-/// Where events go (config OUTPUT).
+/// Where events go (OUTPUT, or `--output`), before its settings are read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Output {
-    /// sguild, over the agent protocol (the default).
+pub enum OutputKind {
     Sguil,
-    /// JSON lines on stdout, one per event, every field decoded.
     Stdout,
-    /// The snort_agent on this host, as barnyard2 talks to it (RTEVENT).
     Barnyard,
 }
 
-impl Output {
-    pub fn parse(text: &str) -> Option<Output> {
+impl OutputKind {
+    pub fn parse(text: &str) -> Option<OutputKind> {
         match text.to_ascii_lowercase().as_str() {
-            "sguil" => Some(Output::Sguil),
-            "stdout" => Some(Output::Stdout),
-            "barnyard" => Some(Output::Barnyard),
+            "sguil" => Some(OutputKind::Sguil),
+            "stdout" => Some(OutputKind::Stdout),
+            "barnyard" => Some(OutputKind::Barnyard),
             _ => None,
+        }
+    }
+}
+
+/// Where events go, with what that needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    /// sguild, over the agent protocol (the default).
+    Sguil(SguilSettings),
+    /// The snort_agent on this host, as barnyard2 talks to it (RTEVENT).
+    Barnyard(BarnyardSettings),
+    /// JSON lines on stdout, one per event, every field decoded.
+    Stdout,
+}
+
+impl Output {
+    /// How long the session may be idle before a PING, when there is a session.
+    pub fn ping_delay(&self) -> Option<std::time::Duration> {
+        match self {
+            Output::Sguil(s) => Some(s.ping_delay),
+            Output::Barnyard(b) => Some(b.ping_delay),
+            Output::Stdout => None,
         }
     }
 }
@@ -40,15 +58,11 @@ impl Output {
 const STDOUT_WINDOW: usize = 64;
 
 /// Everything `drain` and `run` need.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ShipperSettings {
     /// EVENT_DIR: the queue.
     pub queue_dir: PathBuf,
     pub output: Output,
-    /// Set when `output` is [`Output::Sguil`].
-    pub sguil: Option<SguilSettings>,
-    /// Set when `output` is [`Output::Barnyard`].
-    pub barnyard: Option<BarnyardSettings>,
     /// HOSTNAME (what events carry when not registered with sguild: stdout output).
     pub hostname: String,
     pub ship: ShipSettings,
@@ -62,99 +76,71 @@ pub struct ShipperSettings {
 #[derive(Debug, Clone, Default)]
 pub struct ShipperOverrides {
     pub queue_dir: Option<PathBuf>,
-    pub output: Option<Output>,
+    pub output: Option<OutputKind>,
 }
 
 impl ShipperSettings {
-    /// Reads EVENT_DIR, OUTPUT, the Sguil keys (when OUTPUT is sguil), the alert keys,
-    /// SYMLINK / LINK_MODE, STORAGE_DIR, SYMLINK_REMOVE_ORIG, MAX_EVENT_BYTES, DAEMON
-    /// and RUNAS. Errors name the file, line and key.
-    pub fn resolve(c: &ConfigFile, o: ShipperOverrides) -> Result<ShipperSettings, String> {
-        let e = |err: crate::config::ConfigError| err.to_string();
-        let queue_dir = match o.queue_dir {
-            Some(q) => q,
-            None => c
-                .abs_path("EVENT_DIR")
-                .map_err(e)?
-                .ok_or_else(|| format!("{}: EVENT_DIR (the queue) is not set", c.path.display()))?,
+    /// Reads EVENT_DIR, OUTPUT, the Sguil or snort_agent keys OUTPUT needs, the alert
+    /// keys, SYMLINK / LINK_MODE, STORAGE_DIR, SYMLINK_REMOVE_ORIG, MAX_EVENT_BYTES,
+    /// DAEMON and RUNAS. Errors name the file, line and key.
+    pub fn resolve(c: &ConfigFile, o: ShipperOverrides) -> Result<ShipperSettings, ConfigError> {
+        let queue_dir = crate::config::queue_dir(o.queue_dir, Some(c))?;
+        let kind = pick(o.output, Some(c), "OUTPUT", |c, k| {
+            c.word(k, OutputKind::parse, "sguil, barnyard or stdout")
+        })?
+        .unwrap_or(OutputKind::Sguil);
+        let output = match kind {
+            OutputKind::Sguil => Output::Sguil(SguilSettings::resolve(c)?),
+            OutputKind::Barnyard => Output::Barnyard(BarnyardSettings::resolve(c)?),
+            OutputKind::Stdout => Output::Stdout,
         };
-        let output = match o.output {
-            Some(out) => out,
-            None => match c.get("OUTPUT") {
-                Some(s) => Output::parse(&s.value)
-                    .ok_or_else(|| c.bad(s, "expected sguil, barnyard or stdout").to_string())?,
-                None => Output::Sguil,
-            },
+        let (hostname, window) = match &output {
+            Output::Sguil(s) => (s.hostname.clone(), s.send_window),
+            Output::Barnyard(b) => (b.hostname.clone(), b.send_window),
+            Output::Stdout => (
+                c.string("HOSTNAME")
+                    .filter(|h| !h.is_empty())
+                    .unwrap_or_else(|| "localhost".into()),
+                STDOUT_WINDOW,
+            ),
         };
-        let sguil = match output {
-            Output::Sguil => Some(SguilSettings::resolve(c)?),
-            _ => None,
-        };
-        let barnyard = match output {
-            Output::Barnyard => Some(BarnyardSettings::resolve(c)?),
-            _ => None,
-        };
-        let hostname = match (&sguil, &barnyard) {
-            (Some(s), _) => s.hostname.clone(),
-            (_, Some(b)) => b.hostname.clone(),
-            _ => c
-                .string("HOSTNAME")
-                .filter(|h| !h.is_empty())
-                .unwrap_or_else(|| "localhost".into()),
-        };
-        let symlink_mode = match c.get("LINK_MODE") {
-            Some(s) => {
-                LinkMode::parse(&s.value)
-                    .ok_or_else(|| c.bad(s, "expected hardlink, copy or symlink").to_string())?
-                    == LinkMode::Symlink
-            }
-            None => c.bool("SYMLINK").map_err(e)?.unwrap_or(false),
-        };
-        let storage_dir = c.abs_path("STORAGE_DIR").map_err(e)?;
-        let storage_dir = match (symlink_mode, storage_dir) {
+        let symlink_mode =
+            match c.word("LINK_MODE", LinkMode::parse, "hardlink, copy or symlink")? {
+                Some(mode) => mode == LinkMode::Symlink,
+                None => c.bool("SYMLINK")?.unwrap_or(false),
+            };
+        let storage_dir = match (symlink_mode, c.abs_path("STORAGE_DIR")?) {
             (true, None) => {
-                return Err(format!(
-                    "{}: symlink mode needs STORAGE_DIR, so that only links into it are followed",
-                    c.path.display()
+                return Err(c.conflict(
+                    "symlink mode needs STORAGE_DIR, so that only links into it are followed",
                 ))
             }
-            (true, Some(d)) => Some(std::fs::canonicalize(&d).map_err(|err| {
-                format!("{}: STORAGE_DIR {}: {err}", c.path.display(), d.display())
-            })?),
+            (true, Some(d)) => Some(
+                std::fs::canonicalize(&d)
+                    .map_err(|err| c.conflict(format!("STORAGE_DIR {}: {err}", d.display())))?,
+            ),
             (false, d) => d,
         };
         let max_event_bytes = c
-            .number("MAX_EVENT_BYTES", crate::queue::MAX_EVENT_BYTES_RANGE)
-            .map_err(e)?
+            .number("MAX_EVENT_BYTES", crate::queue::MAX_EVENT_BYTES_RANGE)?
             .unwrap_or(DEFAULT_MAX_EVENT_BYTES);
-        let runas = match c.get("RUNAS").filter(|s| !s.value.is_empty()) {
-            Some(s) => Some(resolve_owner(&s.value).map_err(|why| c.bad(s, why).to_string())?),
-            None => None,
-        };
-        let window = match (&sguil, &barnyard) {
-            (Some(s), _) => s.send_window,
-            (_, Some(b)) => b.send_window,
-            _ => STDOUT_WINDOW,
-        };
         Ok(ShipperSettings {
             queue_dir,
             output,
             hostname,
             ship: ShipSettings {
-                alert: AlertSettings::resolve(c).map_err(e)?,
+                alert: AlertSettings::resolve(c)?,
                 load: LoadOptions {
                     follow_symlinks: symlink_mode,
                     storage_dir,
                     max_event_bytes,
                     limits: ParseLimits::default(),
                 },
-                remove_orig: c.bool("SYMLINK_REMOVE_ORIG").map_err(e)?.unwrap_or(false),
+                remove_orig: c.bool("SYMLINK_REMOVE_ORIG")?.unwrap_or(false),
                 window,
             },
-            sguil,
-            barnyard,
-            daemon: c.bool("DAEMON").map_err(e)?.unwrap_or(false),
-            runas,
+            daemon: c.bool("DAEMON")?.unwrap_or(false),
+            runas: c.owner("RUNAS")?,
         })
     }
 }
