@@ -7,19 +7,14 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
-use modsec2sguil::collect::follow::{Follower, StartAt};
-use modsec2sguil::collect::{
-    pipeline::GATHER, write_backlog, CollectorOverrides, CollectorSettings, InputLine, Pipeline,
-    Stats, Worker,
-};
+use modsec2sguil::collect::follow::StartAt;
+use modsec2sguil::collect::{pipeline::GATHER, CollectorOverrides, CollectorSettings};
 use modsec2sguil::config::{ConfigFile, KNOWN_KEYS};
 use modsec2sguil::logging::{facility, Logger};
-use modsec2sguil::queue::{LinkMode, Queue};
+use modsec2sguil::queue::LinkMode;
 
 const AFTER_HELP: &str = "\
 Apache (ModSecurity 2, concurrent audit log) starts the collector itself, as root:
@@ -109,11 +104,6 @@ enum OnOff {
     On,
     Off,
 }
-
-/// How often a followed index file is looked at when nothing new was there.
-const FOLLOW_POLL: Duration = Duration::from_millis(200);
-/// How long a second SIGTERM waits for a backlog write in progress.
-const ABANDON_GRACE: Duration = Duration::from_secs(5);
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -249,107 +239,19 @@ fn main() -> ExitCode {
 
 /// `--follow`: reads the index file as it grows until SIGTERM or SIGINT.
 fn follow_index(settings: CollectorSettings, index: &std::path::Path, start: StartAt) -> ExitCode {
-    let stop = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
-        if let Err(e) = signal_hook::flag::register(sig, stop.clone()) {
-            log::error!("cannot handle signal {sig}: {e}");
-        }
-    }
-    let queue_dir = settings.queue_dir.clone();
-    log::info!(
-        "following {}: storage dir {}, queue {}, {:?}, md5 {}",
-        index.display(),
-        settings.storage_dir.display(),
-        queue_dir.display(),
-        settings.link_mode,
-        if settings.verify_md5 { "on" } else { "off" }
-    );
-    let stats = Arc::new(Stats::default());
-    let mut worker = match Worker::new(settings, Arc::new(AtomicBool::new(false)), stats) {
-        Ok(w) => w,
+    let control = modsec2sguil::control::signals();
+    match modsec2sguil::collect::run::follow(settings, index, start, &control) {
+        Ok(_) => ExitCode::SUCCESS,
         Err(e) => {
-            log::error!("cannot open the queue {}: {e}", queue_dir.display());
-            return ExitCode::from(1);
-        }
-    };
-    let mut follower = match Follower::open(index, &queue_dir, start) {
-        Ok(f) => f,
-        Err(e) => {
-            log::error!("{}: {e}", index.display());
-            return ExitCode::from(1);
-        }
-    };
-    let stopping = || stop.load(Ordering::Relaxed);
-    while !stopping() {
-        match follower.poll(&mut worker, &stopping) {
-            Ok(0) => std::thread::sleep(FOLLOW_POLL),
-            Ok(_) => {}
-            Err(e) => {
-                log::error!("{}: {e}; trying again in 1 s", index.display());
-                std::thread::sleep(Duration::from_secs(1));
-            }
+            log::error!("{e}");
+            ExitCode::from(1)
         }
     }
-    if let Err(e) = follower.save() {
-        log::error!("{}: {e}", follower.state_path().display());
-    }
-    let s = &follower.stats;
-    log::info!(
-        "stopped: {} lines read, {} queued, {} in the backlog, {} read again after a restart and not queued twice, {} rotations, {} truncations",
-        s.lines,
-        s.queued,
-        s.backlogged,
-        s.repeats_skipped,
-        s.rotations,
-        s.truncations
-    );
-    ExitCode::SUCCESS
 }
 
+/// Apache's pipe: standard input, read until Apache closes it.
 fn run(settings: CollectorSettings) -> ExitCode {
-    let term = Arc::new(AtomicUsize::new(0));
-    let hup = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
-        let term = term.clone();
-        // SAFETY: the handler only does an atomic add, which is async-signal-safe.
-        let registered = unsafe {
-            signal_hook::low_level::register(sig, move || {
-                term.fetch_add(1, Ordering::SeqCst);
-            })
-        };
-        if let Err(e) = registered {
-            log::error!("cannot handle signal {sig}: {e}");
-        }
-    }
-    // Wakes the main thread for each SIGTERM/SIGINT (the count above says how many), so
-    // it sleeps until a signal or the end of input instead of polling. Without it, it
-    // looks every 20 ms.
-    let (wake_tx, signalled) = crossbeam_channel::bounded::<()>(1);
-    // A signal that came before the thread below listened is seen on the first pass.
-    let _ = wake_tx.try_send(());
-    match signal_hook::iterator::Signals::new([
-        signal_hook::consts::SIGTERM,
-        signal_hook::consts::SIGINT,
-    ]) {
-        Ok(mut signals) => {
-            let spawned = std::thread::Builder::new()
-                .name("signals".into())
-                .spawn(move || {
-                    for _ in signals.forever() {
-                        let _ = wake_tx.try_send(());
-                    }
-                });
-            if let Err(e) = spawned {
-                log::error!("cannot start the signal thread: {e}");
-            }
-        }
-        Err(e) => log::error!("cannot wait for signals: {e}"),
-    }
-    if let Err(e) = signal_hook::flag::register(signal_hook::consts::SIGHUP, hup.clone()) {
-        log::error!("cannot handle SIGHUP: {e}");
-    }
-
-    let stats = Arc::new(Stats::default());
+    let control = modsec2sguil::control::signals();
     log::info!(
         "started: storage dir {}, queue {}, index file {}, {:?}, md5 {}",
         settings.storage_dir.display(),
@@ -361,19 +263,6 @@ fn run(settings: CollectorSettings) -> ExitCode {
         settings.link_mode,
         if settings.verify_md5 { "on" } else { "off" }
     );
-    let queue_dir = settings.queue_dir.clone();
-    let worker = match Worker::new(settings.clone(), hup.clone(), stats.clone()) {
-        Ok(w) => w,
-        Err(e) => {
-            return degraded(
-                &format!(
-                    "cannot open the queue {} or the index file: {e}",
-                    queue_dir.display()
-                ),
-                settings.index_file,
-            );
-        }
-    };
     // Slow input gathers between reads only where the pipe has room for a burst
     // meanwhile.
     let gather = {
@@ -390,73 +279,11 @@ fn run(settings: CollectorSettings) -> ExitCode {
             }
         }
     };
-    let pipeline = Pipeline::start_gathering(
-        std::io::stdin(),
-        worker.into_stages(),
-        &queue_dir,
-        stats.clone(),
-        gather,
-    );
-
-    let mut announced = false;
-    loop {
-        crossbeam_channel::select! {
-            recv(pipeline.input_end()) -> _ => {
-                if let Err(e) = pipeline.finish() {
-                    log::error!("reading standard input failed: {e}");
-                }
-                break;
-            }
-            recv(signalled) -> woken => {
-                if woken.is_err() {
-                    // No signal thread: look again soon.
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-            }
-        }
-        match term.load(Ordering::SeqCst) {
-            0 => {}
-            1 if !announced => {
-                announced = true;
-                log::info!(
-                    "SIGTERM: finishing when Apache closes the pipe (send it again to stop now)"
-                );
-            }
-            1 => {}
-            _ => {
-                log::warn!("second SIGTERM: stopping now; lines not yet handled go to the backlog");
-                let queue = Queue::open(&queue_dir);
-                let tally = stats.clone();
-                pipeline.abandon(ABANDON_GRACE, |lines: &[InputLine]| match &queue {
-                    Ok(q) => write_backlog(
-                        q,
-                        lines,
-                        "collector stopped by a second SIGTERM before handling it",
-                        &tally,
-                    ),
-                    Err(e) => {
-                        for l in lines {
-                            log::error!(
-                                "cannot open the queue ({e}); lost line follows: {}",
-                                String::from_utf8_lossy(&l.bytes).trim_end()
-                            );
-                        }
-                    }
-                });
-                break;
-            }
-        }
+    let index = settings.index_file.clone();
+    match modsec2sguil::collect::run::piped(settings, std::io::stdin(), gather, &control) {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(e) => degraded(&e.to_string(), index),
     }
-    let s = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
-    log::info!(
-        "exiting: {} lines read, {} queued, {} in the backlog, {} spooled while busy, {} size/md5 mismatches",
-        s(&stats.read),
-        s(&stats.queued),
-        s(&stats.backlogged),
-        s(&stats.spilled),
-        s(&stats.integrity_mismatches)
-    );
-    ExitCode::SUCCESS
 }
 
 /// Without usable settings there is no queue and no backlog. Exiting would make Apache

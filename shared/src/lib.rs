@@ -4,14 +4,17 @@
 //! - [`index`]: the concurrent-mode index line ModSecurity pipes to the collector;
 //! - [`auditlog`]: event files (native, JSON; ModSecurity 2.x, 1.9.x, libmodsecurity 3);
 //! - [`escape`], [`time`] and [`hex`]: ModSecurity's escaping and timestamps, hex;
-//! - [`config`]: the Sguil-style config file;
+//! - [`config`]: the Sguil-style config file and the settings lookup;
+//! - [`control`]: what a running program is told (stop, reload), from its signals;
 //! - [`queue`]: the queue directory, the contract between the two programs: its names
 //!   and every file format in it (journal, delivered log, reasons, positions, last run);
 //! - [`safefs`]: opening files in directories another user writes;
-//! - [`collect`]: the collector (pipeline, worker, index file, spool, `--follow`);
+//! - [`collect`]: the collector (its run loops, pipeline, worker, index file, spool,
+//!   `--follow`);
 //! - [`alert`]: the alert decision and the mapping to a Sguil event, with its detail;
 //! - [`sguil`]: the sguild agent protocol (and the snort_agent path);
-//! - [`ship`]: delivery, exactly once (windows, resends, lock, sinks);
+//! - [`ship`]: delivery, exactly once (the drain and daemon loops, windows, resends,
+//!   lock, sinks);
 //! - [`requeue`] and [`status`]: the operator commands' logic;
 //! - [`logging`] and [`manual`]: log output; man pages and completions.
 //!
@@ -22,6 +25,7 @@ pub mod alert;
 pub mod auditlog;
 pub mod collect;
 pub mod config;
+pub mod control;
 pub mod escape;
 pub mod hex;
 pub mod index;

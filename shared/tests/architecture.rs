@@ -17,6 +17,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("index", 1),
     ("config", 1),
     ("safefs", 1),
+    ("control", 1),
     ("auditlog", 2),
     ("logging", 2),
     ("sguil", 2),

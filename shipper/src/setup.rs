@@ -1,16 +1,9 @@
-//! What `drain` and `run` share: config and logging, privileges, connecting a sink.
-
-use std::io::Write;
+//! What `drain` and `run` share: config and logging, and privileges.
 
 use log::LevelFilter;
 use modsec2sguil::config::{ConfigFile, KNOWN_KEYS};
 use modsec2sguil::logging::{facility, Logger};
-use modsec2sguil::sguil::barnyard::BarnyardSession;
-use modsec2sguil::sguil::client::AgentSession;
-use modsec2sguil::sguil::conn::Connection;
-use modsec2sguil::ship::settings::{Output, OutputKind, ShipperOverrides, ShipperSettings};
-use modsec2sguil::ship::sink::{BarnyardSink, JsonLinesSink, SguilSink};
-use modsec2sguil::ship::Sink;
+use modsec2sguil::ship::settings::{OutputKind, ShipperOverrides, ShipperSettings};
 
 use crate::{Common, OutputArg};
 
@@ -128,53 +121,4 @@ pub fn drop_privileges(runas: Option<(u32, u32)>) -> Result<(), String> {
     setuid(Uid::from_raw(uid)).map_err(|e| format!("RUNAS: setuid {uid}: {e}"))?;
     log::debug!("running as uid {uid}, gid {gid}");
     Ok(())
-}
-
-/// Connects and registers (sguil output), asks snort_agent for the sid (barnyard
-/// output), or opens stdout.
-pub fn connect(settings: &ShipperSettings) -> Result<Box<dyn Sink>, String> {
-    match &settings.output {
-        Output::Sguil(s) => {
-            let conn = Connection::open(&s.connect).map_err(|e| e.to_string())?;
-            let session = AgentSession::register(
-                conn,
-                &s.agent_type,
-                &s.hostname,
-                &s.net_group,
-                s.reply_timeout,
-            )
-            .map_err(|e| e.to_string())?;
-            log::info!(
-                "{}: registered as {} (sid {}, sguild holds cids up to {})",
-                session.server(),
-                s.hostname,
-                session.sid,
-                session.max_cid
-            );
-            Ok(Box::new(SguilSink {
-                session,
-                hostname: s.hostname.clone(),
-            }))
-        }
-        Output::Barnyard(b) => {
-            let session = BarnyardSession::open(&b.host, b.port, &b.hostname, b.reply_timeout)
-                .map_err(|e| e.to_string())?;
-            log::info!(
-                "{}: sensor {} is sid {} (sguild holds cids up to {})",
-                session.server(),
-                b.hostname,
-                session.sid,
-                session.max_cid
-            );
-            Ok(Box::new(BarnyardSink {
-                session,
-                hostname: b.hostname.clone(),
-            }))
-        }
-        Output::Stdout => Ok(Box::new(JsonLinesSink {
-            out: Box::new(std::io::stdout()) as Box<dyn Write>,
-            hostname: settings.hostname.clone(),
-            written: 0,
-        })),
-    }
 }

@@ -20,6 +20,7 @@ use std::sync::atomic::AtomicU64;
 pub mod follow;
 pub mod index_file;
 pub mod pipeline;
+pub mod run;
 pub mod settings;
 pub mod spool;
 pub mod worker;

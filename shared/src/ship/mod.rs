@@ -13,6 +13,7 @@
 
 pub mod load;
 pub mod lock;
+pub mod run;
 pub mod settings;
 pub mod sink;
 #[cfg(test)]

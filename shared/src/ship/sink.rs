@@ -5,9 +5,11 @@ use std::io::Write;
 
 use serde_json::json;
 
+use super::settings::{Output, ShipperSettings};
 use crate::sguil::barnyard::BarnyardSession;
 use crate::sguil::client::{AgentSession, Outcome, SessionError};
 use crate::sguil::conn::ConnError;
+use crate::sguil::conn::Connection;
 use crate::sguil::wire::SguilEvent;
 
 /// A destination that answers each event, in order.
@@ -26,6 +28,55 @@ pub trait Sink {
     fn next_answer(&mut self) -> Result<Outcome, SessionError>;
     /// Checks the destination is alive (idle keep-alive).
     fn ping(&mut self) -> Result<(), SessionError>;
+}
+
+/// Opens where `settings` send events: connects and registers (sguil output), asks the
+/// snort_agent for the sid (barnyard output), or takes stdout.
+pub fn connect(settings: &ShipperSettings) -> Result<Box<dyn Sink>, String> {
+    match &settings.output {
+        Output::Sguil(s) => {
+            let conn = Connection::open(&s.connect).map_err(|e| e.to_string())?;
+            let session = AgentSession::register(
+                conn,
+                &s.agent_type,
+                &s.hostname,
+                &s.net_group,
+                s.reply_timeout,
+            )
+            .map_err(|e| e.to_string())?;
+            log::info!(
+                "{}: registered as {} (sid {}, sguild holds cids up to {})",
+                session.server(),
+                s.hostname,
+                session.sid,
+                session.max_cid
+            );
+            Ok(Box::new(SguilSink {
+                session,
+                hostname: s.hostname.clone(),
+            }))
+        }
+        Output::Barnyard(b) => {
+            let session = BarnyardSession::open(&b.host, b.port, &b.hostname, b.reply_timeout)
+                .map_err(|e| e.to_string())?;
+            log::info!(
+                "{}: sensor {} is sid {} (sguild holds cids up to {})",
+                session.server(),
+                b.hostname,
+                session.sid,
+                session.max_cid
+            );
+            Ok(Box::new(BarnyardSink {
+                session,
+                hostname: b.hostname.clone(),
+            }))
+        }
+        Output::Stdout => Ok(Box::new(JsonLinesSink {
+            out: Box::new(std::io::stdout()) as Box<dyn Write>,
+            hostname: settings.hostname.clone(),
+            written: 0,
+        })),
+    }
 }
 
 /// A registered sguild session.

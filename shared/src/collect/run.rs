@@ -1,0 +1,194 @@
+//! The collector's two ways of running: [`piped`] (Apache's pipe on standard input) and
+//! [`follow`] (an index file that grows: libmodsecurity 3). Both take the binary's
+//! signals as a channel of [`Control`]s, so tests drive them directly; the binary
+//! parses arguments, sets up logging, and calls them.
+
+use std::io::Read;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crossbeam_channel::Receiver;
+
+use super::follow::{Follower, StartAt};
+use super::pipeline::{write_backlog, Pipeline};
+use super::{CollectorSettings, InputLine, Stats, Worker};
+use crate::control::Control;
+use crate::queue::Queue;
+
+/// How often a followed index file is looked at when nothing new was there.
+pub const FOLLOW_POLL: Duration = Duration::from_millis(200);
+/// How long a second Stop waits for a backlog write in progress.
+pub const ABANDON_GRACE: Duration = Duration::from_secs(5);
+
+/// Queues the event of every index line read from `input` until it ends (Apache closed
+/// the pipe). The first [`Control::Stop`] is only announced: Apache's old children may
+/// still write after a graceful restart; a second stops at once, with the lines not yet
+/// handled written to the backlog. [`Control::Reload`] reopens the index file.
+/// `gather`: how long slow input may gather between reads ([`Pipeline::start_gathering`]).
+///
+/// Returns the statistics, or the error that kept it from starting (the queue or the
+/// index file cannot be opened; nothing was read).
+pub fn piped<R: Read + Send + 'static>(
+    settings: CollectorSettings,
+    input: R,
+    gather: Option<Duration>,
+    control: &Receiver<Control>,
+) -> std::io::Result<Arc<Stats>> {
+    let reopen = Arc::new(AtomicBool::new(false));
+    let stats = Arc::new(Stats::default());
+    let queue_dir = settings.queue_dir.clone();
+    let worker = Worker::new(settings, reopen.clone(), stats.clone()).map_err(|e| {
+        std::io::Error::new(
+            e.kind(),
+            format!(
+                "cannot open the queue {} or the index file: {e}",
+                queue_dir.display()
+            ),
+        )
+    })?;
+    let pipeline = Pipeline::start_gathering(
+        input,
+        worker.into_stages(),
+        &queue_dir,
+        stats.clone(),
+        gather,
+    );
+    let mut stops = 0;
+    loop {
+        crossbeam_channel::select! {
+            recv(pipeline.input_end()) -> _ => {
+                if let Err(e) = pipeline.finish() {
+                    log::error!("reading standard input failed: {e}");
+                }
+                break;
+            }
+            recv(control) -> c => match c {
+                Ok(Control::Reload) => reopen.store(true, Ordering::SeqCst),
+                Ok(Control::Stop) => {
+                    stops += 1;
+                    if stops == 1 {
+                        log::info!(
+                            "SIGTERM: finishing when Apache closes the pipe (send it again to stop now)"
+                        );
+                        continue;
+                    }
+                    log::warn!("second SIGTERM: stopping now; lines not yet handled go to the backlog");
+                    abandon(pipeline, &queue_dir, &stats);
+                    break;
+                }
+                // No more signals will come: wait for the end of input alone.
+                Err(_) => {
+                    if let Err(e) = pipeline.finish() {
+                        log::error!("reading standard input failed: {e}");
+                    }
+                    break;
+                }
+            },
+        }
+    }
+    let s = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+    log::info!(
+        "exiting: {} lines read, {} queued, {} in the backlog, {} spooled while busy, {} size/md5 mismatches",
+        s(&stats.read),
+        s(&stats.queued),
+        s(&stats.backlogged),
+        s(&stats.spilled),
+        s(&stats.integrity_mismatches)
+    );
+    Ok(stats)
+}
+
+/// Stops the pipeline at once: every line read and not yet handled goes to the backlog
+/// (or, when the queue cannot be opened, to the log in full).
+fn abandon(pipeline: Pipeline<super::Checked>, queue_dir: &Path, stats: &Arc<Stats>) {
+    let queue = Queue::open(queue_dir);
+    pipeline.abandon(ABANDON_GRACE, |lines: &[InputLine]| match &queue {
+        Ok(q) => write_backlog(
+            q,
+            lines,
+            "collector stopped by a second SIGTERM before handling it",
+            stats,
+        ),
+        Err(e) => {
+            for l in lines {
+                log::error!(
+                    "cannot open the queue ({e}); lost line follows: {}",
+                    String::from_utf8_lossy(&l.bytes).trim_end()
+                );
+            }
+        }
+    });
+}
+
+/// Follows `index` as it grows, across rotation, until a [`Control::Stop`]; saves where
+/// it stopped. Errors reading it are retried every second.
+pub fn follow(
+    settings: CollectorSettings,
+    index: &Path,
+    start: StartAt,
+    control: &Receiver<Control>,
+) -> std::io::Result<super::follow::FollowStats> {
+    let queue_dir = settings.queue_dir.clone();
+    log::info!(
+        "following {}: storage dir {}, queue {}, {:?}, md5 {}",
+        index.display(),
+        settings.storage_dir.display(),
+        queue_dir.display(),
+        settings.link_mode,
+        if settings.verify_md5 { "on" } else { "off" }
+    );
+    let stats = Arc::new(Stats::default());
+    let mut worker =
+        Worker::new(settings, Arc::new(AtomicBool::new(false)), stats).map_err(|e| {
+            std::io::Error::new(
+                e.kind(),
+                format!("cannot open the queue {}: {e}", queue_dir.display()),
+            )
+        })?;
+    let mut follower = Follower::open(index, &queue_dir, start)
+        .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", index.display())))?;
+    let stopped = AtomicBool::new(false);
+    let stopping = || {
+        if control.try_iter().any(|c| c == Control::Stop) {
+            stopped.store(true, Ordering::SeqCst);
+        }
+        stopped.load(Ordering::SeqCst)
+    };
+    while !stopping() {
+        let wait = match follower.poll(&mut worker, &stopping) {
+            Ok(0) => FOLLOW_POLL,
+            Ok(_) => Duration::ZERO,
+            Err(e) => {
+                log::error!("{}: {e}; trying again in 1 s", index.display());
+                Duration::from_secs(1)
+            }
+        };
+        if !wait.is_zero() {
+            // Woken early by a Stop; with no one left to send one, just wait.
+            match control.recv_timeout(wait) {
+                Ok(Control::Stop) => stopped.store(true, Ordering::SeqCst),
+                Ok(Control::Reload) | Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
+                Err(crossbeam_channel::RecvTimeoutError::Disconnected) => std::thread::sleep(wait),
+            }
+        }
+    }
+    if let Err(e) = follower.save() {
+        log::error!("{}: {e}", follower.state_path().display());
+    }
+    let s = &follower.stats;
+    log::info!(
+        "stopped: {} lines read, {} queued, {} in the backlog, {} read again after a restart and not queued twice, {} rotations, {} truncations",
+        s.lines,
+        s.queued,
+        s.backlogged,
+        s.repeats_skipped,
+        s.rotations,
+        s.truncations
+    );
+    Ok(follower.stats.clone())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,481 @@
+//! The shipper's two ways of running: [`drain`] (ship the queue once, the cron job) and
+//! [`daemon`] (keep shipping: reconnect with capped, jittered backoff, keep the session
+//! alive with PING, reload on request). Both take the binary's signals as a channel of
+//! [`Control`]s, so tests drive them directly; the binary parses arguments, sets up
+//! logging and privileges, and calls them.
+
+use std::collections::hash_map::RandomState;
+use std::hash::{BuildHasher, Hasher};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::Receiver;
+
+use super::lock::QueueLock;
+use super::settings::ShipperSettings;
+use super::sink::connect;
+use super::{Bounds, ShipError, Shipper, Stats};
+use crate::control::Control;
+use crate::queue::last_run::{LastRun, RunResult};
+
+/// How a run ended: the binary's exit code (documented in `modsec-shipper --help`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum End {
+    /// Done, stopped on request, or another shipper holds the queue.
+    Ok,
+    /// The queue, journal or failed/ area could not be read or written.
+    Io,
+    /// The queue does not exist.
+    Config,
+    /// sguild (or the snort_agent) could not be reached: the queue is untouched.
+    Unreachable,
+    /// The session broke mid-run; the rest stays queued and goes first next time.
+    Outage,
+}
+
+impl End {
+    pub fn code(self) -> u8 {
+        match self {
+            End::Ok => 0,
+            End::Io => 1,
+            End::Config => 3,
+            End::Unreachable => 4,
+            End::Outage => 5,
+        }
+    }
+}
+
+/// What a [`ShipError`] means for the run and its record.
+fn ended_by(e: &ShipError) -> (End, RunResult) {
+    match e {
+        ShipError::Io { .. } => (End::Io, RunResult::IoError),
+        ShipError::Session(_) | ShipError::CidCollision { .. } => (End::Outage, RunResult::Outage),
+    }
+}
+
+/// The binary's [`Control`]s as flags a long call can look at ([`Shipper::ship`] checks
+/// `stop` between windows). A thread moves them over until the channel closes.
+struct Flags {
+    stop: Arc<AtomicBool>,
+    reload: Arc<AtomicBool>,
+}
+
+impl Flags {
+    fn watch(control: &Receiver<Control>) -> Flags {
+        let flags = Flags {
+            stop: Arc::new(AtomicBool::new(false)),
+            reload: Arc::new(AtomicBool::new(false)),
+        };
+        let (stop, reload, control) = (flags.stop.clone(), flags.reload.clone(), control.clone());
+        let watching = std::thread::Builder::new()
+            .name("control".into())
+            .spawn(move || {
+                for c in control.iter() {
+                    match c {
+                        Control::Stop => stop.store(true, Ordering::SeqCst),
+                        Control::Reload => reload.store(true, Ordering::SeqCst),
+                    }
+                }
+            });
+        if let Err(e) = watching {
+            log::error!("cannot watch for signals: {e}");
+        }
+        flags
+    }
+
+    fn stopped(&self) -> bool {
+        self.stop.load(Ordering::SeqCst)
+    }
+
+    /// Sleeps up to `d`, waking early when stopped. Returns false if stopped.
+    fn nap(&self, d: Duration) -> bool {
+        let until = Instant::now() + d;
+        while Instant::now() < until {
+            if self.stopped() {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(50).min(until - Instant::now()));
+        }
+        !self.stopped()
+    }
+}
+
+fn queue_exists(queue_dir: &Path) -> bool {
+    if queue_dir.is_dir() {
+        return true;
+    }
+    log::error!(
+        "{}: the queue (EVENT_DIR) does not exist or is not a directory",
+        queue_dir.display()
+    );
+    false
+}
+
+/// `drain`'s bounds and lock behaviour.
+#[derive(Debug, Clone, Default)]
+pub struct DrainOptions {
+    /// Wait for another shipper's lock instead of leaving the queue to it.
+    pub wait: bool,
+    pub max_events: Option<u64>,
+    pub max_seconds: Option<u64>,
+}
+
+/// Ships what the queue holds, then returns. Every end is recorded for `status`.
+pub fn drain(settings: &ShipperSettings, o: &DrainOptions, control: &Receiver<Control>) -> End {
+    let started = Instant::now();
+    let flags = Flags::watch(control);
+    let queue_dir = &settings.queue_dir;
+    if !queue_exists(queue_dir) {
+        return End::Config;
+    }
+    let _lock = match QueueLock::acquire(queue_dir, o.wait) {
+        Ok(Some(l)) => l,
+        Ok(None) => {
+            log::info!(
+                "{}: another shipper holds the queue lock; leaving the queue to it",
+                queue_dir.display()
+            );
+            return End::Ok;
+        }
+        Err(e) => {
+            log::error!("{}: cannot take the queue lock: {e}", queue_dir.display());
+            return End::Io;
+        }
+    };
+    let mut shipper = match Shipper::open(queue_dir, settings.ship.clone()) {
+        Ok(s) => s,
+        Err(e) => {
+            log::error!("{e}");
+            return End::Io;
+        }
+    };
+    let queued = match shipper.remaining() {
+        Ok(n) => n,
+        Err(e) => {
+            log::error!("{e}");
+            return End::Io;
+        }
+    };
+    let record = |shipper: &Shipper, result, error, remaining| {
+        record_run(
+            queue_dir,
+            "drain",
+            started,
+            &shipper.stats,
+            (result, error, remaining),
+        )
+    };
+    if queued == 0 && shipper.unresolved() == 0 {
+        log::info!("drain: the queue is empty");
+        // Recorded too: `status` shows the cron job is alive.
+        record(&shipper, RunResult::Ok, None, 0);
+        return End::Ok;
+    }
+    let mut sink = match connect(settings) {
+        Ok(s) => s,
+        Err(e) => {
+            log::error!("{e}; the queue is untouched ({queued} entries)");
+            record(&shipper, RunResult::Unreachable, Some(e), queued);
+            return End::Unreachable;
+        }
+    };
+    let bounds = Bounds {
+        max_events: o.max_events,
+        deadline: o.max_seconds.map(|s| started + Duration::from_secs(s)),
+    };
+    let result = shipper.ship(sink.as_mut(), bounds, &flags.stop);
+    let remaining = shipper.remaining().unwrap_or(0);
+    summary(&shipper.stats, remaining, started.elapsed());
+    let (end, result, error) = match result {
+        Ok(_) if shipper.stats.undeletable > 0 => {
+            let why = format!(
+                "{} delivered entries could not be removed",
+                shipper.stats.undeletable
+            );
+            (End::Io, RunResult::IoError, Some(why))
+        }
+        Ok(_) => (End::Ok, RunResult::Ok, None),
+        Err(e) => {
+            let (end, result) = ended_by(&e);
+            match end {
+                End::Outage => log::error!("drain: {e}; {remaining} entries stay queued"),
+                _ => log::error!("drain: {e}"),
+            }
+            (end, result, Some(e.to_string()))
+        }
+    };
+    record(&shipper, result, error, remaining);
+    end
+}
+
+/// First wait after a failure; doubled per failure up to [`MAX_BACKOFF`].
+pub const MIN_BACKOFF: Duration = Duration::from_secs(1);
+/// sguild needs its operator after an outage; retrying more often than this only
+/// fills the log.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// How often an idle queue is looked at (modsec_agent.pl polled every second).
+const IDLE_POLL: Duration = Duration::from_secs(1);
+/// Pause between rounds while entries keep arriving.
+const BUSY_POLL: Duration = Duration::from_millis(250);
+/// How often the last-run record is rewritten while all is well.
+const RECORD_EVERY: Duration = Duration::from_secs(5);
+
+/// A delay between `d/2` and `d` ("equal jitter"), so many agents restarted together
+/// do not reconnect in step.
+fn jittered(d: Duration) -> Duration {
+    // Each RandomState is freshly keyed: hashing nothing gives a random number.
+    let frac = (RandomState::new().build_hasher().finish() % 1000) as f64 / 1000.0;
+    d.mul_f64(0.5 + frac / 2.0)
+}
+
+/// The daemon's capped exponential backoff.
+struct Backoff(Duration);
+
+impl Backoff {
+    /// The next wait (jittered), doubling the one after it.
+    fn next(&mut self) -> Duration {
+        let wait = jittered(self.0);
+        self.0 = (self.0 * 2).min(MAX_BACKOFF);
+        wait
+    }
+
+    fn reset(&mut self) {
+        self.0 = MIN_BACKOFF;
+    }
+}
+
+/// Ships entries as they arrive until a [`Control::Stop`]. A [`Control::Reload`] calls
+/// `reload` for new settings (a config that does not load keeps the running one; a new
+/// output reconnects; EVENT_DIR stays: switching queues needs a restart).
+pub fn daemon(
+    mut settings: ShipperSettings,
+    control: &Receiver<Control>,
+    mut reload: impl FnMut() -> Result<ShipperSettings, String>,
+) -> End {
+    let started = Instant::now();
+    let flags = Flags::watch(control);
+    let queue_dir = settings.queue_dir.clone();
+    if !queue_exists(&queue_dir) {
+        return End::Config;
+    }
+    let mut waited = false;
+    let _lock = loop {
+        match QueueLock::acquire(&queue_dir, false) {
+            Ok(Some(l)) => break l,
+            Ok(None) => {
+                if !waited {
+                    log::info!(
+                        "{}: another shipper holds the queue lock; waiting for it",
+                        queue_dir.display()
+                    );
+                    waited = true;
+                }
+                if !flags.nap(IDLE_POLL) {
+                    return End::Ok;
+                }
+            }
+            Err(e) => {
+                log::error!("{}: cannot take the queue lock: {e}", queue_dir.display());
+                return End::Io;
+            }
+        }
+    };
+    // The queue and its journal may be unreadable for a while (a full disk): a daemon
+    // waits for them rather than exiting.
+    let mut backoff = Backoff(MIN_BACKOFF);
+    let mut shipper = loop {
+        match Shipper::open(&queue_dir, settings.ship.clone()) {
+            Ok(s) => break s,
+            Err(e) => {
+                let wait = backoff.next();
+                log::error!("{e}; retrying in {:.1} s", wait.as_secs_f64());
+                if !flags.nap(wait) {
+                    return End::Io;
+                }
+            }
+        }
+    };
+    log::info!("run: shipping {} as it fills", queue_dir.display());
+    backoff.reset();
+    // The last-run record: rewritten at most every RECORD_EVERY while all is well, at
+    // once when something goes wrong, and at the end.
+    let mut recorded: Option<Instant> = None;
+    let mut record = |shipper: &Shipper, result: RunResult, error: Option<String>, now: bool| {
+        if now || recorded.map_or(true, |t| t.elapsed() >= RECORD_EVERY) {
+            let remaining = shipper.remaining().unwrap_or(0);
+            let end = (result, error, remaining);
+            record_run(&queue_dir, "run", started, &shipper.stats, end);
+            recorded = Some(Instant::now());
+        }
+    };
+    'connect: while !flags.stopped() {
+        let mut sink = match connect(&settings) {
+            Ok(s) => s,
+            Err(e) => {
+                let wait = backoff.next();
+                log::error!("{e}; retrying in {:.1} s", wait.as_secs_f64());
+                record(&shipper, RunResult::Unreachable, Some(e), true);
+                flags.nap(wait);
+                continue;
+            }
+        };
+        let mut last_traffic = Instant::now();
+        loop {
+            if flags.stopped() {
+                break 'connect;
+            }
+            if flags.reload.swap(false, Ordering::SeqCst)
+                && reload_into(&mut settings, &mut shipper, &mut reload)
+            {
+                continue 'connect;
+            }
+            let before = shipper.stats.handled();
+            match shipper.ship(sink.as_mut(), Bounds::default(), &flags.stop) {
+                Ok(_) if shipper.stats.handled() > before => {
+                    record(&shipper, RunResult::Ok, None, false);
+                    last_traffic = Instant::now();
+                    backoff.reset();
+                    flags.nap(BUSY_POLL);
+                }
+                Ok(_) => {
+                    record(&shipper, RunResult::Ok, None, false);
+                    if let Some(ping) = settings.output.ping_delay() {
+                        if last_traffic.elapsed() >= ping {
+                            if let Err(e) = sink.ping() {
+                                log::warn!(
+                                    "{}: keep-alive PING failed: {e}; reconnecting",
+                                    sink.name()
+                                );
+                                continue 'connect;
+                            }
+                            last_traffic = Instant::now();
+                        }
+                    }
+                    flags.nap(IDLE_POLL);
+                }
+                Err(e) => {
+                    let wait = backoff.next();
+                    let (_, result) = ended_by(&e);
+                    record(&shipper, result, Some(e.to_string()), true);
+                    log::error!(
+                        "{e}; {} event(s) wait for an answer, {} entries queued; reconnecting in {:.1} s",
+                        shipper.unresolved(),
+                        shipper.remaining().unwrap_or(0),
+                        wait.as_secs_f64()
+                    );
+                    drop(sink);
+                    flags.nap(wait);
+                    continue 'connect;
+                }
+            }
+        }
+    }
+    record(&shipper, RunResult::Ok, None, true);
+    summary(
+        &shipper.stats,
+        shipper.remaining().unwrap_or(0),
+        started.elapsed(),
+    );
+    log::info!("run: stopped");
+    End::Ok
+}
+
+/// Applies reloaded settings; true when the session must be rebuilt.
+fn reload_into(
+    settings: &mut ShipperSettings,
+    shipper: &mut Shipper,
+    reload: &mut impl FnMut() -> Result<ShipperSettings, String>,
+) -> bool {
+    match reload() {
+        Ok(mut new) => {
+            if new.queue_dir != settings.queue_dir {
+                log::warn!(
+                    "SIGHUP: EVENT_DIR changed to {}; restart the shipper to switch queues",
+                    new.queue_dir.display()
+                );
+                new.queue_dir = settings.queue_dir.clone();
+            }
+            let reconnect = new.output != settings.output;
+            shipper.set_settings(new.ship.clone());
+            *settings = new;
+            log::info!(
+                "SIGHUP: configuration reloaded{}",
+                if reconnect { "; reconnecting" } else { "" }
+            );
+            reconnect
+        }
+        Err(e) => {
+            log::error!("SIGHUP: {e}; keeping the running configuration");
+            false
+        }
+    }
+}
+
+/// Writes the last-run record `status` reports (a failure to write it is only logged:
+/// it must not change the run's outcome).
+pub fn record_run(
+    queue_dir: &Path,
+    program: &str,
+    started: Instant,
+    s: &Stats,
+    (result, error, remaining): (RunResult, Option<String>, usize),
+) {
+    let record = LastRun {
+        program: program.to_string(),
+        pid: std::process::id(),
+        finished: chrono::Utc::now().timestamp(),
+        seconds: (started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0,
+        result,
+        error,
+        shipped: s.shipped,
+        already_stored: s.already_stored,
+        skipped: s.skipped,
+        quarantined: s.quarantined,
+        remaining: remaining as u64,
+    };
+    if let Err(e) = record.write(queue_dir) {
+        log::warn!(
+            "{}: cannot write the last-run record: {e}",
+            queue_dir
+                .join(crate::queue::layout::LAST_RUN_FILE)
+                .display()
+        );
+    }
+}
+
+/// The one summary line.
+pub fn summary(s: &Stats, remaining: usize, elapsed: Duration) {
+    let secs = elapsed.as_secs_f64();
+    let rate = if secs > 0.0 {
+        s.handled() as f64 / secs
+    } else {
+        0.0
+    };
+    let mut extra = String::new();
+    if s.already_stored > 0 {
+        extra.push_str(&format!(
+            ", {} of them found already stored",
+            s.already_stored
+        ));
+    }
+    if s.ipv6 > 0 {
+        extra.push_str(&format!(
+            ", {} with IPv6 addresses (sent empty, named in the detail)",
+            s.ipv6
+        ));
+    }
+    if s.undeletable > 0 {
+        extra.push_str(&format!(", {} delivered but not removable", s.undeletable));
+    }
+    log::info!(
+        "drain: shipped {}{extra}, skipped {} non-alerts, quarantined {}, remaining {remaining}, {secs:.2} s, {rate:.0} events/s",
+        s.shipped,
+        s.skipped,
+        s.quarantined,
+    );
+}
+
+#[cfg(test)]
+mod tests;

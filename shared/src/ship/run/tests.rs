@@ -1,0 +1,182 @@
+//! The drain and daemon loops, driven through their control channel as the binary's
+//! signals drive them (OUTPUT stdout: no server needed; the events' JSON lines go to
+//! the test's stdout).
+
+use super::*;
+use crate::config::ConfigFile;
+use crate::queue::last_run::LastRun;
+use crate::ship::settings::ShipperOverrides;
+use crate::testdata::event_text;
+use crossbeam_channel::unbounded;
+
+fn queue_with(n: usize) -> (tempfile::TempDir, ShipperSettings) {
+    let dir = tempfile::tempdir().unwrap();
+    let queue = dir.path().join("queue");
+    std::fs::create_dir(&queue).unwrap();
+    for i in 1..=n {
+        std::fs::write(
+            queue.join(format!("modsec.log.1790000000.{i:06}")),
+            event_text(&format!("RUN-TEST-{i}"), 403),
+        )
+        .unwrap();
+    }
+    (dir, settings_for(&queue, ""))
+}
+
+fn settings_for(queue: &Path, extra: &str) -> ShipperSettings {
+    let text = format!(
+        "set EVENT_DIR {}\nset OUTPUT stdout\nset HOSTNAME websrv\n{extra}",
+        queue.display()
+    );
+    let c = ConfigFile::parse(&text, Path::new("/etc/test.conf")).unwrap();
+    ShipperSettings::resolve(&c, ShipperOverrides::default()).unwrap()
+}
+
+fn entries(queue: &Path) -> usize {
+    std::fs::read_dir(queue)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with("modsec.log.")
+        })
+        .count()
+}
+
+fn wait_for(what: &str, cond: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn drain_ships_the_queue_records_the_run_and_says_how_it_ended() {
+    let (_dir, settings) = queue_with(3);
+    let (_tx, control) = unbounded();
+    assert_eq!(
+        drain(&settings, &DrainOptions::default(), &control),
+        End::Ok
+    );
+    assert_eq!(entries(&settings.queue_dir), 0);
+    let last = LastRun::read(&settings.queue_dir).unwrap().unwrap();
+    assert_eq!(
+        (last.program.as_str(), last.result, last.shipped),
+        ("drain", RunResult::Ok, 3)
+    );
+    // An empty queue is a run too (status shows the cron job is alive).
+    assert_eq!(
+        drain(&settings, &DrainOptions::default(), &control),
+        End::Ok
+    );
+    let missing = settings_for(&settings.queue_dir.join("nope"), "");
+    assert_eq!(
+        drain(&missing, &DrainOptions::default(), &control),
+        End::Config
+    );
+    assert_eq!(
+        [End::Ok, End::Io, End::Config, End::Unreachable, End::Outage].map(End::code),
+        [0, 1, 3, 4, 5]
+    );
+}
+
+#[test]
+fn drain_leaves_a_locked_queue_to_its_holder_unless_told_to_wait() {
+    let (_dir, settings) = queue_with(1);
+    let held = QueueLock::acquire(&settings.queue_dir, false)
+        .unwrap()
+        .unwrap();
+    let (_tx, control) = unbounded();
+    assert_eq!(
+        drain(&settings, &DrainOptions::default(), &control),
+        End::Ok
+    );
+    assert_eq!(entries(&settings.queue_dir), 1, "left to the holder");
+    drop(held);
+}
+
+#[test]
+fn the_daemon_ships_what_arrives_and_stops_when_told() {
+    let (_dir, settings) = queue_with(2);
+    let queue = settings.queue_dir.clone();
+    let (tx, control) = unbounded();
+    let running = std::thread::spawn(move || daemon(settings, &control, || Err("unused".into())));
+    wait_for("the first two entries to ship", || entries(&queue) == 0);
+    std::fs::write(
+        queue.join("modsec.log.1790000001.000001"),
+        event_text("RUN-TEST-LATE", 403),
+    )
+    .unwrap();
+    wait_for("an entry that arrived later to ship", || {
+        entries(&queue) == 0
+    });
+    let asked = Instant::now();
+    tx.send(Control::Stop).unwrap();
+    assert_eq!(running.join().unwrap(), End::Ok);
+    assert!(
+        asked.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        asked.elapsed()
+    );
+    let last = LastRun::read(&queue).unwrap().unwrap();
+    assert_eq!((last.program.as_str(), last.shipped), ("run", 3));
+}
+
+#[test]
+fn the_daemon_reloads_on_request_and_keeps_its_settings_when_the_new_ones_fail() {
+    let (_dir, settings) = queue_with(0);
+    let queue = settings.queue_dir.clone();
+    let (tx, control) = unbounded();
+    let (calls_tx, calls) = unbounded::<()>();
+    let reloaded = settings_for(&queue, "set HANDLE_ALL_EVENTS 1\n");
+    let mut n = 0;
+    let running = std::thread::spawn(move || {
+        daemon(settings, &control, move || {
+            n += 1;
+            calls_tx.send(()).unwrap();
+            if n == 1 {
+                Err("/etc/test.conf:3: bad".into())
+            } else {
+                Ok(reloaded.clone())
+            }
+        })
+    });
+    tx.send(Control::Reload).unwrap();
+    calls
+        .recv_timeout(Duration::from_secs(10))
+        .expect("reloaded");
+    tx.send(Control::Reload).unwrap();
+    calls
+        .recv_timeout(Duration::from_secs(10))
+        .expect("reloaded again");
+    // A 200 without a rule match is no alert: it ships only under the reloaded
+    // HANDLE_ALL_EVENTS 1, and is skipped under the settings the daemon started with.
+    let quiet: String = event_text("RUN-TEST-200", 200)
+        .lines()
+        .filter(|l| !l.starts_with("Message:"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(queue.join("modsec.log.1790000002.000001"), quiet).unwrap();
+    wait_for("the entry to be handled", || entries(&queue) == 0);
+    tx.send(Control::Stop).unwrap();
+    assert_eq!(running.join().unwrap(), End::Ok);
+    let last = LastRun::read(&queue).unwrap().unwrap();
+    assert_eq!((last.shipped, last.skipped), (1, 0), "{last:?}");
+}
+
+#[test]
+fn a_daemon_waiting_for_the_queue_lock_stops_when_told() {
+    let (_dir, settings) = queue_with(1);
+    let held = QueueLock::acquire(&settings.queue_dir, false)
+        .unwrap()
+        .unwrap();
+    let (tx, control) = unbounded();
+    let running = std::thread::spawn(move || daemon(settings, &control, || Err("unused".into())));
+    std::thread::sleep(Duration::from_millis(300));
+    tx.send(Control::Stop).unwrap();
+    assert_eq!(running.join().unwrap(), End::Ok);
+    drop(held);
+}
