@@ -2,7 +2,6 @@
 //! the committer (the three steps of the work, in order), and the spill thread (writes
 //! the spool).
 
-use std::collections::VecDeque;
 use std::io::{self, Read};
 use std::mem::take;
 use std::path::Path;
@@ -20,14 +19,16 @@ pub trait LineSink: Send {
     fn handle(&mut self, line: &InputLine);
 }
 
+/// One step of the work: an item in, what it became out.
+pub type Step<I, O> = Box<dyn FnMut(I) -> O + Send>;
+
 /// The steps the pipeline runs on a thread each, in order: `check` and `verify` (may be
-/// slow, change nothing; `verify` may be absent) and `commit`. `line_of` gives back the
-/// line of a checked item, so a second SIGTERM can put unfinished ones in the backlog.
+/// slow, change nothing; `verify` may be absent) and `commit`. Which lines are not yet
+/// committed the pipeline knows by itself (its ledger), for a second SIGTERM.
 pub struct Stages<T> {
-    pub check: Box<dyn FnMut(InputLine) -> T + Send>,
-    pub verify: Option<Box<dyn FnMut(T) -> T + Send>>,
-    pub commit: Box<dyn FnMut(T) + Send>,
-    pub line_of: fn(&T) -> &InputLine,
+    pub check: Step<InputLine, T>,
+    pub verify: Option<Step<T, T>>,
+    pub commit: Step<T, ()>,
 }
 
 impl Stages<InputLine> {
@@ -37,7 +38,6 @@ impl Stages<InputLine> {
             check: Box::new(|line| line),
             verify: None,
             commit: Box::new(move |line| sink.handle(&line)),
-            line_of: |l| l,
         }
     }
 }
@@ -63,93 +63,116 @@ pub struct Pipeline<T> {
     hasher: Option<std::thread::JoinHandle<()>>,
     worker: std::thread::JoinHandle<()>,
     spill: std::thread::JoinHandle<()>,
-    pending: Receiver<InputLine>,
-    /// Lines between the checker and the hasher (the checked lines when there is none).
-    opened: Receiver<Vec<T>>,
-    checked: Receiver<Vec<T>>,
-    /// Lines checked and not yet handed over.
-    in_checker: Arc<Mutex<Vec<T>>>,
-    /// Lines handed to the hasher and not yet hashed (but the one being hashed).
-    hasher_in: Arc<Mutex<VecDeque<T>>>,
-    /// Lines hashed and not yet handed over.
-    hasher_out: Arc<Mutex<Vec<T>>>,
-    /// Lines handed over and not yet committed (but the one being committed).
-    in_worker: Arc<Mutex<VecDeque<T>>>,
-    line_of: fn(&T) -> &InputLine,
+    /// Lines on their way to the spill thread, for [`Pipeline::abandon`].
     spilling: Receiver<InputLine>,
-    spill_outstanding: Arc<AtomicU64>,
+    shared: Arc<Shared<T>>,
+}
+
+/// An item on its way through the steps, with its place in the [`Ledger`].
+type Tracked<T> = (u64, T);
+
+/// What the pipeline's threads share.
+struct Shared<T> {
+    /// Every line read (or taken from the spool) and not yet committed.
+    ledger: Mutex<Ledger>,
+    commit: Mutex<Step<T, ()>>,
+    verify: Option<Mutex<Step<T, T>>>,
+    /// Lines the checker handed on, and lines handed to the committer, not yet
+    /// committed: a step commits a line itself only when nothing is ahead of it.
+    after_checker: AtomicUsize,
+    after_hasher: AtomicUsize,
     /// Set by [`Pipeline::abandon`]: the checker and the hasher take no more work.
-    stop: Arc<AtomicBool>,
+    stop: AtomicBool,
+    /// Set while the checker takes lines from a spool ([`SpoolPass`]).
+    in_spool: AtomicBool,
+    /// Set by the spill thread after each write to the spool (before it counts the
+    /// lines as no longer outstanding); cleared when the checker takes the spool.
+    spooled: AtomicBool,
+    /// Lines handed to the spill thread and not yet in the spool.
+    spill_outstanding: AtomicU64,
+    spool: Spool,
+    stats: Arc<Stats>,
 }
 
-/// A step's end of the channel to the next: what it did, in batches. The batch is
-/// shared so that [`Pipeline::abandon`] can take it from a step stuck on a line (a hung
-/// disk).
-struct Handover<I, T> {
-    step: Box<dyn FnMut(I) -> T + Send>,
-    tx: Sender<Vec<T>>,
-    batch: Arc<Mutex<Vec<T>>>,
-    /// Counts of lines handed on and not yet committed, each raised per line.
-    handed: Vec<Arc<AtomicUsize>>,
-}
-
-impl<I, T> Handover<I, T> {
-    /// Does the step on `item`, then hands it on.
-    fn push(&mut self, item: I, waiting: bool) {
-        let done = (self.step)(item);
-        self.hand(done, waiting);
+impl<T> Shared<T> {
+    /// Commits a line, if it claims it from the ledger first (abandon() may have taken
+    /// it: it is in the backlog then).
+    fn commit(&self, (seq, item): Tracked<T>) {
+        if !lock(&self.ledger).claim(seq) {
+            return;
+        }
+        (lock(&self.commit))(item);
+        lock(&self.ledger).committing -= 1;
     }
 
-    /// Hands `done` on: the batch goes unless more items are `waiting` and it has room.
-    fn hand(&mut self, done: T, waiting: bool) {
-        for count in &self.handed {
-            count.fetch_add(1, Ordering::SeqCst);
+    fn stopped(&self) -> bool {
+        self.stop.load(Ordering::SeqCst)
+    }
+}
+
+/// The in-flight ledger: every line from the moment it is read (or taken from the
+/// spool) until the committer claims it. [`Pipeline::abandon`] closes it and takes what
+/// is left, in order; a step that finishes a line after that finds it gone and drops
+/// it. So each line is committed or backlogged, never both and never neither, wherever
+/// a step is stuck.
+#[derive(Default)]
+struct Ledger {
+    lines: std::collections::BTreeMap<u64, InputLine>,
+    next: u64,
+    closed: bool,
+    /// Lines claimed and still being committed.
+    committing: usize,
+}
+
+impl Ledger {
+    /// Records a line; `None` once closed.
+    fn enter(&mut self, line: &InputLine) -> Option<u64> {
+        if self.closed {
+            return None;
         }
-        let len = {
-            let mut batch = lock(&self.batch);
-            batch.push(done);
-            batch.len()
-        };
-        if !waiting || len >= CHECKED_BATCH_LINES {
+        let seq = self.next;
+        self.next += 1;
+        self.lines.insert(seq, line.clone());
+        Some(seq)
+    }
+
+    /// Takes a line out for its commit; false if abandon took it first.
+    fn claim(&mut self, seq: u64) -> bool {
+        let claimed = self.lines.remove(&seq).is_some();
+        if claimed {
+            self.committing += 1;
+        }
+        claimed
+    }
+
+    /// Closes the ledger and returns every line not claimed, in order.
+    fn close(&mut self) -> Vec<InputLine> {
+        self.closed = true;
+        take(&mut self.lines).into_values().collect()
+    }
+}
+
+/// A step's end of the channel to the next: what it did, in batches.
+struct Handover<T> {
+    tx: Sender<Vec<Tracked<T>>>,
+    batch: Vec<Tracked<T>>,
+}
+
+impl<T> Handover<T> {
+    /// Hands `done` on: the batch goes unless more items are `waiting` and it has room.
+    fn hand(&mut self, done: Tracked<T>, waiting: bool) {
+        self.batch.push(done);
+        if !waiting || self.batch.len() >= CHECKED_BATCH_LINES {
             self.flush();
         }
     }
 
     fn flush(&mut self) {
-        let full = std::mem::take(&mut *lock(&self.batch));
+        let full = take(&mut self.batch);
         if !full.is_empty() {
             let _ = self.tx.send(full);
         }
     }
-}
-
-/// Takes batches from `rx` into `queue`, where [`Pipeline::abandon`] can take them (only
-/// the item being worked on is out of its reach), and gives each item in turn to `work`
-/// with whether more wait in `queue`. False when it stopped early because `stop` was set.
-fn each_in_turn<T>(
-    rx: &Receiver<Vec<T>>,
-    queue: &Mutex<VecDeque<T>>,
-    stop: &AtomicBool,
-    mut work: impl FnMut(T, bool),
-) -> bool {
-    for batch in rx.iter() {
-        lock(queue).extend(batch);
-        loop {
-            if stop.load(Ordering::SeqCst) {
-                return false;
-            }
-            let (next, more) = {
-                let mut queue = lock(queue);
-                let next = queue.pop_front();
-                (next, !queue.is_empty())
-            };
-            match next {
-                Some(item) => work(item, more),
-                None => break,
-            }
-        }
-    }
-    true
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -162,6 +185,7 @@ const SPILL_BATCH: usize = 4096;
 /// the reader then waits (holding more would only grow memory until the OOM killer came,
 /// and Apache cannot write its event files to that disk either).
 const SPILL_CHANNEL_LINES: usize = 16 * 1024;
+
 impl<T: Send + 'static> Pipeline<T> {
     /// Starts reading `input`. Lines the worker cannot take at once are spilled to this
     /// process's spool in `spool_dir` (the queue), which the checker drains as soon as
@@ -177,6 +201,10 @@ impl<T: Send + 'static> Pipeline<T> {
     /// [`Pipeline::start`], with how long slow input gathers between reads: `None`
     /// reads each line as soon as it comes (for a pipe that could not be enlarged, where
     /// a burst during the wait could fill it and make Apache's children wait).
+    ///
+    /// Lines flow reader → checker → hasher (when there is a verify step) → worker over
+    /// bounded channels; what the worker cannot take at once goes reader → spill thread
+    /// → spool, and back to the checker when it catches up.
     pub fn start_gathering<R>(
         input: R,
         stages: Stages<T>,
@@ -187,254 +215,45 @@ impl<T: Send + 'static> Pipeline<T> {
     where
         R: Read + Send + 'static,
     {
-        let Stages {
-            check,
-            verify,
-            commit,
-            line_of,
-        } = stages;
-        // A line that finds the pipeline idle, or only a few lines (one gather of the
-        // reader's) waiting behind it, is taken through every step by the thread that
-        // has it (the checker; the hasher for the last step): at Apache's usual rates
-        // a line then wakes one thread, not three (each wake-up costs more CPU than
-        // the step, on a VM most of all). Lines go from thread to thread only while
-        // more wait, and never past one handed on earlier, so the order holds.
-        let verify = verify.map(|v| Arc::new(Mutex::new(v)));
-        let commit = Arc::new(Mutex::new(commit));
-        // Lines the checker handed on, and lines handed to the committer, not yet
-        // committed. Without a hasher the checker hands straight to the committer, so
-        // it raises both.
-        let after_checker = Arc::new(AtomicUsize::new(0));
-        let after_hasher = Arc::new(AtomicUsize::new(0));
-        let (checked_tx, checked_rx) = bounded::<Vec<T>>(CHECKED_QUEUE_BATCHES);
-        let checked = checked_rx.clone();
-        // With a verify step the checker hands over to it, else to the committer.
-        let (opened_tx, checker_handed, hasher_parts) = match &verify {
-            Some(verify) => {
-                let (opened_tx, opened_rx) = bounded::<Vec<T>>(OPENED_QUEUE_BATCHES);
-                (
-                    opened_tx,
-                    vec![after_checker.clone()],
-                    Some((verify.clone(), opened_rx, checked_tx)),
-                )
-            }
-            None => (
-                checked_tx,
-                vec![after_checker.clone(), after_hasher.clone()],
-                None,
-            ),
-        };
-        let opened = match &hasher_parts {
-            Some((_, opened_rx, _)) => opened_rx.clone(),
-            None => checked_rx.clone(),
-        };
-        let (work_tx, work_rx) = bounded::<InputLine>(WORK_QUEUE_LINES);
-        let (spill_tx, spill_rx) = bounded::<InputLine>(SPILL_CHANNEL_LINES);
+        let has_verify = stages.verify.is_some();
+        let shared = Arc::new(Shared {
+            ledger: Mutex::new(Ledger::default()),
+            commit: Mutex::new(stages.commit),
+            verify: stages.verify.map(Mutex::new),
+            after_checker: AtomicUsize::new(0),
+            after_hasher: AtomicUsize::new(0),
+            stop: AtomicBool::new(false),
+            in_spool: AtomicBool::new(false),
+            spooled: AtomicBool::new(false),
+            spill_outstanding: AtomicU64::new(0),
+            spool: Spool::new(spool_dir),
+            stats,
+        });
+        let (work_tx, work_rx) = bounded(WORK_QUEUE_LINES);
+        let (spill_tx, spill_rx) = bounded(SPILL_CHANNEL_LINES);
         let (spill_done_tx, spill_done_rx) = bounded::<()>(0);
-        let pending = work_rx.clone();
-        let spilling = spill_rx.clone();
-        // Lines handed to the spill thread and not yet in the spool.
-        let spill_outstanding = Arc::new(AtomicU64::new(0));
-        let outstanding = spill_outstanding.clone();
-        let spooled = Arc::new(AtomicBool::new(false));
-        let spill_wrote = spooled.clone();
-        let mut watch = SpoolWatch {
-            spooled,
-            spilling: spill_outstanding.clone(),
-            failed_at: None,
-        };
-        let reader_outstanding = spill_outstanding.clone();
-        let reader_stats = stats.clone();
-        let spool = Arc::new(Spool::new(spool_dir));
-        let stop = Arc::new(AtomicBool::new(false));
-        let checker_stop = stop.clone();
-        let hasher_stop = stop.clone();
-        let in_checker = Arc::new(Mutex::new(Vec::new()));
-        let checker_batch = in_checker.clone();
-        let hasher_in = Arc::new(Mutex::new(VecDeque::new()));
-        let hasher_queue = hasher_in.clone();
-        let hasher_out = Arc::new(Mutex::new(Vec::new()));
-        let hasher_batch = hasher_out.clone();
-        let in_worker = Arc::new(Mutex::new(VecDeque::new()));
-        let worker_batch = in_worker.clone();
-        let writer_spool = spool.clone();
+        let (checked_tx, checked_rx) = bounded(CHECKED_QUEUE_BATCHES);
         // Closed when the reader is done, so the caller can wait for it without polling.
         let (input_end_tx, input_end) = bounded::<()>(0);
-        let reader = std::thread::Builder::new()
-            .name("reader".into())
-            .spawn(move || {
-                let _end = input_end_tx;
-                read_loop(
-                    input,
-                    work_tx,
-                    spill_tx,
-                    &reader_stats,
-                    &reader_outstanding,
-                    gather,
-                )
-            })
-            .expect("spawn reader thread");
-        let (checker_verify, checker_commit) = (verify.clone(), commit.clone());
-        let checker_after = after_checker.clone();
-        let checker = std::thread::Builder::new()
-            .name("checker".into())
-            .spawn(move || {
-                let mut out = Handover {
-                    step: check,
-                    tx: opened_tx,
-                    batch: checker_batch,
-                    handed: checker_handed,
-                };
-                // Spooled lines go a batch at a time, whatever else waits.
-                spool.recover(&mut |line| out.push(line.clone(), true));
-                out.flush();
-                loop {
-                    if checker_stop.load(Ordering::SeqCst) {
-                        break;
-                    }
-                    // Spooled lines are older than any still to come: they go as soon
-                    // as nothing newer waits, not after a quiet spell, which steady
-                    // traffic may never leave.
-                    if work_rx.is_empty() && watch.take(&spool, &mut out) {
-                        continue;
-                    }
-                    // While the spool has lines or is getting some, look again soon.
-                    // Otherwise sleep until a line comes: the reader spills only when
-                    // the work channel is full, and then this wakes anyway.
-                    let next = if watch.pending() {
-                        work_rx.recv_timeout(SPOOL_POLL)
-                    } else {
-                        work_rx
-                            .recv()
-                            .map_err(|_| crossbeam_channel::RecvTimeoutError::Disconnected)
-                    };
-                    match next {
-                        Ok(line)
-                            if work_rx.len() < INLINE_BELOW
-                                && checker_after.load(Ordering::SeqCst) == 0 =>
-                        {
-                            // Few wait and nothing is ahead: every step here.
-                            let done = (out.step)(line);
-                            let done = match &checker_verify {
-                                Some(verify) => (lock(verify))(done),
-                                None => done,
-                            };
-                            (lock(&checker_commit))(done);
-                        }
-                        Ok(line) => out.push(line, !work_rx.is_empty()),
-                        // The spill thread is still writing: the top of the loop
-                        // takes what it wrote.
-                        Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
-                        Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
-                            // Input is over: wait for the last spilled batch, then drain.
-                            let _ = spill_done_rx.recv();
-                            if let Err(e) = spool.drain(&mut |line| out.push(line.clone(), true)) {
-                                log::error!("{e}; the next collector queues its lines");
-                            }
-                            break;
-                        }
-                    }
-                }
-                out.flush();
-            })
-            .expect("spawn checker thread");
-        let hasher_commit = commit.clone();
-        let (hasher_after_checker, hasher_after) = (after_checker.clone(), after_hasher.clone());
-        let hasher = hasher_parts.map(|(verify, opened_rx, checked_tx)| {
-            std::thread::Builder::new()
-                .name("hasher".into())
-                .spawn(move || {
-                    let mut out = Handover {
-                        step: Box::new(move |item| (lock(&verify))(item)),
-                        tx: checked_tx,
-                        batch: hasher_batch,
-                        handed: vec![hasher_after.clone()],
-                    };
-                    let finished =
-                        each_in_turn(&opened_rx, &hasher_queue, &hasher_stop, |item, more| {
-                            let done = (out.step)(item);
-                            let waiting = more || !opened_rx.is_empty();
-                            if !waiting && hasher_after.load(Ordering::SeqCst) == 0 {
-                                // The committer has nothing: commit it here.
-                                (lock(&hasher_commit))(done);
-                                hasher_after_checker.fetch_sub(1, Ordering::SeqCst);
-                            } else {
-                                out.hand(done, waiting);
-                            }
-                        });
-                    // Stopped: what is left stays in the batches, for abandon().
-                    if finished {
-                        out.flush();
-                    }
-                })
-                .expect("spawn hasher thread")
-        });
-        let worker = std::thread::Builder::new()
-            .name("worker".into())
-            .spawn(move || {
-                // It never stops early: what abandon() leaves it, it commits.
-                let never = AtomicBool::new(false);
-                each_in_turn(&checked_rx, &worker_batch, &never, |item, _| {
-                    (lock(&commit))(item);
-                    after_hasher.fetch_sub(1, Ordering::SeqCst);
-                    after_checker.fetch_sub(1, Ordering::SeqCst);
-                });
-            })
-            .expect("spawn worker thread");
-        let spill = std::thread::Builder::new()
-            .name("spill".into())
-            .spawn(move || {
-                let _done = spill_done_tx;
-                while let Ok(first) = spill_rx.recv() {
-                    let mut batch = vec![first];
-                    while batch.len() < SPILL_BATCH {
-                        match spill_rx.try_recv() {
-                            Ok(line) => batch.push(line),
-                            Err(_) => break,
-                        }
-                    }
-                    match writer_spool.append(&batch) {
-                        Ok(()) => spill_wrote.store(true, Ordering::SeqCst),
-                        Err(e) => {
-                            let reason = format!(
-                                "collector busy and the spool {} cannot be written: {e}",
-                                writer_spool.path.display()
-                            );
-                            match Queue::open(&writer_spool.dir) {
-                                Ok(q) => write_backlog(&q, &batch, &reason, &stats),
-                                Err(qe) => {
-                                    for l in &batch {
-                                        log::error!(
-                                            "{reason}; nor the backlog ({qe}); lost line follows: {}",
-                                            String::from_utf8_lossy(&l.bytes).trim_end()
-                                        );
-                                    }
-                                }
-                            }
-                        }
-                    }
-                    outstanding.fetch_sub(batch.len() as u64, Ordering::SeqCst);
-                }
-            })
-            .expect("spawn spill thread");
+        let reader = spawn_reader(input, &shared, work_tx, spill_tx, input_end_tx, gather);
+        // With a verify step the checker hands over to the hasher, else to the worker.
+        let (checker, hasher) = if has_verify {
+            let (opened_tx, opened_rx) = bounded(OPENED_QUEUE_BATCHES);
+            let checker = spawn_checker(&shared, stages.check, work_rx, opened_tx, spill_done_rx);
+            (checker, Some(spawn_hasher(&shared, opened_rx, checked_tx)))
+        } else {
+            let checker = spawn_checker(&shared, stages.check, work_rx, checked_tx, spill_done_rx);
+            (checker, None)
+        };
         Pipeline {
             reader,
             input_end,
             checker,
             hasher,
-            opened,
-            checked,
-            in_checker,
-            hasher_in,
-            hasher_out,
-            in_worker,
-            line_of,
-            worker,
-            spill,
-            pending,
-            spilling,
-            spill_outstanding,
-            stop,
+            worker: spawn_worker(&shared, checked_rx),
+            spill: spawn_spill(&shared, spill_rx.clone(), spill_done_tx),
+            spilling: spill_rx,
+            shared,
         }
     }
 
@@ -445,9 +264,6 @@ impl<T: Send + 'static> Pipeline<T> {
             .reader
             .join()
             .unwrap_or_else(|_| Err(io::Error::other("reader thread panicked")));
-        drop(self.pending);
-        drop(self.opened);
-        drop(self.checked);
         drop(self.spilling);
         let _ = self.spill.join();
         let _ = self.checker.join();
@@ -464,49 +280,287 @@ impl<T: Send + 'static> Pipeline<T> {
         &self.input_end
     }
 
-    /// Cuts the grace short (a second SIGTERM): lines still waiting for the worker or
-    /// for the spill thread go to `backlog`, and a spool write in progress is waited for
-    /// (up to `grace`). Each step finishes the line it is on; the spool stays on disk
-    /// for the next collector, which drains it at start-up.
+    /// Cuts the grace short (a second SIGTERM): every line read and not yet committed,
+    /// and every line still on its way to the spool, goes to `backlog`, in order. A
+    /// commit in progress and a spool write in progress are waited for (up to `grace`);
+    /// the spool stays on disk for the next collector, which drains it at start-up.
     pub fn abandon(self, grace: std::time::Duration, backlog: impl Fn(&[InputLine])) {
-        self.stop.store(true, Ordering::SeqCst);
-        // The checker and the hasher may still be on one line each; they hand it over
-        // once there is room. What they did before is taken from their batches.
-        let line_of = self.line_of;
-        let lines_of = |items: Vec<T>| -> Vec<InputLine> {
-            items.iter().map(|c| line_of(c).clone()).collect()
-        };
-        let mut left: Vec<InputLine> = Vec::new();
-        let mut quiet_rounds = 0;
-        while quiet_rounds < 3 {
-            let before = left.len();
-            left.extend(self.pending.try_iter());
-            left.extend(lines_of(self.checked.try_iter().flatten().collect()));
-            left.extend(lines_of(take(&mut *lock(&self.in_worker)).into()));
-            left.extend(lines_of(take(&mut *lock(&self.hasher_out))));
-            left.extend(lines_of(take(&mut *lock(&self.hasher_in)).into()));
-            left.extend(lines_of(self.opened.try_iter().flatten().collect()));
-            left.extend(lines_of(take(&mut *lock(&self.in_checker))));
-            quiet_rounds = if left.len() == before {
-                quiet_rounds + 1
-            } else {
-                0
-            };
-            std::thread::sleep(std::time::Duration::from_millis(10));
-        }
+        let shared = &self.shared;
+        shared.stop.store(true, Ordering::SeqCst);
+        let mut left = lock(&shared.ledger).close();
         let taken_from_spill: Vec<InputLine> = self.spilling.try_iter().collect();
-        self.spill_outstanding
+        shared
+            .spill_outstanding
             .fetch_sub(taken_from_spill.len() as u64, Ordering::SeqCst);
         left.extend(taken_from_spill);
         if !left.is_empty() {
             backlog(&left);
         }
         let deadline = std::time::Instant::now() + grace;
-        while self.spill_outstanding.load(Ordering::SeqCst) > 0
-            && std::time::Instant::now() < deadline
-        {
+        let busy = || {
+            lock(&shared.ledger).committing > 0
+                || shared.spill_outstanding.load(Ordering::SeqCst) > 0
+                || shared.in_spool.load(Ordering::SeqCst)
+        };
+        while busy() && std::time::Instant::now() < deadline {
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
+    }
+}
+
+fn spawn<F: FnOnce() -> R + Send + 'static, R: Send + 'static>(
+    name: &str,
+    f: F,
+) -> std::thread::JoinHandle<R> {
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(f)
+        .unwrap_or_else(|e| panic!("cannot start the {name} thread: {e}"))
+}
+
+/// The reader: reads lines, records each in the ledger and hands it to the checker, or
+/// to the spill thread when the checker has no room. It never waits for the steps.
+fn spawn_reader<T: Send + 'static, R: Read + Send + 'static>(
+    input: R,
+    shared: &Arc<Shared<T>>,
+    work: Sender<Tracked<InputLine>>,
+    spill: Sender<InputLine>,
+    input_end: Sender<()>,
+    gather: Option<std::time::Duration>,
+) -> std::thread::JoinHandle<io::Result<()>> {
+    let shared = shared.clone();
+    spawn("reader", move || {
+        let _end = input_end;
+        read_loop(input, &shared, &work, &spill, gather)
+    })
+}
+
+/// The checker: the first step, on lines from the reader and from the spool (which go
+/// first once nothing newer waits). A line that finds the pipeline idle, or only a few
+/// lines (one gather of the reader's) behind it, is taken through every step here: at
+/// Apache's usual rates a line then wakes one thread, not three (each wake-up costs
+/// more CPU than the step, on a VM most of all). Lines go from thread to thread only
+/// while more wait, and never past one handed on earlier, so the order holds.
+fn spawn_checker<T: Send + 'static>(
+    shared: &Arc<Shared<T>>,
+    check: Step<InputLine, T>,
+    work: Receiver<Tracked<InputLine>>,
+    next: Sender<Vec<Tracked<T>>>,
+    spill_done: Receiver<()>,
+) -> std::thread::JoinHandle<()> {
+    let shared = shared.clone();
+    spawn("checker", move || {
+        let mut step = CheckStep {
+            check,
+            out: Handover {
+                tx: next,
+                batch: Vec::new(),
+            },
+            shared: &shared,
+            late: Vec::new(),
+        };
+        let mut watch = SpoolWatch { failed_at: None };
+        step.spool_pass(|step| {
+            shared.spool.recover(&mut |line| step.spooled(line));
+            true
+        });
+        while !shared.stopped() {
+            if work.is_empty() && step.spool_pass(|step| watch.take(step)) {
+                continue;
+            }
+            // While the spool has lines or is getting some, look again soon. Otherwise
+            // sleep until a line comes: the reader spills only when the work channel is
+            // full, and then this wakes anyway.
+            let next = if watch.pending(&shared) {
+                work.recv_timeout(SPOOL_POLL)
+            } else {
+                work.recv()
+                    .map_err(|_| crossbeam_channel::RecvTimeoutError::Disconnected)
+            };
+            match next {
+                Ok((seq, line)) => {
+                    let done = (step.check)(line);
+                    let alone = work.len() < INLINE_BELOW
+                        && shared.after_checker.load(Ordering::SeqCst) == 0;
+                    if alone {
+                        let done = match &shared.verify {
+                            Some(verify) => (lock(verify))(done),
+                            None => done,
+                        };
+                        shared.commit((seq, done));
+                    } else {
+                        step.hand((seq, done), !work.is_empty());
+                    }
+                }
+                // The spill thread is still writing: the top of the loop takes it.
+                Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
+                Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
+                    // Input is over: wait for the last spilled batch, then drain.
+                    let _ = spill_done.recv();
+                    step.spool_pass(|step| {
+                        if let Err(e) = shared.spool.drain(&mut |line| step.spooled(line)) {
+                            log::error!("{e}; the next collector queues its lines");
+                        }
+                        true
+                    });
+                    break;
+                }
+            }
+        }
+        step.out.flush();
+    })
+}
+
+/// The hasher: the verify step, committing a line itself when the worker has nothing.
+fn spawn_hasher<T: Send + 'static>(
+    shared: &Arc<Shared<T>>,
+    opened: Receiver<Vec<Tracked<T>>>,
+    checked: Sender<Vec<Tracked<T>>>,
+) -> std::thread::JoinHandle<()> {
+    let shared = shared.clone();
+    spawn("hasher", move || {
+        let verify = shared.verify.as_ref().expect("a hasher has a verify step");
+        let mut out = Handover {
+            tx: checked,
+            batch: Vec::new(),
+        };
+        'batches: for batch in opened.iter() {
+            let mut items = batch.into_iter().peekable();
+            while let Some((seq, item)) = items.next() {
+                if shared.stopped() {
+                    break 'batches; // what is left is in the ledger
+                }
+                let done = (lock(verify))(item);
+                let waiting = items.peek().is_some() || !opened.is_empty();
+                if !waiting && shared.after_hasher.load(Ordering::SeqCst) == 0 {
+                    shared.commit((seq, done));
+                    shared.after_checker.fetch_sub(1, Ordering::SeqCst);
+                } else {
+                    shared.after_hasher.fetch_add(1, Ordering::SeqCst);
+                    out.hand((seq, done), waiting);
+                }
+            }
+        }
+        out.flush();
+    })
+}
+
+/// The worker: commits what the steps before it handed on. It never stops early: a
+/// line abandon() took, it finds gone and skips.
+fn spawn_worker<T: Send + 'static>(
+    shared: &Arc<Shared<T>>,
+    checked: Receiver<Vec<Tracked<T>>>,
+) -> std::thread::JoinHandle<()> {
+    let shared = shared.clone();
+    spawn("worker", move || {
+        for item in checked.iter().flatten() {
+            shared.commit(item);
+            shared.after_hasher.fetch_sub(1, Ordering::SeqCst);
+            shared.after_checker.fetch_sub(1, Ordering::SeqCst);
+        }
+    })
+}
+
+/// The spill thread: writes what the reader could not hand on to the spool, in batches
+/// with one fsync; a spool that cannot be written sends them to the backlog.
+fn spawn_spill<T: Send + 'static>(
+    shared: &Arc<Shared<T>>,
+    spill: Receiver<InputLine>,
+    done: Sender<()>,
+) -> std::thread::JoinHandle<()> {
+    let shared = shared.clone();
+    spawn("spill", move || {
+        let _done = done;
+        while let Ok(first) = spill.recv() {
+            let mut batch = vec![first];
+            batch.extend(spill.try_iter().take(SPILL_BATCH - 1));
+            match shared.spool.append(&batch) {
+                Ok(()) => shared.spooled.store(true, Ordering::SeqCst),
+                Err(e) => {
+                    let reason = format!(
+                        "collector busy and the spool {} cannot be written: {e}",
+                        shared.spool.path.display()
+                    );
+                    backlog_or_log(&shared.spool.dir, &batch, &reason, &shared.stats);
+                }
+            }
+            shared
+                .spill_outstanding
+                .fetch_sub(batch.len() as u64, Ordering::SeqCst);
+        }
+    })
+}
+
+/// [`write_backlog`] into the queue at `dir`; lines that cannot go there are logged in
+/// full.
+fn backlog_or_log(dir: &Path, lines: &[InputLine], reason: &str, stats: &Stats) {
+    match Queue::open(dir) {
+        Ok(q) => write_backlog(&q, lines, reason, stats),
+        Err(e) => {
+            for l in lines {
+                log::error!(
+                    "{reason}; nor the backlog ({e}); lost line follows: {}",
+                    String::from_utf8_lossy(&l.bytes).trim_end()
+                );
+            }
+        }
+    }
+}
+
+/// The checker's step and its end of the channel to the next step.
+struct CheckStep<'a, T> {
+    check: Step<InputLine, T>,
+    out: Handover<T>,
+    shared: &'a Shared<T>,
+    /// Spool lines that came after abandon() closed the ledger: the spool file they
+    /// came from is gone, so they go to the backlog from here.
+    late: Vec<InputLine>,
+}
+
+impl<T> CheckStep<'_, T> {
+    /// Hands a checked line on, counting it as ahead of the checker (and, without a
+    /// hasher, ahead of the worker's inline commits too).
+    fn hand(&mut self, done: Tracked<T>, waiting: bool) {
+        self.shared.after_checker.fetch_add(1, Ordering::SeqCst);
+        if self.shared.verify.is_none() {
+            self.shared.after_hasher.fetch_add(1, Ordering::SeqCst);
+        }
+        self.out.hand(done, waiting);
+    }
+
+    /// A line taken from the spool: it enters the ledger here.
+    fn spooled(&mut self, line: &InputLine) {
+        let entered = lock(&self.shared.ledger).enter(line);
+        match entered {
+            Some(seq) => {
+                let done = (self.check)(line.clone());
+                self.hand((seq, done), true);
+            }
+            None => self.late.push(line.clone()),
+        }
+    }
+
+    /// One look at the spool, marked busy meanwhile: skipped once stopped (the spool
+    /// stays for the next collector); lines taken after abandon() closed the ledger go
+    /// to the backlog before busy clears, which abandon() waits for. Returns `pass`'s
+    /// answer (whether it tried), false when stopped.
+    fn spool_pass(&mut self, pass: impl FnOnce(&mut Self) -> bool) -> bool {
+        let shared = self.shared;
+        // Busy first, then the stop: abandon() sets the stop, then waits while busy.
+        shared.in_spool.store(true, Ordering::SeqCst);
+        let tried = !shared.stopped() && pass(self);
+        self.out.flush();
+        let late = take(&mut self.late);
+        if !late.is_empty() {
+            backlog_or_log(
+                &shared.spool.dir,
+                &late,
+                "collector stopped by a second SIGTERM before handling it",
+                &shared.stats,
+            );
+        }
+        shared.in_spool.store(false, Ordering::SeqCst);
+        tried
     }
 }
 
@@ -526,32 +580,27 @@ pub fn write_backlog(queue: &Queue, lines: &[InputLine], reason: &str, stats: &S
     }
 }
 
-/// What the checker knows of its spool.
+/// When the checker could last not take its spool.
 struct SpoolWatch {
-    /// Set by the spill thread after each write to the spool (before it counts the
-    /// lines as no longer outstanding); cleared when the checker takes the spool.
-    spooled: Arc<AtomicBool>,
-    /// Lines handed to the spill thread and not yet in the spool.
-    spilling: Arc<AtomicU64>,
-    /// When the spool could last not be taken.
     failed_at: Option<std::time::Instant>,
 }
 
 impl SpoolWatch {
     /// Whether the spool holds lines or is about to.
-    fn pending(&self) -> bool {
-        self.spilling.load(Ordering::SeqCst) > 0 || self.spooled.load(Ordering::SeqCst)
+    fn pending<T>(&self, shared: &Shared<T>) -> bool {
+        shared.spill_outstanding.load(Ordering::SeqCst) > 0 || shared.spooled.load(Ordering::SeqCst)
     }
 
-    /// Takes the spool into `out` when it has lines and, after a failure, SPOOL_POLL has
-    /// passed. True when it tried.
-    fn take<T>(&mut self, spool: &Spool, out: &mut Handover<InputLine, T>) -> bool {
+    /// Takes the spool into `step` when it has lines and, after a failure, SPOOL_POLL
+    /// has passed. True when it tried.
+    fn take<T>(&mut self, step: &mut CheckStep<'_, T>) -> bool {
+        let shared = step.shared;
         if self.failed_at.is_some_and(|t| t.elapsed() < SPOOL_POLL)
-            || !self.spooled.swap(false, Ordering::SeqCst)
+            || !shared.spooled.swap(false, Ordering::SeqCst)
         {
             return false;
         }
-        match spool.drain(&mut |line| out.push(line.clone(), true)) {
+        match shared.spool.drain(&mut |line| step.spooled(line)) {
             Ok(()) if self.failed_at.take().is_some() => log::info!("the spool is taken again"),
             Ok(()) => {}
             Err(e) => {
@@ -559,11 +608,10 @@ impl SpoolWatch {
                     log::error!("{e}; trying again every {SPOOL_POLL:?}");
                 }
                 // Its lines are still there: the timed wait comes back for them.
-                self.spooled.store(true, Ordering::SeqCst);
+                shared.spooled.store(true, Ordering::SeqCst);
                 self.failed_at = Some(std::time::Instant::now());
             }
         }
-        out.flush();
         true
     }
 }
@@ -583,14 +631,14 @@ const GATHER_BELOW: usize = 16 * 1024;
 /// line waits in the pipe for that, when the reader's last read brought little.
 pub const GATHER: std::time::Duration = std::time::Duration::from_millis(10);
 
-fn read_loop(
+fn read_loop<T>(
     input: impl Read,
-    work: Sender<InputLine>,
-    spill: Sender<InputLine>,
-    stats: &Stats,
-    spill_outstanding: &AtomicU64,
+    shared: &Shared<T>,
+    work: &Sender<Tracked<InputLine>>,
+    spill: &Sender<InputLine>,
     gather: Option<std::time::Duration>,
 ) -> io::Result<()> {
+    let stats = &shared.stats;
     let mut input = io::BufReader::with_capacity(READ_BUFFER, input);
     let mut spilling = false;
     // Bytes the last read brought; a full buffer's worth to start with, so the first
@@ -626,15 +674,27 @@ fn read_loop(
                 line.full_len
             );
         }
-        match work.try_send(line) {
+        // In the ledger before it is in the channel: a line is never in neither.
+        let seq = lock(&shared.ledger).enter(&line);
+        let sent = match seq {
+            Some(seq) => work.try_send((seq, line)).map_err(|e| match e {
+                TrySendError::Full((_, l)) | TrySendError::Disconnected((_, l)) => l,
+            }),
+            // Abandoned: the process is stopping; what comes now waits in the spool.
+            None => Err(line),
+        };
+        match sent {
             Ok(()) => spilling = false,
-            Err(TrySendError::Full(line)) | Err(TrySendError::Disconnected(line)) => {
+            Err(line) => {
+                if let Some(seq) = seq {
+                    lock(&shared.ledger).lines.remove(&seq);
+                }
                 if !spilling {
                     log::info!("the worker is behind; spooling lines until it catches up");
                     spilling = true;
                 }
                 stats.spilled.fetch_add(1, Ordering::Relaxed);
-                spill_outstanding.fetch_add(1, Ordering::SeqCst);
+                shared.spill_outstanding.fetch_add(1, Ordering::SeqCst);
                 let _ = spill.send(line);
             }
         }

@@ -218,7 +218,6 @@ impl Worker {
             commit: Box::new(move |checked| {
                 committer.commit(checked);
             }),
-            line_of: |c: &Checked| &c.line,
         }
     }
 }
