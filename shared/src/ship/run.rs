@@ -260,42 +260,14 @@ pub fn daemon(
     if !queue_exists(&queue_dir) {
         return End::Config;
     }
-    let mut waited = false;
-    let _lock = loop {
-        match QueueLock::acquire(&queue_dir, false) {
-            Ok(Some(l)) => break l,
-            Ok(None) => {
-                if !waited {
-                    log::info!(
-                        "{}: another shipper holds the queue lock; waiting for it",
-                        queue_dir.display()
-                    );
-                    waited = true;
-                }
-                if !flags.nap(IDLE_POLL) {
-                    return End::Ok;
-                }
-            }
-            Err(e) => {
-                log::error!("{}: cannot take the queue lock: {e}", queue_dir.display());
-                return End::Io;
-            }
-        }
+    let _lock = match wait_for_lock(&queue_dir, &flags) {
+        Ok(l) => l,
+        Err(end) => return end,
     };
-    // The queue and its journal may be unreadable for a while (a full disk): a daemon
-    // waits for them rather than exiting.
     let mut backoff = Backoff(MIN_BACKOFF);
-    let mut shipper = loop {
-        match Shipper::open(&queue_dir, settings.ship.clone()) {
-            Ok(s) => break s,
-            Err(e) => {
-                let wait = backoff.next();
-                log::error!("{e}; retrying in {:.1} s", wait.as_secs_f64());
-                if !flags.nap(wait) {
-                    return End::Io;
-                }
-            }
-        }
+    let mut shipper = match open_retrying(&queue_dir, &settings, &flags, &mut backoff) {
+        Ok(s) => s,
+        Err(end) => return end,
     };
     log::info!("run: shipping {} as it fills", queue_dir.display());
     backoff.reset();
@@ -380,6 +352,56 @@ pub fn daemon(
     );
     log::info!("run: stopped");
     End::Ok
+}
+
+/// The queue lock, waiting while another shipper holds it; how the run ends instead
+/// when stopped first (Ok) or the lock cannot be taken (Io, said in the log).
+fn wait_for_lock(queue_dir: &Path, flags: &Flags) -> Result<QueueLock, End> {
+    let mut waited = false;
+    loop {
+        match QueueLock::acquire(queue_dir, false) {
+            Ok(Some(l)) => return Ok(l),
+            Ok(None) => {
+                if !waited {
+                    log::info!(
+                        "{}: another shipper holds the queue lock; waiting for it",
+                        queue_dir.display()
+                    );
+                    waited = true;
+                }
+                if !flags.nap(IDLE_POLL) {
+                    return Err(End::Ok);
+                }
+            }
+            Err(e) => {
+                log::error!("{}: cannot take the queue lock: {e}", queue_dir.display());
+                return Err(End::Io);
+            }
+        }
+    }
+}
+
+/// Opens the queue and its journal, retrying with backoff: they may be unreadable for
+/// a while (a full disk), and a daemon waits for them rather than exiting. Stopped
+/// meanwhile, the run ends as Io (the queue never opened).
+fn open_retrying(
+    queue_dir: &Path,
+    settings: &ShipperSettings,
+    flags: &Flags,
+    backoff: &mut Backoff,
+) -> Result<Shipper, End> {
+    loop {
+        match Shipper::open(queue_dir, settings.ship.clone()) {
+            Ok(s) => return Ok(s),
+            Err(e) => {
+                let wait = backoff.next();
+                log::error!("{e}; retrying in {:.1} s", wait.as_secs_f64());
+                if !flags.nap(wait) {
+                    return Err(End::Io);
+                }
+            }
+        }
+    }
 }
 
 /// Applies reloaded settings; true when the session must be rebuilt.
