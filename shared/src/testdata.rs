@@ -11,3 +11,29 @@ pub fn event_text(id: &str, status: u16) -> String {
          --a1b2c3d4-Z--\n\n"
     )
 }
+
+/// The queue entries (`modsec.log.*`) in `queue`.
+pub fn entries_in(queue: &std::path::Path) -> usize {
+    std::fs::read_dir(queue)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with(crate::queue::ENTRY_PREFIX)
+        })
+        .count()
+}
+
+/// Polls `cond` until it holds; fails the test naming `what` after 20 s.
+pub fn wait_for(what: &str, cond: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !cond() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}

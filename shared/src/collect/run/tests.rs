@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::queue::LinkMode;
+use crate::testdata::{entries_in, wait_for};
 use crossbeam_channel::unbounded;
 use md5::{Digest, Md5};
 use std::io::Write;
@@ -46,51 +47,45 @@ fn pipe() -> (std::fs::File, std::fs::File) {
     (std::fs::File::from(r), std::fs::File::from(w))
 }
 
-fn queued(queue: &Path) -> usize {
-    std::fs::read_dir(queue)
-        .unwrap()
-        .filter(|e| {
-            e.as_ref()
-                .unwrap()
-                .file_name()
-                .to_string_lossy()
-                .starts_with("modsec.log.")
-        })
-        .count()
-}
-
-fn wait_for(what: &str, cond: impl Fn() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
 fn count(c: &AtomicU64) -> u64 {
     c.load(Ordering::SeqCst)
 }
 
-#[test]
-fn piped_queues_every_line_until_the_input_ends_and_reopens_on_reload() {
+/// `piped` on its own thread, reading a pipe: its dir, the pipe's writing end, the
+/// control channel, the queue, the thread.
+type Piped = (
+    tempfile::TempDir,
+    std::fs::File,
+    crossbeam_channel::Sender<Control>,
+    PathBuf,
+    std::thread::JoinHandle<std::io::Result<Arc<Stats>>>,
+);
+
+fn start_piped() -> Piped {
     let dir = tempfile::tempdir().unwrap();
     let s = settings(dir.path());
-    let (reader, mut writer) = pipe();
+    let (reader, writer) = pipe();
     let (tx, control) = unbounded();
     let queue = s.queue_dir.clone();
     let running = std::thread::spawn(move || piped(s, reader, None, &control));
+    (dir, writer, tx, queue, running)
+}
+
+#[test]
+fn piped_queues_every_line_until_the_input_ends_and_reopens_on_reload() {
+    let (dir, mut writer, tx, queue, running) = start_piped();
     writer.write_all(&event(dir.path(), 1)).unwrap();
-    wait_for("the first event", || queued(&queue) == 1);
+    wait_for("the first event", || entries_in(&queue) == 1);
     // Reload reopens the index file: one renamed away (logrotate) is not written again.
     std::fs::rename(dir.path().join("index.log"), dir.path().join("index.log.1")).unwrap();
     tx.send(Control::Reload).unwrap();
     std::thread::sleep(Duration::from_millis(100));
     writer.write_all(&event(dir.path(), 2)).unwrap();
-    wait_for("the second event", || queued(&queue) == 2);
+    wait_for("the second event", || entries_in(&queue) == 2);
     // One Stop is only announced: Apache's old children may still write.
     tx.send(Control::Stop).unwrap();
     writer.write_all(&event(dir.path(), 3)).unwrap();
-    wait_for("the third event after one Stop", || queued(&queue) == 3);
+    wait_for("the third event after one Stop", || entries_in(&queue) == 3);
     drop(writer);
     let stats = running.join().unwrap().unwrap();
     assert_eq!((count(&stats.read), count(&stats.queued)), (3, 3));
@@ -105,14 +100,9 @@ fn piped_queues_every_line_until_the_input_ends_and_reopens_on_reload() {
 
 #[test]
 fn a_second_stop_ends_piped_at_once_with_the_input_still_open() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = settings(dir.path());
-    let (reader, mut writer) = pipe();
-    let (tx, control) = unbounded();
-    let queue = s.queue_dir.clone();
-    let running = std::thread::spawn(move || piped(s, reader, None, &control));
+    let (dir, mut writer, tx, queue, running) = start_piped();
     writer.write_all(&event(dir.path(), 1)).unwrap();
-    wait_for("the event", || queued(&queue) == 1);
+    wait_for("the event", || entries_in(&queue) == 1);
     tx.send(Control::Stop).unwrap();
     std::thread::sleep(Duration::from_millis(300));
     assert!(
@@ -147,14 +137,14 @@ fn follow_reads_as_the_file_grows_and_saves_where_it_stopped() {
     let queue = s.queue_dir.clone();
     let followed = index.clone();
     let running = std::thread::spawn(move || follow(s, &followed, StartAt::Start, &control));
-    wait_for("the first line", || queued(&queue) == 1);
+    wait_for("the first line", || entries_in(&queue) == 1);
     std::fs::OpenOptions::new()
         .append(true)
         .open(&index)
         .unwrap()
         .write_all(&event(dir.path(), 2))
         .unwrap();
-    wait_for("a line appended later", || queued(&queue) == 2);
+    wait_for("a line appended later", || entries_in(&queue) == 2);
     let asked = Instant::now();
     tx.send(Control::Stop).unwrap();
     let stats = running.join().unwrap().unwrap();

@@ -6,7 +6,7 @@ use super::*;
 use crate::config::ConfigFile;
 use crate::queue::last_run::LastRun;
 use crate::ship::settings::ShipperOverrides;
-use crate::testdata::event_text;
+use crate::testdata::{entries_in, event_text, wait_for};
 use crossbeam_channel::unbounded;
 
 fn queue_with(n: usize) -> (tempfile::TempDir, ShipperSettings) {
@@ -32,27 +32,6 @@ fn settings_for(queue: &Path, extra: &str) -> ShipperSettings {
     ShipperSettings::resolve(&c, ShipperOverrides::default()).unwrap()
 }
 
-fn entries(queue: &Path) -> usize {
-    std::fs::read_dir(queue)
-        .unwrap()
-        .filter(|e| {
-            e.as_ref()
-                .unwrap()
-                .file_name()
-                .to_string_lossy()
-                .starts_with("modsec.log.")
-        })
-        .count()
-}
-
-fn wait_for(what: &str, cond: impl Fn() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 #[test]
 fn drain_ships_the_queue_records_the_run_and_says_how_it_ended() {
     let (_dir, settings) = queue_with(3);
@@ -61,7 +40,7 @@ fn drain_ships_the_queue_records_the_run_and_says_how_it_ended() {
         drain(&settings, &DrainOptions::default(), &control),
         End::Ok
     );
-    assert_eq!(entries(&settings.queue_dir), 0);
+    assert_eq!(entries_in(&settings.queue_dir), 0);
     let last = LastRun::read(&settings.queue_dir).unwrap().unwrap();
     assert_eq!(
         (last.program.as_str(), last.result, last.shipped),
@@ -94,7 +73,7 @@ fn drain_leaves_a_locked_queue_to_its_holder_unless_told_to_wait() {
         drain(&settings, &DrainOptions::default(), &control),
         End::Ok
     );
-    assert_eq!(entries(&settings.queue_dir), 1, "left to the holder");
+    assert_eq!(entries_in(&settings.queue_dir), 1, "left to the holder");
     drop(held);
 }
 
@@ -104,14 +83,14 @@ fn the_daemon_ships_what_arrives_and_stops_when_told() {
     let queue = settings.queue_dir.clone();
     let (tx, control) = unbounded();
     let running = std::thread::spawn(move || daemon(settings, &control, || Err("unused".into())));
-    wait_for("the first two entries to ship", || entries(&queue) == 0);
+    wait_for("the first two entries to ship", || entries_in(&queue) == 0);
     std::fs::write(
         queue.join("modsec.log.1790000001.000001"),
         event_text("RUN-TEST-LATE", 403),
     )
     .unwrap();
     wait_for("an entry that arrived later to ship", || {
-        entries(&queue) == 0
+        entries_in(&queue) == 0
     });
     let asked = Instant::now();
     tx.send(Control::Stop).unwrap();
@@ -160,7 +139,7 @@ fn the_daemon_reloads_on_request_and_keeps_its_settings_when_the_new_ones_fail()
         .map(|l| format!("{l}\n"))
         .collect();
     std::fs::write(queue.join("modsec.log.1790000002.000001"), quiet).unwrap();
-    wait_for("the entry to be handled", || entries(&queue) == 0);
+    wait_for("the entry to be handled", || entries_in(&queue) == 0);
     tx.send(Control::Stop).unwrap();
     assert_eq!(running.join().unwrap(), End::Ok);
     let last = LastRun::read(&queue).unwrap().unwrap();
