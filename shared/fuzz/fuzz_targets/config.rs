@@ -21,7 +21,7 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
             .into_iter()
             .flatten()
             {
-                assert!(e.contains("/etc/fuzz.conf"), "{e}");
+                assert!(e.to_string().contains("/etc/fuzz.conf"), "{e}");
             }
         }
         Err(e) => assert!(e.to_string().contains("/etc/fuzz.conf"), "{e}"),
