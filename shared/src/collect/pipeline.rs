@@ -136,6 +136,11 @@ impl Ledger {
         Some(seq)
     }
 
+    /// Forgets a line the reader spilled instead of handing it on.
+    fn forget(&mut self, seq: u64) {
+        self.lines.remove(&seq);
+    }
+
     /// Takes a line out for its commit; false if abandon took it first.
     fn claim(&mut self, seq: u64) -> bool {
         let claimed = self.lines.remove(&seq).is_some();
@@ -178,6 +183,9 @@ impl<T> Handover<T> {
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
+
+/// The backlog reason of the lines [`Pipeline::abandon`] takes.
+const ABANDONED: &str = "collector stopped by a second SIGTERM before handling it";
 
 /// Spilled lines written with one fsync, at most this many at a time.
 const SPILL_BATCH: usize = 4096;
@@ -281,10 +289,11 @@ impl<T: Send + 'static> Pipeline<T> {
     }
 
     /// Cuts the grace short (a second SIGTERM): every line read and not yet committed,
-    /// and every line still on its way to the spool, goes to `backlog`, in order. A
-    /// commit in progress and a spool write in progress are waited for (up to `grace`);
-    /// the spool stays on disk for the next collector, which drains it at start-up.
-    pub fn abandon(self, grace: std::time::Duration, backlog: impl Fn(&[InputLine])) {
+    /// and every line still on its way to the spool, goes to the backlog (of the queue
+    /// the spool is in), in order. A commit in progress and a spool write in progress are
+    /// waited for (up to `grace`); the spool stays on disk for the next collector, which
+    /// drains it at start-up.
+    pub fn abandon(self, grace: std::time::Duration) {
         let shared = &self.shared;
         shared.stop.store(true, Ordering::SeqCst);
         let mut left = lock(&shared.ledger).close();
@@ -294,7 +303,7 @@ impl<T: Send + 'static> Pipeline<T> {
             .fetch_sub(taken_from_spill.len() as u64, Ordering::SeqCst);
         left.extend(taken_from_spill);
         if !left.is_empty() {
-            backlog(&left);
+            backlog_or_log(&shared.spool.dir, &left, ABANDONED, &shared.stats);
         }
         let deadline = std::time::Instant::now() + grace;
         let busy = || {
@@ -552,12 +561,7 @@ impl<T> CheckStep<'_, T> {
         self.out.flush();
         let late = take(&mut self.late);
         if !late.is_empty() {
-            backlog_or_log(
-                &shared.spool.dir,
-                &late,
-                "collector stopped by a second SIGTERM before handling it",
-                &shared.stats,
-            );
+            backlog_or_log(&shared.spool.dir, &late, ABANDONED, &shared.stats);
         }
         shared.in_spool.store(false, Ordering::SeqCst);
         tried
@@ -687,7 +691,7 @@ fn read_loop<T>(
             Ok(()) => spilling = false,
             Err(line) => {
                 if let Some(seq) = seq {
-                    lock(&shared.ledger).lines.remove(&seq);
+                    lock(&shared.ledger).forget(seq);
                 }
                 if !spilling {
                     log::info!("the worker is behind; spooling lines until it catches up");

@@ -12,10 +12,9 @@ use std::time::Duration;
 use crossbeam_channel::Receiver;
 
 use super::follow::{Follower, StartAt};
-use super::pipeline::{write_backlog, Pipeline};
-use super::{CollectorSettings, InputLine, Stats, Worker};
+use super::pipeline::Pipeline;
+use super::{CollectorSettings, Stats, Worker};
 use crate::control::Control;
-use crate::queue::Queue;
 
 /// How often a followed index file is looked at when nothing new was there.
 pub const FOLLOW_POLL: Duration = Duration::from_millis(200);
@@ -56,37 +55,31 @@ pub fn piped<R: Read + Send + 'static>(
         gather,
     );
     let mut stops = 0;
-    loop {
+    // Until the input ends (or no more signals can come): then finish; or until a
+    // second Stop: then abandon.
+    let finish = loop {
         crossbeam_channel::select! {
-            recv(pipeline.input_end()) -> _ => {
-                if let Err(e) = pipeline.finish() {
-                    log::error!("reading standard input failed: {e}");
-                }
-                break;
-            }
+            recv(pipeline.input_end()) -> _ => break true,
             recv(control) -> c => match c {
                 Ok(Control::Reload) => reopen.store(true, Ordering::SeqCst),
-                Ok(Control::Stop) => {
+                Ok(Control::Stop) if stops == 0 => {
                     stops += 1;
-                    if stops == 1 {
-                        log::info!(
-                            "SIGTERM: finishing when Apache closes the pipe (send it again to stop now)"
-                        );
-                        continue;
-                    }
-                    log::warn!("second SIGTERM: stopping now; lines not yet handled go to the backlog");
-                    abandon(pipeline, &queue_dir, &stats);
-                    break;
+                    log::info!(
+                        "SIGTERM: finishing when Apache closes the pipe (send it again to stop now)"
+                    );
                 }
-                // No more signals will come: wait for the end of input alone.
-                Err(_) => {
-                    if let Err(e) = pipeline.finish() {
-                        log::error!("reading standard input failed: {e}");
-                    }
-                    break;
-                }
+                Ok(Control::Stop) => break false,
+                Err(_) => break true,
             },
         }
+    };
+    if finish {
+        if let Err(e) = pipeline.finish() {
+            log::error!("reading standard input failed: {e}");
+        }
+    } else {
+        log::warn!("second SIGTERM: stopping now; lines not yet handled go to the backlog");
+        pipeline.abandon(ABANDON_GRACE);
     }
     let s = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
     log::info!(
@@ -98,28 +91,6 @@ pub fn piped<R: Read + Send + 'static>(
         s(&stats.integrity_mismatches)
     );
     Ok(stats)
-}
-
-/// Stops the pipeline at once: every line read and not yet handled goes to the backlog
-/// (or, when the queue cannot be opened, to the log in full).
-fn abandon(pipeline: Pipeline<super::Checked>, queue_dir: &Path, stats: &Arc<Stats>) {
-    let queue = Queue::open(queue_dir);
-    pipeline.abandon(ABANDON_GRACE, |lines: &[InputLine]| match &queue {
-        Ok(q) => write_backlog(
-            q,
-            lines,
-            "collector stopped by a second SIGTERM before handling it",
-            stats,
-        ),
-        Err(e) => {
-            for l in lines {
-                log::error!(
-                    "cannot open the queue ({e}); lost line follows: {}",
-                    String::from_utf8_lossy(&l.bytes).trim_end()
-                );
-            }
-        }
-    });
 }
 
 /// Follows `index` as it grows, across rotation, until a [`Control::Stop`]; saves where

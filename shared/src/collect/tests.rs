@@ -6,7 +6,7 @@ use crate::config::resolve_owner;
 use crate::config::ConfigFile;
 use crate::index::{parse_index_line, IndexFlavor};
 use crate::queue::layout::SPOOL_PREFIX;
-use crate::queue::{LinkMode, Linked, Queue};
+use crate::queue::{LinkMode, Linked};
 use md5::{Digest, Md5};
 use std::io;
 use std::os::unix::fs::MetadataExt;
@@ -447,13 +447,8 @@ impl LineSink for Stalled {
 }
 
 /// Waits (up to a minute) for the reader to reach the end of input, runs `hang`, then
-/// cuts the grace short as a second SIGTERM does, backlogging into `dir`.
-fn read_all_then_abandon<T: Send + 'static>(
-    p: Pipeline<T>,
-    started: Instant,
-    dir: &Path,
-    hang: impl FnOnce(),
-) {
+/// cuts the grace short as a second SIGTERM does (backlogging into the spool's queue).
+fn read_all_then_abandon<T: Send + 'static>(p: Pipeline<T>, started: Instant, hang: impl FnOnce()) {
     let left = Duration::from_secs(60).saturating_sub(started.elapsed());
     assert!(
         matches!(
@@ -463,11 +458,7 @@ fn read_all_then_abandon<T: Send + 'static>(
         "the reader is stuck behind the steps"
     );
     hang();
-    let q = Queue::open(dir).unwrap();
-    let tally = Stats::default();
-    p.abandon(Duration::from_secs(10), move |lines| {
-        write_backlog(&q, lines, "shutdown", &tally)
-    });
+    p.abandon(Duration::from_secs(10));
 }
 
 /// `line 0\n`, `line 1\n`, …: `n` lines.
@@ -516,9 +507,7 @@ fn a_stalled_worker_never_stalls_the_reader_and_no_line_is_lost() {
         stats.clone(),
     );
     // The disk dies for good; then a second SIGTERM cuts the grace short.
-    read_all_then_abandon(p, started, dir.path(), || {
-        frozen.store(true, Ordering::SeqCst)
-    });
+    read_all_then_abandon(p, started, || frozen.store(true, Ordering::SeqCst));
     let in_backlog = std::fs::read_to_string(dir.path().join(".backlog"))
         .map(|b| b.lines().count() as u64)
         .unwrap_or(0);
@@ -841,7 +830,7 @@ fn a_hung_verify_step_never_stalls_the_reader_and_no_line_is_lost() {
         dir.path(),
         Arc::new(Stats::default()),
     );
-    read_all_then_abandon(p, started, dir.path(), || {
+    read_all_then_abandon(p, started, || {
         frozen.store(true, Ordering::SeqCst);
         // Let the committer take what the hasher had handed over.
         std::thread::sleep(Duration::from_millis(200));
