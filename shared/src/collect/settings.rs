@@ -54,16 +54,10 @@ impl CollectorSettings {
                 ),
             })?;
         let index_file = pick(o.index_file, config, "INDEX_FILE", ConfigFile::abs_path)?;
-        let link_mode = match pick(o.link_mode, config, "LINK_MODE", |c, k| {
-            c.word(k, LinkMode::parse, "hardlink, copy or symlink")
-        })? {
-            Some(m) => m,
-            // modsec2sguil 0.8's key.
-            None => match pick(None, config, "SYMLINK", ConfigFile::bool)? {
-                Some(true) => LinkMode::Symlink,
-                _ => LinkMode::Hardlink,
-            },
-        };
+        let link_mode = pick(o.link_mode, config, "LINK_MODE", |c, _| {
+            LinkMode::configured(c)
+        })?
+        .unwrap_or(LinkMode::Hardlink);
         let verify_md5 =
             pick(o.verify_md5, config, "VERIFY_MD5", ConfigFile::bool)?.unwrap_or(true);
         let runas = pick(None, config, "RUNAS", ConfigFile::owner)?;

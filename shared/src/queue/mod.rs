@@ -137,6 +137,23 @@ impl LinkMode {
             _ => None,
         }
     }
+
+    /// The mode a config file sets: LINK_MODE, else modsec2sguil 0.8's `SYMLINK 1`
+    /// (symlink) or `SYMLINK 0` (hardlink); `None` when neither is set.
+    pub fn configured(
+        c: &crate::config::ConfigFile,
+    ) -> Result<Option<LinkMode>, crate::config::ConfigError> {
+        match c.word("LINK_MODE", LinkMode::parse, "hardlink, copy or symlink")? {
+            Some(mode) => Ok(Some(mode)),
+            None => Ok(c.bool("SYMLINK")?.map(|symlink| {
+                if symlink {
+                    LinkMode::Symlink
+                } else {
+                    LinkMode::Hardlink
+                }
+            })),
+        }
+    }
 }
 
 /// How an entry was made.
@@ -681,5 +698,25 @@ mod tests {
             Some((1_790_000_000, "old reason".into(), b"raw line".to_vec()))
         );
         assert_eq!(parse_backlog_record(b"v2\t1790000000\tr\traw\n"), None);
+    }
+
+    #[test]
+    fn the_link_mode_is_link_mode_else_the_old_symlink_key() {
+        let mode = |text: &str| {
+            let c = crate::config::ConfigFile::parse(text, Path::new("/etc/m.conf")).unwrap();
+            LinkMode::configured(&c).map_err(|e| e.to_string())
+        };
+        assert_eq!(
+            mode("set LINK_MODE copy\nset SYMLINK 1\n"),
+            Ok(Some(LinkMode::Copy))
+        );
+        assert_eq!(mode("set SYMLINK 1\n"), Ok(Some(LinkMode::Symlink)));
+        assert_eq!(mode("set SYMLINK 0\n"), Ok(Some(LinkMode::Hardlink)));
+        assert_eq!(mode("set DEBUG 0\n"), Ok(None));
+        let e = mode("set DEBUG 0\nset LINK_MODE teleport\n").unwrap_err();
+        assert!(
+            e.starts_with("/etc/m.conf:2: LINK_MODE: bad value `teleport`"),
+            "{e}"
+        );
     }
 }

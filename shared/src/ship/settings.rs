@@ -104,11 +104,7 @@ impl ShipperSettings {
                 STDOUT_WINDOW,
             ),
         };
-        let symlink_mode =
-            match c.word("LINK_MODE", LinkMode::parse, "hardlink, copy or symlink")? {
-                Some(mode) => mode == LinkMode::Symlink,
-                None => c.bool("SYMLINK")?.unwrap_or(false),
-            };
+        let symlink_mode = LinkMode::configured(c)? == Some(LinkMode::Symlink);
         let storage_dir = match (symlink_mode, c.abs_path("STORAGE_DIR")?) {
             (true, None) => {
                 return Err(c.conflict(
