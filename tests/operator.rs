@@ -356,3 +356,26 @@ fn index_files_backfill_the_queue_with_filters_and_without_duplicates() {
     assert_eq!(code, 1);
     assert!(err.contains("/nonexistent/index.log"), "{err}");
 }
+
+#[test]
+fn requeue_and_drain_name_a_queue_that_does_not_exist() {
+    let server = TestSguild::start();
+    let dir = tempfile::tempdir().unwrap();
+    let queue = dir.path().join("no-such-queue");
+    let conf = config(dir.path(), &queue, &server, "");
+    let (code, _, err) = requeue(&conf, &["--backlog"]);
+    assert_eq!(code, 3, "{err}");
+    assert!(
+        err.contains(&format!(
+            "{}: the queue (EVENT_DIR) does not exist",
+            queue.display()
+        )),
+        "{err}"
+    );
+    let (code, log) = drain(&conf, &[]);
+    assert_eq!(code, 3, "{log}");
+    assert!(
+        log.contains("the queue (EVENT_DIR) does not exist"),
+        "{log}"
+    );
+}

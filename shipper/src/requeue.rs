@@ -59,11 +59,8 @@ pub fn run(source: Source, o: &Options) -> u8 {
             return exit::CONFIG;
         }
     };
-    if !queue_dir.is_dir() {
-        eprintln!(
-            "modsec-shipper: requeue: {}: the queue does not exist or is not a directory",
-            queue_dir.display()
-        );
+    if let Some(why) = modsec2sguil::queue::not_a_queue(&queue_dir) {
+        eprintln!("modsec-shipper: requeue: {why}");
         return exit::CONFIG;
     }
     let known = match Known::load(&queue_dir) {

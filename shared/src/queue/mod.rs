@@ -458,6 +458,17 @@ impl Queue {
     }
 }
 
+/// Why `dir` cannot be the queue, if it cannot: it does not exist or is no directory.
+/// Every command checks this the same way before it starts.
+pub fn not_a_queue(dir: &Path) -> Option<String> {
+    (!dir.is_dir()).then(|| {
+        format!(
+            "{}: the queue (EVENT_DIR) does not exist or is not a directory",
+            dir.display()
+        )
+    })
+}
+
 /// Opens a file the tools only read (an entry's event, an index file, the backlog, a
 /// reason file), refusing anything but a regular file: opened with `O_NONBLOCK`, so a
 /// FIFO planted or configured in its place cannot hang the reader, then checked.

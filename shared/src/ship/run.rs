@@ -103,14 +103,13 @@ impl Flags {
 }
 
 fn queue_exists(queue_dir: &Path) -> bool {
-    if queue_dir.is_dir() {
-        return true;
+    match crate::queue::not_a_queue(queue_dir) {
+        Some(why) => {
+            log::error!("{why}");
+            false
+        }
+        None => true,
     }
-    log::error!(
-        "{}: the queue (EVENT_DIR) does not exist or is not a directory",
-        queue_dir.display()
-    );
-    false
 }
 
 /// `drain`'s bounds and lock behaviour.
