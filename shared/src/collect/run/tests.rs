@@ -118,13 +118,26 @@ fn a_second_stop_ends_piped_at_once_with_the_input_still_open() {
 }
 
 #[test]
-fn piped_says_why_it_cannot_start() {
+fn piped_and_follow_say_why_they_cannot_start() {
     let dir = tempfile::tempdir().unwrap();
     let mut s = settings(dir.path());
     s.queue_dir = PathBuf::from("/proc/self/no-such-queue");
     let (_tx, control) = unbounded();
-    let e = piped(s, std::io::empty(), None, &control).err().unwrap();
-    assert!(e.to_string().contains("cannot open the queue"), "{e}");
+    let e = piped(s.clone(), std::io::empty(), None, &control)
+        .err()
+        .unwrap();
+    assert!(
+        e.to_string()
+            .contains("cannot open the queue /proc/self/no-such-queue"),
+        "{e}"
+    );
+    let index = dir.path().join("followed.log");
+    let e = follow(s, &index, StartAt::Start, &control).err().unwrap();
+    assert!(
+        e.to_string()
+            .contains("cannot open the queue /proc/self/no-such-queue"),
+        "{e}"
+    );
 }
 
 #[test]
