@@ -74,7 +74,21 @@ fn drain_leaves_a_locked_queue_to_its_holder_unless_told_to_wait() {
         End::Ok
     );
     assert_eq!(entries_in(&settings.queue_dir), 1, "left to the holder");
+    // Told to wait, it ships once the holder lets go.
+    let queue = settings.queue_dir.clone();
+    let waiting = std::thread::spawn(move || {
+        let wait = DrainOptions {
+            wait: true,
+            ..DrainOptions::default()
+        };
+        drain(&settings, &wait, &control)
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(!waiting.is_finished(), "it waits for the lock");
+    assert_eq!(entries_in(&queue), 1);
     drop(held);
+    assert_eq!(waiting.join().unwrap(), End::Ok);
+    assert_eq!(entries_in(&queue), 0);
 }
 
 #[test]
