@@ -101,7 +101,7 @@ pub enum ConfigError {
     },
     /// A setting that is needed and absent, from the config file (`path`) or, with no
     /// config file, from the command line.
-    #[error("{}{key} is not set{}", file_prefix(.path.as_deref()), .how.as_deref().map(|h| format!(" ({h})")).unwrap_or_default())]
+    #[error("{}{key} is not set{}", place(.path.as_deref(), None), .how.as_deref().map(|h| format!(" ({h})")).unwrap_or_default())]
     Missing {
         path: Option<PathBuf>,
         key: String,
@@ -117,10 +117,6 @@ pub enum ConfigError {
         line: Option<usize>,
         why: String,
     },
-}
-
-fn file_prefix(path: Option<&Path>) -> String {
-    place(path, None)
 }
 
 /// `path: `, or `path:line: `, or nothing.
