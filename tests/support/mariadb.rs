@@ -39,10 +39,17 @@ impl MariaDb {
         let data = dir.path().join("data");
         let socket = dir.path().join("mysqld.sock");
         let log = dir.path().join("install.log");
+        // Each server has its own temporary directory, the bootstrap too: bootstraps
+        // sharing /tmp (tests run in parallel) delete each other's temporary tables
+        // ("Unknown table 'mysql.tmp_user_sys'"), seen in CI and reproduced here.
+        let tmp = dir.path().join("tmp");
+        std::fs::create_dir(&tmp).unwrap();
         let out = std::fs::File::create(&log).unwrap();
         let ok = Command::new(install)
             .arg("--no-defaults")
             .arg(format!("--datadir={}", data.display()))
+            .arg(format!("--tmpdir={}", tmp.display()))
+            .env("TMPDIR", &tmp)
             .args([
                 "--user=root",
                 "--auth-root-authentication-method=normal",
@@ -68,7 +75,7 @@ impl MariaDb {
                 dir.path().join("mysqld.pid").display()
             ))
             .arg(format!("--log-error={}", err_log.display()))
-            .arg(format!("--tmpdir={}", dir.path().display()))
+            .arg(format!("--tmpdir={}", tmp.display()))
             .args([
                 "--skip-networking",
                 "--user=root",
