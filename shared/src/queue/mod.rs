@@ -429,19 +429,25 @@ impl Queue {
 
     /// Moves an entry (whatever it is: file, symlink, directory) to `failed/` and writes
     /// `failed/<name>.reason` first, so a quarantined entry never lacks its reason.
-    /// A name already in `failed/` (an entry requeued and refused again) gets `.1`, `.2`….
+    /// A name already in `failed/` (an entry requeued and refused again), or whose
+    /// `.reason` is there already (left over, or planted), gets `.1`, `.2`….
     /// Returns the path it now has.
     pub fn quarantine(&self, file_name: &str, reason: &str) -> io::Result<PathBuf> {
         let failed = self.dir.join(FAILED_DIR);
         fs::create_dir_all(&failed)?;
+        let reason_of = |target: &Path| {
+            let mut path = target.as_os_str().to_owned();
+            path.push(REASON_SUFFIX);
+            PathBuf::from(path)
+        };
+        let taken = |path: &Path| fs::symlink_metadata(path).is_ok();
         let mut target = failed.join(file_name);
         let mut n = 0;
-        while fs::symlink_metadata(&target).is_ok() {
+        while taken(&target) || taken(&reason_of(&target)) {
             n += 1;
             target = failed.join(format!("{file_name}.{n}"));
         }
-        let mut reason_path = target.clone().into_os_string();
-        reason_path.push(REASON_SUFFIX);
+        let reason_path = reason_of(&target);
         reason::write(
             Path::new(&reason_path),
             file_name,
@@ -709,6 +715,26 @@ mod tests {
             Some((1_790_000_000, "old reason".into(), b"raw line".to_vec()))
         );
         assert_eq!(parse_backlog_record(b"v2\t1790000000\tr\traw\n"), None);
+    }
+
+    #[test]
+    fn quarantine_steps_past_a_reason_file_already_there_and_never_writes_through_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = Queue::open(&dir.path().join("q")).unwrap();
+        let name = "modsec.log.1.000001";
+        fs::write(q.dir().join(name), b"event").unwrap();
+        let victim = dir.path().join("victim");
+        fs::write(&victim, "keep me\n").unwrap();
+        let failed = q.dir().join(FAILED_DIR);
+        fs::create_dir_all(&failed).unwrap();
+        std::os::unix::fs::symlink(&victim, failed.join(format!("{name}{REASON_SUFFIX}"))).unwrap();
+        let moved = q.quarantine(name, "bad event").unwrap();
+        assert_eq!(moved, failed.join(format!("{name}.1")));
+        assert_eq!(fs::read(&moved).unwrap(), b"event");
+        let why = failed.join(format!("{name}.1{REASON_SUFFIX}"));
+        assert_eq!(reason::read(&why).as_deref(), Some("bad event"));
+        assert_eq!(fs::read_to_string(&victim).unwrap(), "keep me\n");
+        assert!(!q.dir().join(name).exists());
     }
 
     #[test]

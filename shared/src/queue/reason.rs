@@ -3,11 +3,12 @@
 //! collector marked the entry), each escaped, so a reason quoting the event cannot add a
 //! line of its own. 0.1.0's files have no `version:` line ([`super::version`]).
 
-use std::fs::File;
 use std::io::{self, Read, Write};
 use std::path::Path;
 
-/// Writes a reason file at `path` and fsyncs it.
+/// Writes a reason file at `path` and fsyncs it. `failed/` is the queue owner's to
+/// write, so the file is created as [`crate::safefs::create_for`] does: a link or FIFO
+/// planted at `path` is refused, never written through.
 pub fn write(
     path: &Path,
     entry: &str,
@@ -15,7 +16,7 @@ pub fn write(
     collector_note: Option<&str>,
 ) -> io::Result<()> {
     let stamp = chrono::Utc::now().format("%Y-%m-%d %H:%M:%S UTC");
-    let mut f = File::create(path)?;
+    let mut f = crate::safefs::create_for(path, crate::safefs::Keeper::DirOwner)?;
     let (entry, reason) = (
         crate::escape::escape_text(entry),
         crate::escape::escape_text(reason),
@@ -82,5 +83,20 @@ mod tests {
         assert_eq!(read(&path).as_deref(), Some("old one"));
         std::fs::write(&path, "version: 4\nreason: new\n").unwrap();
         assert!(read(&path).unwrap().contains("format version 4"));
+    }
+
+    #[test]
+    fn a_link_or_fifo_planted_where_the_reason_goes_is_refused_not_written_through() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "keep me\n").unwrap();
+        let link = dir.path().join("e.reason");
+        std::os::unix::fs::symlink(&victim, &link).unwrap();
+        assert!(write(&link, "e", "why", None).is_err());
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep me\n");
+        let fifo = dir.path().join("f.reason");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        // Refused at once: opening a FIFO for writing would wait for a reader.
+        assert!(write(&fifo, "f", "why", None).is_err());
     }
 }
