@@ -10,7 +10,8 @@
 //!
 //! One line per event: `v1\t<unix time>\t<sid>\t<cid>\t<unique id>\t<entry>\n`
 //! ([`super::version`]; 0.1.0 wrote the same without `v1\t`; a record of a newer
-//! version is skipped: this log only keeps `requeue` from adding an event twice). When the file
+//! version is skipped with a warning: this log only keeps `requeue` from adding an event
+//! twice). When the file
 //! passes [`ROTATE_BYTES`] it becomes `.delivered.1` (replacing the older one), so about
 //! the last 300,000 deliveries are remembered.
 
@@ -132,27 +133,63 @@ impl DeliveredLog {
 }
 
 /// Every delivered record in the queue at `queue_dir` (the rotated log first), oldest
-/// first. Lines that are not records are skipped; a missing log is an empty one.
+/// first; a missing log is an empty one. Lines that are not records are skipped, each
+/// file's with one warning: an event whose record was skipped may be queued again.
 pub fn read_delivered(queue_dir: &Path) -> io::Result<Vec<Delivered>> {
     let mut out = Vec::new();
     for name in [format!("{DELIVERED_FILE}.1"), DELIVERED_FILE.to_string()] {
-        // Read by root too (the collector's duplicate check): no link is followed.
-        let f = match crate::safefs::open_read_checked(
-            &queue_dir.join(name),
-            crate::safefs::Keeper::DirOwner,
-        ) {
-            Ok(f) => f,
+        let path = queue_dir.join(name);
+        let skipped = match read_log(&path, &mut out) {
             Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(e),
+            read => read?,
         };
-        for line in io::BufReader::new(f).split(b'\n') {
-            let line = line?;
-            if let Some(d) = std::str::from_utf8(&line).ok().and_then(Delivered::parse) {
-                out.push(d);
-            }
+        if let Some(first) = skipped.first_line {
+            log::warn!(
+                "{}: {} line(s) skipped, the first at line {first}: {} of a newer format \
+                 version (a newer modsec2sguil wrote them), {} not records; requeue may \
+                 queue the events they name again",
+                path.display(),
+                skipped.newer + skipped.garbled,
+                skipped.newer,
+                skipped.garbled
+            );
         }
     }
     Ok(out)
+}
+
+/// Lines of one delivered log that [`read_log`] did not take.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Skipped {
+    /// Records of a format version newer than ours.
+    newer: usize,
+    /// Lines that are no record (a power cut's NULs, an edit).
+    garbled: usize,
+    /// The first skipped line's number (from 1).
+    first_line: Option<usize>,
+}
+
+/// Appends the records of the log at `path` to `out`.
+fn read_log(path: &Path, out: &mut Vec<Delivered>) -> io::Result<Skipped> {
+    // Read by root too (the collector's duplicate check): no link is followed.
+    let f = crate::safefs::open_read_checked(path, crate::safefs::Keeper::DirOwner)?;
+    let mut skipped = Skipped::default();
+    for (n, line) in io::BufReader::new(f).split(b'\n').enumerate() {
+        let line = line?;
+        if line.is_empty() {
+            continue;
+        }
+        if let Some(d) = std::str::from_utf8(&line).ok().and_then(Delivered::parse) {
+            out.push(d);
+            continue;
+        }
+        match super::version::split_line(&line) {
+            Err(_) => skipped.newer += 1,
+            Ok(_) => skipped.garbled += 1,
+        }
+        skipped.first_line.get_or_insert(n + 1);
+    }
+    Ok(skipped)
 }
 
 /// The unique ids of every delivered event the log remembers.
@@ -194,6 +231,18 @@ mod tests {
         let ids = delivered_ids(dir.path()).unwrap();
         assert!(ids.contains("id 1") && ids.contains("OLD-ID"), "{ids:?}");
         assert_eq!(ids.len(), 2, "{ids:?}");
+        // The skipped lines are counted (and warned of), by kind, with the first's line.
+        f.write_all(b"\0\0\0\n").unwrap();
+        let mut records = Vec::new();
+        assert_eq!(
+            read_log(&path, &mut records).unwrap(),
+            Skipped {
+                newer: 1,
+                garbled: 1,
+                first_line: Some(3)
+            }
+        );
+        assert_eq!(records.len(), 2);
     }
 
     #[test]
