@@ -182,6 +182,13 @@ fn give_to_owner_of(
 /// itself is the one configured (its path is root's to choose, and may be a link);
 /// only the last component is in the hands of the directory's owner.
 fn open_checked(path: &Path, flags: OFlags, keeper: Keeper) -> io::Result<File> {
+    let (dir, name) = open_parent(path)?;
+    open_checked_at(&dir, name, path, flags, keeper)
+}
+
+/// The directory `path` is in, opened (following links: its path is the configured
+/// one), and the name of `path` in it.
+fn open_parent(path: &Path) -> io::Result<(OwnedFd, &std::ffi::OsStr)> {
     let name = path
         .file_name()
         .ok_or_else(|| refused(path, "names no file"))?;
@@ -195,7 +202,68 @@ fn open_checked(path: &Path, flags: OFlags, keeper: Keeper) -> io::Result<File> 
         Mode::empty(),
     )
     .map_err(|e| open_error(parent, e))?;
-    open_checked_at(&dir, name, path, flags, keeper)
+    Ok((dir, name))
+}
+
+/// Opens `path`, a file the configuration names (the collector's index file), for
+/// appending, created [`CREATE_MODE`] if missing. In a directory only we may write
+/// (ours, no group or other write: `/var/log/apache2`, `/dev`) nobody could have
+/// planted anything, so the file is opened as configured: `/dev/null`, a link we made,
+/// a FIFO a reader holds. In any other directory it is opened as [`append_nofollow`]
+/// does: a link, FIFO or device there is refused.
+pub fn append_configured(path: &Path) -> io::Result<File> {
+    let (dir, name) = open_parent(path)?;
+    if !only_ours(&dir)? {
+        return open_checked_at(
+            &dir,
+            name,
+            path,
+            OFlags::WRONLY | OFlags::APPEND | OFlags::CREATE,
+            Keeper::DirOwner,
+        );
+    }
+    let fd = rustix::fs::openat(
+        &dir,
+        name,
+        OFlags::WRONLY | OFlags::APPEND | OFlags::CREATE | OFlags::NOCTTY | OFlags::CLOEXEC,
+        Mode::from_raw_mode(CREATE_MODE),
+    )
+    .map_err(|e| open_error(path, e))?;
+    Ok(File::from(fd))
+}
+
+/// Opens `path`, a file the configuration or the operator names (an index file to
+/// follow or requeue), for reading. In a directory only we may write it is opened as
+/// configured (a link is followed) and must be a regular file; in any other directory
+/// it is opened as [`open_read_checked`] does for [`Keeper::Anyone`]: a planted link or
+/// second hard link (`/etc/shadow` read as index lines, and logged as malformed ones)
+/// is refused. Never blocks on a FIFO.
+pub fn read_configured(path: &Path) -> io::Result<File> {
+    let (dir, name) = open_parent(path)?;
+    if !only_ours(&dir)? {
+        return open_checked_at(&dir, name, path, OFlags::RDONLY, Keeper::Anyone);
+    }
+    let fd = rustix::fs::openat(
+        &dir,
+        name,
+        OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| open_error(path, e))?;
+    let kind = rustix::fs::FileType::from_raw_mode(rustix::fs::fstat(&fd)?.st_mode);
+    if kind != rustix::fs::FileType::RegularFile {
+        return Err(refused(
+            path,
+            format!("is a {}, not a regular file; not opened", kind_name(kind)),
+        ));
+    }
+    Ok(File::from(fd))
+}
+
+/// Whether only we may write in `dir`: it is ours, without group or other write.
+fn only_ours(dir: &impl std::os::fd::AsFd) -> io::Result<bool> {
+    let st = rustix::fs::fstat(dir)?;
+    Ok(st.st_uid == nix::unistd::geteuid().as_raw() && st.st_mode & 0o022 == 0)
 }
 
 /// Opens `path` for appending (created [`CREATE_MODE`] if missing), checked: see
@@ -215,6 +283,12 @@ pub fn append_for(path: &Path, keeper: Keeper) -> io::Result<File> {
         OFlags::WRONLY | OFlags::APPEND | OFlags::CREATE,
         keeper,
     )
+}
+
+/// Opens `path` for reading and appending (created [`CREATE_MODE`] if missing) as
+/// [`append_for`] does: a record file that is read back, then added to (the journal).
+pub fn read_append_for(path: &Path, keeper: Keeper) -> io::Result<File> {
+    open_checked(path, OFlags::RDWR | OFlags::APPEND | OFlags::CREATE, keeper)
 }
 
 /// Creates or truncates `path` for writing (created [`CREATE_MODE`]), checked: see

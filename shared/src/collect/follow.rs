@@ -208,7 +208,7 @@ impl Follower {
             // The last batch before a crash may be read again: know what is queued.
             f.known = Some(Known::load(queue_dir)?);
         }
-        let file = match crate::queue::open_regular(path) {
+        let file = match crate::safefs::read_configured(path) {
             Ok(file) => file,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 log::warn!("{}: does not exist (yet); waiting for it", path.display());
@@ -221,7 +221,7 @@ impl Follower {
                             old_path.display(),
                             p.offset
                         );
-                        let old = Open::at(crate::queue::open_regular(&old_path)?, p.offset)?;
+                        let old = Open::at(crate::safefs::read_configured(&old_path)?, p.offset)?;
                         f.old = Some((old, Instant::now()));
                     }
                 }
@@ -250,7 +250,7 @@ impl Follower {
                             old_path.display(),
                             p.offset
                         );
-                        let old = crate::queue::open_regular(&old_path)?;
+                        let old = crate::safefs::read_configured(&old_path)?;
                         f.old = Some((Open::at(old, p.offset)?, Instant::now()));
                     }
                     None => log::error!(
@@ -354,7 +354,7 @@ impl Follower {
         };
         let Some(cur) = self.current.as_mut() else {
             // The file appeared.
-            let file = crate::queue::open_regular(&self.path)?;
+            let file = crate::safefs::read_configured(&self.path)?;
             log::info!("{}: appeared; reading it", self.path.display());
             self.current = Some(Open::at(file, 0)?);
             self.save()?;
@@ -367,7 +367,7 @@ impl Follower {
                 OLD_FILE_GRACE.as_secs()
             );
             self.stats.rotations += 1;
-            let file = crate::queue::open_regular(&self.path)?;
+            let file = crate::safefs::read_configured(&self.path)?;
             let new = Open::at(file, 0)?;
             let old = std::mem::replace(cur, new);
             self.old = Some((old, Instant::now()));
@@ -388,7 +388,7 @@ impl Follower {
         let mut copy_path = self.path.clone().into_os_string();
         copy_path.push(".1");
         let mut count = 0;
-        let copy = crate::queue::open_regular(Path::new(&copy_path))
+        let copy = crate::safefs::read_configured(Path::new(&copy_path))
             .ok()
             .filter(|c| tail_digest(c, offset).is_ok_and(|t| t == tail));
         if let Some(copy) = copy {
@@ -505,7 +505,7 @@ fn last_partial_len(f: &mut File, len: u64) -> io::Result<u64> {
 /// (`<path>.1`), provided its bytes before the offset are the ones read.
 fn rest_of(path: &Path, p: &Position) -> Option<PathBuf> {
     let same = |c: &Path| {
-        crate::queue::open_regular(c)
+        crate::safefs::read_configured(c)
             .is_ok_and(|c| tail_digest(&c, p.offset).is_ok_and(|t| t == p.tail))
     };
     let mut copy = path.as_os_str().to_owned();

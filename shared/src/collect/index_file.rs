@@ -9,9 +9,13 @@
 //! the full pipe, 18 requests/s instead of 899.) A file that cannot be opened or written
 //! is tried again with each line; the lines meanwhile are held, up to [`MAX_HELD_BYTES`],
 //! and written first once it works again.
+//!
+//! Root opens it where the configuration says; in a directory another user may write,
+//! a link, FIFO or device planted in its place is refused, never written through
+//! ([`crate::safefs::append_configured`]).
 
 use std::collections::VecDeque;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -90,11 +94,7 @@ impl IndexFile {
 
     fn write_held(&mut self) {
         if self.file.is_none() {
-            match OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&self.path)
-            {
+            match crate::safefs::append_configured(&self.path) {
                 Ok(f) => self.file = Some(f),
                 Err(e) => return self.failed(&e),
             }
@@ -175,6 +175,51 @@ mod tests {
         f.reopen();
         f.append(b"four\n");
         assert_eq!(std::fs::read(&path).unwrap(), b"four\n");
+    }
+
+    #[test]
+    fn in_a_directory_others_write_a_planted_link_or_fifo_is_refused_and_the_lines_held() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let logs = dir.path().join("logs");
+        std::fs::create_dir(&logs).unwrap();
+        std::fs::set_permissions(&logs, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "keep me\n").unwrap();
+        let path = logs.join("index.log");
+        std::os::unix::fs::symlink(&victim, &path).unwrap();
+        let mut f = IndexFile::new(&path);
+        f.append(b"one\n");
+        assert_eq!((f.held(), f.failing), (1, true));
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep me\n");
+        // A FIFO nobody reads: refused at once, not waited on.
+        std::fs::remove_file(&path).unwrap();
+        nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        f.append(b"two\n");
+        assert_eq!(f.held(), 2);
+        // Once a regular file is there again, the held lines go first.
+        std::fs::remove_file(&path).unwrap();
+        f.append(b"three\n");
+        assert_eq!((f.held(), f.failing), (0, false));
+        assert_eq!(std::fs::read(&path).unwrap(), b"one\ntwo\nthree\n");
+    }
+
+    #[test]
+    fn in_a_directory_only_we_write_the_configured_path_is_opened_as_it_is() {
+        // /dev/null is the usual "no index file" of modsec-auditlog-collector users.
+        let mut f = IndexFile::new(Path::new("/dev/null"));
+        f.append(b"one\n");
+        if nix::unistd::geteuid().is_root() {
+            assert_eq!((f.held(), f.failing), (0, false));
+        }
+        // A link we made ourselves in our own directory is followed.
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().join("real.log");
+        let link = dir.path().join("index.log");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        let mut f = IndexFile::new(&link);
+        f.append(b"one\n");
+        assert_eq!(std::fs::read(&real).unwrap(), b"one\n");
     }
 
     #[test]

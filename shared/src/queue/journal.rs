@@ -17,8 +17,8 @@
 //! record lost at the next open. An append that fails part-way is rolled back to the
 //! last whole record for the same reason.
 
-use std::fs::{self, File, OpenOptions};
-use std::io;
+use std::fs::{self, File};
+use std::io::{self, Read};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
@@ -102,12 +102,11 @@ impl Journal {
     /// Opens (creating) the journal in `queue_dir` and returns the records in it.
     pub fn open(queue_dir: &Path) -> io::Result<(Journal, Vec<JournalRecord>)> {
         let path = queue_dir.join(JOURNAL_FILE);
-        let file = OpenOptions::new()
-            .read(true)
-            .append(true)
-            .create(true)
-            .open(&path)?;
-        let bytes = fs::read(&path)?;
+        // A shipper without RUNAS runs as root in its user's queue: a link planted
+        // here is refused, never followed.
+        let mut file = crate::safefs::read_append_for(&path, crate::safefs::Keeper::DirOwner)?;
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes)?;
         let records = parse_records(&path, &bytes, true)?;
         let len = whole_records_len(&bytes);
         if len < bytes.len() as u64 {
@@ -183,7 +182,7 @@ impl Journal {
             crate::safefs::Keeper::DirOwner,
             crate::safefs::Durability::Synced,
         )?;
-        self.file = OpenOptions::new().append(true).open(&self.path)?;
+        self.file = crate::safefs::append_for(&self.path, crate::safefs::Keeper::DirOwner)?;
         self.len = text.len() as u64;
         self.headroom.forget();
         self.headroom.keep(&self.file, self.len, &self.path);
@@ -273,6 +272,7 @@ fn parse_records(path: &Path, bytes: &[u8], warn: bool) -> io::Result<Vec<Journa
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs::OpenOptions;
     use std::io::Write;
 
     fn rec(cid: u32, entry: &str) -> JournalRecord {
@@ -447,5 +447,19 @@ mod tests {
         fs::write(&p, b"y").unwrap();
         r.ino = r.ino.wrapping_add(1_000_000);
         assert!(!r.entry_present(dir.path()));
+    }
+
+    #[test]
+    fn a_planted_journal_link_is_refused_not_followed_or_cut() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        fs::write(&victim, "a torn line without its newline").unwrap();
+        std::os::unix::fs::symlink(&victim, dir.path().join(JOURNAL_FILE)).unwrap();
+        let e = Journal::open(dir.path()).unwrap_err();
+        assert!(e.to_string().contains("symbolic link"), "{e}");
+        assert_eq!(
+            fs::read_to_string(&victim).unwrap(),
+            "a torn line without its newline"
+        );
     }
 }

@@ -1,6 +1,6 @@
 //! The queue lock: one shipper at a time (a cron `drain` and a daemon, or two crons).
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io;
 use std::path::Path;
 
@@ -17,11 +17,9 @@ pub struct QueueLock {
 impl QueueLock {
     /// Takes the lock; `Ok(None)` when another process holds it and `wait` is false.
     pub fn acquire(queue_dir: &Path, wait: bool) -> io::Result<Option<QueueLock>> {
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(queue_dir.join(LOCK_FILE))?;
+        // Not followed if planted: a shipper without RUNAS runs as root here.
+        let file =
+            crate::safefs::append_for(&queue_dir.join(LOCK_FILE), crate::safefs::Keeper::DirOwner)?;
         let op = if wait {
             FlockOperation::LockExclusive
         } else {
@@ -50,5 +48,16 @@ mod tests {
         assert!(QueueLock::acquire(dir.path(), false).unwrap().is_none());
         drop(first);
         assert!(QueueLock::acquire(dir.path(), false).unwrap().is_some());
+    }
+
+    #[test]
+    fn a_planted_lock_link_is_refused_not_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "keep me\n").unwrap();
+        std::os::unix::fs::symlink(&victim, dir.path().join(LOCK_FILE)).unwrap();
+        let e = QueueLock::acquire(dir.path(), false).unwrap_err();
+        assert!(e.to_string().contains("symbolic link"), "{e}");
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep me\n");
     }
 }

@@ -321,6 +321,36 @@ fn a_planted_position_file_is_refused_unread() {
     assert!(err.to_string().contains("holds more than"), "{err}");
 }
 
+/// nginx's log directory may be its workers' to write: root follows no link or second
+/// hard link there (the secret's lines would be logged as malformed index lines). In a
+/// directory only root writes, the configured path is followed as it is.
+#[test]
+fn a_link_planted_where_others_write_is_refused_and_one_we_made_is_followed() {
+    use std::os::unix::fs::PermissionsExt;
+    let s = Setup::new();
+    let logs = s.index().parent().unwrap().to_path_buf();
+    fs::create_dir_all(&logs).unwrap();
+    fs::create_dir_all(s.queue_dir()).unwrap();
+    let secret = s.dir.path().join("secret");
+    fs::write(&secret, "root:$6$secret\n").unwrap();
+    std::os::unix::fs::symlink(&secret, s.index()).unwrap();
+    // Ours alone: followed.
+    assert!(Follower::open(&s.index(), &s.queue_dir(), StartAt::Start).is_ok());
+    fs::set_permissions(&logs, fs::Permissions::from_mode(0o777)).unwrap();
+    let err = match Follower::open(&s.index(), &s.queue_dir(), StartAt::Start) {
+        Err(e) => e,
+        Ok(_) => panic!("a planted link was followed"),
+    };
+    assert!(err.to_string().contains("symbolic link"), "{err}");
+    fs::remove_file(s.index()).unwrap();
+    fs::hard_link(&secret, s.index()).unwrap();
+    let err = match Follower::open(&s.index(), &s.queue_dir(), StartAt::Start) {
+        Err(e) => e,
+        Ok(_) => panic!("a planted hard link was read"),
+    };
+    assert!(err.to_string().contains("2 hard links"), "{err}");
+}
+
 #[test]
 fn a_fifo_is_refused_with_a_reason_not_followed() {
     let s = Setup::new();
@@ -332,7 +362,7 @@ fn a_fifo_is_refused_with_a_reason_not_followed() {
         Ok(_) => panic!("a FIFO was followed"),
     };
     assert!(
-        err.to_string().contains("not a regular file (a FIFO)"),
+        err.to_string().contains("is a FIFO, not a regular file"),
         "{err}"
     );
 }
