@@ -215,8 +215,17 @@ pub fn requeue_failed(
 
 /// Moves a reason file to `failed/history/`, noting when and as what it was requeued.
 fn keep_in_history(dir: &Path, reason: &Path, file_name: &str, entry: &str) -> io::Result<()> {
-    if !reason.exists() {
-        return Ok(());
+    match fs::symlink_metadata(reason) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+        // Not a reason file we wrote (planted, as requeue may run as root): left alone.
+        Ok(m) if !m.is_file() => {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "not a regular file; left where it is",
+            ))
+        }
+        Ok(_) => {}
     }
     let history = dir.join(FAILED_DIR).join(HISTORY_DIR);
     fs::create_dir_all(&history)?;
@@ -228,7 +237,8 @@ fn keep_in_history(dir: &Path, reason: &Path, file_name: &str, entry: &str) -> i
     }
     fs::rename(reason, &target)?;
     let stamp = chrono::Utc::now().format("%Y-%m-%d %H:%M:%S UTC");
-    let mut f = fs::OpenOptions::new().append(true).open(&target)?;
+    // Swapped for a link since the check above? Not written through.
+    let mut f = crate::safefs::append_for(&target, crate::safefs::Keeper::DirOwner)?;
     writeln!(f, "requeued: {stamp} as {entry}")
 }
 
@@ -404,7 +414,7 @@ pub struct IndexLineAt<'a> {
 /// Opens an index file, gunzipping it when it starts with the gzip magic.
 fn open_index(path: &Path) -> io::Result<(Box<dyn BufRead>, Arc<std::sync::atomic::AtomicU64>)> {
     use std::os::unix::fs::FileExt;
-    let f = crate::queue::open_regular(path)?;
+    let f = crate::safefs::read_configured(path)?;
     let mut magic = [0u8; 2];
     let n = f.read_at(&mut magic, 0)?;
     let counted = Counting {
@@ -521,7 +531,9 @@ pub fn requeue_backlog(
     let mut report = Report::default();
     let none = LineFilter::default();
     for source in sources {
-        let f = match crate::queue::open_regular(&source) {
+        // The queue's owner may have planted it (a link to /etc/shadow, whose lines
+        // would go back into the backlog as malformed ones): opened checked.
+        let f = match crate::safefs::open_read_checked(&source, crate::safefs::Keeper::DirOwner) {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
             Err(e) => {

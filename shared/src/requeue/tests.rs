@@ -330,6 +330,60 @@ fn the_backlog_is_retried_and_what_still_fails_stays_with_its_new_reason() {
     assert!(leftovers.is_empty());
 }
 
+/// requeue may run as root; the queue is another user's. A backlog that is a link (to
+/// /etc/shadow, say) is not read, so none of its lines go back into the backlog as
+/// malformed ones, where the queue's owner could read them.
+#[test]
+fn a_planted_backlog_link_is_refused_and_its_target_never_copied() {
+    let s = Setup::new();
+    let qd = s.queue_dir();
+    let secret = s.dir.path().join("shadow");
+    fs::write(&secret, "root:$6$secret:19000:0:99999:7:::\n").unwrap();
+    std::os::unix::fs::symlink(&secret, qd.join(BACKLOG_FILE)).unwrap();
+    let err = requeue_backlog(&mut s.requeuer(false, false), &mut |_| {}).unwrap_err();
+    assert!(err.to_string().contains("symbolic link"), "{err}");
+    for e in fs::read_dir(&qd).unwrap().flatten() {
+        if e.file_type().unwrap().is_file() {
+            let text = fs::read(e.path()).unwrap();
+            assert!(
+                !text.windows(6).any(|w| w == b"$6$sec"),
+                "{} holds the secret",
+                e.path().display()
+            );
+        }
+    }
+    assert_eq!(
+        fs::read_to_string(&secret).unwrap(),
+        "root:$6$secret:19000:0:99999:7:::\n"
+    );
+}
+
+#[test]
+fn a_planted_reason_link_is_neither_moved_to_the_history_nor_written_through() {
+    let s = Setup::new();
+    let qd = s.queue_dir();
+    quarantined(
+        &s,
+        "modsec.log.100.000001",
+        &event_text("ID-one", 403),
+        "why",
+    );
+    let reason = qd.join(FAILED_DIR).join("modsec.log.100.000001.reason");
+    let victim = s.dir.path().join("victim");
+    fs::write(&victim, "keep me\n").unwrap();
+    fs::remove_file(&reason).unwrap();
+    std::os::unix::fs::symlink(&victim, &reason).unwrap();
+    let mut queue = Queue::open(&qd).unwrap();
+    let mut known = Known::load(&qd).unwrap();
+    let failed = failed_entries(&qd).unwrap();
+    assert!(matches!(
+        requeue_failed(&mut queue, &failed[0], &mut known, false, false),
+        Outcome::Queued(_)
+    ));
+    assert_eq!(fs::read_to_string(&victim).unwrap(), "keep me\n");
+    assert!(fs::symlink_metadata(&reason).unwrap().is_symlink());
+}
+
 #[test]
 fn a_backlog_taken_by_a_killed_requeue_is_picked_up() {
     let s = Setup::new();
