@@ -52,13 +52,7 @@ fn check_opened(
     path: &Path,
 ) -> io::Result<rustix::fs::Stat> {
     let st = rustix::fs::fstat(fd)?;
-    let kind = rustix::fs::FileType::from_raw_mode(st.st_mode);
-    if kind != rustix::fs::FileType::RegularFile {
-        return Err(refused(
-            path,
-            format!("is a {}, not a regular file; not opened", kind_name(kind)),
-        ));
-    }
+    must_be_regular(&st, path)?;
     if st.st_nlink > 1 {
         return Err(refused(
             path,
@@ -250,14 +244,21 @@ pub fn read_configured(path: &Path) -> io::Result<File> {
         Mode::empty(),
     )
     .map_err(|e| open_error(path, e))?;
-    let kind = rustix::fs::FileType::from_raw_mode(rustix::fs::fstat(&fd)?.st_mode);
+    must_be_regular(&rustix::fs::fstat(&fd)?, path)?;
+    Ok(File::from(fd))
+}
+
+/// Refuses what `st` describes unless it is a regular file (not a FIFO that would block
+/// a reader, not a device).
+fn must_be_regular(st: &rustix::fs::Stat, path: &Path) -> io::Result<()> {
+    let kind = rustix::fs::FileType::from_raw_mode(st.st_mode);
     if kind != rustix::fs::FileType::RegularFile {
         return Err(refused(
             path,
             format!("is a {}, not a regular file; not opened", kind_name(kind)),
         ));
     }
-    Ok(File::from(fd))
+    Ok(())
 }
 
 /// Whether only we may write in `dir`: it is ours, without group or other write.

@@ -11,9 +11,8 @@
 //! One line per event: `v1\t<unix time>\t<sid>\t<cid>\t<unique id>\t<entry>\n`
 //! ([`super::version`]; 0.1.0 wrote the same without `v1\t`; a record of a newer
 //! version is skipped with a warning: this log only keeps `requeue` from adding an event
-//! twice). When the file
-//! passes [`ROTATE_BYTES`] it becomes `.delivered.1` (replacing the older one), so about
-//! the last 300,000 deliveries are remembered.
+//! twice). When the file passes [`ROTATE_BYTES`] it becomes `.delivered.1` (replacing
+//! the older one), so about the last 300,000 deliveries are remembered.
 
 use std::collections::HashSet;
 use std::fs::{self, File};
