@@ -15,18 +15,15 @@ pub struct QueueLock {
 }
 
 impl QueueLock {
-    /// Takes the lock; `Ok(None)` when another process holds it and `wait` is false.
-    pub fn acquire(queue_dir: &Path, wait: bool) -> io::Result<Option<QueueLock>> {
+    /// Takes the lock if it is free; `Ok(None)` when another process holds it. (Never
+    /// waits in `flock`: a shipper waiting for the lock must still see a SIGTERM, so
+    /// `ship::run` polls.)
+    pub fn acquire(queue_dir: &Path) -> io::Result<Option<QueueLock>> {
         // Not followed if planted: a shipper without RUNAS runs as root here.
         let file =
             crate::safefs::append_for(&queue_dir.join(LOCK_FILE), crate::safefs::Keeper::DirOwner)?;
-        let op = if wait {
-            FlockOperation::LockExclusive
-        } else {
-            FlockOperation::NonBlockingLockExclusive
-        };
         loop {
-            match flock(&file, op) {
+            match flock(&file, FlockOperation::NonBlockingLockExclusive) {
                 Ok(()) => return Ok(Some(QueueLock { _file: file })),
                 Err(e) if e == rustix::io::Errno::WOULDBLOCK => return Ok(None),
                 Err(e) if e == rustix::io::Errno::INTR => continue,
@@ -43,11 +40,11 @@ mod tests {
     #[test]
     fn a_second_holder_is_refused_until_the_first_lets_go() {
         let dir = tempfile::tempdir().unwrap();
-        let first = QueueLock::acquire(dir.path(), false).unwrap();
+        let first = QueueLock::acquire(dir.path()).unwrap();
         assert!(first.is_some());
-        assert!(QueueLock::acquire(dir.path(), false).unwrap().is_none());
+        assert!(QueueLock::acquire(dir.path()).unwrap().is_none());
         drop(first);
-        assert!(QueueLock::acquire(dir.path(), false).unwrap().is_some());
+        assert!(QueueLock::acquire(dir.path()).unwrap().is_some());
     }
 
     #[test]
@@ -56,7 +53,7 @@ mod tests {
         let victim = dir.path().join("victim");
         std::fs::write(&victim, "keep me\n").unwrap();
         std::os::unix::fs::symlink(&victim, dir.path().join(LOCK_FILE)).unwrap();
-        let e = QueueLock::acquire(dir.path(), false).unwrap_err();
+        let e = QueueLock::acquire(dir.path()).unwrap_err();
         assert!(e.to_string().contains("symbolic link"), "{e}");
         assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep me\n");
     }

@@ -129,19 +129,9 @@ pub fn drain(settings: &ShipperSettings, o: &DrainOptions, control: &Receiver<Co
     if !queue_exists(queue_dir) {
         return End::Config;
     }
-    let _lock = match QueueLock::acquire(queue_dir, o.wait) {
-        Ok(Some(l)) => l,
-        Ok(None) => {
-            log::info!(
-                "{}: another shipper holds the queue lock; leaving the queue to it",
-                queue_dir.display()
-            );
-            return End::Ok;
-        }
-        Err(e) => {
-            log::error!("{}: cannot take the queue lock: {e}", queue_dir.display());
-            return End::Io;
-        }
+    let _lock = match lock_queue(queue_dir, &flags, o.wait) {
+        Ok(l) => l,
+        Err(end) => return end,
     };
     let mut shipper = match Shipper::open(queue_dir, settings.ship.clone()) {
         Ok(s) => s,
@@ -259,7 +249,7 @@ pub fn daemon(
     if !queue_exists(&queue_dir) {
         return End::Config;
     }
-    let _lock = match wait_for_lock(&queue_dir, &flags) {
+    let _lock = match lock_queue(&queue_dir, &flags, true) {
         Ok(l) => l,
         Err(end) => return end,
     };
@@ -353,20 +343,28 @@ pub fn daemon(
     End::Ok
 }
 
-/// The queue lock, waiting while another shipper holds it; how the run ends instead
-/// when stopped first (Ok) or the lock cannot be taken (Io, said in the log).
-fn wait_for_lock(queue_dir: &Path, flags: &Flags) -> Result<QueueLock, End> {
-    let mut waited = false;
+/// The queue lock. Held by another shipper, the queue is left to it, or with `wait` the
+/// lock is waited for (polled, so a Stop still ends the wait). Err is how the run ends
+/// instead: Ok (left, or stopped while waiting) or Io (said in the log).
+fn lock_queue(queue_dir: &Path, flags: &Flags, wait: bool) -> Result<QueueLock, End> {
+    let mut told = false;
     loop {
-        match QueueLock::acquire(queue_dir, false) {
+        match QueueLock::acquire(queue_dir) {
             Ok(Some(l)) => return Ok(l),
+            Ok(None) if !wait => {
+                log::info!(
+                    "{}: another shipper holds the queue lock; leaving the queue to it",
+                    queue_dir.display()
+                );
+                return Err(End::Ok);
+            }
             Ok(None) => {
-                if !waited {
+                if !told {
                     log::info!(
                         "{}: another shipper holds the queue lock; waiting for it",
                         queue_dir.display()
                     );
-                    waited = true;
+                    told = true;
                 }
                 if !flags.nap(IDLE_POLL) {
                     return Err(End::Ok);

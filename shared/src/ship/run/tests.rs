@@ -65,9 +65,7 @@ fn drain_ships_the_queue_records_the_run_and_says_how_it_ended() {
 #[test]
 fn drain_leaves_a_locked_queue_to_its_holder_unless_told_to_wait() {
     let (_dir, settings) = queue_with(1);
-    let held = QueueLock::acquire(&settings.queue_dir, false)
-        .unwrap()
-        .unwrap();
+    let held = QueueLock::acquire(&settings.queue_dir).unwrap().unwrap();
     let (_tx, control) = unbounded();
     assert_eq!(
         drain(&settings, &DrainOptions::default(), &control),
@@ -160,12 +158,40 @@ fn the_daemon_reloads_on_request_and_keeps_its_settings_when_the_new_ones_fail()
     assert_eq!((last.shipped, last.skipped), (1, 0), "{last:?}");
 }
 
+/// `drain --wait` waits for the lock by polling, not in a blocking `flock`: a SIGTERM
+/// meanwhile ends it (before, it waited on until the holder let go).
+#[test]
+fn a_drain_waiting_for_the_queue_lock_stops_when_told() {
+    let (_dir, settings) = queue_with(1);
+    let queue = settings.queue_dir.clone();
+    let held = QueueLock::acquire(&queue).unwrap().unwrap();
+    let (tx, control) = unbounded();
+    let running = std::thread::spawn(move || {
+        let wait = DrainOptions {
+            wait: true,
+            ..DrainOptions::default()
+        };
+        drain(&settings, &wait, &control)
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    tx.send(Control::Stop).unwrap();
+    let until = Instant::now() + Duration::from_secs(5);
+    while !running.is_finished() {
+        assert!(
+            Instant::now() < until,
+            "drain --wait did not stop while waiting"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(running.join().unwrap(), End::Ok);
+    assert_eq!(entries_in(&queue), 1, "nothing shipped");
+    drop(held);
+}
+
 #[test]
 fn a_daemon_waiting_for_the_queue_lock_stops_when_told() {
     let (_dir, settings) = queue_with(1);
-    let held = QueueLock::acquire(&settings.queue_dir, false)
-        .unwrap()
-        .unwrap();
+    let held = QueueLock::acquire(&settings.queue_dir).unwrap().unwrap();
     let (tx, control) = unbounded();
     let running = std::thread::spawn(move || daemon(settings, &control, || Err("unused".into())));
     std::thread::sleep(Duration::from_millis(300));
