@@ -27,8 +27,8 @@ pub const ABANDON_GRACE: Duration = Duration::from_secs(5);
 /// handled written to the backlog. [`Control::Reload`] reopens the index file.
 /// `gather`: how long slow input may gather between reads ([`Pipeline::start_gathering`]).
 ///
-/// Returns the statistics, or the error that kept it from starting (the queue or the
-/// index file cannot be opened; nothing was read).
+/// Returns the statistics, or the error that kept it from starting (the queue cannot be
+/// opened; nothing was read. The index file is opened later, by the committer).
 pub fn piped<R: Read + Send + 'static>(
     settings: CollectorSettings,
     input: R,
@@ -38,15 +38,7 @@ pub fn piped<R: Read + Send + 'static>(
     let reopen = Arc::new(AtomicBool::new(false));
     let stats = Arc::new(Stats::default());
     let queue_dir = settings.queue_dir.clone();
-    let worker = Worker::new(settings, reopen.clone(), stats.clone()).map_err(|e| {
-        std::io::Error::new(
-            e.kind(),
-            format!(
-                "cannot open the queue {} or the index file: {e}",
-                queue_dir.display()
-            ),
-        )
-    })?;
+    let worker = open_worker(settings, reopen.clone(), stats.clone())?;
     let pipeline = Pipeline::start_gathering(
         input,
         worker.into_stages(),
@@ -93,6 +85,21 @@ pub fn piped<R: Read + Send + 'static>(
     Ok(stats)
 }
 
+/// The worker over the queue, or an error naming the queue (both ways of running).
+fn open_worker(
+    settings: CollectorSettings,
+    reopen_index: Arc<AtomicBool>,
+    stats: Arc<Stats>,
+) -> std::io::Result<Worker> {
+    let queue_dir = settings.queue_dir.clone();
+    Worker::new(settings, reopen_index, stats).map_err(|e| {
+        std::io::Error::new(
+            e.kind(),
+            format!("cannot open the queue {}: {e}", queue_dir.display()),
+        )
+    })
+}
+
 /// Follows `index` as it grows, across rotation, until a [`Control::Stop`]; saves where
 /// it stopped. Errors reading it are retried every second.
 pub fn follow(
@@ -111,13 +118,7 @@ pub fn follow(
         if settings.verify_md5 { "on" } else { "off" }
     );
     let stats = Arc::new(Stats::default());
-    let mut worker =
-        Worker::new(settings, Arc::new(AtomicBool::new(false)), stats).map_err(|e| {
-            std::io::Error::new(
-                e.kind(),
-                format!("cannot open the queue {}: {e}", queue_dir.display()),
-            )
-        })?;
+    let mut worker = open_worker(settings, Arc::new(AtomicBool::new(false)), stats)?;
     let mut follower = Follower::open(index, &queue_dir, start)
         .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", index.display())))?;
     let stopped = AtomicBool::new(false);

@@ -176,7 +176,7 @@ pub fn drain(settings: &ShipperSettings, o: &DrainOptions, control: &Receiver<Co
     };
     let result = shipper.ship(sink.as_mut(), bounds, &flags.stop);
     let remaining = shipper.remaining().unwrap_or(0);
-    summary(&shipper.stats, remaining, started.elapsed());
+    summary("drain", &shipper.stats, remaining, started.elapsed());
     let (end, result, error) = match result {
         Ok(_) if shipper.stats.undeletable > 0 => {
             let why = format!(
@@ -335,6 +335,7 @@ pub fn daemon(
     }
     record(&shipper, RunResult::Ok, None, true);
     summary(
+        "run",
         &shipper.stats,
         shipper.remaining().unwrap_or(0),
         started.elapsed(),
@@ -464,8 +465,8 @@ pub fn record_run(
     }
 }
 
-/// The one summary line.
-pub fn summary(s: &Stats, remaining: usize, elapsed: Duration) {
+/// The one summary line, for `program` (`drain` or `run`).
+pub fn summary(program: &str, s: &Stats, remaining: usize, elapsed: Duration) {
     let secs = elapsed.as_secs_f64();
     let rate = if secs > 0.0 {
         s.handled() as f64 / secs
@@ -489,7 +490,7 @@ pub fn summary(s: &Stats, remaining: usize, elapsed: Duration) {
         extra.push_str(&format!(", {} delivered but not removable", s.undeletable));
     }
     log::info!(
-        "drain: shipped {}{extra}, skipped {} non-alerts, quarantined {}, remaining {remaining}, {secs:.2} s, {rate:.0} events/s",
+        "{program}: shipped {}{extra}, skipped {} non-alerts, quarantined {}, remaining {remaining}, {secs:.2} s, {rate:.0} events/s",
         s.shipped,
         s.skipped,
         s.quarantined,
