@@ -52,7 +52,7 @@ pub fn run(source: Source, o: &Options) -> u8 {
         },
         None => None,
     };
-    let queue_dir = match crate::status::queue_dir(config.as_ref(), o.queue.as_ref()) {
+    let queue_dir = match modsec2sguil::config::queue_dir(o.queue.clone(), config.as_ref()) {
         Ok(q) => q,
         Err(e) => {
             eprintln!("modsec-shipper: requeue: {e}");

@@ -7,11 +7,6 @@ use chrono::{TimeZone, Utc};
 use modsec2sguil::config::ConfigFile;
 use modsec2sguil::status::{Level, QueueStatus, Thresholds};
 
-/// Finds the queue: --queue, else the config's EVENT_DIR (as every command does).
-pub fn queue_dir(config: Option<&ConfigFile>, queue: Option<&PathBuf>) -> Result<PathBuf, String> {
-    modsec2sguil::config::queue_dir(queue.cloned(), config).map_err(|e| e.to_string())
-}
-
 /// Prints the status; returns the exit code (the Nagios level; 0 without thresholds
 /// unless the queue cannot be read).
 pub fn run(
@@ -27,9 +22,9 @@ pub fn run(
         Ok(c) => c,
         Err(e) => return unknown(&e.to_string(), json),
     };
-    let dir = match queue_dir(config.as_ref(), queue) {
+    let dir = match modsec2sguil::config::queue_dir(queue.cloned(), config.as_ref()) {
         Ok(d) => d,
-        Err(e) => return unknown(&e, json),
+        Err(e) => return unknown(&e.to_string(), json),
     };
     let status = match QueueStatus::gather(&dir) {
         Ok(s) => s,
