@@ -197,12 +197,7 @@ pub fn requeue_failed(
         );
     }
     let reason_path = e.reason_path(&dir);
-    let collector_note = fs::read_to_string(&reason_path).ok().and_then(|t| {
-        t.lines()
-            .find_map(|l| l.strip_prefix("collector: "))
-            .map(str::to_string)
-    });
-    if let Some(note) = collector_note {
+    if let Some(note) = crate::queue::reason::collector_note(&reason_path) {
         if let Err(err) = queue.mark_integrity(name, &note) {
             log::warn!("cannot restore the integrity marker of {name}: {err}");
         }

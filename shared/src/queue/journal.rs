@@ -218,8 +218,13 @@ impl Pending {
 /// writing (for `status`); no journal is no records.
 pub fn read_journal(queue_dir: &Path) -> io::Result<Vec<JournalRecord>> {
     let path = queue_dir.join(JOURNAL_FILE);
-    match fs::read(&path) {
-        Ok(bytes) => parse_records(&path, &bytes, false),
+    // `status` may run as root: a link or FIFO planted in the journal's place is refused.
+    match crate::safefs::open_read_checked(&path, crate::safefs::Keeper::Anyone) {
+        Ok(mut f) => {
+            let mut bytes = Vec::new();
+            f.read_to_end(&mut bytes)?;
+            parse_records(&path, &bytes, false)
+        }
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
         Err(e) => Err(e),
     }

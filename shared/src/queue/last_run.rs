@@ -1,7 +1,6 @@
 //! The record of the last run (`.last-run`, JSON), written by `drain` and `run`, shown
 //! by `status`. It carries `"version": 1` ([`super::version`]; 0.1.0's had none).
 
-use std::fs;
 use std::io;
 use std::path::Path;
 
@@ -72,7 +71,14 @@ impl LastRun {
     /// Reads the record, if there is one; a record that does not parse is an error.
     pub fn read(queue_dir: &Path) -> io::Result<Option<LastRun>> {
         let path = queue_dir.join(LAST_RUN_FILE);
-        match fs::read(&path) {
+        // `status` may run as root: a link or FIFO planted here is refused.
+        let read = crate::safefs::open_read_checked(&path, crate::safefs::Keeper::Anyone).and_then(
+            |mut f| {
+                let mut bytes = Vec::new();
+                io::Read::read_to_end(&mut f, &mut bytes).map(|_| bytes)
+            },
+        );
+        match read {
             Ok(bytes) => {
                 let bad = |e: String| io::Error::new(io::ErrorKind::InvalidData, e);
                 let value: serde_json::Value =
@@ -101,6 +107,7 @@ impl LastRun {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
 
     fn record() -> LastRun {
         LastRun {

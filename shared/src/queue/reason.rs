@@ -34,12 +34,7 @@ pub fn write(
 
 /// The `reason:` line of a quarantine's `.reason` file.
 pub fn read(path: &Path) -> Option<String> {
-    let mut text = String::new();
-    super::open_regular(path)
-        .ok()?
-        .take(64 * 1024)
-        .read_to_string(&mut text)
-        .ok()?;
+    let text = text_of(path)?;
     let version = text
         .lines()
         .find_map(|l| l.strip_prefix("version: "))
@@ -51,6 +46,24 @@ pub fn read(path: &Path) -> Option<String> {
     text.lines()
         .find_map(|l| l.strip_prefix("reason: "))
         .map(|r| crate::escape::escape_text(r).into_owned())
+}
+
+/// The `collector:` line of a `.reason` file: the collector's integrity marker the
+/// entry had when it was quarantined (`requeue` puts it back with the entry).
+pub fn collector_note(path: &Path) -> Option<String> {
+    text_of(path)?
+        .lines()
+        .find_map(|l| l.strip_prefix("collector: "))
+        .map(str::to_string)
+}
+
+/// The first 64 KiB of a reason file. `status` and `requeue` may run as root in the
+/// queue's owner's `failed/`: a link or FIFO there is not opened.
+fn text_of(path: &Path) -> Option<String> {
+    let f = crate::safefs::open_read_checked(path, crate::safefs::Keeper::Anyone).ok()?;
+    let mut text = String::new();
+    f.take(64 * 1024).read_to_string(&mut text).ok()?;
+    Some(text)
 }
 
 /// A reason's kind: its text up to the first `:` (the details after it name files,

@@ -168,6 +168,49 @@ fn a_missing_queue_is_an_error_and_is_not_created() {
     assert!(!q.exists());
 }
 
+/// `status` may run as root (a monitoring check): the journal, the last-run record,
+/// reason files and integrity markers are the queue owner's, and a link planted in
+/// their place is reported, not followed, nor shown.
+#[test]
+fn links_planted_for_the_files_status_reads_are_problems_not_followed() {
+    let (d, q) = queue_with(1);
+    let secret = d.path().join("secret");
+    std::fs::write(&secret, "reason: root:$6$secret\ncollector: $6$secret\n").unwrap();
+    for name in [JOURNAL_FILE, LAST_RUN_FILE] {
+        std::os::unix::fs::symlink(&secret, q.join(name)).unwrap();
+    }
+    let s = QueueStatus::gather(&q).unwrap();
+    for name in [JOURNAL_FILE, LAST_RUN_FILE] {
+        assert!(
+            s.problems
+                .iter()
+                .any(|p| p.contains(name) && p.contains("symbolic link")),
+            "{name}: {:?}",
+            s.problems
+        );
+    }
+    let failed = q.join(FAILED_DIR);
+    std::fs::create_dir_all(&failed).unwrap();
+    std::fs::write(failed.join("modsec.log.1.000009"), "x").unwrap();
+    std::os::unix::fs::symlink(&secret, failed.join("modsec.log.1.000009.reason")).unwrap();
+    assert_eq!(
+        crate::queue::reason::read(&failed.join("modsec.log.1.000009.reason")),
+        None
+    );
+    assert_eq!(
+        crate::queue::reason::collector_note(&failed.join("modsec.log.1.000009.reason")),
+        None
+    );
+    std::fs::create_dir_all(q.join(INTEGRITY_DIR)).unwrap();
+    std::os::unix::fs::symlink(&secret, q.join(INTEGRITY_DIR).join("modsec.log.1.000009")).unwrap();
+    assert_eq!(
+        crate::queue::integrity_note(&q, "modsec.log.1.000009"),
+        None
+    );
+    let shown = format!("{s:?}");
+    assert!(!shown.contains("$6$"), "{shown}");
+}
+
 #[test]
 fn a_fifo_where_a_file_should_be_is_a_problem_not_a_hang() {
     let (_d, q) = queue_with(2);
