@@ -39,7 +39,8 @@ nginx + libmodsecurity 3 (which cannot pipe): run it as a service with
 as it grows, across rotation, and resumes where it stopped (EVENT_DIR/.follow.*).
 
 Config keys it reads: EVENT_DIR, STORAGE_DIR, INDEX_FILE, LINK_MODE (or SYMLINK 1),
-VERIFY_MD5, RUNAS, MAX_EVENT_BYTES, LOG_FILE, SYSLOGFACILITY, DEBUG, FOLLOW_INDEX.";
+VERIFY_MD5, RUNAS, MAX_EVENT_BYTES, STATE_DIR, EVENT_OWNER, LOG_FILE, SYSLOGFACILITY, DEBUG,
+FOLLOW_INDEX.";
 
 #[derive(Parser, Debug)]
 #[command(
@@ -69,6 +70,11 @@ struct Cli {
     /// The size is always checked; a mismatch is queued and marked, never dropped.
     #[arg(long, value_enum, value_name = "on|off")]
     verify_md5: Option<OnOff>,
+    /// The collector's own state (overflow spool, backlog, record of what it queued,
+    /// --follow position), where only root writes: it is checked to be root's, as is
+    /// every directory above it [config: STATE_DIR; default: /var/lib/modsec2sguil].
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
     /// Log file, in addition to stderr [config: LOG_FILE].
     #[arg(long, value_name = "FILE")]
     log_file: Option<PathBuf>,
@@ -200,6 +206,7 @@ fn main() -> ExitCode {
             LinkModeArg::Symlink => LinkMode::Symlink,
         }),
         verify_md5: cli.verify_md5.map(|v| matches!(v, OnOff::On)),
+        state_dir: cli.state_dir,
     };
     if let Some(index) = follow {
         // The position is kept per path: the same file must always have the same name.

@@ -58,6 +58,8 @@ pub const KNOWN_KEYS: &[&str] = &[
     "VERIFY_MD5",
     "LOG_FILE",
     "FOLLOW_INDEX",
+    "STATE_DIR",
+    "EVENT_OWNER",
 ];
 
 /// One `set NAME value` line.

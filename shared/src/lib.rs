@@ -36,6 +36,7 @@ pub mod requeue;
 pub mod safefs;
 pub mod sguil;
 pub mod ship;
+pub mod state;
 pub mod status;
 #[cfg(test)]
 mod testdata;

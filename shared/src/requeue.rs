@@ -20,13 +20,15 @@ use std::sync::Arc;
 use chrono::{DateTime, FixedOffset};
 
 use crate::auditlog::ParseLimits;
-use crate::collect::{resolve_event_path, CollectorSettings, InputLine, Stats, Worker};
+use crate::collect::{CollectorSettings, InputLine, Stats, Worker};
 use crate::index::{parse_index_line, IndexLine};
 use crate::queue::known::{unique_id_of, Known};
-use crate::queue::layout::{BACKLOG_TAKEN_PREFIX, HISTORY_DIR};
+use crate::queue::layout::HISTORY_DIR;
 use crate::queue::reason;
-use crate::queue::{
-    parse_backlog_record, EntryName, Queue, BACKLOG_FILE, FAILED_DIR, REASON_SUFFIX,
+use crate::queue::{EntryName, Queue, FAILED_DIR, REASON_SUFFIX};
+use crate::state::{
+    parse_backlog_record, read_bounded_line, StateDir, BACKLOG_FILE, BACKLOG_TAKEN_PREFIX,
+    MAX_BACKLOG_RECORD_BYTES,
 };
 
 /// What happened (or, in a dry run, would happen) to one event or line.
@@ -317,33 +319,35 @@ impl LineFilter {
 }
 
 /// Queues index lines with the collector's checks, minus the index file and backlog.
+///
+/// This is the collector's work, done by root as the collector does it: the queue is
+/// entered through its checked handle, and what is already queued is known from the
+/// collector's own record in STATE_DIR ([`StateDir::queued_ids`]), not from any file the
+/// queue's owner writes. An event file still in the queue by hard link has two links and
+/// is refused by the collector's checks anyway.
 pub struct LineRequeuer {
     worker: Worker,
-    storage_dir: PathBuf,
-    known: Known,
+    known: std::collections::HashSet<String>,
     dry_run: bool,
     force: bool,
 }
 
 impl LineRequeuer {
-    /// `settings` are the collector's (its index file is not used); `known` what the
-    /// queue already has.
+    /// `settings` are the collector's (its index file is not used).
     pub fn new(
         mut settings: CollectorSettings,
-        known: Known,
         dry_run: bool,
         force: bool,
     ) -> io::Result<LineRequeuer> {
         settings.index_file = None;
-        let storage_dir = settings.storage_dir.clone();
         let worker = Worker::new(
             settings,
             Arc::new(AtomicBool::new(false)),
             Arc::new(Stats::default()),
         )?;
+        let known = worker.state().queued_ids()?;
         Ok(LineRequeuer {
             worker,
-            storage_dir,
             known,
             dry_run,
             force,
@@ -352,6 +356,11 @@ impl LineRequeuer {
 
     pub fn queue(&self) -> &Queue {
         self.worker.queue()
+    }
+
+    /// The collector's state dir, whose backlog `requeue --backlog` takes.
+    pub fn state(&self) -> &StateDir {
+        self.worker.state()
     }
 
     /// Acts on one raw index line.
@@ -364,15 +373,12 @@ impl LineRequeuer {
         if !filter.matches(&parsed) {
             return Outcome::Filtered;
         }
-        let dev_ino = resolve_event_path(&self.storage_dir, &parsed)
-            .ok()
-            .and_then(|p| fs::symlink_metadata(p).ok())
-            .map(|m| (m.dev(), m.ino()));
-        let id = Some(parsed.unique_id.as_str());
-        if !self.force {
-            if let Some(why) = self.known.why(id, dev_ino) {
-                return Outcome::Known(why);
-            }
+        let id = parsed.unique_id.clone();
+        if !self.force && self.known.contains(&id) {
+            return Outcome::Known(format!(
+                "unique id {} was queued before (the collector's record)",
+                crate::escape::escape_text(&id)
+            ));
         }
         let line = InputLine {
             bytes: raw.to_vec(),
@@ -381,7 +387,7 @@ impl LineRequeuer {
         if self.dry_run {
             return match self.worker.dry_check(&line) {
                 Ok(_) => {
-                    self.known.add(id, dev_ino);
+                    self.known.insert(id);
                     Outcome::WouldQueue
                 }
                 Err(why) => Outcome::Failed(why),
@@ -389,7 +395,7 @@ impl LineRequeuer {
         }
         match self.worker.try_queue(&line) {
             Ok((entry, _, _)) => {
-                self.known.add(id, dev_ino);
+                self.known.insert(id);
                 Outcome::Queued(entry)
             }
             Err(why) => Outcome::Failed(why),
@@ -482,15 +488,19 @@ pub struct BacklogRecordAt<'a> {
     pub outcome: &'a Outcome,
 }
 
-/// Retries the collector's backlog: takes it (so the collector starts a new one),
-/// queues what can be queued now, and appends what still cannot back to the backlog
-/// with its new reason. Backlogs a killed run took are picked up again. A dry run only
-/// reads.
+/// Retries the collector's backlog (in STATE_DIR, root's): takes it (so the collector
+/// starts a new one), queues what can be queued now, and appends what still cannot back
+/// to the backlog with its new reason. Backlogs a killed run took are picked up again. A
+/// dry run only reads. No lock is taken: a collector that wrote to the backlog after it
+/// was taken writes its record again to the new one ([`StateDir::backlog_many`]).
+/// Records are read up to [`MAX_BACKLOG_RECORD_BYTES`]; a taken backlog with a longer
+/// one (not the collector's writing) is kept, renamed, and named in the error.
 pub fn requeue_backlog(
     r: &mut LineRequeuer,
     each: &mut dyn FnMut(&BacklogRecordAt),
 ) -> io::Result<Report> {
-    let dir = r.queue().dir().to_path_buf();
+    let state = r.state().clone();
+    let dir = state.path().to_path_buf();
     let mut sources = Vec::new();
     for entry in fs::read_dir(&dir)? {
         let entry = entry?;
@@ -507,11 +517,11 @@ pub fn requeue_backlog(
         }
     }
     sources.sort();
-    let backlog = dir.join(BACKLOG_FILE);
+    let backlog = state.join(BACKLOG_FILE);
     if r.dry_run {
         sources.push(backlog.clone());
     } else {
-        let taken = dir.join(format!("{BACKLOG_TAKEN_PREFIX}{}", std::process::id()));
+        let taken = state.join(&format!("{BACKLOG_TAKEN_PREFIX}{}", std::process::id()));
         match fs::rename(&backlog, &taken) {
             Ok(()) => sources.push(taken),
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
@@ -525,34 +535,36 @@ pub fn requeue_backlog(
     }
     let mut report = Report::default();
     let none = LineFilter::default();
+    let put_back = |still: &mut Vec<(Vec<u8>, String)>| -> io::Result<()> {
+        let records: Vec<(&[u8], &str)> = still
+            .iter()
+            .map(|(raw, why)| (raw.as_slice(), why.as_str()))
+            .collect();
+        if !records.is_empty() {
+            state
+                .backlog_many(&records)
+                .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", backlog.display())))?;
+        }
+        still.clear();
+        Ok(())
+    };
     for source in sources {
-        // The queue's owner may have planted it (a link to /etc/shadow, whose lines
-        // would go back into the backlog as malformed ones): opened checked.
-        let f = match crate::safefs::open_read_checked(&source, crate::safefs::Keeper::DirOwner) {
+        let named = |e: io::Error| io::Error::new(e.kind(), format!("{}: {e}", source.display()));
+        let f = match crate::safefs::open_read_checked(&source, crate::safefs::Keeper::Us) {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-            Err(e) => {
-                return Err(io::Error::new(
-                    e.kind(),
-                    format!("{}: {e}", source.display()),
-                ))
-            }
+            Err(e) => return Err(named(e)),
         };
-        // Held until the file is removed: a collector that opened it before it was taken
-        // finishes its record first, or finds it removed and writes to the new backlog
-        // (see `Queue::backlog_many`).
-        if !r.dry_run {
-            rustix::fs::flock(&f, rustix::fs::FlockOperation::LockExclusive).map_err(|e| {
-                io::Error::new(
-                    io::Error::from(e).kind(),
-                    format!("{}: cannot lock: {e}", source.display()),
-                )
-            })?;
-        }
+        let mut input = BufReader::new(f);
         let mut still: Vec<(Vec<u8>, String)> = Vec::new();
-        for record in BufReader::new(&f).split(b'\n') {
-            let record = record
-                .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", source.display())))?;
+        let mut too_long = 0u64;
+        while let Some(record) =
+            read_bounded_line(&mut input, MAX_BACKLOG_RECORD_BYTES).map_err(named)?
+        {
+            let Some(record) = record else {
+                too_long += 1;
+                continue;
+            };
             if record.is_empty() {
                 continue;
             }
@@ -574,23 +586,30 @@ pub fn requeue_backlog(
                 raw: &raw,
                 outcome: &outcome,
             });
+            // Memory stays bounded however long the backlog: put back as we go.
+            if !r.dry_run && still.len() >= 1024 {
+                put_back(&mut still)?;
+            }
         }
         if r.dry_run {
             continue;
         }
         // Back into the (new) backlog before the taken file goes: a crash in between
         // may list a line twice, never lose it.
-        let records: Vec<(&[u8], &str)> = still
-            .iter()
-            .map(|(raw, why)| (raw.as_slice(), why.as_str()))
-            .collect();
-        if !records.is_empty() {
-            r.queue()
-                .backlog_many(&records)
-                .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", backlog.display())))?;
+        put_back(&mut still)?;
+        if too_long > 0 {
+            let kept = state.join(&format!("backlog.unread-{}", std::process::id()));
+            fs::rename(&source, &kept).map_err(named)?;
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "{}: {too_long} records longer than {MAX_BACKLOG_RECORD_BYTES} bytes were not read; the file is kept as {}",
+                    source.display(),
+                    kept.display()
+                ),
+            ));
         }
-        fs::remove_file(&source)
-            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", source.display())))?;
+        fs::remove_file(&source).map_err(named)?;
     }
     Ok(report)
 }

@@ -490,6 +490,7 @@ impl Headroom {
 }
 
 /// A directory (created 0750 if missing), opened without following a link.
+#[derive(Debug)]
 pub struct Dir {
     fd: OwnedFd,
 }
@@ -525,6 +526,50 @@ impl Dir {
         Ok(Dir { fd })
     }
 
+    /// Opens the directory at `path` (a link to one is followed: the shipper's side,
+    /// whose EVENT_DIR may be configured through one).
+    pub fn open(path: &Path) -> io::Result<Dir> {
+        Self::open_with(path, OFlags::empty())
+    }
+
+    /// Opens the directory at `path`, refusing a symbolic link in its last component.
+    pub fn open_nofollow(path: &Path) -> io::Result<Dir> {
+        Self::open_with(path, OFlags::NOFOLLOW)
+    }
+
+    fn open_with(path: &Path, extra: OFlags) -> io::Result<Dir> {
+        let fd = rustix::fs::open(
+            path,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC | extra,
+            Mode::empty(),
+        )
+        .map_err(|e| match e {
+            rustix::io::Errno::LOOP | rustix::io::Errno::NOTDIR => io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "{} is not a directory (a symbolic link?); not followed",
+                    path.display()
+                ),
+            ),
+            e => io::Error::new(
+                io::Error::from(e).kind(),
+                format!("{}: {}", path.display(), io::Error::from(e)),
+            ),
+        })?;
+        Ok(Dir { fd })
+    }
+
+    /// Hard-links `source` (itself: a symbolic link is not followed) as `name` here.
+    pub fn link_from(&self, source: &Path, name: &str) -> io::Result<()> {
+        rustix::fs::linkat(CWD, source, &self.fd, name, rustix::fs::AtFlags::empty())
+            .map_err(io::Error::from)
+    }
+
+    /// Makes `name` here a symbolic link to `target`.
+    pub fn symlink(&self, target: &Path, name: &str) -> io::Result<()> {
+        rustix::fs::symlinkat(target, &self.fd, name).map_err(io::Error::from)
+    }
+
     /// Creates `name` in this directory, failing if it exists (as anything).
     pub fn create_new(&self, name: &str) -> io::Result<File> {
         let fd = rustix::fs::openat(
@@ -557,6 +602,138 @@ impl Dir {
     pub fn remove(&self, name: &str) -> io::Result<()> {
         rustix::fs::unlinkat(&self.fd, name, rustix::fs::AtFlags::empty()).map_err(io::Error::from)
     }
+
+    /// The subdirectory `name` of this one (created 0750 if missing), entered through this
+    /// handle without following a link, and given to this directory's owner.
+    pub fn sub_or_create(&self, name: &str) -> io::Result<Dir> {
+        let at = |e: rustix::io::Errno| match e {
+            rustix::io::Errno::LOOP | rustix::io::Errno::NOTDIR => io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{name} is not a directory (a symbolic link?); not followed"),
+            ),
+            e => io::Error::new(
+                io::Error::from(e).kind(),
+                format!("{name}: {}", io::Error::from(e)),
+            ),
+        };
+        match rustix::fs::mkdirat(&self.fd, name, Mode::from_raw_mode(0o750)) {
+            Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+            Err(e) => return Err(at(e)),
+        }
+        let fd = rustix::fs::openat(
+            &self.fd,
+            name,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(at)?;
+        let st = rustix::fs::fstat(&fd)?;
+        give_to_owner_of(&fd, &st, &rustix::fs::fstat(&self.fd)?, Keeper::DirOwner)?;
+        Ok(Dir { fd })
+    }
+
+    /// Opens `name` here for reading, checked as [`Keeper::Us`] (regular, one link, ours,
+    /// not followed, no FIFO wait), refusing it unread if it holds more than `max_bytes`.
+    pub fn read_ours(&self, name: &str, max_bytes: u64) -> io::Result<Vec<u8>> {
+        use std::io::Read;
+        let f = open_checked_at(
+            &self.fd,
+            name.as_ref(),
+            Path::new(name),
+            OFlags::RDONLY,
+            Keeper::Us,
+        )?;
+        let mut out = Vec::new();
+        f.take(max_bytes + 1).read_to_end(&mut out)?;
+        if out.len() as u64 > max_bytes {
+            return Err(refused(
+                Path::new(name),
+                format!("holds more than {max_bytes} bytes; not read"),
+            ));
+        }
+        Ok(out)
+    }
+
+    /// The names in this directory (read through the handle).
+    pub fn names(&self) -> io::Result<Vec<String>> {
+        let dup = rustix::io::fcntl_dupfd_cloexec(&self.fd, 0)?;
+        let mut dir = rustix::fs::Dir::new(dup)?;
+        dir.rewind();
+        let mut out = Vec::new();
+        while let Some(e) = dir.read() {
+            if let Ok(name) = e?.file_name().to_str() {
+                if name != "." && name != ".." {
+                    out.push(name.to_string());
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The directory's handle, for `*at` calls.
+    pub fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        use std::os::fd::AsFd;
+        self.fd.as_fd()
+    }
+
+    /// Flushes the directory's entries to disk (after a link or rename in it).
+    pub fn sync(&self) -> io::Result<()> {
+        rustix::fs::fsync(&self.fd).map_err(io::Error::from)
+    }
+}
+
+/// Checks that no one but root (or, not running as root, we) can change what `path`
+/// names: every directory from `/` down to `path` itself is owned by root (or us) and
+/// writable by no one else — except a sticky directory (`/tmp`) whose next component
+/// is root's (there, no one else may rename or remove it). This is OpenSSH's
+/// StrictModes for a path: a directory another user writes anywhere on it could be
+/// swapped for a link to somewhere else between two runs. `path` is resolved first
+/// (links root made are fine; their targets are checked).
+/// Errors name the component at fault, its owner and mode, and how to fix it.
+pub fn only_root_writes(path: &Path) -> io::Result<std::path::PathBuf> {
+    use std::os::unix::fs::MetadataExt;
+    let real = std::fs::canonicalize(path)
+        .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+    let me = nix::unistd::geteuid().as_raw();
+    let trusted = |uid: u32| uid == 0 || uid == me;
+    let mut chain: Vec<std::path::PathBuf> = real.ancestors().map(Path::to_path_buf).collect();
+    chain.reverse();
+    for (i, dir) in chain.iter().enumerate() {
+        let m = std::fs::symlink_metadata(dir)
+            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", dir.display())))?;
+        let bad = |why: String| {
+            io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                format!(
+                    "{} (on the path to {}) {why}: another user could swap what follows it; make it root's and not writable by group or others (`chown root {0}; chmod go-w {0}`)",
+                    dir.display(),
+                    real.display()
+                ),
+            )
+        };
+        if !trusted(m.uid()) {
+            return Err(bad(format!("belongs to uid {}", m.uid())));
+        }
+        if m.mode() & 0o022 != 0 {
+            let sticky = m.mode() & 0o1000 != 0;
+            let next_trusted = chain
+                .get(i + 1)
+                .and_then(|n| std::fs::symlink_metadata(n).ok())
+                .is_some_and(|n| trusted(n.uid()));
+            if !(sticky && next_trusted) || i + 1 == chain.len() {
+                return Err(bad(format!(
+                    "is writable by {} (mode {:o})",
+                    if m.mode() & 0o002 != 0 {
+                        "others"
+                    } else {
+                        "its group"
+                    },
+                    m.mode() & 0o7777
+                )));
+            }
+        }
+    }
+    Ok(real)
 }
 
 #[cfg(test)]

@@ -56,9 +56,11 @@ pub struct QueueStatus {
 }
 
 impl QueueStatus {
-    /// Reads the queue at `dir`. Only an unreadable queue directory is an error; a
-    /// part that cannot be read is named in `problems`.
-    pub fn gather(dir: &Path) -> io::Result<QueueStatus> {
+    /// Reads the queue at `dir`, and the collector's backlog, spools and `--follow`
+    /// positions in its state dir `state_dir` (and any 0.1.0 ones still in the queue).
+    /// Only an unreadable queue directory is an error; a part that cannot be read is
+    /// named in `problems`.
+    pub fn gather(dir: &Path, state_dir: &Path) -> io::Result<QueueStatus> {
         let queue = Queue::at(dir);
         let entries = queue.entries()?;
         let mut problems = Vec::new();
@@ -81,19 +83,39 @@ impl QueueStatus {
         };
         let mut backlog = 0;
         let mut overflow = 0;
-        for entry in fs::read_dir(dir)?.flatten() {
-            let name = entry.file_name();
-            let Some(name) = name.to_str() else { continue };
-            let counter = if name == BACKLOG_FILE || name.starts_with(BACKLOG_TAKEN_PREFIX) {
-                &mut backlog
-            } else if name.starts_with(SPOOL_PREFIX) {
-                &mut overflow
-            } else {
-                continue;
+        // The state dir's, then 0.1.0's in the queue (until a new collector takes them).
+        let counted = [
+            (
+                state_dir,
+                crate::state::BACKLOG_FILE,
+                crate::state::BACKLOG_TAKEN_PREFIX,
+                crate::state::SPOOL_PREFIX,
+            ),
+            (dir, BACKLOG_FILE, BACKLOG_TAKEN_PREFIX, SPOOL_PREFIX),
+        ];
+        for (at, backlog_file, taken_prefix, spool_prefix) in counted {
+            let listing = match fs::read_dir(at) {
+                Ok(l) => l,
+                Err(e) if e.kind() == io::ErrorKind::NotFound && at != dir => continue,
+                Err(e) => {
+                    note(at, &e);
+                    continue;
+                }
             };
-            match count_lines(&entry.path()) {
-                Ok(n) => *counter += n,
-                Err(e) => note(&entry.path(), &e),
+            for entry in listing.flatten() {
+                let name = entry.file_name();
+                let Some(name) = name.to_str() else { continue };
+                let counter = if name == backlog_file || name.starts_with(taken_prefix) {
+                    &mut backlog
+                } else if name.starts_with(spool_prefix) {
+                    &mut overflow
+                } else {
+                    continue;
+                };
+                match count_lines(&entry.path()) {
+                    Ok(n) => *counter += n,
+                    Err(e) => note(&entry.path(), &e),
+                }
             }
         }
         let integrity_marked = match fs::read_dir(dir.join(INTEGRITY_DIR)) {
@@ -111,7 +133,7 @@ impl QueueStatus {
                 None
             }
         };
-        let followed = match crate::queue::position::saved_positions(dir) {
+        let followed = match crate::queue::position::saved_positions(state_dir) {
             Ok(list) => list
                 .into_iter()
                 .map(|(index, p)| {
@@ -129,8 +151,9 @@ impl QueueStatus {
                     }
                 })
                 .collect(),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
             Err(e) => {
-                note(dir, &e);
+                note(state_dir, &e);
                 Vec::new()
             }
         };

@@ -37,3 +37,18 @@ pub fn wait_for(what: &str, cond: impl Fn() -> bool) {
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
 }
+
+/// The web server's stand-in in tests run as root: `nobody`.
+pub const WEB_UID: u32 = 65534;
+
+/// Gives an event file a test wrote, and the directory holding it, to [`WEB_UID`] when
+/// the tests run as root: the collector never queues an event owned by root (ModSecurity
+/// writes them as the web server's user), and wants the directory's owner to own it.
+pub fn give_to_web_user(path: &std::path::Path) {
+    if !nix::unistd::geteuid().is_root() {
+        return;
+    }
+    for p in [Some(path), path.parent()].into_iter().flatten() {
+        std::os::unix::fs::chown(p, Some(WEB_UID), Some(WEB_UID)).unwrap();
+    }
+}

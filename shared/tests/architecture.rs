@@ -13,7 +13,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("escape", 0),
     ("hex", 0),
     ("time", 0),
-    ("testdata", 6),
+    ("testdata", 7),
     ("index", 1),
     ("config", 1),
     ("safefs", 1),
@@ -24,10 +24,11 @@ const LAYERS: &[(&str, u8)] = &[
     ("manual", 2),
     ("alert", 3),
     ("queue", 3),
-    ("collect", 4),
-    ("ship", 4),
-    ("requeue", 5),
-    ("status", 5),
+    ("state", 4),
+    ("collect", 5),
+    ("ship", 5),
+    ("requeue", 6),
+    ("status", 6),
 ];
 
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {

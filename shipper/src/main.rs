@@ -154,12 +154,12 @@ enum Command {
     },
     /// Put events back into the queue: from failed/, the collector's backlog, or index files.
     ///
-    /// An event already queued, or recorded as delivered (EVENT_DIR/.delivered), is
-    /// skipped unless --force (after a Sguil database loss, --force sends them again).
-    /// Lines are checked as the collector checks them (path inside the storage dir, no
-    /// symlinks, size and md5), then hard-linked (or copied) into the queue; run it as
-    /// the user the collector runs as (root) when the storage dir is not readable
-    /// otherwise. Prints one line per event (failures on stderr) and a summary; exits 0,
+    /// --failed: an entry already queued, or recorded as delivered (EVENT_DIR/.delivered),
+    /// is skipped unless --force. --backlog and --index are the collector's work and run
+    /// as it does (root): an event the collector recorded as queued (STATE_DIR/queued) is
+    /// skipped unless --force (after a Sguil database loss, --force sends them again);
+    /// lines are checked as the collector checks them (path inside the storage dir, no
+    /// symlinks, owner, size and md5), then hard-linked (or copied) into the queue. Prints one line per event (failures on stderr) and a summary; exits 0,
     /// 1 if anything could not be queued, 2 on a bad command line, 3 on a bad config.
     ///
     /// Examples:
@@ -182,7 +182,7 @@ enum Command {
         /// Every entry of failed/ (with --failed).
         #[arg(long, requires = "failed")]
         all: bool,
-        /// Retry the index lines the collector could not act on (EVENT_DIR/.backlog); what
+        /// Retry the index lines the collector could not act on (STATE_DIR/backlog); what
         /// still fails stays there with its new reason.
         #[arg(long)]
         backlog: bool,
@@ -193,6 +193,10 @@ enum Command {
         /// SecAuditLogStorageDir, for --index and --backlog [config: STORAGE_DIR].
         #[arg(long, value_name = "DIR")]
         storage_dir: Option<PathBuf>,
+        /// The collector's state dir, for --index and --backlog [config: STATE_DIR;
+        /// default: /var/lib/modsec2sguil].
+        #[arg(long, value_name = "DIR")]
+        state_dir: Option<PathBuf>,
         /// Only transactions that ended at or after this time (RFC 3339, or
         /// "YYYY-MM-DD[ HH:MM[:SS]]" in local time).
         #[arg(long, value_name = "TIME", requires = "index", value_parser = modsec2sguil::requeue::parse_time)]
@@ -320,6 +324,7 @@ fn main() -> ExitCode {
             backlog,
             index,
             storage_dir,
+            state_dir,
             since,
             until,
             status,
@@ -361,6 +366,7 @@ fn main() -> ExitCode {
                 config: at.config,
                 queue: at.queue,
                 storage_dir,
+                state_dir,
                 dry_run,
                 force,
             };

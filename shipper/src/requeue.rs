@@ -37,6 +37,8 @@ pub struct Options {
     pub queue: Option<PathBuf>,
     /// --storage-dir, for --backlog.
     pub storage_dir: Option<PathBuf>,
+    /// --state-dir: the collector's (its backlog and record of what it queued).
+    pub state_dir: Option<PathBuf>,
     pub dry_run: bool,
     pub force: bool,
 }
@@ -63,23 +65,25 @@ pub fn run(source: Source, o: &Options) -> u8 {
         eprintln!("modsec-shipper: requeue: {why}");
         return exit::CONFIG;
     }
-    let known = match Known::load(&queue_dir) {
-        Ok(k) => k,
-        Err(e) => {
-            eprintln!(
-                "modsec-shipper: requeue: cannot read the queue {}: {e}",
-                queue_dir.display()
-            );
-            return exit::IO;
-        }
-    };
     let mut out = Printer::new(o.dry_run);
     let result = match source {
         Source::Failed {
             names,
             unique_ids,
             all,
-        } => failed(&queue_dir, known, &names, &unique_ids, all, o, &mut out),
+        } => {
+            let known = match Known::load(&queue_dir) {
+                Ok(k) => k,
+                Err(e) => {
+                    eprintln!(
+                        "modsec-shipper: requeue: cannot read the queue {}: {e}",
+                        queue_dir.display()
+                    );
+                    return exit::IO;
+                }
+            };
+            failed(&queue_dir, known, &names, &unique_ids, all, o, &mut out)
+        }
         Source::Backlog | Source::Index { .. } => {
             let storage_dir = match &source {
                 Source::Index { storage_dir, .. } => storage_dir.clone(),
@@ -90,6 +94,7 @@ pub fn run(source: Source, o: &Options) -> u8 {
                 CollectorOverrides {
                     queue_dir: Some(queue_dir.clone()),
                     storage_dir,
+                    state_dir: o.state_dir.clone(),
                     ..CollectorOverrides::default()
                 },
             );
@@ -100,7 +105,7 @@ pub fn run(source: Source, o: &Options) -> u8 {
                     return exit::CONFIG;
                 }
             };
-            let mut r = match LineRequeuer::new(settings, known, o.dry_run, o.force) {
+            let mut r = match LineRequeuer::new(settings, o.dry_run, o.force) {
                 Ok(r) => r,
                 Err(e) => {
                     eprintln!("modsec-shipper: requeue: {}: {e}", queue_dir.display());

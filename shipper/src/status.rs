@@ -26,7 +26,11 @@ pub fn run(
         Ok(d) => d,
         Err(e) => return unknown(&e.to_string(), json),
     };
-    let status = match QueueStatus::gather(&dir) {
+    let state_dir = match modsec2sguil::state::configured(None, config.as_ref()) {
+        Ok(d) => d,
+        Err(e) => return unknown(&e.to_string(), json),
+    };
+    let status = match QueueStatus::gather(&dir, &state_dir) {
         Ok(s) => s,
         Err(e) => {
             return unknown(

@@ -3,12 +3,12 @@
 //! them to a plain file (ARCHITECTURE.md, "The formats we read"). The follower reads that file like
 //! `tail -F` and gives each complete line to the collector's [`Worker`].
 //!
-//! - **Where it is** is kept in the queue, in `.follow.<hash of the path>`: the file's
-//!   device, inode and the byte offset after the last line handled, written atomically
-//!   (temp file, rename) after each batch of lines is queued. A restart resumes there.
-//!   A crash between queueing a batch and saving the offset could repeat at most that
-//!   batch: on start-up, the lines of the first batch whose event is already queued or
-//!   delivered are skipped (known by unique id or inode, as `requeue` knows them).
+//! - **Where it is** is kept in the state dir (root's, [`crate::state`]), in
+//!   `follow.<hash of the path>`: the file's device, inode and the byte offset after the
+//!   last line handled, written atomically (temp file, rename) after each batch of lines
+//!   is queued. A restart resumes there. A crash between queueing a batch and saving the
+//!   offset could repeat at most that batch: on start-up, the lines of the first batch
+//!   whose event the collector recorded as queued are skipped.
 //! - **Rotation by rename** (logrotate's default): when the path names another file, the
 //!   old one is read to its end first; lines written to it after that (before the writer
 //!   reopened its log) are still read until it has been quiet for [`OLD_FILE_GRACE`]
@@ -26,6 +26,7 @@
 //! - First start (no saved position): from the end of the file, like `tail -F`, unless
 //!   asked to read it from the start; older events can be loaded with `requeue --index`.
 
+use std::collections::HashSet;
 use std::fs::{self, File};
 use std::io::{self, Read, Seek, SeekFrom};
 use std::os::unix::fs::MetadataExt;
@@ -34,8 +35,8 @@ use std::time::{Duration, Instant};
 
 use super::{InputLine, LineOutcome, Worker, MAX_LINE_BYTES};
 use crate::index::parse_index_line;
-use crate::queue::known::Known;
 use crate::queue::position::{self, Position};
+use crate::state::StateDir;
 
 /// Lines handled between two saves of the position (and the most a crash can repeat).
 pub const BATCH_LINES: usize = 64;
@@ -185,16 +186,17 @@ pub struct Follower {
     current: Option<Open>,
     /// The file rotated away by rename, still read for a while.
     old: Option<(Open, Instant)>,
-    /// Events already queued or delivered, for the first batch after a start.
-    known: Option<Known>,
+    /// Unique ids of the events queued (the state dir's record), for the first batch
+    /// after a start.
+    known: Option<HashSet<String>>,
     pub stats: FollowStats,
 }
 
 impl Follower {
-    /// Opens the follower of `path` for the queue at `queue_dir`: the saved position, or
-    /// `start` when there is none. The file need not exist yet.
-    pub fn open(path: &Path, queue_dir: &Path, start: StartAt) -> io::Result<Follower> {
-        let state = queue_dir.join(position::state_name(path));
+    /// Opens the follower of `path`, its position kept in the state dir `state_dir`: the
+    /// saved position, or `start` when there is none. The file need not exist yet.
+    pub fn open(path: &Path, state_dir: &StateDir, start: StartAt) -> io::Result<Follower> {
+        let state = state_dir.join(&position::state_name(path));
         let saved = position::read(&state, crate::safefs::Keeper::Us)?.map(|(p, _)| p);
         let mut f = Follower {
             path: path.to_path_buf(),
@@ -206,7 +208,7 @@ impl Follower {
         };
         if saved.is_some() {
             // The last batch before a crash may be read again: know what is queued.
-            f.known = Some(Known::load(queue_dir)?);
+            f.known = Some(state_dir.queued_ids()?);
         }
         let file = match crate::safefs::read_configured(path) {
             Ok(file) => file,
@@ -427,7 +429,7 @@ impl Follower {
 fn read_to_end(
     open: &mut Open,
     worker: &mut Worker,
-    known: &mut Option<Known>,
+    known: &mut Option<HashSet<String>>,
     stats: &mut FollowStats,
 ) -> io::Result<usize> {
     let mut count = 0;
@@ -445,7 +447,12 @@ fn read_to_end(
 
 /// Handles one line: waits for its event file, skips a repeat of a line queued before a
 /// crash, then gives it to the worker.
-fn handle(worker: &mut Worker, line: &[u8], known: &mut Option<Known>, stats: &mut FollowStats) {
+fn handle(
+    worker: &mut Worker,
+    line: &[u8],
+    known: &mut Option<HashSet<String>>,
+    stats: &mut FollowStats,
+) {
     stats.lines += 1;
     let input = InputLine {
         bytes: line[..line.len().min(MAX_LINE_BYTES)].to_vec(),
@@ -454,16 +461,13 @@ fn handle(worker: &mut Worker, line: &[u8], known: &mut Option<Known>, stats: &m
     let parsed = parse_index_line(&input.bytes).ok();
     if let Some(p) = &parsed {
         let path = super::resolve_event_path(worker.storage_dir(), p).ok();
-        if let Some(k) = known.as_ref() {
-            let dev_ino = path
-                .as_ref()
-                .and_then(|p| fs::symlink_metadata(p).ok())
-                .map(|m| (m.dev(), m.ino()));
-            if let Some(why) = k.why(Some(&p.unique_id), dev_ino) {
-                log::info!("line read again after a restart, not queued twice: {why}");
-                stats.repeats_skipped += 1;
-                return;
-            }
+        if known.as_ref().is_some_and(|k| k.contains(&p.unique_id)) {
+            log::info!(
+                "line read again after a restart, not queued twice: unique id {} was queued before",
+                crate::escape::escape_text(&p.unique_id)
+            );
+            stats.repeats_skipped += 1;
+            return;
         }
         if let Some(path) = path {
             wait_for_event(&path, p.size);

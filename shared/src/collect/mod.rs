@@ -19,6 +19,7 @@ use std::sync::atomic::AtomicU64;
 
 pub mod follow;
 pub mod index_file;
+pub mod migrate;
 pub mod pipeline;
 pub mod run;
 pub mod settings;

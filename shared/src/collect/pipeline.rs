@@ -12,7 +12,7 @@ use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
 
 use super::spool::{Spool, SPOOL_POLL};
 use super::{read_line, InputLine, Stats, MAX_LINE_BYTES, WORK_QUEUE_LINES};
-use crate::queue::Queue;
+use crate::state::StateDir;
 
 /// Something that acts on lines in one step: a test's stand-in for the [`Worker`](super::Worker).
 pub trait LineSink: Send {
@@ -196,7 +196,7 @@ const SPILL_CHANNEL_LINES: usize = 16 * 1024;
 
 impl<T: Send + 'static> Pipeline<T> {
     /// Starts reading `input`. Lines the worker cannot take at once are spilled to this
-    /// process's spool in `spool_dir` (the queue), which the checker drains as soon as
+    /// process's spool in `spool_dir` (the state dir), which the checker drains as soon as
     /// it catches up; the reader never waits for the worker. Slow input gathers for
     /// [`GATHER`] between reads.
     pub fn start<R>(input: R, stages: Stages<T>, spool_dir: &Path, stats: Arc<Stats>) -> Pipeline<T>
@@ -289,7 +289,7 @@ impl<T: Send + 'static> Pipeline<T> {
     }
 
     /// Cuts the grace short (a second SIGTERM): every line read and not yet committed,
-    /// and every line still on its way to the spool, goes to the backlog (of the queue
+    /// and every line still on its way to the spool, goes to the backlog (of the state dir
     /// the spool is in), in order. A commit in progress and a spool write in progress are
     /// waited for (up to `grace`); the spool stays on disk for the next collector, which
     /// drains it at start-up.
@@ -500,20 +500,10 @@ fn spawn_spill<T: Send + 'static>(
     })
 }
 
-/// [`write_backlog`] into the queue at `dir`; lines that cannot go there are logged in
-/// full.
+/// [`write_backlog`] into the state dir `dir` (the spool's); lines that cannot go there
+/// are logged in full.
 fn backlog_or_log(dir: &Path, lines: &[InputLine], reason: &str, stats: &Stats) {
-    match Queue::open(dir) {
-        Ok(q) => write_backlog(&q, lines, reason, stats),
-        Err(e) => {
-            for l in lines {
-                log::error!(
-                    "{reason}; nor the backlog ({e}); lost line follows: {}",
-                    String::from_utf8_lossy(&l.bytes).trim_end()
-                );
-            }
-        }
-    }
+    write_backlog(&StateDir::at(dir), lines, reason, stats)
 }
 
 /// The checker's step and its end of the channel to the next step.
@@ -569,12 +559,12 @@ impl<T> CheckStep<'_, T> {
 }
 
 /// Writes lines to the backlog with one reason; if that fails they go to the log in full.
-pub fn write_backlog(queue: &Queue, lines: &[InputLine], reason: &str, stats: &Stats) {
+pub fn write_backlog(state: &StateDir, lines: &[InputLine], reason: &str, stats: &Stats) {
     stats
         .backlogged
         .fetch_add(lines.len() as u64, Ordering::Relaxed);
     let records: Vec<(&[u8], &str)> = lines.iter().map(|l| (l.bytes.as_slice(), reason)).collect();
-    if let Err(e) = queue.backlog_many(&records) {
+    if let Err(e) = state.backlog_many(&records) {
         for l in lines {
             log::error!(
                 "cannot write the backlog ({e}); lost line follows: {}",

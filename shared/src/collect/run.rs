@@ -37,12 +37,13 @@ pub fn piped<R: Read + Send + 'static>(
 ) -> std::io::Result<Arc<Stats>> {
     let reopen = Arc::new(AtomicBool::new(false));
     let stats = Arc::new(Stats::default());
-    let queue_dir = settings.queue_dir.clone();
     let worker = open_worker(settings, reopen.clone(), stats.clone())?;
+    // The spool goes where only root writes: the state dir, as the worker opened it.
+    let state_dir = worker.state().path().to_path_buf();
     let pipeline = Pipeline::start_gathering(
         input,
         worker.into_stages(),
-        &queue_dir,
+        &state_dir,
         stats.clone(),
         gather,
     );
@@ -92,10 +93,15 @@ fn open_worker(
     stats: Arc<Stats>,
 ) -> std::io::Result<Worker> {
     let queue_dir = settings.queue_dir.clone();
+    let state_dir = settings.state_dir.clone();
     Worker::new(settings, reopen_index, stats).map_err(|e| {
         std::io::Error::new(
             e.kind(),
-            format!("cannot open the queue {}: {e}", queue_dir.display()),
+            format!(
+                "cannot open the queue {} or the state dir {}: {e}",
+                queue_dir.display(),
+                state_dir.display()
+            ),
         )
     })
 }
@@ -119,7 +125,8 @@ pub fn follow(
     );
     let stats = Arc::new(Stats::default());
     let mut worker = open_worker(settings, Arc::new(AtomicBool::new(false)), stats)?;
-    let mut follower = Follower::open(index, &queue_dir, start)
+    let state = worker.state().clone();
+    let mut follower = Follower::open(index, &state, start)
         .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", index.display())))?;
     let stopped = AtomicBool::new(false);
     let stopping = || {

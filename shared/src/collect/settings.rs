@@ -24,6 +24,12 @@ pub struct CollectorSettings {
     /// MAX_EVENT_BYTES, as the shipper reads it: a larger event is neither hashed nor
     /// copied by root; its line goes to the backlog with the reason.
     pub max_event_bytes: u64,
+    /// STATE_DIR: the collector's own spool, backlog, record of what it queued and
+    /// `--follow` position, where only root writes ([`crate::state`]).
+    pub state_dir: PathBuf,
+    /// EVENT_OWNER: the only user (besides RUNAS) whose event files are queued. Unset:
+    /// the owner of the directory holding the event. Root's are never queued.
+    pub event_owner: Option<u32>,
 }
 
 /// Settings given on the command line; they win over the config file.
@@ -34,11 +40,13 @@ pub struct CollectorOverrides {
     pub index_file: Option<PathBuf>,
     pub link_mode: Option<LinkMode>,
     pub verify_md5: Option<bool>,
+    pub state_dir: Option<PathBuf>,
 }
 
 impl CollectorSettings {
     /// Combines the config file (`EVENT_DIR`, `STORAGE_DIR`, `INDEX_FILE`, `LINK_MODE` or
-    /// `SYMLINK`, `VERIFY_MD5`, `RUNAS`, `MAX_EVENT_BYTES`) with the command line, which
+    /// `SYMLINK`, `VERIFY_MD5`, `RUNAS`, `MAX_EVENT_BYTES`, `STATE_DIR`, `EVENT_OWNER`)
+    /// with the command line, which
     /// wins. Errors name the file, line and key, or the missing setting.
     pub fn resolve(
         config: Option<&ConfigFile>,
@@ -65,7 +73,13 @@ impl CollectorSettings {
             c.number(k, MAX_EVENT_BYTES_RANGE)
         })?
         .unwrap_or(DEFAULT_MAX_EVENT_BYTES);
-        for (what, dir) in [("storage dir", &storage_dir), ("queue", &queue_dir)] {
+        let state_dir = crate::state::configured(o.state_dir, config)?;
+        let event_owner = pick(None, config, "EVENT_OWNER", ConfigFile::owner)?.map(|(uid, _)| uid);
+        for (what, dir) in [
+            ("storage dir", &storage_dir),
+            ("queue", &queue_dir),
+            ("state dir", &state_dir),
+        ] {
             if !dir.is_absolute() {
                 return Err(ConfigError::Conflict {
                     path: None,
@@ -85,6 +99,8 @@ impl CollectorSettings {
             verify_md5,
             runas,
             max_event_bytes,
+            state_dir,
+            event_owner,
         })
     }
 }

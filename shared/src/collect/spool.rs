@@ -9,12 +9,15 @@ use super::{read_line, InputLine};
 /// How often the checker looks at the spool while the spill thread is still writing
 /// lines to it; otherwise it takes the spool as soon as the work channel is empty.
 pub(crate) const SPOOL_POLL: std::time::Duration = std::time::Duration::from_millis(50);
-use crate::queue::layout::{REFUSED_PREFIX, SPOOL_PREFIX};
+use crate::state::{StateDir, SPOOL_PREFIX};
 
-/// Overflow lines of one collector process: `.spool.<pid>` in the queue dir, raw index
+/// Prefix a spool that is not one (a link, a FIFO, a file not ours) is renamed with.
+const REFUSED_PREFIX: &str = "refused.";
+
+/// Overflow lines of one collector process: `spool.<pid>` in the state dir, raw index
 /// lines, appended by the spill thread and drained by the checker as soon as no newer
 /// line waits for it. A spool left by a dead process is drained at start-up, so a
-/// crash loses nothing; lines of it whose event is already queued or delivered (the
+/// crash loses nothing; lines of it whose event the collector recorded as queued (the
 /// dead process was draining it) are not queued twice.
 pub(crate) struct Spool {
     pub(crate) dir: PathBuf,
@@ -67,12 +70,12 @@ impl Spool {
     }
 
     /// Drains spools that dead processes left behind (including an earlier process with
-    /// this same pid), skipping lines whose event is already queued or delivered.
+    /// this same pid), skipping lines whose event the state dir records as queued.
     pub(crate) fn recover(&self, handle: &mut dyn FnMut(&InputLine)) {
         let Ok(entries) = std::fs::read_dir(&self.dir) else {
             return;
         };
-        let mut known: Option<crate::queue::known::Known> = None;
+        let mut known: Option<std::collections::HashSet<String>> = None;
         for entry in entries.flatten() {
             let name = entry.file_name();
             let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(SPOOL_PREFIX)) else {
@@ -95,21 +98,23 @@ impl Spool {
             if std::fs::rename(&path, &taken).is_ok() {
                 log::warn!("draining {} left by process {pid}", path.display());
                 let known = known.get_or_insert_with(|| {
-                    crate::queue::known::Known::load(&self.dir).unwrap_or_else(|e| {
+                    StateDir::at(&self.dir).queued_ids().unwrap_or_else(|e| {
                         log::warn!(
-                            "cannot list the queue {} ({e}): lines of {} may be queued twice",
-                            self.dir.display(),
+                            "cannot read what was queued ({e}): lines of {} may be queued twice",
                             path.display()
                         );
-                        crate::queue::known::Known::default()
+                        Default::default()
                     })
                 });
                 drain_file(&taken, &mut |line| {
                     let id = crate::index::parse_index_line(&line.bytes)
                         .ok()
                         .map(|l| l.unique_id);
-                    match known.why(id.as_deref(), None) {
-                        Some(why) => log::info!("{}: not queued twice: {why}", taken.display()),
+                    match id.filter(|id| known.contains(id)) {
+                        Some(id) => log::info!(
+                            "{}: not queued twice: unique id {id} was queued before",
+                            taken.display()
+                        ),
                         None => handle(line),
                     }
                 });
@@ -118,11 +123,10 @@ impl Spool {
     }
 }
 
-/// Feeds the lines of the spool at `path` to `handle` and removes it. The spool lies in
-/// the queue, which the shipper's user writes: it is opened as root opens files there
-/// ([`crate::safefs`]), so a planted link (to `/etc/shadow`, whose lines would reach the
-/// index file and the backlog) or FIFO (which would block the checker for good) is
-/// refused, and set aside under a name no later start takes up again.
+/// Feeds the lines of the spool at `path` to `handle` and removes it. The state dir is
+/// root's alone, so nothing can be planted there; the spool is opened checked all the
+/// same ([`crate::safefs`]: a link or FIFO is refused and set aside under a name no later
+/// start takes up again), as a second line of defence.
 fn drain_file(path: &Path, handle: &mut dyn FnMut(&InputLine)) {
     match crate::safefs::open_read_checked(path, crate::safefs::Keeper::Us) {
         Ok(f) => {

@@ -35,6 +35,8 @@ fn setup_with(verify_md5: bool, change: impl FnOnce(&mut CollectorSettings)) -> 
         verify_md5,
         runas: None,
         max_event_bytes: crate::queue::DEFAULT_MAX_EVENT_BYTES,
+        state_dir: dir.path().join("state"),
+        event_owner: None,
     };
     change(&mut settings);
     std::fs::create_dir_all(&settings.storage_dir).unwrap();
@@ -52,6 +54,7 @@ fn event(s: &Setup, rel: &str, content: &[u8]) -> Vec<u8> {
     let path = s.dir.path().join("audit").join(rel.trim_start_matches('/'));
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     std::fs::write(&path, content).unwrap();
+    crate::testdata::give_to_web_user(&path);
     line_for(rel, content.len(), &Md5::digest(content).into())
 }
 
@@ -68,7 +71,7 @@ fn input(bytes: &[u8]) -> InputLine {
 }
 
 fn backlog(s: &Setup) -> String {
-    std::fs::read_to_string(s.dir.path().join("queue/.backlog")).unwrap_or_default()
+    std::fs::read_to_string(s.dir.path().join("state/backlog")).unwrap_or_default()
 }
 
 #[test]
@@ -684,9 +687,9 @@ fn a_planted_spool_is_set_aside_unread() {
 }
 
 /// The queue belongs to the shipper's user; the collector runs as root. Links planted
-/// in the queue (the backlog, the integrity and copy directories) are never followed:
-/// the victim files stay as they were, and nothing is lost (the line is logged whole
-/// when even the backlog refuses it).
+/// in the queue (where 0.1.0 kept the backlog, the integrity and copy directories) are
+/// never followed: the victim files stay as they were, and nothing is lost (the backlog
+/// is in the state dir, out of that user's reach).
 #[test]
 fn links_planted_in_the_queue_are_not_followed() {
     use std::os::unix::fs::symlink;
@@ -699,7 +702,7 @@ fn links_planted_in_the_queue_are_not_followed() {
     symlink(&victim, queue.join(".backlog")).unwrap();
     symlink(&elsewhere, queue.join(".integrity")).unwrap();
     symlink(&elsewhere, queue.join(".tmp")).unwrap();
-    // A refused line: its backlog record is refused in turn (and the line logged).
+    // A refused line: backlogged in the state dir, never through the planted link.
     let outcome = s.worker.handle(&input(b"not an index line\n"));
     assert!(
         matches!(outcome, LineOutcome::Backlogged { .. }),
@@ -714,9 +717,9 @@ fn links_planted_in_the_queue_are_not_followed() {
     ));
     assert_eq!(std::fs::read_to_string(&victim).unwrap(), "untouched\n");
     assert_eq!(std::fs::read_dir(&elsewhere).unwrap().count(), 0);
-    // Copy mode through a `.tmp` link: refused, the line goes to the backlog (which,
-    // once the planted link is gone, is a real file again).
-    std::fs::remove_file(queue.join(".backlog")).unwrap();
+    assert!(backlog(&s).contains("not an index line"), "{}", backlog(&s));
+    // Copy mode through a `.tmp` link: refused, the line goes to the backlog. A new
+    // collector does not take the planted `.backlog` link over as 0.1.0's backlog.
     let settings = CollectorSettings {
         storage_dir: s.dir.path().join("audit"),
         queue_dir: queue.clone(),
@@ -725,6 +728,8 @@ fn links_planted_in_the_queue_are_not_followed() {
         verify_md5: true,
         runas: None,
         max_event_bytes: crate::queue::DEFAULT_MAX_EVENT_BYTES,
+        state_dir: s.dir.path().join("state"),
+        event_owner: None,
     };
     let mut w = Worker::new(
         settings,
@@ -740,10 +745,11 @@ fn links_planted_in_the_queue_are_not_followed() {
     );
     assert!(backlog(&s).contains("not a directory"), "{}", backlog(&s));
     assert_eq!(std::fs::read_dir(&elsewhere).unwrap().count(), 0);
-    assert!(!std::fs::symlink_metadata(queue.join(".backlog"))
+    assert!(std::fs::symlink_metadata(queue.join(".backlog"))
         .unwrap()
         .file_type()
         .is_symlink());
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "untouched\n");
 }
 
 /// Stages with a verify step that tags each line, and a commit that records it.
@@ -1215,7 +1221,7 @@ fn a_spool_that_cannot_be_written_sends_the_burst_to_the_backlog_naming_it() {
     assert!(!backlog.is_empty(), "part of the burst went to the backlog");
     let mut all = seen;
     for record in backlog.lines() {
-        let (_, reason, raw) = crate::queue::parse_backlog_record(record.as_bytes()).unwrap();
+        let (_, reason, raw) = crate::state::parse_backlog_record(record.as_bytes()).unwrap();
         assert!(
             reason.contains(&spool.display().to_string()) && reason.contains("cannot be written"),
             "{record}"

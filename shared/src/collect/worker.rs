@@ -14,6 +14,7 @@ use super::pipeline::{write_backlog, Stages};
 use super::{CollectorSettings, InputLine, Stats, MAX_LINE_BYTES};
 use crate::index::{parse_index_line, IndexFlavor, IndexLine};
 use crate::queue::{Linked, Queue};
+use crate::state::StateDir;
 
 /// What happened to a line.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,10 +68,12 @@ pub struct Hasher {
     buf: Vec<u8>,
 }
 
-/// Last step: index file, queue, RUNAS, integrity marker, backlog.
+/// Last step: index file, queue, RUNAS, integrity marker, backlog, record of what was
+/// queued.
 pub struct Committer {
     pub(super) settings: CollectorSettings,
     queue: Queue,
+    state: StateDir,
     /// Opened by the first line, on the committer's thread ([`super::index_file`]).
     index: Option<IndexFile>,
     pub(super) reopen_index: Arc<AtomicBool>,
@@ -124,7 +127,16 @@ impl Worker {
         reopen_index: Arc<AtomicBool>,
         stats: Arc<Stats>,
     ) -> io::Result<Worker> {
-        let queue = Queue::open(&settings.queue_dir)?.with_entry_owner(settings.runas);
+        let state = StateDir::open(&settings.state_dir, settings.runas.map(|(_, gid)| gid))?;
+        let queue = Queue::open_checked(&settings.queue_dir, settings.runas)?;
+        if let Some(handle) = queue.checked_handle() {
+            if let Err(e) = super::migrate::from_queue(handle, &state) {
+                log::error!(
+                    "taking over 0.1.0's files from the queue {}: {e}",
+                    settings.queue_dir.display()
+                );
+            }
+        }
         let index = settings.index_file.as_deref().map(IndexFile::new);
         Ok(Worker {
             checker: Checker {
@@ -138,6 +150,7 @@ impl Worker {
             committer: Committer {
                 settings,
                 queue,
+                state,
                 index,
                 reopen_index,
                 stats,
@@ -147,6 +160,11 @@ impl Worker {
 
     pub fn queue(&self) -> &Queue {
         &self.committer.queue
+    }
+
+    /// The collector's state dir (its backlog and record of what it queued).
+    pub fn state(&self) -> &StateDir {
+        &self.committer.state
     }
 
     /// The checker's settings, for tests that change one after the start.
@@ -185,6 +203,7 @@ impl Worker {
             Verdict::Ready(event) => {
                 let done = self.committer.queue_event(event, &id)?;
                 self.committer.stats.queued.fetch_add(1, Ordering::Relaxed);
+                self.committer.remember(checked.unique_id.as_deref());
                 Ok(done)
             }
         }
@@ -268,7 +287,10 @@ impl Checker {
         let path = resolve_event_path(&self.settings.storage_dir, parsed)?;
         let (file, dir_owner) = self.open_event(&path)?;
         let rules = EventRules {
-            owners: [Some(dir_owner), self.settings.runas.map(|(uid, _)| uid)],
+            owners: [
+                Some(self.settings.event_owner.unwrap_or(dir_owner)),
+                self.settings.runas.map(|(uid, _)| uid),
+            ],
             max_bytes: self.settings.max_event_bytes,
         };
         let (len, problems) = check_event(&file, &path, parsed, &rules)?;
@@ -357,8 +379,11 @@ impl Checker {
 /// What an event file must be before root reads it (the storage dir is written by the
 /// web server's user, who can plant anything a forged index line then names).
 struct EventRules {
-    /// Who may own it: the owner of the directory holding it (the user Apache writes
-    /// events as) and RUNAS (an entry the collector already gave to the shipper).
+    /// Who may own it: EVENT_OWNER, else the owner of the directory holding it (the user
+    /// Apache writes events as); and RUNAS (an entry the collector already gave to the
+    /// shipper). Never root: no web server writes events as root, and a root-owned file
+    /// with one link in a storage dir is one that another user linked there (with
+    /// `fs.protected_hardlinks=0`) before its first name went away.
     owners: [Option<u32>; 2],
     /// MAX_EVENT_BYTES: root neither hashes nor copies more.
     max_bytes: u64,
@@ -391,6 +416,12 @@ fn check_event(
             "{} has {} hard links; an event file has one (a link planted in the storage dir?): not read",
             path.display(),
             meta.nlink()
+        ));
+    }
+    if meta.uid() == 0 {
+        return Err(format!(
+            "{} belongs to root; ModSecurity writes events as the web server's user: not read",
+            path.display()
         ));
     }
     if !rules.owners.contains(&Some(meta.uid())) {
@@ -468,6 +499,7 @@ impl Committer {
             Ok((entry, linked, integrity)) => {
                 self.stats.queued.fetch_add(1, Ordering::Relaxed);
                 log::debug!("queued {entry} ({linked:?})");
+                self.remember(unique_id.as_deref());
                 LineOutcome::Queued {
                     entry,
                     linked,
@@ -477,12 +509,25 @@ impl Committer {
             Err(reason) => {
                 log::warn!("not queued (unique id {id}): {reason}; line kept in the backlog");
                 write_backlog(
-                    &self.queue,
+                    &self.state,
                     std::slice::from_ref(&line),
                     &reason,
                     &self.stats,
                 );
                 LineOutcome::Backlogged { reason }
+            }
+        }
+    }
+
+    /// Records a queued event's unique id in the state dir, so a spool or index line
+    /// read again after a crash does not queue it twice.
+    fn remember(&self, unique_id: Option<&str>) {
+        if let Some(id) = unique_id.filter(|id| !id.is_empty() && *id != "-") {
+            if let Err(e) = self.state.record_queued(&[id]) {
+                log::error!(
+                    "cannot record unique id {id} as queued in {}: {e}; after a crash it may be queued twice",
+                    self.state.path().display()
+                );
             }
         }
     }

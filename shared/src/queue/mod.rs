@@ -169,6 +169,10 @@ pub enum Linked {
 #[derive(Debug)]
 pub struct Queue {
     dir: PathBuf,
+    /// The directory as opened once, checked, by [`Queue::open_checked`] (the
+    /// collector): every entry, copy and marker is then made through this handle, never
+    /// by a path the queue's owner could redirect.
+    handle: Option<std::sync::Arc<crate::safefs::Dir>>,
     last: Option<EntryName>,
     /// Who entries are given to (RUNAS), always through a descriptor — the linked inode,
     /// or a copy before it is linked into place — never by a name in the queue, which
@@ -186,9 +190,105 @@ impl Queue {
         fs::create_dir_all(dir)?;
         Ok(Queue {
             dir: dir.to_path_buf(),
+            handle: None,
             last: None,
             entry_owner: None,
         })
+    }
+
+    /// Opens the queue as root enters it (the collector, `requeue --backlog/--index`):
+    /// once, through a checked handle, with entries given to `runas`.
+    ///
+    /// Run as root, every directory above the queue must be root's and written by no one
+    /// else ([`crate::safefs::only_root_writes`]), or its owner could swap the queue for
+    /// a link to a root-only directory between two runs. The queue itself is created if
+    /// missing (`0750`, given to `runas`), opened `O_DIRECTORY|O_NOFOLLOW`, and must
+    /// belong to root or RUNAS and be writable by no one else (group write only for
+    /// RUNAS's group). Errors say which directory is at fault and how to fix it.
+    pub fn open_checked(dir: &Path, runas: Option<(u32, u32)>) -> io::Result<Queue> {
+        use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+        let root = nix::unistd::geteuid().is_root();
+        let named = |e: io::Error| io::Error::new(e.kind(), format!("{}: {e}", dir.display()));
+        if root {
+            // The nearest existing directory above it first: nothing is made where another
+            // user could redirect it.
+            if let Some(existing) = dir.ancestors().skip(1).find(|a| a.is_dir()) {
+                crate::safefs::only_root_writes(existing)?;
+            }
+        }
+        if fs::symlink_metadata(dir).is_err() {
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o750)
+                .create(dir)
+                .map_err(named)?;
+            if let (true, Some((uid, gid))) = (root, runas) {
+                std::os::unix::fs::chown(dir, Some(uid), Some(gid)).map_err(named)?;
+            }
+        }
+        if root {
+            if let Some(parent) = dir.parent() {
+                crate::safefs::only_root_writes(parent)?;
+            }
+        }
+        let handle = crate::safefs::Dir::open_nofollow(dir)?;
+        if root {
+            let st = fs::metadata(format!("/proc/self/fd/{}", {
+                use std::os::fd::AsRawFd;
+                handle.fd().as_raw_fd()
+            }))
+            .map_err(named)?;
+            let runas_uid = runas.map(|(uid, _)| uid);
+            let runas_gid = runas.map(|(_, gid)| gid);
+            let why = if st.uid() != 0 && runas_uid.is_some_and(|u| u != st.uid()) {
+                Some(format!(
+                    "belongs to uid {}, neither root nor RUNAS (uid {})",
+                    st.uid(),
+                    runas_uid.unwrap_or_default()
+                ))
+            } else if st.mode() & 0o002 != 0 {
+                Some(format!(
+                    "is writable by everyone (mode {:o})",
+                    st.mode() & 0o7777
+                ))
+            } else if st.mode() & 0o020 != 0 && st.gid() != 0 && Some(st.gid()) != runas_gid {
+                Some(format!(
+                    "is writable by group {} (mode {:o}), not RUNAS's",
+                    st.gid(),
+                    st.mode() & 0o7777
+                ))
+            } else {
+                None
+            };
+            if let Some(why) = why {
+                return Err(io::Error::new(
+                    io::ErrorKind::PermissionDenied,
+                    format!(
+                        "the queue {} {why}: give it to RUNAS with mode 0750 (`chown RUNAS: {0}; chmod 0750 {0}`)",
+                        dir.display()
+                    ),
+                ));
+            }
+        }
+        Ok(Queue {
+            dir: dir.to_path_buf(),
+            handle: Some(std::sync::Arc::new(handle)),
+            last: None,
+            entry_owner: runas,
+        })
+    }
+
+    /// The checked handle [`Queue::open_checked`] made, if it did.
+    pub fn checked_handle(&self) -> Option<&crate::safefs::Dir> {
+        self.handle.as_deref()
+    }
+
+    /// The queue directory's handle: the checked one, else the directory opened now.
+    fn handle(&self) -> io::Result<std::sync::Arc<crate::safefs::Dir>> {
+        match &self.handle {
+            Some(h) => Ok(h.clone()),
+            None => Ok(std::sync::Arc::new(crate::safefs::Dir::open(&self.dir)?)),
+        }
     }
 
     /// Entries are given to `owner` (uid, gid) as they are made.
@@ -201,6 +301,7 @@ impl Queue {
     pub fn at(dir: &Path) -> Queue {
         Queue {
             dir: dir.to_path_buf(),
+            handle: None,
             last: None,
             entry_owner: None,
         }
@@ -220,9 +321,12 @@ impl Queue {
         }
     }
 
-    /// Puts `source` into the queue under a new name, by `make(target)`, which must fail
-    /// with `AlreadyExists` when the name is taken.
-    fn place(&mut self, make: impl FnMut(&Path) -> io::Result<()>) -> io::Result<EntryName> {
+    /// Puts `source` into the queue under a new name, by `make(queue, name)`, which must
+    /// fail with `AlreadyExists` when the name is taken.
+    fn place(
+        &mut self,
+        make: impl FnMut(&crate::safefs::Dir, &str) -> io::Result<()>,
+    ) -> io::Result<EntryName> {
         let name = self.first_free(self.first_candidate(), make)?;
         self.last = Some(name);
         Ok(name)
@@ -232,10 +336,11 @@ impl Queue {
     fn first_free(
         &self,
         mut name: EntryName,
-        mut make: impl FnMut(&Path) -> io::Result<()>,
+        mut make: impl FnMut(&crate::safefs::Dir, &str) -> io::Result<()>,
     ) -> io::Result<EntryName> {
+        let queue = self.handle()?;
         for _ in 0..MAX_NAME_TRIES {
-            match make(&self.dir.join(name.to_string())) {
+            match make(&queue, &name.to_string()) {
                 Ok(()) => return Ok(name),
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => name = name.next(),
                 Err(e) => return Err(e),
@@ -252,8 +357,8 @@ impl Queue {
     /// its old place). The caller removes `source`.
     pub fn adopt(&mut self, source: &Path, prefer: EntryName) -> io::Result<EntryName> {
         // link(2) does not follow a symlink: the entry is the link itself.
-        let name = self.first_free(prefer, |target| fs::hard_link(source, target))?;
-        File::open(&self.dir)?.sync_all()?;
+        let name = self.first_free(prefer, |queue, target| queue.link_from(source, target))?;
+        self.handle()?.sync()?;
         Ok(name)
     }
 
@@ -287,33 +392,35 @@ impl Queue {
     ) -> io::Result<(EntryName, Linked)> {
         match mode {
             LinkMode::Symlink => {
-                let name = self.place(|target| std::os::unix::fs::symlink(source, target))?;
+                let name = self.place(|queue, target| queue.symlink(source, target))?;
                 Ok((name, Linked::Symlink))
             }
             LinkMode::Copy => Ok((self.copy_in(file, len)?, Linked::Copy)),
-            LinkMode::Hardlink => match self.place(|target| link_open_file(file, target)) {
-                Ok(name) => {
-                    // The inode is shared with the storage dir's file, which changes
-                    // owner too (as with modsec_queue.pl). A failure leaves the entry
-                    // root's: the shipper can still remove it, so it is only logged.
-                    if let Some((uid, gid)) = self.entry_owner {
-                        if let Err(e) = std::os::unix::fs::fchown(file, Some(uid), Some(gid)) {
-                            log::error!("cannot chown {name} to RUNAS {uid}:{gid}: {e}");
+            LinkMode::Hardlink => {
+                match self.place(|queue, target| link_open_file(file, queue, target)) {
+                    Ok(name) => {
+                        // The inode is shared with the storage dir's file, which changes
+                        // owner too (as with modsec_queue.pl). A failure leaves the entry
+                        // root's: the shipper can still remove it, so it is only logged.
+                        if let Some((uid, gid)) = self.entry_owner {
+                            if let Err(e) = std::os::unix::fs::fchown(file, Some(uid), Some(gid)) {
+                                log::error!("cannot chown {name} to RUNAS {uid}:{gid}: {e}");
+                            }
                         }
+                        Ok((name, Linked::Hardlink))
                     }
-                    Ok((name, Linked::Hardlink))
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            io::ErrorKind::CrossesDevices | io::ErrorKind::PermissionDenied
+                        ) =>
+                    {
+                        log::debug!("hard link of {} refused ({e}); copying", source.display());
+                        Ok((self.copy_in(file, len)?, Linked::Copy))
+                    }
+                    Err(e) => Err(e),
                 }
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::CrossesDevices | io::ErrorKind::PermissionDenied
-                    ) =>
-                {
-                    log::debug!("hard link of {} refused ({e}); copying", source.display());
-                    Ok((self.copy_in(file, len)?, Linked::Copy))
-                }
-                Err(e) => Err(e),
-            },
+            }
         }
     }
 
@@ -321,7 +428,7 @@ impl Queue {
     /// fsyncs the copy, links it into place, removes the temp.
     fn copy_in(&mut self, file: &File, len: u64) -> io::Result<EntryName> {
         use std::os::unix::fs::FileExt;
-        let tmp_dir = crate::safefs::Dir::open_or_create(&self.dir.join(TMP_DIR))?;
+        let tmp_dir = self.handle()?.sub_or_create(TMP_DIR)?;
         let tmp = format!("copy.{}.{}", std::process::id(), EntryName::now());
         let result = (|| {
             let mut dst = tmp_dir.create_new(&tmp)?;
@@ -344,57 +451,19 @@ impl Queue {
                 offset += n as u64;
             }
             dst.sync_all()?;
-            self.place(|target| tmp_dir.link_to(&tmp, target))
+            // The copy we made, by its descriptor: not whatever `.tmp/<name>` is by now.
+            self.place(|queue, target| link_open_file(&dst, queue, target))
         })();
         let _ = tmp_dir.remove(&tmp);
         if result.is_ok() {
-            File::open(&self.dir)?.sync_all()?;
+            self.handle()?.sync()?;
         }
         result
     }
 
-    /// Appends an index line the collector could not act on, with the reason.
-    pub fn backlog(&self, raw_line: &[u8], reason: &str) -> io::Result<()> {
-        self.backlog_many(&[(raw_line, reason)])
-    }
-
-    /// Appends several backlog records with one write and one fsync.
-    pub fn backlog_many(&self, records: &[(&[u8], &str)]) -> io::Result<()> {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_secs()
-            .to_string();
-        let mut out = Vec::new();
-        for (raw_line, reason) in records {
-            out.extend_from_slice(version::LINE_TAG.as_bytes());
-            out.extend_from_slice(now.as_bytes());
-            out.push(b'\t');
-            // No tab or newline left to break the record; no control left for a terminal.
-            out.extend_from_slice(crate::escape::escape_text(reason).as_bytes());
-            out.push(b'\t');
-            out.extend_from_slice(raw_line.strip_suffix(b"\n").unwrap_or(raw_line));
-            out.push(b'\n');
-        }
-        // One write on an O_APPEND file: records from two collectors do not interleave.
-        // Under an exclusive lock, on a file still linked as the backlog: `requeue
-        // --backlog` renames the backlog away and holds the lock on it until it has read
-        // and removed it, so a record is written either before it reads or to the new
-        // backlog, never to a file about to go.
-        loop {
-            let f = crate::safefs::append_nofollow(&self.dir.join(BACKLOG_FILE))?;
-            rustix::fs::flock(&f, rustix::fs::FlockOperation::LockExclusive)?;
-            if rustix::fs::fstat(&f)?.st_nlink == 0 {
-                continue; // taken and removed while we waited: open the new one
-            }
-            let mut f = f;
-            return crate::safefs::append_whole(&mut f, &out, true);
-        }
-    }
-
     /// Records that `name`'s file did not match its index line.
     pub fn mark_integrity(&self, name: EntryName, what: &str) -> io::Result<()> {
-        let dir = crate::safefs::Dir::open_or_create(&self.dir.join(INTEGRITY_DIR))?;
+        let dir = self.handle()?.sub_or_create(INTEGRITY_DIR)?;
         dir.create(&name.to_string())?
             .write_all(format!("{what}\n").as_bytes())
     }
@@ -506,11 +575,11 @@ pub fn integrity_note(dir: &Path, file_name: &str) -> Option<String> {
     Some(text.trim_end().to_string())
 }
 
-/// Hard-links the inode behind an open file to `target`: `AT_EMPTY_PATH` where allowed
-/// (root, as the collector runs), else through `/proc/self/fd`.
-fn link_open_file(file: &File, target: &Path) -> io::Result<()> {
+/// Hard-links the inode behind an open file to `target` in `queue`: `AT_EMPTY_PATH`
+/// where allowed (root, as the collector runs), else through `/proc/self/fd`.
+fn link_open_file(file: &File, queue: &crate::safefs::Dir, target: &str) -> io::Result<()> {
     use rustix::fs::{linkat, AtFlags, CWD};
-    match linkat(file, "", CWD, target, AtFlags::EMPTY_PATH) {
+    match linkat(file, "", queue.fd(), target, AtFlags::EMPTY_PATH) {
         Ok(()) => Ok(()),
         Err(e) if e == rustix::io::Errno::NOENT || e == rustix::io::Errno::PERM => {
             use std::os::fd::AsRawFd;
@@ -518,7 +587,7 @@ fn link_open_file(file: &File, target: &Path) -> io::Result<()> {
             linkat(
                 CWD,
                 proc_path.as_str(),
-                CWD,
+                queue.fd(),
                 target,
                 AtFlags::SYMLINK_FOLLOW,
             )
@@ -526,16 +595,6 @@ fn link_open_file(file: &File, target: &Path) -> io::Result<()> {
         }
         Err(e) => Err(io::Error::from(e)),
     }
-}
-
-/// Parses a backlog record: (time, reason, raw line).
-pub fn parse_backlog_record(record: &[u8]) -> Option<(u64, String, Vec<u8>)> {
-    let record = record.strip_suffix(b"\n").unwrap_or(record);
-    let (_, record) = version::split_line(record).ok()?;
-    let mut parts = record.splitn(3, |&b| b == b'\t');
-    let time = std::str::from_utf8(parts.next()?).ok()?.parse().ok()?;
-    let reason = String::from_utf8_lossy(parts.next()?).into_owned();
-    Some((time, reason, parts.next()?.to_vec()))
 }
 
 #[cfg(test)]
@@ -666,59 +725,6 @@ mod tests {
             assert_eq!(e.kind(), io::ErrorKind::NotFound);
         }
         assert!(q.entries().unwrap().is_empty());
-    }
-
-    #[test]
-    fn a_backlog_record_waiting_on_a_taken_backlog_goes_to_the_new_one() {
-        let dir = tempfile::tempdir().unwrap();
-        let q = Queue::open(dir.path()).unwrap();
-        q.backlog(b"first", "r").unwrap();
-        // What `requeue --backlog` holds while it reads the backlog it took.
-        let held = File::open(dir.path().join(BACKLOG_FILE)).unwrap();
-        rustix::fs::flock(&held, rustix::fs::FlockOperation::LockExclusive).unwrap();
-        // A collector writes meanwhile: it opens that same file and waits for the lock.
-        let writer = std::thread::spawn({
-            let dir = dir.path().to_path_buf();
-            move || Queue::open(&dir).unwrap().backlog(b"second", "r").unwrap()
-        });
-        std::thread::sleep(std::time::Duration::from_millis(200));
-        let taken = dir.path().join(".backlog.taken");
-        fs::rename(dir.path().join(BACKLOG_FILE), &taken).unwrap();
-        let read = fs::read_to_string(&taken).unwrap();
-        fs::remove_file(&taken).unwrap();
-        drop(held);
-        writer.join().unwrap();
-        assert!(!read.contains("second"), "{read}");
-        let now = fs::read_to_string(dir.path().join(BACKLOG_FILE)).unwrap();
-        assert!(
-            now.ends_with("\tr\tsecond\n"),
-            "written to the new backlog: {now}"
-        );
-    }
-
-    #[test]
-    fn backlog_records_round_trip() {
-        let dir = tempfile::tempdir().unwrap();
-        let q = Queue::open(dir.path()).unwrap();
-        q.backlog(b"raw\tline with \xff bytes\n", "file missing:\tgone\n")
-            .unwrap();
-        q.backlog(b"second", "r2").unwrap();
-        let data = fs::read(dir.path().join(BACKLOG_FILE)).unwrap();
-        let records: Vec<_> = data
-            .split_inclusive(|&b| b == b'\n')
-            .map(|r| parse_backlog_record(r).unwrap())
-            .collect();
-        // Escaped (escape_text): no tab or newline to break the record, and readable.
-        assert_eq!(records[0].1, "file missing:\\tgone\\n");
-        assert_eq!(records[0].2, b"raw\tline with \xff bytes");
-        assert_eq!(records[1].2, b"second");
-        assert!(data.starts_with(b"v1\t"), "records carry their version");
-        // 0.1.0's record (no tag) is still read; a newer version's is not guessed at.
-        assert_eq!(
-            parse_backlog_record(b"1790000000\told reason\traw line\n"),
-            Some((1_790_000_000, "old reason".into(), b"raw line".to_vec()))
-        );
-        assert_eq!(parse_backlog_record(b"v2\t1790000000\tr\traw\n"), None);
     }
 
     #[test]

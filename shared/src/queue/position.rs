@@ -1,5 +1,6 @@
-//! The `--follow` position file (`.follow.<hash>`, one per followed index file): where
-//! the collector stands in that file, so a restart resumes there.
+//! The `--follow` position file (`follow.<hash>` in the collector's state dir, one per
+//! followed index file; `.follow.<hash>` in the queue before 0.2): where the collector
+//! stands in that file, so a restart resumes there.
 //!
 //! One line: `v1\tdev\tinode\toffset\tdigest\tpath`, numbers in decimal but the digest
 //! (16 hex digits of the 256 bytes before the offset), the path last (it may hold tabs).
@@ -50,22 +51,27 @@ pub fn write(state: &Path, p: &Position, index: &Path) -> io::Result<()> {
     })
 }
 
-/// The position file's name for `path`: `.follow.<16 hex digits of its SHA-256>`.
+/// The position file's name for `path` in the state dir: `follow.<16 hex digits of its
+/// SHA-256>` (0.1.0 kept it in the queue as `.follow.<same>`: [`FOLLOW_PREFIX`]).
 pub fn state_name(path: &Path) -> String {
     use sha2::{Digest, Sha256};
     let digest = Sha256::digest(path.as_os_str().as_encoded_bytes());
-    format!("{FOLLOW_PREFIX}{}", crate::hex::lower(&digest[..8]))
+    format!(
+        "{}{}",
+        FOLLOW_PREFIX.trim_start_matches('.'),
+        crate::hex::lower(&digest[..8])
+    )
 }
 
-/// The positions saved in the queue at `queue_dir`: (followed file, position), for
+/// The positions saved in the state dir at `state_dir`: (followed file, position), for
 /// `status`. Files that do not parse are skipped.
-pub fn saved_positions(queue_dir: &Path) -> io::Result<Vec<(PathBuf, Position)>> {
+pub fn saved_positions(state_dir: &Path) -> io::Result<Vec<(PathBuf, Position)>> {
     let mut out = Vec::new();
-    for e in fs::read_dir(queue_dir)? {
+    for e in fs::read_dir(state_dir)? {
         let e = e?;
         let name = e.file_name();
         let Some(name) = name.to_str() else { continue };
-        if !name.starts_with(FOLLOW_PREFIX) || name.ends_with(".tmp") {
+        if !name.starts_with(FOLLOW_PREFIX.trim_start_matches('.')) || name.ends_with(".tmp") {
             continue;
         }
         let Ok(Some((p, index))) = read(&e.path(), crate::safefs::Keeper::Anyone) else {

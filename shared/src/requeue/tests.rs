@@ -20,6 +20,9 @@ impl Setup {
     fn queue_dir(&self) -> PathBuf {
         self.dir.path().join("queue")
     }
+    fn state(&self) -> StateDir {
+        StateDir::open(&self.dir.path().join("state"), None).unwrap()
+    }
     fn settings(&self) -> CollectorSettings {
         CollectorSettings {
             storage_dir: self.dir.path().join("audit"),
@@ -29,11 +32,12 @@ impl Setup {
             verify_md5: true,
             runas: None,
             max_event_bytes: crate::queue::DEFAULT_MAX_EVENT_BYTES,
+            state_dir: self.dir.path().join("state"),
+            event_owner: None,
         }
     }
     fn requeuer(&self, dry_run: bool, force: bool) -> LineRequeuer {
-        let known = Known::load(&self.queue_dir()).unwrap();
-        LineRequeuer::new(self.settings(), known, dry_run, force).unwrap()
+        LineRequeuer::new(self.settings(), dry_run, force).unwrap()
     }
     /// Writes an event file in the storage dir; returns its index line.
     fn event(&self, id: &str, time: &str, status: u16) -> String {
@@ -42,6 +46,7 @@ impl Setup {
         let path = self.dir.path().join("audit").join(&rel[1..]);
         fs::create_dir_all(path.parent().unwrap()).unwrap();
         fs::write(&path, &body).unwrap();
+        crate::testdata::give_to_web_user(&path);
         let md5 = crate::hex::lower(Md5::digest(body.as_bytes()).as_slice());
         format!(
             "lab.example 127.0.0.1 - - [{time}] \"GET / HTTP/1.1\" {status} 239 \"-\" \"-\" {id} \"-\" {rel} 0 {} md5:{md5}\n",
@@ -267,8 +272,7 @@ fn a_directory_in_failed_is_refused_with_a_reason() {
 #[test]
 fn the_backlog_is_retried_and_what_still_fails_stays_with_its_new_reason() {
     let s = Setup::new();
-    let qd = s.queue_dir();
-    let q = Queue::open(&qd).unwrap();
+    let qd = s.state().path().to_path_buf();
     let good = s.event("ID-good", T1, 403);
     let gone = s.event("ID-gone", T1, 403);
     fs::remove_file(
@@ -277,11 +281,16 @@ fn the_backlog_is_retried_and_what_still_fails_stays_with_its_new_reason() {
             .join("audit/www-data/20261128/20261128-0214/20261128-021431-ID-gone"),
     )
     .unwrap();
-    q.backlog(good.as_bytes(), "file missing: not yet written")
+    s.state()
+        .backlog(good.as_bytes(), "file missing: not yet written")
         .unwrap();
-    q.backlog(gone.as_bytes(), "file missing").unwrap();
-    q.backlog(b"not an index line", "unparsable").unwrap();
-    q.backlog(good.as_bytes(), "file missing: twice").unwrap();
+    s.state().backlog(gone.as_bytes(), "file missing").unwrap();
+    s.state()
+        .backlog(b"not an index line", "unparsable")
+        .unwrap();
+    s.state()
+        .backlog(good.as_bytes(), "file missing: twice")
+        .unwrap();
 
     // Dry run: reads, changes nothing.
     let mut seen = Vec::new();
@@ -334,24 +343,32 @@ fn the_backlog_is_retried_and_what_still_fails_stays_with_its_new_reason() {
 /// /etc/shadow, say) is not read, so none of its lines go back into the backlog as
 /// malformed ones, where the queue's owner could read them.
 #[test]
-fn a_planted_backlog_link_is_refused_and_its_target_never_copied() {
+fn a_backlog_link_planted_in_the_queue_is_neither_taken_over_nor_read() {
+    // 0.1.0 kept the backlog in the queue, where its owner can plant a link; the
+    // collector's work (requeue --backlog opens the queue as the collector does) takes
+    // over only a root-owned regular file with one link from there.
     let s = Setup::new();
     let qd = s.queue_dir();
     let secret = s.dir.path().join("shadow");
     fs::write(&secret, "root:$6$secret:19000:0:99999:7:::\n").unwrap();
-    std::os::unix::fs::symlink(&secret, qd.join(BACKLOG_FILE)).unwrap();
-    let err = requeue_backlog(&mut s.requeuer(false, false), &mut |_| {}).unwrap_err();
-    assert!(err.to_string().contains("symbolic link"), "{err}");
-    for e in fs::read_dir(&qd).unwrap().flatten() {
-        if e.file_type().unwrap().is_file() {
-            let text = fs::read(e.path()).unwrap();
-            assert!(
-                !text.windows(6).any(|w| w == b"$6$sec"),
-                "{} holds the secret",
-                e.path().display()
-            );
+    std::os::unix::fs::symlink(&secret, qd.join(crate::queue::BACKLOG_FILE)).unwrap();
+    let report = requeue_backlog(&mut s.requeuer(false, false), &mut |_| {}).unwrap();
+    assert_eq!(report, Report::default());
+    for dir in [qd.clone(), s.state().path().to_path_buf()] {
+        for e in fs::read_dir(&dir).unwrap().flatten() {
+            if e.file_type().unwrap().is_file() {
+                let text = fs::read(e.path()).unwrap();
+                assert!(
+                    !text.windows(6).any(|w| w == b"$6$sec"),
+                    "{} holds the secret",
+                    e.path().display()
+                );
+            }
         }
     }
+    assert!(fs::symlink_metadata(qd.join(crate::queue::BACKLOG_FILE))
+        .unwrap()
+        .is_symlink());
     assert_eq!(
         fs::read_to_string(&secret).unwrap(),
         "root:$6$secret:19000:0:99999:7:::\n"
@@ -387,7 +404,7 @@ fn a_planted_reason_link_is_neither_moved_to_the_history_nor_written_through() {
 #[test]
 fn a_backlog_taken_by_a_killed_requeue_is_picked_up() {
     let s = Setup::new();
-    let qd = s.queue_dir();
+    let qd = s.state().path().to_path_buf();
     let line = s.event("ID-left", T1, 403);
     // pid 1 is alive but never ours; a pid that cannot exist is dead.
     let dead = qd.join(format!("{BACKLOG_TAKEN_PREFIX}4294967295"));

@@ -17,7 +17,7 @@ fn queue_with(n: u64) -> (tempfile::TempDir, PathBuf) {
 #[test]
 fn an_empty_queue_reports_nothing_and_is_ok_whatever_the_thresholds() {
     let (_d, q) = queue_with(0);
-    let s = QueueStatus::gather(&q).unwrap();
+    let s = QueueStatus::gather(&q, &q.with_file_name("state")).unwrap();
     assert_eq!((s.entries, s.oldest, s.failed, s.backlog), (0, None, 0, 0));
     assert!(s.last_run.is_none() && s.problems.is_empty());
     let t = Thresholds {
@@ -52,8 +52,10 @@ fn counts_every_part_of_the_queue() {
     }
     fs::create_dir_all(q.join(FAILED_DIR)).unwrap();
     fs::write(q.join(FAILED_DIR).join("modsec.log.1.000004"), b"").unwrap(); // no reason
-    queue.backlog(b"line one", "file missing").unwrap();
-    queue.backlog(b"line two", "file missing").unwrap();
+    let state = crate::state::StateDir::open(&q.with_file_name("state"), None).unwrap();
+    state.backlog(b"line one", "file missing").unwrap();
+    state.backlog(b"line two", "file missing").unwrap();
+    fs::write(state.join("spool.999998"), b"d\n").unwrap();
     fs::write(q.join(".spool.999999"), b"a\nb\nc\n").unwrap();
     fs::write(q.join(format!("{BACKLOG_TAKEN_PREFIX}77")), b"left\n").unwrap();
     queue
@@ -97,7 +99,7 @@ fn counts_every_part_of_the_queue() {
     };
     last.write(&q).unwrap();
 
-    let s = QueueStatus::gather(&q).unwrap();
+    let s = QueueStatus::gather(&q, &q.with_file_name("state")).unwrap();
     assert_eq!(s.entries, 5);
     assert_eq!((s.oldest, s.newest), (Some(1000), Some(1040)));
     assert_eq!(s.oldest_age(1100), Some(100));
@@ -116,8 +118,14 @@ fn counts_every_part_of_the_queue() {
             ("sguild refused the event", 1)
         ]
     );
-    assert_eq!(s.backlog, 3, "the backlog and a taken backlog left behind");
-    assert_eq!(s.overflow, 3);
+    assert_eq!(
+        s.backlog, 3,
+        "the backlog (state dir) and a taken backlog left behind (0.1.0's, in the queue)"
+    );
+    assert_eq!(
+        s.overflow, 4,
+        "a spool in the state dir, and 0.1.0's in the queue"
+    );
     assert_eq!(s.integrity_marked, 1);
     assert_eq!(s.last_run.as_ref(), Some(&last));
     assert!(s.problems.is_empty(), "{:?}", s.problems);
@@ -153,7 +161,7 @@ fn counts_every_part_of_the_queue() {
 fn a_broken_last_run_record_is_a_problem_not_a_failure() {
     let (_d, q) = queue_with(1);
     fs::write(q.join(LAST_RUN_FILE), b"{not json").unwrap();
-    let s = QueueStatus::gather(&q).unwrap();
+    let s = QueueStatus::gather(&q, &q.with_file_name("state")).unwrap();
     assert_eq!(s.entries, 1);
     assert!(s.last_run.is_none());
     assert_eq!(s.problems.len(), 1);
@@ -164,7 +172,7 @@ fn a_broken_last_run_record_is_a_problem_not_a_failure() {
 fn a_missing_queue_is_an_error_and_is_not_created() {
     let dir = tempfile::tempdir().unwrap();
     let q = dir.path().join("nope");
-    assert!(QueueStatus::gather(&q).is_err());
+    assert!(QueueStatus::gather(&q, &q.with_file_name("state")).is_err());
     assert!(!q.exists());
 }
 
@@ -179,7 +187,7 @@ fn links_planted_for_the_files_status_reads_are_problems_not_followed() {
     for name in [JOURNAL_FILE, LAST_RUN_FILE] {
         std::os::unix::fs::symlink(&secret, q.join(name)).unwrap();
     }
-    let s = QueueStatus::gather(&q).unwrap();
+    let s = QueueStatus::gather(&q, &q.with_file_name("state")).unwrap();
     for name in [JOURNAL_FILE, LAST_RUN_FILE] {
         assert!(
             s.problems
@@ -215,7 +223,7 @@ fn links_planted_for_the_files_status_reads_are_problems_not_followed() {
 fn a_fifo_where_a_file_should_be_is_a_problem_not_a_hang() {
     let (_d, q) = queue_with(2);
     nix::unistd::mkfifo(&q.join(BACKLOG_FILE), nix::sys::stat::Mode::S_IRWXU).unwrap();
-    let s = QueueStatus::gather(&q).unwrap();
+    let s = QueueStatus::gather(&q, &q.with_file_name("state")).unwrap();
     assert_eq!(s.entries, 2);
     assert!(
         s.problems

@@ -26,6 +26,12 @@ impl Setup {
     fn queue_dir(&self) -> PathBuf {
         self.dir.path().join("queue")
     }
+    fn state_dir(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+    fn state(&self) -> crate::state::StateDir {
+        crate::state::StateDir::open(&self.state_dir(), None).unwrap()
+    }
     fn worker(&self) -> Worker {
         let settings = CollectorSettings {
             storage_dir: self.dir.path().join("audit"),
@@ -35,6 +41,8 @@ impl Setup {
             verify_md5: true,
             runas: None,
             max_event_bytes: crate::queue::DEFAULT_MAX_EVENT_BYTES,
+            state_dir: self.state_dir(),
+            event_owner: None,
         };
         Worker::new(
             settings,
@@ -46,7 +54,7 @@ impl Setup {
     fn follower(&self, start: StartAt) -> Follower {
         fs::create_dir_all(self.queue_dir()).unwrap();
         self.append(""); // nginx creates the index file when it starts
-        Follower::open(&self.index(), &self.queue_dir(), start).unwrap()
+        Follower::open(&self.index(), &self.state(), start).unwrap()
     }
     /// Writes event `id` into the storage dir (unless `write` is false); returns its
     /// libmodsecurity 3 index line (absolute path, float size, no trailing space).
@@ -198,7 +206,7 @@ fn rotation_while_stopped_finishes_the_old_file_first() {
     // Renamed while stopped, and the writer has not created the new file yet.
     s.append(&s.event(&all[3], true));
     fs::rename(s.index(), s.dir.path().join("logs/index.log.1")).unwrap();
-    let mut f = Follower::open(&s.index(), &s.queue_dir(), StartAt::End).unwrap();
+    let mut f = Follower::open(&s.index(), &s.state(), StartAt::End).unwrap();
     assert_eq!(f.poll(&mut w, &never).unwrap(), 1);
     assert_eq!(s.queued(), &all[..4]);
     drop(f);
@@ -286,7 +294,7 @@ fn a_damaged_position_file_is_an_error_naming_it() {
     let s = Setup::new();
     fs::create_dir_all(s.queue_dir()).unwrap();
     fs::write(s.queue_dir().join(state_name(&s.index())), "garbage\n").unwrap();
-    let err = match Follower::open(&s.index(), &s.queue_dir(), StartAt::End) {
+    let err = match Follower::open(&s.index(), &s.state(), StartAt::End) {
         Err(e) => e,
         Ok(_) => panic!("a damaged position was accepted"),
     };
@@ -300,21 +308,21 @@ fn a_planted_position_file_is_refused_unread() {
     let state = s.queue_dir().join(state_name(&s.index()));
     // A link to /dev/zero would have been read until memory ran out.
     std::os::unix::fs::symlink("/dev/zero", &state).unwrap();
-    let err = match Follower::open(&s.index(), &s.queue_dir(), StartAt::End) {
+    let err = match Follower::open(&s.index(), &s.state(), StartAt::End) {
         Err(e) => e,
         Ok(_) => panic!("a linked position was read"),
     };
     assert!(err.to_string().contains("is a symbolic link"), "{err}");
     fs::remove_file(&state).unwrap();
     nix::unistd::mkfifo(&state, nix::sys::stat::Mode::S_IRWXU).unwrap();
-    let err = match Follower::open(&s.index(), &s.queue_dir(), StartAt::End) {
+    let err = match Follower::open(&s.index(), &s.state(), StartAt::End) {
         Err(e) => e,
         Ok(_) => panic!("a FIFO position was read"),
     };
     assert!(err.to_string().contains("is a FIFO"), "{err}");
     fs::remove_file(&state).unwrap();
     fs::write(&state, vec![b'7'; 100_000]).unwrap();
-    let err = match Follower::open(&s.index(), &s.queue_dir(), StartAt::End) {
+    let err = match Follower::open(&s.index(), &s.state(), StartAt::End) {
         Err(e) => e,
         Ok(_) => panic!("a huge position was read"),
     };
@@ -335,16 +343,16 @@ fn a_link_planted_where_others_write_is_refused_and_one_we_made_is_followed() {
     fs::write(&secret, "root:$6$secret\n").unwrap();
     std::os::unix::fs::symlink(&secret, s.index()).unwrap();
     // Ours alone: followed.
-    assert!(Follower::open(&s.index(), &s.queue_dir(), StartAt::Start).is_ok());
+    assert!(Follower::open(&s.index(), &s.state(), StartAt::Start).is_ok());
     fs::set_permissions(&logs, fs::Permissions::from_mode(0o777)).unwrap();
-    let err = match Follower::open(&s.index(), &s.queue_dir(), StartAt::Start) {
+    let err = match Follower::open(&s.index(), &s.state(), StartAt::Start) {
         Err(e) => e,
         Ok(_) => panic!("a planted link was followed"),
     };
     assert!(err.to_string().contains("symbolic link"), "{err}");
     fs::remove_file(s.index()).unwrap();
     fs::hard_link(&secret, s.index()).unwrap();
-    let err = match Follower::open(&s.index(), &s.queue_dir(), StartAt::Start) {
+    let err = match Follower::open(&s.index(), &s.state(), StartAt::Start) {
         Err(e) => e,
         Ok(_) => panic!("a planted hard link was read"),
     };
@@ -357,7 +365,7 @@ fn a_fifo_is_refused_with_a_reason_not_followed() {
     fs::create_dir_all(s.index().parent().unwrap()).unwrap();
     fs::create_dir_all(s.queue_dir()).unwrap();
     nix::unistd::mkfifo(&s.index(), nix::sys::stat::Mode::S_IRWXU).unwrap();
-    let err = match Follower::open(&s.index(), &s.queue_dir(), StartAt::End) {
+    let err = match Follower::open(&s.index(), &s.state(), StartAt::End) {
         Err(e) => e,
         Ok(_) => panic!("a FIFO was followed"),
     };

@@ -20,6 +20,8 @@ fn settings(dir: &Path) -> CollectorSettings {
         verify_md5: true,
         runas: None,
         max_event_bytes: crate::queue::DEFAULT_MAX_EVENT_BYTES,
+        state_dir: dir.join("state"),
+        event_owner: None,
     };
     std::fs::create_dir_all(&s.storage_dir).unwrap();
     std::fs::create_dir_all(&s.queue_dir).unwrap();
@@ -33,6 +35,7 @@ fn event(dir: &Path, n: usize) -> Vec<u8> {
     let path = dir.join("audit").join(rel.trim_start_matches('/'));
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     std::fs::write(&path, &body).unwrap();
+    crate::testdata::give_to_web_user(&path);
     let md5 = crate::hex::lower(&Md5::digest(body.as_bytes()));
     format!(
         "lab.example 127.0.0.1 - - [28/Nov/2026:02:14:31.009836 +0000] \"GET / HTTP/1.1\" 403 239 \"-\" \"-\" RUNID{n} \"-\" {rel} 0 {} md5:{md5} \n",
