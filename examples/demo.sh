@@ -10,11 +10,14 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 # The storage dir: the example event files, where the index lines say they are.
 cp -R "$here/events" "$work/audit"
+# As the web server would own them: the collector queues no event file owned by root.
+if [ "$(id -u)" = 0 ]; then chown -R nobody "$work/audit"; fi
 # libmodsecurity 3 writes absolute paths: point its line at this storage dir.
 sed "s#@STORAGE@#$work/audit#" "$here/index.log" > "$work/index.in"
 cat > "$work/demo.conf" <<CONF
 set EVENT_DIR $work/queue
 set STORAGE_DIR $work/audit
+set STATE_DIR $work/state
 set OUTPUT stdout
 set HOSTNAME demo-websrv
 CONF

@@ -6,10 +6,10 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use modsec2sguil::queue::BACKLOG_FILE;
+use modsec2sguil::state::BACKLOG_FILE;
 use modsec2sguil_e2e::apache::{self, Apache, ApacheOptions};
 use modsec2sguil_e2e::collector::{event_inode, lines, queue_entries, wait_for_collectors};
-use modsec2sguil_e2e::{binary, skip_or_fail};
+use modsec2sguil_e2e::{binary, skip_or_fail, state};
 
 #[test]
 fn every_line_apache_writes_is_indexed_and_queued_through_restarts() {
@@ -21,14 +21,16 @@ fn every_line_apache_writes_is_indexed_and_queued_through_restarts() {
     let queue = work.path().join("queue");
     let index = work.path().join("index.log");
     let log = work.path().join("collector.log");
+    let state_dir = state::dir(work.path());
     let collector = binary("modsec-collector");
     let conf = work.path().join("collector.conf");
     std::fs::write(
         &conf,
         format!(
-            "set EVENT_DIR {}\nset VERIFY_MD5 1\nset LOG_FILE {}\n",
+            "set EVENT_DIR {}\nset VERIFY_MD5 1\nset LOG_FILE {}\n{}",
             queue.display(),
-            log.display()
+            log.display(),
+            state::setting(work.path())
         ),
     )
     .unwrap();
@@ -133,8 +135,9 @@ fn every_line_apache_writes_is_indexed_and_queued_through_restarts() {
         );
     }
     assert!(
-        !queue.join(BACKLOG_FILE).exists(),
-        "nothing went to the backlog"
+        !state_dir.join(BACKLOG_FILE).exists(),
+        "nothing went to the backlog: {}",
+        state::backlog_text(&state_dir)
     );
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(

@@ -9,14 +9,17 @@ use std::time::{Duration, Instant};
 
 use md5::{Digest, Md5};
 use modsec2sguil::hex;
-use modsec2sguil::queue::{parse_backlog_record, EntryName, BACKLOG_FILE};
+use modsec2sguil::queue::EntryName;
+use modsec2sguil::state::BACKLOG_FILE;
 use modsec2sguil_e2e::process::{signal, wait_exit, wait_until};
-use modsec2sguil_e2e::{binary, Tmpfs};
+use modsec2sguil_e2e::{binary, state, web_user, Tmpfs};
 
 struct Env {
     dir: tempfile::TempDir,
     storage: PathBuf,
     queue: PathBuf,
+    /// The collector's STATE_DIR.
+    state: PathBuf,
     index: PathBuf,
     log: PathBuf,
     n: usize,
@@ -30,6 +33,7 @@ impl Env {
         Env {
             storage,
             queue: dir.path().join("queue"),
+            state: state::dir(dir.path()),
             index: dir.path().join("index.log"),
             log: dir.path().join("collector.log"),
             dir,
@@ -37,7 +41,8 @@ impl Env {
         }
     }
 
-    /// Writes an event file of `size` bytes and returns its index line.
+    /// Writes an event file of `size` bytes as the web server's user and returns its
+    /// index line.
     fn event(&mut self, size: usize) -> Vec<u8> {
         self.n += 1;
         let rel = format!(
@@ -45,9 +50,8 @@ impl Env {
             self.n
         );
         let path = self.storage.join(&rel[1..]);
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         let content = vec![b'a' + (self.n % 26) as u8; size];
-        std::fs::write(&path, &content).unwrap();
+        web_user::write_event(&path, &content);
         format!(
             "lab.example 127.0.0.1 - - [28/Nov/2026:02:14:31.009836 +0000] \"GET /{n} HTTP/1.1\" 403 239 \"-\" \"-\" id{n:05} \"-\" {rel} 0 {size} md5:{} \n",
             hex::lower(&Md5::digest(&content)),
@@ -73,6 +77,8 @@ impl Env {
     fn args<'c>(&self, cmd: &'c mut Command, extra: &[&str]) -> &'c mut Command {
         cmd.arg("--queue")
             .arg(&self.queue)
+            .arg("--state-dir")
+            .arg(&self.state)
             .arg("--log-file")
             .arg(&self.log)
             .args(extra)
@@ -92,15 +98,9 @@ impl Env {
         v
     }
 
+    /// The backlog in the state dir: (reason, line).
     fn backlog(&self) -> Vec<(String, Vec<u8>)> {
-        std::fs::read(self.queue.join(BACKLOG_FILE))
-            .unwrap_or_default()
-            .split_inclusive(|&b| b == b'\n')
-            .map(|r| {
-                let (_, reason, line) = parse_backlog_record(r).unwrap();
-                (reason, line)
-            })
-            .collect()
+        state::backlog(&self.state)
     }
 
     /// The collector with a config it cannot use (a relative EVENT_DIR), as Apache
@@ -117,6 +117,32 @@ impl Env {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap()
+    }
+
+    /// Writes a config `name` in the test's dir: EVENT_DIR on line 1, `extra` from
+    /// line 2 on, then STATE_DIR.
+    fn config(&self, name: &str, extra: &str) -> PathBuf {
+        let conf = self.dir.path().join(name);
+        std::fs::write(
+            &conf,
+            format!(
+                "set EVENT_DIR {}\n{extra}set STATE_DIR {}\n",
+                self.queue.display(),
+                self.state.display()
+            ),
+        )
+        .unwrap();
+        conf
+    }
+
+    /// Runs the collector (with `extra` arguments) on one event of `size` bytes, until
+    /// it exits 0 at the end of its input; returns the event's index line.
+    fn collect_one(&mut self, size: usize, extra: &[&str]) -> Vec<u8> {
+        let mut child = self.spawn(extra);
+        let line = self.event(size);
+        child.stdin.take().unwrap().write_all(&line).unwrap();
+        assert_eq!(wait_exit(&mut child, Duration::from_secs(10)), Some(0));
+        line
     }
 
     fn log_text(&self) -> String {
@@ -239,18 +265,7 @@ fn second_sigterm_stops_and_every_line_read_is_queued_or_in_the_backlog() {
     assert!(text.contains("second SIGTERM"), "{text}");
     // What was read is accounted for; the rest is still in the pipe for the next instance.
     let queued = env.entries().len();
-    let spooled: usize = std::fs::read_dir(&env.queue)
-        .unwrap()
-        .flatten()
-        .filter(|e| e.file_name().to_string_lossy().starts_with(".spool."))
-        .map(|e| {
-            std::fs::read(e.path())
-                .unwrap()
-                .iter()
-                .filter(|&&b| b == b'\n')
-                .count()
-        })
-        .sum();
+    let spooled = state::spooled_lines(&env.state);
     let backlog = env.backlog().len() + spooled;
     let read: usize = text
         .lines()
@@ -387,15 +402,7 @@ fn without_usable_settings_a_hung_index_file_does_not_stop_the_reading() {
 #[test]
 fn unknown_config_keys_are_warned_about() {
     let mut env = Env::new();
-    let conf = env.dir.path().join("c.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "set EVENT_DIR {}\nset SERVER_HOST 10.1.1.1\nset BOGUS 1\n",
-            env.queue.display()
-        ),
-    )
-    .unwrap();
+    let conf = env.config("c.conf", "set SERVER_HOST 10.1.1.1\nset BOGUS 1\n");
     let mut child = Command::new(binary("modsec-collector"))
         .arg("-c")
         .arg(&conf)
@@ -429,10 +436,7 @@ fn queue_on_another_filesystem_gets_copies() {
     else {
         return;
     };
-    let mut child = env.spawn(&[]);
-    let line = env.event(5000);
-    child.stdin.take().unwrap().write_all(&line).unwrap();
-    assert_eq!(wait_exit(&mut child, Duration::from_secs(10)), Some(0));
+    env.collect_one(5000, &[]);
     let entries = env.entries();
     assert_eq!(entries.len(), 1);
     let entry = env.queue.join(entries[0].to_string());
@@ -466,10 +470,7 @@ fn full_queue_filesystem_puts_the_line_in_the_backlog() {
     };
     // Leave about two pages free: enough for a backlog record, not for a 40 KB event.
     std::fs::write(env.queue.join("filler"), vec![0u8; 52 * 1024]).unwrap();
-    let mut child = env.spawn(&[]);
-    let line = env.event(40_000);
-    child.stdin.take().unwrap().write_all(&line).unwrap();
-    assert_eq!(wait_exit(&mut child, Duration::from_secs(10)), Some(0));
+    let line = env.collect_one(40_000, &[]);
     assert!(env.entries().is_empty());
     let backlog = env.backlog();
     assert_eq!(backlog.len(), 1, "log: {}", env.log_text());
@@ -488,44 +489,77 @@ fn full_queue_filesystem_puts_the_line_in_the_backlog() {
 #[test]
 fn a_backlog_record_cut_short_by_a_full_disk_is_taken_back() {
     let env = Env::new();
-    let Some(_fs) = Tmpfs::mount(&env.queue, "64k", "a_backlog_record_cut_short") else {
+    let Some(_fs) = Tmpfs::mount(&env.state, "64k", "a_backlog_record_cut_short") else {
         return;
     };
-    let queue = modsec2sguil::queue::Queue::open(&env.queue).unwrap();
-    queue.backlog(b"first line", "a reason").unwrap();
-    let before = std::fs::read(env.queue.join(BACKLOG_FILE)).unwrap();
+    let state_dir = modsec2sguil::state::StateDir::open(&env.state, None).unwrap();
+    state_dir.backlog(b"first line", "a reason").unwrap();
+    let before = std::fs::read(env.state.join(BACKLOG_FILE)).unwrap();
     // Fill what is left; the backlog's last page keeps a few hundred bytes of room.
-    let mut ballast = std::fs::File::create(env.queue.join("ballast")).unwrap();
+    let mut ballast = std::fs::File::create(env.state.join("ballast")).unwrap();
     while ballast.write_all(&[0u8; 4096]).is_ok() {}
     let _ = ballast.write_all(&[0u8; 1]);
     let long = vec![b'x'; 9000];
-    let e = queue.backlog(&long, "does not fit").unwrap_err();
+    let e = state_dir.backlog(&long, "does not fit").unwrap_err();
     assert!(e.to_string().contains("No space left"), "{e}");
-    assert_eq!(std::fs::read(env.queue.join(BACKLOG_FILE)).unwrap(), before);
+    assert_eq!(std::fs::read(env.state.join(BACKLOG_FILE)).unwrap(), before);
     drop(ballast);
-    std::fs::remove_file(env.queue.join("ballast")).unwrap();
-    queue.backlog(&long, "fits now").unwrap();
+    std::fs::remove_file(env.state.join("ballast")).unwrap();
+    state_dir.backlog(&long, "fits now").unwrap();
     let backlog = env.backlog();
     assert_eq!(backlog.len(), 2);
     assert_eq!(backlog[1], ("fits now".to_string(), long));
 }
 
-#[test]
-fn read_only_queue_logs_each_line_in_full() {
-    let mut env = Env::new();
-    let Some(_fs) = Tmpfs::mount(&env.queue, "1m", "read_only_queue_logs_each_line_in_full") else {
-        return;
-    };
+/// A small tmpfs mounted at `at`, then made read-only; `None` (after a skip) when it
+/// cannot be mounted.
+fn read_only_tmpfs(at: &Path, test: &str) -> Option<Tmpfs> {
+    let fs = Tmpfs::mount(at, "1m", test)?;
     assert!(Command::new("mount")
         .args(["-o", "remount,ro"])
-        .arg(&env.queue)
+        .arg(at)
         .status()
         .unwrap()
         .success());
-    let mut child = env.spawn(&["--link-mode", "copy"]);
-    let line = env.event(100);
-    child.stdin.take().unwrap().write_all(&line).unwrap();
-    assert_eq!(wait_exit(&mut child, Duration::from_secs(10)), Some(0));
+    Some(fs)
+}
+
+/// A read-only queue: the line is kept in the backlog (in the state dir, which is
+/// writable), with the reason.
+#[test]
+fn read_only_queue_puts_each_line_in_the_backlog() {
+    let mut env = Env::new();
+    let Some(_fs) = read_only_tmpfs(&env.queue, "read_only_queue_puts_each_line_in_the_backlog")
+    else {
+        return;
+    };
+    let line = env.collect_one(100, &["--link-mode", "copy"]);
+    let text = env.log_text();
+    assert!(text.contains("Read-only file system"), "{text}");
+    assert!(env.entries().is_empty());
+    let backlog = env.backlog();
+    assert_eq!(backlog.len(), 1, "{text}");
+    assert!(
+        backlog[0].0.contains("Read-only file system"),
+        "{}",
+        backlog[0].0
+    );
+    assert_eq!(backlog[0].1, &line[..line.len() - 1]);
+}
+
+/// A read-only queue and a read-only state dir: the line can be kept nowhere but in the
+/// log, and is logged in full.
+#[test]
+fn read_only_queue_and_state_dir_log_each_line_in_full() {
+    let test = "read_only_queue_and_state_dir_log_each_line_in_full";
+    let mut env = Env::new();
+    let Some(_fs) = read_only_tmpfs(&env.queue, test) else {
+        return;
+    };
+    let Some(_state_fs) = read_only_tmpfs(&env.state, test) else {
+        return;
+    };
+    let line = env.collect_one(100, &["--link-mode", "copy"]);
     let text = env.log_text();
     assert!(text.contains("Read-only file system"), "{text}");
     assert!(
@@ -600,6 +634,8 @@ fn a_planted_log_file_is_refused_and_the_collector_still_works() {
         let mut child = Command::new(binary("modsec-collector"))
             .arg("--queue")
             .arg(&env.queue)
+            .arg("--state-dir")
+            .arg(&env.state)
             .arg("--log-file")
             .arg(log)
             .arg(&env.storage)
@@ -647,6 +683,8 @@ fn an_unwritable_log_file_is_reported_and_the_collector_still_works() {
     let mut child = Command::new(binary("modsec-collector"))
         .arg("--queue")
         .arg(&env.queue)
+        .arg("--state-dir")
+        .arg(&env.state)
         .arg("--log-file")
         .arg(env.dir.path().join("no/such/dir/collector.log"))
         .arg(&env.storage)
@@ -692,6 +730,8 @@ fn follow_mode_needs_its_settings_and_queues_what_the_file_gets() {
     let mut child = Command::new(binary("modsec-collector"))
         .arg("--queue")
         .arg(&env.queue)
+        .arg("--state-dir")
+        .arg(&env.state)
         .arg("--storage-dir")
         .arg(&env.storage)
         .arg("--follow")
@@ -723,16 +763,23 @@ fn follow_mode_needs_its_settings_and_queues_what_the_file_gets() {
         .read_to_string(&mut said)
         .unwrap();
     assert!(said.contains("stopped: 1 lines read, 1 queued"), "{said}");
-    let state: Vec<_> = std::fs::read_dir(&env.queue)
-        .unwrap()
-        .flatten()
-        .filter(|e| e.file_name().to_string_lossy().starts_with(".follow."))
-        .collect();
-    assert_eq!(state.len(), 1, "the position is kept in the queue");
-    // status says how far it got.
+    assert_eq!(
+        state::follow_files(&env.state).len(),
+        1,
+        "the position is kept in the state dir"
+    );
+    assert!(
+        !std::fs::read_dir(&env.queue)
+            .unwrap()
+            .flatten()
+            .any(|e| e.file_name().to_string_lossy().starts_with(".follow.")),
+        "and not in the queue"
+    );
+    // status (given the state dir by its config) says how far it got.
+    let conf = env.config("status.conf", "");
     let out = Command::new(binary("modsec-shipper"))
-        .args(["status", "--queue"])
-        .arg(&env.queue)
+        .args(["status", "-c"])
+        .arg(&conf)
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
@@ -798,7 +845,13 @@ fn a_flood_of_long_lines_keeps_memory_bounded() {
 #[test]
 fn a_collector_that_does_not_own_the_events_still_reads_them() {
     let mut env = Env::new();
-    let line = env.event(3000); // owned by root, mode 0644
+    let line = env.event(3000); // mode 0644
+                                // The web server here is `daemon` (uid 1): neither root (whose events are never
+                                // queued) nor the collector's user, `nobody`.
+    let event = env
+        .storage
+        .join("www-data/20261128/20261128-0214/20261128-021431-id00001");
+    web_user::give_to(&event, 1);
     let nobody = "65534";
     let as_nobody = Command::new("setpriv")
         .args([
@@ -831,12 +884,9 @@ fn a_collector_that_does_not_own_the_events_still_reads_them() {
     assert_eq!(wait_exit(&mut child, Duration::from_secs(10)), Some(0));
     let entries = env.entries();
     assert_eq!(entries.len(), 1, "{}", env.log_text());
-    let original = env
-        .storage
-        .join("www-data/20261128/20261128-0214/20261128-021431-id00001");
     assert_eq!(
         std::fs::read(env.queue.join(entries[0].to_string())).unwrap(),
-        std::fs::read(original).unwrap()
+        std::fs::read(&event).unwrap()
     );
     assert!(env.backlog().is_empty(), "{:?}", env.backlog());
 }

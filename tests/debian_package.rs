@@ -19,6 +19,8 @@ const PACKAGE: &str = "modsec2sguil";
 const CONF: &str = "/etc/modsec2sguil.conf";
 const SNIPPET: &str = "/etc/apache2/conf-available/modsec2sguil.conf";
 const QUEUE: &str = "/var/spool/modsec2sguil";
+/// The collector's STATE_DIR (its default, which the package's config keeps).
+const STATE: &str = modsec2sguil::state::DEFAULT_STATE_DIR;
 const LOG_DIR: &str = "/var/log/modsec2sguil";
 const STORAGE: &str = "/var/log/modsec-audit";
 const INDEX: &str = "/var/log/apache2/modsec_index.log";
@@ -86,7 +88,7 @@ impl Drop for Cleanup {
             let _ = run(Command::new("dpkg").args(["--purge", PACKAGE]));
         }
         // None of these was there before the test (or it would not have run).
-        for dir in [QUEUE, LOG_DIR, STORAGE] {
+        for dir in [QUEUE, LOG_DIR, STORAGE, STATE] {
             let _ = std::fs::remove_dir_all(dir);
         }
         if !self.index_was_there {
@@ -115,7 +117,7 @@ fn unavailable() -> Option<String> {
             "{PACKAGE} is installed here already: not ours to remove"
         ));
     }
-    for path in [CONF, SNIPPET, QUEUE, LOG_DIR, STORAGE] {
+    for path in [CONF, SNIPPET, QUEUE, LOG_DIR, STORAGE, STATE] {
         if Path::new(path).exists() {
             return Some(format!("{path} exists: it would be replaced or removed"));
         }

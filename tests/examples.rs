@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use modsec2sguil_e2e::shipper::{fill_queue, unique_id};
-use modsec2sguil_e2e::{binary, program_or_skip};
+use modsec2sguil_e2e::{binary, program_or_skip, state};
 
 fn examples() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples")
@@ -155,6 +155,8 @@ fn logrotate_rotates_the_index_and_the_collector_writes_the_new_one() {
     let mut collector = Command::new(binary("modsec-collector"))
         .arg("--queue")
         .arg(dir.path().join("queue"))
+        .arg("--state-dir")
+        .arg(state::dir(dir.path()))
         .arg(&storage)
         .arg(&index)
         .stdin(Stdio::piped())

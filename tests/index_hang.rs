@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use modsec2sguil_e2e::apache::{self, Apache, ApacheOptions};
 use modsec2sguil_e2e::collector::{event_inode, lines, queue_entries, wait_for_collectors};
-use modsec2sguil_e2e::{binary, skip_or_fail};
+use modsec2sguil_e2e::{binary, skip_or_fail, state};
 
 /// Requests per second Apache answers (every one a blocked SQL injection, so every one
 /// writes an event and an index line) to `ab` with `clients` connections for `secs`
@@ -132,9 +132,10 @@ fn an_index_file_that_hangs_at_open_does_not_slow_apache() {
     std::fs::write(
         &conf,
         format!(
-            "set EVENT_DIR {}\nset LOG_FILE {}\n",
+            "set EVENT_DIR {}\nset LOG_FILE {}\n{}",
             queue.display(),
-            log.display()
+            log.display(),
+            state::setting(work.path())
         ),
     )
     .unwrap();

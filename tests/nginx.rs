@@ -9,10 +9,10 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use modsec2sguil_e2e::binary;
 use modsec2sguil_e2e::nginx::Nginx;
 use modsec2sguil_e2e::sguild::TestSguild;
 use modsec2sguil_e2e::shipper::{config, drain, entries_left, stored_unique_id};
+use modsec2sguil_e2e::{binary, state};
 
 /// The follower, killed (by its PID) if the test ends early; its log appended to `log`.
 struct Follower(Child);
@@ -115,7 +115,7 @@ fn nginx_v3_events_are_followed_through_rotation_and_restarts_and_stored_once() 
     caught_up(want.len());
     std::thread::sleep(Duration::from_millis(500)); // nothing more (no duplicates) comes
     let queued = entries_left(&queue).len();
-    let backlog = std::fs::read_to_string(queue.join(".backlog")).unwrap_or_default();
+    let backlog = state::backlog_text(&state::dir(work.path()));
     let said = std::fs::read_to_string(&log).unwrap_or_default();
     assert_eq!(queued, want.len(), "backlog: {backlog}\ncollector: {said}");
     assert!(backlog.is_empty(), "{backlog}");

@@ -9,7 +9,7 @@ use modsec2sguil_e2e::sguild::TestSguild;
 use modsec2sguil_e2e::shipper::{
     config, drain, entries_left, fill_queue, shipper, stored_unique_id,
 };
-use modsec2sguil_e2e::{binary, copy_tree, fixtures};
+use modsec2sguil_e2e::{binary, copy_tree, fixtures, state, web_user};
 
 fn run(args: &[&str]) -> (i32, String, String) {
     let out = shipper(args);
@@ -33,10 +33,12 @@ fn requeue(conf: &Path, extra: &[&str]) -> (i32, String, String) {
     run(&args)
 }
 
-/// A storage dir with the corpus's real native events, and their real index lines.
+/// A storage dir with the corpus's real native events (the web server's user's), and
+/// their real index lines.
 fn storage(dir: &Path) -> (PathBuf, Vec<String>) {
     let storage = dir.join("audit");
     copy_tree(&fixtures().join("modsec-2.9/native"), &storage);
+    web_user::give_tree(&storage);
     let index = std::fs::read_to_string(fixtures().join("modsec-2.9/index-native.log")).unwrap();
     (storage, index.lines().map(|l| format!("{l}\n")).collect())
 }
@@ -254,7 +256,7 @@ fn the_collectors_backlog_is_retried_once_the_files_are_there() {
     assert_eq!(out.matches("queued modsec.log.").count(), 3, "{out}");
     assert!(err.contains("not queued: backlog line"), "{err}");
     // What still fails stays, with its reason; the rest is queued, in order.
-    let backlog = std::fs::read_to_string(queue.join(".backlog")).unwrap();
+    let backlog = state::backlog_text(&state::dir(dir.path()));
     assert_eq!(backlog.lines().count(), 1, "{backlog}");
     assert!(
         backlog.contains("garbage that is no index line"),
@@ -316,7 +318,15 @@ fn index_files_backfill_the_queue_with_filters_and_without_duplicates() {
     assert_eq!(drain(&conf, &[]).0, 0);
     assert_eq!(stored_ids(&server), forbidden, "in the index files' order");
 
-    // All of it: the 403s were delivered and are skipped; the rest comes, once.
+    // All of it: the 403s were queued before (the collector's record in STATE_DIR, not
+    // the queue, which they have left) and are skipped; the rest comes, once.
+    assert!(entries_left(&queue).is_empty());
+    let record =
+        std::fs::read_to_string(state::dir(dir.path()).join(modsec2sguil::state::QUEUED_FILE))
+            .unwrap();
+    for id in &forbidden {
+        assert!(record.contains(id.as_str()), "{id} not on record: {record}");
+    }
     let (code, _, err) = requeue(&conf, &["--index", old_s, current_s]);
     assert_eq!(code, 0, "{err}");
     assert!(

@@ -21,7 +21,7 @@ use modsec2sguil::index::parse_index_line;
 use modsec2sguil_e2e::mariadb::{load_sguildb, sguil_menu_tcl, MariaDb};
 use modsec2sguil_e2e::sguild::{Stored, TestSguild};
 use modsec2sguil_e2e::shipper::{config, drain, shipper, stored_unique_id};
-use modsec2sguil_e2e::{copy_tree, fixtures, program_or_skip};
+use modsec2sguil_e2e::{copy_tree, fixtures, program_or_skip, state, web_user};
 
 /// The runs shipped with the default settings (alerts only).
 const RUNS: [&str; 2] = ["native", "json"];
@@ -259,11 +259,12 @@ struct Setup {
     truths: Vec<Truth>,
 }
 
-/// Queues the recorded events of `run` (a copy of its storage dir under `work`) with
-/// `modsec-shipper requeue --index`.
+/// Queues the recorded events of `run` (a copy of its storage dir under `work`, the web
+/// server's user's) with `modsec-shipper requeue --index`.
 fn requeue(conf: &Path, run: &str, work: &Path) {
     let storage = work.join(run);
     copy_tree(&fixtures().join("modsec-2.9").join(run), &storage);
+    web_user::give_tree(&storage);
     let index = fixtures().join(format!("modsec-2.9/index-{run}.log"));
     let out = shipper(&[
         "requeue",
@@ -762,13 +763,17 @@ fn against_a_live_sguild_every_report_counts_what_it_stored() {
     let write_conf = |name: &str, extra: &str| -> PathBuf {
         let queue = dir.path().join(format!("queue-{name}"));
         std::fs::create_dir_all(&queue).unwrap();
+        // Each queue's collector state of its own: its record of what it queued.
+        let work = dir.path().join(format!("work-{name}"));
+        std::fs::create_dir_all(&work).unwrap();
         let conf = dir.path().join(format!("{name}.conf"));
         std::fs::write(
             &conf,
             format!(
                 "set EVENT_DIR {}\nset SERVER_HOST {host}\nset SERVER_PORT {port}\n\
-                 set HOSTNAME {tag}\nset NET_GROUP {tag}\nset TLS_CA_FILE {ca}\n{extra}",
-                queue.display()
+                 set HOSTNAME {tag}\nset NET_GROUP {tag}\nset TLS_CA_FILE {ca}\n{extra}{}",
+                queue.display(),
+                state::setting(&work)
             ),
         )
         .unwrap();

@@ -59,7 +59,7 @@ fn run(trouble: Trouble, seed: u64) {
         }
         drain_killed_after(&conf, Duration::from_millis(5 + rng.below(150)));
         // Whatever sguild holds is still queued or on record as delivered (what
-        // `requeue --index` relies on to not send it again).
+        // `requeue --failed` relies on to not send it again).
         let delivered = modsec2sguil::queue::delivered::delivered_ids(&queue).unwrap();
         let queued: HashSet<String> = entries_left(&queue)
             .iter()

@@ -28,7 +28,7 @@ use modsec2sguil::index::parse_index_line;
 use modsec2sguil_e2e::apache::{self, Apache, ApacheOptions};
 use modsec2sguil_e2e::sguild::TestSguild;
 use modsec2sguil_e2e::shipper::{shipper, stored_unique_id, Rng};
-use modsec2sguil_e2e::{binary, skip_or_fail, Tmpfs};
+use modsec2sguil_e2e::{binary, skip_or_fail, state, Tmpfs};
 
 /// The shipper daemon, killed when dropped.
 struct Daemon {
@@ -128,12 +128,15 @@ fn soak_with_faults() {
     std::fs::create_dir_all(&queue).unwrap();
     let collector_conf = work.path().join("collector.conf");
     let collector_log = work.path().join("collector.log");
+    // The collector's state (spool, backlog) is off the queue's small filesystem.
+    let state_dir = state::dir(work.path());
     std::fs::write(
         &collector_conf,
         format!(
-            "set EVENT_DIR {}\nset LOG_FILE {}\n",
+            "set EVENT_DIR {}\nset LOG_FILE {}\n{}",
             queue.display(),
-            collector_log.display()
+            collector_log.display(),
+            state::setting(work.path())
         ),
     )
     .unwrap();
@@ -165,11 +168,12 @@ fn soak_with_faults() {
         format!(
             "set EVENT_DIR {}\nset STORAGE_DIR {}\nset SERVER_HOST 127.0.0.1\nset SERVER_PORT {port}\n\
              set HOSTNAME websrv\nset NET_GROUP webfarm\nset TLS_CA_FILE {}\nset SEND_WINDOW 8\n\
-             set REPLY_TIMEOUT 2\nset PING_DELAY 5000\nset SHIPPER_LOG_FILE {}\n",
+             set REPLY_TIMEOUT 2\nset PING_DELAY 5000\nset SHIPPER_LOG_FILE {}\n{}",
             queue.display(),
             storage.display(),
             cert.display(),
-            shipper_log.display()
+            shipper_log.display(),
+            state::setting(work.path())
         ),
     )
     .unwrap();
@@ -352,7 +356,10 @@ fn soak_with_faults() {
         .unwrap()
         .as_secs_f64();
     let backlog_before = work.path().join("backlog.before-requeue");
-    let _ = std::fs::copy(queue.join(".backlog"), &backlog_before);
+    let _ = std::fs::copy(
+        state_dir.join(modsec2sguil::state::BACKLOG_FILE),
+        &backlog_before,
+    );
     let conf_s = conf.to_str().unwrap();
     let backlog = shipper(&["requeue", "-c", conf_s, "--backlog"]);
     let by_index = shipper(&["requeue", "-c", conf_s, "--index", index.to_str().unwrap()]);
@@ -393,7 +400,7 @@ fn soak_with_faults() {
                 .collect()
         })
         .unwrap_or_default();
-    let backlog_text = std::fs::read_to_string(queue.join(".backlog")).unwrap_or_default();
+    let backlog_text = state::backlog_text(&state_dir);
     let mut table: BTreeMap<&str, usize> = BTreeMap::new();
     let mut latencies = Vec::new();
     let mut problems = Vec::new();
@@ -490,6 +497,14 @@ fn soak_with_faults() {
         pct(1.0)
     );
     eprintln!("{recovery}");
+    // Why the collector backlogged what the operator requeued (reason, lines).
+    let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
+    for (reason, _) in state::backlog_records(&backlog_before) {
+        *reasons.entry(reason).or_default() += 1;
+    }
+    for (reason, n) in &reasons {
+        eprintln!("  backlogged {n:>6} × {reason}");
+    }
     assert!(
         problems.is_empty(),
         "{} problems:\n{}",

@@ -64,13 +64,18 @@ fn check_opened(
     }
     let me = nix::unistd::geteuid().as_raw();
     if let Some(dir_owner) = dir_owner.filter(|&o| st.st_uid != me && st.st_uid != o) {
-        return Err(refused(
-            path,
+        let why = if dir_owner == me {
+            format!(
+                "belongs to uid {}, not to us (uid {me}); not opened",
+                st.st_uid
+            )
+        } else {
             format!(
                 "belongs to uid {}, neither us (uid {me}) nor the directory's owner (uid {dir_owner}); not opened",
                 st.st_uid
-            ),
-        ));
+            )
+        };
+        return Err(refused(path, why));
     }
     Ok(st)
 }
@@ -691,6 +696,17 @@ impl Dir {
 /// (links root made are fine; their targets are checked).
 /// Errors name the component at fault, its owner and mode, and how to fix it.
 pub fn only_root_writes(path: &Path) -> io::Result<std::path::PathBuf> {
+    only_root_writes_to(path, false)
+}
+
+/// [`only_root_writes`] for the directory holding something opened `O_NOFOLLOW` from it
+/// (the queue): `path` itself may also be a sticky directory (`/tmp`), where no one else
+/// can rename what they do not own, and a link put in place of the queue is refused.
+pub fn only_root_writes_above(path: &Path) -> io::Result<std::path::PathBuf> {
+    only_root_writes_to(path, true)
+}
+
+fn only_root_writes_to(path: &Path, last_may_be_sticky: bool) -> io::Result<std::path::PathBuf> {
     use std::os::unix::fs::MetadataExt;
     let real = std::fs::canonicalize(path)
         .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
@@ -720,7 +736,9 @@ pub fn only_root_writes(path: &Path) -> io::Result<std::path::PathBuf> {
                 .get(i + 1)
                 .and_then(|n| std::fs::symlink_metadata(n).ok())
                 .is_some_and(|n| trusted(n.uid()));
-            if !(sticky && next_trusted) || i + 1 == chain.len() {
+            let last = i + 1 == chain.len();
+            let allowed = sticky && (next_trusted || (last && last_may_be_sticky));
+            if !allowed || (last && !last_may_be_sticky) {
                 return Err(bad(format!(
                     "is writable by {} (mode {:o})",
                     if m.mode() & 0o002 != 0 {

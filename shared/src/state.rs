@@ -192,30 +192,19 @@ impl StateDir {
         )))
     }
 
-    /// Remembers that the events with these unique ids were queued (appended, not
-    /// fsynced: what a crash of the process must not lose is in the page cache; after
-    /// a power loss an event may be queued twice, never lost). Rotates the record past
-    /// [`MAX_QUEUED_RECORD_BYTES`].
+    /// Remembers that the events with these unique ids were queued (see
+    /// [`QueuedRecord::add`]; a collector keeps one [`StateDir::queued_record`] open).
     pub fn record_queued(&self, ids: &[&str]) -> io::Result<()> {
-        if ids.is_empty() {
-            return Ok(());
+        self.queued_record().add(ids)
+    }
+
+    /// The record of queued events, to append to.
+    pub fn queued_record(&self) -> QueuedRecord {
+        QueuedRecord {
+            path: self.join(QUEUED_FILE),
+            old: self.join(QUEUED_OLD_FILE),
+            file: None,
         }
-        let now = unix_now().to_string();
-        let mut out = Vec::new();
-        for id in ids {
-            out.extend_from_slice(version::LINE_TAG.as_bytes());
-            out.extend_from_slice(now.as_bytes());
-            out.push(b'\t');
-            out.extend_from_slice(crate::escape::escape_text(id).as_bytes());
-            out.push(b'\n');
-        }
-        let path = self.join(QUEUED_FILE);
-        let mut f = crate::safefs::append_for(&path, crate::safefs::Keeper::Us)?;
-        crate::safefs::append_whole(&mut f, &out, false)?;
-        if f.metadata()?.len() > MAX_QUEUED_RECORD_BYTES {
-            std::fs::rename(&path, self.join(QUEUED_OLD_FILE))?;
-        }
-        Ok(())
     }
 
     /// The unique ids of the events queued (both files of the record), read within
@@ -255,6 +244,61 @@ impl StateDir {
             }
         }
         Ok(ids)
+    }
+}
+
+/// The record of the events queued (`queued`), held open by the collector's committer.
+#[derive(Debug)]
+pub struct QueuedRecord {
+    path: PathBuf,
+    old: PathBuf,
+    file: Option<File>,
+}
+
+impl QueuedRecord {
+    /// Appends these unique ids (one write, not fsynced: what a crash of the process
+    /// must not lose is in the page cache; after a power loss an event may be queued
+    /// twice, never lost). Past [`MAX_QUEUED_RECORD_BYTES`] the file becomes
+    /// `queued.1` — unless another collector rotated it already (the file held is no
+    /// longer the one named `queued`) — and the next add opens a new one.
+    pub fn add(&mut self, ids: &[&str]) -> io::Result<()> {
+        use std::os::unix::fs::MetadataExt;
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let now = unix_now().to_string();
+        let mut out = Vec::new();
+        for id in ids {
+            out.extend_from_slice(version::LINE_TAG.as_bytes());
+            out.extend_from_slice(now.as_bytes());
+            out.push(b'\t');
+            out.extend_from_slice(crate::escape::escape_text(id).as_bytes());
+            out.push(b'\n');
+        }
+        let f = match &mut self.file {
+            Some(f) => f,
+            None => self.file.insert(crate::safefs::append_for(
+                &self.path,
+                crate::safefs::Keeper::Us,
+            )?),
+        };
+        let written = crate::safefs::append_whole(f, &out, false).and_then(|()| f.metadata());
+        let meta = match written {
+            Ok(m) => m,
+            Err(e) => {
+                self.file = None;
+                return Err(e);
+            }
+        };
+        if meta.len() > MAX_QUEUED_RECORD_BYTES {
+            let still_named = std::fs::symlink_metadata(&self.path)
+                .is_ok_and(|n| (n.dev(), n.ino()) == (meta.dev(), meta.ino()));
+            self.file = None;
+            if still_named {
+                std::fs::rename(&self.path, &self.old)?;
+            }
+        }
+        Ok(())
     }
 }
 

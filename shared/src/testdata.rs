@@ -52,3 +52,20 @@ pub fn give_to_web_user(path: &std::path::Path) {
         std::os::unix::fs::chown(p, Some(WEB_UID), Some(WEB_UID)).unwrap();
     }
 }
+
+/// Whether the tests run as root; if not, a loud skip of `test` — or a failure when
+/// `MODSEC2SGUIL_REQUIRE_ALL` is set (as `.ci/run` sets it), as the end-to-end tests'
+/// `skip_or_fail` does.
+pub fn root_or_skip(test: &str) -> bool {
+    if nix::unistd::geteuid().is_root() {
+        return true;
+    }
+    const REQUIRE_ENV: &str = "MODSEC2SGUIL_REQUIRE_ALL";
+    let required = std::env::var(REQUIRE_ENV).is_ok_and(|v| !v.is_empty() && v != "0");
+    assert!(
+        !required,
+        "{test}: cannot run: needs root ({REQUIRE_ENV} is set, so this is a failure)"
+    );
+    eprintln!("\n*** SKIPPED {test}: needs root\n*** (set {REQUIRE_ENV}=1 to make this a failure; .ci/run does)\n");
+    false
+}

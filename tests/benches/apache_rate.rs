@@ -261,11 +261,13 @@ fn main() {
         let queue = parent.join("queue");
         let (sample, apache) = measure(parent, &|root: &Path| match piped {
             Piped::Cat => "/bin/cat".to_string(),
-            // The queue lives beside the instance, on the same filesystem.
+            // The queue and the collector's state dir live beside the instance, on
+            // the same filesystem.
             Piped::Collector => format!(
-                "{} {extra} --queue {} {}",
+                "{} {extra} --queue {} --state-dir {} {}",
                 collector.display(),
                 queue.display(),
+                modsec2sguil_e2e::state::dir(parent).display(),
                 root.join("audit").display()
             ),
         });

@@ -431,16 +431,18 @@ Include {crs_rules}/*.conf
 }
 
 /// Apache (native, RelevantOnly) with `modsec-collector` in its `SecAuditLog` pipe,
-/// queueing into `queue` (created) with its config, index file and log in `work`.
+/// queueing into `queue` (created) with its config, index file, log and state dir
+/// ([`crate::state::dir`]) in `work`.
 pub fn with_collector(work: &Path, queue: &Path) -> Apache {
     std::fs::create_dir_all(queue).unwrap();
     let conf = work.join("collector.conf");
     std::fs::write(
         &conf,
         format!(
-            "set EVENT_DIR {}\nset LOG_FILE {}\n",
+            "set EVENT_DIR {}\nset LOG_FILE {}\n{}",
             queue.display(),
-            work.join("collector.log").display()
+            work.join("collector.log").display(),
+            crate::state::setting(work)
         ),
     )
     .unwrap();

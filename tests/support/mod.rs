@@ -13,6 +13,8 @@ pub mod process;
 pub mod renderer;
 pub mod sguild;
 pub mod shipper;
+pub mod state;
+pub mod web_user;
 
 /// `tests/fixtures/` of this checkout.
 pub fn fixtures() -> PathBuf {

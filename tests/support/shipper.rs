@@ -48,17 +48,25 @@ fn entry_of(template: &str, i: usize) -> (String, String, String) {
     (format!("modsec.log.1790000000.{i:06}"), id, text)
 }
 
-/// A config for the test server: TLS pinned to its certificate.
+/// A config for the test server: TLS pinned to its certificate; `extra` from line 7
+/// on; last, STATE_DIR [`crate::state::dir`]`(dir)`, for the collector or
+/// `requeue --backlog/--index` run with it (and `status`).
 pub fn config(dir: &Path, queue: &Path, server: &TestSguild, extra: &str) -> PathBuf {
     let path = dir.join("shipper.conf");
+    let newline = if extra.is_empty() || extra.ends_with('\n') {
+        ""
+    } else {
+        "\n"
+    };
     std::fs::write(
         &path,
         format!(
             "set EVENT_DIR {}\nset SERVER_HOST 127.0.0.1\nset SERVER_PORT {}\nset HOSTNAME websrv\n\
-             set NET_GROUP webfarm\nset TLS_CA_FILE {}\n{extra}",
+             set NET_GROUP webfarm\nset TLS_CA_FILE {}\n{extra}{newline}{}",
             queue.display(),
             server.addr.port(),
-            server.cert_pem.display()
+            server.cert_pem.display(),
+            crate::state::setting(dir)
         ),
     )
     .unwrap();

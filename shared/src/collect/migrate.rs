@@ -12,7 +12,7 @@
 
 use std::io;
 
-use crate::queue::layout::{BACKLOG_FILE, FOLLOW_PREFIX, SPOOL_PREFIX};
+use crate::queue::layout::{BACKLOG_FILE, BACKLOG_TAKEN_PREFIX, FOLLOW_PREFIX, SPOOL_PREFIX};
 use crate::safefs::Dir;
 use crate::state::StateDir;
 
@@ -30,12 +30,24 @@ pub struct Migrated {
     pub refused: Vec<String>,
 }
 
-/// Moves 0.1.0's files out of the queue (its checked handle) into `state`.
-pub fn from_queue(queue: &Dir, state: &StateDir) -> io::Result<Migrated> {
+/// Moves 0.1.0's files out of the queue `queue_dir` (through its checked handle
+/// `queue`) into `state`.
+pub fn from_queue(
+    queue: &Dir,
+    queue_dir: &std::path::Path,
+    state: &StateDir,
+) -> io::Result<Migrated> {
     let mut done = Migrated::default();
     let names = queue.names()?;
     for name in names {
+        let dead = |pid: &str| {
+            pid.parse::<u32>()
+                .is_ok_and(|pid| !std::path::Path::new(&format!("/proc/{pid}")).exists())
+        };
         let what = if name == BACKLOG_FILE {
+            Kind::Backlog
+        } else if name.strip_prefix(BACKLOG_TAKEN_PREFIX).is_some_and(dead) {
+            // A backlog a killed 0.1.0 `requeue --backlog` had taken.
             Kind::Backlog
         } else if let Some(rest) = name.strip_prefix(SPOOL_PREFIX) {
             // Only a dead collector's: a 0.1.0 one still running keeps writing it.
@@ -53,7 +65,8 @@ pub fn from_queue(queue: &Dir, state: &StateDir) -> io::Result<Migrated> {
         let bytes = match queue.read_ours(&name, MAX_MIGRATED_BYTES) {
             Ok(b) => b,
             Err(e) => {
-                let why = crate::escape::escape_text(&e.to_string()).into_owned();
+                let why = crate::escape::escape_text(&format!("{}/{e}", queue_dir.display()))
+                    .into_owned();
                 log::warn!("0.1.0's {why}: left in the queue, not taken over");
                 done.refused.push(why);
                 continue;

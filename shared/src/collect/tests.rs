@@ -5,8 +5,8 @@ use super::*;
 use crate::config::resolve_owner;
 use crate::config::ConfigFile;
 use crate::index::{parse_index_line, IndexFlavor};
-use crate::queue::layout::SPOOL_PREFIX;
 use crate::queue::{LinkMode, Linked};
+use crate::state::SPOOL_PREFIX;
 use md5::{Digest, Md5};
 use std::io;
 use std::os::unix::fs::MetadataExt;
@@ -14,6 +14,8 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use crate::testdata::root_or_skip;
 
 struct Setup {
     dir: tempfile::TempDir,
@@ -399,9 +401,13 @@ fn bad_settings_name_what_is_wrong() {
     assert!(e.contains("absolute"), "{e}");
 }
 
+/// RUNAS, the shipper's user, where a test needs it to differ from the web server's
+/// user (who owns the events: [`crate::testdata::WEB_UID`]).
+const SHIPPER: (u32, u32) = (4242, 4243);
+
 #[test]
 fn runas_chowns_each_entry() {
-    let (uid, gid) = resolve_owner("nobody").unwrap();
+    let (uid, gid) = SHIPPER;
     let mut s = setup_with(false, |c| c.runas = Some((uid, gid)));
     let line = event(&s, "/f", b"x");
     let LineOutcome::Queued { entry, .. } = s.worker.handle(&input(&line)) else {
@@ -413,7 +419,7 @@ fn runas_chowns_each_entry() {
 
 #[test]
 fn a_copy_is_given_to_runas_before_it_is_in_the_queue() {
-    let (uid, gid) = resolve_owner("nobody").unwrap();
+    let (uid, gid) = SHIPPER;
     let mut s = setup_with(false, |c| {
         c.link_mode = LinkMode::Copy;
         c.runas = Some((uid, gid));
@@ -425,12 +431,12 @@ fn a_copy_is_given_to_runas_before_it_is_in_the_queue() {
     assert_eq!(linked, Linked::Copy);
     let meta = std::fs::metadata(s.dir.path().join("queue").join(entry)).unwrap();
     assert_eq!((meta.uid(), meta.gid()), (uid, gid));
-    // The original stays the web server's (here root's).
+    // The original stays the web server's.
     assert_eq!(
         std::fs::metadata(s.dir.path().join("audit/f"))
             .unwrap()
             .uid(),
-        0
+        crate::testdata::WEB_UID
     );
 }
 
@@ -511,7 +517,7 @@ fn a_stalled_worker_never_stalls_the_reader_and_no_line_is_lost() {
     );
     // The disk dies for good; then a second SIGTERM cuts the grace short.
     read_all_then_abandon(p, started, || frozen.store(true, Ordering::SeqCst));
-    let in_backlog = std::fs::read_to_string(dir.path().join(".backlog"))
+    let in_backlog = std::fs::read_to_string(dir.path().join(crate::state::BACKLOG_FILE))
         .map(|b| b.lines().count() as u64)
         .unwrap_or(0);
     let done = handled.load(Ordering::SeqCst);
@@ -583,9 +589,10 @@ fn a_dead_collectors_spool_does_not_queue_an_event_twice() {
         s.worker.handle(&input(&queued)),
         LineOutcome::Queued { .. }
     ));
-    let queue = s.dir.path().join("queue");
+    // Its spool in the state dir, beside the record of what the worker queued.
+    let state = s.worker.state().path().to_path_buf();
     std::fs::write(
-        queue.join(format!("{SPOOL_PREFIX}99999997.draining")),
+        state.join(format!("{SPOOL_PREFIX}99999997.draining")),
         [queued.clone(), fresh.clone().into_bytes()].concat(),
     )
     .unwrap();
@@ -593,7 +600,7 @@ fn a_dead_collectors_spool_does_not_queue_an_event_twice() {
     let p = Pipeline::start(
         io::Cursor::new(Vec::new()),
         Stages::from_sink(seen.clone()),
-        &queue,
+        &state,
         Arc::new(Stats::default()),
     );
     p.finish().unwrap();
@@ -628,28 +635,30 @@ fn a_spool_left_by_a_dead_collector_is_drained_at_start() {
     assert_eq!(spool_lines(dir.path()), 0);
 }
 
-/// The queue belongs to the shipper's user, who can leave anything named like a dead
-/// collector's spool there: a link to `/etc/shadow` (whose lines would reach the index
-/// file and the backlog), a hard link to it, a FIFO (which would block the start-up
-/// recovery for good), or a file of forged lines of their own. None is read; each is set
-/// aside and not taken up again.
+/// The spool lives in the state dir, which only root writes: no other user can plant
+/// anything there (0.1.0 kept it in the queue, which the shipper's user writes). The
+/// spool is still opened checked, as a second line of defence: whatever stands where a
+/// dead collector's spool would be — a link to `/etc/shadow` (whose lines would reach
+/// the index file and the backlog), a hard link to it, a FIFO (which would block the
+/// start-up recovery for good), a file of forged lines not root's — is not read; each
+/// is set aside and not taken up again.
 #[test]
 fn a_planted_spool_is_set_aside_unread() {
     let dir = tempfile::tempdir().unwrap();
     let secret = dir.path().join("shadow");
     std::fs::write(&secret, b"root:$6$secret\n").unwrap();
-    let q = dir.path().join("queue");
-    std::fs::create_dir(&q).unwrap();
-    std::os::unix::fs::symlink(&secret, q.join(format!("{SPOOL_PREFIX}4000001"))).unwrap();
-    std::fs::hard_link(&secret, q.join(format!("{SPOOL_PREFIX}4000002"))).unwrap();
+    let state = crate::state::StateDir::open(&dir.path().join("state"), None).unwrap();
+    let sd = state.path().to_path_buf();
+    std::os::unix::fs::symlink(&secret, sd.join(format!("{SPOOL_PREFIX}4000001"))).unwrap();
+    std::fs::hard_link(&secret, sd.join(format!("{SPOOL_PREFIX}4000002"))).unwrap();
     nix::unistd::mkfifo(
-        &q.join(format!("{SPOOL_PREFIX}4000003")),
+        &sd.join(format!("{SPOOL_PREFIX}4000003")),
         nix::sys::stat::Mode::S_IRWXU,
     )
     .unwrap();
-    std::fs::write(q.join(format!("{SPOOL_PREFIX}4000004")), b"left\n").unwrap();
+    std::fs::write(sd.join(format!("{SPOOL_PREFIX}4000004")), b"left\n").unwrap();
     // A regular file of forged index lines, by someone else than the collector.
-    let forged = q.join(format!("{SPOOL_PREFIX}4000005"));
+    let forged = sd.join(format!("{SPOOL_PREFIX}4000005"));
     std::fs::write(&forged, b"forged\n").unwrap();
     std::os::unix::fs::chown(&forged, Some(65534), Some(65534)).unwrap();
     for round in 0..2 {
@@ -658,7 +667,7 @@ fn a_planted_spool_is_set_aside_unread() {
         let p = Pipeline::start(
             io::Cursor::new(b"new\n".to_vec()),
             Stages::from_sink(seen.clone()),
-            &q,
+            &sd,
             Arc::new(Stats::default()),
         );
         p.finish().unwrap();
@@ -672,7 +681,7 @@ fn a_planted_spool_is_set_aside_unread() {
         };
         assert_eq!(got, want, "round {round}");
     }
-    let mut aside: Vec<String> = std::fs::read_dir(&q)
+    let mut aside: Vec<String> = std::fs::read_dir(&sd)
         .unwrap()
         .flatten()
         .map(|e| e.file_name().to_string_lossy().into_owned())
@@ -680,7 +689,7 @@ fn a_planted_spool_is_set_aside_unread() {
     aside.sort();
     assert_eq!(aside.len(), 4, "{aside:?}");
     assert!(
-        aside.iter().all(|n| n.starts_with(".refused.spool.")),
+        aside.iter().all(|n| n.starts_with("refused.spool.")),
         "{aside:?}"
     );
     assert_eq!(std::fs::read(&secret).unwrap(), b"root:$6$secret\n");
@@ -841,7 +850,8 @@ fn a_hung_verify_step_never_stalls_the_reader_and_no_line_is_lost() {
         // Let the committer take what the hasher had handed over.
         std::thread::sleep(Duration::from_millis(200));
     });
-    let backlog = std::fs::read_to_string(dir.path().join(".backlog")).unwrap_or_default();
+    let backlog =
+        std::fs::read_to_string(dir.path().join(crate::state::BACKLOG_FILE)).unwrap_or_default();
     let mut all: Vec<String> = backlog
         .lines()
         .map(|l| l.rsplit('\t').next().unwrap().to_string())
@@ -887,11 +897,13 @@ fn the_worker_in_the_pipeline_hashes_on_its_own_thread() {
     std::fs::write(s.dir.path().join("audit/a/changed"), b"ANOTHER EVENT").unwrap();
     let missing = line_for("/a/missing", 5, &[0; 16]);
     let queue = s.dir.path().join("queue");
+    // The spool and the backlog go to the state dir, as `collect::run` has them.
+    let state = s.worker.state().path().to_path_buf();
     let stats = Arc::new(Stats::default());
     let p = Pipeline::start(
         io::Cursor::new([good, changed, missing].concat()),
         s.worker.into_stages(),
-        &queue,
+        &state,
         stats.clone(),
     );
     p.finish().unwrap();
@@ -915,7 +927,7 @@ fn the_worker_in_the_pipeline_hashes_on_its_own_thread() {
     assert!(crate::queue::integrity_note(&queue, &entries[0]).is_none());
     let note = crate::queue::integrity_note(&queue, &entries[1]).unwrap();
     assert!(note.contains("md5 differs"), "{note}");
-    let backlog = std::fs::read_to_string(queue.join(".backlog")).unwrap();
+    let backlog = std::fs::read_to_string(state.join(crate::state::BACKLOG_FILE)).unwrap();
     assert!(backlog.contains("/a/missing"), "{backlog}");
     assert_eq!(stats.read.load(Ordering::Relaxed), 3);
 }
@@ -1217,7 +1229,7 @@ fn a_spool_that_cannot_be_written_sends_the_burst_to_the_backlog_naming_it() {
     });
     g.held.store(false, Ordering::SeqCst);
     let (dir, seen) = g.close();
-    let backlog = std::fs::read_to_string(dir.path().join(".backlog")).unwrap();
+    let backlog = std::fs::read_to_string(dir.path().join(crate::state::BACKLOG_FILE)).unwrap();
     assert!(!backlog.is_empty(), "part of the burst went to the backlog");
     let mut all = seen;
     for record in backlog.lines() {
@@ -1342,39 +1354,127 @@ fn a_planted_hard_link_is_neither_chowned_nor_copied() {
     }
 }
 
+/// Writes an event as [`event`] does (file and directory the web user's), then gives
+/// the file to `uid`; returns its index line.
+fn event_owned_by(s: &Setup, rel: &str, uid: u32) -> Vec<u8> {
+    let line = event(s, rel, b"x");
+    let path = s.dir.path().join("audit").join(rel.trim_start_matches('/'));
+    std::os::unix::fs::chown(path, Some(uid), None).unwrap();
+    line
+}
+
+/// The reason `line` was refused for; fails the test if it was queued.
+fn refused(s: &mut Setup, line: &[u8], what: &str) -> String {
+    match s.worker.handle(&input(line)) {
+        LineOutcome::Backlogged { reason } => reason,
+        other => panic!("{what}: {other:?}"),
+    }
+}
+
 #[test]
 fn an_event_not_owned_by_its_directorys_owner_or_runas_is_refused() {
+    if !root_or_skip("an_event_not_owned_by_its_directorys_owner_or_runas_is_refused") {
+        return;
+    }
+    use crate::testdata::WEB_UID;
     let mut s = setup(false);
-    let (nobody, nogroup) = resolve_owner("nobody").unwrap();
-    // The minute directory belongs to the web server's user; a root file in it is not
-    // one the web server wrote (an inode whose other name was replaced, say).
-    let dir = s.dir.path().join("audit/www");
-    std::fs::create_dir_all(&dir).unwrap();
-    std::os::unix::fs::chown(&dir, Some(nobody), Some(nogroup)).unwrap();
-    let line = event(&s, "/www/rootfile", b"x");
-    let LineOutcome::Backlogged { reason } = s.worker.handle(&input(&line)) else {
-        panic!("queued")
-    };
+    // The minute directory belongs to the web server's user (`event` gives it to them).
+    // A root file in it is not one the web server wrote (an inode whose other name was
+    // replaced, say): refused by the rule for root, whoever owns the directory.
+    let line = event_owned_by(&s, "/www/rootfile", 0);
+    let reason = refused(&mut s, &line, "a root-owned event");
     assert!(
-        reason.contains("belongs to uid 0, not to the user who writes the events")
-            && reason.contains(&format!("(uid {nobody})")),
+        reason.contains(
+            "www/rootfile belongs to root; ModSecurity writes events as the web server's user"
+        ),
         "{reason}"
     );
+    // In a directory root owns too: still refused (the directory's owner is no guide).
+    let rootdir = s.dir.path().join("audit/rootdir");
+    let line = event_owned_by(&s, "/rootdir/rootfile", 0);
+    std::os::unix::fs::chown(&rootdir, Some(0), Some(0)).unwrap();
+    let reason = refused(
+        &mut s,
+        &line,
+        "a root-owned event in a root-owned directory",
+    );
+    assert!(reason.contains("belongs to root"), "{reason}");
+    // A third user's (neither the directory's owner nor RUNAS): refused by the old rule.
+    let line = event_owned_by(&s, "/www/third", 12345);
+    let reason = refused(&mut s, &line, "a third user's event");
+    assert!(
+        reason.contains("belongs to uid 12345, not to the user who writes the events")
+            && reason.contains(&format!("(uid {WEB_UID})")),
+        "{reason}"
+    );
+    assert!(s.worker.queue().entries().unwrap().is_empty());
     // Written by the directory's owner: queued; owned by RUNAS (delivered before,
-    // given back by requeue): queued.
-    let line = event(&s, "/www/ours", b"x");
-    std::os::unix::fs::chown(s.dir.path().join("audit/www/ours"), Some(nobody), None).unwrap();
+    // given back by requeue): queued; a third user's still refused with RUNAS set.
+    let line = event_owned_by(&s, "/www/ours", WEB_UID);
     assert!(matches!(
         s.worker.handle(&input(&line)),
         LineOutcome::Queued { .. }
     ));
-    s.worker.checker_settings_mut().runas = Some((12345, 12345));
-    let line = event(&s, "/www/shipped", b"x");
-    std::os::unix::fs::chown(s.dir.path().join("audit/www/shipped"), Some(12345), None).unwrap();
+    s.worker.checker_settings_mut().runas = Some(SHIPPER);
+    let line = event_owned_by(&s, "/www/shipped", SHIPPER.0);
     assert!(matches!(
         s.worker.handle(&input(&line)),
         LineOutcome::Queued { .. }
     ));
+    let line = event_owned_by(&s, "/www/third2", 12345);
+    let reason = refused(&mut s, &line, "a third user's event, RUNAS set");
+    assert!(reason.contains("belongs to uid 12345"), "{reason}");
+    assert_eq!(s.worker.queue().entries().unwrap().len(), 2);
+}
+
+/// EVENT_OWNER names the web server's user: only their events (and RUNAS's) are
+/// queued, whoever owns the directory — a user who owns a directory of the storage dir
+/// (another site's, say) cannot have their own files queued by naming them in a line.
+/// Root's never are, even when EVENT_OWNER says root.
+#[test]
+fn event_owner_is_the_only_owner_accepted_besides_runas_and_never_root() {
+    if !root_or_skip("event_owner_is_the_only_owner_accepted_besides_runas_and_never_root") {
+        return;
+    }
+    use crate::testdata::WEB_UID;
+    const OTHER: u32 = 4244;
+    let mut s = setup_with(false, |c| {
+        c.event_owner = Some(WEB_UID);
+        c.runas = Some(SHIPPER);
+    });
+    // A directory the other user owns, holding their own file: refused.
+    let line = event_owned_by(&s, "/other/theirs", OTHER);
+    std::os::unix::fs::chown(s.dir.path().join("audit/other"), Some(OTHER), None).unwrap();
+    let reason = refused(
+        &mut s,
+        &line,
+        "the directory owner's event, EVENT_OWNER set",
+    );
+    assert!(
+        reason.contains(&format!(
+            "other/theirs belongs to uid {OTHER}, not to the user who writes the events (uid {WEB_UID})"
+        )),
+        "{reason}"
+    );
+    // The web user's file in that directory, and RUNAS's: queued.
+    let line = event_owned_by(&s, "/other/web", WEB_UID);
+    std::os::unix::fs::chown(s.dir.path().join("audit/other"), Some(OTHER), None).unwrap();
+    assert!(matches!(
+        s.worker.handle(&input(&line)),
+        LineOutcome::Queued { .. }
+    ));
+    let line = event_owned_by(&s, "/other/shipped", SHIPPER.0);
+    std::os::unix::fs::chown(s.dir.path().join("audit/other"), Some(OTHER), None).unwrap();
+    assert!(matches!(
+        s.worker.handle(&input(&line)),
+        LineOutcome::Queued { .. }
+    ));
+    // EVENT_OWNER root: a root file is refused all the same.
+    s.worker.checker_settings_mut().event_owner = Some(0);
+    let line = event_owned_by(&s, "/www/rootfile", 0);
+    let reason = refused(&mut s, &line, "a root file, EVENT_OWNER root");
+    assert!(reason.contains("belongs to root"), "{reason}");
+    assert_eq!(s.worker.queue().entries().unwrap().len(), 2);
 }
 
 #[test]
@@ -1389,6 +1489,7 @@ fn an_event_over_max_event_bytes_is_neither_hashed_nor_copied() {
             .unwrap()
             .set_len(10 << 40)
             .unwrap();
+        crate::testdata::give_to_web_user(&path);
         let line = line_for("/huge", 10 << 40, &[0; 16]);
         let started = Instant::now();
         let LineOutcome::Backlogged { reason } = s.worker.handle(&input(&line)) else {
@@ -1446,4 +1547,364 @@ fn max_event_bytes_is_read_from_the_config_as_the_shipper_reads_it() {
         .unwrap_err()
         .to_string();
     assert!(e.contains(":3: MAX_EVENT_BYTES: bad value"), "{e}");
+}
+
+// ---- Entering the queue: Queue::open_checked
+
+/// A directory `name` in `parent`, owned by `uid` with `mode`.
+fn dir_as(parent: &Path, name: &str, uid: u32, mode: u32) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = parent.join(name);
+    std::fs::create_dir(&dir).unwrap();
+    std::os::unix::fs::chown(&dir, Some(uid), Some(uid)).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(mode)).unwrap();
+    dir
+}
+
+/// Root enters the queue only where no one else can redirect it: a directory above it
+/// that another user owns or anyone may write (no sticky bit) is refused, named, and
+/// nothing is created under it.
+#[test]
+fn a_queue_below_a_directory_another_user_controls_is_refused_naming_it() {
+    if !root_or_skip("a_queue_below_a_directory_another_user_controls_is_refused_naming_it") {
+        return;
+    }
+    use crate::queue::Queue;
+    use crate::testdata::WEB_UID;
+    let top = tempfile::tempdir().unwrap();
+    for (parent, why) in [
+        (
+            dir_as(top.path(), "nobodys", WEB_UID, 0o755),
+            format!("belongs to uid {WEB_UID}"),
+        ),
+        (
+            dir_as(top.path(), "open", 0, 0o777),
+            "is writable by others (mode 777)".to_string(),
+        ),
+    ] {
+        let queue = parent.join("queue");
+        // Missing: not created there. Present: not entered.
+        for present in [false, true] {
+            if present {
+                std::fs::create_dir(&queue).unwrap();
+                std::os::unix::fs::chown(&queue, Some(SHIPPER.0), Some(SHIPPER.1)).unwrap();
+            }
+            let e = Queue::open_checked(&queue, Some(SHIPPER))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.starts_with(&format!("{} (on the path to", parent.display())) && e.contains(&why),
+                "{e}"
+            );
+            assert_eq!(queue.exists(), present, "{e}");
+        }
+    }
+}
+
+/// The queue itself must be root's or RUNAS's, and writable by no one else.
+#[test]
+fn a_queue_a_third_user_owns_or_others_may_write_is_refused() {
+    if !root_or_skip("a_queue_a_third_user_owns_or_others_may_write_is_refused") {
+        return;
+    }
+    use crate::queue::Queue;
+    let top = tempfile::tempdir().unwrap();
+    let third = dir_as(top.path(), "third", 12345, 0o750);
+    let e = Queue::open_checked(&third, Some(SHIPPER))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains(&format!(
+            "the queue {} belongs to uid 12345, neither root nor RUNAS (uid {})",
+            third.display(),
+            SHIPPER.0
+        )),
+        "{e}"
+    );
+    let open = dir_as(top.path(), "open", SHIPPER.0, 0o757);
+    let e = Queue::open_checked(&open, Some(SHIPPER))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("is writable by everyone (mode 757)"), "{e}");
+    // Group-writable: only for RUNAS's group.
+    let group = dir_as(top.path(), "group", SHIPPER.0, 0o770);
+    std::os::unix::fs::chown(&group, None, Some(4244)).unwrap();
+    let e = Queue::open_checked(&group, Some(SHIPPER))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("is writable by group 4244 (mode 770)"), "{e}");
+    std::os::unix::fs::chown(&group, None, Some(SHIPPER.1)).unwrap();
+    assert!(Queue::open_checked(&group, Some(SHIPPER)).is_ok());
+    // RUNAS's own, and root's: entered.
+    let ours = dir_as(top.path(), "runas", SHIPPER.0, 0o750);
+    assert!(Queue::open_checked(&ours, Some(SHIPPER)).is_ok());
+    let roots = dir_as(top.path(), "roots", 0, 0o755);
+    assert!(Queue::open_checked(&roots, Some(SHIPPER)).is_ok());
+    // One created: RUNAS's, 0750.
+    let made = top.path().join("made");
+    Queue::open_checked(&made, Some(SHIPPER)).unwrap();
+    let m = std::fs::metadata(&made).unwrap();
+    assert_eq!(
+        (m.uid(), m.gid(), m.mode() & 0o7777),
+        (SHIPPER.0, SHIPPER.1, 0o750)
+    );
+}
+
+/// EVENT_DIR as a symbolic link (the queue's owner may swap the queue for one, to a
+/// directory only root should write) is not entered.
+#[test]
+fn a_queue_that_is_a_symlink_is_refused() {
+    use crate::queue::Queue;
+    let top = tempfile::tempdir().unwrap();
+    let target = top.path().join("target");
+    std::fs::create_dir(&target).unwrap();
+    let link = top.path().join("queue");
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    let e = Queue::open_checked(&link, None).unwrap_err().to_string();
+    assert!(
+        e.contains(&format!(
+            "{} is not a directory (a symbolic link?); not followed",
+            link.display()
+        )),
+        "{e}"
+    );
+    assert_eq!(std::fs::read_dir(&target).unwrap().count(), 0);
+}
+
+/// Once opened, the queue is entered through its handle only: a queue swapped for a
+/// symbolic link afterwards (by its owner, the shipper's user) does not redirect an
+/// entry, a copy (made in `.tmp/`) or an integrity marker to the link's target.
+#[test]
+fn entries_go_through_the_handle_even_if_the_queue_is_swapped_for_a_link() {
+    use crate::queue::Queue;
+    let top = tempfile::tempdir().unwrap();
+    let queue = top.path().join("queue");
+    let mut q = Queue::open_checked(&queue, None).unwrap();
+    let moved = top.path().join("queue.moved");
+    std::fs::rename(&queue, &moved).unwrap();
+    let elsewhere = top.path().join("elsewhere");
+    std::fs::create_dir(&elsewhere).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, &queue).unwrap();
+    let event = top.path().join("event");
+    std::fs::write(&event, b"event").unwrap();
+    let file = std::fs::File::open(&event).unwrap();
+    let (linked, how) = q.add_file(&file, &event, LinkMode::Hardlink, 5).unwrap();
+    assert_eq!(how, Linked::Hardlink);
+    let (copied, how) = q.add_file(&file, &event, LinkMode::Copy, 5).unwrap();
+    assert_eq!(how, Linked::Copy);
+    q.mark_integrity(copied, "size differs").unwrap();
+    assert_eq!(
+        std::fs::read_dir(&elsewhere).unwrap().count(),
+        0,
+        "nothing through the link"
+    );
+    assert_eq!(crate::testdata::entries_in(&moved), 2);
+    assert_eq!(
+        std::fs::metadata(moved.join(linked.to_string()))
+            .unwrap()
+            .ino(),
+        std::fs::metadata(&event).unwrap().ino()
+    );
+    assert_eq!(
+        std::fs::read(moved.join(copied.to_string())).unwrap(),
+        b"event"
+    );
+    assert!(moved.join(".integrity").join(copied.to_string()).is_file());
+}
+
+// ---- 0.1.0's files in the queue: collect::migrate::from_queue
+
+/// A 0.1.0 queue, root's (as it ran), and a state dir.
+fn old_queue() -> (
+    tempfile::TempDir,
+    std::path::PathBuf,
+    crate::state::StateDir,
+) {
+    let top = tempfile::tempdir().unwrap();
+    let queue = top.path().join("queue");
+    std::fs::create_dir(&queue).unwrap();
+    let state = crate::state::StateDir::open(&top.path().join("state"), None).unwrap();
+    (top, queue, state)
+}
+
+fn backlog_records(state: &crate::state::StateDir) -> Vec<(String, Vec<u8>)> {
+    std::fs::read(state.join(crate::state::BACKLOG_FILE))
+        .unwrap_or_default()
+        .split_inclusive(|&b| b == b'\n')
+        .map(|r| {
+            let (_, reason, raw) = crate::state::parse_backlog_record(r).unwrap();
+            (reason, raw)
+        })
+        .collect()
+}
+
+#[test]
+fn files_a_0_1_0_collector_left_in_the_queue_move_to_the_state_dir_once() {
+    use super::migrate::{from_queue, Migrated};
+    use crate::queue::layout;
+    use crate::queue::position::state_name;
+    let (_top, queue, state) = old_queue();
+    // 0.1.0's backlog: its record (no version tag), one of ours, and a line that is
+    // no record at all (kept whole, not lost).
+    std::fs::write(
+        queue.join(layout::BACKLOG_FILE),
+        "1790000000\tfile missing\told line 1\nv1\t1790000001\tmd5\told line 2\ngarbage\n",
+    )
+    .unwrap();
+    // The state dir's own backlog already has a record: kept, first.
+    state.backlog(b"new line", "new reason").unwrap();
+    // A dead collector's spool (pid_max is at most 2^22: not alive) and a live one's
+    // (ours: a 0.1.0 collector still running keeps writing it).
+    let dead = format!("{}99999999", layout::SPOOL_PREFIX);
+    std::fs::write(queue.join(&dead), "spooled 1\nspooled 2\n").unwrap();
+    let live = format!("{}{}", layout::SPOOL_PREFIX, std::process::id());
+    std::fs::write(queue.join(&live), "still written\n").unwrap();
+    // A --follow position.
+    let followed = Path::new("/var/log/nginx/modsec_index.log");
+    let position = state_name(followed);
+    let old_position = format!(".{position}");
+    let text = format!("1\t2\t3\t00000000000000ab\t{}\n", followed.display());
+    std::fs::write(queue.join(&old_position), &text).unwrap();
+
+    // A backlog a killed 0.1.0 `requeue --backlog` had taken (its pid is dead).
+    let taken = format!("{}99999998", layout::BACKLOG_TAKEN_PREFIX);
+    std::fs::write(queue.join(&taken), "1790000002\tfile missing\ttaken line\n").unwrap();
+
+    let handle = crate::safefs::Dir::open_nofollow(&queue).unwrap();
+    let done = from_queue(&handle, &queue, &state).unwrap();
+    assert!(!queue.join(&taken).exists());
+    assert_eq!(
+        done,
+        Migrated {
+            backlog_records: 4,
+            spool_lines: 2,
+            positions: 1,
+            refused: Vec::new(),
+        }
+    );
+    let mut left: Vec<String> = std::fs::read_dir(&queue)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    assert_eq!(left, [live], "the live spool stays, the rest moved");
+    assert_eq!(
+        backlog_records(&state),
+        [
+            ("new reason".to_string(), b"new line".to_vec()),
+            ("file missing".to_string(), b"old line 1".to_vec()),
+            ("md5".to_string(), b"old line 2".to_vec()),
+            ("(0.1.0 backlog record)".to_string(), b"garbage".to_vec()),
+            ("file missing".to_string(), b"taken line".to_vec()),
+        ]
+    );
+    assert_eq!(
+        crate::queue::position::read(&state.join(&position), crate::safefs::Keeper::Us)
+            .unwrap()
+            .unwrap()
+            .1,
+        followed
+    );
+    // Again (the next start): nothing more to take, nothing doubled.
+    let before = std::fs::read(state.join(crate::state::BACKLOG_FILE)).unwrap();
+    assert_eq!(
+        from_queue(&handle, &queue, &state).unwrap(),
+        Migrated::default()
+    );
+    assert_eq!(
+        std::fs::read(state.join(crate::state::BACKLOG_FILE)).unwrap(),
+        before
+    );
+    // The spool is drained by the next collector's start-up recovery, each line once.
+    let seen = Counting(Arc::new(std::sync::Mutex::new(Vec::new())));
+    Pipeline::start(
+        io::empty(),
+        Stages::from_sink(seen.clone()),
+        state.path(),
+        Arc::new(Stats::default()),
+    )
+    .finish()
+    .unwrap();
+    assert_eq!(
+        *seen.0.lock().unwrap(),
+        [b"spooled 1\n".to_vec(), b"spooled 2\n".to_vec()]
+    );
+    assert_eq!(spool_lines(state.path()), 0);
+}
+
+/// The worker takes 0.1.0's files over when it starts.
+#[test]
+fn a_new_collector_takes_a_0_1_0_backlog_over_at_start() {
+    let s = setup_with(false, |c| {
+        std::fs::create_dir_all(&c.queue_dir).unwrap();
+        std::fs::write(
+            c.queue_dir.join(crate::queue::layout::BACKLOG_FILE),
+            "1790000000\tfile missing\told line\n",
+        )
+        .unwrap();
+    });
+    assert!(!s
+        .dir
+        .path()
+        .join("queue")
+        .join(crate::queue::layout::BACKLOG_FILE)
+        .exists());
+    assert_eq!(
+        backlog_records(s.worker.state()),
+        [("file missing".to_string(), b"old line".to_vec())]
+    );
+}
+
+/// The queue's owner (the shipper's user) can put anything under 0.1.0's names; root
+/// reads only files 0.1.0 wrote as root: a `.backlog` of theirs (forged index lines), a
+/// link or a second hard link to a root file (its lines would reach the backlog and
+/// the index file), a FIFO, is left where it is, unread, and named.
+#[test]
+fn a_planted_0_1_0_file_is_left_in_the_queue_unread() {
+    if !root_or_skip("a_planted_0_1_0_file_is_left_in_the_queue_unread") {
+        return;
+    }
+    use super::migrate::from_queue;
+    use crate::queue::layout;
+    let (top, queue, state) = old_queue();
+    let secret = top.path().join("shadow");
+    std::fs::write(&secret, "root:$6$secret\n").unwrap();
+    let backlog = queue.join(layout::BACKLOG_FILE);
+    let plant = |why: &str, p: &Path| match why {
+        "belongs to uid 65534" => {
+            std::fs::write(p, "1790000000\tforged\tforged line\n").unwrap();
+            std::os::unix::fs::chown(p, Some(crate::testdata::WEB_UID), None).unwrap();
+        }
+        "is a symbolic link" => std::os::unix::fs::symlink(&secret, p).unwrap(),
+        "has 2 hard links" => std::fs::hard_link(&secret, p).unwrap(),
+        _ => nix::unistd::mkfifo(p, nix::sys::stat::Mode::S_IRWXU).unwrap(),
+    };
+    let handle = crate::safefs::Dir::open_nofollow(&queue).unwrap();
+    for why in [
+        "belongs to uid 65534",
+        "is a symbolic link",
+        "has 2 hard links",
+        "is a FIFO",
+    ] {
+        plant(why, &backlog);
+        let done = from_queue(&handle, &queue, &state).unwrap();
+        assert_eq!(done.backlog_records, 0, "{why}");
+        assert!(
+            done.refused.len() == 1
+                && done.refused[0].contains(why)
+                && done.refused[0].contains(&queue.display().to_string()),
+            "{why}: {:?}",
+            done.refused
+        );
+        assert!(std::fs::symlink_metadata(&backlog).is_ok(), "{why}: left");
+        assert!(
+            !state.join(crate::state::BACKLOG_FILE).exists(),
+            "{why}: read"
+        );
+        std::fs::remove_file(&backlog).unwrap();
+    }
+    assert_eq!(
+        std::fs::read_to_string(&secret).unwrap(),
+        "root:$6$secret\n"
+    );
 }

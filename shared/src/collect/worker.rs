@@ -74,6 +74,8 @@ pub struct Committer {
     pub(super) settings: CollectorSettings,
     queue: Queue,
     state: StateDir,
+    /// The record of what was queued, held open.
+    record: crate::state::QueuedRecord,
     /// Opened by the first line, on the committer's thread ([`super::index_file`]).
     index: Option<IndexFile>,
     pub(super) reopen_index: Arc<AtomicBool>,
@@ -130,7 +132,7 @@ impl Worker {
         let state = StateDir::open(&settings.state_dir, settings.runas.map(|(_, gid)| gid))?;
         let queue = Queue::open_checked(&settings.queue_dir, settings.runas)?;
         if let Some(handle) = queue.checked_handle() {
-            if let Err(e) = super::migrate::from_queue(handle, &state) {
+            if let Err(e) = super::migrate::from_queue(handle, &settings.queue_dir, &state) {
                 log::error!(
                     "taking over 0.1.0's files from the queue {}: {e}",
                     settings.queue_dir.display()
@@ -150,6 +152,7 @@ impl Worker {
             committer: Committer {
                 settings,
                 queue,
+                record: state.queued_record(),
                 state,
                 index,
                 reopen_index,
@@ -521,9 +524,9 @@ impl Committer {
 
     /// Records a queued event's unique id in the state dir, so a spool or index line
     /// read again after a crash does not queue it twice.
-    fn remember(&self, unique_id: Option<&str>) {
+    fn remember(&mut self, unique_id: Option<&str>) {
         if let Some(id) = unique_id.filter(|id| !id.is_empty() && *id != "-") {
-            if let Err(e) = self.state.record_queued(&[id]) {
+            if let Err(e) = self.record.add(&[id]) {
                 log::error!(
                     "cannot record unique id {id} as queued in {}: {e}; after a crash it may be queued twice",
                     self.state.path().display()

@@ -206,14 +206,14 @@ impl Queue {
     /// belong to root or RUNAS and be writable by no one else (group write only for
     /// RUNAS's group). Errors say which directory is at fault and how to fix it.
     pub fn open_checked(dir: &Path, runas: Option<(u32, u32)>) -> io::Result<Queue> {
-        use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+        use std::os::unix::fs::DirBuilderExt;
         let root = nix::unistd::geteuid().is_root();
         let named = |e: io::Error| io::Error::new(e.kind(), format!("{}: {e}", dir.display()));
         if root {
             // The nearest existing directory above it first: nothing is made where another
             // user could redirect it.
             if let Some(existing) = dir.ancestors().skip(1).find(|a| a.is_dir()) {
-                crate::safefs::only_root_writes(existing)?;
+                crate::safefs::only_root_writes_above(existing)?;
             }
         }
         if fs::symlink_metadata(dir).is_err() {
@@ -228,34 +228,27 @@ impl Queue {
         }
         if root {
             if let Some(parent) = dir.parent() {
-                crate::safefs::only_root_writes(parent)?;
+                crate::safefs::only_root_writes_above(parent)?;
             }
         }
         let handle = crate::safefs::Dir::open_nofollow(dir)?;
         if root {
-            let st = fs::metadata(format!("/proc/self/fd/{}", {
-                use std::os::fd::AsRawFd;
-                handle.fd().as_raw_fd()
-            }))
-            .map_err(named)?;
+            let st = rustix::fs::fstat(handle.fd()).map_err(|e| named(e.into()))?;
             let runas_uid = runas.map(|(uid, _)| uid);
             let runas_gid = runas.map(|(_, gid)| gid);
-            let why = if st.uid() != 0 && runas_uid.is_some_and(|u| u != st.uid()) {
+            let mode = st.st_mode & 0o7777;
+            let why = if st.st_uid != 0 && runas_uid.is_some_and(|u| u != st.st_uid) {
                 Some(format!(
                     "belongs to uid {}, neither root nor RUNAS (uid {})",
-                    st.uid(),
+                    st.st_uid,
                     runas_uid.unwrap_or_default()
                 ))
-            } else if st.mode() & 0o002 != 0 {
+            } else if mode & 0o002 != 0 {
+                Some(format!("is writable by everyone (mode {mode:o})"))
+            } else if mode & 0o020 != 0 && st.st_gid != 0 && Some(st.st_gid) != runas_gid {
                 Some(format!(
-                    "is writable by everyone (mode {:o})",
-                    st.mode() & 0o7777
-                ))
-            } else if st.mode() & 0o020 != 0 && st.gid() != 0 && Some(st.gid()) != runas_gid {
-                Some(format!(
-                    "is writable by group {} (mode {:o}), not RUNAS's",
-                    st.gid(),
-                    st.mode() & 0o7777
+                    "is writable by group {} (mode {mode:o}), not RUNAS's",
+                    st.st_gid
                 ))
             } else {
                 None

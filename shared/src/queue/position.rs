@@ -83,11 +83,10 @@ pub fn saved_positions(state_dir: &Path) -> io::Result<Vec<(PathBuf, Position)>>
     Ok(out)
 }
 
-/// The position saved in `state`, and the path of the file it is for.
-/// The file lives in the queue, which the shipper's user writes: it is read as root reads
-/// files there ([`crate::safefs`]), and at most [`MAX_POSITION_BYTES`] of it.
-/// `keeper` is [`crate::safefs::Keeper::Us`] where the collector resumes from it (the
-/// shipper's user must not be able to choose where), `Anyone` where `status` shows it.
+/// The position saved in `state`, and the path of the file it is for, read checked
+/// ([`crate::safefs`]: no link, no FIFO) and at most [`MAX_POSITION_BYTES`] of it.
+/// `keeper` is [`crate::safefs::Keeper::Us`] where the collector resumes from it (it
+/// must be root's own), `Anyone` where `status` shows it.
 pub fn read(
     state: &Path,
     keeper: crate::safefs::Keeper,

@@ -499,21 +499,13 @@ fn index_files_plain_or_gzip_are_filtered_and_queued_in_order() {
 }
 
 #[test]
-fn delivered_events_are_skipped_unless_forced_and_unique_ids_select() {
+fn events_the_collector_queued_are_skipped_unless_forced_and_unique_ids_select() {
     let s = Setup::new();
     let lines = vec![s.event("ID-1", T1, 403), s.event("ID-2", T1, 403)];
     let index = write_index(&s, &lines, false);
-    {
-        let mut log = DeliveredLog::open(&s.queue_dir());
-        log.record(&Delivered {
-            time: 1,
-            sid: 1,
-            cid: 1,
-            unique_id: "ID-1".into(),
-            entry: "modsec.log.1.1".into(),
-        })
-        .unwrap();
-    }
+    // The collector queued ID-1 earlier (its entry since shipped and gone): its record
+    // in the state dir, not the shipper's files in the queue, says so.
+    s.state().record_queued(&["ID-1"]).unwrap();
     let only = LineFilter {
         unique_ids: vec!["ID-1".into()],
         ..LineFilter::default()

@@ -228,7 +228,7 @@ fn a_fifo_where_a_file_should_be_is_a_problem_not_a_hang() {
     assert!(
         s.problems
             .iter()
-            .any(|p| p.contains("not a regular file (a FIFO)")),
+            .any(|p| p.contains(".backlog is a FIFO, not a regular file")),
         "{:?}",
         s.problems
     );

@@ -67,6 +67,7 @@ impl Setup {
         if write {
             fs::create_dir_all(path.parent().unwrap()).unwrap();
             fs::write(&path, &body).unwrap();
+            crate::testdata::give_to_web_user(&path);
         }
         let md5 = crate::hex::lower(Md5::digest(body.as_bytes()).as_slice());
         format!(
@@ -271,7 +272,11 @@ fn a_line_waits_for_its_event_file_then_is_queued() {
             let body = format!("---abc---A--\n[28/Nov/2026:02:13:39 +0000] {id} 127.0.0.1 1 127.0.0.1 80\n---abc---Z--\n\n");
             let path = s_dir.join(format!("audit/20261128/20261128-0213/20261128-021339-{id}"));
             fs::create_dir_all(path.parent().unwrap()).unwrap();
-            fs::write(path, body).unwrap();
+            // Whole and the web server's the moment it appears under its name.
+            let tmp = path.with_extension("tmp");
+            fs::write(&tmp, body).unwrap();
+            crate::testdata::give_to_web_user(&tmp);
+            fs::rename(tmp, path).unwrap();
         })
     };
     assert_eq!(f.poll(&mut w, &never).unwrap(), 1);
@@ -285,27 +290,32 @@ fn a_line_waits_for_its_event_file_then_is_queued() {
     assert_eq!(f.poll(&mut w, &never).unwrap(), 1);
     assert!(t.elapsed() >= EVENT_WAIT);
     assert_eq!(f.stats.backlogged, 1);
-    let backlog = fs::read_to_string(s.queue_dir().join(".backlog")).unwrap();
+    let backlog = fs::read_to_string(s.state().join(crate::state::BACKLOG_FILE)).unwrap();
     assert!(backlog.contains(missing.as_str()), "{backlog}");
 }
 
 #[test]
 fn a_damaged_position_file_is_an_error_naming_it() {
     let s = Setup::new();
-    fs::create_dir_all(s.queue_dir()).unwrap();
-    fs::write(s.queue_dir().join(state_name(&s.index())), "garbage\n").unwrap();
+    let position = s.state().join(&state_name(&s.index()));
+    fs::write(&position, "garbage\n").unwrap();
     let err = match Follower::open(&s.index(), &s.state(), StartAt::End) {
         Err(e) => e,
         Ok(_) => panic!("a damaged position was accepted"),
     };
-    assert!(err.to_string().contains(".follow."), "{err}");
+    assert!(
+        err.to_string().contains(&*position.to_string_lossy()),
+        "{err}"
+    );
 }
 
+/// The position lives in the state dir, which only root writes (0.1.0 kept it in the
+/// queue, the shipper's user's): it is read checked all the same, a second line of
+/// defence.
 #[test]
 fn a_planted_position_file_is_refused_unread() {
     let s = Setup::new();
-    fs::create_dir_all(s.queue_dir()).unwrap();
-    let state = s.queue_dir().join(state_name(&s.index()));
+    let state = s.state().join(&state_name(&s.index()));
     // A link to /dev/zero would have been read until memory ran out.
     std::os::unix::fs::symlink("/dev/zero", &state).unwrap();
     let err = match Follower::open(&s.index(), &s.state(), StartAt::End) {

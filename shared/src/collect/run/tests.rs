@@ -151,6 +151,7 @@ fn follow_reads_as_the_file_grows_and_saves_where_it_stopped() {
     std::fs::write(&index, event(dir.path(), 1)).unwrap();
     let (tx, control) = unbounded();
     let queue = s.queue_dir.clone();
+    let state_dir = s.state_dir.clone();
     let followed = index.clone();
     let running = std::thread::spawn(move || follow(s, &followed, StartAt::Start, &control));
     wait_for("the first line", || entries_in(&queue) == 1);
@@ -170,7 +171,7 @@ fn follow_reads_as_the_file_grows_and_saves_where_it_stopped() {
         asked.elapsed()
     );
     assert_eq!((stats.lines, stats.queued), (2, 2));
-    let positions = crate::queue::position::saved_positions(&queue).unwrap();
+    let positions = crate::queue::position::saved_positions(&state_dir).unwrap();
     assert_eq!(positions.len(), 1);
     assert_eq!(
         positions[0].1.offset,
