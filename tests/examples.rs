@@ -1,6 +1,6 @@
 //! The files in `examples/` work as shipped: the cron line runs, the systemd units
-//! verify, logrotate rotates the index under a running collector, the man pages render,
-//! and a modsec2sguil 0.8 config drives the shipper unchanged.
+//! verify and stay confined, logrotate rotates the index under a running collector, the
+//! man pages render, and a modsec2sguil 0.8 config drives the shipper unchanged.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use modsec2sguil_e2e::shipper::{fill_queue, unique_id};
-use modsec2sguil_e2e::{binary, program_or_skip};
+use modsec2sguil_e2e::{binary, program_or_skip, skip_or_fail};
 
 fn examples() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples")
@@ -122,6 +122,68 @@ fn the_systemd_units_pass_systemd_analyze_verify() {
             }
         }
     }
+}
+
+/// The most exposure `systemd-analyze security` may rate a service of ours (0 to 10; the
+/// units are at 1.2, before their confinement 6.7 to 6.8). `--threshold` takes it times ten.
+const MAX_EXPOSURE: f64 = 2.5;
+
+#[test]
+fn the_systemd_services_are_confined_per_systemd_analyze_security() {
+    const TEST: &str = "the_systemd_services_are_confined_per_systemd_analyze_security";
+    let Some(analyze) = program_or_skip("systemd-analyze", TEST) else {
+        return;
+    };
+    // --offline (rating unit files, not loaded units) came with systemd 250.
+    let help = Command::new(&analyze).arg("--help").output().unwrap();
+    if !String::from_utf8_lossy(&help.stdout).contains("--offline") {
+        skip_or_fail(
+            TEST,
+            "this systemd-analyze has no --offline (systemd < 250)",
+        );
+        return;
+    }
+    let mut services: Vec<PathBuf> = std::fs::read_dir(examples().join("systemd"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "service"))
+        .collect();
+    services.sort();
+    assert_eq!(services.len(), 3, "the daemon, the drain, the v3 follower");
+    // The command .ci/run runs too.
+    let out = Command::new(&analyze)
+        .args(["security", "--offline=true", "--no-pager"])
+        .arg(format!("--threshold={}", (MAX_EXPOSURE * 10.0) as u32))
+        .args(&services)
+        .output()
+        .unwrap();
+    let said =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    // "→ Overall exposure level for modsec-shipper.service: 1.2 OK 🙂", one per unit.
+    let mut rated = Vec::new();
+    for line in said.lines() {
+        if let Some(rest) = line.split("Overall exposure level for ").nth(1) {
+            let (unit, verdict) = rest.split_once(": ").unwrap();
+            let score: f64 = verdict.split_whitespace().next().unwrap().parse().unwrap();
+            eprintln!("systemd-analyze security: {unit} {score}");
+            rated.push((unit.to_string(), score));
+        }
+    }
+    let names: Vec<String> = services
+        .iter()
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        rated.iter().map(|(u, _)| u.clone()).collect::<Vec<_>>(),
+        names,
+        "every service rated: {said}"
+    );
+    let over: Vec<&(String, f64)> = rated.iter().filter(|(_, s)| *s > MAX_EXPOSURE).collect();
+    assert!(
+        over.is_empty(),
+        "exposure above {MAX_EXPOSURE}: {over:?}; each line marked ✗ below is a setting the unit lacks:\n{said}"
+    );
+    assert!(out.status.success(), "--threshold failed the units: {said}");
 }
 
 #[test]
