@@ -761,7 +761,9 @@ fn peak_rss_kb(pid: u32) -> Option<u64> {
 
 /// A flood of long lines (300 of 1 MiB, written as fast as the pipe
 /// takes them) is read on, each cut to 64 KiB and backlogged, and memory stays bounded:
-/// the lines held in memory are capped in number and in length.
+/// each line is cut, and the lines held in memory are capped in bytes
+/// (`MAX_PIPELINE_BYTES`; `shared/tests/held_memory.rs` holds it to that against a
+/// stalled worker, `--bench held_lines` measures the RSS).
 #[test]
 fn a_flood_of_long_lines_keeps_memory_bounded() {
     let env = Env::new();

@@ -76,12 +76,13 @@ pub fn piped<R: Read + Send + 'static>(
     }
     let s = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
     log::info!(
-        "exiting: {} lines read, {} queued, {} in the backlog, {} spooled while busy, {} size/md5 mismatches",
+        "exiting: {} lines read, {} queued, {} in the backlog, {} spooled while busy, {} size/md5 mismatches, at most {} KiB of lines held in memory",
         s(&stats.read),
         s(&stats.queued),
         s(&stats.backlogged),
         s(&stats.spilled),
-        s(&stats.integrity_mismatches)
+        s(&stats.integrity_mismatches),
+        s(&stats.held_peak) / 1024
     );
     Ok(stats)
 }
