@@ -132,10 +132,16 @@ fn main() -> ExitCode {
             }
         };
     }
+    // Run as root, a config someone else could have written is refused (it would choose
+    // the queue, RUNAS and the log file for root): degraded, keeping the index lines in
+    // the index file the command line names (never one the refused config names).
     let config = match &cli.config {
-        Some(path) => match ConfigFile::load(path) {
+        Some(path) => match ConfigFile::load_trusted(path) {
             Ok(c) => Some(c),
-            Err(e) => return degraded(&e.to_string(), None),
+            Err(e) => {
+                let index = cli.index.clone().or_else(|| cli.positional.get(1).cloned());
+                return degraded(&e.to_string(), index);
+            }
         },
         None => None,
     };
