@@ -26,6 +26,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("queue", 3),
     ("collect", 4),
     ("ship", 4),
+    ("privilege", 4),
     ("requeue", 5),
     ("status", 5),
 ];

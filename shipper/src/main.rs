@@ -285,8 +285,7 @@ fn main() -> ExitCode {
             detail,
             config,
         } => {
-            env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
-                .init();
+            setup::install_plain_logger();
             match detail {
                 Some(format) => show::details(&files, format, config.as_deref(), max_body),
                 None => show::run(&files, json, max_body),
@@ -327,8 +326,7 @@ fn main() -> ExitCode {
             dry_run,
             force,
         } => {
-            env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
-                .init();
+            setup::install_plain_logger();
             if failed && names.is_empty() && unique_id.is_empty() && !all {
                 eprintln!("modsec-shipper: requeue --failed: name the entries, or give --unique-id ID or --all");
                 return ExitCode::from(exit::USAGE);
@@ -373,8 +371,7 @@ fn main() -> ExitCode {
             crit_age,
             crit_failed,
         } => {
-            env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
-                .init();
+            setup::install_plain_logger();
             let thresholds = modsec2sguil::status::Thresholds {
                 warn_age,
                 crit_age,

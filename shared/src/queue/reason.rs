@@ -6,17 +6,19 @@
 use std::io::{self, Read, Write};
 use std::path::Path;
 
-/// Writes a reason file at `path` and fsyncs it. `failed/` is the queue owner's to
-/// write, so the file is created as [`crate::safefs::create_for`] does: a link or FIFO
-/// planted at `path` is refused, never written through.
+/// Writes the reason file `name` in `failed` (the quarantine's directory, entered through
+/// a handle) and fsyncs it. `failed/` is the queue owner's to write, so the file is
+/// created as [`crate::safefs::Dir::create`] does: a link or FIFO planted at `name` is
+/// refused, never written through.
 pub fn write(
-    path: &Path,
+    failed: &crate::safefs::Dir,
+    name: &str,
     entry: &str,
     reason: &str,
     collector_note: Option<&str>,
 ) -> io::Result<()> {
     let stamp = chrono::Utc::now().format("%Y-%m-%d %H:%M:%S UTC");
-    let mut f = crate::safefs::create_for(path, crate::safefs::Keeper::DirOwner)?;
+    let mut f = failed.create(name)?;
     let (entry, reason) = (
         crate::escape::escape_text(entry),
         crate::escape::escape_text(reason),
@@ -81,8 +83,10 @@ mod tests {
     fn reason_files_carry_their_version_and_older_and_newer_ones_are_told_apart() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("e.reason");
+        let failed = crate::safefs::Dir::open_or_create(dir.path()).unwrap();
         write(
-            &path,
+            &failed,
+            "e.reason",
             "modsec.log.1.000001",
             "bad\nline",
             Some("md5 differs"),
@@ -105,11 +109,12 @@ mod tests {
         std::fs::write(&victim, "keep me\n").unwrap();
         let link = dir.path().join("e.reason");
         std::os::unix::fs::symlink(&victim, &link).unwrap();
-        assert!(write(&link, "e", "why", None).is_err());
+        let failed = crate::safefs::Dir::open_or_create(dir.path()).unwrap();
+        assert!(write(&failed, "e.reason", "e", "why", None).is_err());
         assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep me\n");
         let fifo = dir.path().join("f.reason");
         nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
         // Refused at once: opening a FIFO for writing would wait for a reader.
-        assert!(write(&fifo, "f", "why", None).is_err());
+        assert!(write(&failed, "f.reason", "f", "why", None).is_err());
     }
 }
