@@ -458,9 +458,10 @@ fn nothing_the_queue_holds_drives_roots_terminal() {
             "{args:?}: {text}"
         );
     }
-    let (_, out, _) = text(&shipper(&["status", "-c", conf]));
+    let (_, out, err) = text(&shipper(&["status", "-c", conf]));
     assert!(out.contains("\\x1b[2J"), "shown escaped: {out}");
     assert!(out.contains("problem:") && out.contains(".spool."), "{out}");
+    assert!(err.contains("MAX_REASON_BYTES"), "{err}");
 }
 
 fn nix_mkfifo(path: &Path) {

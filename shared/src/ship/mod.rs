@@ -352,6 +352,14 @@ impl Shipper {
                 let durable = written.wait();
                 sent?;
                 durable.map_err(io_err(&journal_path))?;
+                // No append is pending here: a journal grown past its in-run bound is
+                // rewritten to what is not yet answered, so that it stays far below
+                // MAX_JOURNAL_BYTES however long the run.
+                if self.journal.wants_compaction_in_run() {
+                    let keep: Vec<JournalRecord> =
+                        self.unresolved.iter().map(|f| f.record.clone()).collect();
+                    self.journal.rewrite(&keep).map_err(io_err(&journal_path))?;
+                }
                 current = next;
             }
         })?;
