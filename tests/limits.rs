@@ -209,7 +209,7 @@ fn padded(first: &str, last: &str, size: u64) -> Vec<u8> {
     let mut fill = size as usize - first.len() - last.len();
     while fill > 0 {
         let n = fill.min(1000);
-        out.extend(std::iter::repeat(b'#').take(n - 1));
+        out.resize(out.len() + n - 1, b'#');
         out.push(b'\n');
         fill -= n;
     }

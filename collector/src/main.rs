@@ -50,6 +50,9 @@ VERIFY_MD5, RUNAS, MAX_EVENT_BYTES, LOG_FILE, SYSLOGFACILITY, DEBUG, FOLLOW_INDE
 )]
 struct Cli {
     /// Config file (Sguil style `set NAME value`, modsec2sguil's modsec_agent.conf works).
+    /// Run as root, it must be root's and writable by root alone, in directories only root
+    /// writes; otherwise the collector runs degraded (lines kept in the command line's
+    /// INDEX_FILE only) and says why.
     #[arg(short = 'c', long = "config", value_name = "CONF")]
     config: Option<PathBuf>,
     /// SecAuditLogStorageDir: where ModSecurity writes the event files [config: STORAGE_DIR].
