@@ -410,29 +410,15 @@ fn reason_file_size_and_line_length() {
 /// its last MAX_DELIVERED_BYTES only, a line of zeros over its bound is not kept.
 #[test]
 fn a_4gb_sparse_delivered_log_aborts_neither_requeue_nor_drain() {
-    use modsec2sguil_e2e::shipper::{entries_left, fill_queue};
+    use modsec2sguil_e2e::shipper::{entries_left, fill_queue, move_to_failed, stdout_config};
     use std::os::unix::process::CommandExt;
     let dir = tempfile::tempdir().unwrap();
     let queue = dir.path().join("queue");
     fill_queue(&queue, 1, 2);
-    let failed = queue.join("failed");
-    std::fs::create_dir(&failed).unwrap();
-    std::fs::rename(
-        queue.join("modsec.log.1790000000.000002"),
-        failed.join("modsec.log.1790000000.000002"),
-    )
-    .unwrap();
+    move_to_failed(&queue, "modsec.log.1790000000.000002");
     let log = std::fs::File::create(queue.join(".delivered")).unwrap();
     log.set_len(4 << 30).unwrap();
-    let conf = dir.path().join("shipper.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "set EVENT_DIR {}\nset OUTPUT stdout\nset HOSTNAME websrv\n",
-            queue.display()
-        ),
-    )
-    .unwrap();
+    let conf = stdout_config(dir.path(), &queue, "");
     let run = |args: &[&str]| {
         let mut cmd = Command::new(modsec2sguil_e2e::binary("modsec-shipper"));
         cmd.args(args).arg("-c").arg(&conf);
@@ -466,18 +452,13 @@ fn a_4gb_sparse_delivered_log_aborts_neither_requeue_nor_drain() {
 /// bound; the queue is left as it is.
 #[test]
 fn a_journal_over_its_bound_stops_the_shipper() {
-    use modsec2sguil_e2e::shipper::{entries_left, fill_queue};
+    use modsec2sguil_e2e::shipper::{entries_left, fill_queue, stdout_config};
     let dir = tempfile::tempdir().unwrap();
     let queue = dir.path().join("queue");
     fill_queue(&queue, 1, 1);
     let journal = std::fs::File::create(queue.join(".journal")).unwrap();
     journal.set_len(MAX_JOURNAL_BYTES + 1).unwrap();
-    let conf = dir.path().join("shipper.conf");
-    std::fs::write(
-        &conf,
-        format!("set EVENT_DIR {}\nset OUTPUT stdout\n", queue.display()),
-    )
-    .unwrap();
+    let conf = stdout_config(dir.path(), &queue, "");
     let (code, err) = modsec2sguil_e2e::shipper::drain(&conf, &[]);
     assert_eq!(code, 1, "{err}");
     assert!(

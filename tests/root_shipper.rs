@@ -11,7 +11,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use modsec2sguil_e2e::process::wait_exit;
-use modsec2sguil_e2e::shipper::{entries_left, fill_queue, shipper};
+use modsec2sguil_e2e::shipper::{entries_left, fill_queue, move_to_failed, shipper, stdout_config};
 use modsec2sguil_e2e::{binary, skip_or_fail};
 
 /// `nobody`'s uid and primary gid, when the tests run as root and it exists; otherwise
@@ -56,21 +56,6 @@ fn give(path: &Path, owner: (u32, u32)) {
             give(&e.unwrap().path(), owner);
         }
     }
-}
-
-/// A config root alone can write (root's, 0644, in a root-owned directory), that sends
-/// events to stdout: no server needed.
-fn stdout_config(dir: &Path, queue: &Path, extra: &str) -> PathBuf {
-    let conf = dir.join("shipper.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "set EVENT_DIR {}\nset OUTPUT stdout\nset HOSTNAME websrv\n{extra}",
-            queue.display()
-        ),
-    )
-    .unwrap();
-    conf
 }
 
 /// A directory only root may enter, which must stay empty.
@@ -218,13 +203,7 @@ fn requeue_failed_as_root_moves_files_as_the_queues_owner() {
         return;
     };
     let (dir, queue) = queue_of(nobody, 1);
-    let failed = queue.join("failed");
-    std::fs::create_dir(&failed).unwrap();
-    std::fs::rename(
-        queue.join("modsec.log.1790000000.000001"),
-        failed.join("modsec.log.1790000000.000001"),
-    )
-    .unwrap();
+    let failed = move_to_failed(&queue, "modsec.log.1790000000.000001");
     std::fs::write(
         failed.join("modsec.log.1790000000.000001.reason"),
         "version: 1\nreason: sguild refused the event\n",
