@@ -447,3 +447,55 @@ fn nix_mkfifo(path: &Path) {
     use rustix::fs::{mknodat, FileType, Mode, CWD};
     mknodat(CWD, path, FileType::Fifo, Mode::RUSR | Mode::WUSR, 0).unwrap();
 }
+
+/// `show`, run as root, parses attacker-written files (a queue entry, an event a client
+/// shaped): it opens the files it was given as root (one only root may read is still
+/// shown), then drops to `nobody` for good before reading a byte. Seen in /proc while
+/// it waits on a full stdout pipe, mid-way through its output.
+#[test]
+fn show_as_root_opens_its_files_then_parses_as_nobody() {
+    let Some(nobody) = nobody("show_as_root_opens_its_files_then_parses_as_nobody") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap(); // root's, 0700: nobody cannot enter it
+    let event = dir.path().join("event");
+    std::fs::copy(
+        modsec2sguil_e2e::fixtures().join(modsec2sguil_e2e::shipper::TEMPLATE),
+        &event,
+    )
+    .unwrap();
+    chmod(&event, 0o600);
+    // Enough output to fill the pipe the test does not read yet.
+    let n = 400;
+    let child = Command::new(binary("modsec-shipper"))
+        .arg("show")
+        .args(std::iter::repeat_n(&event, n))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let want = (
+        format!("{0} {0} {0} {0}", nobody.0),
+        format!("{0} {0} {0} {0}", nobody.1),
+        nobody.1.to_string(),
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let mut seen = credentials(child.id());
+    while seen != want && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+        seen = credentials(child.id());
+    }
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(seen, want, "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        shown.matches("awo5Btrt9m7QJiOqXPD3lAAAAEc").count(),
+        n,
+        "{shown:.2000}"
+    );
+}
