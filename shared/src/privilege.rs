@@ -120,3 +120,41 @@ pub fn nobody() -> (u32, u32) {
         _ => (65534, 65534),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_account_is_runas_else_the_queues_owner_and_root_keeps_its_own_queue() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("SKIP: needs root (directories of several owners)");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let q = dir.path();
+        // Root's queue, no RUNAS: nothing to drop to. RUNAS wins, unless it is root.
+        assert_eq!(queue_account(None, q).unwrap(), None);
+        assert_eq!(queue_account(Some((7, 8)), q).unwrap(), Some((7, 8)));
+        assert_eq!(queue_account(Some((0, 8)), q).unwrap(), None);
+        // Another user's queue: that user and their primary group.
+        let (uid, gid) = nobody();
+        std::os::unix::fs::chown(q, Some(uid), Some(12345)).unwrap();
+        assert_eq!(queue_account(None, q).unwrap(), Some((uid, gid)));
+        // An owner without an account: refused, saying what to do.
+        std::os::unix::fs::chown(q, Some(54321), None).unwrap();
+        let e = queue_account(None, q).unwrap_err().to_string();
+        assert!(
+            e.contains("belongs to uid 54321") && e.contains("set RUNAS"),
+            "{e}"
+        );
+        // No queue: the one message every command gives.
+        let e = queue_account(None, &q.join("missing")).unwrap_err();
+        assert!(matches!(e, DropError::NoQueue(_)), "{e}");
+        assert!(
+            e.to_string()
+                .contains("the queue (EVENT_DIR) does not exist"),
+            "{e}"
+        );
+    }
+}
