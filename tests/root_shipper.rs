@@ -499,3 +499,36 @@ fn show_as_root_opens_its_files_then_parses_as_nobody() {
         "{shown:.2000}"
     );
 }
+
+/// A `failed/` an earlier release made root's (a root-run drain without RUNAS) is not
+/// the queue owner's to write: the quarantine fails, the entry stays, and the message
+/// says how to give it back; once given back, the entry is quarantined.
+#[test]
+fn a_root_owned_failed_dir_left_by_an_older_root_run_is_named_with_the_fix() {
+    let Some(nobody) =
+        nobody("a_root_owned_failed_dir_left_by_an_older_root_run_is_named_with_the_fix")
+    else {
+        return;
+    };
+    let (dir, queue) = queue_of(nobody, 0);
+    std::fs::write(queue.join("modsec.log.1790000000.000001"), "not an event\n").unwrap();
+    give(&queue, nobody);
+    std::fs::create_dir(queue.join("failed")).unwrap(); // root's, 0755
+    let conf = stdout_config(dir.path(), &queue, "");
+    let (code, err) = modsec2sguil_e2e::shipper::drain(&conf, &[]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("Permission denied") && err.contains("chown -R --reference="),
+        "{err}"
+    );
+    assert_eq!(entries_left(&queue).len(), 1);
+    give(&queue.join("failed"), nobody);
+    let (code, err) = modsec2sguil_e2e::shipper::drain(&conf, &[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(entries_left(&queue).is_empty(), "{err}");
+    assert_eq!(
+        listing(&queue.join("failed")).len(),
+        2,
+        "the entry and its reason"
+    );
+}

@@ -718,6 +718,19 @@ impl Shipper {
                 Ok(())
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            // An earlier release, run as root without RUNAS, made failed/ root's.
+            Err(e) if e.kind() == io::ErrorKind::PermissionDenied => Err(ShipError::Io {
+                path: dir.join(crate::queue::FAILED_DIR),
+                source: io::Error::new(
+                    e.kind(),
+                    format!(
+                        "{e} (the shipper works on the queue as its owner: give failed/ to \
+                         them, e.g. chown -R --reference={} {}/failed)",
+                        dir.display(),
+                        dir.display()
+                    ),
+                ),
+            }),
             Err(e) => Err(ShipError::Io {
                 path: dir.join(crate::queue::FAILED_DIR),
                 source: e,
