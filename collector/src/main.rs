@@ -51,6 +51,9 @@ FOLLOW_INDEX.";
 )]
 struct Cli {
     /// Config file (Sguil style `set NAME value`, modsec2sguil's modsec_agent.conf works).
+    /// Run as root, it must be root's and writable by root alone, in directories only root
+    /// writes; otherwise the collector runs degraded (lines kept in the command line's
+    /// INDEX_FILE only) and says why.
     #[arg(short = 'c', long = "config", value_name = "CONF")]
     config: Option<PathBuf>,
     /// SecAuditLogStorageDir: where ModSecurity writes the event files [config: STORAGE_DIR].
@@ -138,10 +141,16 @@ fn main() -> ExitCode {
             }
         };
     }
+    // Run as root, a config someone else could have written is refused (it would choose
+    // the queue, RUNAS and the log file for root): degraded, keeping the index lines in
+    // the index file the command line names (never one the refused config names).
     let config = match &cli.config {
-        Some(path) => match ConfigFile::load(path) {
+        Some(path) => match ConfigFile::load_trusted(path) {
             Ok(c) => Some(c),
-            Err(e) => return degraded(&e.to_string(), None),
+            Err(e) => {
+                let index = cli.index.clone().or_else(|| cli.positional.get(1).cloned());
+                return degraded(&e.to_string(), index);
+            }
         },
         None => None,
     };
