@@ -434,6 +434,118 @@ fn man_pages_and_completions_are_generated_and_render() {
     }
 }
 
+/// What `man` shows, not only that it renders: the exit codes stay a list (each code
+/// beside its meaning, its continuation lines indented under the meaning, not refilled
+/// into the text), the requeue examples stay one command a line, and every page named
+/// `modsec-…(1)` exists (clap's `help` subcommand has none).
+#[test]
+fn man_pages_lay_out_lists_and_examples_and_name_only_pages_that_exist() {
+    const TEST: &str = "man_pages_lay_out_lists_and_examples_and_name_only_pages_that_exist";
+    let dir = tempfile::tempdir().unwrap();
+    for (bin, arg) in [
+        ("modsec-shipper", "generate-docs"),
+        ("modsec-collector", "--generate-docs"),
+    ] {
+        let out = Command::new(binary(bin))
+            .arg(arg)
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+    }
+    let man1 = dir.path().join("man/man1");
+    let pages: Vec<String> = std::fs::read_dir(&man1)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    for page in &pages {
+        let roff = std::fs::read_to_string(man1.join(page)).unwrap();
+        let plain = roff.replace("\\-", "-");
+        let mut rest = plain.as_str();
+        while let Some(at) = rest.find("(1)") {
+            let name = rest[..at]
+                .rsplit(|c: char| c.is_whitespace())
+                .next()
+                .unwrap_or("");
+            if name.starts_with("modsec-") {
+                assert!(
+                    pages.contains(&format!("{name}.1")),
+                    "{page} names {name}(1), which does not exist"
+                );
+            }
+            rest = &rest[at + 3..];
+        }
+    }
+    let Some(man) = program_or_skip("man", TEST) else {
+        return;
+    };
+    let render = |page: &str, width: u32| -> String {
+        let out = Command::new(&man)
+            .args(["--warnings", "-l"])
+            .arg(man1.join(page))
+            .env("MANPAGER", "cat")
+            .env("MANWIDTH", width.to_string())
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let meanings = ["done", "the", "bad", "bad", "sguild", "the"];
+    for page in [
+        "modsec-shipper.1",
+        "modsec-shipper-drain.1",
+        "modsec-shipper-run.1",
+    ] {
+        for width in [80, 60] {
+            let text = render(page, width);
+            let block: Vec<&str> = text
+                .lines()
+                .skip_while(|l| !l.contains("Exit codes of drain and run:"))
+                .skip(1)
+                .take_while(|l| {
+                    let words: Vec<&str> = l.split_whitespace().take(3).collect();
+                    words != ["OUTPUT", "barnyard", "sends"]
+                })
+                .filter(|l| !l.trim().is_empty())
+                .collect();
+            let indent = |l: &str| l.len() - l.trim_start().len();
+            let mut code_indent = None;
+            for (code, meaning) in meanings.iter().enumerate() {
+                let line = block
+                    .iter()
+                    .find(|l| {
+                        let mut words = l.split_whitespace();
+                        words.next() == Some(&code.to_string()) && words.next() == Some(meaning)
+                    })
+                    .unwrap_or_else(|| {
+                        panic!("{page} at {width} columns: no line for exit code {code}:\n{text}")
+                    });
+                code_indent = Some(indent(line));
+            }
+            let code_indent = code_indent.unwrap();
+            for l in &block {
+                let first = l.split_whitespace().next().unwrap_or("");
+                let is_code = first.len() == 1 && first.chars().all(|c| c.is_ascii_digit());
+                assert!(
+                    is_code || indent(l) > code_indent,
+                    "{page} at {width} columns: `{l}` is not under its meaning:\n{}",
+                    block.join("\n")
+                );
+            }
+        }
+    }
+    let requeue = render("modsec-shipper-requeue.1", 80);
+    for example in [
+        "modsec-shipper requeue -c /etc/modsec2sguil.conf --failed --all --dry-run",
+        "modsec-shipper requeue -c /etc/modsec2sguil.conf --backlog",
+    ] {
+        assert!(
+            requeue.lines().any(|l| l.trim() == example),
+            "the example `{example}` is not a line of its own:\n{requeue}"
+        );
+    }
+}
+
 #[test]
 fn a_modsec2sguil_0_8_config_drives_the_shipper_unchanged() {
     let dir = tempfile::tempdir().unwrap();

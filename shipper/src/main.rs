@@ -166,8 +166,9 @@ enum Command {
     ///   modsec-shipper requeue -c /etc/modsec2sguil.conf --failed --all --dry-run
     ///   modsec-shipper requeue -c /etc/modsec2sguil.conf --failed modsec.log.1790000000.000042
     ///   modsec-shipper requeue -c /etc/modsec2sguil.conf --backlog
-    ///   modsec-shipper requeue -c /etc/modsec2sguil.conf --index /var/log/apache2/modsec_audit.log.2.gz \
+    ///   modsec-shipper requeue -c /etc/modsec2sguil.conf --index /var/log/apache2/modsec_index.log.2.gz \
     ///       --since "2026-11-27 00:00" --status 4xx,5xx
+    #[command(verbatim_doc_comment)]
     #[command(group(clap::ArgGroup::new("source").required(true).args(["failed", "backlog", "index"])))]
     Requeue {
         #[command(flatten)]
