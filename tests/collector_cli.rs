@@ -193,6 +193,44 @@ fn the_pipe_from_apache_is_enlarged() {
     assert_eq!(wait_exit(&mut child, Duration::from_secs(10)), Some(0));
 }
 
+/// `apachectl configtest` starts the collector (the piped audit log) and closes the pipe
+/// before any line: nothing on the admin's terminal, the start and end in the log only.
+/// Once lines came, the end is on stderr too (Apache's error log) as before.
+#[test]
+fn a_pipe_closed_before_the_first_line_leaves_stderr_quiet() {
+    let mut env = Env::new();
+    let spawn = |env: &Env| {
+        env.args(&mut Command::new(binary("modsec-collector")), &[])
+            .stdin(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let child = spawn(&env);
+    // As configtest's Apache does: the pipe is closed at once.
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(stderr, "", "the collector spoke with no line read");
+    let log = env.log_text();
+    assert!(
+        log.contains("INFO: started: ") && log.contains("INFO: exiting: 0 lines read"),
+        "the log keeps the start and the end: {log}"
+    );
+
+    let line = env.event(10);
+    let mut child = spawn(&env);
+    child.stdin.take().unwrap().write_all(&line).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("INFO: exiting: 1 lines read, 1 queued"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("started: "), "{stderr}");
+}
+
 #[test]
 fn input_that_is_not_a_pipe_is_read_line_by_line_and_queued() {
     // Nothing to enlarge, so no room for a burst while waiting: the reader does not

@@ -252,7 +252,10 @@ fn follow_index(settings: CollectorSettings, index: &std::path::Path, start: Sta
 /// Apache's pipe: standard input, read until Apache closes it.
 fn run(settings: CollectorSettings) -> ExitCode {
     let control = modsec2sguil::control::signals();
+    // In the log only: `apachectl configtest` starts the collector too (stdin closes at
+    // once), and the admin's terminal is no place for it.
     log::info!(
+        target: modsec2sguil::logging::LOG_ONLY,
         "started: storage dir {}, queue {}, index file {}, {:?}, md5 {}",
         settings.storage_dir.display(),
         settings.queue_dir.display(),

@@ -74,7 +74,15 @@ pub fn piped<R: Read + Send + 'static>(
         pipeline.abandon(ABANDON_GRACE);
     }
     let s = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+    // Apache starts the collector for every `apachectl configtest` and closes the pipe at
+    // once: that says nothing on the admin's terminal, only in the log.
+    let target = if s(&stats.read) == 0 {
+        crate::logging::LOG_ONLY
+    } else {
+        module_path!()
+    };
     log::info!(
+        target: target,
         "exiting: {} lines read, {} queued, {} in the backlog, {} spooled while busy, {} size/md5 mismatches",
         s(&stats.read),
         s(&stats.queued),
