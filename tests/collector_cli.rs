@@ -391,6 +391,36 @@ fn without_usable_settings_it_still_drains_the_pipe() {
     );
 }
 
+/// Without -c (and without --queue) the collector reads the config where the package
+/// puts it, /etc/modsec2sguil.conf; a missing one is named (and the pipe still drained).
+#[test]
+fn without_c_the_collector_reads_etc_modsec2sguil_conf() {
+    let default = modsec2sguil::config::DEFAULT_PATH;
+    if Path::new(default).exists() {
+        eprintln!("{default} exists here: not checking how its absence is reported");
+        return;
+    }
+    let env = Env::new();
+    let mut child = Command::new(binary("modsec-collector"))
+        .arg(&env.storage)
+        .arg(&env.index)
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"line one\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains(&format!("{default}: ")), "{err}");
+    assert!(err.contains("line one"), "the line is logged: {err}");
+}
+
 /// Even without a queue, an index file whose open hangs (a FIFO nobody reads) does not
 /// stop the reading: Apache's pipe is drained, every line logged.
 #[test]

@@ -49,7 +49,8 @@ VERIFY_MD5, RUNAS, MAX_EVENT_BYTES, LOG_FILE, SYSLOGFACILITY, DEBUG, FOLLOW_INDE
     after_help = AFTER_HELP
 )]
 struct Cli {
-    /// Config file (Sguil style `set NAME value`, modsec2sguil's modsec_agent.conf works).
+    /// Config file (Sguil style `set NAME value`, modsec2sguil's modsec_agent.conf works)
+    /// [default: /etc/modsec2sguil.conf, unless --queue is given].
     #[arg(short = 'c', long = "config", value_name = "CONF")]
     config: Option<PathBuf>,
     /// SecAuditLogStorageDir: where ModSecurity writes the event files [config: STORAGE_DIR].
@@ -132,7 +133,13 @@ fn main() -> ExitCode {
             }
         };
     }
-    let config = match &cli.config {
+    // Without -c (and without --queue), the config where the package puts it.
+    let config_path = cli.config.clone().or_else(|| {
+        cli.queue
+            .is_none()
+            .then(|| PathBuf::from(modsec2sguil::config::DEFAULT_PATH))
+    });
+    let config = match &config_path {
         Some(path) => match ConfigFile::load(path) {
             Ok(c) => Some(c),
             Err(e) => return degraded(&e.to_string(), None),

@@ -78,7 +78,7 @@ enum OutputArg {
 #[derive(clap::Args, Debug, Clone)]
 pub struct Common {
     /// Config file (Sguil style `set NAME value`; modsec2sguil's modsec_agent.conf works).
-    #[arg(short = 'c', long = "config", value_name = "CONF")]
+    #[arg(short = 'c', long = "config", value_name = "CONF", default_value = modsec2sguil::config::DEFAULT_PATH)]
     config: PathBuf,
     /// The queue directory [config: EVENT_DIR].
     #[arg(long, value_name = "DIR")]
@@ -99,17 +99,25 @@ pub struct Common {
 #[derive(clap::Args, Debug, Clone)]
 pub struct QueueArgs {
     /// Config file: its EVENT_DIR is the queue (requeue also reads STORAGE_DIR,
-    /// LINK_MODE/SYMLINK, VERIFY_MD5 and RUNAS from it).
-    #[arg(
-        short = 'c',
-        long = "config",
-        value_name = "CONF",
-        required_unless_present = "queue"
-    )]
+    /// LINK_MODE/SYMLINK, VERIFY_MD5 and RUNAS from it) [default: /etc/modsec2sguil.conf,
+    /// unless --queue is given].
+    #[arg(short = 'c', long = "config", value_name = "CONF")]
     config: Option<PathBuf>,
     /// The queue directory [config: EVENT_DIR].
     #[arg(long, value_name = "DIR")]
     queue: Option<PathBuf>,
+}
+
+impl QueueArgs {
+    /// The config file to read: the one given, else the default one unless the queue
+    /// is given instead (a monitoring user may not be able to read the config).
+    fn config_file(&self) -> Option<PathBuf> {
+        self.config.clone().or_else(|| {
+            self.queue
+                .is_none()
+                .then(|| PathBuf::from(modsec2sguil::config::DEFAULT_PATH))
+        })
+    }
 }
 
 #[derive(Subcommand)]
@@ -359,7 +367,7 @@ fn main() -> ExitCode {
                 }
             };
             let o = requeue::Options {
-                config: at.config,
+                config: at.config_file(),
                 queue: at.queue,
                 storage_dir,
                 dry_run,
@@ -382,7 +390,7 @@ fn main() -> ExitCode {
                 crit_failed,
             };
             ExitCode::from(status::run(
-                at.config.as_ref(),
+                at.config_file().as_ref(),
                 at.queue.as_ref(),
                 json,
                 thresholds,
