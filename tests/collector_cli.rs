@@ -218,6 +218,24 @@ fn a_pipe_closed_before_the_first_line_leaves_stderr_quiet() {
         "the log keeps the start and the end: {log}"
     );
 
+    // configtest's Apache may also send SIGTERM before it closes the pipe.
+    let mut child = spawn(&env);
+    wait_until("the start in the log", Duration::from_secs(10), || {
+        env.log_text().matches("INFO: started: ").count() == 2
+    });
+    signal(child.id(), "TERM");
+    wait_until("the SIGTERM in the log", Duration::from_secs(10), || {
+        env.log_text().contains("INFO: SIGTERM: finishing")
+    });
+    drop(child.stdin.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(
+        stderr, "",
+        "the collector spoke on SIGTERM with no line read"
+    );
+
     let line = env.event(10);
     let mut child = spawn(&env);
     child.stdin.take().unwrap().write_all(&line).unwrap();
