@@ -35,7 +35,7 @@ pipe (old children still write after a graceful restart); a second SIGTERM stops
 once, putting lines not yet handled in the backlog. SIGHUP reopens the index file.
 
 nginx + libmodsecurity 3 (which cannot pipe): run it as a service with
-`--follow /var/log/nginx/modsec_audit.log` (or FOLLOW_INDEX): it reads the index file
+`--follow /var/log/nginx/modsec_index` (or FOLLOW_INDEX): it reads the index file
 as it grows, across rotation, and resumes where it stopped (EVENT_DIR/.follow.*).
 
 Config keys it reads: EVENT_DIR, STORAGE_DIR, INDEX_FILE, LINK_MODE (or SYMLINK 1),
