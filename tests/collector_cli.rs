@@ -108,9 +108,14 @@ impl Env {
     fn spawn_unusable(&self) -> Child {
         let conf = self.dir.path().join("bad.conf");
         std::fs::write(&conf, "set EVENT_DIR relative/queue\n").unwrap();
+        self.spawn_as_apache(&["-c".as_ref(), conf.as_os_str()])
+    }
+
+    /// The collector started as Apache's snippet starts it: `options`, then the storage
+    /// dir and the index file. Stdin and stderr piped.
+    fn spawn_as_apache(&self, options: &[&std::ffi::OsStr]) -> Child {
         Command::new(binary("modsec-collector"))
-            .arg("-c")
-            .arg(&conf)
+            .args(options)
             .arg(&self.storage)
             .arg(&self.index)
             .stdin(Stdio::piped())
@@ -419,13 +424,7 @@ fn without_c_the_collector_reads_etc_modsec2sguil_conf() {
         return;
     }
     let env = Env::new();
-    let mut child = Command::new(binary("modsec-collector"))
-        .arg(&env.storage)
-        .arg(&env.index)
-        .stdin(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = env.spawn_as_apache(&[]);
     child
         .stdin
         .take()
@@ -761,16 +760,28 @@ fn follow_mode_needs_its_settings_and_queues_what_the_file_gets() {
     let dir = tempfile::tempdir().unwrap();
     let index = dir.path().join("modsec_audit.log");
     std::fs::write(&index, b"").unwrap();
-    // A service, not Apache's pipe: a missing setting is an error exit naming it.
-    let out = Command::new(binary("modsec-collector"))
-        .arg("--follow")
-        .arg(&index)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(3));
-    let err = String::from_utf8_lossy(&out.stderr);
+    // A service, not Apache's pipe: a missing setting is an error exit naming it, and
+    // so is a config file that cannot be read.
+    let follow_with = |conf: &Path| {
+        let out = Command::new(binary("modsec-collector"))
+            .arg("-c")
+            .arg(conf)
+            .arg("--follow")
+            .arg(&index)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        (out.status.code(), err)
+    };
+    let empty = dir.path().join("empty.conf");
+    std::fs::write(&empty, b"").unwrap();
+    let (code, err) = follow_with(&empty);
+    assert_eq!(code, Some(3), "{err}");
     assert!(err.contains("EVENT_DIR is not set"), "{err}");
+    let (code, err) = follow_with(&dir.path().join("missing.conf"));
+    assert_eq!(code, Some(3), "{err}");
+    assert!(err.contains("missing.conf: "), "{err}");
 
     // Running: a line appended to the file is queued; SIGTERM saves the position.
     use std::io::Read;

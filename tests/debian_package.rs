@@ -452,7 +452,8 @@ fn the_debian_package_installs_works_with_apache_and_removes_cleanly() {
     );
     eprintln!("debian_package: modsec-shipper status:\n{status}");
     // Nothing queued yet, and Debian's ModSecurity leaves its rule engine off until the
-    // admin makes modsecurity.conf (README, step 2): status says so.
+    // admin makes modsecurity.conf (README, "Install from the .deb", step 3): status
+    // says so.
     if !Path::new("/etc/modsecurity/modsecurity.conf").exists() {
         assert!(
             status.contains("note:       /etc/modsecurity/modsecurity.conf does not exist"),

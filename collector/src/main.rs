@@ -142,6 +142,11 @@ fn main() -> ExitCode {
     let config = match &config_path {
         Some(path) => match ConfigFile::load(path) {
             Ok(c) => Some(c),
+            // --follow runs as a service, not in Apache's pipe: an error exit.
+            Err(e) if cli.follow.is_some() => {
+                eprintln!("modsec-collector: {e}");
+                return ExitCode::from(3);
+            }
             Err(e) => return degraded(&e.to_string(), None),
         },
         None => None,
