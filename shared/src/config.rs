@@ -11,6 +11,10 @@ use std::path::{Path, PathBuf};
 
 use thiserror::Error;
 
+/// The config file every command reads when none is given (`-c`): where the Debian
+/// package and the README's install put it.
+pub const DEFAULT_PATH: &str = "/etc/modsec2sguil.conf";
+
 /// Every key either program reads: modsec2sguil 0.8's `modsec_agent.conf` keys, so an
 /// old file loads without warnings, and this project's own. Others are warned about.
 pub const KNOWN_KEYS: &[&str] = &[

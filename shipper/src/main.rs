@@ -87,7 +87,7 @@ pub struct Common {
     /// Config file (Sguil style `set NAME value`; modsec2sguil's modsec_agent.conf works).
     /// Run as root: it must be root's, not writable by group or others, in directories
     /// only root writes (`chown root`, `chmod go-w`).
-    #[arg(short = 'c', long = "config", value_name = "CONF")]
+    #[arg(short = 'c', long = "config", value_name = "CONF", default_value = modsec2sguil::config::DEFAULT_PATH)]
     config: PathBuf,
     /// The queue directory [config: EVENT_DIR].
     #[arg(long, value_name = "DIR")]
@@ -109,17 +109,25 @@ pub struct Common {
 #[derive(clap::Args, Debug, Clone)]
 pub struct QueueArgs {
     /// Config file: its EVENT_DIR is the queue (requeue also reads STORAGE_DIR,
-    /// LINK_MODE/SYMLINK, VERIFY_MD5 and RUNAS from it).
-    #[arg(
-        short = 'c',
-        long = "config",
-        value_name = "CONF",
-        required_unless_present = "queue"
-    )]
+    /// LINK_MODE/SYMLINK, VERIFY_MD5 and RUNAS from it) [default: /etc/modsec2sguil.conf,
+    /// unless --queue is given].
+    #[arg(short = 'c', long = "config", value_name = "CONF")]
     config: Option<PathBuf>,
     /// The queue directory [config: EVENT_DIR].
     #[arg(long, value_name = "DIR")]
     queue: Option<PathBuf>,
+}
+
+impl QueueArgs {
+    /// The config file to read: the one given, else the default one unless the queue
+    /// is given instead (a monitoring user may not be able to read the config).
+    fn config_file(&self) -> Option<PathBuf> {
+        self.config.clone().or_else(|| {
+            self.queue
+                .is_none()
+                .then(|| PathBuf::from(modsec2sguil::config::DEFAULT_PATH))
+        })
+    }
 }
 
 #[derive(Subcommand)]
@@ -180,8 +188,9 @@ enum Command {
     ///   modsec-shipper requeue -c /etc/modsec2sguil.conf --failed --all --dry-run
     ///   modsec-shipper requeue -c /etc/modsec2sguil.conf --failed modsec.log.1790000000.000042
     ///   modsec-shipper requeue -c /etc/modsec2sguil.conf --backlog
-    ///   modsec-shipper requeue -c /etc/modsec2sguil.conf --index /var/log/apache2/modsec_audit.log.2.gz \
+    ///   modsec-shipper requeue -c /etc/modsec2sguil.conf --index /var/log/apache2/modsec_index.log.2.gz \
     ///       --since "2026-11-27 00:00" --status 4xx,5xx
+    #[command(verbatim_doc_comment)]
     #[command(group(clap::ArgGroup::new("source").required(true).args(["failed", "backlog", "index"])))]
     Requeue {
         #[command(flatten)]
@@ -379,7 +388,7 @@ fn main() -> ExitCode {
                 }
             };
             let o = requeue::Options {
-                config: at.config,
+                config: at.config_file(),
                 queue: at.queue,
                 storage_dir,
                 state_dir,
@@ -402,7 +411,7 @@ fn main() -> ExitCode {
                 crit_failed,
             };
             ExitCode::from(status::run(
-                at.config.as_ref(),
+                at.config_file().as_ref(),
                 at.queue.as_ref(),
                 json,
                 thresholds,

@@ -1,12 +1,12 @@
 //! `modsec-shipper status`: the queue at a glance, for people and for monitoring.
 
 use std::fmt::Write as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use chrono::{TimeZone, Utc};
 use modsec2sguil::config::ConfigFile;
 use modsec2sguil::escape::{escape_text, json_ascii};
-use modsec2sguil::status::{Level, QueueStatus, Thresholds};
+use modsec2sguil::status::{rule_engine_off, Level, QueueStatus, Thresholds, MODSECURITY_CONF_DIR};
 
 /// Prints the status; returns the exit code (the Nagios level; 0 without thresholds
 /// unless the queue cannot be read).
@@ -50,6 +50,13 @@ pub fn run(
         }
     };
     let now = Utc::now().timestamp();
+    // Nothing ever came: say why, if ModSecurity's own config tells.
+    let notes: Vec<String> = status
+        .never_used
+        .then(|| rule_engine_off(Path::new(MODSECURITY_CONF_DIR)))
+        .flatten()
+        .into_iter()
+        .collect();
     let (mut level, mut why) = thresholds.check(&status, now);
     if checking && !status.problems.is_empty() {
         level = level.max(Level::Warning);
@@ -65,11 +72,16 @@ pub fn run(
             o.insert("oldest_age".into(), status.oldest_age(now).into());
             o.insert("level".into(), level.as_str().into());
             o.insert("level_reasons".into(), why.clone().into());
+            o.insert("notes".into(), notes.clone().into());
         }
         // Strings from the queue, as JSON escapes them, and nothing but ASCII.
         format!("{}\n", json_ascii(&v.to_string()))
     } else {
-        human(&status, now, level, &why)
+        let mut text = human(&status, now, level, &why);
+        for n in &notes {
+            text.push_str(&format!("note:       {n}\n"));
+        }
+        text
     };
     print!("{text}");
     if checking {
