@@ -108,9 +108,14 @@ impl Env {
     fn spawn_unusable(&self) -> Child {
         let conf = self.dir.path().join("bad.conf");
         std::fs::write(&conf, "set EVENT_DIR relative/queue\n").unwrap();
+        self.spawn_as_apache(&["-c".as_ref(), conf.as_os_str()])
+    }
+
+    /// The collector started as Apache's snippet starts it: `options`, then the storage
+    /// dir and the index file. Stdin and stderr piped.
+    fn spawn_as_apache(&self, options: &[&std::ffi::OsStr]) -> Child {
         Command::new(binary("modsec-collector"))
-            .arg("-c")
-            .arg(&conf)
+            .args(options)
             .arg(&self.storage)
             .arg(&self.index)
             .stdin(Stdio::piped())
@@ -217,6 +222,62 @@ fn the_pipe_from_apache_is_enlarged() {
     });
     drop(stdin);
     assert_eq!(wait_exit(&mut child, Duration::from_secs(10)), Some(0));
+}
+
+/// `apachectl configtest` starts the collector (the piped audit log) and closes the pipe
+/// before any line: nothing on the admin's terminal, the start and end in the log only.
+/// Once lines came, the end is on stderr too (Apache's error log) as before.
+#[test]
+fn a_pipe_closed_before_the_first_line_leaves_stderr_quiet() {
+    let mut env = Env::new();
+    let spawn = |env: &Env| {
+        env.args(&mut Command::new(binary("modsec-collector")), &[])
+            .stdin(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let child = spawn(&env);
+    // As configtest's Apache does: the pipe is closed at once.
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(stderr, "", "the collector spoke with no line read");
+    let log = env.log_text();
+    assert!(
+        log.contains("INFO: started: ") && log.contains("INFO: exiting: 0 lines read"),
+        "the log keeps the start and the end: {log}"
+    );
+
+    // configtest's Apache may also send SIGTERM before it closes the pipe.
+    let mut child = spawn(&env);
+    wait_until("the start in the log", Duration::from_secs(10), || {
+        env.log_text().matches("INFO: started: ").count() == 2
+    });
+    signal(child.id(), "TERM");
+    wait_until("the SIGTERM in the log", Duration::from_secs(10), || {
+        env.log_text().contains("INFO: SIGTERM: finishing")
+    });
+    drop(child.stdin.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(
+        stderr, "",
+        "the collector spoke on SIGTERM with no line read"
+    );
+
+    let line = env.event(10);
+    let mut child = spawn(&env);
+    child.stdin.take().unwrap().write_all(&line).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("INFO: exiting: 1 lines read, 1 queued"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("started: "), "{stderr}");
 }
 
 #[test]
@@ -366,6 +427,30 @@ fn without_usable_settings_it_still_drains_the_pipe() {
         b"line one\nline two\n",
         "and kept in the index file"
     );
+}
+
+/// Without -c (and without --queue) the collector reads the config where the package
+/// puts it, /etc/modsec2sguil.conf; a missing one is named (and the pipe still drained).
+#[test]
+fn without_c_the_collector_reads_etc_modsec2sguil_conf() {
+    let default = modsec2sguil::config::DEFAULT_PATH;
+    if Path::new(default).exists() {
+        eprintln!("{default} exists here: not checking how its absence is reported");
+        return;
+    }
+    let env = Env::new();
+    let mut child = env.spawn_as_apache(&[]);
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"line one\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains(&format!("{default}: ")), "{err}");
+    assert!(err.contains("line one"), "the line is logged: {err}");
 }
 
 /// Even without a queue, an index file whose open hangs (a FIFO nobody reads) does not
@@ -713,16 +798,28 @@ fn follow_mode_needs_its_settings_and_queues_what_the_file_gets() {
     let dir = tempfile::tempdir().unwrap();
     let index = dir.path().join("modsec_audit.log");
     std::fs::write(&index, b"").unwrap();
-    // A service, not Apache's pipe: a missing setting is an error exit naming it.
-    let out = Command::new(binary("modsec-collector"))
-        .arg("--follow")
-        .arg(&index)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(3));
-    let err = String::from_utf8_lossy(&out.stderr);
+    // A service, not Apache's pipe: a missing setting is an error exit naming it, and
+    // so is a config file that cannot be read.
+    let follow_with = |conf: &Path| {
+        let out = Command::new(binary("modsec-collector"))
+            .arg("-c")
+            .arg(conf)
+            .arg("--follow")
+            .arg(&index)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        (out.status.code(), err)
+    };
+    let empty = dir.path().join("empty.conf");
+    std::fs::write(&empty, b"").unwrap();
+    let (code, err) = follow_with(&empty);
+    assert_eq!(code, Some(3), "{err}");
     assert!(err.contains("EVENT_DIR is not set"), "{err}");
+    let (code, err) = follow_with(&dir.path().join("missing.conf"));
+    assert_eq!(code, Some(3), "{err}");
+    assert!(err.contains("missing.conf: "), "{err}");
 
     // Running: a line appended to the file is queued; SIGTERM saves the position.
     use std::io::Read;
@@ -808,7 +905,9 @@ fn peak_rss_kb(pid: u32) -> Option<u64> {
 
 /// A flood of long lines (300 of 1 MiB, written as fast as the pipe
 /// takes them) is read on, each cut to 64 KiB and backlogged, and memory stays bounded:
-/// the lines held in memory are capped in number and in length.
+/// each line is cut, and the lines held in memory are capped in bytes
+/// (`MAX_PIPELINE_BYTES`; `shared/tests/held_memory.rs` holds it to that against a
+/// stalled worker, `--bench held_lines` measures the RSS).
 #[test]
 fn a_flood_of_long_lines_keeps_memory_bounded() {
     let env = Env::new();

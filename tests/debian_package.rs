@@ -1,7 +1,10 @@
 //! The Debian package, as an admin meets it: built with the README's command, checked
 //! by lintian, installed with dpkg on this machine, put to work with its own files only
-//! (its Apache snippet included by a real Apache + ModSecurity on loopback, its config
-//! edited for loopback and `OUTPUT stdout`), then removed and purged.
+//! (its Apache snippet enabled with a2enconf and included, after Debian's
+//! modsecurity.conf, by a real Apache + ModSecurity on loopback; its config edited for
+//! loopback and `OUTPUT stdout`), checked by logrotate beside Apache's own rules, then
+//! removed (Apache still tests clean and reloads), reinstalled and purged (no trace in
+//! /etc/apache2 or Apache's state).
 //!
 //! It installs into `/` and needs root, so it runs only where nothing of the package is
 //! present yet (CI's fresh machine), and undoes everything it did, also when it fails.
@@ -19,11 +22,17 @@ const PACKAGE: &str = "modsec2sguil";
 const CONF: &str = "/etc/modsec2sguil.conf";
 const SNIPPET: &str = "/etc/apache2/conf-available/modsec2sguil.conf";
 const QUEUE: &str = "/var/spool/modsec2sguil";
-/// The collector's STATE_DIR (its default, which the package's config keeps).
-const STATE: &str = modsec2sguil::state::DEFAULT_STATE_DIR;
 const LOG_DIR: &str = "/var/log/modsec2sguil";
 const STORAGE: &str = "/var/log/modsec-audit";
 const INDEX: &str = "/var/log/apache2/modsec_index.log";
+/// The collector's STATE_DIR (its default, which the package's config keeps).
+const STATE_DIR: &str = modsec2sguil::state::DEFAULT_STATE_DIR;
+/// The directory the shipped config's TLS_CA_FILE is in.
+const CERT_DIR: &str = "/etc/modsec2sguil";
+/// `a2enconf modsec2sguil`'s link.
+const ENABLED: &str = "/etc/apache2/conf-enabled/modsec2sguil.conf";
+/// What a2enconf and a2disconf record about a snippet (`<state>/modsec2sguil`).
+const APACHE_STATE: &str = "/var/lib/apache2/conf";
 const USER: &str = "sguil";
 /// The lintian warnings README.md explains (section "Install from the .deb").
 const EXPLAINED_WARNINGS: &[&str] = &["non-standard-file-perm", "initial-upload-closes-no-bugs"];
@@ -88,8 +97,12 @@ impl Drop for Cleanup {
             let _ = run(Command::new("dpkg").args(["--purge", PACKAGE]));
         }
         // None of these was there before the test (or it would not have run).
-        for dir in [QUEUE, LOG_DIR, STORAGE, STATE] {
+        for dir in [QUEUE, LOG_DIR, STORAGE, STATE_DIR, CERT_DIR] {
             let _ = std::fs::remove_dir_all(dir);
+        }
+        let _ = std::fs::remove_file(ENABLED);
+        for state in apache_states() {
+            let _ = std::fs::remove_file(state);
         }
         if !self.index_was_there {
             let _ = std::fs::remove_file(INDEX);
@@ -117,12 +130,141 @@ fn unavailable() -> Option<String> {
             "{PACKAGE} is installed here already: not ours to remove"
         ));
     }
-    for path in [CONF, SNIPPET, QUEUE, LOG_DIR, STORAGE, STATE] {
-        if Path::new(path).exists() {
+    for path in [
+        CONF, SNIPPET, QUEUE, LOG_DIR, STORAGE, STATE_DIR, CERT_DIR, ENABLED,
+    ] {
+        if Path::new(path).symlink_metadata().is_ok() {
             return Some(format!("{path} exists: it would be replaced or removed"));
         }
     }
+    if let Some(state) = apache_states().first() {
+        return Some(format!(
+            "{} exists: Apache's record of an earlier snippet",
+            state.display()
+        ));
+    }
+    if !Path::new(RECOMMENDED).is_file() {
+        return Some(format!(
+            "{RECOMMENDED} is missing (apt-get install libapache2-mod-security2)"
+        ));
+    }
     None
+}
+
+/// Apache's records of the snippet (`/var/lib/apache2/conf/*/modsec2sguil`).
+fn apache_states() -> Vec<PathBuf> {
+    std::fs::read_dir(APACHE_STATE)
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.path().join(PACKAGE))
+                .filter(|p| p.symlink_metadata().is_ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Every name below `dir` with its type, mode and link target, sorted: what a package
+/// may leave behind in a config tree.
+fn listing(dir: &Path) -> Vec<String> {
+    fn walk(dir: &Path, out: &mut Vec<String>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let path = e.path();
+            let m = path.symlink_metadata().unwrap();
+            let mode = m.permissions().mode() & 0o7777;
+            if m.file_type().is_symlink() {
+                let to = std::fs::read_link(&path).unwrap();
+                out.push(format!("{} -> {}", path.display(), to.display()));
+            } else if m.is_dir() {
+                out.push(format!("{}/ {mode:o}", path.display()));
+                walk(&path, out);
+            } else {
+                out.push(format!("{} {mode:o} {} bytes", path.display(), m.len()));
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(dir, &mut out);
+    out.sort();
+    out
+}
+
+/// Debian's modsecurity.conf, as the README has the admin make it (from
+/// modsecurity.conf-recommended, rule engine on), for an Apache in `dir`: its serial log
+/// moved there, its relative unicode.mapping made absolute.
+const RECOMMENDED: &str = "/etc/modsecurity/modsecurity.conf-recommended";
+
+fn modsecurity_conf(dir: &Path) -> PathBuf {
+    let text = std::fs::read_to_string(RECOMMENDED).unwrap();
+    assert!(
+        text.contains("\nSecRuleEngine DetectionOnly\n"),
+        "{RECOMMENDED}"
+    );
+    let text = text
+        .replace("\nSecRuleEngine DetectionOnly\n", "\nSecRuleEngine On\n")
+        .replace(
+            "/var/log/apache2/modsec_audit.log",
+            &dir.join("modsec_audit.log").display().to_string(),
+        )
+        .replace(
+            "SecUnicodeMapFile unicode.mapping",
+            "SecUnicodeMapFile /etc/modsecurity/unicode.mapping",
+        );
+    let path = dir.join("modsecurity.conf");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// The ModSecurity parts (letters) of an event file.
+fn parts(event: &str) -> Vec<char> {
+    event
+        .lines()
+        .filter_map(|l| {
+            let l = l.strip_prefix("--")?.strip_suffix("--")?;
+            let (boundary, letter) = l.split_once('-')?;
+            (boundary.len() == 8 && letter.len() == 1).then(|| letter.chars().next().unwrap())
+        })
+        .collect()
+}
+
+/// The event file below `dir` that holds `unique_id`.
+fn event_file(dir: &Path, unique_id: &str) -> Option<String> {
+    for e in std::fs::read_dir(dir).ok()?.flatten() {
+        let path = e.path();
+        if path.is_dir() {
+            if let Some(found) = event_file(&path, unique_id) {
+                return Some(found);
+            }
+        } else if let Ok(text) = std::fs::read_to_string(&path) {
+            if text.contains(unique_id) {
+                return Some(text);
+            }
+        }
+    }
+    None
+}
+
+/// `apachectl configtest` on the system's own configuration: its exit status and what
+/// it printed.
+fn configtest() -> (bool, String) {
+    let out = run(Command::new("apachectl").arg("configtest"));
+    let said =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), said)
+}
+
+/// Whether the snippet is enabled (its conf-enabled link), and what Apache's tools
+/// recorded about it (`enabled_by_admin`, `disabled_by_maint`, …). Not `a2query -c`: it
+/// drops a leading "mod" from the name and never finds "modsec2sguil".
+fn snippet_state() -> (bool, Vec<String>) {
+    let mut states: Vec<String> = apache_states()
+        .iter()
+        .filter_map(|p| Some(p.parent()?.file_name()?.to_string_lossy().into_owned()))
+        .collect();
+    states.sort();
+    (Path::new(ENABLED).symlink_metadata().is_ok(), states)
 }
 
 fn is_stripped(binary: &str) -> bool {
@@ -156,11 +298,14 @@ fn the_debian_package_installs_works_with_apache_and_removes_cleanly() {
         skip_or_fail(TEST, &why);
         return;
     }
-    let (Some(lintian), Some(_), Some(analyze), Some(_)) = (
+    let (Some(lintian), Some(_), Some(analyze), Some(_), Some(logrotate), Some(_), Some(_)) = (
         program_or_skip("lintian", TEST),
         program_or_skip("dpkg", TEST),
         program_or_skip("systemd-analyze", TEST),
         program_or_skip("readelf", TEST),
+        program_or_skip("logrotate", TEST),
+        program_or_skip("apachectl", TEST),
+        program_or_skip("a2enconf", TEST),
     ) else {
         return;
     };
@@ -168,6 +313,10 @@ fn the_debian_package_installs_works_with_apache_and_removes_cleanly() {
         user_was_there: user_exists(USER),
         index_was_there: Path::new(INDEX).exists(),
     };
+    // What purge must give back exactly.
+    let apache_before = listing(Path::new("/etc/apache2"));
+    let (clean, said) = configtest();
+    assert!(clean, "apachectl configtest fails before the test: {said}");
 
     // 1. The README's command builds it.
     // cargo-deb prints the package's path last (target/debian/ of the target directory).
@@ -234,6 +383,19 @@ fn the_debian_package_installs_works_with_apache_and_removes_cleanly() {
         owner_of(STORAGE),
         ("www-data".into(), "www-data".into(), 0o750)
     );
+    // STATE_DIR: the root collector's own state, readable by the shipper's group.
+    assert_eq!(owner_of(STATE_DIR), ("root".into(), USER.into(), 0o750));
+    // The shipped config's TLS_CA_FILE can be put where it says.
+    let shipped = std::fs::read_to_string(CONF).unwrap();
+    let ca_file = shipped
+        .lines()
+        .find_map(|l| l.strip_prefix("set TLS_CA_FILE "))
+        .expect("the shipped config sets TLS_CA_FILE");
+    assert_eq!(
+        Path::new(ca_file.trim()).parent(),
+        Some(Path::new(CERT_DIR))
+    );
+    assert_eq!(owner_of(CERT_DIR), ("root".into(), "root".into(), 0o755));
     assert!(
         !Path::new("/etc/apache2/conf-enabled/modsec2sguil.conf").exists(),
         "the Apache snippet was enabled"
@@ -275,19 +437,72 @@ fn the_debian_package_installs_works_with_apache_and_removes_cleanly() {
     assert!(ours.is_empty(), "systemd-analyze verify: {ours:?}");
 
     // 4. Its own files at work: the config edited for loopback and OUTPUT stdout, the
-    //    snippet in a real Apache, a blocked request, the installed collector queues
-    //    it, the installed shipper prints it.
+    //    snippet enabled as the README says and included, after Debian's
+    //    modsecurity.conf (SecAuditLogParts ABDEFHIJZ, as Debian's apache2.conf reads
+    //    mods-enabled/ before conf-enabled/), by a real Apache; a blocked request, the
+    //    installed collector queues it, the installed shipper prints it.
     let mut conf = std::fs::read_to_string(CONF).unwrap();
     conf = set_config(&conf, "SERVER_HOST", "127.0.0.1");
     conf = set_config(&conf, "OUTPUT", "stdout");
     std::fs::write(CONF, conf).unwrap();
+    // `status` without -c reads the installed config.
+    let status = ok(Command::new("/usr/bin/modsec-shipper").arg("status"));
+    assert!(
+        status.contains(&format!("queue:      {QUEUE}\n")),
+        "status without -c: {status}"
+    );
+    eprintln!("debian_package: modsec-shipper status:\n{status}");
+    // Nothing queued yet, and Debian's ModSecurity leaves its rule engine off until the
+    // admin makes modsecurity.conf (README, "Install from the .deb", step 3): status
+    // says so.
+    if !Path::new("/etc/modsecurity/modsecurity.conf").exists() {
+        assert!(
+            status.contains("note:       /etc/modsecurity/modsecurity.conf does not exist"),
+            "status does not say the rule engine is off: {status}"
+        );
+    }
+    ok(Command::new("a2enconf").arg(PACKAGE));
+    assert_eq!(
+        snippet_state(),
+        (true, vec!["enabled_by_admin".to_string()]),
+        "a2enconf"
+    );
+    // configtest starts the collector (the piped audit log), which gets no line: it
+    // must say nothing on the admin's terminal.
+    let (clean, said) = configtest();
+    assert!(
+        clean,
+        "apachectl configtest with the snippet enabled: {said}"
+    );
+    assert!(
+        !said.contains("modsec-collector"),
+        "configtest printed the collector's lines: {said}"
+    );
+    let work = tempfile::tempdir().unwrap();
+    let wrapper = work.path().join("modsec.conf");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "Include \"{}\"\nIncludeOptional \"{ENABLED}\"\n",
+            modsecurity_conf(work.path()).display()
+        ),
+    )
+    .unwrap();
     let mut apache = Apache::start(&ApacheOptions {
-        audit_conf: Some(SNIPPET.into()),
+        audit_conf: Some(wrapper),
         ..ApacheOptions::default()
     });
     let reply = apache.get(false, "/?id=1%27%20OR%201=1--", "");
     assert_eq!(reply.status, 403, "{}", apache.error_log());
     let id = reply.unique_id.expect("X-Unique-ID");
+    // Passed, but logged: the CRS warns about a numeric Host (920350), and that rule
+    // adds E, the response body, to the event (ctl:auditLogParts=+E).
+    let warned = apache.request(
+        false,
+        b"GET /index.html HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: modsec2sguil-test\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(warned.status, 200, "{}", apache.error_log());
+    let warned_id = warned.unique_id.expect("X-Unique-ID");
     let queued = || -> usize {
         std::fs::read_dir(QUEUE)
             .map(|d| {
@@ -300,16 +515,22 @@ fn the_debian_package_installs_works_with_apache_and_removes_cleanly() {
             .unwrap_or(0)
     };
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while queued() != 1 {
+    while queued() != 2 {
         assert!(
             std::time::Instant::now() < deadline,
-            "the installed collector queued nothing in 30 s\ncollector log:\n{}\nindex:\n{}\n\
+            "the installed collector did not queue both events in 30 s\ncollector log:\n{}\nindex:\n{}\n\
              Apache's error log:\n{}",
             std::fs::read_to_string(Path::new(LOG_DIR).join("collector.log")).unwrap_or_default(),
             std::fs::read_to_string(INDEX).unwrap_or_default(),
             apache.error_log()
         );
         std::thread::sleep(Duration::from_millis(50));
+    }
+    // The snippet's parts (ABCFHZ; C, the request body, a GET has none), not
+    // modsecurity.conf's (ABDEFHIJZ), and not the E that CRS rules add.
+    for id in [&id, &warned_id] {
+        let event = event_file(Path::new(STORAGE), id).expect("the event file");
+        assert_eq!(parts(&event), ['A', 'B', 'F', 'H', 'Z'], "{event}");
     }
     let out = run(Command::new("/usr/bin/modsec-shipper").args(["drain", "-c", CONF]));
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -333,18 +554,90 @@ fn the_debian_package_installs_works_with_apache_and_removes_cleanly() {
     assert_eq!(queued(), 0, "the shipped entry is removed");
     let index = std::fs::read_to_string(INDEX).unwrap();
     assert!(index.contains(&id), "the index file keeps the line");
-    apache.stop();
 
-    // 5. dpkg -r keeps the data and the config; dpkg --purge removes the config.
+    // logrotate, as cron runs it every night, with Apache's rule for
+    // /var/log/apache2/*.log (which holds the index file now) present: each file has
+    // one rule.
+    let out = run(Command::new(&logrotate).args(["-d", "/etc/logrotate.conf"]));
+    let said =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !said.contains("duplicate log entry"),
+        "logrotate -d: {said}"
+    );
+    assert!(
+        out.status.success(),
+        "logrotate -d exits {}: {said}",
+        out.status
+    );
+    eprintln!(
+        "debian_package: logrotate -d /etc/logrotate.conf exits {}",
+        out.status
+    );
+
+    // 5. dpkg -r keeps the data and the config, and disables the snippet before the
+    //    collector goes: Apache still tests clean and reloads (logrotate's nightly
+    //    reload would otherwise take it down).
     let kept = Path::new(QUEUE).join("kept-by-remove");
     std::fs::write(&kept, "data\n").unwrap();
     ok(Command::new("dpkg").args(["-r", PACKAGE]));
     assert!(!Path::new("/usr/bin/modsec-shipper").exists());
     assert!(kept.exists(), "dpkg -r removed the queue's data");
     assert!(Path::new(CONF).exists(), "dpkg -r removed the config");
+    assert_eq!(
+        snippet_state(),
+        (false, vec!["disabled_by_maint".to_string()]),
+        "dpkg -r must disable the snippet (as a maintainer script)"
+    );
+    let (clean, said) = configtest();
+    assert!(clean, "apachectl configtest after dpkg -r: {said}");
+    let restarts = |log: &str| log.matches("resuming normal operations").count();
+    let before = restarts(&apache.error_log());
+    apache.signal("-USR1");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while apache.running() && restarts(&apache.error_log()) == before {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no graceful restart in 30 s: {}",
+            apache.error_log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        apache.running(),
+        "Apache did not survive a reload after dpkg -r: {}",
+        apache.error_log()
+    );
+    assert_eq!(apache.get(false, "/", "").status, 200);
+    apache.stop();
+
+    // Back again: the snippet the admin had enabled is enabled again; then removed.
+    ok(Command::new("dpkg").arg("-i").arg(&deb));
+    assert_eq!(
+        snippet_state(),
+        (true, vec!["enabled_by_maint".to_string()]),
+        "reinstalling must enable the snippet again"
+    );
+    let (clean, said) = configtest();
+    assert!(clean, "apachectl configtest after reinstalling: {said}");
+    ok(Command::new("dpkg").args(["-r", PACKAGE]));
+
+    // Purge removes the config and every trace in Apache's config and state.
     ok(Command::new("dpkg").args(["--purge", PACKAGE]));
     assert!(!Path::new(CONF).exists(), "purge left {CONF}");
     assert!(!Path::new(SNIPPET).exists(), "purge left {SNIPPET}");
+    assert_eq!(
+        listing(Path::new("/etc/apache2")),
+        apache_before,
+        "purge left /etc/apache2 changed"
+    );
+    assert_eq!(
+        apache_states(),
+        Vec::<PathBuf>::new(),
+        "purge left Apache's records"
+    );
+    let (clean, said) = configtest();
+    assert!(clean, "apachectl configtest after purge: {said}");
     assert!(kept.exists(), "purge removed a queue that was not empty");
     assert!(
         user_exists(USER),
@@ -357,7 +650,7 @@ fn the_debian_package_installs_works_with_apache_and_removes_cleanly() {
     }
     ok(Command::new("dpkg").arg("-i").arg(&deb));
     ok(Command::new("dpkg").args(["--purge", PACKAGE]));
-    for dir in [QUEUE, LOG_DIR, STORAGE] {
+    for dir in [QUEUE, LOG_DIR, STORAGE, STATE_DIR, CERT_DIR] {
         assert!(!Path::new(dir).exists(), "purge left the empty {dir}");
     }
 }

@@ -4,6 +4,7 @@
 
 use std::io::{Cursor, Write};
 use std::net::TcpListener;
+use std::process::Command;
 use std::time::Duration;
 
 use modsec2sguil::alert::{map_event, AlertSettings, DetailFormat, BODY_EXCERPT_BYTES};
@@ -184,4 +185,285 @@ fn line_from_the_server() {
         }
         server.join().unwrap();
     }
+}
+
+// ---------------------------------------------------------------------------------
+// Files of the queue, which its owner may write anything into: each read is bounded in
+// total and by line; what is over a bound is named with it, never read into memory.
+
+use modsec2sguil::queue::delivered::{
+    delivered_ids, MAX_DELIVERED_BYTES, MAX_DELIVERED_LINE_BYTES,
+};
+use modsec2sguil::queue::journal::{
+    read_journal, Journal, MAX_JOURNAL_BYTES, MAX_JOURNAL_LINE_BYTES,
+};
+use modsec2sguil::queue::last_run::{
+    LastRun, RunResult, MAX_LAST_RUN_BYTES, MAX_LAST_RUN_ERROR_BYTES,
+};
+use modsec2sguil::queue::reason::{MAX_REASON_BYTES, MAX_REASON_LINE_BYTES, MAX_REASON_TEXT_BYTES};
+
+/// `first`, then filler lines (`#`, each at most 1,000 bytes), then `last`: exactly
+/// `size` bytes.
+fn padded(first: &str, last: &str, size: u64) -> Vec<u8> {
+    let mut out = first.as_bytes().to_vec();
+    let mut fill = size as usize - first.len() - last.len();
+    while fill > 0 {
+        let n = fill.min(1000);
+        out.resize(out.len() + n - 1, b'#');
+        out.push(b'\n');
+        fill -= n;
+    }
+    out.extend_from_slice(last.as_bytes());
+    assert_eq!(out.len() as u64, size);
+    out
+}
+
+fn journal_line(cid: u32, len: usize) -> String {
+    let head = format!("v1\t3\t{cid}\t1790000000\t42\t");
+    let tail = format!("\tmodsec.log.1.{cid:06}");
+    let host = "h".repeat(len - head.len() - tail.len());
+    format!("{head}{host}{tail}\n")
+}
+
+#[test]
+fn journal_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(".journal");
+    let record = journal_line(1, 60);
+    std::fs::write(&path, padded(&record, "", MAX_JOURNAL_BYTES)).unwrap();
+    assert_eq!(read_journal(dir.path()).unwrap().len(), 1);
+    assert_eq!(Journal::open(dir.path()).unwrap().1.len(), 1);
+    std::fs::write(&path, padded(&record, "", MAX_JOURNAL_BYTES + 1)).unwrap();
+    for e in [
+        read_journal(dir.path()).unwrap_err(),
+        Journal::open(dir.path()).unwrap_err(),
+    ] {
+        assert!(
+            e.to_string().contains(&format!(
+                "holds more than {MAX_JOURNAL_BYTES} bytes, the bound MAX_JOURNAL_BYTES"
+            )),
+            "{e}"
+        );
+    }
+    assert_eq!(
+        std::fs::metadata(&path).unwrap().len(),
+        MAX_JOURNAL_BYTES + 1,
+        "refused, not cut"
+    );
+}
+
+#[test]
+fn journal_line_length() {
+    let dir = tempfile::tempdir().unwrap();
+    // The bound counts the line without its newline.
+    let fits = journal_line(1, MAX_JOURNAL_LINE_BYTES);
+    let over = journal_line(2, MAX_JOURNAL_LINE_BYTES + 1);
+    std::fs::write(dir.path().join(".journal"), format!("{fits}{over}")).unwrap();
+    let (_, records) = Journal::open(dir.path()).unwrap();
+    assert_eq!(records.iter().map(|r| r.cid).collect::<Vec<_>>(), [1]);
+    assert_eq!(read_journal(dir.path()).unwrap().len(), 1);
+}
+
+fn delivered_line(id: &str, len: usize) -> String {
+    let head = format!("v1\t1790000000\t3\t1\t{id}\t");
+    format!("{head}{}\n", "e".repeat(len - head.len()))
+}
+
+#[test]
+fn delivered_log_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(".delivered");
+    let (first, last) = (delivered_line("FIRST", 60), delivered_line("LAST", 60));
+    std::fs::write(&path, padded(&first, &last, MAX_DELIVERED_BYTES)).unwrap();
+    let ids = delivered_ids(dir.path()).unwrap();
+    assert!(ids.contains("FIRST") && ids.contains("LAST"), "{ids:?}");
+    // One byte over: only the newest MAX_DELIVERED_BYTES are read (the oldest record is
+    // the one left out), with a warning.
+    std::fs::write(&path, padded(&first, &last, MAX_DELIVERED_BYTES + 1)).unwrap();
+    let ids = delivered_ids(dir.path()).unwrap();
+    assert!(!ids.contains("FIRST") && ids.contains("LAST"), "{ids:?}");
+}
+
+#[test]
+fn delivered_log_line_length() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = delivered_line("FITS", MAX_DELIVERED_LINE_BYTES)
+        + &delivered_line("OVER", MAX_DELIVERED_LINE_BYTES + 1);
+    std::fs::write(dir.path().join(".delivered"), text).unwrap();
+    let ids = delivered_ids(dir.path()).unwrap();
+    assert!(ids.contains("FITS") && !ids.contains("OVER"), "{ids:?}");
+}
+
+fn last_run(error: Option<String>) -> LastRun {
+    LastRun {
+        program: "drain".into(),
+        pid: 1,
+        finished: 1_790_000_000,
+        seconds: 1.0,
+        result: RunResult::Outage,
+        error,
+        shipped: 0,
+        already_stored: 0,
+        skipped: 0,
+        quarantined: 0,
+        remaining: 0,
+    }
+}
+
+#[test]
+fn last_run_record_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(".last-run");
+    let json = serde_json::to_string(&last_run(None)).unwrap();
+    // JSON allows whitespace after the value: exactly at the bound, then one byte over.
+    for (size, ok) in [(MAX_LAST_RUN_BYTES, true), (MAX_LAST_RUN_BYTES + 1, false)] {
+        let mut text = json.clone().into_bytes();
+        text.resize(size as usize - 1, b' ');
+        text.push(b'\n');
+        std::fs::write(&path, text).unwrap();
+        match (ok, LastRun::read(dir.path())) {
+            (true, Ok(Some(r))) => assert_eq!(r, last_run(None)),
+            (false, Err(e)) => assert!(
+                e.to_string().contains(&format!(
+                    "holds more than {MAX_LAST_RUN_BYTES} bytes, the bound MAX_LAST_RUN_BYTES"
+                )),
+                "{e}"
+            ),
+            (_, other) => panic!("{size}: {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn last_run_error_length() {
+    let dir = tempfile::tempdir().unwrap();
+    let fits = "e".repeat(MAX_LAST_RUN_ERROR_BYTES);
+    last_run(Some(fits.clone())).write(dir.path()).unwrap();
+    assert_eq!(
+        LastRun::read(dir.path()).unwrap().unwrap().error,
+        Some(fits.clone())
+    );
+    last_run(Some(fits.clone() + "e"))
+        .write(dir.path())
+        .unwrap();
+    assert_eq!(
+        LastRun::read(dir.path()).unwrap().unwrap().error,
+        Some(fits + " [cut]")
+    );
+}
+
+/// A quarantine's reason file as the shipper writes it, with `reason`.
+fn quarantined(reason: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let q = modsec2sguil::queue::Queue::open(dir.path()).unwrap();
+    std::fs::write(dir.path().join("modsec.log.1.000001"), "x").unwrap();
+    let moved = q.quarantine("modsec.log.1.000001", reason).unwrap();
+    let mut path = moved.into_os_string();
+    path.push(".reason");
+    (dir, path.into())
+}
+
+#[test]
+fn reason_text_length() {
+    let fits = "r".repeat(MAX_REASON_TEXT_BYTES);
+    let (_d, path) = quarantined(&fits);
+    assert_eq!(modsec2sguil::queue::reason::read(&path), Some(fits.clone()));
+    let (_d, path) = quarantined(&format!("{fits}r"));
+    assert_eq!(
+        modsec2sguil::queue::reason::read(&path),
+        Some(format!("{fits} [cut at {MAX_REASON_TEXT_BYTES} bytes]"))
+    );
+}
+
+#[test]
+fn reason_file_size_and_line_length() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("modsec.log.1.000001.reason");
+    let read = |text: &[u8]| {
+        std::fs::write(&path, text).unwrap();
+        modsec2sguil::queue::reason::read(&path)
+    };
+    let first = "version: 1\nreason: why\n";
+    assert_eq!(
+        read(&padded(first, "", MAX_REASON_BYTES)).as_deref(),
+        Some("why")
+    );
+    assert_eq!(
+        read(&padded(first, "", MAX_REASON_BYTES + 1)),
+        Some(format!(
+            "reason file not read (over {MAX_REASON_BYTES} bytes, MAX_REASON_BYTES)"
+        ))
+    );
+    // The line without its newline.
+    let line = |len: usize| format!("reason: {}\n", "w".repeat(len - "reason: ".len()));
+    let fits = line(MAX_REASON_LINE_BYTES);
+    assert_eq!(
+        read(fits.as_bytes()).as_deref(),
+        Some(&fits[8..fits.len() - 1])
+    );
+    assert_eq!(read(line(MAX_REASON_LINE_BYTES + 1).as_bytes()), None);
+}
+
+/// Attack 2 of issue 25 against the shipper's side: the queue's owner makes `.delivered`
+/// a 4 GB sparse file. `requeue --failed` (which reads it to skip delivered events) and
+/// `drain` (which appends to it) go on, within a 2 GB address space: the log is read for
+/// its last MAX_DELIVERED_BYTES only, a line of zeros over its bound is not kept.
+#[test]
+fn a_4gb_sparse_delivered_log_aborts_neither_requeue_nor_drain() {
+    use modsec2sguil_e2e::shipper::{entries_left, fill_queue, move_to_failed, stdout_config};
+    use std::os::unix::process::CommandExt;
+    let dir = tempfile::tempdir().unwrap();
+    let queue = dir.path().join("queue");
+    fill_queue(&queue, 1, 2);
+    move_to_failed(&queue, "modsec.log.1790000000.000002");
+    let log = std::fs::File::create(queue.join(".delivered")).unwrap();
+    log.set_len(4 << 30).unwrap();
+    let conf = stdout_config(dir.path(), &queue, "");
+    let run = |args: &[&str]| {
+        let mut cmd = Command::new(modsec2sguil_e2e::binary("modsec-shipper"));
+        cmd.args(args).arg("-c").arg(&conf);
+        // SAFETY: setrlimit is async-signal-safe; nothing else runs between fork and exec.
+        unsafe {
+            cmd.pre_exec(|| {
+                let limit = libc::rlimit {
+                    rlim_cur: 2_000_000_000,
+                    rlim_max: 2_000_000_000,
+                };
+                if libc::setrlimit(libc::RLIMIT_AS, &limit) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let out = cmd.output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        (out.status.code(), err)
+    };
+    let (code, err) = run(&["requeue", "--failed", "--all"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(err.contains("MAX_DELIVERED_BYTES"), "{err}");
+    assert_eq!(entries_left(&queue).len(), 2, "{err}");
+    let (code, err) = run(&["drain"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(entries_left(&queue).is_empty(), "{err}");
+}
+
+/// A journal over its bound stops the shipper (exit 1) with a message naming it and the
+/// bound; the queue is left as it is.
+#[test]
+fn a_journal_over_its_bound_stops_the_shipper() {
+    use modsec2sguil_e2e::shipper::{entries_left, fill_queue, stdout_config};
+    let dir = tempfile::tempdir().unwrap();
+    let queue = dir.path().join("queue");
+    fill_queue(&queue, 1, 1);
+    let journal = std::fs::File::create(queue.join(".journal")).unwrap();
+    journal.set_len(MAX_JOURNAL_BYTES + 1).unwrap();
+    let conf = stdout_config(dir.path(), &queue, "");
+    let (code, err) = modsec2sguil_e2e::shipper::drain(&conf, &[]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains(".journal holds more than") && err.contains("MAX_JOURNAL_BYTES"),
+        "{err}"
+    );
+    assert_eq!(entries_left(&queue).len(), 1);
 }

@@ -389,3 +389,34 @@ fn requeue_and_drain_name_a_queue_that_does_not_exist() {
         "{log}"
     );
 }
+
+/// Without -c every command reads the config where the package installs it: a missing
+/// one is named (exit 3, bad or missing configuration), not a usage error (exit 2).
+/// `--queue` alone stands for the config (a monitoring user may not read it).
+#[test]
+fn every_command_reads_etc_modsec2sguil_conf_without_c() {
+    let default = modsec2sguil::config::DEFAULT_PATH;
+    assert_eq!(default, "/etc/modsec2sguil.conf");
+    if Path::new(default).exists() {
+        // An installed package's: tests/debian_package.rs checks `status` reads it.
+        eprintln!("{default} exists here: not checking how its absence is reported");
+        return;
+    }
+    for args in [
+        &["status"][..],
+        &["status", "--json"],
+        &["drain"],
+        &["run", "--foreground"],
+        &["requeue", "--backlog"],
+    ] {
+        let (code, out, err) = run(args);
+        assert_eq!(code, 3, "{args:?}: {out}{err}");
+        assert!(
+            (out.clone() + &err).contains(default),
+            "{args:?} does not name {default}: {out}{err}"
+        );
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (code, out, err) = run(&["status", "--queue", dir.path().to_str().unwrap()]);
+    assert_eq!(code, 0, "status --queue alone: {out}{err}");
+}

@@ -35,7 +35,7 @@ pipe (old children still write after a graceful restart); a second SIGTERM stops
 once, putting lines not yet handled in the backlog. SIGHUP reopens the index file.
 
 nginx + libmodsecurity 3 (which cannot pipe): run it as a service with
-`--follow /var/log/nginx/modsec_audit.log` (or FOLLOW_INDEX): it reads the index file
+`--follow /var/log/nginx/modsec_index` (or FOLLOW_INDEX): it reads the index file
 as it grows, across rotation, and resumes where it stopped (EVENT_DIR/.follow.*).
 
 Config keys it reads: EVENT_DIR, STORAGE_DIR, INDEX_FILE, LINK_MODE (or SYMLINK 1),
@@ -50,7 +50,11 @@ FOLLOW_INDEX.";
     after_help = AFTER_HELP
 )]
 struct Cli {
-    /// Config file (Sguil style `set NAME value`, modsec2sguil's modsec_agent.conf works).
+    /// Config file (Sguil style `set NAME value`, modsec2sguil's modsec_agent.conf works)
+    /// [default: /etc/modsec2sguil.conf, unless --queue is given]. Run as root, it must be
+    /// root's and writable by root alone, in directories only root writes; otherwise the
+    /// collector runs degraded (lines kept in the command line's INDEX_FILE only) and
+    /// says why.
     #[arg(short = 'c', long = "config", value_name = "CONF")]
     config: Option<PathBuf>,
     /// SecAuditLogStorageDir: where ModSecurity writes the event files [config: STORAGE_DIR].
@@ -138,10 +142,27 @@ fn main() -> ExitCode {
             }
         };
     }
-    let config = match &cli.config {
-        Some(path) => match ConfigFile::load(path) {
+    // Without -c (and without --queue), the config where the package puts it. Run as
+    // root, a config someone else could have written is refused (it would choose the
+    // queue, RUNAS and the log file for root): degraded, keeping the index lines in the
+    // index file the command line names (never one the refused config names).
+    let config_path = cli.config.clone().or_else(|| {
+        cli.queue
+            .is_none()
+            .then(|| PathBuf::from(modsec2sguil::config::DEFAULT_PATH))
+    });
+    let config = match &config_path {
+        Some(path) => match ConfigFile::load_trusted(path) {
             Ok(c) => Some(c),
-            Err(e) => return degraded(&e.to_string(), None),
+            // --follow runs as a service, not in Apache's pipe: an error exit.
+            Err(e) if cli.follow.is_some() => {
+                eprintln!("modsec-collector: {e}");
+                return ExitCode::from(3);
+            }
+            Err(e) => {
+                let index = cli.index.clone().or_else(|| cli.positional.get(1).cloned());
+                return degraded(&e.to_string(), index);
+            }
         },
         None => None,
     };
@@ -259,7 +280,10 @@ fn follow_index(settings: CollectorSettings, index: &std::path::Path, start: Sta
 /// Apache's pipe: standard input, read until Apache closes it.
 fn run(settings: CollectorSettings) -> ExitCode {
     let control = modsec2sguil::control::signals();
+    // In the log only: `apachectl configtest` starts the collector too (stdin closes at
+    // once), and the admin's terminal is no place for it.
     log::info!(
+        target: modsec2sguil::logging::LOG_ONLY,
         "started: storage dir {}, queue {}, index file {}, {:?}, md5 {}",
         settings.storage_dir.display(),
         settings.queue_dir.display(),

@@ -11,6 +11,10 @@ use std::path::{Path, PathBuf};
 
 use thiserror::Error;
 
+/// The config file every command reads when none is given (`-c`): where the Debian
+/// package and the README's install put it.
+pub const DEFAULT_PATH: &str = "/etc/modsec2sguil.conf";
+
 /// Every key either program reads: modsec2sguil 0.8's `modsec_agent.conf` keys, so an
 /// old file loads without warnings, and this project's own. Others are warned about.
 pub const KNOWN_KEYS: &[&str] = &[
@@ -119,6 +123,11 @@ pub enum ConfigError {
         line: Option<usize>,
         why: String,
     },
+    /// A config root was about to read that someone else than root could have written
+    /// ([`check_strict_modes`]): `why` names the file or directory, its owner and mode,
+    /// and the fix.
+    #[error("{why}")]
+    Untrusted { path: PathBuf, why: String },
 }
 
 /// `path: `, or `path:line: `, or nothing.
@@ -159,8 +168,114 @@ pub fn queue_dir(
     })
 }
 
+/// Refuses, when we run as root, a config file that anyone but root could have written
+/// (OpenSSH's StrictModes): the config chooses the queue, RUNAS, the log file and where
+/// events go, so whoever can write it steers root. The file must be root's and not
+/// writable by its group or others (the Debian package's `root:sguil 0640` passes); every
+/// directory above it, up to `/`, both along the path as given and along the path with
+/// its links resolved, must be root's and not writable by group or others, unless it has
+/// the sticky bit (`/tmp`: others may add names there but not rename or remove root's).
+/// Not root: nothing to check (a user's own config is theirs).
+pub fn check_strict_modes(path: &Path) -> Result<(), ConfigError> {
+    if !nix::unistd::geteuid().is_root() {
+        return Ok(());
+    }
+    let io = |source| ConfigError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let absolute = if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        std::env::current_dir().map_err(io)?.join(path)
+    };
+    let resolved = std::fs::canonicalize(path).map_err(io)?;
+    let file = std::fs::metadata(&resolved).map_err(io)?;
+    if let Some(wrong) = not_roots_alone(&file, false) {
+        let shown = if resolved == absolute {
+            path.display().to_string()
+        } else {
+            format!("{} (-> {})", path.display(), resolved.display())
+        };
+        return Err(untrusted(
+            path,
+            format!(
+                "{shown} is {wrong}: a config file read as root must be root's and writable by root \
+                 alone (as OpenSSH's StrictModes); fix: chown root {p} && chmod go-w {p}",
+                p = resolved.display()
+            ),
+        ));
+    }
+    for dir in absolute
+        .ancestors()
+        .skip(1)
+        .chain(resolved.ancestors().skip(1))
+    {
+        let meta = std::fs::metadata(dir).map_err(io)?;
+        if let Some(wrong) = not_roots_alone(&meta, true) {
+            return Err(untrusted(
+                path,
+                format!(
+                    "{}: its directory {} is {wrong}: someone else than root could replace \
+                     the config root reads; fix: chown root {d} && chmod go-w {d} (or move the \
+                     config to a directory only root writes, such as /etc)",
+                    path.display(),
+                    dir.display(),
+                    d = dir.display()
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// What makes a file (or, with `dir`, a directory) writable by someone else than root, in
+/// words naming its owner and mode; `None` when only root can change it. A directory
+/// with the sticky bit may be writable by all if root owns it.
+fn not_roots_alone(meta: &std::fs::Metadata, dir: bool) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let mode = meta.mode() & 0o7777;
+    let sticky = dir && mode & 0o1000 != 0;
+    let owner = || {
+        let name = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(meta.uid()))
+            .ok()
+            .flatten()
+            .map(|u| u.name)
+            .unwrap_or_else(|| "no such user".into());
+        format!("owned by uid {} ({name}), mode {mode:04o}", meta.uid())
+    };
+    if meta.uid() != 0 {
+        return Some(owner());
+    }
+    match mode & 0o022 {
+        0 => None,
+        _ if sticky => None,
+        0o020 => Some(format!(
+            "{}, writable by its group (gid {})",
+            owner(),
+            meta.gid()
+        )),
+        _ => Some(format!("{}, writable by everyone", owner())),
+    }
+}
+
+fn untrusted(path: &Path, why: String) -> ConfigError {
+    ConfigError::Untrusted {
+        path: path.to_path_buf(),
+        why,
+    }
+}
+
 impl ConfigFile {
-    /// Reads and parses `path`.
+    /// Reads and parses `path` after [`check_strict_modes`]: what both binaries use for
+    /// their config, so that run as root they refuse one another user could have written.
+    pub fn load_trusted(path: &Path) -> Result<ConfigFile, ConfigError> {
+        check_strict_modes(path)?;
+        ConfigFile::load(path)
+    }
+
+    /// Reads and parses `path` (no ownership check: [`ConfigFile::load_trusted`] is the
+    /// one for a program's own config).
     pub fn load(path: &Path) -> Result<ConfigFile, ConfigError> {
         let bytes = std::fs::read(path).map_err(|source| ConfigError::Io {
             path: path.to_path_buf(),
@@ -549,6 +664,83 @@ mod tests {
         std::fs::write(&p, b"set A 1\nset B \xff\n").unwrap();
         let e = ConfigFile::load(&p).unwrap_err().to_string();
         assert!(e.ends_with(":2: not UTF-8 text"), "{e}");
+    }
+
+    #[test]
+    fn as_root_a_config_anyone_but_root_could_write_is_refused() {
+        use std::os::unix::fs::{chown, PermissionsExt};
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("SKIP: needs root (StrictModes apply to root only; files of several owners)");
+            return;
+        }
+        let chmod = |p: &Path, mode| {
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap()
+        };
+        // A tempdir in /tmp: root's, 0700, in a root-owned sticky directory.
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("m.conf");
+        std::fs::write(&p, "set EVENT_DIR /q\n").unwrap();
+        // The Debian package's root:sguil 0640.
+        chown(&p, Some(0), Some(65534)).unwrap();
+        chmod(&p, 0o640);
+        assert_eq!(ConfigFile::load_trusted(&p).unwrap().settings.len(), 1);
+        let refused = |p: &Path| match ConfigFile::load_trusted(p) {
+            Err(e @ ConfigError::Untrusted { .. }) => e.to_string(),
+            other => panic!("{other:?}"),
+        };
+        chmod(&p, 0o666);
+        let e = refused(&p);
+        assert!(
+            e.contains("owned by uid 0 (root), mode 0666, writable by everyone"),
+            "{e}"
+        );
+        assert!(
+            e.contains(&format!("chown root {0} && chmod go-w {0}", p.display())),
+            "{e}"
+        );
+        chmod(&p, 0o660);
+        assert!(refused(&p).contains("writable by its group (gid 65534)"));
+        chmod(&p, 0o640);
+        chown(&p, Some(65534), None).unwrap();
+        let e = refused(&p);
+        assert!(
+            e.starts_with(&format!("{} is owned by uid 65534", p.display())),
+            "{e}"
+        );
+        chown(&p, Some(0), None).unwrap();
+        // A directory above it that another user owns, or may write without the sticky bit.
+        let sub = dir.path().join("sub");
+        std::fs::create_dir(&sub).unwrap();
+        let q = sub.join("m.conf");
+        std::fs::copy(&p, &q).unwrap();
+        chown(&sub, Some(65534), None).unwrap();
+        let e = refused(&q);
+        assert!(
+            e.contains(&format!(
+                "its directory {} is owned by uid 65534",
+                sub.display()
+            )),
+            "{e}"
+        );
+        chown(&sub, Some(0), None).unwrap();
+        chmod(&sub, 0o777);
+        assert!(refused(&q).contains("writable by everyone"));
+        chmod(&sub, 0o1777);
+        assert!(
+            ConfigFile::load_trusted(&q).is_ok(),
+            "root's sticky directory, as /tmp"
+        );
+        // A link root's file is reached through, in a directory another user owns: the
+        // link could be pointed elsewhere.
+        chmod(&sub, 0o755);
+        let theirs = dir.path().join("theirs");
+        std::fs::create_dir(&theirs).unwrap();
+        chown(&theirs, Some(65534), None).unwrap();
+        std::os::unix::fs::symlink(&q, theirs.join("link.conf")).unwrap();
+        assert!(refused(&theirs.join("link.conf")).contains("its directory"));
+        // Plain `load` does not check (tests and tools that read a config as data).
+        chmod(&p, 0o666);
+        assert!(ConfigFile::load(&p).is_ok());
     }
 
     proptest::proptest! {

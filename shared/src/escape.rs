@@ -212,6 +212,26 @@ pub fn escape_text(text: &str) -> std::borrow::Cow<'_, str> {
     std::borrow::Cow::Owned(out)
 }
 
+/// JSON text (as `serde_json` writes it) with every character outside printable ASCII
+/// written as a `\uXXXX` escape, so that a string from the queue or an event reaches a
+/// terminal as plain text: `serde_json` escapes C0 controls but writes DEL, C1 controls
+/// (U+009B is a CSI) and bidi overrides as they are. Still the same JSON value: outside
+/// strings, JSON text is ASCII.
+pub fn json_ascii(json: &str) -> String {
+    let mut out = String::with_capacity(json.len());
+    for c in json.chars() {
+        if (' '..='~').contains(&c) || c == '\n' {
+            out.push(c);
+        } else {
+            let mut units = [0u16; 2];
+            for u in c.encode_utf16(&mut units) {
+                out.push_str(&format!("\\u{u:04x}"));
+            }
+        }
+    }
+    out
+}
+
 fn escape_with(input: &[u8], form: impl Fn(u8) -> Option<Escaped>) -> Vec<u8> {
     let mut out = Vec::with_capacity(input.len());
     for &b in input {

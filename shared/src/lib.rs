@@ -16,6 +16,7 @@
 //! - [`ship`]: delivery, exactly once (the drain and daemon loops, windows, resends,
 //!   lock, sinks);
 //! - [`requeue`] and [`status`]: the operator commands' logic;
+//! - [`privilege`]: root-run shipper commands become the queue's owner first;
 //! - [`logging`] and [`manual`]: log output; man pages and completions.
 //!
 //! Parsers take `&[u8]` (neither index lines nor event files are guaranteed UTF-8) and
@@ -31,6 +32,7 @@ pub mod hex;
 pub mod index;
 pub mod logging;
 pub mod manual;
+pub mod privilege;
 pub mod queue;
 pub mod requeue;
 pub mod safefs;

@@ -28,6 +28,11 @@ pub fn facility(name: &str) -> Option<libc::c_int> {
     })
 }
 
+/// The target (`log::info!(target: LOG_ONLY, …)`) of a record that goes to the log file
+/// and syslog but not to stderr: what the admin's terminal need not show, such as the
+/// collector's start and end when `apachectl configtest` starts it for nothing.
+pub const LOG_ONLY: &str = "log-only";
+
 /// The logger behind the `log` macros of a binary.
 pub struct Logger {
     program: &'static str,
@@ -96,7 +101,7 @@ impl Log for Logger {
             self.program,
             std::process::id()
         );
-        if self.stderr {
+        if self.stderr && record.target() != LOG_ONLY {
             let _ = std::io::stderr().write_all(line.as_bytes());
         }
         if let Some(f) = &self.file {

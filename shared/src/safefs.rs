@@ -685,6 +685,16 @@ impl Dir {
     pub fn sync(&self) -> io::Result<()> {
         rustix::fs::fsync(&self.fd).map_err(io::Error::from)
     }
+
+    /// Whether `name` exists in this directory, as anything (a link is not followed).
+    pub fn has(&self, name: &str) -> bool {
+        rustix::fs::statat(&self.fd, name, rustix::fs::AtFlags::SYMLINK_NOFOLLOW).is_ok()
+    }
+
+    /// Renames `from` (a path) to `name` in this directory.
+    pub fn move_here(&self, from: &Path, name: &str) -> io::Result<()> {
+        rustix::fs::renameat(CWD, from, &self.fd, name).map_err(io::Error::from)
+    }
 }
 
 /// Checks that no one but root (or, not running as root, we) can change what `path`

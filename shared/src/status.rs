@@ -14,7 +14,9 @@ use serde::Serialize;
 
 use crate::queue::journal::read_journal;
 use crate::queue::last_run::LastRun;
-use crate::queue::layout::{BACKLOG_TAKEN_PREFIX, JOURNAL_FILE, LAST_RUN_FILE, SPOOL_PREFIX};
+use crate::queue::layout::{
+    BACKLOG_TAKEN_PREFIX, DELIVERED_FILE, JOURNAL_FILE, LAST_RUN_FILE, SPOOL_PREFIX,
+};
 use crate::queue::reason;
 use crate::queue::{Queue, BACKLOG_FILE, FAILED_DIR, INTEGRITY_DIR, REASON_SUFFIX};
 
@@ -53,6 +55,9 @@ pub struct QueueStatus {
     pub followed: Vec<Followed>,
     /// Problems met while reading (an unreadable reason file, a bad last-run record).
     pub problems: Vec<String>,
+    /// Nothing ever reached this queue: no entry, none failed, delivered, backlogged or
+    /// spooled (see [`rule_engine_off`]).
+    pub never_used: bool,
 }
 
 impl QueueStatus {
@@ -83,6 +88,7 @@ impl QueueStatus {
         };
         let mut backlog = 0;
         let mut overflow = 0;
+        let mut delivered = false;
         // The state dir's, then 0.1.0's in the queue (until a new collector takes them).
         let counted = [
             (
@@ -105,6 +111,10 @@ impl QueueStatus {
             for entry in listing.flatten() {
                 let name = entry.file_name();
                 let Some(name) = name.to_str() else { continue };
+                if at == dir && name.starts_with(DELIVERED_FILE) {
+                    delivered |= entry.metadata().is_ok_and(|m| m.len() > 0);
+                    continue;
+                }
                 let counter = if name == backlog_file || name.starts_with(taken_prefix) {
                     &mut backlog
                 } else if name.starts_with(spool_prefix) {
@@ -157,7 +167,10 @@ impl QueueStatus {
                 Vec::new()
             }
         };
+        let never_used =
+            entries.is_empty() && failed == 0 && backlog == 0 && overflow == 0 && !delivered;
         Ok(QueueStatus {
+            never_used,
             queue: dir.to_path_buf(),
             followed,
             entries: entries.len(),
@@ -179,6 +192,56 @@ impl QueueStatus {
         self.oldest
             .map(|t| u64::try_from(now).unwrap_or(0).saturating_sub(t))
     }
+}
+
+/// Where Debian keeps ModSecurity 2's settings: Apache's mods-enabled/security2.conf
+/// includes every `*.conf` there.
+pub const MODSECURITY_CONF_DIR: &str = "/etc/modsecurity";
+
+/// Why ModSecurity logs nothing at all, if its config in `dir` (Debian's layout) says
+/// so: its rule engine is off by default, and Debian ships only
+/// `modsecurity.conf-recommended`, so until the admin makes `modsecurity.conf` (or sets
+/// `SecRuleEngine` elsewhere, which this cannot see) no event is written, piped or
+/// queued. Also a `modsecurity.conf` whose last `SecRuleEngine` is `Off`. `None` when
+/// the engine looks on, or `dir` is not there or not readable.
+pub fn rule_engine_off(dir: &Path) -> Option<String> {
+    let conf = dir.join("modsecurity.conf");
+    let recommended = dir.join("modsecurity.conf-recommended");
+    let turn_on = format!(
+        "cp {} {} and set SecRuleEngine On (or DetectionOnly), then reload Apache",
+        recommended.display(),
+        conf.display()
+    );
+    let text = match fs::read_to_string(&conf) {
+        Ok(text) => text,
+        Err(e) if e.kind() == io::ErrorKind::NotFound && recommended.is_file() => {
+            return Some(format!(
+                "{} does not exist: unless SecRuleEngine is set elsewhere, ModSecurity's rule \
+                 engine is off and nothing is logged or queued ({turn_on})",
+                conf.display()
+            ));
+        }
+        Err(_) => return None,
+    };
+    let last = text
+        .lines()
+        .enumerate()
+        .filter_map(|(n, l)| {
+            let mut words = l.split_whitespace();
+            let directive = words.next()?;
+            directive
+                .eq_ignore_ascii_case("SecRuleEngine")
+                .then(|| (n + 1, words.next().unwrap_or("").to_string()))
+        })
+        .last()?;
+    last.1.eq_ignore_ascii_case("off").then(|| {
+        format!(
+            "{}:{}: SecRuleEngine Off: ModSecurity's rule engine is off and nothing is logged or \
+             queued (set it On or DetectionOnly, then reload Apache)",
+            conf.display(),
+            last.0
+        )
+    })
 }
 
 /// Counts the entries in failed/ and groups their reasons.

@@ -25,6 +25,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("alert", 3),
     ("queue", 3),
     ("state", 4),
+    ("privilege", 4),
     ("collect", 5),
     ("ship", 5),
     ("requeue", 6),

@@ -3,7 +3,7 @@
 //! reads the config again through the same checks as at start.
 
 use crate::exit;
-use crate::setup::{drop_privileges, load_settings, start};
+use crate::setup::{become_queue_owner, load_settings, start};
 use crate::Common;
 
 pub fn run(common: &Common, foreground: bool) -> u8 {
@@ -18,9 +18,9 @@ pub fn run(common: &Common, foreground: bool) -> u8 {
             return exit::IO;
         }
     }
-    if let Err(e) = drop_privileges(settings.runas) {
-        log::error!("{e}");
-        return exit::CONFIG;
+    // Root opens nothing in the queue: its owner (RUNAS) may have planted anything.
+    if let Err(code) = become_queue_owner(&settings) {
+        return code;
     }
     let control = modsec2sguil::control::signals();
     modsec2sguil::ship::run::daemon(settings, &control, || load_settings(common).map(|(_, s)| s))

@@ -3,8 +3,7 @@
 
 use modsec2sguil::ship::run::DrainOptions;
 
-use crate::exit;
-use crate::setup::{drop_privileges, start};
+use crate::setup::{become_queue_owner, start};
 use crate::Common;
 
 pub fn run(common: &Common, wait: bool, max_events: Option<u64>, max_seconds: Option<u64>) -> u8 {
@@ -12,9 +11,9 @@ pub fn run(common: &Common, wait: bool, max_events: Option<u64>, max_seconds: Op
         Ok(v) => v,
         Err(code) => return code,
     };
-    if let Err(e) = drop_privileges(settings.runas) {
-        log::error!("{e}");
-        return exit::CONFIG;
+    // Root opens nothing in the queue: its owner (RUNAS) may have planted anything.
+    if let Err(code) = become_queue_owner(&settings) {
+        return code;
     }
     let control = modsec2sguil::control::signals();
     let options = DrainOptions {

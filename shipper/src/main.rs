@@ -22,7 +22,8 @@ pub mod exit {
     pub const IO: u8 = 1;
     /// Bad command line (clap's code).
     pub const USAGE: u8 = 2;
-    /// Bad or missing configuration.
+    /// Bad or missing configuration; as root, a config root cannot trust or a queue
+    /// owner it cannot become.
     pub const CONFIG: u8 = 3;
     /// sguild unreachable, refused us, or registration failed: the queue is untouched.
     pub const UNREACHABLE: u8 = 4;
@@ -36,11 +37,17 @@ Exit codes of drain and run:
   0  done (also: another shipper holds the queue lock; drain --wait waits instead)
   1  the queue, its journal or failed/ could not be read or written
   2  bad command line
-  3  bad or missing configuration (the message names the file, line and key)
+  3  bad or missing configuration (the message names the file, line and key), a
+     config root cannot trust, or a queue owner root cannot become
   4  sguild unreachable, refused us, or registration failed (OUTPUT barnyard: the
      snort_agent unreachable or not answering SidCidRequest): the queue is untouched
   5  the session broke mid-run (database outage, lost connection, reply timeout):
      what sguild confirmed is gone from the queue; the rest stays and goes first next run
+
+Started as root, drain and run read the config (which must then be root's and writable
+by root alone, in directories only root writes: OpenSSH's StrictModes), open their log
+and detach as root, then switch to RUNAS, else to EVENT_DIR's owner, before touching the
+queue (a queue root owns, without RUNAS, stays root's); what cannot is exit 3.
 
 OUTPUT barnyard sends through the snort_agent on this host (AGENT_HOST, AGENT_PORT;
 HOSTNAME = the agent's HOSTNAME) as barnyard2 does, with the same delivery promise.
@@ -78,7 +85,9 @@ enum OutputArg {
 #[derive(clap::Args, Debug, Clone)]
 pub struct Common {
     /// Config file (Sguil style `set NAME value`; modsec2sguil's modsec_agent.conf works).
-    #[arg(short = 'c', long = "config", value_name = "CONF")]
+    /// Run as root: it must be root's, not writable by group or others, in directories
+    /// only root writes (`chown root`, `chmod go-w`).
+    #[arg(short = 'c', long = "config", value_name = "CONF", default_value = modsec2sguil::config::DEFAULT_PATH)]
     config: PathBuf,
     /// The queue directory [config: EVENT_DIR].
     #[arg(long, value_name = "DIR")]
@@ -91,6 +100,7 @@ pub struct Common {
     debug: bool,
     /// Run even though the config file or the queue is writable by everyone (anyone
     /// could then redirect events, turn TLS checks off, or forge and remove events).
+    /// Run as root, the config must be root's alone whatever this says.
     #[arg(long)]
     allow_world_writable: bool,
 }
@@ -99,17 +109,25 @@ pub struct Common {
 #[derive(clap::Args, Debug, Clone)]
 pub struct QueueArgs {
     /// Config file: its EVENT_DIR is the queue (requeue also reads STORAGE_DIR,
-    /// LINK_MODE/SYMLINK, VERIFY_MD5 and RUNAS from it).
-    #[arg(
-        short = 'c',
-        long = "config",
-        value_name = "CONF",
-        required_unless_present = "queue"
-    )]
+    /// LINK_MODE/SYMLINK, VERIFY_MD5 and RUNAS from it) [default: /etc/modsec2sguil.conf,
+    /// unless --queue is given].
+    #[arg(short = 'c', long = "config", value_name = "CONF")]
     config: Option<PathBuf>,
     /// The queue directory [config: EVENT_DIR].
     #[arg(long, value_name = "DIR")]
     queue: Option<PathBuf>,
+}
+
+impl QueueArgs {
+    /// The config file to read: the one given, else the default one unless the queue
+    /// is given instead (a monitoring user may not be able to read the config).
+    fn config_file(&self) -> Option<PathBuf> {
+        self.config.clone().or_else(|| {
+            self.queue
+                .is_none()
+                .then(|| PathBuf::from(modsec2sguil::config::DEFAULT_PATH))
+        })
+    }
 }
 
 #[derive(Subcommand)]
@@ -141,9 +159,9 @@ enum Command {
     /// Polls the queue (every 250 ms while busy, every second when idle), PINGs sguild
     /// after PING_DELAY ms idle, reconnects with capped exponential backoff and jitter.
     /// SIGTERM/SIGINT finish the window in flight and exit 0; SIGHUP reloads the config.
-    /// DAEMON 1 detaches (unless --foreground); RUNAS drops privileges once the config
-    /// is read; logs go to stderr, SHIPPER_LOG_FILE (else LOG_FILE) and/or syslog
-    /// (SYSLOGFACILITY).
+    /// DAEMON 1 detaches (unless --foreground); started as root it then switches to RUNAS
+    /// (else to EVENT_DIR's owner) before touching the queue; logs go to stderr,
+    /// SHIPPER_LOG_FILE (else LOG_FILE) and/or syslog (SYSLOGFACILITY).
     #[command(after_help = AFTER_HELP)]
     Run {
         #[command(flatten)]
@@ -155,19 +173,24 @@ enum Command {
     /// Put events back into the queue: from failed/, the collector's backlog, or index files.
     ///
     /// --failed: an entry already queued, or recorded as delivered (EVENT_DIR/.delivered),
-    /// is skipped unless --force. --backlog and --index are the collector's work and run
-    /// as it does (root): an event the collector recorded as queued (STATE_DIR/queued) is
-    /// skipped unless --force (after a Sguil database loss, --force sends them again);
-    /// lines are checked as the collector checks them (path inside the storage dir, no
-    /// symlinks, owner, size and md5), then hard-linked (or copied) into the queue. Prints one line per event (failures on stderr) and a summary; exits 0,
-    /// 1 if anything could not be queued, 2 on a bad command line, 3 on a bad config.
+    /// is skipped unless --force; started as root, it works as RUNAS (else EVENT_DIR's
+    /// owner): it only moves files within the queue. --backlog and --index are the
+    /// collector's work and run as it does (root): an event the collector recorded as
+    /// queued (STATE_DIR/queued) is skipped unless --force (after a Sguil database loss,
+    /// --force sends them again); lines are checked as the collector checks them (path
+    /// inside the storage dir, no symlinks, owner, size and md5), then hard-linked (or
+    /// copied) into the queue. Prints one line per event (failures on stderr; names and
+    /// reasons from the queue escaped) and a summary; exits 0, 1 if anything could not be
+    /// queued, 2 on a bad command line, 3 on a bad config (as root: one not root's alone)
+    /// or a queue owner it cannot become.
     ///
     /// Examples:
     ///   modsec-shipper requeue -c /etc/modsec2sguil.conf --failed --all --dry-run
     ///   modsec-shipper requeue -c /etc/modsec2sguil.conf --failed modsec.log.1790000000.000042
     ///   modsec-shipper requeue -c /etc/modsec2sguil.conf --backlog
-    ///   modsec-shipper requeue -c /etc/modsec2sguil.conf --index /var/log/apache2/modsec_audit.log.2.gz \
+    ///   modsec-shipper requeue -c /etc/modsec2sguil.conf --index /var/log/apache2/modsec_index.log.2.gz \
     ///       --since "2026-11-27 00:00" --status 4xx,5xx
+    #[command(verbatim_doc_comment)]
     #[command(group(clap::ArgGroup::new("source").required(true).args(["failed", "backlog", "index"])))]
     Requeue {
         #[command(flatten)]
@@ -222,7 +245,9 @@ enum Command {
     /// Reports the entries waiting (and how old the oldest is), events sent and awaiting
     /// sguild's answer, failed/ by reason, the collector's backlog and overflow, entries
     /// marked truncated, and how the last drain or run ended. Reads only: no lock, no
-    /// change, safe beside a running shipper and as an unprivileged monitoring user.
+    /// change, safe beside a running shipper and as an unprivileged monitoring user;
+    /// started as root, it reads as RUNAS (else EVENT_DIR's owner). What it prints from
+    /// the queue is escaped; --json is ASCII-only.
     ///
     /// Exit codes: 0 OK, 1 WARNING, 2 CRITICAL (only when a threshold is given), 3
     /// UNKNOWN (no config or queue, or the queue cannot be read).
@@ -255,6 +280,8 @@ enum Command {
     /// Accepts every format ModSecurity writes: 2.x native and JSON (also 1.9.x-era
     /// messages) and libmodsecurity 3 native and JSON; the format is detected per file.
     /// Exits 1 if any file is not an audit-log event (each is named on stderr), 0 otherwise.
+    /// Run as root, it opens the files, then drops to `nobody` before reading and parsing
+    /// them (3 if it cannot).
     ///
     /// Example: modsec-shipper show /var/log/modsec_audit/www-data/20261128/*/*
     Show {
@@ -289,8 +316,7 @@ fn main() -> ExitCode {
             detail,
             config,
         } => {
-            env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
-                .init();
+            setup::install_plain_logger();
             match detail {
                 Some(format) => show::details(&files, format, config.as_deref(), max_body),
                 None => show::run(&files, json, max_body),
@@ -332,8 +358,7 @@ fn main() -> ExitCode {
             dry_run,
             force,
         } => {
-            env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
-                .init();
+            setup::install_plain_logger();
             if failed && names.is_empty() && unique_id.is_empty() && !all {
                 eprintln!("modsec-shipper: requeue --failed: name the entries, or give --unique-id ID or --all");
                 return ExitCode::from(exit::USAGE);
@@ -363,7 +388,7 @@ fn main() -> ExitCode {
                 }
             };
             let o = requeue::Options {
-                config: at.config,
+                config: at.config_file(),
                 queue: at.queue,
                 storage_dir,
                 state_dir,
@@ -379,15 +404,14 @@ fn main() -> ExitCode {
             crit_age,
             crit_failed,
         } => {
-            env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
-                .init();
+            setup::install_plain_logger();
             let thresholds = modsec2sguil::status::Thresholds {
                 warn_age,
                 crit_age,
                 crit_failed,
             };
             ExitCode::from(status::run(
-                at.config.as_ref(),
+                at.config_file().as_ref(),
                 at.queue.as_ref(),
                 json,
                 thresholds,

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use indicatif::{ProgressBar, ProgressStyle};
 use modsec2sguil::collect::{CollectorOverrides, CollectorSettings};
 use modsec2sguil::config::ConfigFile;
+use modsec2sguil::escape::escape_text;
 use modsec2sguil::queue::known::Known;
 use modsec2sguil::queue::Queue;
 use modsec2sguil::requeue::{
@@ -45,10 +46,10 @@ pub struct Options {
 
 pub fn run(source: Source, o: &Options) -> u8 {
     let config = match &o.config {
-        Some(path) => match ConfigFile::load(path) {
+        Some(path) => match ConfigFile::load_trusted(path) {
             Ok(c) => Some(c),
             Err(e) => {
-                eprintln!("modsec-shipper: requeue: {e}");
+                error(&e);
                 return exit::CONFIG;
             }
         },
@@ -57,13 +58,30 @@ pub fn run(source: Source, o: &Options) -> u8 {
     let queue_dir = match modsec2sguil::config::queue_dir(o.queue.clone(), config.as_ref()) {
         Ok(q) => q,
         Err(e) => {
-            eprintln!("modsec-shipper: requeue: {e}");
+            error(&e);
             return exit::CONFIG;
         }
     };
     if let Some(why) = modsec2sguil::queue::not_a_queue(&queue_dir) {
-        eprintln!("modsec-shipper: requeue: {why}");
+        error(&why);
         return exit::CONFIG;
+    }
+    // --failed only moves files within the queue: as root, it does so as the queue's
+    // owner, so nothing planted in failed/ or history/ (a link to a root-only directory)
+    // is followed by root. --backlog and --index read the storage dir, which may need
+    // root, and queue as the collector does.
+    if matches!(source, Source::Failed { .. }) {
+        let runas = match config.as_ref().map(|c| c.owner("RUNAS")).transpose() {
+            Ok(r) => r.flatten(),
+            Err(e) => {
+                error(&e);
+                return exit::CONFIG;
+            }
+        };
+        if let Err(e) = modsec2sguil::privilege::drop_to_queue_owner(runas, &queue_dir) {
+            error(&e);
+            return exit::CONFIG;
+        }
     }
     let mut out = Printer::new(o.dry_run);
     let result = match source {
@@ -75,10 +93,10 @@ pub fn run(source: Source, o: &Options) -> u8 {
             let known = match Known::load(&queue_dir) {
                 Ok(k) => k,
                 Err(e) => {
-                    eprintln!(
-                        "modsec-shipper: requeue: cannot read the queue {}: {e}",
+                    error(format!(
+                        "cannot read the queue {}: {e}",
                         queue_dir.display()
-                    );
+                    ));
                     return exit::IO;
                 }
             };
@@ -101,14 +119,14 @@ pub fn run(source: Source, o: &Options) -> u8 {
             let settings = match settings {
                 Ok(s) => s,
                 Err(e) => {
-                    eprintln!("modsec-shipper: requeue: {e}");
+                    error(&e);
                     return exit::CONFIG;
                 }
             };
             let mut r = match LineRequeuer::new(settings, o.dry_run, o.force) {
                 Ok(r) => r,
                 Err(e) => {
-                    eprintln!("modsec-shipper: requeue: {}: {e}", queue_dir.display());
+                    error(format!("{}: {e}", queue_dir.display()));
                     return exit::IO;
                 }
             };
@@ -129,10 +147,19 @@ pub fn run(source: Source, o: &Options) -> u8 {
             }
         }
         Err(e) => {
-            eprintln!("modsec-shipper: requeue: {e}");
+            error(&e);
             exit::IO
         }
     }
+}
+
+/// An error of the command, on stderr. It may quote names and records from the queue:
+/// escaped.
+fn error(text: impl std::fmt::Display) {
+    eprintln!(
+        "modsec-shipper: requeue: {}",
+        escape_text(&text.to_string())
+    );
 }
 
 fn failed(
@@ -271,7 +298,7 @@ impl Printer {
     /// One line; errors to stderr, the rest to stdout. What it says comes partly from
     /// index lines and events: escaped for the terminal.
     fn line(&self, text: &str, error: bool) {
-        let text = modsec2sguil::escape::escape_text(text);
+        let text = escape_text(text);
         let print = || {
             if error {
                 eprintln!("{text}");

@@ -1,4 +1,5 @@
-//! What `drain` and `run` share: config and logging, and privileges.
+//! What `drain` and `run` share: config and logging, and privileges; and the logger of
+//! the operator commands.
 
 use log::LevelFilter;
 use modsec2sguil::config::{ConfigFile, KNOWN_KEYS};
@@ -17,7 +18,8 @@ pub fn start(common: &Common) -> Result<(ConfigFile, ShipperSettings), u8> {
             Ok((config, settings))
         }
         Err(e) => {
-            let config = ConfigFile::load(&common.config).ok();
+            // Its log file only if root may trust it.
+            let config = ConfigFile::load_trusted(&common.config).ok();
             install_logger(common, config.as_ref());
             log::error!("{e}");
             Err(crate::exit::CONFIG)
@@ -25,9 +27,10 @@ pub fn start(common: &Common) -> Result<(ConfigFile, ShipperSettings), u8> {
     }
 }
 
-/// Loads and checks the config file; errors name the file, line and key.
+/// Loads and checks the config file (as root: only one root alone can write, see
+/// `ConfigFile::load_trusted`); errors name the file, line and key.
 pub fn load_settings(common: &Common) -> Result<(ConfigFile, ShipperSettings), String> {
-    let config = ConfigFile::load(&common.config).map_err(|e| e.to_string())?;
+    let config = ConfigFile::load_trusted(&common.config).map_err(|e| e.to_string())?;
     let overrides = ShipperOverrides {
         queue_dir: common.queue.clone(),
         output: common.output.map(|o| match o {
@@ -100,25 +103,31 @@ pub fn install_logger(common: &Common, config: Option<&ConfigFile>) {
     }
 }
 
-/// Drops root for RUNAS user:group (groups, then gid, then uid). Not root: only checks
-/// that we already are that user.
-pub fn drop_privileges(runas: Option<(u32, u32)>) -> Result<(), String> {
-    use nix::unistd::{getuid, setgid, setgroups, setuid, Gid, Uid};
-    let Some((uid, gid)) = runas else {
-        return Ok(());
-    };
-    if !getuid().is_root() {
-        if getuid().as_raw() != uid {
-            log::warn!(
-                "RUNAS asks for uid {uid}, but we run as uid {} and cannot change",
-                getuid()
-            );
-        }
-        return Ok(());
-    }
-    setgroups(&[Gid::from_raw(gid)]).map_err(|e| format!("RUNAS: setgroups: {e}"))?;
-    setgid(Gid::from_raw(gid)).map_err(|e| format!("RUNAS: setgid {gid}: {e}"))?;
-    setuid(Uid::from_raw(uid)).map_err(|e| format!("RUNAS: setuid {uid}: {e}"))?;
-    log::debug!("running as uid {uid}, gid {gid}");
-    Ok(())
+/// Started as root, becomes RUNAS or the queue's owner before anything in the queue is
+/// opened (`modsec2sguil::privilege`); what cannot is logged and exits 3.
+pub fn become_queue_owner(settings: &ShipperSettings) -> Result<(), u8> {
+    modsec2sguil::privilege::drop_to_queue_owner(settings.runas, &settings.queue_dir)
+        .map(|_| ())
+        .map_err(|e| {
+            log::error!("{e}");
+            crate::exit::CONFIG
+        })
+}
+
+/// The logger of `requeue`, `status` and `show`: stderr, at RUST_LOG's level (default
+/// warn), every message escaped (`escape_text`): they quote file names and records from
+/// the queue, which its owner writes, to the terminal of whoever runs them.
+pub fn install_plain_logger() {
+    use std::io::Write;
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
+        .format(|buf, record| {
+            let text = record.args().to_string();
+            writeln!(
+                buf,
+                "modsec-shipper: {}: {}",
+                record.level().as_str().to_ascii_lowercase(),
+                modsec2sguil::escape::escape_text(&text)
+            )
+        })
+        .init();
 }

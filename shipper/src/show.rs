@@ -10,7 +10,7 @@ use chrono::Utc;
 use modsec2sguil::alert::{map_event, AlertSettings, DetailFormat};
 use modsec2sguil::auditlog::{read_event_file, AuditEvent, Body, ParseLimits};
 use modsec2sguil::config::ConfigFile;
-use modsec2sguil::escape::{escape, escape_lines};
+use modsec2sguil::escape::{escape, escape_lines, escape_text, json_ascii};
 
 /// `show --detail`: the Sguil detail of each file, as the shipper would send it.
 pub fn details(
@@ -20,13 +20,13 @@ pub fn details(
     max_body: usize,
 ) -> ExitCode {
     let settings = match config {
-        Some(path) => ConfigFile::load(path).and_then(|c| AlertSettings::resolve(&c)),
+        Some(path) => ConfigFile::load_trusted(path).and_then(|c| AlertSettings::resolve(&c)),
         None => Ok(AlertSettings::default()),
     };
     let mut settings = match settings {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("modsec-shipper: show: {e}");
+            eprintln!("modsec-shipper: show: {}", escape_text(&e.to_string()));
             return ExitCode::from(crate::exit::CONFIG);
         }
     };
@@ -43,7 +43,12 @@ pub fn details(
 }
 
 /// Parses each file and writes what `render` makes of it to stdout; a file that cannot
-/// be parsed is named on stderr. Exits 1 if any could not, or stdout closed.
+/// be parsed is named on stderr. Exits 1 if any could not, or stdout closed; 3 if root
+/// cannot be dropped.
+///
+/// Run as root, every file is opened first (root may read what the operator names: the
+/// storage dir, the queue), then root is dropped for `nobody` before a byte is read or
+/// parsed: the files are attacker-written (a queue entry, an event a client shaped).
 fn each_file(
     files: &[PathBuf],
     max_body: usize,
@@ -53,11 +58,22 @@ fn each_file(
         max_body_bytes: max_body,
         ..ParseLimits::default()
     };
+    let mut opened = match open_as_root_then_drop(files) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("modsec-shipper: show: {}", escape_text(&e));
+            return ExitCode::from(crate::exit::CONFIG);
+        }
+    };
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     let mut failed = 0usize;
-    for path in files {
-        match load(path, &limits) {
+    for (i, path) in files.iter().enumerate() {
+        let file = match opened.as_mut() {
+            Some(files) => std::mem::replace(&mut files[i], Err(String::new())),
+            None => open(path),
+        };
+        match file.and_then(|f| load(path, f, &limits)) {
             Ok((event, raw)) => {
                 if out.write_all(&render(path, &event, &raw)).is_err() {
                     // stdout closed (e.g. piped into head): nothing more to say.
@@ -66,10 +82,7 @@ fn each_file(
             }
             Err(e) => {
                 failed += 1;
-                eprintln!(
-                    "modsec-shipper: show: {}",
-                    modsec2sguil::escape::escape_text(&e)
-                );
+                eprintln!("modsec-shipper: show: {}", escape_text(&e));
             }
         }
     }
@@ -95,14 +108,62 @@ pub fn run(files: &[PathBuf], json: bool, max_body: usize) -> ExitCode {
     })
 }
 
-/// The parsed event and the file's bytes.
-fn load(path: &Path, limits: &ParseLimits) -> Result<(AuditEvent, Vec<u8>), String> {
+/// As root: every file opened (each `Ok`, or why not), then root dropped for `nobody`
+/// (`modsec2sguil::privilege`). Not root: `None`, each file is opened when its turn
+/// comes. Err when root cannot be dropped.
+fn open_as_root_then_drop(files: &[PathBuf]) -> Result<Option<Vec<Result<File, String>>>, String> {
+    if !nix::unistd::geteuid().is_root() {
+        return Ok(None);
+    }
+    // One descriptor a file: as many as the hard limit allows.
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit with a valid pointer to an rlimit.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+    let opened = files.iter().map(|p| open(p)).collect();
+    let (uid, gid) = modsec2sguil::privilege::nobody();
+    modsec2sguil::privilege::drop_to(uid, gid).map_err(|e| {
+        format!(
+            "cannot drop root for nobody (uid {uid}) before parsing: {e}; run show as an \
+             unprivileged user that can read the files"
+        )
+    })?;
+    Ok(Some(opened))
+}
+
+/// Opens an event file to read: a regular file (a FIFO named by mistake is not waited
+/// on).
+fn open(path: &Path) -> Result<File, String> {
+    use std::os::unix::fs::OpenOptionsExt;
     let name = path.display();
-    let meta = std::fs::metadata(path).map_err(|e| format!("{name}: {e}"))?;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::EMFILE) | Some(libc::ENFILE) => format!(
+                "{name}: {e} (show as root opens every file before it drops root: give fewer \
+                 files at a time, e.g. through xargs -n 1000)"
+            ),
+            _ => format!("{name}: {e}"),
+        })?;
+    let meta = file.metadata().map_err(|e| format!("{name}: {e}"))?;
     if !meta.is_file() {
         return Err(format!("{name}: not a regular file"));
     }
-    let file = File::open(path).map_err(|e| format!("{name}: {e}"))?;
+    Ok(file)
+}
+
+/// The parsed event and the file's bytes.
+fn load(path: &Path, file: File, limits: &ParseLimits) -> Result<(AuditEvent, Vec<u8>), String> {
+    let name = path.display();
     let raw = read_event_file(path, file, limits).map_err(|e| e.to_string())?;
     let event = raw.parse(limits).map_err(|e| format!("{name}: {e}"))?;
     Ok((event, raw.bytes))
@@ -113,7 +174,7 @@ fn as_json(path: &Path, event: &AuditEvent) -> String {
     if let Some(map) = value.as_object_mut() {
         map.insert("file".into(), path.display().to_string().into());
     }
-    format!("{value}\n")
+    format!("{}\n", json_ascii(&value.to_string()))
 }
 
 /// Bytes as terminal-safe text: ModSecurity's own escaping, so nothing raw reaches the tty.

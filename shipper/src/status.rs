@@ -1,11 +1,12 @@
 //! `modsec-shipper status`: the queue at a glance, for people and for monitoring.
 
 use std::fmt::Write as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use chrono::{TimeZone, Utc};
 use modsec2sguil::config::ConfigFile;
-use modsec2sguil::status::{Level, QueueStatus, Thresholds};
+use modsec2sguil::escape::{escape_text, json_ascii};
+use modsec2sguil::status::{rule_engine_off, Level, QueueStatus, Thresholds, MODSECURITY_CONF_DIR};
 
 /// Prints the status; returns the exit code (the Nagios level; 0 without thresholds
 /// unless the queue cannot be read).
@@ -18,7 +19,7 @@ pub fn run(
     let checking = thresholds.warn_age.is_some()
         || thresholds.crit_age.is_some()
         || thresholds.crit_failed.is_some();
-    let config = match config.map(|p| ConfigFile::load(p)).transpose() {
+    let config = match config.map(|p| ConfigFile::load_trusted(p)).transpose() {
         Ok(c) => c,
         Err(e) => return unknown(&e.to_string(), json),
     };
@@ -26,6 +27,15 @@ pub fn run(
         Ok(d) => d,
         Err(e) => return unknown(&e.to_string(), json),
     };
+    // As root, what follows is read as the queue's owner: the journal, records and names
+    // there are theirs to plant.
+    let runas = match config.as_ref().map(|c| c.owner("RUNAS")).transpose() {
+        Ok(r) => r.flatten(),
+        Err(e) => return unknown(&e.to_string(), json),
+    };
+    if let Err(e) = modsec2sguil::privilege::drop_to_queue_owner(runas, &dir) {
+        return unknown(&e.to_string(), json);
+    }
     let state_dir = match modsec2sguil::state::configured(None, config.as_ref()) {
         Ok(d) => d,
         Err(e) => return unknown(&e.to_string(), json),
@@ -40,6 +50,13 @@ pub fn run(
         }
     };
     let now = Utc::now().timestamp();
+    // Nothing ever came: say why, if ModSecurity's own config tells.
+    let notes: Vec<String> = status
+        .never_used
+        .then(|| rule_engine_off(Path::new(MODSECURITY_CONF_DIR)))
+        .flatten()
+        .into_iter()
+        .collect();
     let (mut level, mut why) = thresholds.check(&status, now);
     if checking && !status.problems.is_empty() {
         level = level.max(Level::Warning);
@@ -55,10 +72,16 @@ pub fn run(
             o.insert("oldest_age".into(), status.oldest_age(now).into());
             o.insert("level".into(), level.as_str().into());
             o.insert("level_reasons".into(), why.clone().into());
+            o.insert("notes".into(), notes.clone().into());
         }
-        format!("{v}\n")
+        // Strings from the queue, as JSON escapes them, and nothing but ASCII.
+        format!("{}\n", json_ascii(&v.to_string()))
     } else {
-        human(&status, now, level, &why)
+        let mut text = human(&status, now, level, &why);
+        for n in &notes {
+            text.push_str(&format!("note:       {n}\n"));
+        }
+        text
     };
     print!("{text}");
     if checking {
@@ -71,9 +94,9 @@ pub fn run(
 fn unknown(e: &str, json: bool) -> u8 {
     if json {
         let v = serde_json::json!({ "level": "UNKNOWN", "error": e });
-        println!("{v}");
+        println!("{}", json_ascii(&v.to_string()));
     } else {
-        println!("modsec2sguil UNKNOWN - {e}");
+        println!("modsec2sguil UNKNOWN - {}", escape_text(e));
     }
     Level::Unknown as u8
 }
@@ -102,6 +125,14 @@ fn when(t: i64, now: i64) -> String {
     }
 }
 
+/// A path for the terminal: names in the queue are its owner's to choose.
+fn shown(p: &std::path::Path) -> String {
+    escape_text(&p.display().to_string()).into_owned()
+}
+
+/// The report for people. Every string in it that the queue holds (the last run's
+/// program and error, reasons, paths, problems naming files) is escaped: the queue's
+/// owner wrote them, and root may be reading.
 fn human(s: &QueueStatus, now: i64, level: Level, why: &[String]) -> String {
     let mut o = String::new();
     let age = s.oldest_age(now).unwrap_or(0);
@@ -122,7 +153,7 @@ fn human(s: &QueueStatus, now: i64, level: Level, why: &[String]) -> String {
         " | queued={} oldest={age}s failed={} backlog={} in_flight={} overflow={}",
         s.entries, s.failed, s.backlog, s.in_flight, s.overflow
     );
-    let _ = writeln!(o, "queue:      {}", s.queue.display());
+    let _ = writeln!(o, "queue:      {}", shown(&s.queue));
     match (s.oldest, s.newest) {
         (Some(old), Some(new)) => {
             let _ = writeln!(
@@ -144,7 +175,7 @@ fn human(s: &QueueStatus, now: i64, level: Level, why: &[String]) -> String {
     );
     let _ = writeln!(o, "failed/:    {}", s.failed);
     for (reason, n) in &s.failed_by_reason {
-        let _ = writeln!(o, "  {n:>8}  {reason}");
+        let _ = writeln!(o, "  {n:>8}  {}", escape_text(reason));
     }
     if s.failed > 0 {
         let _ = writeln!(
@@ -179,7 +210,7 @@ fn human(s: &QueueStatus, now: i64, level: Level, why: &[String]) -> String {
             Some(size) => writeln!(
                 o,
                 "following:  {} at byte {} of {} ({} bytes not read yet)",
-                f.index.display(),
+                shown(&f.index),
                 f.offset,
                 size,
                 size.saturating_sub(f.offset)
@@ -187,7 +218,7 @@ fn human(s: &QueueStatus, now: i64, level: Level, why: &[String]) -> String {
             None => writeln!(
                 o,
                 "following:  {} (rotated or gone since the collector last saved its place, at byte {})",
-                f.index.display(),
+                shown(&f.index),
                 f.offset
             ),
         };
@@ -197,13 +228,13 @@ fn human(s: &QueueStatus, now: i64, level: Level, why: &[String]) -> String {
             let _ = write!(
                 o,
                 "last run:   {} (pid {}), ended {}: {}",
-                r.program,
+                escape_text(&r.program),
                 r.pid,
                 when(r.finished, now),
                 r.result.as_str()
             );
             if let Some(e) = &r.error {
-                let _ = write!(o, " ({e})");
+                let _ = write!(o, " ({})", escape_text(e));
             }
             let _ = writeln!(
                 o,
@@ -216,7 +247,7 @@ fn human(s: &QueueStatus, now: i64, level: Level, why: &[String]) -> String {
         }
     }
     for p in &s.problems {
-        let _ = writeln!(o, "problem:    {p}");
+        let _ = writeln!(o, "problem:    {}", escape_text(p));
     }
     o
 }

@@ -73,6 +73,30 @@ pub fn config(dir: &Path, queue: &Path, server: &TestSguild, extra: &str) -> Pat
     path
 }
 
+/// A config that sends events to stdout (no server needed) from the queue `queue`,
+/// written as `dir/shipper.conf`, with `extra` settings.
+pub fn stdout_config(dir: &Path, queue: &Path, extra: &str) -> PathBuf {
+    let conf = dir.join("shipper.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "set EVENT_DIR {}\nset OUTPUT stdout\nset HOSTNAME websrv\n{extra}",
+            queue.display()
+        ),
+    )
+    .unwrap();
+    conf
+}
+
+/// Moves the entry `name` of `queue` into `queue/failed/` (created if missing), as a
+/// quarantine without its reason file; returns `failed/`.
+pub fn move_to_failed(queue: &Path, name: &str) -> PathBuf {
+    let failed = queue.join("failed");
+    std::fs::create_dir_all(&failed).unwrap();
+    std::fs::rename(queue.join(name), failed.join(name)).unwrap();
+    failed
+}
+
 /// Runs `modsec-shipper <args>`.
 pub fn shipper(args: &[&str]) -> Output {
     Command::new(binary("modsec-shipper"))

@@ -33,10 +33,22 @@ pub use worker::{resolve_event_path, Checked, Checker, Committer, LineOutcome, W
 /// ModSecurity 2 keeps index lines under 4 KiB (PIPE_BUF); a line 16 times that is not
 /// an index line. Longer lines are cut to this, logged and put in the backlog.
 pub const MAX_LINE_BYTES: usize = 64 * 1024;
-/// Lines waiting for the worker in memory before new ones are spooled to disk (fsynced).
+/// Lines waiting for the worker in memory before new ones are spooled to disk (fsynced),
+/// and fewer when they are long: all the lines held count against [`MAX_PIPELINE_BYTES`].
 /// Small on purpose: lines held in memory are what a SIGKILL of the collector loses, and
 /// the spool absorbs bursts at disk speed anyway.
 pub const WORK_QUEUE_LINES: usize = 512;
+/// Bytes of index lines the pipeline holds in memory at most, by its own count of every
+/// copy of a line ([`Stats::held_peak`]): half for lines read and not yet committed (the
+/// ledger's copy and the one the steps work on), half for lines on their way to the
+/// spool. A count of lines bounded nothing: 512 lines of up to 64 KiB, held twice, and
+/// 16,384 on their way to the spool took a flood of 60 KiB lines to 576 MB. Ordinary lines
+/// (a few hundred bytes) never reach it, the line counts stop them first; long ones keep
+/// a hundred or so in hand, enough to write the spool in batches of
+/// [`pipeline::SPILL_BATCH_BYTES`], i.e. at disk speed. Beyond it the collector holds
+/// at most one batch's copy being written, one line being read and one taken from the
+/// spool, and the index file's [`index_file::MAX_HELD_BYTES`].
+pub const MAX_PIPELINE_BYTES: usize = 32 * 1024 * 1024;
 
 /// What the collector asks its input pipe to hold: the kernel's default ceiling
 /// (fs.pipe-max-size), 16 times the default 64 KiB. The reader lets slow input gather
@@ -71,6 +83,9 @@ pub struct Stats {
     pub backlogged: AtomicU64,
     pub spilled: AtomicU64,
     pub integrity_mismatches: AtomicU64,
+    /// The most bytes of lines the pipeline held in memory at once, by its own count: at
+    /// most [`MAX_PIPELINE_BYTES`].
+    pub held_peak: AtomicU64,
 }
 
 /// Reads lines of at most [`MAX_LINE_BYTES`] (the rest of a longer line is skipped and

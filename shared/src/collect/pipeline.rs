@@ -6,12 +6,12 @@ use std::io::{self, Read};
 use std::mem::take;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 
 use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
 
 use super::spool::{Spool, SPOOL_POLL};
-use super::{read_line, InputLine, Stats, MAX_LINE_BYTES, WORK_QUEUE_LINES};
+use super::{read_line, InputLine, Stats, MAX_LINE_BYTES, MAX_PIPELINE_BYTES, WORK_QUEUE_LINES};
 use crate::state::StateDir;
 
 /// Something that acts on lines in one step: a test's stand-in for the [`Worker`](super::Worker).
@@ -90,6 +90,14 @@ struct Shared<T> {
     spooled: AtomicBool,
     /// Lines handed to the spill thread and not yet in the spool.
     spill_outstanding: AtomicU64,
+    /// Notified when the ledger's lines take fewer bytes, or it closes.
+    ledger_room: Condvar,
+    /// Bytes of the lines on their way to the spool ([`copy_cost`] each), until written.
+    spill_bytes: Mutex<usize>,
+    /// Notified when `spill_bytes` goes down.
+    spill_room: Condvar,
+    /// Bytes of lines held: the ledger's and the spill's (for [`Stats::held_peak`]).
+    held: AtomicUsize,
     spool: Spool,
     stats: Arc<Stats>,
 }
@@ -98,16 +106,128 @@ impl<T> Shared<T> {
     /// Commits a line, if it claims it from the ledger first (abandon() may have taken
     /// it: it is in the backlog then).
     fn commit(&self, (seq, item): Tracked<T>) {
-        if !lock(&self.ledger).claim(seq) {
+        let Some(cost) = lock(&self.ledger).claim(seq) else {
             return;
-        }
+        };
         (lock(&self.commit))(item);
-        lock(&self.ledger).committing -= 1;
+        let mut ledger = lock(&self.ledger);
+        ledger.done(cost);
+        self.freed(cost);
+        self.ledger_room.notify_all();
     }
 
     fn stopped(&self) -> bool {
         self.stop.load(Ordering::SeqCst)
     }
+
+    /// Counts `bytes` more of lines held, and the peak. Called (as [`Shared::freed`])
+    /// under the lock of the ledger or of the spill's count, whichever changed, so the
+    /// total never counts one side above its share, even for a moment.
+    fn holds(&self, bytes: usize) {
+        let now = self.held.fetch_add(bytes, Ordering::SeqCst) + bytes;
+        self.stats
+            .held_peak
+            .fetch_max(now as u64, Ordering::Relaxed);
+    }
+
+    fn freed(&self, bytes: usize) {
+        self.held.fetch_sub(bytes, Ordering::SeqCst);
+    }
+
+    /// Records a line the reader read in the ledger, while the reader's share of it has
+    /// room; `None` (the line is to be spilled) when it has not, or the ledger is closed.
+    fn enter_read(&self, line: &InputLine) -> Option<u64> {
+        let cost = ledger_cost(line);
+        let mut ledger = lock(&self.ledger);
+        let seq = ledger.enter(line, cost, READER_LEDGER_BYTES)?;
+        self.holds(cost);
+        Some(seq)
+    }
+
+    /// Takes a line the reader entered out of the ledger again (it spills it instead).
+    fn forget(&self, seq: u64) {
+        let mut ledger = lock(&self.ledger);
+        if let Some(cost) = ledger.forget(seq) {
+            self.freed(cost);
+            self.ledger_room.notify_all();
+        }
+    }
+
+    /// Records a line taken from the spool in the ledger once it has room (after
+    /// `before_wait`, when it has to wait for it): lines ahead of it are committed
+    /// meanwhile. `None` once the ledger is closed (which ends the wait too).
+    fn enter_spooled(&self, line: &InputLine, before_wait: impl FnOnce()) -> Option<u64> {
+        let cost = ledger_cost(line);
+        let full = |l: &mut Ledger| !l.closed && l.bytes + cost > LEDGER_BYTES;
+        let mut ledger = lock(&self.ledger);
+        if full(&mut ledger) {
+            drop(ledger);
+            before_wait();
+            ledger = self
+                .ledger_room
+                .wait_while(lock(&self.ledger), full)
+                .unwrap_or_else(|e| e.into_inner());
+        }
+        let seq = ledger.enter(line, cost, usize::MAX)?;
+        self.holds(cost);
+        Some(seq)
+    }
+
+    /// Counts a line on its way to the spool, first waiting (after `before_wait`)
+    /// while the spill's share is spent: the spill thread is writing behind.
+    fn reserve_spill(&self, line: &InputLine, before_wait: impl FnOnce()) {
+        let cost = copy_cost(line);
+        let full = |held: &mut usize| *held > 0 && *held + cost > SPILL_BYTES;
+        let mut held = lock(&self.spill_bytes);
+        if full(&mut held) {
+            before_wait();
+            held = self
+                .spill_room
+                .wait_while(held, full)
+                .unwrap_or_else(|e| e.into_inner());
+        }
+        *held += cost;
+        self.holds(cost);
+    }
+
+    /// Lines no longer on their way to the spool (written, backlogged or taken).
+    fn release_spill(&self, lines: &[InputLine]) {
+        let cost: usize = lines.iter().map(copy_cost).sum();
+        let mut held = lock(&self.spill_bytes);
+        *held -= cost;
+        self.freed(cost);
+        self.spill_room.notify_all();
+    }
+}
+
+/// The ledger's share of [`MAX_PIPELINE_BYTES`]: lines read (or taken from the spool) and
+/// not yet committed, counted twice (the ledger's copy and the steps').
+const LEDGER_BYTES: usize = MAX_PIPELINE_BYTES / 2;
+/// What the reader may fill of the ledger's share; lines beyond it are spilled. The rest
+/// is for lines the checker takes from the spool, so that it can always go on with
+/// them once the steps after it are done: the reader's lines waiting in the work
+/// channel are the checker's own to take, and it is busy with the spool.
+const READER_LEDGER_BYTES: usize = LEDGER_BYTES - 4 * 1024 * 1024;
+/// The spill's share: lines on their way to the spool, until written. Only a disk that
+/// writes slower than lines come spends it; the reader then waits (see
+/// [`SPILL_CHANNEL_LINES`]).
+const SPILL_BYTES: usize = MAX_PIPELINE_BYTES - LEDGER_BYTES;
+/// Bytes of lines the spill thread writes with one fsync, at most (beyond one line),
+/// and the most it copies to write them in one go. 4096 ordinary lines take about this.
+pub const SPILL_BATCH_BYTES: usize = 2 * 1024 * 1024;
+/// What a copy of a line costs besides its bytes: its `InputLine`, a slot in a channel
+/// or the ledger's map, the allocator's own.
+const LINE_OVERHEAD: usize = 64;
+
+/// The memory one copy of `line` takes.
+fn copy_cost(line: &InputLine) -> usize {
+    line.bytes.capacity() + LINE_OVERHEAD
+}
+
+/// The memory a line in the ledger takes: the ledger's copy (a clone, as long as the
+/// line) and the one the steps work on.
+fn ledger_cost(line: &InputLine) -> usize {
+    line.bytes.len() + LINE_OVERHEAD + copy_cost(line)
 }
 
 /// The in-flight ledger: every line from the moment it is read (or taken from the
@@ -117,43 +237,59 @@ impl<T> Shared<T> {
 /// a step is stuck.
 #[derive(Default)]
 struct Ledger {
-    lines: std::collections::BTreeMap<u64, InputLine>,
+    /// Each line with its [`ledger_cost`].
+    lines: std::collections::BTreeMap<u64, (InputLine, usize)>,
     next: u64,
     closed: bool,
     /// Lines claimed and still being committed.
     committing: usize,
+    /// Bytes of the lines in it and being committed. Not given back when it closes: the
+    /// copies on the steps stay where they are until the process exits.
+    bytes: usize,
 }
 
 impl Ledger {
-    /// Records a line; `None` once closed.
-    fn enter(&mut self, line: &InputLine) -> Option<u64> {
-        if self.closed {
+    /// Records a line that takes `cost` bytes, if that keeps it within `limit`; `None`
+    /// when it would not, or once closed.
+    fn enter(&mut self, line: &InputLine, cost: usize, limit: usize) -> Option<u64> {
+        if self.closed || self.bytes + cost > limit {
             return None;
         }
         let seq = self.next;
         self.next += 1;
-        self.lines.insert(seq, line.clone());
+        self.lines.insert(seq, (line.clone(), cost));
+        self.bytes += cost;
         Some(seq)
     }
 
-    /// Forgets a line the reader spilled instead of handing it on.
-    fn forget(&mut self, seq: u64) {
-        self.lines.remove(&seq);
+    /// Forgets a line the reader spilled instead of handing it on; its cost.
+    fn forget(&mut self, seq: u64) -> Option<usize> {
+        let (_, cost) = self.lines.remove(&seq)?;
+        self.bytes -= cost;
+        Some(cost)
     }
 
-    /// Takes a line out for its commit; false if abandon took it first.
-    fn claim(&mut self, seq: u64) -> bool {
-        let claimed = self.lines.remove(&seq).is_some();
-        if claimed {
-            self.committing += 1;
-        }
-        claimed
+    /// Takes a line out for its commit, and its cost (given back by [`Ledger::done`]);
+    /// `None` if abandon took it first.
+    fn claim(&mut self, seq: u64) -> Option<usize> {
+        let (_, cost) = self.lines.remove(&seq)?;
+        self.committing += 1;
+        Some(cost)
+    }
+
+    /// A claimed line is committed.
+    fn done(&mut self, cost: usize) {
+        self.committing -= 1;
+        self.bytes -= cost;
     }
 
     /// Closes the ledger and returns every line not claimed, in order.
     fn close(&mut self) -> Vec<InputLine> {
         self.closed = true;
-        take(&mut self.lines).into_values().collect()
+        take(&mut self.lines)
+            .into_values()
+            .map(|(line, _)| line)
+            .collect()
     }
 }
 
@@ -187,11 +323,13 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// The backlog reason of the lines [`Pipeline::abandon`] takes.
 const ABANDONED: &str = "collector stopped by a second SIGTERM before handling it";
 
-/// Spilled lines written with one fsync, at most this many at a time.
+/// Spilled lines written with one fsync, at most this many at a time (and at most
+/// [`SPILL_BATCH_BYTES`]).
 const SPILL_BATCH: usize = 4096;
-/// Lines on their way to the spool. Only a disk that takes no writes at all fills this;
-/// the reader then waits (holding more would only grow memory until the OOM killer came,
-/// and Apache cannot write its event files to that disk either).
+/// Lines on their way to the spool, and at most [`SPILL_BYTES`] of them. Only a disk that
+/// takes no writes at all (or writes slower than lines come) fills this; the reader then
+/// waits (holding more would only grow memory until the OOM killer came, and Apache
+/// cannot write its event files to that disk either).
 const SPILL_CHANNEL_LINES: usize = 16 * 1024;
 
 impl<T: Send + 'static> Pipeline<T> {
@@ -234,6 +372,10 @@ impl<T: Send + 'static> Pipeline<T> {
             in_spool: AtomicBool::new(false),
             spooled: AtomicBool::new(false),
             spill_outstanding: AtomicU64::new(0),
+            ledger_room: Condvar::new(),
+            spill_bytes: Mutex::new(0),
+            spill_room: Condvar::new(),
+            held: AtomicUsize::new(0),
             spool: Spool::new(spool_dir),
             stats,
         });
@@ -297,7 +439,9 @@ impl<T: Send + 'static> Pipeline<T> {
         let shared = &self.shared;
         shared.stop.store(true, Ordering::SeqCst);
         let mut left = lock(&shared.ledger).close();
+        shared.ledger_room.notify_all();
         let taken_from_spill: Vec<InputLine> = self.spilling.try_iter().collect();
+        shared.release_spill(&taken_from_spill);
         shared
             .spill_outstanding
             .fetch_sub(taken_from_spill.len() as u64, Ordering::SeqCst);
@@ -367,6 +511,7 @@ fn spawn_checker<T: Send + 'static>(
             },
             shared: &shared,
             late: Vec::new(),
+            late_bytes: 0,
         };
         let mut watch = SpoolWatch { failed_at: None };
         step.spool_pass(|step| {
@@ -481,8 +626,13 @@ fn spawn_spill<T: Send + 'static>(
     spawn("spill", move || {
         let _done = done;
         while let Ok(first) = spill.recv() {
+            let mut bytes = first.bytes.len();
             let mut batch = vec![first];
-            batch.extend(spill.try_iter().take(SPILL_BATCH - 1));
+            while batch.len() < SPILL_BATCH && bytes < SPILL_BATCH_BYTES {
+                let Ok(line) = spill.try_recv() else { break };
+                bytes += line.bytes.len();
+                batch.push(line);
+            }
             match shared.spool.append(&batch) {
                 Ok(()) => shared.spooled.store(true, Ordering::SeqCst),
                 Err(e) => {
@@ -493,6 +643,7 @@ fn spawn_spill<T: Send + 'static>(
                     backlog_or_log(&shared.spool.dir, &batch, &reason, &shared.stats);
                 }
             }
+            shared.release_spill(&batch);
             shared
                 .spill_outstanding
                 .fetch_sub(batch.len() as u64, Ordering::SeqCst);
@@ -500,10 +651,26 @@ fn spawn_spill<T: Send + 'static>(
     })
 }
 
-/// [`write_backlog`] into the state dir `dir` (the spool's); lines that cannot go there
-/// are logged in full.
+/// [`write_backlog`] into the state dir `dir` (the spool's), [`SPILL_BATCH_BYTES`] at
+/// a time (each write is one copy of its lines); lines that cannot go there are logged
+/// in full.
 fn backlog_or_log(dir: &Path, lines: &[InputLine], reason: &str, stats: &Stats) {
-    write_backlog(&StateDir::at(dir), lines, reason, stats)
+    let state = StateDir::at(dir);
+    let mut rest = lines;
+    while !rest.is_empty() {
+        let mut bytes = 0;
+        let n = rest
+            .iter()
+            .take_while(|l| {
+                let fits = bytes == 0 || bytes + l.bytes.len() <= SPILL_BATCH_BYTES;
+                bytes += l.bytes.len();
+                fits
+            })
+            .count();
+        let (chunk, later) = rest.split_at(n);
+        write_backlog(&state, chunk, reason, stats);
+        rest = later;
+    }
 }
 
 /// The checker's step and its end of the channel to the next step.
@@ -512,8 +679,10 @@ struct CheckStep<'a, T> {
     out: Handover<T>,
     shared: &'a Shared<T>,
     /// Spool lines that came after abandon() closed the ledger: the spool file they
-    /// came from is gone, so they go to the backlog from here.
+    /// came from is gone, so they go to the backlog from here, [`SPILL_BATCH_BYTES`] at
+    /// a time.
     late: Vec<InputLine>,
+    late_bytes: usize,
 }
 
 impl<T> CheckStep<'_, T> {
@@ -527,15 +696,32 @@ impl<T> CheckStep<'_, T> {
         self.out.hand(done, waiting);
     }
 
-    /// A line taken from the spool: it enters the ledger here.
+    /// A line taken from the spool: it enters the ledger here, once the ledger has
+    /// room for it (what this step holds is handed on first, to make room).
     fn spooled(&mut self, line: &InputLine) {
-        let entered = lock(&self.shared.ledger).enter(line);
+        let out = &mut self.out;
+        let entered = self.shared.enter_spooled(line, || out.flush());
         match entered {
             Some(seq) => {
                 let done = (self.check)(line.clone());
                 self.hand((seq, done), true);
             }
-            None => self.late.push(line.clone()),
+            None => {
+                self.late.push(line.clone());
+                self.late_bytes += line.bytes.len();
+                if self.late_bytes >= SPILL_BATCH_BYTES {
+                    self.backlog_late();
+                }
+            }
+        }
+    }
+
+    fn backlog_late(&mut self) {
+        let late = take(&mut self.late);
+        self.late_bytes = 0;
+        if !late.is_empty() {
+            let shared = self.shared;
+            backlog_or_log(&shared.spool.dir, &late, ABANDONED, &shared.stats);
         }
     }
 
@@ -549,10 +735,7 @@ impl<T> CheckStep<'_, T> {
         shared.in_spool.store(true, Ordering::SeqCst);
         let tried = !shared.stopped() && pass(self);
         self.out.flush();
-        let late = take(&mut self.late);
-        if !late.is_empty() {
-            backlog_or_log(&shared.spool.dir, &late, ABANDONED, &shared.stats);
-        }
+        self.backlog_late();
         shared.in_spool.store(false, Ordering::SeqCst);
         tried
     }
@@ -635,6 +818,9 @@ fn read_loop<T>(
     let stats = &shared.stats;
     let mut input = io::BufReader::with_capacity(READ_BUFFER, input);
     let mut spilling = false;
+    // Whether the reader waited for the spool since it last handed a line on (it says
+    // so once).
+    let mut spool_behind = false;
     // Bytes the last read brought; a full buffer's worth to start with, so the first
     // read does not wait.
     let mut last_read = READ_BUFFER;
@@ -669,19 +855,20 @@ fn read_loop<T>(
             );
         }
         // In the ledger before it is in the channel: a line is never in neither.
-        let seq = lock(&shared.ledger).enter(&line);
+        let seq = shared.enter_read(&line);
         let sent = match seq {
             Some(seq) => work.try_send((seq, line)).map_err(|e| match e {
                 TrySendError::Full((_, l)) | TrySendError::Disconnected((_, l)) => l,
             }),
-            // Abandoned: the process is stopping; what comes now waits in the spool.
+            // The lines held for the worker fill the reader's share of memory, or
+            // abandoned (the process is stopping): this one waits in the spool.
             None => Err(line),
         };
         match sent {
-            Ok(()) => spilling = false,
+            Ok(()) => (spilling, spool_behind) = (false, false),
             Err(line) => {
                 if let Some(seq) = seq {
-                    lock(&shared.ledger).forget(seq);
+                    shared.forget(seq);
                 }
                 if !spilling {
                     log::info!("the worker is behind; spooling lines until it catches up");
@@ -689,6 +876,14 @@ fn read_loop<T>(
                 }
                 stats.spilled.fetch_add(1, Ordering::Relaxed);
                 shared.spill_outstanding.fetch_add(1, Ordering::SeqCst);
+                shared.reserve_spill(&line, || {
+                    if !spool_behind {
+                        log::warn!(
+                            "{SPILL_BYTES} bytes of lines wait to be written to the spool (its disk is slow or hung): reading waits for it"
+                        );
+                        spool_behind = true;
+                    }
+                });
                 let _ = spill.send(line);
             }
         }

@@ -57,7 +57,14 @@ pub fn piped<R: Read + Send + 'static>(
                 Ok(Control::Reload) => reopen.store(true, Ordering::SeqCst),
                 Ok(Control::Stop) if stops == 0 => {
                     stops += 1;
+                    // configtest's Apache ends the collector it started this way too.
+                    let target = if stats.read.load(Ordering::Relaxed) == 0 {
+                        crate::logging::LOG_ONLY
+                    } else {
+                        module_path!()
+                    };
                     log::info!(
+                        target: target,
                         "SIGTERM: finishing when Apache closes the pipe (send it again to stop now)"
                     );
                 }
@@ -75,13 +82,23 @@ pub fn piped<R: Read + Send + 'static>(
         pipeline.abandon(ABANDON_GRACE);
     }
     let s = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+    // Apache starts the collector for every `apachectl configtest`, and ends it (SIGTERM,
+    // the pipe closed) before any line: that says nothing on the admin's terminal, only
+    // in the log.
+    let target = if s(&stats.read) == 0 {
+        crate::logging::LOG_ONLY
+    } else {
+        module_path!()
+    };
     log::info!(
-        "exiting: {} lines read, {} queued, {} in the backlog, {} spooled while busy, {} size/md5 mismatches",
+        target: target,
+        "exiting: {} lines read, {} queued, {} in the backlog, {} spooled while busy, {} size/md5 mismatches, at most {} KiB of lines held in memory",
         s(&stats.read),
         s(&stats.queued),
         s(&stats.backlogged),
         s(&stats.spilled),
-        s(&stats.integrity_mismatches)
+        s(&stats.integrity_mismatches),
+        s(&stats.held_peak) / 1024
     );
     Ok(stats)
 }

@@ -16,12 +16,22 @@
 
 use std::collections::HashSet;
 use std::fs::{self, File};
-use std::io::{self, BufRead};
+use std::io;
 use std::path::{Path, PathBuf};
 
 use super::layout::DELIVERED_FILE;
 /// Size at which the log is rotated to `.delivered.1`.
 pub const ROTATE_BYTES: u64 = 8 * 1024 * 1024;
+/// The most of one delivered log (`.delivered` or `.delivered.1`) read: twice the size
+/// it is rotated at, so a log we wrote is read whole. A bigger one (the queue's owner may
+/// write anything there, a 4 GB sparse file) is read only for its last this many bytes,
+/// the newest records, with a warning: an event delivered before them could be queued
+/// again by `requeue`, never lost.
+pub const MAX_DELIVERED_BYTES: u64 = 2 * ROTATE_BYTES;
+/// The longest delivered-log line read as a record: one is at most ~250 bytes (numbers,
+/// a unique id of at most 128 bytes, an entry name). A longer line is skipped (and
+/// counted in the warning) without being held in memory.
+pub const MAX_DELIVERED_LINE_BYTES: usize = 1024;
 /// Disk space held past the log's end ([`crate::safefs::Headroom`]): ~600 records, so
 /// that deliveries on a queue filesystem filled by the queue itself are recorded, and
 /// their entries removed, until the removals have made room again.
@@ -144,13 +154,20 @@ pub fn read_delivered(queue_dir: &Path) -> io::Result<Vec<Delivered>> {
         };
         if let Some(first) = skipped.first_line {
             log::warn!(
-                "{}: {} line(s) skipped, the first at line {first}: {} of a newer format \
-                 version (a newer modsec2sguil wrote them), {} not records; requeue may \
+                "{}: {} line(s) skipped, the first at line {first}{}: {} of a newer format \
+                 version (a newer modsec2sguil wrote them), {} not records, {} longer than \
+                 {MAX_DELIVERED_LINE_BYTES} bytes (MAX_DELIVERED_LINE_BYTES); requeue may \
                  queue the events they name again",
                 path.display(),
-                skipped.newer + skipped.garbled,
+                skipped.newer + skipped.garbled + skipped.too_long,
+                if skipped.tail_only {
+                    " of its last bytes"
+                } else {
+                    ""
+                },
                 skipped.newer,
-                skipped.garbled
+                skipped.garbled,
+                skipped.too_long
             );
         }
     }
@@ -164,30 +181,56 @@ struct Skipped {
     newer: usize,
     /// Lines that are no record (a power cut's NULs, an edit).
     garbled: usize,
-    /// The first skipped line's number (from 1).
+    /// Lines over [`MAX_DELIVERED_LINE_BYTES`].
+    too_long: usize,
+    /// The first skipped line's number (from 1; of the part read, with `tail_only`).
     first_line: Option<usize>,
+    /// The log was over [`MAX_DELIVERED_BYTES`]: only its last bytes were read.
+    tail_only: bool,
 }
 
-/// Appends the records of the log at `path` to `out`.
+/// Appends the records of the log at `path` to `out`: all of them, or those in its last
+/// [`MAX_DELIVERED_BYTES`] when it is bigger (warned of, naming the bound).
 fn read_log(path: &Path, out: &mut Vec<Delivered>) -> io::Result<Skipped> {
-    // Read by root too (the collector's duplicate check): no link is followed.
-    let f = crate::safefs::open_read_checked(path, crate::safefs::Keeper::DirOwner)?;
+    use std::io::{Read, Seek};
+    // Read by root too (`requeue --backlog`, `--index`): no link is followed.
+    let mut f = crate::safefs::open_read_checked(path, crate::safefs::Keeper::DirOwner)?;
     let mut skipped = Skipped::default();
-    for (n, line) in io::BufReader::new(f).split(b'\n').enumerate() {
-        let line = line?;
-        if line.is_empty() {
-            continue;
-        }
-        if let Some(d) = std::str::from_utf8(&line).ok().and_then(Delivered::parse) {
-            out.push(d);
-            continue;
-        }
-        match super::version::split_line(&line) {
-            Err(_) => skipped.newer += 1,
-            Ok(_) => skipped.garbled += 1,
-        }
-        skipped.first_line.get_or_insert(n + 1);
+    let size = f.metadata()?.len();
+    if size > MAX_DELIVERED_BYTES {
+        log::warn!(
+            "{}: {size} bytes, over the bound of {MAX_DELIVERED_BYTES} (MAX_DELIVERED_BYTES; \
+             the log is rotated at {ROTATE_BYTES}): only its last {MAX_DELIVERED_BYTES} bytes \
+             are read, so requeue may queue events delivered before them again",
+            path.display()
+        );
+        f.seek(io::SeekFrom::Start(size - MAX_DELIVERED_BYTES))?;
+        skipped.tail_only = true;
     }
+    let reader = io::BufReader::with_capacity(64 * 1024, f.take(MAX_DELIVERED_BYTES));
+    super::bounded::for_each_line(reader, MAX_DELIVERED_LINE_BYTES, |n, line| {
+        // Read from the middle: the first line is the end of one, not a record.
+        if skipped.tail_only && n == 1 {
+            return Ok(());
+        }
+        let kind = match line.bytes {
+            Some([]) => return Ok(()),
+            Some(bytes) => {
+                if let Some(d) = std::str::from_utf8(bytes).ok().and_then(Delivered::parse) {
+                    out.push(d);
+                    return Ok(());
+                }
+                match super::version::split_line(bytes) {
+                    Err(_) => &mut skipped.newer,
+                    Ok(_) => &mut skipped.garbled,
+                }
+            }
+            None => &mut skipped.too_long,
+        };
+        *kind += 1;
+        skipped.first_line.get_or_insert(n);
+        Ok(())
+    })?;
     Ok(skipped)
 }
 
@@ -238,7 +281,8 @@ mod tests {
             Skipped {
                 newer: 1,
                 garbled: 1,
-                first_line: Some(3)
+                first_line: Some(3),
+                ..Skipped::default()
             }
         );
         assert_eq!(records.len(), 2);

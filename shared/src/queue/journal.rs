@@ -18,7 +18,7 @@
 //! last whole record for the same reason.
 
 use std::fs::{self, File};
-use std::io::{self, Read};
+use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
@@ -26,6 +26,20 @@ use super::layout::JOURNAL_FILE;
 /// Above this size the journal is rewritten (to its unresolved records, usually none)
 /// once every event sent so far is answered.
 pub const COMPACT_BYTES: u64 = 256 * 1024;
+/// Above this size the journal is rewritten to its unresolved records between two
+/// windows of a run (a drain of a million entries would otherwise journal them all before
+/// the end-of-run compaction): it then never grows much past this plus two windows of
+/// records (SEND_WINDOW 1,024 × ~160 bytes each), far below [`MAX_JOURNAL_BYTES`].
+pub const COMPACT_IN_RUN_BYTES: u64 = 4 * 1024 * 1024;
+/// The largest journal read. The shipper keeps its journal under
+/// [`COMPACT_IN_RUN_BYTES`] and a few windows, so a bigger one is not one it wrote: the
+/// shipper stops (it cannot know which events in it are in flight) and says so; `status`
+/// names it as a problem. Bounds what a journal the queue's owner planted costs.
+pub const MAX_JOURNAL_BYTES: u64 = 64 * 1024 * 1024;
+/// The longest journal line read as a record: a record is at most ~160 bytes (numbers,
+/// a hostname of 47 characters, an entry name). A longer line is not a record (a power
+/// cut's zeros, an edit): skipped, with a warning naming the bound.
+pub const MAX_JOURNAL_LINE_BYTES: usize = 1024;
 /// Disk space held past the journal's end ([`crate::safefs::Headroom`]): a window of
 /// SEND_WINDOW's largest (1,024 records of ~100 bytes) twice over, so that a queue
 /// filesystem filled by the queue itself cannot stop the sends that would empty it.
@@ -96,20 +110,21 @@ pub struct Journal {
     file: File,
     len: u64,
     headroom: crate::safefs::Headroom,
+    /// [`COMPACT_IN_RUN_BYTES`] (smaller in tests).
+    compact_in_run: u64,
 }
 
 impl Journal {
-    /// Opens (creating) the journal in `queue_dir` and returns the records in it.
+    /// Opens (creating) the journal in `queue_dir` and returns the records in it. A
+    /// journal over [`MAX_JOURNAL_BYTES`] is an error naming it and the bound.
     pub fn open(queue_dir: &Path) -> io::Result<(Journal, Vec<JournalRecord>)> {
         let path = queue_dir.join(JOURNAL_FILE);
         // A shipper without RUNAS runs as root in its user's queue: a link planted
         // here is refused, never followed.
-        let mut file = crate::safefs::read_append_for(&path, crate::safefs::Keeper::DirOwner)?;
-        let mut bytes = Vec::new();
-        file.read_to_end(&mut bytes)?;
-        let records = parse_records(&path, &bytes, true)?;
-        let len = whole_records_len(&bytes);
-        if len < bytes.len() as u64 {
+        let file = crate::safefs::read_append_for(&path, crate::safefs::Keeper::DirOwner)?;
+        let (records, len, size) = read_records(&path, &file, true)?;
+
+        if len < size {
             file.set_len(len)?;
             file.sync_data()?;
         }
@@ -121,6 +136,7 @@ impl Journal {
                 file,
                 len,
                 headroom,
+                compact_in_run: COMPACT_IN_RUN_BYTES,
             },
             records,
         ))
@@ -156,9 +172,27 @@ impl Journal {
         Ok(Pending(Some(writer)))
     }
 
-    /// Whether the journal has grown enough to be worth rewriting.
+    /// Whether the journal has grown enough to be worth rewriting at the end of a run.
     pub fn wants_compaction(&self) -> bool {
         self.len > COMPACT_BYTES
+    }
+
+    /// Whether the journal has grown enough to be rewritten in the middle of a run, to
+    /// the records not yet answered ([`COMPACT_IN_RUN_BYTES`]).
+    pub fn wants_compaction_in_run(&self) -> bool {
+        self.len > self.compact_in_run
+    }
+
+    /// Compacts in a run above `bytes` instead (tests: a small journal shows it).
+    #[cfg(test)]
+    pub(crate) fn compact_in_run_above(&mut self, bytes: u64) {
+        self.compact_in_run = bytes;
+    }
+
+    /// Its length, as counted.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> u64 {
+        self.len
     }
 
     /// Replaces the journal's contents by `keep` (atomically: nothing kept is a
@@ -190,14 +224,6 @@ impl Journal {
     }
 }
 
-/// The length of `bytes` up to and including its last newline.
-fn whole_records_len(bytes: &[u8]) -> u64 {
-    bytes
-        .iter()
-        .rposition(|&b| b == b'\n')
-        .map_or(0, |i| i as u64 + 1)
-}
-
 /// A journal append in progress ([`Journal::append_async`]).
 #[must_use = "the records are durable only once wait() says so"]
 pub struct Pending(Option<std::thread::JoinHandle<io::Result<()>>>);
@@ -215,63 +241,104 @@ impl Pending {
 }
 
 /// The records in the journal of the queue at `queue_dir`, without opening it for
-/// writing (for `status`); no journal is no records.
+/// writing (for `status`); no journal is no records. Over [`MAX_JOURNAL_BYTES`]: an error
+/// naming it and the bound.
 pub fn read_journal(queue_dir: &Path) -> io::Result<Vec<JournalRecord>> {
     let path = queue_dir.join(JOURNAL_FILE);
     // `status` may run as root: a link or FIFO planted in the journal's place is refused.
     match crate::safefs::open_read_checked(&path, crate::safefs::Keeper::Anyone) {
-        Ok(mut f) => {
-            let mut bytes = Vec::new();
-            f.read_to_end(&mut bytes)?;
-            parse_records(&path, &bytes, false)
-        }
+        Ok(f) => read_records(&path, &f, false).map(|(records, _, _)| records),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
         Err(e) => Err(e),
     }
 }
 
-/// The complete records in `bytes`; a torn last line and lines that are not records
-/// are left out (and logged when `warn`). A record of a newer format version is an
-/// error: its event may be in flight, and only that release can resolve it.
-fn parse_records(path: &Path, bytes: &[u8], warn: bool) -> io::Result<Vec<JournalRecord>> {
+/// The complete records in the journal `file` (at `path`), with the length of its whole
+/// lines and its size: a torn last line (no newline) is not a record, and lines that are
+/// not records, or longer than [`MAX_JOURNAL_LINE_BYTES`], are left out (and logged when
+/// `warn`). A record of a newer format version is an error: its event may be in
+/// flight, and only that release can resolve it. So is a journal over
+/// [`MAX_JOURNAL_BYTES`].
+fn read_records(
+    path: &Path,
+    file: &File,
+    warn: bool,
+) -> io::Result<(Vec<JournalRecord>, u64, u64)> {
+    let size = file.metadata()?.len();
+    if size > MAX_JOURNAL_BYTES {
+        return Err(journal_too_big(path));
+    }
     let mut records = Vec::new();
-    let complete = &bytes[..whole_records_len(bytes) as usize];
-    if warn && complete.len() < bytes.len() {
+    let mut whole = 0u64;
+    let mut torn = 0u64;
+    let reader = super::bounded::at_most(file, MAX_JOURNAL_BYTES, path, "MAX_JOURNAL_BYTES");
+    let read = super::bounded::for_each_line(
+        io::BufReader::with_capacity(64 * 1024, reader),
+        MAX_JOURNAL_LINE_BYTES,
+        |n, line| {
+            if !line.terminated {
+                torn = line.len;
+                return Ok(());
+            }
+            whole += line.len + 1;
+            let Some(bytes) = line.bytes else {
+                if warn {
+                    log::warn!(
+                        "{}:{n}: a line of {} bytes, over the bound of {MAX_JOURNAL_LINE_BYTES} \
+                         (MAX_JOURNAL_LINE_BYTES): not a journal record; ignored",
+                        path.display(),
+                        line.len
+                    );
+                }
+                return Ok(());
+            };
+            if bytes.is_empty() {
+                return Ok(());
+            }
+            let parsed = match std::str::from_utf8(bytes).map(JournalRecord::parse) {
+                Ok(Err(newer)) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!(
+                            "{}:{n}: a journal record {newer}; run that release to resolve it (moving the journal away may send its events twice)",
+                            path.display(),
+                        ),
+                    ))
+                }
+                Ok(Ok(r)) => r,
+                Err(_) => None,
+            };
+            match parsed {
+                Some(r) => records.push(r),
+                None if warn => {
+                    log::warn!("{}:{n}: not a journal record; ignored", path.display())
+                }
+                None => {}
+            }
+            Ok(())
+        },
+    )?;
+    if warn && torn > 0 {
         log::warn!(
-            "{}: cutting off a torn last record ({} bytes; written by a run that stopped before sending it)",
+            "{}: cutting off a torn last record ({torn} bytes; written by a run that stopped before sending it)",
             path.display(),
-            bytes.len() - complete.len()
         );
     }
-    for (n, line) in complete.split(|&b| b == b'\n').enumerate() {
-        if line.is_empty() {
-            continue;
-        }
-        let parsed = match std::str::from_utf8(line).map(JournalRecord::parse) {
-            Ok(Err(newer)) => {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!(
-                        "{}:{}: a journal record {newer}; run that release to resolve it (moving the journal away may send its events twice)",
-                        path.display(),
-                        n + 1
-                    ),
-                ))
-            }
-            Ok(Ok(r)) => r,
-            Err(_) => None,
-        };
-        match parsed {
-            Some(r) => records.push(r),
-            None if warn => log::warn!(
-                "{}:{}: not a journal record; ignored",
-                path.display(),
-                n + 1
-            ),
-            None => {}
-        }
-    }
-    Ok(records)
+    Ok((records, whole, read))
+}
+
+/// The error for a journal over [`MAX_JOURNAL_BYTES`].
+fn journal_too_big(path: &Path) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!(
+            "{} holds more than {MAX_JOURNAL_BYTES} bytes, the bound MAX_JOURNAL_BYTES: not a \
+             journal this shipper wrote (it keeps it under {COMPACT_IN_RUN_BYTES} bytes); \
+             stopping, since which of its events are in flight is unknown. Look at it, then \
+             move it away (its events that were in flight may be sent twice)",
+            path.display()
+        ),
+    )
 }
 
 #[cfg(test)]

@@ -8,6 +8,15 @@ use serde::{Deserialize, Serialize};
 
 use super::layout::LAST_RUN_FILE;
 
+/// The largest last-run record read. It is one JSON line of ~300 bytes plus its error,
+/// cut at [`MAX_LAST_RUN_ERROR_BYTES`] when written, so a bigger file is not ours:
+/// `status` names it as a problem instead of reading it. It being one line, this is its
+/// line bound too.
+pub const MAX_LAST_RUN_BYTES: u64 = 64 * 1024;
+/// Where the error of a run is cut when the record is written (a session error may quote
+/// a long answer from sguild): within [`MAX_LAST_RUN_BYTES`] even as JSON-escaped text.
+pub const MAX_LAST_RUN_ERROR_BYTES: usize = 4 * 1024;
+
 /// How a run of `drain` (or one pass of `run`) ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -56,7 +65,20 @@ pub struct LastRun {
 impl LastRun {
     /// Writes the record atomically; a crash may leave the one before (it is only shown).
     pub fn write(&self, queue_dir: &Path) -> io::Result<()> {
-        let mut value = serde_json::to_value(self).map_err(io::Error::other)?;
+        let mut record = self.clone();
+        if let Some(e) = record
+            .error
+            .as_mut()
+            .filter(|e| e.len() > MAX_LAST_RUN_ERROR_BYTES)
+        {
+            let mut end = MAX_LAST_RUN_ERROR_BYTES;
+            while !e.is_char_boundary(end) {
+                end -= 1;
+            }
+            e.truncate(end);
+            e.push_str(" [cut]");
+        }
+        let mut value = serde_json::to_value(&record).map_err(io::Error::other)?;
         value["version"] = super::version::CURRENT.into();
         let mut text = value.to_string();
         text.push('\n');
@@ -72,12 +94,13 @@ impl LastRun {
     pub fn read(queue_dir: &Path) -> io::Result<Option<LastRun>> {
         let path = queue_dir.join(LAST_RUN_FILE);
         // `status` may run as root: a link or FIFO planted here is refused.
-        let read = crate::safefs::open_read_checked(&path, crate::safefs::Keeper::Anyone).and_then(
-            |mut f| {
+        let read =
+            crate::safefs::open_read_checked(&path, crate::safefs::Keeper::Anyone).and_then(|f| {
                 let mut bytes = Vec::new();
+                let mut f =
+                    super::bounded::at_most(f, MAX_LAST_RUN_BYTES, &path, "MAX_LAST_RUN_BYTES");
                 io::Read::read_to_end(&mut f, &mut bytes).map(|_| bytes)
-            },
-        );
+            });
         match read {
             Ok(bytes) => {
                 let bad = |e: String| io::Error::new(io::ErrorKind::InvalidData, e);

@@ -23,6 +23,7 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+pub mod bounded;
 pub mod delivered;
 pub mod journal;
 pub mod known;
@@ -493,36 +494,29 @@ impl Queue {
     /// `failed/<name>.reason` first, so a quarantined entry never lacks its reason.
     /// A name already in `failed/` (an entry requeued and refused again), or whose
     /// `.reason` is there already (left over, or planted), gets `.1`, `.2`….
-    /// Returns the path it now has.
+    /// `failed/` is entered once, through a handle opened without following a link
+    /// ([`crate::safefs::Dir`]): one planted in its place (`failed -> /root-only-dir`) is
+    /// refused, and everything after (the names looked at, the reason file, the rename)
+    /// happens in the directory that handle holds. Returns the path it now has.
     pub fn quarantine(&self, file_name: &str, reason: &str) -> io::Result<PathBuf> {
-        let failed = self.dir.join(FAILED_DIR);
-        fs::create_dir_all(&failed)?;
-        let reason_of = |target: &Path| {
-            let mut path = target.as_os_str().to_owned();
-            path.push(REASON_SUFFIX);
-            PathBuf::from(path)
-        };
-        let taken = |path: &Path| fs::symlink_metadata(path).is_ok();
-        let mut target = failed.join(file_name);
+        let failed_path = self.dir.join(FAILED_DIR);
+        let failed = crate::safefs::Dir::open_or_create(&failed_path)?;
+        let mut target = file_name.to_string();
         let mut n = 0;
-        while taken(&target) || taken(&reason_of(&target)) {
+        while failed.has(&target) || failed.has(&format!("{target}{REASON_SUFFIX}")) {
             n += 1;
-            target = failed.join(format!("{file_name}.{n}"));
+            target = format!("{file_name}.{n}");
         }
-        let reason_path = reason_of(&target);
-        reason::write(
-            Path::new(&reason_path),
-            file_name,
-            reason,
-            self.integrity_note(file_name).as_deref(),
-        )?;
-        if let Err(e) = fs::rename(self.dir.join(file_name), &target) {
-            let _ = fs::remove_file(&reason_path);
+        let reason_name = format!("{target}{REASON_SUFFIX}");
+        let note = self.integrity_note(file_name);
+        reason::write(&failed, &reason_name, file_name, reason, note.as_deref())?;
+        if let Err(e) = failed.move_here(&self.dir.join(file_name), &target) {
+            let _ = failed.remove(&reason_name);
             return Err(e);
         }
         self.clear_integrity(file_name);
         File::open(&self.dir)?.sync_all()?;
-        Ok(target)
+        Ok(failed_path.join(target))
     }
 }
 

@@ -282,6 +282,11 @@ impl BarnyardSession {
         self.conn.server()
     }
 
+    /// Ends the session politely ([`Connection::close`]); for a session in step.
+    pub fn close(self) {
+        self.conn.close();
+    }
+
     /// Writes `events` (one write). A resend of the highest stored cid is settled
     /// without sending (it is the one sguild would meet with silence); when the others
     /// include possible resends, a fence follows them.

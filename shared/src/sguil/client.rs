@@ -102,6 +102,11 @@ impl AgentSession {
         self.conn.server()
     }
 
+    /// Ends the session politely ([`Connection::close`]); for a session in step.
+    pub fn close(self) {
+        self.conn.close();
+    }
+
     /// `PING`, waiting for `PONG` (only with no event in flight: a reply to an event
     /// would come first).
     pub fn ping(&mut self) -> Result<(), SessionError> {

@@ -7,7 +7,7 @@
 //! connection that misses it is dropped (closed), never left half open.
 
 use std::io::{self, Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
+use std::net::{Shutdown, TcpStream, ToSocketAddrs};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -126,6 +126,10 @@ pub struct Connection {
 /// How long one send may block (sguild not reading, a dead peer with a full window)
 /// before the connection is taken for lost.
 const SEND_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long [`Connection::close`] waits for the server to end its side (each of the
+/// flush and the wait): sguild answers at once; a peer that does not is not waited for.
+const CLOSE_WAIT: Duration = Duration::from_secs(2);
 
 /// Longest line accepted from sguild, without its line end (its `Failed` for a wrong
 /// field count echoes the whole event: up to ~70 KB for a full detail); a longer one is
@@ -296,6 +300,38 @@ impl Connection {
     /// `host:port`, for messages.
     pub fn server(&self) -> &str {
         &self.server
+    }
+
+    /// Ends the session as a well-behaved agent does: TLS close_notify, then our end of
+    /// the TCP connection (FIN), then whatever the server still sends is read and
+    /// dropped until it closes its end (at most [`CLOSE_WAIT`]), so the socket is never
+    /// closed with data unread (which would send a reset). sguild (tcl-tls) then sees a
+    /// clean end of the stream and logs nothing; a connection that is just dropped
+    /// makes it log two errors ("software caused connection abort" and "SSL channel
+    /// …: error:"). For a session in step: after a lost connection or a reply timeout,
+    /// drop the connection instead. Errors are ignored: the session's work is done.
+    pub fn close(mut self) {
+        let _ = self.stream.tcp().set_write_timeout(Some(CLOSE_WAIT));
+        if let Transport::Tls(s) = &mut self.stream {
+            s.conn.send_close_notify();
+            let _ = s.flush();
+        }
+        let mut tcp = self.stream.tcp();
+        let _ = tcp.shutdown(Shutdown::Write);
+        let deadline = std::time::Instant::now() + CLOSE_WAIT;
+        let mut chunk = [0u8; 4096];
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() || tcp.set_read_timeout(Some(left)).is_err() {
+                break;
+            }
+            match tcp.read(&mut chunk) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => break,
+            }
+        }
     }
 
     /// Sends one line (which must end with `\n`).

@@ -352,6 +352,14 @@ impl Shipper {
                 let durable = written.wait();
                 sent?;
                 durable.map_err(io_err(&journal_path))?;
+                // No append is pending here: a journal grown past its in-run bound is
+                // rewritten to what is not yet answered, so that it stays far below
+                // MAX_JOURNAL_BYTES however long the run.
+                if self.journal.wants_compaction_in_run() {
+                    let keep: Vec<JournalRecord> =
+                        self.unresolved.iter().map(|f| f.record.clone()).collect();
+                    self.journal.rewrite(&keep).map_err(io_err(&journal_path))?;
+                }
                 current = next;
             }
         })?;
@@ -710,6 +718,19 @@ impl Shipper {
                 Ok(())
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            // An earlier release, run as root without RUNAS, made failed/ root's.
+            Err(e) if e.kind() == io::ErrorKind::PermissionDenied => Err(ShipError::Io {
+                path: dir.join(crate::queue::FAILED_DIR),
+                source: io::Error::new(
+                    e.kind(),
+                    format!(
+                        "{e} (the shipper works on the queue as its owner: give failed/ to \
+                         them, e.g. chown -R --reference={} {}/failed)",
+                        dir.display(),
+                        dir.display()
+                    ),
+                ),
+            }),
             Err(e) => Err(ShipError::Io {
                 path: dir.join(crate::queue::FAILED_DIR),
                 source: e,

@@ -19,6 +19,7 @@ use super::sink::connect;
 use super::{Bounds, ShipError, Shipper, Stats};
 use crate::control::Control;
 use crate::queue::last_run::{LastRun, RunResult};
+use crate::sguil::client::SessionError;
 
 /// How a run ended: the binary's exit code (documented in `modsec-shipper --help`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,6 +46,18 @@ impl End {
             End::Outage => 5,
         }
     }
+}
+
+/// Whether the session is still in step after `e`, and can be ended politely
+/// ([`super::sink::Sink::close`]): not after the connection broke, a reply timed out or
+/// the answers went out of step.
+fn in_step(e: &ShipError) -> bool {
+    !matches!(
+        e,
+        ShipError::Session(
+            SessionError::Conn(_) | SessionError::Timeout { .. } | SessionError::OutOfStep { .. }
+        )
+    )
 }
 
 /// What a [`ShipError`] means for the run and its record.
@@ -175,6 +188,9 @@ pub fn drain(settings: &ShipperSettings, o: &DrainOptions, control: &Receiver<Co
         deadline: o.max_seconds.map(|s| started + Duration::from_secs(s)),
     };
     let result = shipper.ship(sink.as_mut(), bounds, &flags.stop);
+    if result.as_ref().map_or_else(in_step, |_| true) {
+        sink.close();
+    }
     let remaining = shipper.remaining().unwrap_or(0);
     summary("drain", &shipper.stats, remaining, started.elapsed());
     let (end, result, error) = match result {
@@ -285,11 +301,13 @@ pub fn daemon(
         let mut last_traffic = Instant::now();
         loop {
             if flags.stopped() {
+                sink.close();
                 break 'connect;
             }
             if flags.reload.swap(false, Ordering::SeqCst)
                 && reload_into(&mut settings, &mut shipper, &mut reload)
             {
+                sink.close();
                 continue 'connect;
             }
             let before = shipper.stats.handled();

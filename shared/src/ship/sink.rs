@@ -28,6 +28,9 @@ pub trait Sink {
     fn next_answer(&mut self) -> Result<Outcome, SessionError>;
     /// Checks the destination is alive (idle keep-alive).
     fn ping(&mut self) -> Result<(), SessionError>;
+    /// Ends a session that is in step (nothing broke) the way the server expects, so
+    /// it logs a normal disconnect. One that broke is just dropped.
+    fn close(self: Box<Self>) {}
 }
 
 /// Opens where `settings` send events: connects and registers (sguil output), asks the
@@ -107,6 +110,9 @@ impl Sink for SguilSink {
     fn ping(&mut self) -> Result<(), SessionError> {
         self.session.ping()
     }
+    fn close(self: Box<Self>) {
+        self.session.close();
+    }
 }
 
 /// A session with the snort_agent on this host (OUTPUT barnyard).
@@ -136,6 +142,9 @@ impl Sink for BarnyardSink {
     }
     fn ping(&mut self) -> Result<(), SessionError> {
         self.session.ping()
+    }
+    fn close(self: Box<Self>) {
+        self.session.close();
     }
 }
 

@@ -240,3 +240,72 @@ fn a_fifo_where_a_file_should_be_is_a_problem_not_a_hang() {
     .unwrap();
     assert!(crate::queue::known::Known::load(&q).is_ok());
 }
+
+#[test]
+fn a_queue_nothing_ever_reached_is_told_apart() {
+    let (_d, q) = queue_with(0);
+    assert!(
+        QueueStatus::gather(&q, &q.with_file_name("state"))
+            .unwrap()
+            .never_used
+    );
+    // Delivered once, empty now: it was used.
+    fs::write(q.join(DELIVERED_FILE), b"v1\t1\t2\tid\n").unwrap();
+    assert!(
+        !QueueStatus::gather(&q, &q.with_file_name("state"))
+            .unwrap()
+            .never_used
+    );
+    let (_d, q) = queue_with(1);
+    assert!(
+        !QueueStatus::gather(&q, &q.with_file_name("state"))
+            .unwrap()
+            .never_used
+    );
+    let (_d, q) = queue_with(0);
+    crate::state::StateDir::open(&q.with_file_name("state"), None)
+        .unwrap()
+        .backlog(b"line", "file missing")
+        .unwrap();
+    assert!(
+        !QueueStatus::gather(&q, &q.with_file_name("state"))
+            .unwrap()
+            .never_used
+    );
+}
+
+#[test]
+fn a_rule_engine_left_off_by_debians_modsecurity_config_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // No ModSecurity config at all: nothing to say.
+    assert_eq!(rule_engine_off(&d.join("none")), None);
+    assert_eq!(rule_engine_off(d), None);
+    // Debian's fresh install: only the -recommended file.
+    fs::write(
+        d.join("modsecurity.conf-recommended"),
+        "SecRuleEngine DetectionOnly\n",
+    )
+    .unwrap();
+    let why = rule_engine_off(d).expect("no modsecurity.conf");
+    assert!(
+        why.contains("modsecurity.conf does not exist") && why.contains("SecRuleEngine On"),
+        "{why}"
+    );
+    // The last SecRuleEngine wins, comments do not count.
+    let conf = d.join("modsecurity.conf");
+    fs::write(
+        &conf,
+        "SecRuleEngine On\n# SecRuleEngine On\n  secruleengine Off\n",
+    )
+    .unwrap();
+    let why = rule_engine_off(d).expect("engine off");
+    assert!(
+        why.contains("modsecurity.conf:3: SecRuleEngine Off"),
+        "{why}"
+    );
+    for on in ["DetectionOnly", "On"] {
+        fs::write(&conf, format!("SecRuleEngine Off\nSecRuleEngine {on}\n")).unwrap();
+        assert_eq!(rule_engine_off(d), None, "{on}");
+    }
+}
