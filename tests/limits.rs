@@ -467,3 +467,131 @@ fn a_journal_over_its_bound_stops_the_shipper() {
     );
     assert_eq!(entries_left(&queue).len(), 1);
 }
+
+/// The collector's record of queued events: a line of `MAX_QUEUED_LINE_BYTES` is read,
+/// a longer one is skipped whole (and the next one read).
+#[test]
+fn queued_record_line_length() {
+    use modsec2sguil::state::{StateDir, MAX_QUEUED_LINE_BYTES, QUEUED_FILE};
+    let dir = tempfile::tempdir().unwrap();
+    let state = StateDir::open(&dir.path().join("state"), None).unwrap();
+    let line = |id_len: usize| format!("v1\t1\t{}\n", "i".repeat(id_len));
+    let at = MAX_QUEUED_LINE_BYTES - "v1\t1\t".len();
+    std::fs::write(
+        state.join(QUEUED_FILE),
+        format!("{}{}{}", line(at), line(at + 1), line(3)),
+    )
+    .unwrap();
+    let ids = state.queued_ids().unwrap();
+    assert!(
+        ids.contains(&"i".repeat(at)),
+        "the line at the limit is read"
+    );
+    assert!(
+        !ids.contains(&"i".repeat(at + 1)),
+        "one byte more is skipped"
+    );
+    assert!(ids.contains("iii"), "and the next line is read");
+    assert_eq!(ids.len(), 2);
+}
+
+/// A backlog record `requeue --backlog` reads back: `MAX_BACKLOG_RECORD_BYTES` is read
+/// (and put back with its new reason); one byte more is not read, and the taken backlog
+/// is kept under a name the error gives.
+#[test]
+fn backlog_record_length() {
+    use modsec2sguil::collect::{CollectorOverrides, CollectorSettings};
+    use modsec2sguil::requeue::{requeue_backlog, LineRequeuer};
+    use modsec2sguil::state::{StateDir, BACKLOG_FILE, MAX_BACKLOG_RECORD_BYTES};
+    let dir = tempfile::tempdir().unwrap();
+    let (queue, storage, state_dir) = (
+        dir.path().join("queue"),
+        dir.path().join("audit"),
+        dir.path().join("state"),
+    );
+    std::fs::create_dir(&storage).unwrap();
+    let state = StateDir::open(&state_dir, None).unwrap();
+    let record = |len: usize| {
+        let head = "v1\t1\tr\t";
+        format!("{head}{}\n", "x".repeat(len - head.len()))
+    };
+    let settings = || {
+        CollectorSettings::resolve(
+            None,
+            CollectorOverrides {
+                queue_dir: Some(queue.clone()),
+                storage_dir: Some(storage.clone()),
+                state_dir: Some(state_dir.clone()),
+                ..CollectorOverrides::default()
+            },
+        )
+        .unwrap()
+    };
+    std::fs::write(state.join(BACKLOG_FILE), record(MAX_BACKLOG_RECORD_BYTES)).unwrap();
+    let mut r = LineRequeuer::new(settings(), false, false).unwrap();
+    let report = requeue_backlog(&mut r, &mut |_| {}).unwrap();
+    assert_eq!(report.failed, 1, "read, not an index line, put back");
+    assert_eq!(
+        std::fs::read_to_string(state.join(BACKLOG_FILE))
+            .unwrap()
+            .lines()
+            .count(),
+        1
+    );
+    std::fs::write(
+        state.join(BACKLOG_FILE),
+        record(MAX_BACKLOG_RECORD_BYTES + 1),
+    )
+    .unwrap();
+    let mut r = LineRequeuer::new(settings(), false, false).unwrap();
+    let e = requeue_backlog(&mut r, &mut |_| {})
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("longer than") && e.contains("kept as"), "{e}");
+    let kept: Vec<_> = std::fs::read_dir(&state_dir)
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("backlog.unread-")
+        })
+        .collect();
+    assert_eq!(kept.len(), 1, "the taken backlog is kept, nothing lost");
+}
+
+/// What a new collector takes over from 0.1.0's queue: a file of `MAX_MIGRATED_BYTES`
+/// is taken; one byte more is left in the queue, named.
+#[test]
+fn migrated_file_size() {
+    use modsec2sguil::collect::migrate::{from_queue, MAX_MIGRATED_BYTES};
+    use modsec2sguil::state::StateDir;
+    let dir = tempfile::tempdir().unwrap();
+    let queue = dir.path().join("queue");
+    std::fs::create_dir(&queue).unwrap();
+    let state = StateDir::open(&dir.path().join("state"), None).unwrap();
+    let handle = modsec2sguil::safefs::Dir::open_nofollow(&queue).unwrap();
+    for (len, taken) in [(MAX_MIGRATED_BYTES, true), (MAX_MIGRATED_BYTES + 1, false)] {
+        let spool = queue.join(".spool.4294967295");
+        std::fs::File::create(&spool)
+            .unwrap()
+            .set_len(len - 1)
+            .unwrap();
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&spool)
+            .unwrap()
+            .write_all(b"\n")
+            .unwrap();
+        let done = from_queue(&handle, &queue, &state).unwrap();
+        assert_eq!(!spool.exists(), taken, "{len} bytes");
+        if !taken {
+            assert!(
+                done.refused.len() == 1 && done.refused[0].contains("more than"),
+                "{:?}",
+                done.refused
+            );
+            std::fs::remove_file(&spool).unwrap();
+        }
+    }
+}

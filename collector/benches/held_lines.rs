@@ -3,9 +3,10 @@
 //! lines, and then 60,000 ordinary lines with 9,000 lines of 60 KiB among them, while
 //! its committer is stalled (the index file is a FIFO nobody reads, so its `open()`
 //! hangs, as on a dead NFS mount). Every line then waits in memory or in the spool. A
-//! last run also hangs the spill thread, as issue 25 did: its spool is a dangling link
-//! (the write fails, the lines go to the backlog) and the backlog is locked by another
-//! process (`flock`), so lines can go nowhere and the reader has to wait. It prints the
+//! last run plants what hung 0.1.0's spill thread (issue 25): a dangling link where it
+//! spooled in the queue, and the queue's backlog locked by another process (`flock`).
+//! The collector now spools and backlogs in its own STATE_DIR, so that run shows the
+//! trick costs nothing. It prints the
 //! collector's peak RSS (`VmHWM` in /proc/<pid>/status) once the input is read (or the
 //! reader waits), and again just before it exits (the stall ended, the spool drained),
 //! and checks that every line was queued or backlogged.
@@ -76,6 +77,7 @@ struct Run {
 fn make_input(storage: &Path, ordinary: usize, long: usize) -> Vec<Vec<u8>> {
     let minute = "www-data/20261128/20261128-0214";
     std::fs::create_dir_all(storage.join(minute)).unwrap();
+    as_web_user(&storage.join(minute));
     let total = ordinary + long;
     (0..total)
         .map(|i| {
@@ -83,6 +85,7 @@ fn make_input(storage: &Path, ordinary: usize, long: usize) -> Vec<Vec<u8>> {
             content[..8].copy_from_slice(format!("{i:08}").as_bytes());
             let rel = format!("{minute}/20261128-021431-ev{i:06}");
             std::fs::write(storage.join(&rel), &content).unwrap();
+            as_web_user(&storage.join(&rel));
             let md5 = modsec2sguil::hex::lower(&Md5::digest(&content));
             // Spread the long lines evenly: line i is long when it crosses a multiple.
             let is_long = long > 0 && (i * long) / total != ((i + 1) * long) / total;
@@ -119,8 +122,25 @@ fn vm_hwm_kb(pid: u32) -> Option<u64> {
         .ok()
 }
 
-fn spool_of(queue: &Path, pid: u32) -> PathBuf {
+/// Where 0.1.0 spooled: in the queue, where its owner could plant a link (the last
+/// run's trick; the collector now spools in its own STATE_DIR, so the trick stalls
+/// nothing).
+fn planted_spool(queue: &Path, pid: u32) -> PathBuf {
     queue.join(format!(".spool.{pid}"))
+}
+
+/// The collector's overflow file, in its state dir.
+fn spool_of(state: &Path, pid: u32) -> PathBuf {
+    state.join(format!("{}{pid}", modsec2sguil::state::SPOOL_PREFIX))
+}
+
+/// Event files are the web server's (the collector queues none of root's): when the
+/// bench runs as root, `nobody`'s.
+fn as_web_user(path: &Path) {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        std::os::unix::fs::chown(path, Some(65534), Some(65534)).unwrap();
+    }
 }
 
 fn run(ordinary: usize, long: usize, spill_hangs: bool) -> Run {
@@ -130,6 +150,7 @@ fn run(ordinary: usize, long: usize, spill_hangs: bool) -> Run {
         .unwrap();
     let storage = dir.path().join("audit");
     let queue = dir.path().join("queue");
+    let state = dir.path().join("state");
     let index = dir.path().join("index.fifo");
     let log = dir.path().join("collector.log");
     let input = make_input(&storage, ordinary, long);
@@ -140,6 +161,8 @@ fn run(ordinary: usize, long: usize, spill_hangs: bool) -> Run {
     let mut child: Child = Command::new(env!("CARGO_BIN_EXE_modsec-collector"))
         .args(["--verify-md5", "on", "--queue"])
         .arg(&queue)
+        .arg("--state-dir")
+        .arg(&state)
         .arg("--index")
         .arg(&index)
         .arg("--log-file")
@@ -156,7 +179,8 @@ fn run(ordinary: usize, long: usize, spill_hangs: bool) -> Run {
         // dead process's) if it found this one.
         std::fs::create_dir_all(&queue).unwrap();
         let plant = || {
-            let _ = std::os::unix::fs::symlink(dir.path().join("nowhere"), spool_of(&queue, pid));
+            let _ =
+                std::os::unix::fs::symlink(dir.path().join("nowhere"), planted_spool(&queue, pid));
         };
         plant();
         std::thread::sleep(Duration::from_secs(2));
@@ -178,7 +202,7 @@ fn run(ordinary: usize, long: usize, spill_hangs: bool) -> Run {
     });
     // The collector has read what it can once its spool and its memory stop growing
     // (the committer is stalled, so every line read is held or spooled).
-    let spool = spool_of(&queue, pid);
+    let spool = spool_of(&state, pid);
     let mut last = ((0, 0), Instant::now());
     loop {
         let now = (
@@ -193,7 +217,6 @@ fn run(ordinary: usize, long: usize, spill_hangs: bool) -> Run {
         std::thread::sleep(Duration::from_millis(50));
     }
     let ((spooled_bytes, read_hwm_kb), _) = last;
-    let spooled_bytes = if spill_hangs { 0 } else { spooled_bytes };
     drop(backlog_lock);
 
     // End the stall: a reader on the FIFO lets the committer's open() through.
@@ -220,7 +243,7 @@ fn run(ordinary: usize, long: usize, spill_hangs: bool) -> Run {
         .and_then(|q| q.entries())
         .unwrap()
         .len();
-    let backlogged = std::fs::read(queue.join(".backlog"))
+    let backlogged = std::fs::read(state.join(modsec2sguil::state::BACKLOG_FILE))
         .map(|b| b.iter().filter(|&&c| c == b'\n').count())
         .unwrap_or(0);
     if queued + backlogged != ordinary + long {

@@ -27,16 +27,17 @@ with EVENT_DIR (the queue) set in the config file. The queue must be on the same
 filesystem as the storage dir for hard links (otherwise entries are copied).
 
 It never blocks Apache and never loses a line: every line is appended to the index file,
-and a line whose event cannot be queued is appended with the reason to EVENT_DIR/.backlog
+and a line whose event cannot be queued is appended with the reason to STATE_DIR/backlog
 (for `modsec-shipper requeue --backlog`). When it falls behind, lines wait in
-EVENT_DIR/.spool.<pid> and are queued as soon as it catches up (a spool left by a crash
-is queued by the next instance). On SIGTERM it keeps reading until Apache closes the
+STATE_DIR/spool.<pid> and are queued as soon as it catches up (a spool left by a crash
+is queued by the next instance). STATE_DIR (default /var/lib/modsec2sguil) is root's
+alone: the collector reads nothing in the queue, which another user owns. On SIGTERM it keeps reading until Apache closes the
 pipe (old children still write after a graceful restart); a second SIGTERM stops at
 once, putting lines not yet handled in the backlog. SIGHUP reopens the index file.
 
 nginx + libmodsecurity 3 (which cannot pipe): run it as a service with
 `--follow /var/log/nginx/modsec_index` (or FOLLOW_INDEX): it reads the index file
-as it grows, across rotation, and resumes where it stopped (EVENT_DIR/.follow.*).
+as it grows, across rotation, and resumes where it stopped (STATE_DIR/follow.*).
 
 Config keys it reads: EVENT_DIR, STORAGE_DIR, INDEX_FILE, LINK_MODE (or SYMLINK 1),
 VERIFY_MD5, RUNAS, MAX_EVENT_BYTES, STATE_DIR, EVENT_OWNER, LOG_FILE, SYSLOGFACILITY, DEBUG,

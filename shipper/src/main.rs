@@ -116,6 +116,10 @@ pub struct QueueArgs {
     /// The queue directory [config: EVENT_DIR].
     #[arg(long, value_name = "DIR")]
     queue: Option<PathBuf>,
+    /// The collector's state dir: its backlog, overflow spools, record of what it queued
+    /// and --follow positions [config: STATE_DIR; default: /var/lib/modsec2sguil].
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
 }
 
 impl QueueArgs {
@@ -216,10 +220,6 @@ enum Command {
         /// SecAuditLogStorageDir, for --index and --backlog [config: STORAGE_DIR].
         #[arg(long, value_name = "DIR")]
         storage_dir: Option<PathBuf>,
-        /// The collector's state dir, for --index and --backlog [config: STATE_DIR;
-        /// default: /var/lib/modsec2sguil].
-        #[arg(long, value_name = "DIR")]
-        state_dir: Option<PathBuf>,
         /// Only transactions that ended at or after this time (RFC 3339, or
         /// "YYYY-MM-DD[ HH:MM[:SS]]" in local time).
         #[arg(long, value_name = "TIME", requires = "index", value_parser = modsec2sguil::requeue::parse_time)]
@@ -350,7 +350,6 @@ fn main() -> ExitCode {
             backlog,
             index,
             storage_dir,
-            state_dir,
             since,
             until,
             status,
@@ -391,7 +390,7 @@ fn main() -> ExitCode {
                 config: at.config_file(),
                 queue: at.queue,
                 storage_dir,
-                state_dir,
+                state_dir: at.state_dir.clone(),
                 dry_run,
                 force,
             };
@@ -413,6 +412,7 @@ fn main() -> ExitCode {
             ExitCode::from(status::run(
                 at.config_file().as_ref(),
                 at.queue.as_ref(),
+                at.state_dir.clone(),
                 json,
                 thresholds,
             ))

@@ -13,6 +13,7 @@ use modsec2sguil::status::{rule_engine_off, Level, QueueStatus, Thresholds, MODS
 pub fn run(
     config: Option<&PathBuf>,
     queue: Option<&PathBuf>,
+    state_dir: Option<PathBuf>,
     json: bool,
     thresholds: Thresholds,
 ) -> u8 {
@@ -36,7 +37,7 @@ pub fn run(
     if let Err(e) = modsec2sguil::privilege::drop_to_queue_owner(runas, &dir) {
         return unknown(&e.to_string(), json);
     }
-    let state_dir = match modsec2sguil::state::configured(None, config.as_ref()) {
+    let state_dir = match modsec2sguil::state::configured(state_dir, config.as_ref()) {
         Ok(d) => d,
         Err(e) => return unknown(&e.to_string(), json),
     };

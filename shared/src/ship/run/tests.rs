@@ -143,6 +143,13 @@ fn the_daemon_reloads_on_request_and_keeps_its_settings_when_the_new_ones_fail()
     calls
         .recv_timeout(Duration::from_secs(10))
         .expect("reloaded again");
+    // The daemon applies what the loader returned after the call: a third reload's call
+    // comes only once the second's settings are in force (the entry below was otherwise
+    // sometimes handled before, under a loaded machine).
+    tx.send(Control::Reload).unwrap();
+    calls
+        .recv_timeout(Duration::from_secs(10))
+        .expect("reloaded a third time");
     // A 200 without a rule match is no alert: it ships only under the reloaded
     // HANDLE_ALL_EVENTS 1, and is skipped under the settings the daemon started with.
     let quiet: String = event_text("RUN-TEST-200", 200)
