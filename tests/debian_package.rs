@@ -644,8 +644,9 @@ fn the_debian_package_installs_works_with_apache_and_removes_cleanly() {
         "purge removed the user (policy: it stays)"
     );
 
-    // 6. Purge removes the directories once they are empty.
-    for dir in [QUEUE, LOG_DIR, STORAGE] {
+    // 6. Purge removes the directories once they are empty (the collector's state dir
+    // holds what it queued by now: data, kept by purge like the queue).
+    for dir in [QUEUE, LOG_DIR, STORAGE, STATE_DIR] {
         std::fs::remove_dir_all(dir).unwrap();
     }
     ok(Command::new("dpkg").arg("-i").arg(&deb));

@@ -562,17 +562,32 @@ fn man_pages_lay_out_lists_and_examples_and_name_only_pages_that_exist() {
     ] {
         for width in [80, 60] {
             let text = render(page, width);
-            let block: Vec<&str> = text
+            let indent = |l: &str| l.len() - l.trim_start().len();
+            // The list: from the heading to the first paragraph at the codes' indentation
+            // that follows a blank line once the last code's line was seen.
+            let mut block: Vec<&str> = Vec::new();
+            let (mut last_seen, mut after_blank, mut codes_at) = (false, false, None);
+            for l in text
                 .lines()
                 .skip_while(|l| !l.contains("Exit codes of drain and run:"))
                 .skip(1)
-                .take_while(|l| {
-                    let words: Vec<&str> = l.split_whitespace().take(3).collect();
-                    words != ["OUTPUT", "barnyard", "sends"]
-                })
-                .filter(|l| !l.trim().is_empty())
-                .collect();
-            let indent = |l: &str| l.len() - l.trim_start().len();
+            {
+                if l.trim().is_empty() {
+                    after_blank = true;
+                    continue;
+                }
+                let first = l.split_whitespace().next().unwrap_or("");
+                if first == "0" && codes_at.is_none() {
+                    codes_at = Some(indent(l));
+                }
+                let ends = last_seen && after_blank && codes_at.is_some_and(|c| indent(l) <= c);
+                if ends && first != "5" {
+                    break;
+                }
+                last_seen |= first == "5";
+                after_blank = false;
+                block.push(l);
+            }
             let mut code_indent = None;
             for (code, meaning) in meanings.iter().enumerate() {
                 let line = block

@@ -12,9 +12,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use modsec2sguil_e2e::web_user::{self, WEB_UID as NOBODY};
 use modsec2sguil_e2e::{binary, skip_or_fail};
-
-const NOBODY: u32 = 65534;
 
 struct Site {
     _work: tempfile::TempDir,
@@ -80,9 +79,7 @@ impl Site {
         for i in 0..n {
             let body = format!("--a-A--\n[28/Nov/2026:02:14:31 +0000] PRIVSEP{i} 127.0.0.1 1 127.0.0.1 80\n--a-Z--\n");
             let name = format!("20261128-021431-PRIVSEP{i}");
-            let path = dir.join(&name);
-            std::fs::write(&path, &body).unwrap();
-            std::os::unix::fs::chown(&path, Some(NOBODY), Some(NOBODY)).unwrap();
+            web_user::write_event(&dir.join(&name), body.as_bytes());
             lines.extend_from_slice(
                 format!(
                     "lab.example 127.0.0.1 - - [28/Nov/2026:02:14:31.009836 +0000] \"GET / HTTP/1.1\" 403 239 \"-\" \"-\" PRIVSEP{i} \"-\" /20261128/20261128-0214/{name} 0 {} md5:{}\n",

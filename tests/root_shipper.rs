@@ -279,9 +279,8 @@ fn status_as_root_reads_as_the_queues_owner_and_an_ownerless_queue_is_refused() 
 fn event_line(storage: &Path, rel: &str, size: usize) -> Vec<u8> {
     use md5::Digest;
     let path = storage.join(rel.trim_start_matches('/'));
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     let content = vec![b'e'; size];
-    std::fs::write(&path, &content).unwrap();
+    modsec2sguil_e2e::web_user::write_event(&path, &content);
     format!(
         "lab.example 127.0.0.1 - - [28/Nov/2026:02:14:31.009836 +0000] \"GET / HTTP/1.1\" 403 239 \"-\" \"-\" id00001 \"-\" {rel} 0 {size} md5:{}\n",
         modsec2sguil::hex::lower(&md5::Md5::digest(&content))

@@ -27,8 +27,7 @@ use crate::queue::layout::HISTORY_DIR;
 use crate::queue::reason;
 use crate::queue::{EntryName, Queue, FAILED_DIR, REASON_SUFFIX};
 use crate::state::{
-    parse_backlog_record, read_bounded_line, StateDir, BACKLOG_FILE, BACKLOG_TAKEN_PREFIX,
-    MAX_BACKLOG_RECORD_BYTES,
+    parse_backlog_record, StateDir, BACKLOG_FILE, BACKLOG_TAKEN_PREFIX, MAX_BACKLOG_RECORD_BYTES,
 };
 
 /// What happened (or, in a dry run, would happen) to one event or line.
@@ -555,42 +554,46 @@ pub fn requeue_backlog(
             Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
             Err(e) => return Err(named(e)),
         };
-        let mut input = BufReader::new(f);
         let mut still: Vec<(Vec<u8>, String)> = Vec::new();
         let mut too_long = 0u64;
-        while let Some(record) =
-            read_bounded_line(&mut input, MAX_BACKLOG_RECORD_BYTES).map_err(named)?
-        {
-            let Some(record) = record else {
-                too_long += 1;
-                continue;
-            };
-            if record.is_empty() {
-                continue;
-            }
-            let (reason_before, raw) = match parse_backlog_record(&record) {
-                Some((_, reason, raw)) => (reason, raw),
-                None => match crate::queue::version::split_line(&record) {
-                    // Kept whole, as a line that fails, rather than guessed at.
-                    Err(newer) => (format!("(a backlog record {newer})"), record.clone()),
-                    Ok(_) => ("(not a backlog record)".to_string(), record.clone()),
-                },
-            };
-            let outcome = r.requeue_line(&raw, &none);
-            if let Outcome::Failed(why) = &outcome {
-                still.push((raw.clone(), why.clone()));
-            }
-            report.count(&outcome);
-            each(&BacklogRecordAt {
-                reason_before: &reason_before,
-                raw: &raw,
-                outcome: &outcome,
-            });
-            // Memory stays bounded however long the backlog: put back as we go.
-            if !r.dry_run && still.len() >= 1024 {
-                put_back(&mut still)?;
-            }
-        }
+        let dry_run = r.dry_run;
+        crate::queue::bounded::for_each_line(
+            BufReader::new(f),
+            MAX_BACKLOG_RECORD_BYTES,
+            |_, line| {
+                let Some(record) = line.bytes else {
+                    too_long += 1;
+                    return Ok(());
+                };
+                if record.is_empty() {
+                    return Ok(());
+                }
+                let (reason_before, raw) = match parse_backlog_record(record) {
+                    Some((_, reason, raw)) => (reason, raw),
+                    None => match crate::queue::version::split_line(record) {
+                        // Kept whole, as a line that fails, rather than guessed at.
+                        Err(newer) => (format!("(a backlog record {newer})"), record.to_vec()),
+                        Ok(_) => ("(not a backlog record)".to_string(), record.to_vec()),
+                    },
+                };
+                let outcome = r.requeue_line(&raw, &none);
+                if let Outcome::Failed(why) = &outcome {
+                    still.push((raw.clone(), why.clone()));
+                }
+                report.count(&outcome);
+                each(&BacklogRecordAt {
+                    reason_before: &reason_before,
+                    raw: &raw,
+                    outcome: &outcome,
+                });
+                // Memory stays bounded however long the backlog: put back as we go.
+                if !dry_run && still.len() >= 1024 {
+                    put_back(&mut still)?;
+                }
+                Ok(())
+            },
+        )
+        .map_err(named)?;
         if r.dry_run {
             continue;
         }

@@ -508,21 +508,7 @@ impl Dir {
             Ok(()) | Err(rustix::io::Errno::EXIST) => {}
             Err(e) => return Err(e.into()),
         }
-        let fd = rustix::fs::open(
-            path,
-            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::empty(),
-        )
-        .map_err(|e| match e {
-            rustix::io::Errno::LOOP | rustix::io::Errno::NOTDIR => io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!(
-                    "{} is not a directory (a symbolic link?); not followed",
-                    path.display()
-                ),
-            ),
-            e => e.into(),
-        })?;
+        let Dir { fd } = Self::open_nofollow(path)?;
         // Also one an earlier release created as root's.
         if let Some(parent) = path.parent() {
             let st = rustix::fs::fstat(&fd)?;

@@ -24,7 +24,7 @@
 
 use std::collections::HashSet;
 use std::fs::File;
-use std::io::{self, BufRead, BufReader, Read};
+use std::io::{self, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -220,22 +220,21 @@ impl StateDir {
             };
             let mut skipped = 0u64;
             // Twice the rotation size: a file is rotated once it is past it.
-            let mut r = BufReader::new(f.take(2 * MAX_QUEUED_RECORD_BYTES));
-            while let Some(line) = read_bounded_line(&mut r, MAX_QUEUED_LINE_BYTES)? {
-                let Some(line) = line else {
-                    skipped += 1;
-                    continue;
-                };
-                match version::split_line(&line) {
-                    Ok((_, rest)) => match rest.splitn(2, |&b| b == b'\t').nth(1) {
-                        Some(id) if !id.is_empty() => {
-                            ids.insert(String::from_utf8_lossy(id).into_owned());
-                        }
-                        _ => skipped += 1,
-                    },
-                    Err(_) => skipped += 1,
+            let r = BufReader::new(f.take(2 * MAX_QUEUED_RECORD_BYTES));
+            crate::queue::bounded::for_each_line(r, MAX_QUEUED_LINE_BYTES, |_, line| {
+                let id = line
+                    .bytes
+                    .and_then(|b| version::split_line(b).ok())
+                    .and_then(|(_, rest)| rest.splitn(2, |&b| b == b'\t').nth(1))
+                    .filter(|id| !id.is_empty());
+                match id {
+                    Some(id) => {
+                        ids.insert(String::from_utf8_lossy(id).into_owned());
+                    }
+                    None => skipped += 1,
                 }
-            }
+                Ok(())
+            })?;
             if skipped > 0 {
                 log::warn!(
                     "{}: {skipped} lines skipped (too long, garbled or of a newer version); their events may be queued twice",
@@ -299,42 +298,6 @@ impl QueuedRecord {
             }
         }
         Ok(())
-    }
-}
-
-/// Reads one line of at most `max` bytes (without its newline). `Ok(None)` at the end;
-/// `Ok(Some(None))` for a longer line, which is skipped whole without being held.
-pub fn read_bounded_line(r: &mut impl BufRead, max: usize) -> io::Result<Option<Option<Vec<u8>>>> {
-    let mut line = Vec::new();
-    let mut over = false;
-    let mut any = false;
-    loop {
-        let buf = match r.fill_buf() {
-            Ok(b) => b,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        if buf.is_empty() {
-            return Ok(any.then(|| (!over).then_some(line)));
-        }
-        any = true;
-        let (chunk, done) = match buf.iter().position(|&b| b == b'\n') {
-            Some(p) => (&buf[..p], Some(p + 1)),
-            None => (buf, None),
-        };
-        if !over {
-            if line.len() + chunk.len() > max {
-                over = true;
-                line = Vec::new();
-            } else {
-                line.extend_from_slice(chunk);
-            }
-        }
-        let n = done.unwrap_or(chunk.len());
-        r.consume(n);
-        if done.is_some() {
-            return Ok(Some((!over).then_some(line)));
-        }
     }
 }
 

@@ -80,8 +80,9 @@ pub fn stdout_config(dir: &Path, queue: &Path, extra: &str) -> PathBuf {
     std::fs::write(
         &conf,
         format!(
-            "set EVENT_DIR {}\nset OUTPUT stdout\nset HOSTNAME websrv\n{extra}",
-            queue.display()
+            "set EVENT_DIR {}\nset OUTPUT stdout\nset HOSTNAME websrv\n{}{extra}",
+            queue.display(),
+            crate::state::setting(dir)
         ),
     )
     .unwrap();
