@@ -626,13 +626,18 @@ impl Dir {
     /// Opens `name` here for reading, checked as [`Keeper::Us`] (regular, one link, ours,
     /// not followed, no FIFO wait), refusing it unread if it holds more than `max_bytes`.
     pub fn read_ours(&self, name: &str, max_bytes: u64) -> io::Result<Vec<u8>> {
+        self.read_checked(name, max_bytes, Keeper::Us)
+    }
+
+    /// [`Dir::read_ours`], with the owners `keeper` allows.
+    pub fn read_checked(&self, name: &str, max_bytes: u64, keeper: Keeper) -> io::Result<Vec<u8>> {
         use std::io::Read;
         let f = open_checked_at(
             &self.fd,
             name.as_ref(),
             Path::new(name),
             OFlags::RDONLY,
-            Keeper::Us,
+            keeper,
         )?;
         let mut out = Vec::new();
         f.take(max_bytes + 1).read_to_end(&mut out)?;
@@ -645,20 +650,20 @@ impl Dir {
         Ok(out)
     }
 
-    /// The names in this directory (read through the handle).
-    pub fn names(&self) -> io::Result<Vec<String>> {
+    /// Calls `each` with every name in this directory (read through the handle), holding
+    /// none of them: a directory of a million names costs no memory.
+    pub fn for_each_name(&self, mut each: impl FnMut(&str)) -> io::Result<()> {
         let dup = rustix::io::fcntl_dupfd_cloexec(&self.fd, 0)?;
         let mut dir = rustix::fs::Dir::new(dup)?;
         dir.rewind();
-        let mut out = Vec::new();
         while let Some(e) = dir.read() {
             if let Ok(name) = e?.file_name().to_str() {
                 if name != "." && name != ".." {
-                    out.push(name.to_string());
+                    each(name);
                 }
             }
         }
-        Ok(out)
+        Ok(())
     }
 
     /// The directory's handle, for `*at` calls.

@@ -100,6 +100,9 @@ impl QueueStatus {
             (dir, BACKLOG_FILE, BACKLOG_TAKEN_PREFIX, SPOOL_PREFIX),
         ];
         for (at, backlog_file, taken_prefix, spool_prefix) in counted {
+            // In the queue its owner can plant any number of these names, each any size.
+            let mut files_left = MAX_COUNTED_FILES;
+            let mut not_counted = 0usize;
             let listing = match fs::read_dir(at) {
                 Ok(l) => l,
                 Err(e) if e.kind() == io::ErrorKind::NotFound && at != dir => continue,
@@ -122,10 +125,21 @@ impl QueueStatus {
                 } else {
                     continue;
                 };
+                if files_left == 0 {
+                    not_counted += 1;
+                    continue;
+                }
+                files_left -= 1;
                 match count_lines(&entry.path()) {
                     Ok(n) => *counter += n,
                     Err(e) => note(&entry.path(), &e),
                 }
+            }
+            if not_counted > 0 {
+                note(
+                    at,
+                    &format!("{not_counted} more backlog or spool files, not counted (the first {MAX_COUNTED_FILES} are)"),
+                );
             }
         }
         let integrity_marked = match fs::read_dir(dir.join(INTEGRITY_DIR)) {
@@ -272,19 +286,38 @@ fn failed_reasons(failed: &Path) -> io::Result<(usize, BTreeMap<String, usize>)>
 /// Counts the lines of a backlog or spool, opened checked (a link planted where one
 /// should be is a problem named, not followed; `status` may run as root).
 fn count_lines(path: &Path) -> io::Result<usize> {
+    use std::io::Read;
     let f = crate::safefs::open_read_checked(path, crate::safefs::Keeper::Anyone)?;
-    let mut r = io::BufReader::with_capacity(64 * 1024, f);
+    let mut r = io::BufReader::with_capacity(64 * 1024, f.take(MAX_COUNTED_BYTES + 1));
     let mut n = 0;
+    let mut read = 0u64;
     loop {
         let buf = r.fill_buf()?;
         if buf.is_empty() {
             return Ok(n);
+        }
+        read += buf.len() as u64;
+        if read > MAX_COUNTED_BYTES {
+            return Err(crate::queue::bounded::over_bound(
+                path,
+                MAX_COUNTED_BYTES,
+                "MAX_COUNTED_BYTES",
+            ));
         }
         n += buf.iter().filter(|&&b| b == b'\n').count();
         let len = buf.len();
         r.consume(len);
     }
 }
+
+/// The most bytes of one backlog or spool `status` reads to count its lines: the most a
+/// collector takes over from 0.1.0 (a spool or backlog of its own is rotated long before;
+/// a sparse 8 TB one planted in the queue would keep a monitoring check reading for a day).
+pub const MAX_COUNTED_BYTES: u64 = crate::collect::migrate::MAX_MIGRATED_BYTES;
+/// The most backlog or spool files counted in one directory: a real one holds a backlog,
+/// a taken backlog and a spool per collector, where the queue's owner can plant
+/// hundreds of thousands.
+pub const MAX_COUNTED_FILES: usize = crate::collect::migrate::MAX_MIGRATED_FILES;
 
 /// Nagios-style levels, with their exit codes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]

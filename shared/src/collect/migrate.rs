@@ -19,6 +19,13 @@ use crate::state::StateDir;
 /// The largest 0.1.0 backlog or spool taken over: larger ones are left for the operator
 /// (named in the log), since root reads no more than this of a file in the queue.
 pub const MAX_MIGRATED_BYTES: u64 = 256 * 1024 * 1024;
+/// The most 0.1.0 files looked at in one start. A real 0.1.0 queue has a backlog, a
+/// spool per collector that died and a position per followed file; the queue's owner can
+/// plant hundreds of thousands of such names, and each costs root an open and a log
+/// line before the collector reads Apache's pipe. The rest wait for the next start.
+pub const MAX_MIGRATED_FILES: usize = 64;
+/// Refusals logged one by one; the rest are counted in one line.
+const REFUSALS_LOGGED: usize = 8;
 
 /// What [`from_queue`] moved.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -38,12 +45,29 @@ pub fn from_queue(
     state: &StateDir,
 ) -> io::Result<Migrated> {
     let mut done = Migrated::default();
-    let names = queue.names()?;
-    for name in names {
-        let dead = |pid: &str| {
-            pid.parse::<u32>()
-                .is_ok_and(|pid| !std::path::Path::new(&format!("/proc/{pid}")).exists())
-        };
+    let mut candidates = Vec::new();
+    let mut more = 0usize;
+    queue.for_each_name(|name| {
+        let ours = name == BACKLOG_FILE
+            || name.starts_with(BACKLOG_TAKEN_PREFIX)
+            || name.starts_with(SPOOL_PREFIX)
+            || (name.starts_with(FOLLOW_PREFIX) && !name.ends_with(".tmp"));
+        if ours {
+            if candidates.len() < MAX_MIGRATED_FILES {
+                candidates.push(name.to_string());
+            } else {
+                more += 1;
+            }
+        }
+    })?;
+    if more > 0 {
+        log::warn!(
+            "{}: {more} more names of 0.1.0's files than the {MAX_MIGRATED_FILES} looked at in one start (planted?); the rest wait for the next start",
+            queue_dir.display()
+        );
+    }
+    for name in candidates {
+        let dead = |pid: &str| pid.parse::<u32>().is_ok_and(|pid| !collector_alive(pid));
         let what = if name == BACKLOG_FILE {
             Kind::Backlog
         } else if name.strip_prefix(BACKLOG_TAKEN_PREFIX).is_some_and(dead) {
@@ -53,7 +77,14 @@ pub fn from_queue(
             // Only a dead collector's: a 0.1.0 one still running keeps writing it.
             let pid = rest.split('.').next().and_then(|p| p.parse::<u32>().ok());
             match pid {
-                Some(pid) if std::path::Path::new(&format!("/proc/{pid}")).exists() => continue,
+                Some(pid) if collector_alive(pid) => {
+                    log::info!(
+                        "{}/{}: the spool of collector {pid}, still running; taken over at a later start",
+                        queue_dir.display(),
+                        crate::escape::escape_text(&name)
+                    );
+                    continue;
+                }
                 Some(_) => Kind::Spool,
                 None => continue,
             }
@@ -62,12 +93,23 @@ pub fn from_queue(
         } else {
             continue;
         };
-        let bytes = match queue.read_ours(&name, MAX_MIGRATED_BYTES) {
+        // 0.1.0 gave its backlog to the queue's owner (who removed what `requeue
+        // --backlog` took); its spools and positions it kept root's. The backlog's
+        // records are index lines, which go through every check the collector makes on
+        // Apache's lines: read from the owner's file (bounded, not followed, one link),
+        // they give its owner nothing Apache's pipe does not.
+        let keeper = match what {
+            Kind::Backlog => crate::safefs::Keeper::DirOwner,
+            _ => crate::safefs::Keeper::Us,
+        };
+        let bytes = match queue.read_checked(&name, MAX_MIGRATED_BYTES, keeper) {
             Ok(b) => b,
             Err(e) => {
                 let why = crate::escape::escape_text(&format!("{}/{e}", queue_dir.display()))
                     .into_owned();
-                log::warn!("0.1.0's {why}: left in the queue, not taken over");
+                if done.refused.len() < REFUSALS_LOGGED {
+                    log::warn!("0.1.0's {why}: left in the queue, not taken over");
+                }
                 done.refused.push(why);
                 continue;
             }
@@ -122,10 +164,25 @@ pub fn from_queue(
             state.path().display()
         );
     }
+    if done.refused.len() > REFUSALS_LOGGED {
+        log::warn!(
+            "{}: {} more of 0.1.0's files left in the queue, not taken over",
+            queue_dir.display(),
+            done.refused.len() - REFUSALS_LOGGED
+        );
+    }
     if done != Migrated::default() {
         queue.sync()?;
     }
     Ok(done)
+}
+
+/// Whether `pid` is a running collector (0.1.0's or ours). A pid alone is not enough: a
+/// spool renamed by the queue's owner to the pid of some other live process (`.spool.1`)
+/// would never be taken over, its lines lost without a word.
+fn collector_alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .is_ok_and(|comm| comm.trim_end().starts_with("modsec-collecto"))
 }
 
 enum Kind {

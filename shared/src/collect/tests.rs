@@ -407,14 +407,20 @@ const SHIPPER: (u32, u32) = (4242, 4243);
 
 #[test]
 fn runas_chowns_each_entry() {
+    use std::os::unix::fs::PermissionsExt;
     let (uid, gid) = SHIPPER;
     let mut s = setup_with(false, |c| c.runas = Some((uid, gid)));
     let line = event(&s, "/f", b"x");
+    // The web server's user made its event writable by all before it was queued: once
+    // it is RUNAS's, no one else may rewrite it through the storage dir's name.
+    let original = s.dir.path().join("audit/f");
+    std::fs::set_permissions(&original, std::fs::Permissions::from_mode(0o6777)).unwrap();
     let LineOutcome::Queued { entry, .. } = s.worker.handle(&input(&line)) else {
         panic!()
     };
     let meta = std::fs::metadata(s.dir.path().join("queue").join(entry)).unwrap();
     assert_eq!((meta.uid(), meta.gid()), (uid, gid));
+    assert_eq!(meta.permissions().mode() & 0o7777, 0o640);
 }
 
 #[test]
@@ -1743,7 +1749,7 @@ fn files_a_0_1_0_collector_left_in_the_queue_move_to_the_state_dir_once() {
     use super::migrate::{from_queue, Migrated};
     use crate::queue::layout;
     use crate::queue::position::state_name;
-    let (_top, queue, state) = old_queue();
+    let (top, queue, state) = old_queue();
     // 0.1.0's backlog: its record (no version tag), one of ours, and a line that is
     // no record at all (kept whole, not lost).
     std::fs::write(
@@ -1757,8 +1763,20 @@ fn files_a_0_1_0_collector_left_in_the_queue_move_to_the_state_dir_once() {
     // (ours: a 0.1.0 collector still running keeps writing it).
     let dead = format!("{}99999999", layout::SPOOL_PREFIX);
     std::fs::write(queue.join(&dead), "spooled 1\nspooled 2\n").unwrap();
-    let live = format!("{}{}", layout::SPOOL_PREFIX, std::process::id());
+    // A running collector (a process whose name is the collector's: `sleep` started
+    // through a link so named) keeps writing its spool.
+    let named = top.path().join("modsec-collector");
+    std::os::unix::fs::symlink("/bin/sleep", &named).unwrap();
+    let mut running = std::process::Command::new(&named)
+        .arg("30")
+        .spawn()
+        .unwrap();
+    let live = format!("{}{}", layout::SPOOL_PREFIX, running.id());
     std::fs::write(queue.join(&live), "still written\n").unwrap();
+    // A spool the queue's owner renamed to the pid of a live process that is no
+    // collector (pid 1): taken over, not left for ever.
+    let renamed = format!("{}1", layout::SPOOL_PREFIX);
+    std::fs::write(queue.join(&renamed), "renamed 1\n").unwrap();
     // A --follow position.
     let followed = Path::new("/var/log/nginx/modsec_index.log");
     let position = state_name(followed);
@@ -1777,7 +1795,7 @@ fn files_a_0_1_0_collector_left_in_the_queue_move_to_the_state_dir_once() {
         done,
         Migrated {
             backlog_records: 4,
-            spool_lines: 2,
+            spool_lines: 3,
             positions: 1,
             refused: Vec::new(),
         }
@@ -1825,11 +1843,75 @@ fn files_a_0_1_0_collector_left_in_the_queue_move_to_the_state_dir_once() {
     )
     .finish()
     .unwrap();
+    let mut seen = seen.0.lock().unwrap().clone();
+    seen.sort();
     assert_eq!(
-        *seen.0.lock().unwrap(),
-        [b"spooled 1\n".to_vec(), b"spooled 2\n".to_vec()]
+        seen,
+        [
+            b"renamed 1\n".to_vec(),
+            b"spooled 1\n".to_vec(),
+            b"spooled 2\n".to_vec()
+        ]
     );
     assert_eq!(spool_lines(state.path()), 0);
+    let _ = running.kill();
+    let _ = running.wait();
+}
+
+/// 0.1.0 gave its backlog to the queue's owner: that one is taken over too (its records
+/// are index lines, checked like Apache's), read as checked (no link, one link). Its
+/// spools were root's: one of the queue owner's is not.
+#[test]
+fn a_0_1_0_backlog_the_queues_owner_holds_is_taken_over_but_not_their_spool() {
+    use super::migrate::from_queue;
+    use crate::queue::layout;
+    if !root_or_skip("a_0_1_0_backlog_the_queues_owner_holds_is_taken_over_but_not_their_spool") {
+        return;
+    }
+    let (_top, queue, state) = old_queue();
+    std::os::unix::fs::chown(&queue, Some(65534), Some(65534)).unwrap();
+    for (name, text) in [
+        (
+            layout::BACKLOG_FILE.to_string(),
+            "1790000000\tfile missing\towned line\n",
+        ),
+        (format!("{}99999999", layout::SPOOL_PREFIX), "spooled\n"),
+    ] {
+        std::fs::write(queue.join(&name), text).unwrap();
+        std::os::unix::fs::chown(queue.join(&name), Some(65534), Some(65534)).unwrap();
+    }
+    let handle = crate::safefs::Dir::open_nofollow(&queue).unwrap();
+    let done = from_queue(&handle, &queue, &state).unwrap();
+    assert_eq!((done.backlog_records, done.spool_lines), (1, 0), "{done:?}");
+    assert!(
+        done.refused.len() == 1 && done.refused[0].contains("99999999"),
+        "{done:?}"
+    );
+    assert_eq!(
+        backlog_records(&state),
+        [("file missing".to_string(), b"owned line".to_vec())]
+    );
+}
+
+/// However many names the queue's owner plants, one start looks at a bounded number of
+/// them (each costs root an open before it reads Apache's pipe); the rest wait.
+#[test]
+fn one_start_takes_over_at_most_max_migrated_files() {
+    use super::migrate::{from_queue, MAX_MIGRATED_FILES};
+    let (_top, queue, state) = old_queue();
+    for i in 0..MAX_MIGRATED_FILES + 6 {
+        std::fs::write(
+            queue.join(format!(".follow.{i:016x}")),
+            "v1\t1\t2\t3\t0\t/x\n",
+        )
+        .unwrap();
+    }
+    let handle = crate::safefs::Dir::open_nofollow(&queue).unwrap();
+    assert_eq!(
+        from_queue(&handle, &queue, &state).unwrap().positions,
+        MAX_MIGRATED_FILES
+    );
+    assert_eq!(from_queue(&handle, &queue, &state).unwrap().positions, 6);
 }
 
 /// The worker takes 0.1.0's files over when it starts.

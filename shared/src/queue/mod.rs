@@ -397,8 +397,8 @@ impl Queue {
                         // owner too (as with modsec_queue.pl). A failure leaves the entry
                         // root's: the shipper can still remove it, so it is only logged.
                         if let Some((uid, gid)) = self.entry_owner {
-                            if let Err(e) = std::os::unix::fs::fchown(file, Some(uid), Some(gid)) {
-                                log::error!("cannot chown {name} to RUNAS {uid}:{gid}: {e}");
+                            if let Err(e) = give_entry(file, uid, gid) {
+                                log::error!("cannot give {name} to RUNAS {uid}:{gid}: {e}");
                             }
                         }
                         Ok((name, Linked::Hardlink))
@@ -560,6 +560,18 @@ pub fn integrity_note(dir: &Path, file_name: &str) -> Option<String> {
     let mut text = String::new();
     f.take(4096).read_to_string(&mut text).ok()?;
     Some(text.trim_end().to_string())
+}
+
+/// Gives a hard-linked entry's inode to RUNAS (`uid`, `gid`), through its descriptor,
+/// and takes write away from everyone else: the web server's user, who made the file,
+/// could have made it writable by all (0666) before it was queued, and rewrite the queued
+/// event through the storage dir's name afterwards. Mode `0640` at most (setuid and
+/// setgid cleared), readable by the owner.
+fn give_entry(file: &File, uid: u32, gid: u32) -> io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::os::unix::fs::fchown(file, Some(uid), Some(gid))?;
+    let mode = file.metadata()?.permissions().mode();
+    file.set_permissions(std::fs::Permissions::from_mode((mode & 0o640) | 0o400))
 }
 
 /// Hard-links the inode behind an open file to `target` in `queue`: `AT_EMPTY_PATH`

@@ -309,3 +309,31 @@ fn a_rule_engine_left_off_by_debians_modsecurity_config_is_named() {
         assert_eq!(rule_engine_off(d), None, "{on}");
     }
 }
+
+/// What the queue's owner plants where 0.1.0 kept the collector's files cannot keep a
+/// monitoring check reading: a sparse backlog past the bound is a problem named with the
+/// bound, and past so many spool names the rest are counted as one problem.
+#[test]
+fn planted_backlogs_and_spools_are_counted_within_bounds() {
+    let (_d, q) = queue_with(1);
+    let f = fs::File::create(q.join(BACKLOG_FILE)).unwrap();
+    f.set_len(MAX_COUNTED_BYTES + 1).unwrap();
+    for i in 0..MAX_COUNTED_FILES + 5 {
+        fs::write(q.join(format!(".spool.{i}")), "line\n").unwrap();
+    }
+    let s = QueueStatus::gather(&q, &q.with_file_name("state")).unwrap();
+    assert!(
+        s.problems.iter().any(|p| p.contains("MAX_COUNTED_BYTES")),
+        "{:?}",
+        s.problems
+    );
+    assert!(
+        s.problems
+            .iter()
+            .any(|p| p.contains("6 more backlog or spool files")),
+        "{:?}",
+        s.problems
+    );
+    assert_eq!(s.overflow, MAX_COUNTED_FILES - 1);
+    assert_eq!(s.entries, 1);
+}
