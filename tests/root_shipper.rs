@@ -531,3 +531,86 @@ fn a_root_owned_failed_dir_left_by_an_older_root_run_is_named_with_the_fix() {
         "the entry and its reason"
     );
 }
+
+/// `show` run as root over a queue its owner (`nobody`) fills: a link planted there to a
+/// secret only root may read is not followed, a file of root's (one hard-linked or
+/// steered there) is not read, and a file larger than MAX_EVENT_BYTES is not read to its
+/// end; each is named with why, and not a byte of the secrets reaches the output. The
+/// owner's own event, hard-linked into the queue as the collector does, is still shown.
+#[test]
+fn show_as_root_follows_no_planted_link_and_reads_no_file_of_roots() {
+    let Some(nobody) = nobody("show_as_root_follows_no_planted_link_and_reads_no_file_of_roots")
+    else {
+        return;
+    };
+    let (dir, queue) = queue_of(nobody, 0);
+    let template = std::fs::read_to_string(
+        modsec2sguil_e2e::fixtures().join(modsec2sguil_e2e::shipper::TEMPLATE),
+    )
+    .unwrap();
+    // A secret only root may read, in a directory only root may enter.
+    let secret = root_only(dir.path()).join("shadow");
+    let secret_line = "root:$6$SECRETxHASHxOFxROOT:19000:0:99999:7:::";
+    std::fs::write(&secret, format!("{secret_line}\n")).unwrap();
+    chmod(&secret, 0o600);
+    // Root's own event-shaped file, mode 0600.
+    let secret_id = "ROOTxONLYxEVENTxIDxxxxxxxx";
+    let link = queue.join("modsec.log.300.000003");
+    std::os::unix::fs::symlink(&secret, &link).unwrap();
+    let roots = queue.join("modsec.log.300.000004");
+    std::fs::write(
+        &roots,
+        template.replace("awo5Btrt9m7QJiOqXPD3lAAAAEc", secret_id),
+    )
+    .unwrap();
+    chmod(&roots, 0o600);
+    // The owner's event in its storage dir, hard-linked into the queue.
+    let storage = dir.path().join("storage");
+    std::fs::create_dir(&storage).unwrap();
+    std::fs::write(storage.join("ev"), &template).unwrap();
+    let linked = queue.join("modsec.log.300.000005");
+    std::fs::hard_link(storage.join("ev"), &linked).unwrap();
+    // Larger than MAX_EVENT_BYTES (16 MiB by default), sparse.
+    let big = queue.join("modsec.log.300.000006");
+    std::fs::File::create(&big)
+        .unwrap()
+        .set_len(17 << 20)
+        .unwrap();
+    give(&storage, nobody);
+    for p in [&link, &linked, &big] {
+        lchown(p, Some(nobody.0), Some(nobody.1)).unwrap();
+    }
+    assert_eq!(std::fs::metadata(&linked).unwrap().nlink(), 2);
+    let out = Command::new(binary("modsec-shipper"))
+        .arg("show")
+        .args([&link, &roots, &linked, &big])
+        .output()
+        .unwrap();
+    let (code, shown, err) = text(&out);
+    assert_eq!(code, 1, "{err}");
+    for (file, why) in [
+        (&link, "is a symbolic link; not followed".to_string()),
+        (&roots, "belongs to root: not an event".to_string()),
+        (
+            &big,
+            format!("{} bytes, more than MAX_EVENT_BYTES (16777216)", 17 << 20),
+        ),
+    ] {
+        assert!(
+            err.contains(&format!("{}: {why}", file.display())),
+            "{why}: {err}"
+        );
+    }
+    assert!(err.contains("3 of 4 file(s)"), "{err}");
+    for leak in ["SECRETxHASHxOFxROOT", secret_id] {
+        assert!(
+            !shown.contains(leak) && !err.contains(leak),
+            "{leak} leaked:\n{shown}\n{err}"
+        );
+    }
+    assert_eq!(
+        shown.matches("awo5Btrt9m7QJiOqXPD3lAAAAEc").count(),
+        1,
+        "{shown}\n{err}"
+    );
+}

@@ -171,14 +171,24 @@ pub fn queue_dir(
 /// Refuses, when we run as root, a config file that anyone but root could have written
 /// (OpenSSH's StrictModes): the config chooses the queue, RUNAS, the log file and where
 /// events go, so whoever can write it steers root. The file must be root's and not
-/// writable by its group or others (the Debian package's `root:sguil 0640` passes); every
-/// directory above it, up to `/`, both along the path as given and along the path with
-/// its links resolved, must be root's and not writable by group or others, unless it has
-/// the sticky bit (`/tmp`: others may add names there but not rename or remove root's).
-/// Not root: nothing to check (a user's own config is theirs).
+/// writable by its group or others (the Debian package's `root:sguil 0640` passes). The
+/// path is walked as the kernel resolves it ([`walk_roots_alone`]): every symbolic link
+/// on the way must be root's (its owner could point it elsewhere), every directory root's
+/// and not writable by group or others, unless it has the sticky bit (`/tmp`: others may
+/// add names there but not rename or remove root's) and what it holds on the way is
+/// root's. Every directory above the file along the path as given and along the path
+/// with its links resolved is checked too. Not root: nothing to check (a user's own
+/// config is theirs).
 pub fn check_strict_modes(path: &Path) -> Result<(), ConfigError> {
+    strict_modes(path).map(|_| ())
+}
+
+/// [`check_strict_modes`]; as root, the checked file's (device, inode), which
+/// [`ConfigFile::load_trusted`] requires of the file it then opens.
+fn strict_modes(path: &Path) -> Result<Option<(u64, u64)>, ConfigError> {
+    use std::os::unix::fs::MetadataExt;
     if !nix::unistd::geteuid().is_root() {
-        return Ok(());
+        return Ok(None);
     }
     let io = |source| ConfigError::Io {
         path: path.to_path_buf(),
@@ -189,8 +199,17 @@ pub fn check_strict_modes(path: &Path) -> Result<(), ConfigError> {
     } else {
         std::env::current_dir().map_err(io)?.join(path)
     };
-    let resolved = std::fs::canonicalize(path).map_err(io)?;
-    let file = std::fs::metadata(&resolved).map_err(io)?;
+    let (resolved, file) = walk_roots_alone(&absolute).map_err(|e| match e {
+        NotRootsAlone::Io { source, .. } => io(source),
+        NotRootsAlone::Dir { dir, wrong } => untrusted(path, dir_refused(path, &dir, &wrong)),
+        why => untrusted(
+            path,
+            format!(
+                "{}: {why}: someone else than root could replace the config root reads",
+                path.display()
+            ),
+        ),
+    })?;
     if let Some(wrong) = not_roots_alone(&file, false) {
         let shown = if resolved == absolute {
             path.display().to_string()
@@ -206,27 +225,147 @@ pub fn check_strict_modes(path: &Path) -> Result<(), ConfigError> {
             ),
         ));
     }
+    let canonical = std::fs::canonicalize(path).map_err(io)?;
     for dir in absolute
         .ancestors()
         .skip(1)
-        .chain(resolved.ancestors().skip(1))
+        .chain(canonical.ancestors().skip(1))
     {
         let meta = std::fs::metadata(dir).map_err(io)?;
         if let Some(wrong) = not_roots_alone(&meta, true) {
-            return Err(untrusted(
-                path,
-                format!(
-                    "{}: its directory {} is {wrong}: someone else than root could replace \
-                     the config root reads; fix: chown root {d} && chmod go-w {d} (or move the \
-                     config to a directory only root writes, such as /etc)",
-                    path.display(),
-                    dir.display(),
-                    d = dir.display()
-                ),
-            ));
+            return Err(untrusted(path, dir_refused(path, dir, &wrong)));
         }
     }
-    Ok(())
+    Ok(Some((file.dev(), file.ino())))
+}
+
+fn dir_refused(path: &Path, dir: &Path, wrong: &str) -> String {
+    format!(
+        "{}: its directory {} is {wrong}: someone else than root could replace \
+         the config root reads; fix: chown root {d} && chmod go-w {d} (or move the \
+         config to a directory only root writes, such as /etc)",
+        path.display(),
+        dir.display(),
+        d = dir.display()
+    )
+}
+
+/// Why a path is not root's alone ([`walk_roots_alone`]); the text names what is at
+/// fault, its owner and mode.
+#[derive(Debug, Error)]
+pub enum NotRootsAlone {
+    #[error("{}: {source}", .at.display())]
+    Io {
+        at: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A symbolic link on the way that someone else than root owns: they may point it at
+    /// anything, at any time.
+    #[error("{} is a symbolic link {owner}: its owner can point it elsewhere (only root's links are followed)", .link.display())]
+    Link { link: PathBuf, owner: String },
+    /// A directory on the way someone else than root may write.
+    #[error("its directory {} is {wrong}", .dir.display())]
+    Dir { dir: PathBuf, wrong: String },
+    /// What a sticky directory everyone may write (`/tmp`) holds on the way, and that is
+    /// not root's.
+    #[error("{} is {owner}, in {}, a sticky directory everyone may write", .entry.display(), .dir.display())]
+    StickyEntry {
+        dir: PathBuf,
+        entry: PathBuf,
+        owner: String,
+    },
+}
+
+/// Walks the absolute `path` component by component as the kernel resolves it, with
+/// lstat, following links itself: every symbolic link on the way must be root's, every
+/// directory root's and not writable by group or others, unless it is root's with the
+/// sticky bit and what it holds on the way is root's (its owner alone may replace that).
+/// So no one but root can change what `path` names. Returns the path with its links
+/// resolved and the metadata of what it names (not checked: the caller's to judge).
+pub fn walk_roots_alone(path: &Path) -> Result<(PathBuf, std::fs::Metadata), NotRootsAlone> {
+    use std::collections::VecDeque;
+    use std::ffi::OsString;
+    use std::os::unix::fs::MetadataExt;
+    use std::path::Component;
+    let io = |at: &Path, source| NotRootsAlone::Io {
+        at: at.to_path_buf(),
+        source,
+    };
+    fn parts(p: &Path) -> impl Iterator<Item = OsString> + '_ {
+        p.components().filter_map(|c| match c {
+            Component::Normal(n) => Some(n.to_os_string()),
+            Component::ParentDir => Some("..".into()),
+            _ => None,
+        })
+    }
+    if !path.is_absolute() {
+        return Err(io(
+            path,
+            std::io::Error::new(std::io::ErrorKind::InvalidInput, "not an absolute path"),
+        ));
+    }
+    let mut todo: VecDeque<OsString> = parts(path).collect();
+    // Where the walk is: a directory reached without links (so `..` is its parent).
+    let mut cur = PathBuf::from("/");
+    let mut links = 0;
+    while let Some(name) = todo.pop_front() {
+        if name == ".." {
+            cur.pop();
+            continue;
+        }
+        let dir = std::fs::symlink_metadata(&cur).map_err(|e| io(&cur, e))?;
+        if let Some(wrong) = not_roots_alone(&dir, true) {
+            return Err(NotRootsAlone::Dir { dir: cur, wrong });
+        }
+        let next = cur.join(&name);
+        let meta = std::fs::symlink_metadata(&next).map_err(|e| io(&next, e))?;
+        if meta.file_type().is_symlink() && meta.uid() != 0 {
+            return Err(NotRootsAlone::Link {
+                link: next,
+                owner: owner_words(&meta),
+            });
+        }
+        if dir.mode() & 0o1022 > 0o1000 && meta.uid() != 0 {
+            return Err(NotRootsAlone::StickyEntry {
+                dir: cur,
+                entry: next,
+                owner: owner_words(&meta),
+            });
+        }
+        if meta.file_type().is_symlink() {
+            links += 1;
+            if links > 40 {
+                return Err(io(&next, std::io::Error::from_raw_os_error(libc::ELOOP)));
+            }
+            let target = std::fs::read_link(&next).map_err(|e| io(&next, e))?;
+            if target.is_absolute() {
+                cur = PathBuf::from("/");
+            }
+            for part in parts(&target).collect::<Vec<_>>().into_iter().rev() {
+                todo.push_front(part);
+            }
+        } else {
+            cur = next;
+        }
+    }
+    let meta = std::fs::symlink_metadata(&cur).map_err(|e| io(&cur, e))?;
+    Ok((cur, meta))
+}
+
+/// `owned by uid N (name), mode M`.
+fn owner_words(meta: &std::fs::Metadata) -> String {
+    use std::os::unix::fs::MetadataExt;
+    let name = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(meta.uid()))
+        .ok()
+        .flatten()
+        .map(|u| u.name)
+        .unwrap_or_else(|| "no such user".into());
+    format!(
+        "owned by uid {} ({name}), mode {:04o}",
+        meta.uid(),
+        meta.mode() & 0o7777
+    )
 }
 
 /// What makes a file (or, with `dir`, a directory) writable by someone else than root, in
@@ -236,14 +375,7 @@ fn not_roots_alone(meta: &std::fs::Metadata, dir: bool) -> Option<String> {
     use std::os::unix::fs::MetadataExt;
     let mode = meta.mode() & 0o7777;
     let sticky = dir && mode & 0o1000 != 0;
-    let owner = || {
-        let name = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(meta.uid()))
-            .ok()
-            .flatten()
-            .map(|u| u.name)
-            .unwrap_or_else(|| "no such user".into());
-        format!("owned by uid {} ({name}), mode {mode:04o}", meta.uid())
-    };
+    let owner = || owner_words(meta);
     if meta.uid() != 0 {
         return Some(owner());
     }
@@ -270,17 +402,64 @@ impl ConfigFile {
     /// Reads and parses `path` after [`check_strict_modes`]: what both binaries use for
     /// their config, so that run as root they refuse one another user could have written.
     pub fn load_trusted(path: &Path) -> Result<ConfigFile, ConfigError> {
-        check_strict_modes(path)?;
-        ConfigFile::load(path)
+        use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+        let checked = strict_modes(path)?;
+        let io = |source| ConfigError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        // Not blocked on a FIFO put there after the check: it is refused below.
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+            .open(path)
+            .map_err(io)?;
+        if let Some((dev, ino)) = checked {
+            // What was opened must be what was checked: no swap in between.
+            let meta = file.metadata().map_err(io)?;
+            let wrong = if (meta.dev(), meta.ino()) != (dev, ino) {
+                Some(format!(
+                    "not the file that was checked (now {})",
+                    owner_words(&meta)
+                ))
+            } else if !meta.is_file() {
+                Some("not a regular file".into())
+            } else {
+                not_roots_alone(&meta, false)
+            };
+            if let Some(wrong) = wrong {
+                return Err(untrusted(
+                    path,
+                    format!(
+                        "{}: the file opened is {wrong}: someone else than root could \
+                         replace the config root reads; refused",
+                        path.display()
+                    ),
+                ));
+            }
+        }
+        ConfigFile::read_from(path, file)
     }
 
     /// Reads and parses `path` (no ownership check: [`ConfigFile::load_trusted`] is the
     /// one for a program's own config).
     pub fn load(path: &Path) -> Result<ConfigFile, ConfigError> {
-        let bytes = std::fs::read(path).map_err(|source| ConfigError::Io {
+        let file = std::fs::File::open(path).map_err(|source| ConfigError::Io {
             path: path.to_path_buf(),
             source,
         })?;
+        ConfigFile::read_from(path, file)
+    }
+
+    /// Reads `file` (named `path` in messages) and parses it.
+    fn read_from(path: &Path, mut file: std::fs::File) -> Result<ConfigFile, ConfigError> {
+        use std::io::Read;
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes)
+            .map_err(|source| ConfigError::Io {
+                path: path.to_path_buf(),
+                source,
+            })?;
         let text = String::from_utf8(bytes).map_err(|e| {
             let line = 1 + e.as_bytes()[..e.utf8_error().valid_up_to()]
                 .iter()
@@ -741,6 +920,52 @@ mod tests {
         // Plain `load` does not check (tests and tools that read a config as data).
         chmod(&p, 0o666);
         assert!(ConfigFile::load(&p).is_ok());
+    }
+
+    /// A link on the way to the config that someone else than root owns, in a sticky
+    /// root directory (`/tmp`): its owner can swap it between a good config and theirs
+    /// at any time, so it is refused whatever it points at now; root's link is followed.
+    #[test]
+    fn as_root_a_link_on_the_way_another_user_owns_is_refused() {
+        use std::os::unix::fs::{lchown, PermissionsExt};
+        if !crate::testdata::root_or_skip("as_root_a_link_on_the_way_another_user_owns_is_refused")
+        {
+            return;
+        }
+        let chmod = |p: &Path, mode| {
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap()
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let good = dir.path().join("good");
+        std::fs::create_dir(&good).unwrap();
+        std::fs::write(good.join("c.conf"), "set EVENT_DIR /q\n").unwrap();
+        // As /tmp: root's, 1777.
+        let x = dir.path().join("x");
+        std::fs::create_dir(&x).unwrap();
+        chmod(&x, 0o1777);
+        let theirs = x.join("lnk");
+        std::os::unix::fs::symlink(&good, &theirs).unwrap();
+        lchown(&theirs, Some(65534), Some(65534)).unwrap();
+        let e = match ConfigFile::load_trusted(&theirs.join("c.conf")) {
+            Err(e @ ConfigError::Untrusted { .. }) => e.to_string(),
+            other => panic!("{other:?}"),
+        };
+        assert!(
+            e.contains(&format!(
+                "{} is a symbolic link owned by uid 65534",
+                theirs.display()
+            )),
+            "{e}"
+        );
+        // Root's own link to the same directory, in the same sticky directory: followed.
+        let roots = x.join("roots");
+        std::os::unix::fs::symlink(&good, &roots).unwrap();
+        let c = ConfigFile::load_trusted(&roots.join("c.conf")).unwrap();
+        assert_eq!(c.string("EVENT_DIR").as_deref(), Some("/q"));
+        // And a relative link of root's, with `..`, through the sticky directory.
+        let rel = x.join("rel");
+        std::os::unix::fs::symlink("../x/roots/../good", &rel).unwrap();
+        assert!(ConfigFile::load_trusted(&rel.join("c.conf")).is_ok());
     }
 
     proptest::proptest! {

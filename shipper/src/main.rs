@@ -281,7 +281,9 @@ enum Command {
     /// messages) and libmodsecurity 3 native and JSON; the format is detected per file.
     /// Exits 1 if any file is not an audit-log event (each is named on stderr), 0 otherwise.
     /// Run as root, it opens the files, then drops to `nobody` before reading and parsing
-    /// them (3 if it cannot).
+    /// them (3 if it cannot); it follows no symbolic link, and refuses a file of root's
+    /// where another user could have put it (a link or file planted in the queue). A file
+    /// over MAX_EVENT_BYTES is not read.
     ///
     /// Example: modsec-shipper show /var/log/modsec_audit/www-data/20261128/*/*
     Show {

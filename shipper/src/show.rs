@@ -9,8 +9,9 @@ use std::process::ExitCode;
 use chrono::Utc;
 use modsec2sguil::alert::{map_event, AlertSettings, DetailFormat};
 use modsec2sguil::auditlog::{read_event_file, AuditEvent, Body, ParseLimits};
-use modsec2sguil::config::ConfigFile;
+use modsec2sguil::config::{walk_roots_alone, ConfigFile};
 use modsec2sguil::escape::{escape, escape_lines, escape_text, json_ascii};
+use modsec2sguil::queue::{DEFAULT_MAX_EVENT_BYTES, MAX_EVENT_BYTES_RANGE};
 
 /// `show --detail`: the Sguil detail of each file, as the shipper would send it.
 pub fn details(
@@ -19,11 +20,16 @@ pub fn details(
     config: Option<&Path>,
     max_body: usize,
 ) -> ExitCode {
-    let settings = match config {
-        Some(path) => ConfigFile::load_trusted(path).and_then(|c| AlertSettings::resolve(&c)),
-        None => Ok(AlertSettings::default()),
+    let loaded = match config {
+        Some(path) => ConfigFile::load_trusted(path).and_then(|c| {
+            let max_event_bytes = c
+                .number("MAX_EVENT_BYTES", MAX_EVENT_BYTES_RANGE)?
+                .unwrap_or(DEFAULT_MAX_EVENT_BYTES);
+            Ok((AlertSettings::resolve(&c)?, max_event_bytes))
+        }),
+        None => Ok((AlertSettings::default(), DEFAULT_MAX_EVENT_BYTES)),
     };
-    let mut settings = match settings {
+    let (mut settings, max_event_bytes) = match loaded {
         Ok(s) => s,
         Err(e) => {
             eprintln!("modsec-shipper: show: {}", escape_text(&e.to_string()));
@@ -33,7 +39,7 @@ pub fn details(
     if let Some(f) = format {
         settings.detail_format = f;
     }
-    each_file(files, max_body, |_, event, raw| {
+    each_file(files, max_body, max_event_bytes, |_, event, raw| {
         let mapped = map_event(event, raw, &[], &settings);
         // The text format carries the raw event: nothing in it may drive the terminal.
         let mut text = escape_lines(&mapped.fields.detail);
@@ -49,16 +55,21 @@ pub fn details(
 /// Run as root, every file is opened first (root may read what the operator names: the
 /// storage dir, the queue), then root is dropped for `nobody` before a byte is read or
 /// parsed: the files are attacker-written (a queue entry, an event a client shaped).
+/// So, as root, a name that is a symbolic link is not followed, and a file root owns is
+/// refused (events are the web server's or the queue owner's, never root's): the queue's
+/// owner cannot have root show it /etc/shadow. No more than `max_event_bytes`
+/// (MAX_EVENT_BYTES) of a file is read.
 fn each_file(
     files: &[PathBuf],
     max_body: usize,
+    max_event_bytes: u64,
     render: impl Fn(&Path, &AuditEvent, &[u8]) -> Vec<u8>,
 ) -> ExitCode {
     let limits = ParseLimits {
         max_body_bytes: max_body,
         ..ParseLimits::default()
     };
-    let mut opened = match open_as_root_then_drop(files) {
+    let mut opened = match open_as_root_then_drop(files, max_event_bytes) {
         Ok(o) => o,
         Err(e) => {
             eprintln!("modsec-shipper: show: {}", escape_text(&e));
@@ -71,9 +82,9 @@ fn each_file(
     for (i, path) in files.iter().enumerate() {
         let file = match opened.as_mut() {
             Some(files) => std::mem::replace(&mut files[i], Err(String::new())),
-            None => open(path),
+            None => open(path, false, max_event_bytes),
         };
-        match file.and_then(|f| load(path, f, &limits)) {
+        match file.and_then(|f| load(path, f, &limits, max_event_bytes)) {
             Ok((event, raw)) => {
                 if out.write_all(&render(path, &event, &raw)).is_err() {
                     // stdout closed (e.g. piped into head): nothing more to say.
@@ -98,20 +109,28 @@ fn each_file(
 }
 
 pub fn run(files: &[PathBuf], json: bool, max_body: usize) -> ExitCode {
-    each_file(files, max_body, |path, event, _| {
-        if json {
-            as_json(path, event)
-        } else {
-            as_text(path, event)
-        }
-        .into_bytes()
-    })
+    each_file(
+        files,
+        max_body,
+        DEFAULT_MAX_EVENT_BYTES,
+        |path, event, _| {
+            if json {
+                as_json(path, event)
+            } else {
+                as_text(path, event)
+            }
+            .into_bytes()
+        },
+    )
 }
 
 /// As root: every file opened (each `Ok`, or why not), then root dropped for `nobody`
 /// (`modsec2sguil::privilege`). Not root: `None`, each file is opened when its turn
 /// comes. Err when root cannot be dropped.
-fn open_as_root_then_drop(files: &[PathBuf]) -> Result<Option<Vec<Result<File, String>>>, String> {
+fn open_as_root_then_drop(
+    files: &[PathBuf],
+    max_event_bytes: u64,
+) -> Result<Option<Vec<Result<File, String>>>, String> {
     if !nix::unistd::geteuid().is_root() {
         return Ok(None);
     }
@@ -127,7 +146,10 @@ fn open_as_root_then_drop(files: &[PathBuf]) -> Result<Option<Vec<Result<File, S
             libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
         }
     }
-    let opened = files.iter().map(|p| open(p)).collect();
+    let opened = files
+        .iter()
+        .map(|p| open(p, true, max_event_bytes))
+        .collect();
     let (uid, gid) = modsec2sguil::privilege::nobody();
     modsec2sguil::privilege::drop_to(uid, gid).map_err(|e| {
         format!(
@@ -139,32 +161,94 @@ fn open_as_root_then_drop(files: &[PathBuf]) -> Result<Option<Vec<Result<File, S
 }
 
 /// Opens an event file to read: a regular file (a FIFO named by mistake is not waited
-/// on).
-fn open(path: &Path) -> Result<File, String> {
-    use std::os::unix::fs::OpenOptionsExt;
+/// on) of at most `max_event_bytes`. `as_root`: the name itself must not be a symbolic
+/// link (it is not followed), and the file must not be root's.
+fn open(path: &Path, as_root: bool, max_event_bytes: u64) -> Result<File, String> {
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
     let name = path.display();
+    let nofollow = if as_root { libc::O_NOFOLLOW } else { 0 };
     let file = std::fs::OpenOptions::new()
         .read(true)
-        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY | nofollow)
         .open(path)
         .map_err(|e| match e.raw_os_error() {
             Some(libc::EMFILE) | Some(libc::ENFILE) => format!(
                 "{name}: {e} (show as root opens every file before it drops root: give fewer \
                  files at a time, e.g. through xargs -n 1000)"
             ),
+            Some(libc::ELOOP)
+                if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink()) =>
+            {
+                format!(
+                    "{name}: is a symbolic link; not followed (show run as root opens only the \
+                     event files themselves: give the file the link points to)"
+                )
+            }
             _ => format!("{name}: {e}"),
         })?;
     let meta = file.metadata().map_err(|e| format!("{name}: {e}"))?;
     if !meta.is_file() {
         return Err(format!("{name}: not a regular file"));
     }
+    if as_root && meta.uid() == 0 {
+        roots_own(path, &meta).map_err(|why| {
+            format!(
+                "{name}: belongs to root: not an event; show reads only the web server's or \
+                 the queue owner's files, and root's only where no one else could have put \
+                 them ({why})"
+            )
+        })?;
+    }
+    if meta.len() > max_event_bytes {
+        return Err(format!(
+            "{name}: {} bytes, more than MAX_EVENT_BYTES ({max_event_bytes}): not read",
+            meta.len()
+        ));
+    }
     Ok(file)
 }
 
-/// The parsed event and the file's bytes.
-fn load(path: &Path, file: File, limits: &ParseLimits) -> Result<(AuditEvent, Vec<u8>), String> {
+/// A file of root's (`meta`, opened as `path`) is shown only if no one but root could
+/// have put it at that name: every link and directory on the way is root's alone
+/// (`config::walk_roots_alone`, as for root's config). Otherwise it is a secret of
+/// root's that the queue's owner linked or steered there.
+fn roots_own(path: &Path, meta: &std::fs::Metadata) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    let absolute = std::env::current_dir()
+        .map_err(|e| e.to_string())?
+        .join(path);
+    let (_, named) = walk_roots_alone(&absolute).map_err(|e| e.to_string())?;
+    if (named.dev(), named.ino()) != (meta.dev(), meta.ino()) {
+        return Err("it was replaced while it was opened".into());
+    }
+    Ok(())
+}
+
+/// The parsed event and the file's bytes; no more than `max_event_bytes` + 1 bytes of
+/// `file` are read, even if it grows while it is read.
+fn load(
+    path: &Path,
+    file: File,
+    limits: &ParseLimits,
+    max_event_bytes: u64,
+) -> Result<(AuditEvent, Vec<u8>), String> {
     let name = path.display();
-    let raw = read_event_file(path, file, limits).map_err(|e| e.to_string())?;
+    // The reader reads to the end of what it is given: give it a pipe a thread fills
+    // with at most the bound (and one byte more, to tell a file that grew past it).
+    let (rd, wr) = nix::unistd::pipe().map_err(|e| format!("{name}: pipe: {e}"))?;
+    let copier = std::thread::spawn(move || {
+        use std::io::Read;
+        // The reader may stop early (a JSON event over its own bound): a broken pipe.
+        let _ = std::io::copy(&mut file.take(max_event_bytes + 1), &mut File::from(wr));
+    });
+    let raw = read_event_file(path, File::from(rd), limits).map_err(|e| e.to_string());
+    let _ = copier.join();
+    let raw = raw?;
+    if raw.size > max_event_bytes {
+        return Err(format!(
+            "{name}: grew past MAX_EVENT_BYTES ({max_event_bytes}) while it was read: not read"
+        ));
+    }
     let event = raw.parse(limits).map_err(|e| format!("{name}: {e}"))?;
     Ok((event, raw.bytes))
 }
