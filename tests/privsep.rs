@@ -219,11 +219,8 @@ fn the_queues_owner_holding_every_lock_never_stalls_apaches_writer() {
         std::thread::sleep(Duration::from_millis(20));
     }
     std::thread::sleep(Duration::from_millis(300));
-    std::os::unix::fs::symlink(
-        site.root.join("nowhere/at/all"),
-        site.queue.join(format!(".spool.{}", child.id())),
-    )
-    .unwrap();
+    let planted = site.queue.join(format!(".spool.{}", child.id()));
+    std::os::unix::fs::symlink(site.root.join("nowhere/at/all"), &planted).unwrap();
     let mut stdin = child.stdin.take().unwrap();
     // Apache's side of the pipe: it must get every line in. A writer blocked on the
     // full pipe never finishes; the deadline is far above the ~2 s this takes.
@@ -253,9 +250,15 @@ fn the_queues_owner_holding_every_lock_never_stalls_apaches_writer() {
     assert_eq!(indexed.iter().filter(|&&b| b == b'\n').count(), N);
     assert!(status.success(), "{status:?}; log:\n{}", site.log());
     assert_eq!(site.entries(), N, "log:\n{}", site.log());
-    // Nothing of the attacker's was used: the planted link still dangles, the locked
-    // backlog in the queue is as empty as it was.
-    assert_eq!(std::fs::read(site.queue.join(".backlog")).unwrap(), b"");
+    // Nothing of the attacker's was used: the planted spool link still dangles, unread;
+    // the locked (empty) backlog they hold, in 0.1.0's place, was at most taken over as
+    // 0.1.0's backlog, without waiting for their lock, and brought no line.
+    assert!(std::fs::symlink_metadata(&planted).unwrap().is_symlink());
+    assert_eq!(
+        std::fs::read(site.state.join("backlog")).unwrap_or_default(),
+        b"",
+        "no line went to the backlog"
+    );
     drop(held);
 }
 
