@@ -1,13 +1,12 @@
 //! The real sguild (Sguil 1.0.0's server, run from the Sguil source with a private
-//! MariaDB, both on loopback, by the team's `run-sguild.sh`) sees `drain` end its
+//! MariaDB, both on loopback, by `tests/support/run-sguild.sh`) sees `drain` end its
 //! session as a well-behaved agent does: TLS close_notify, then the connection closed.
 //! A connection merely dropped made sguild log two errors per drain (`Error from sock…:
 //! error reading "sock…": software caused connection abort` and `SSL channel "sock…":
 //! error: …`), which an admin reads as trouble.
 //!
-//! Needs `SGUIL_SRC` (a Sguil source tree; `.ci/run` sets it to
-//! `../shared/third_party/sguil`), `../shared/tools/sguild/run-sguild.sh` beside this
-//! checkout, and what that script needs (tclsh with tcllib, tcl-tls, mysqltcl and Tclx;
+//! Needs `SGUIL_SRC` (a Sguil source tree: `git clone` of bammv/sguil; CI passes the one
+//! it is given) and what `tests/support/run-sguild.sh` needs (tclsh with tcllib, tcl-tls, mysqltcl and Tclx;
 //! MariaDB). Without them it skips loudly (a failure under MODSEC2SGUIL_REQUIRE_ALL=1).
 //! It runs its own sguild on free ports with its state in its own directory under /tmp,
 //! and stops it (by the PIDs the script records) when done.
@@ -66,7 +65,7 @@ fn a_drain_leaves_no_error_in_the_real_sguilds_log() {
     let Some(src) = std::env::var_os("SGUIL_SRC").map(PathBuf::from) else {
         skip_or_fail(
             TEST,
-            "SGUIL_SRC is not set (a Sguil source tree, e.g. ../shared/third_party/sguil)",
+            "SGUIL_SRC is not set (a Sguil source tree: git clone of bammv/sguil)",
         );
         return;
     };
@@ -77,18 +76,7 @@ fn a_drain_leaves_no_error_in_the_real_sguilds_log() {
         );
         return;
     }
-    let script =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/tools/sguild/run-sguild.sh");
-    if !script.is_file() {
-        skip_or_fail(
-            TEST,
-            &format!(
-                "{} is missing (../shared beside the checkout)",
-                script.display()
-            ),
-        );
-        return;
-    }
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("support/run-sguild.sh");
     let state = format!("/tmp/modsec2sguil-sguild-quiet-{}", std::process::id());
     let sguild = Sguild {
         script,
