@@ -33,9 +33,10 @@ pub const BODY_EXCERPT_BYTES: usize = 512;
 /// IP protocol number of TCP: HTTP is always over TCP here.
 const IPPROTO_TCP: u8 = 6;
 /// DETAIL_RAW_BYTES by default: how much of the raw event a detail carries, at most.
-/// Measured against a real sguild (README, "The event detail"): ~500 events/s with no
-/// raw event, ~370-400 with 16 KiB of it, ~200 with a full 32 KB detail. 16 KiB keeps
-/// most CRS events whole (the corpus's are 2-14 KB) at twice the full-size rate.
+/// Measured against a real sguild (ARCHITECTURE.md, "The event detail, as the analyst sees
+/// it"): ~500 events/s with no raw event, ~370-400 with 16 KiB of it, ~200 with a full
+/// 32 KB detail. 16 KiB keeps most CRS events whole (the corpus's are 2-14 KB) at twice
+/// the full-size rate.
 pub const DEFAULT_DETAIL_RAW_BYTES: usize = 16 * 1024;
 
 pub mod html;

@@ -222,11 +222,7 @@ impl StateDir {
             // Twice the rotation size: a file is rotated once it is past it.
             let r = BufReader::new(f.take(2 * MAX_QUEUED_RECORD_BYTES));
             crate::queue::bounded::for_each_line(r, MAX_QUEUED_LINE_BYTES, |_, line| {
-                let id = line
-                    .bytes
-                    .and_then(|b| version::split_line(b).ok())
-                    .and_then(|(_, rest)| rest.splitn(2, |&b| b == b'\t').nth(1))
-                    .filter(|id| !id.is_empty());
+                let id = line.bytes.and_then(queued_id);
                 match id {
                     Some(id) => {
                         ids.insert(String::from_utf8_lossy(id).into_owned());
@@ -301,14 +297,43 @@ impl QueuedRecord {
     }
 }
 
-/// Parses a backlog record: (time, reason, raw line).
+/// `<unix time>` and a tab: the first field after the version tag of the state dir's
+/// line records (the backlog, the record of what was queued).
+fn time_field(input: &[u8]) -> nom::IResult<&[u8], u64> {
+    use nom::bytes::complete::tag;
+    use nom::character::complete::digit1;
+    use nom::combinator::map_res;
+    use nom::sequence::terminated;
+    let number = map_res(digit1, |d: &[u8]| {
+        std::str::from_utf8(d)
+            .map_err(|_| ())
+            .and_then(|d| d.parse::<u64>().map_err(|_| ()))
+    });
+    terminated(number, tag("\t"))(input)
+}
+
+/// Parses a backlog record: (time, reason, raw line). The grammar, after the version tag
+/// ([`version::split_line`]): `<unix time> TAB <reason without a tab> TAB <raw line>`.
 pub fn parse_backlog_record(record: &[u8]) -> Option<(u64, String, Vec<u8>)> {
+    use nom::bytes::complete::{tag, take_till};
+    use nom::sequence::{pair, terminated};
     let record = record.strip_suffix(b"\n").unwrap_or(record);
     let (_, record) = version::split_line(record).ok()?;
-    let mut parts = record.splitn(3, |&b| b == b'\t');
-    let time = std::str::from_utf8(parts.next()?).ok()?.parse().ok()?;
-    let reason = String::from_utf8_lossy(parts.next()?).into_owned();
-    Some((time, reason, parts.next()?.to_vec()))
+    let reason = terminated(take_till(|b| b == b'\t'), tag("\t"));
+    let (raw, (time, reason)) = pair(time_field, reason)(record).ok()?;
+    Some((
+        time,
+        String::from_utf8_lossy(reason).into_owned(),
+        raw.to_vec(),
+    ))
+}
+
+/// The unique id a line of the record of queued events holds: `<unix time> TAB <id>`
+/// after the version tag; `None` for a line of another shape.
+fn queued_id(line: &[u8]) -> Option<&[u8]> {
+    let (_, rest) = version::split_line(line).ok()?;
+    let (id, _) = time_field(rest).ok()?;
+    (!id.is_empty()).then_some(id)
 }
 
 /// Opens a file of the state dir for reading (`status`, run by the shipper's user,
@@ -367,6 +392,12 @@ mod tests {
             Some((1_790_000_000, "old reason".into(), b"raw line".to_vec()))
         );
         assert_eq!(parse_backlog_record(b"v2\t1790000000\tr\traw\n"), None);
+        // Not the grammar: a time that is no number, a reason without the tab after it.
+        assert_eq!(parse_backlog_record(b"v1\tsoon\tr\traw\n"), None);
+        assert_eq!(parse_backlog_record(b"v1\t1790000000\treason only\n"), None);
+        assert_eq!(queued_id(b"v1\t1\tID-1"), Some(&b"ID-1"[..]));
+        assert_eq!(queued_id(b"v1\t1\t"), None);
+        assert_eq!(queued_id(b"v1\tx\tID-1"), None);
     }
 
     #[test]

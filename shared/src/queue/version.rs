@@ -36,21 +36,25 @@ impl std::fmt::Display for Unknown {
     }
 }
 
+/// The tag of a line record: `v`, its version's digits and a tab.
+fn line_tag(input: &[u8]) -> nom::IResult<&[u8], &[u8]> {
+    use nom::bytes::complete::tag;
+    use nom::character::complete::digit1;
+    use nom::sequence::{preceded, terminated};
+    preceded(tag("v"), terminated(digit1, tag("\t")))(input)
+}
+
 /// The version of a line record, and the record without its tag.
 pub fn split_line(record: &[u8]) -> Result<(Version, &[u8]), Unknown> {
-    let Some(rest) = record.strip_prefix(b"v") else {
+    let Ok((rest, digits)) = line_tag(record) else {
         return Ok((Version::Unversioned, record));
     };
-    let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
-    if digits == 0 || rest.get(digits) != Some(&b'\t') {
-        return Ok((Version::Unversioned, record));
-    }
-    let n: u32 = std::str::from_utf8(&rest[..digits])
+    let n: u32 = std::str::from_utf8(digits)
         .ok()
         .and_then(|d| d.parse().ok())
         .unwrap_or(u32::MAX);
     match n {
-        1 => Ok((Version::V1, &rest[digits + 1..])),
+        1 => Ok((Version::V1, rest)),
         n => Err(Unknown(n)),
     }
 }
