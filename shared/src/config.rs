@@ -353,6 +353,36 @@ pub fn walk_roots_alone(path: &Path) -> Result<(PathBuf, std::fs::Metadata), Not
     Ok((cur, meta))
 }
 
+/// StrictModes for a directory: root's own state (`STATE_DIR`), or the directory holding
+/// one root enters without following a link (the queue's parent: `last_may_be_sticky`,
+/// so `/tmp` may hold it). [`walk_roots_alone`] to it, then it must be a directory of
+/// root's that no one else may write. Returns the path with its links resolved; the
+/// error names the component at fault, its owner and mode, and the fix.
+pub fn dir_roots_alone(path: &Path, last_may_be_sticky: bool) -> std::io::Result<PathBuf> {
+    let refuse = |why: String| {
+        std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            format!(
+                "{}: {why}: another user could swap what it names; make it root's and not writable by group or others (`chown root`, `chmod go-w`)",
+                path.display()
+            ),
+        )
+    };
+    let (real, meta) = walk_roots_alone(path).map_err(|e| match &e {
+        NotRootsAlone::Io { source, .. } if source.kind() != std::io::ErrorKind::InvalidInput => {
+            std::io::Error::new(source.kind(), e.to_string())
+        }
+        _ => refuse(e.to_string()),
+    })?;
+    if !meta.is_dir() {
+        return Err(refuse("not a directory".into()));
+    }
+    if let Some(wrong) = not_roots_alone(&meta, last_may_be_sticky) {
+        return Err(refuse(format!("{} is {wrong}", real.display())));
+    }
+    Ok(real)
+}
+
 /// `owned by uid N (name), mode M`.
 fn owner_words(meta: &std::fs::Metadata) -> String {
     use std::os::unix::fs::MetadataExt;

@@ -7,7 +7,7 @@
 //! reads back — its overflow spool, its backlog, the record of what it queued, where
 //! `--follow` stands — therefore lives here, not in the queue: no other user can plant,
 //! swap, lock, grow or remove any of it. The directory is checked at every start
-//! ([`crate::safefs::only_root_writes`]: owned by root, no group or other write, and the
+//! ([`crate::config::dir_roots_alone`]: owned by root, no group or other write, and the
 //! same for every directory above it), created `0750` and given to RUNAS's group so
 //! that `modsec-shipper status` can read it.
 //!
@@ -81,7 +81,7 @@ pub struct StateDir {
 impl StateDir {
     /// Opens the state directory at `path`, creating it (`0750`, root's, with `group`
     /// when given: RUNAS's, so `status` reads it). Run as root, it must pass
-    /// [`crate::safefs::only_root_writes`] — the directory and every one above it owned
+    /// [`crate::config::dir_roots_alone`] — the directory and every one above it owned
     /// by root and written by no one else; otherwise the error says which is at fault.
     pub fn open(path: &Path, group: Option<u32>) -> io::Result<StateDir> {
         use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
@@ -93,9 +93,10 @@ impl StateDir {
         }
         let named =
             |e: io::Error| io::Error::new(e.kind(), format!("state dir {}: {e}", path.display()));
+        let root = nix::unistd::geteuid().is_root();
         // The parent first: nothing is created where another user could swap it.
-        if let Some(parent) = path.parent().filter(|p| p.exists()) {
-            crate::safefs::only_root_writes(parent)?;
+        if let Some(parent) = path.parent().filter(|p| root && p.exists()) {
+            crate::config::dir_roots_alone(parent, false)?;
         }
         match std::fs::DirBuilder::new().mode(0o750).create(path) {
             Ok(()) => {
@@ -117,7 +118,11 @@ impl StateDir {
             }
             Err(e) => return Err(named(e)),
         }
-        let real = crate::safefs::only_root_writes(path)?;
+        let real = if root {
+            crate::config::dir_roots_alone(path, false)?
+        } else {
+            std::fs::canonicalize(path).map_err(named)?
+        };
         let meta = std::fs::metadata(&real).map_err(named)?;
         if !meta.is_dir() {
             return Err(named(io::Error::new(
@@ -436,6 +441,11 @@ mod tests {
     #[test]
     fn a_state_dir_another_user_could_write_is_refused_naming_it() {
         use std::os::unix::fs::PermissionsExt;
+        if !crate::testdata::root_or_skip(
+            "a_state_dir_another_user_could_write_is_refused_naming_it",
+        ) {
+            return;
+        }
         let dir = tempfile::tempdir().unwrap();
         let open = dir.path().join("open");
         std::fs::create_dir(&open).unwrap();

@@ -1581,11 +1581,11 @@ fn a_queue_below_a_directory_another_user_controls_is_refused_naming_it() {
     for (parent, why) in [
         (
             dir_as(top.path(), "nobodys", WEB_UID, 0o755),
-            format!("belongs to uid {WEB_UID}"),
+            format!("owned by uid {WEB_UID}"),
         ),
         (
             dir_as(top.path(), "open", 0, 0o777),
-            "is writable by others (mode 777)".to_string(),
+            "mode 0777, writable by everyone".to_string(),
         ),
     ] {
         let queue = parent.join("queue");
@@ -1599,7 +1599,7 @@ fn a_queue_below_a_directory_another_user_controls_is_refused_naming_it() {
                 .unwrap_err()
                 .to_string();
             assert!(
-                e.starts_with(&format!("{} (on the path to", parent.display())) && e.contains(&why),
+                e.starts_with(&format!("{}: ", parent.display())) && e.contains(&why),
                 "{e}"
             );
             assert_eq!(queue.exists(), present, "{e}");

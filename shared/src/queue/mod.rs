@@ -201,7 +201,7 @@ impl Queue {
     /// once, through a checked handle, with entries given to `runas`.
     ///
     /// Run as root, every directory above the queue must be root's and written by no one
-    /// else ([`crate::safefs::only_root_writes`]), or its owner could swap the queue for
+    /// else ([`crate::config::dir_roots_alone`]), or its owner could swap the queue for
     /// a link to a root-only directory between two runs. The queue itself is created if
     /// missing (`0750`, given to `runas`), opened `O_DIRECTORY|O_NOFOLLOW`, and must
     /// belong to root or RUNAS and be writable by no one else (group write only for
@@ -214,7 +214,7 @@ impl Queue {
             // The nearest existing directory above it first: nothing is made where another
             // user could redirect it.
             if let Some(existing) = dir.ancestors().skip(1).find(|a| a.is_dir()) {
-                crate::safefs::only_root_writes_above(existing)?;
+                crate::config::dir_roots_alone(existing, true)?;
             }
         }
         if fs::symlink_metadata(dir).is_err() {
@@ -229,7 +229,7 @@ impl Queue {
         }
         if root {
             if let Some(parent) = dir.parent() {
-                crate::safefs::only_root_writes_above(parent)?;
+                crate::config::dir_roots_alone(parent, true)?;
             }
         }
         let handle = crate::safefs::Dir::open_nofollow(dir)?;
