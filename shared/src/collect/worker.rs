@@ -203,12 +203,7 @@ impl Worker {
         match checked.verdict {
             Verdict::Empty => Err("empty line".into()),
             Verdict::Refused(why) => Err(why),
-            Verdict::Ready(event) => {
-                let done = self.committer.queue_event(event, &id)?;
-                self.committer.stats.queued.fetch_add(1, Ordering::Relaxed);
-                self.committer.remember(checked.unique_id.as_deref());
-                Ok(done)
-            }
+            Verdict::Ready(event) => self.committer.queue_event(event, &id),
         }
     }
 
@@ -500,9 +495,7 @@ impl Committer {
         let result = checked.and_then(|event| self.queue_event(event, id));
         match result {
             Ok((entry, linked, integrity)) => {
-                self.stats.queued.fetch_add(1, Ordering::Relaxed);
                 log::debug!("queued {entry} ({linked:?})");
-                self.remember(unique_id.as_deref());
                 LineOutcome::Queued {
                     entry,
                     linked,
@@ -524,17 +517,21 @@ impl Committer {
 
     /// Records a queued event's unique id in the state dir, so a spool or index line
     /// read again after a crash does not queue it twice.
-    fn remember(&mut self, unique_id: Option<&str>) {
-        if let Some(id) = unique_id.filter(|id| !id.is_empty() && *id != "-") {
-            if let Err(e) = self.record.add(&[id]) {
-                log::error!(
-                    "cannot record unique id {id} as queued in {}: {e}; after a crash it may be queued twice",
-                    self.state.path().display()
-                );
-            }
+    fn remember(&mut self, unique_id: &str) {
+        if unique_id.is_empty() || unique_id == "-" {
+            return;
+        }
+        if let Err(e) = self.record.add(&[unique_id]) {
+            log::error!(
+                "cannot record unique id {} as queued in {}: {e}; after a crash it may be queued twice",
+                crate::escape::escape_text(unique_id),
+                self.state.path().display()
+            );
         }
     }
 
+    /// Queues a checked event (counted, and remembered in the state dir's record), and
+    /// marks it when it did not match its index line.
     fn queue_event(
         &mut self,
         event: OpenEvent,
@@ -552,6 +549,8 @@ impl Committer {
             .queue
             .add_file(&file, &path, self.settings.link_mode, len)
             .map_err(|e| format!("cannot queue {}: {e}", path.display()))?;
+        self.stats.queued.fetch_add(1, Ordering::Relaxed);
+        self.remember(unique_id);
         if let Some(what) = &integrity {
             self.stats
                 .integrity_mismatches
