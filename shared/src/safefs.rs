@@ -623,13 +623,8 @@ impl Dir {
         Ok(Dir { fd })
     }
 
-    /// Opens `name` here for reading, checked as [`Keeper::Us`] (regular, one link, ours,
+    /// Opens `name` here for reading, checked (regular, one link, owned as `keeper` says,
     /// not followed, no FIFO wait), refusing it unread if it holds more than `max_bytes`.
-    pub fn read_ours(&self, name: &str, max_bytes: u64) -> io::Result<Vec<u8>> {
-        self.read_checked(name, max_bytes, Keeper::Us)
-    }
-
-    /// [`Dir::read_ours`], with the owners `keeper` allows.
     pub fn read_checked(&self, name: &str, max_bytes: u64, keeper: Keeper) -> io::Result<Vec<u8>> {
         use std::io::Read;
         let f = open_checked_at(

@@ -341,12 +341,6 @@ fn queued_id(line: &[u8]) -> Option<&[u8]> {
     (!id.is_empty()).then_some(id)
 }
 
-/// Opens a file of the state dir for reading (`status`, run by the shipper's user,
-/// reads them too): a regular file, not followed if a link.
-pub fn open_read(path: &Path) -> io::Result<File> {
-    crate::safefs::open_read_checked(path, crate::safefs::Keeper::Anyone)
-}
-
 fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)

@@ -2,12 +2,12 @@
 //! spools of dead collectors (`.spool.<pid>`) and `--follow` positions (`.follow.<hash>`)
 //! move into the state dir, once, at start-up.
 //!
-//! This is the one place the collector reads a file in the queue, and only a file that
-//! 0.1.0 wrote as root: each is opened through the queue's checked handle, never
-//! followed, and must be a regular file with one link owned by root
-//! ([`crate::safefs::Dir::read_ours`]); anything else (planted by the queue's owner, who
-//! can create but not forge root's files) is left where it is, named in a warning. Each
-//! read is bounded. Contents are appended to the state dir and fsynced before the old
+//! This is the one place the collector reads a file in the queue: each is opened through
+//! the queue's checked handle, never followed, and must be a regular file with one link
+//! ([`crate::safefs::Dir::read_checked`]) owned by root — or, for the backlog, which
+//! 0.1.0 gave to the queue's owner, by that owner (its records are index lines, checked
+//! like Apache's). Anything else is left where it is, named in a warning. Each read is
+//! bounded, and one start looks at [`MAX_MIGRATED_FILES`] files at most. Contents are appended to the state dir and fsynced before the old
 //! file is removed, so a crash in between may list a line twice, never lose one.
 
 use std::io;
