@@ -368,6 +368,21 @@ mod tests {
     }
 
     #[test]
+    fn a_state_dir_whose_parent_is_missing_is_an_error_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let at = dir.path().join("no/such/state");
+        let e = StateDir::open(&at, None).unwrap_err().to_string();
+        assert!(
+            e.contains(&at.display().to_string()) && e.contains("parent does not exist"),
+            "{e}"
+        );
+        assert!(
+            !dir.path().join("no").exists(),
+            "nothing created on the way"
+        );
+    }
+
+    #[test]
     fn backlog_records_round_trip() {
         let dir = tempfile::tempdir().unwrap();
         let state = StateDir::open(&dir.path().join("state"), None).unwrap();
