@@ -25,17 +25,16 @@ fn main() {
         .unwrap();
     let storage = dir.path().join("audit");
     std::fs::create_dir_all(storage.join("www-data/20261128/20261128-0214")).unwrap();
+    as_web_user(&storage.join("www-data/20261128/20261128-0214"));
     let mut digests = Vec::with_capacity(FILES);
     for i in 0..FILES {
         let mut content = vec![b'x'; EVENT_BYTES];
         content[..8].copy_from_slice(format!("{i:08}").as_bytes());
-        std::fs::write(
-            storage.join(format!(
-                "www-data/20261128/20261128-0214/20261128-021431-ev{i:06}"
-            )),
-            &content,
-        )
-        .unwrap();
+        let event = storage.join(format!(
+            "www-data/20261128/20261128-0214/20261128-021431-ev{i:06}"
+        ));
+        std::fs::write(&event, &content).unwrap();
+        as_web_user(&event);
         digests.push(modsec2sguil::hex::lower(&Md5::digest(&content)));
     }
     let input = dir.path().join("index-input.log");
@@ -68,6 +67,15 @@ fn main() {
     }
 }
 
+/// Event files are the web server's (the collector queues none of root's): when the
+/// bench runs as root, `nobody`'s, with the directory holding them.
+fn as_web_user(path: &Path) {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        std::os::unix::fs::chown(path, Some(65534), Some(65534)).unwrap();
+    }
+}
+
 fn bare_link_loop(input: &Path, storage: &Path, queue: &Path) -> f64 {
     std::fs::create_dir_all(queue).unwrap();
     let start = Instant::now();
@@ -88,6 +96,8 @@ fn run_collector(input: &Path, storage: &Path, queue: &Path, md5: &str) -> (f64,
     let status = Command::new(env!("CARGO_BIN_EXE_modsec-collector"))
         .args(["--verify-md5", md5, "--queue"])
         .arg(queue)
+        .arg("--state-dir")
+        .arg(queue.with_extension("state"))
         .arg(storage)
         .stdin(std::fs::File::open(input).unwrap())
         .stderr(Stdio::null())
