@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use modsec2sguil_e2e::shipper::{fill_queue, unique_id};
+use modsec2sguil_e2e::shipper::fill_queue;
 use modsec2sguil_e2e::{binary, program_or_skip, skip_or_fail, state};
 
 fn examples() -> PathBuf {
@@ -625,36 +625,45 @@ fn man_pages_lay_out_lists_and_examples_and_name_only_pages_that_exist() {
     }
 }
 
+/// modsec2sguil 0.8's `modsec_agent.conf`, every key in its style, drives `drain` to the
+/// real sguild (started from `SGUIL_SRC`, `tests/support/real_sguild.rs`; skipped through
+/// `skip_or_fail` without it) over 0.8's plaintext (`OPENSSL 0`): every event is stored.
 #[test]
 fn a_modsec2sguil_0_8_config_drives_the_shipper_unchanged() {
+    use modsec2sguil_e2e::real_sguild::RealSguild;
+    let Some(sguild) = RealSguild::start("a_modsec2sguil_0_8_config_drives_the_shipper_unchanged")
+    else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let queue = dir.path().join("nsm-queue");
-    fill_queue(&queue, 1, 3);
-    // modsec2sguil 0.8's modsec_agent.conf, every key in its style; only EVENT_DIR
-    // points at this test's queue.
+    let ids = fill_queue(&queue, 1, 3);
+    // Only EVENT_DIR and the server's address point at this test's.
     let conf = dir.path().join("modsec_agent.conf");
     std::fs::write(
         &conf,
         format!(
-            "# modsec_agent.conf\nset DEBUG 0\nset DAEMON 0\nset SERVER_HOST 192.168.1.100\nset SERVER_PORT 7736\n\
+            "# modsec_agent.conf\nset DEBUG 0\nset DAEMON 0\nset SERVER_HOST 127.0.0.1\nset SERVER_PORT {}\n\
              set HOSTNAME webserver\nset NET_GROUP webfarm\nset EVENT_DIR {}\nset OPENSSL 0\n\
              set SENSOR_TYPE modsecurity\nset PING_DELAY 300000\nset IGNORE_HTTP_CODES 404\n\
              set HANDLE_ALL_EVENTS 0\nset SYMLINK 0\nset SYMLINK_REMOVE_ORIG 0\n",
+            sguild.port,
             queue.display()
         ),
     )
     .unwrap();
     let out = Command::new(binary("modsec-shipper"))
-        .args(["drain", "--output", "stdout", "-c"])
+        .args(["drain", "-c"])
         .arg(&conf)
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{err}");
     assert!(!err.contains("unknown"), "no key is unknown: {err}");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(stdout.lines().count(), 3, "{stdout}");
-    assert!(stdout.contains(&unique_id(2)), "{stdout}");
+    assert!(err.contains("plaintext session (OPENSSL 0)"), "{err}");
+    let mut stored = sguild.stored_ids("webserver");
+    stored.sort();
+    assert_eq!(stored, ids, "each event stored once by sguild: {err}");
     let out = Command::new(binary("modsec-shipper"))
         .args(["status", "-c"])
         .arg(&conf)

@@ -188,3 +188,26 @@ pub fn wait_for_events(server: &TestSguild, n: usize, log: &Path) {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }
+
+/// `modsec-shipper run -c conf` (stderr discarded: give the config a LOG_FILE), killed
+/// if the test panics, so that a leaked daemon cannot outlive the test run.
+pub struct Daemon(pub std::process::Child);
+
+impl Daemon {
+    pub fn start(conf: &Path) -> Daemon {
+        Daemon(
+            Command::new(binary("modsec-shipper"))
+                .args(["run", "-c", conf.to_str().unwrap()])
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .expect("run modsec-shipper run"),
+        )
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
