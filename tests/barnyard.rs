@@ -470,12 +470,13 @@ while {[gets $in data] >= 0} {
     assert!(!Path::new("/tmp/pwned-by-modsec2sguil").exists());
 }
 
-/// Against a real snort_agent (from the Sguil source) forwarding to a real sguild, when
-/// SGUIL_SNORT_AGENT_ADDR=host:port and SGUIL_SNORT_AGENT_SENSOR=<its HOSTNAME> are set:
-/// `drain` lands every event (the sensor's maxCid grows by as many), through windows of
-/// 1 and 32; hostile messages are confirmed and the agent stays up; a repeat of the last
-/// stored event gets no answer at all (the fence's answer comes alone), a repeat of an
-/// earlier one gets `Duplicate entry`.
+/// Against Sguil's real snort_agent (`sensor/snort_agent.tcl` from `SGUIL_SRC`)
+/// forwarding to a real sguild with its MariaDB, started for this test on loopback
+/// (`tests/support/real_sguild.rs`; skipped through `skip_or_fail` without `SGUIL_SRC`):
+/// `drain` lands every event (the sensor's maxCid grows by as many, and sguild's tables
+/// hold each once), through windows of 1 and 32; hostile messages are confirmed and the
+/// agent stays up; a repeat of the last stored event gets no answer at all (the fence's
+/// answer comes alone), a repeat of an earlier one gets `Duplicate entry`.
 #[test]
 fn real_snort_agent_and_sguild() {
     use modsec2sguil::sguil::barnyard::{
@@ -483,22 +484,21 @@ fn real_snort_agent_and_sguild() {
     };
     use modsec2sguil::sguil::client::Outcome;
     use modsec2sguil::sguil::conn::Connection;
-    let (Ok(addr), Ok(sensor)) = (
-        std::env::var("SGUIL_SNORT_AGENT_ADDR"),
-        std::env::var("SGUIL_SNORT_AGENT_SENSOR"),
-    ) else {
-        eprintln!("real_snort_agent_and_sguild: not run (set SGUIL_SNORT_AGENT_ADDR=host:port and SGUIL_SNORT_AGENT_SENSOR=<the agent's HOSTNAME>)");
+    use modsec2sguil_e2e::real_sguild::RealSguild;
+    let Some(sguild) = RealSguild::start("real_snort_agent_and_sguild") else {
         return;
     };
-    let (host, port) = addr.rsplit_once(':').expect("host:port");
-    let port: u16 = port.parse().unwrap();
+    let sensor = "m2s-snort".to_string();
+    let agent = sguild.snort_agent(&sensor);
+    let (host, port) = ("127.0.0.1", agent.port);
     let timeout = Duration::from_secs(15);
     let open = || BarnyardSession::open(host, port, &sensor, timeout).unwrap();
     let before = open().max_cid;
     let dir = tempfile::tempdir().unwrap();
-    for (window, n) in [(1, 20), (32, 300)] {
+    let mut want = HashSet::new();
+    for (window, first, n) in [(1, 1, 20), (32, 21, 300)] {
         let queue = dir.path().join(format!("queue{window}"));
-        fill_queue(&queue, 1, n);
+        want.extend(fill_queue(&queue, first, n));
         let conf = dir.path().join("real.conf");
         std::fs::write(
             &conf,
@@ -521,6 +521,10 @@ fn real_snort_agent_and_sguild() {
     }
     let mut s = open();
     assert_eq!(s.max_cid, before + 320, "every event landed");
+    let ids = sguild.stored_ids(&sensor);
+    let distinct: HashSet<String> = ids.iter().cloned().collect();
+    assert_eq!(ids.len(), 320, "rows in sguild's tables");
+    assert_eq!(distinct, want, "each event once in sguild's tables");
     // Hostile messages, confirmed one by one.
     let hostile: [&[u8]; 5] = [
         b"MSc 403 {unbalanced [exec id] $x \\",

@@ -730,34 +730,22 @@ fn the_reports_read_only_documented_markers_and_every_detail_has_them() {
     }
 }
 
-/// With a live sguild (a sguild 1.0.0 and its MariaDB on loopback, e.g. from the
-/// project's notes on running the real server): SGUILD_ADDR=host:port, SGUILD_CA=its
-/// cert.pem, SGUILD_DB=host:port of its database, SGUILD_DB_USER, SGUILD_DB_PASSWORD.
-/// The corpus is shipped to it under a sensor and net of this run's own, read back from
-/// its database, and every report element checked against the corpus there. Without
-/// them the test says so and does nothing: CI has no sguild.
+/// Against the real sguild 1.0.0 and its MariaDB, started for this test on loopback
+/// from `SGUIL_SRC` (`tests/support/real_sguild.rs`; skipped through `skip_or_fail`
+/// without it): the corpus is shipped to it under a sensor and net of this run's own,
+/// read back from its database, and every report element checked against the corpus
+/// there.
 #[test]
 fn against_a_live_sguild_every_report_counts_what_it_stored() {
-    let var = |k: &str| std::env::var(k).ok();
-    let (Some(addr), Some(ca), Some(db_addr), Some(user), Some(password)) = (
-        var("SGUILD_ADDR"),
-        var("SGUILD_CA"),
-        var("SGUILD_DB"),
-        var("SGUILD_DB_USER"),
-        var("SGUILD_DB_PASSWORD"),
-    ) else {
-        eprintln!(
-            "sguil_reports live: not run (set SGUILD_ADDR, SGUILD_CA, SGUILD_DB, \
-             SGUILD_DB_USER and SGUILD_DB_PASSWORD to run it against a live sguild)"
-        );
-        return;
-    };
+    use modsec2sguil_e2e::real_sguild::RealSguild;
     if program_or_skip("tclsh", "against_a_live_sguild").is_none() {
         return;
     }
-    let (host, port) = addr.rsplit_once(':').expect("SGUILD_ADDR is host:port");
-    let (db_host, db_port) = db_addr.rsplit_once(':').expect("SGUILD_DB is host:port");
-    let db = MariaDb::connect(db_host, db_port.parse().unwrap(), &user, &password);
+    let Some(sguild) = RealSguild::start("against_a_live_sguild") else {
+        return;
+    };
+    let (host, port, ca) = ("127.0.0.1", sguild.port, sguild.cert.display());
+    let db = sguild.db();
     let tag = format!("m2srep{}", std::process::id());
     let dir = tempfile::tempdir().unwrap();
     let write_conf = |name: &str, extra: &str| -> PathBuf {
