@@ -32,7 +32,11 @@ pub const MAX_DETAIL_HEX: usize = 65_535;
 /// Switches a test can flip while the server runs.
 #[derive(Debug, Default, Clone)]
 pub struct Faults {
-    /// The database is down: `Lost connection …` once, then `Server has gone away`.
+    /// The database is down: `Lost connection …` once, then `Server has gone away`, and
+    /// no answer to a registration (as the real sguild 1.0.0 did, `tests/sguild_real.rs`).
+    /// The real one also exits at its next agents' health check (10 s after its start,
+    /// then every 5 minutes) and never reconnects to its database by itself; an agent
+    /// sees either as no `AgentInfo`, and only a restart brings it back.
     pub db_down: bool,
     /// Read lines but answer nothing.
     pub silent: bool,
