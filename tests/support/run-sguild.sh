@@ -99,7 +99,7 @@ need_tools() {
 }
 
 write_mycnf() {
-  mkdir -p "$STATE"
+  mkdir -p "$STATE" "$STATE/tmp"
   {
     echo "[client]"
     echo "socket=$DBSOCK"
@@ -111,6 +111,9 @@ write_mycnf() {
     echo "bind-address=127.0.0.1"
     echo "skip-name-resolve"
     echo "log-error=$DBLOG"
+    # A temporary dir of its own: bootstraps sharing /tmp (parallel tests) delete each
+    # other's temporary tables ("Installation of system tables failed!", seen here).
+    echo "tmpdir=$STATE/tmp"
     echo "user=$(id -un)"
     echo "innodb_buffer_pool_size=64M"
     echo "performance_schema=OFF"
@@ -127,7 +130,7 @@ start_db() {
   if [ ! -d "$DBDIR/mysql" ]; then
     log "initialising MariaDB datadir $DBDIR"
     rm -rf "$DBDIR"; mkdir -p "$DBDIR"
-    mariadb-install-db --defaults-file="$MYCNF" --auth-root-authentication-method=socket \
+    TMPDIR=$STATE/tmp mariadb-install-db --defaults-file="$MYCNF" --auth-root-authentication-method=socket \
       --skip-test-db >"$STATE/mysql-install.log" 2>&1 || { cat "$STATE/mysql-install.log" >&2; exit 4; }
   fi
   log "starting MariaDB on 127.0.0.1:$DB_PORT"
