@@ -468,3 +468,74 @@ fn a_cid_another_agent_took_first_stops_the_run_and_keeps_the_entry() {
     expected.sort();
     assert_eq!(ids, expected, "the twin's one and our three, once each");
 }
+
+/// What a server answers on a fresh plaintext agent connection to `register`, then to
+/// `lines`, the last of which is a valid event `ConfirmEvent <last>`: sguild handles one
+/// line at a time, in order, so everything it answers to the others comes before that.
+fn answers(port: u16, register: &str, lines: &[String], last: u32) -> Vec<String> {
+    let s = ConnectSettings {
+        host: "127.0.0.1".into(),
+        port,
+        tls: TlsMode::Plaintext,
+        expect_version: None,
+        connect_timeout: Duration::from_secs(5),
+        handshake_timeout: Duration::from_secs(10),
+    };
+    let mut conn = Connection::open(&s).unwrap();
+    conn.send_line(register).unwrap();
+    let mut got = Vec::new();
+    let read = |conn: &mut Connection, got: &mut Vec<String>| {
+        let line = conn.read_line(Duration::from_secs(30)).unwrap();
+        let line = line.unwrap_or_else(|| panic!("no more answers after {got:?}"));
+        got.push(line.trim_end().to_string());
+    };
+    read(&mut conn, &mut got);
+    conn.send_lines(lines).unwrap();
+    let end = format!("ConfirmEvent {last}");
+    while got.last() != Some(&end) {
+        read(&mut conn, &mut got);
+    }
+    got
+}
+
+/// The stand-in (`tests/support/sguild.rs`) answers the lines an agent may send as the
+/// real sguild does, line for line: registration, a stored event, a resend (`Duplicate
+/// entry`), an event of the wrong length, an IPv6 address and a non-hex message (no
+/// answer), a time out of range (stored: Tcl's `clock scan` carries it over; the
+/// stand-in gave no answer until this test compared), a time that is none (no answer),
+/// and the connection still usable after each.
+#[test]
+fn the_stand_in_answers_as_the_real_sguild_does() {
+    use modsec2sguil::sguil::wire::register_line;
+    use modsec2sguil_e2e::sguild::TestSguild;
+    let Some(sguild) = RealSguild::start("sguild_real stand-in") else {
+        return;
+    };
+    let host = "m2s-same";
+    let event = |cid: u32| sample_event(1, cid, host, b"MSc 403 test", b"GET /", false);
+    let good = event(1).to_line();
+    let fields: Vec<&str> = good.splitn(2, ' ').collect();
+    // GenericEvent's 18 fields, edited one at a time as raw text.
+    let edit = |cid: u32, from: &str, to: &str| {
+        let line = event(cid).to_line();
+        assert!(line.contains(from), "{line}");
+        line.replacen(from, to, 1)
+    };
+    let register = register_line("modsecurity", host, "m2s-test");
+    let lines = vec![
+        good.clone(),
+        good.clone(),
+        format!("{} 1\n", event(3).to_line().trim_end()),
+        edit(5, "192.0.2.10", "2001:db8::1"),
+        edit(6, &modsec2sguil::hex::upper(b"MSc 403 test"), "XYZ"),
+        edit(7, "2026-11-28 01:56:31", "2026-13-45 99:99:99"),
+        edit(8, "2026-11-28 01:56:31", "not a time"),
+        event(4).to_line(),
+    ];
+    assert_eq!(fields[0], "GenericEvent");
+    let real = answers(sguild.port, &register, &lines, 4);
+    let stand_in = TestSguild::start();
+    let model = answers(stand_in.addr.port(), &register, &lines, 4);
+    eprintln!("sguild_real stand-in: the real sguild answered {real:#?}");
+    assert_eq!(model, real, "the stand-in and the real sguild differ");
+}

@@ -616,10 +616,14 @@ fn generic_event(args: &[String], f: &Faults, db: &Mutex<Db>, store: &Path) -> O
     if args.len() != 18 {
         return Some(format!(
             "Failed {}",
+            // The fields as the Tcl list sguild echoes (a time in braces).
             tcl::element(&format!(
                 "ERROR: Invalid length ({}): {}",
                 args.len(),
-                args.join(" ")
+                args.iter()
+                    .map(|a| tcl::element(a))
+                    .collect::<Vec<_>>()
+                    .join(" ")
             ))
         ));
     }
@@ -638,7 +642,11 @@ fn generic_event(args: &[String], f: &Faults, db: &Mutex<Db>, store: &Path) -> O
     let day = match chrono::NaiveDateTime::parse_from_str(ts, "%Y-%m-%d %H:%M:%S") {
         Ok(t) => t.format("%Y%m%d").to_string(),
         Err(_) if ts.is_empty() => "00000000".to_string(),
-        Err(_) => return None,
+        // sguild picks the table with Tcl's `clock scan`, which takes fields out of
+        // range and carries them over (the real sguild stored and confirmed
+        // `2026-13-45 99:99:99`; tests/sguild_real.rs compares); what it cannot scan
+        // at all gets no answer.
+        Err(_) => normalised_day(ts)?,
     };
     let mut d = db.lock().unwrap();
     if d.stopped {
@@ -709,6 +717,32 @@ fn generic_event(args: &[String], f: &Faults, db: &Mutex<Db>, store: &Path) -> O
         return None;
     }
     Some(format!("ConfirmEvent {cid}"))
+}
+
+/// The day of `YYYY-MM-DD HH:MM:SS` with its fields out of range carried over (month 13
+/// is January of the next year, day 45 the 45th day from the month's first), as Tcl's
+/// `clock scan` reads it; `None` for text not of that shape.
+fn normalised_day(ts: &str) -> Option<String> {
+    let (date, time) = ts.split_once(' ')?;
+    let d: Vec<i64> = date
+        .split('-')
+        .map(|p| p.parse().ok())
+        .collect::<Option<_>>()?;
+    let t: Vec<i64> = time
+        .split(':')
+        .map(|p| p.parse().ok())
+        .collect::<Option<_>>()?;
+    let ([y, m, day], [h, mi, sec]) = (d[..].try_into().ok()?, t[..].try_into().ok()?);
+    let months = y * 12 + m - 1;
+    let first = chrono::NaiveDate::from_ymd_opt(
+        i32::try_from(months.div_euclid(12)).ok()?,
+        u32::try_from(months.rem_euclid(12) + 1).ok()?,
+        1,
+    )?;
+    let at = first.and_hms_opt(0, 0, 0)?
+        + chrono::Duration::days(day - 1)
+        + chrono::Duration::seconds(h * 3600 + mi * 60 + sec);
+    Some(at.format("%Y%m%d").to_string())
 }
 
 /// snort_agent's side of a barnyard2 connection, with sguild's BYEventRcvd behind it.
