@@ -143,7 +143,8 @@ fn a_live_sguild_stores_1000_pipelined_events_and_refuses_resends_as_duplicates(
     );
 }
 
-/// Real Apache → collector → queue → `drain` (killed once mid-run, then run again) → the
+/// Real Apache → collector → queue → `drain` (SIGKILLed once sguild stored 20, then run
+/// again) → the
 /// real sguild: afterwards it holds each blocked request once, and its maxCid for the
 /// new sensor equals their number (cids 1..n, none skipped or doubled).
 #[test]
@@ -182,7 +183,10 @@ fn apache_to_a_live_sguild_end_to_end_through_a_sigkill() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(150));
+    // Killed mid-run: once sguild holds some of the events.
+    wait_until("sguild to store 20 events", Duration::from_secs(60), || {
+        sguild.stored_count(sensor) >= 20
+    });
     first.kill().unwrap();
     first.wait().unwrap();
     let left = entries_left(&queue).len();
