@@ -10,6 +10,7 @@ pub mod collector;
 pub mod mariadb;
 pub mod nginx;
 pub mod process;
+pub mod real_sguild;
 pub mod renderer;
 pub mod sguild;
 pub mod shipper;
