@@ -160,8 +160,12 @@ enum Command {
     },
     /// Ship events as they arrive (the daemon, what modsec_agent.pl was).
     ///
-    /// Polls the queue (every 250 ms while busy, every second when idle), PINGs sguild
-    /// after PING_DELAY ms idle, reconnects with capped exponential backoff and jitter.
+    /// Wakes as each entry is linked into the queue (inotify on EVENT_DIR), and lists
+    /// the queue every POLL_INTERVAL seconds (default 1) besides: that finds entries where
+    /// the queue cannot be watched (the log says which at start). PINGs sguild after
+    /// PING_DELAY ms idle, reconnects with capped exponential backoff and jitter. Keeps a
+    /// histogram of how long entries waited until sguild confirmed them, for status
+    /// --prometheus.
     /// SIGTERM/SIGINT finish the window in flight and exit 0; SIGHUP reloads the config.
     /// DAEMON 1 detaches (unless --foreground); started as root it then switches to RUNAS
     /// (else to EVENT_DIR's owner) before touching the queue; logs go to stderr,
