@@ -116,55 +116,21 @@ pub struct LatencyRecord {
 impl LatencyRecord {
     /// Writes the record atomically (lazily: it is only reported).
     pub fn write(&self, queue_dir: &Path) -> io::Result<()> {
-        let mut value = serde_json::to_value(self).map_err(io::Error::other)?;
-        value["version"] = super::version::CURRENT.into();
-        let mut text = value.to_string();
-        text.push('\n');
-        crate::safefs::replace(
-            &queue_dir.join(LATENCY_FILE),
-            text.as_bytes(),
-            crate::safefs::Keeper::DirOwner,
-            crate::safefs::Durability::Lazy,
-        )
+        super::version::write_json(&queue_dir.join(LATENCY_FILE), self)
     }
 
-    /// Reads the record, if there is one; one that does not parse or add up is an
-    /// error naming the file.
+    /// Reads the record, if there is one; one that does not parse, is of another
+    /// version or does not add up is an error (InvalidData).
     pub fn read(queue_dir: &Path) -> io::Result<Option<LatencyRecord>> {
         let path = queue_dir.join(LATENCY_FILE);
-        // `status` may run as root: a link or FIFO planted here is refused.
-        let read =
-            crate::safefs::open_read_checked(&path, crate::safefs::Keeper::Anyone).and_then(|f| {
-                let mut bytes = Vec::new();
-                let mut f =
-                    super::bounded::at_most(f, MAX_LATENCY_BYTES, &path, "MAX_LATENCY_BYTES");
-                io::Read::read_to_end(&mut f, &mut bytes).map(|_| bytes)
-            });
-        let bytes = match read {
-            Ok(b) => b,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(e),
-        };
-        let bad = |e: String| {
-            io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("{}: {e}", path.display()),
-            )
-        };
-        let value: serde_json::Value =
-            serde_json::from_slice(&bytes).map_err(|e| bad(e.to_string()))?;
-        match value.get("version").map(|v| v.as_u64()) {
-            Some(Some(1)) => {}
-            None => return Err(bad("no \"version\": not a record of ours".into())),
-            Some(v) => {
-                let n = v.and_then(|n| u32::try_from(n).ok()).unwrap_or(u32::MAX);
-                return Err(bad(super::version::Unknown(n).to_string()));
-            }
+        let record: Option<LatencyRecord> =
+            super::version::read_json(&path, MAX_LATENCY_BYTES, "MAX_LATENCY_BYTES", false)?;
+        if let Some(r) = &record {
+            r.histogram
+                .check()
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
         }
-        let record: LatencyRecord =
-            serde_json::from_value(value).map_err(|e| bad(e.to_string()))?;
-        record.histogram.check().map_err(bad)?;
-        Ok(Some(record))
+        Ok(record)
     }
 }
 
@@ -217,7 +183,7 @@ mod tests {
         for text in cases {
             std::fs::write(&path, text).unwrap();
             let e = LatencyRecord::read(dir.path()).unwrap_err();
-            assert!(e.to_string().contains(".latency"), "{text}: {e}");
+            assert_eq!(e.kind(), std::io::ErrorKind::InvalidData, "{text}: {e}");
         }
         std::fs::write(&path, vec![b' '; MAX_LATENCY_BYTES as usize + 1]).unwrap();
         let e = LatencyRecord::read(dir.path()).unwrap_err();
