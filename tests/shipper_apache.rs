@@ -131,8 +131,9 @@ fn blocked_requests_arrive_in_sguil_once_with_rule_addresses_ports_and_time() {
 #[test]
 fn the_daemon_wakes_on_each_entry_the_collector_links_instead_of_waiting_for_the_poll() {
     use modsec2sguil_e2e::binary;
-    use modsec2sguil_e2e::process::{signal, wait_exit, KillOnDrop};
-    use std::process::{Command, Stdio};
+    use modsec2sguil_e2e::process::{signal, wait_exit};
+    use modsec2sguil_e2e::shipper::start_daemon;
+    use std::process::Command;
 
     if let Some(why) = apache::unavailable() {
         skip_or_fail("shipper_apache wake-up", &why);
@@ -149,13 +150,7 @@ fn the_daemon_wakes_on_each_entry_the_collector_links_instead_of_waiting_for_the
         &server,
         &format!("set POLL_INTERVAL 30\nset LOG_FILE {}\n", log.display()),
     );
-    let mut daemon = KillOnDrop(
-        Command::new(binary("modsec-shipper"))
-            .args(["run", "-c", conf.to_str().unwrap()])
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let mut daemon = start_daemon(&conf);
     let log_text = || std::fs::read_to_string(&log).unwrap_or_default();
     // Well under the 30 s poll, generous for a loaded machine.
     let bound = Duration::from_secs(10);

@@ -29,10 +29,9 @@ use modsec2sguil::queue::delivered::read_delivered;
 use modsec2sguil::queue::latency::LatencyRecord;
 use modsec2sguil::queue::EntryName;
 use modsec2sguil_e2e::apache;
-use modsec2sguil_e2e::binary;
-use modsec2sguil_e2e::process::{signal, wait_exit, KillOnDrop};
+use modsec2sguil_e2e::process::{signal, wait_exit};
 use modsec2sguil_e2e::real_sguild::RealSguild;
-use modsec2sguil_e2e::shipper::entries_left;
+use modsec2sguil_e2e::shipper::{entries_left, start_daemon};
 
 const WARMUP: usize = 10;
 
@@ -179,13 +178,7 @@ fn main() {
         ),
     )
     .unwrap();
-    let mut daemon = KillOnDrop(
-        Command::new(binary("modsec-shipper"))
-            .args(["run", "-c", conf.to_str().unwrap()])
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let mut daemon = start_daemon(&conf);
     let send = |i: usize| {
         let r = apache.get(
             false,

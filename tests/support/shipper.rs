@@ -188,3 +188,15 @@ pub fn wait_for_events(server: &TestSguild, n: usize, log: &Path) {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }
+
+/// `modsec-shipper run -c conf` (stderr dropped: give it a LOG_FILE), killed when
+/// dropped if the test has not stopped it.
+pub fn start_daemon(conf: &Path) -> crate::process::KillOnDrop {
+    crate::process::KillOnDrop(
+        Command::new(binary("modsec-shipper"))
+            .args(["run", "-c", conf.to_str().unwrap()])
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
+}
