@@ -93,8 +93,9 @@ fn the_systemd_units_pass_systemd_analyze_verify() {
     units.sort();
     assert_eq!(
         units.len(),
-        4,
-        "the shipper daemon's service, a drain service with its timer, the v3 follower"
+        6,
+        "the shipper daemon's service, a drain service with its timer, the v3 follower, \
+         the metrics service with its timer"
     );
     let out = Command::new(analyze)
         .arg("verify")
@@ -113,11 +114,13 @@ fn the_systemd_units_pass_systemd_analyze_verify() {
     for unit in &units {
         let text = std::fs::read_to_string(unit).unwrap();
         if unit.extension().is_some_and(|e| e == "service") {
-            for hardening in [
-                "NoNewPrivileges=yes",
-                "ProtectSystem=strict",
-                "ReadWritePaths=/var/spool/modsec2sguil",
-            ] {
+            // The metrics service only reads the queue; it writes node_exporter's dir.
+            let writes = if unit.ends_with("modsec2sguil-metrics.service") {
+                "ReadWritePaths=/var/lib/prometheus/node-exporter\n"
+            } else {
+                "ReadWritePaths=/var/spool/modsec2sguil"
+            };
+            for hardening in ["NoNewPrivileges=yes", "ProtectSystem=strict", writes] {
                 assert!(text.contains(hardening), "{}: {hardening}", unit.display());
             }
         }
@@ -149,7 +152,11 @@ fn the_systemd_services_are_confined_per_systemd_analyze_security() {
         .filter(|p| p.extension().is_some_and(|e| e == "service"))
         .collect();
     services.sort();
-    assert_eq!(services.len(), 3, "the daemon, the drain, the v3 follower");
+    assert_eq!(
+        services.len(),
+        4,
+        "the daemon, the drain, the v3 follower, the metrics writer"
+    );
     // The command .ci/run runs too.
     let out = Command::new(&analyze)
         .args(["security", "--offline=true", "--no-pager"])

@@ -121,3 +121,90 @@ fn blocked_requests_arrive_in_sguil_once_with_rule_addresses_ports_and_time() {
     }
     assert!(expected.is_empty(), "never stored: {expected:?}");
 }
+
+/// Real Apache + ModSecurity → `modsec-collector` → queue → `modsec-shipper run` (the
+/// daemon) → the sguild test server, with the poll set to 30 s: each blocked request
+/// is stored well before a poll could have found its entry, so the daemon woke on the
+/// link (inotify). The figures are the latency benchmark's (tests/benches/latency.rs);
+/// this only shows that no entry waits for the poll. Then `status --prometheus` reports
+/// what the daemon shipped and measured.
+#[test]
+fn the_daemon_wakes_on_each_entry_the_collector_links_instead_of_waiting_for_the_poll() {
+    use modsec2sguil_e2e::binary;
+    use modsec2sguil_e2e::process::{signal, wait_exit};
+    use modsec2sguil_e2e::shipper::Daemon;
+    use std::process::Command;
+
+    if let Some(why) = apache::unavailable() {
+        skip_or_fail("shipper_apache wake-up", &why);
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let queue = work.path().join("queue");
+    let apache = apache::with_collector(work.path(), &queue);
+    let server = TestSguild::start();
+    let log = work.path().join("shipper.log");
+    let conf = config(
+        work.path(),
+        &queue,
+        &server,
+        &format!("set POLL_INTERVAL 30\nset LOG_FILE {}\n", log.display()),
+    );
+    let mut daemon = Daemon::start(&conf);
+    let log_text = || std::fs::read_to_string(&log).unwrap_or_default();
+    // Well under the 30 s poll, generous for a loaded machine.
+    let bound = Duration::from_secs(10);
+    let n = 3;
+    for i in 1..=n {
+        let reply = apache.get(
+            false,
+            &format!("/?id=1%27%20UNION%20SELECT%20password%20FROM%20users--&n={i}"),
+            "",
+        );
+        assert_eq!(reply.status, 403);
+        let id = reply.unique_id.expect("X-Unique-ID");
+        let asked = Instant::now();
+        while !server.events().iter().any(|e| stored_unique_id(e) == id) {
+            assert!(
+                asked.elapsed() < bound,
+                "request {i} ({id}) not stored within {bound:?} of its reply, with a 30 s poll: \
+                 the daemon did not wake on its entry; queued {:?}; shipper log:\n{}",
+                entries_left(&queue),
+                log_text()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // Apart, so that each entry finds the daemon idle in its wait.
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    signal(daemon.0.id(), "TERM");
+    assert_eq!(wait_exit(&mut daemon.0, Duration::from_secs(10)), Some(0));
+    let text = log_text();
+    assert!(
+        text.contains("wake the shipper (inotify)") && text.contains("every 30 s"),
+        "{text}"
+    );
+    assert_eq!(server.events().len(), n);
+    // What the daemon recorded, as Prometheus gets it.
+    let out = Command::new(binary("modsec-shipper"))
+        .args(["status", "-c", conf.to_str().unwrap(), "--prometheus"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let metrics = String::from_utf8(out.stdout).unwrap();
+    let value = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(&format!("{name}{{")))
+            .and_then(|l| l.rsplit_once(' '))
+            .map(|(_, v)| v.parse().unwrap())
+            .unwrap_or_else(|| panic!("{name} missing:\n{metrics}"))
+    };
+    assert_eq!(value("modsec2sguil_shipped_total"), n as f64, "{metrics}");
+    assert_eq!(value("modsec2sguil_queue_entries"), 0.0, "{metrics}");
+    assert_eq!(
+        value("modsec2sguil_delivery_latency_seconds_count"),
+        n as f64,
+        "{metrics}"
+    );
+}

@@ -14,6 +14,7 @@ use serde::Serialize;
 
 use crate::queue::journal::read_journal;
 use crate::queue::last_run::LastRun;
+use crate::queue::latency::LatencyRecord;
 use crate::queue::layout::{
     BACKLOG_TAKEN_PREFIX, DELIVERED_FILE, JOURNAL_FILE, LAST_RUN_FILE, SPOOL_PREFIX,
 };
@@ -51,6 +52,8 @@ pub struct QueueStatus {
     /// Queued entries whose file did not match its index line (size or md5).
     pub integrity_marked: usize,
     pub last_run: Option<LastRun>,
+    /// How long entries waited until stored, as the running (or last) daemon measured.
+    pub latency: Option<LatencyRecord>,
     /// Index files followed by `modsec-collector --follow` into this queue.
     pub followed: Vec<Followed>,
     /// Problems met while reading (an unreadable reason file, a bad last-run record).
@@ -157,6 +160,13 @@ impl QueueStatus {
                 None
             }
         };
+        let latency = match LatencyRecord::read(dir) {
+            Ok(r) => r,
+            Err(e) => {
+                note(&dir.join(crate::queue::layout::LATENCY_FILE), &e);
+                None
+            }
+        };
         let followed = match crate::queue::position::saved_positions(state_dir) {
             Ok(list) => list
                 .into_iter()
@@ -197,6 +207,7 @@ impl QueueStatus {
             overflow,
             integrity_marked,
             last_run,
+            latency,
             problems,
         })
     }
@@ -370,6 +381,8 @@ impl Thresholds {
         (level, why)
     }
 }
+
+pub mod prometheus;
 
 #[cfg(test)]
 mod tests;

@@ -160,8 +160,12 @@ enum Command {
     },
     /// Ship events as they arrive (the daemon, what modsec_agent.pl was).
     ///
-    /// Polls the queue (every 250 ms while busy, every second when idle), PINGs sguild
-    /// after PING_DELAY ms idle, reconnects with capped exponential backoff and jitter.
+    /// Wakes as each entry is linked into the queue (inotify on EVENT_DIR), and lists
+    /// the queue every POLL_INTERVAL seconds (default 1) besides: that finds entries where
+    /// the queue cannot be watched (the log says which at start). PINGs sguild after
+    /// PING_DELAY ms idle, reconnects with capped exponential backoff and jitter. Keeps a
+    /// histogram of how long entries waited until sguild confirmed them, for status
+    /// --prometheus.
     /// SIGTERM/SIGINT finish the window in flight and exit 0; SIGHUP reloads the config.
     /// DAEMON 1 detaches (unless --foreground); started as root it then switches to RUNAS
     /// (else to EVENT_DIR's owner) before touching the queue; logs go to stderr,
@@ -257,8 +261,14 @@ enum Command {
         #[command(flatten)]
         at: QueueArgs,
         /// One JSON object, for monitoring systems.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "prometheus")]
         json: bool,
+        /// Prometheus metrics in node_exporter's textfile format (modsec2sguil_*: queue
+        /// depth, oldest entry age, failed/, the last run's result, time and counters,
+        /// the daemon's delivery latency histogram); modsec2sguil_status_ok is 0 when the
+        /// queue cannot be read. See examples/systemd/modsec2sguil-metrics.timer.
+        #[arg(long, conflicts_with_all = ["warn_age", "crit_age", "crit_failed"])]
+        prometheus: bool,
         /// WARNING when the oldest entry is older than this (seconds, or 15m, 2h, 1d).
         #[arg(long, value_name = "AGE", value_parser = status::parse_age)]
         warn_age: Option<u64>,
@@ -401,6 +411,7 @@ fn main() -> ExitCode {
         Command::Status {
             at,
             json,
+            prometheus,
             warn_age,
             crit_age,
             crit_failed,
@@ -415,7 +426,13 @@ fn main() -> ExitCode {
                 at.config_file().as_ref(),
                 at.queue.as_ref(),
                 at.state_dir.clone(),
-                json,
+                if prometheus {
+                    status::Format::Prometheus
+                } else if json {
+                    status::Format::Json
+                } else {
+                    status::Format::Text
+                },
                 thresholds,
             ))
         }

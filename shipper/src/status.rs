@@ -8,13 +8,22 @@ use modsec2sguil::config::ConfigFile;
 use modsec2sguil::escape::{escape_text, json_ascii};
 use modsec2sguil::status::{rule_engine_off, Level, QueueStatus, Thresholds, MODSECURITY_CONF_DIR};
 
+/// How the status is printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Text,
+    Json,
+    /// node_exporter's textfile format (`modsec2sguil::status::prometheus`).
+    Prometheus,
+}
+
 /// Prints the status; returns the exit code (the Nagios level; 0 without thresholds
 /// unless the queue cannot be read).
 pub fn run(
     config: Option<&PathBuf>,
     queue: Option<&PathBuf>,
     state_dir: Option<PathBuf>,
-    json: bool,
+    format: Format,
     thresholds: Thresholds,
 ) -> u8 {
     let checking = thresholds.warn_age.is_some()
@@ -22,31 +31,31 @@ pub fn run(
         || thresholds.crit_failed.is_some();
     let config = match config.map(|p| ConfigFile::load_trusted(p)).transpose() {
         Ok(c) => c,
-        Err(e) => return unknown(&e.to_string(), json),
+        Err(e) => return unknown(&e.to_string(), format),
     };
     let dir = match modsec2sguil::config::queue_dir(queue.cloned(), config.as_ref()) {
         Ok(d) => d,
-        Err(e) => return unknown(&e.to_string(), json),
+        Err(e) => return unknown(&e.to_string(), format),
     };
     // As root, what follows is read as the queue's owner: the journal, records and names
     // there are theirs to plant.
     let runas = match config.as_ref().map(|c| c.owner("RUNAS")).transpose() {
         Ok(r) => r.flatten(),
-        Err(e) => return unknown(&e.to_string(), json),
+        Err(e) => return unknown(&e.to_string(), format),
     };
     if let Err(e) = modsec2sguil::privilege::drop_to_queue_owner(runas, &dir) {
-        return unknown(&e.to_string(), json);
+        return unknown(&e.to_string(), format);
     }
     let state_dir = match modsec2sguil::state::configured(state_dir, config.as_ref()) {
         Ok(d) => d,
-        Err(e) => return unknown(&e.to_string(), json),
+        Err(e) => return unknown(&e.to_string(), format),
     };
     let status = match QueueStatus::gather(&dir, &state_dir) {
         Ok(s) => s,
         Err(e) => {
             return unknown(
                 &format!("{}: cannot read the queue: {e}", dir.display()),
-                json,
+                format,
             )
         }
     };
@@ -66,7 +75,9 @@ pub fn run(
             status.problems.len()
         ));
     }
-    let text = if json {
+    let text = if format == Format::Prometheus {
+        modsec2sguil::status::prometheus::render(&status, now)
+    } else if format == Format::Json {
         let mut v = serde_json::to_value(&status).unwrap_or_default();
         if let Some(o) = v.as_object_mut() {
             o.insert("now".into(), now.into());
@@ -92,8 +103,15 @@ pub fn run(
     }
 }
 
-fn unknown(e: &str, json: bool) -> u8 {
-    if json {
+fn unknown(e: &str, format: Format) -> u8 {
+    if format == Format::Prometheus {
+        // What failed goes to stderr; the exposition says only that it did.
+        eprintln!("modsec2sguil UNKNOWN - {}", escape_text(e));
+        print!(
+            "{}",
+            modsec2sguil::status::prometheus::render_unreadable("")
+        );
+    } else if format == Format::Json {
         let v = serde_json::json!({ "level": "UNKNOWN", "error": e });
         println!("{}", json_ascii(&v.to_string()));
     } else {

@@ -37,3 +37,14 @@ pub fn wait_until(what: &str, limit: Duration, cond: impl Fn() -> bool) {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// A child killed (by its PID) and reaped when dropped: one a failing test or bench
+/// leaves running would hold the test's pipes and the queue.
+pub struct KillOnDrop(pub Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

@@ -22,8 +22,8 @@ use super::skip_or_fail;
 /// run-sguild.sh's exit status when a program or Tcl package it needs is missing.
 const MISSING_TOOLS: i32 = 3;
 /// The database account run-sguild.sh gives sguild (and the tests).
-const DB_USER: &str = "sguil";
-const DB_PASS: &str = "sguilpw";
+pub const DB_USER: &str = "sguil";
+pub const DB_PASS: &str = "sguilpw";
 
 /// A port free on 127.0.0.1 at the time of asking.
 pub fn free_port() -> u16 {

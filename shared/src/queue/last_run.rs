@@ -78,52 +78,17 @@ impl LastRun {
             e.truncate(end);
             e.push_str(" [cut]");
         }
-        let mut value = serde_json::to_value(&record).map_err(io::Error::other)?;
-        value["version"] = super::version::CURRENT.into();
-        let mut text = value.to_string();
-        text.push('\n');
-        crate::safefs::replace(
-            &queue_dir.join(LAST_RUN_FILE),
-            text.as_bytes(),
-            crate::safefs::Keeper::DirOwner,
-            crate::safefs::Durability::Lazy,
-        )
+        super::version::write_json(&queue_dir.join(LAST_RUN_FILE), &record)
     }
 
     /// Reads the record, if there is one; a record that does not parse is an error.
     pub fn read(queue_dir: &Path) -> io::Result<Option<LastRun>> {
-        let path = queue_dir.join(LAST_RUN_FILE);
-        // `status` may run as root: a link or FIFO planted here is refused.
-        let read =
-            crate::safefs::open_read_checked(&path, crate::safefs::Keeper::Anyone).and_then(|f| {
-                let mut bytes = Vec::new();
-                let mut f =
-                    super::bounded::at_most(f, MAX_LAST_RUN_BYTES, &path, "MAX_LAST_RUN_BYTES");
-                io::Read::read_to_end(&mut f, &mut bytes).map(|_| bytes)
-            });
-        match read {
-            Ok(bytes) => {
-                let bad = |e: String| io::Error::new(io::ErrorKind::InvalidData, e);
-                let value: serde_json::Value =
-                    serde_json::from_slice(&bytes).map_err(|e| bad(e.to_string()))?;
-                match value.get("version").map(|v| v.as_u64()) {
-                    None | Some(Some(1)) => {}
-                    Some(v) => {
-                        let n = v.and_then(|n| u32::try_from(n).ok()).unwrap_or(u32::MAX);
-                        return Err(bad(format!(
-                            "{}: {}",
-                            path.display(),
-                            super::version::Unknown(n)
-                        )));
-                    }
-                }
-                serde_json::from_value(value)
-                    .map(Some)
-                    .map_err(|e| bad(e.to_string()))
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e),
-        }
+        super::version::read_json(
+            &queue_dir.join(LAST_RUN_FILE),
+            MAX_LAST_RUN_BYTES,
+            "MAX_LAST_RUN_BYTES",
+            true,
+        )
     }
 }
 

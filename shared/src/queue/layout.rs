@@ -34,3 +34,5 @@ pub const JOURNAL_FILE: &str = ".journal";
 pub const DELIVERED_FILE: &str = ".delivered";
 /// How the last `drain` (or pass of `run`) ended.
 pub const LAST_RUN_FILE: &str = ".last-run";
+/// How long entries waited until delivered, as the daemon measured them (JSON).
+pub const LATENCY_FILE: &str = ".latency";

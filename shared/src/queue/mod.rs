@@ -28,10 +28,12 @@ pub mod delivered;
 pub mod journal;
 pub mod known;
 pub mod last_run;
+pub mod latency;
 pub mod layout;
 pub mod position;
 pub mod reason;
 pub mod version;
+pub mod watch;
 
 pub use layout::{BACKLOG_FILE, ENTRY_PREFIX, FAILED_DIR, INTEGRITY_DIR, REASON_SUFFIX, TMP_DIR};
 

@@ -66,6 +66,61 @@ pub fn split_text(record: &str) -> Result<(Version, &str), Unknown> {
     Ok((v, &record[record.len() - rest.len()..]))
 }
 
+/// Writes a JSON record of ours with `"version": CURRENT`, atomically (lazily: the JSON
+/// records are only reported, and a crash may leave the one before).
+pub fn write_json(path: &std::path::Path, record: &impl serde::Serialize) -> std::io::Result<()> {
+    let mut value = serde_json::to_value(record).map_err(std::io::Error::other)?;
+    value["version"] = CURRENT.into();
+    let mut text = value.to_string();
+    text.push('\n');
+    crate::safefs::replace(
+        path,
+        text.as_bytes(),
+        crate::safefs::Keeper::DirOwner,
+        crate::safefs::Durability::Lazy,
+    )
+}
+
+/// Reads the JSON record at `path`, at most `max` bytes (`bound` names that limit in the
+/// error): `None` when there is none. One that does not parse, or of a version this
+/// release does not know, is an error (InvalidData); one without a version is read as
+/// version 1 when `untagged_ok` (0.1.0 wrote it so), else refused. Opened checked:
+/// `status` may run as root, and a link or FIFO planted there is refused.
+pub fn read_json<T: serde::de::DeserializeOwned>(
+    path: &std::path::Path,
+    max: u64,
+    bound: &str,
+    untagged_ok: bool,
+) -> std::io::Result<Option<T>> {
+    use std::io;
+    let read =
+        crate::safefs::open_read_checked(path, crate::safefs::Keeper::Anyone).and_then(|f| {
+            let mut bytes = Vec::new();
+            let mut f = super::bounded::at_most(f, max, path, bound);
+            io::Read::read_to_end(&mut f, &mut bytes).map(|_| bytes)
+        });
+    let bytes = match read {
+        Ok(b) => b,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let bad = |e: String| io::Error::new(io::ErrorKind::InvalidData, e);
+    let value: serde_json::Value =
+        serde_json::from_slice(&bytes).map_err(|e| bad(e.to_string()))?;
+    match value.get("version").map(|v| v.as_u64()) {
+        Some(Some(1)) => {}
+        None if untagged_ok => {}
+        None => return Err(bad("no \"version\": not a record of ours".into())),
+        Some(v) => {
+            let n = v.and_then(|n| u32::try_from(n).ok()).unwrap_or(u32::MAX);
+            return Err(bad(Unknown(n).to_string()));
+        }
+    }
+    serde_json::from_value(value)
+        .map(Some)
+        .map_err(|e| bad(e.to_string()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -62,6 +62,9 @@ pub struct Stats {
     pub ipv6: u64,
     /// Delivered, but the entry could not be removed; it stays journaled.
     pub undeletable: u64,
+    /// From the collector's link (the entry's name) to sguild's answer, per event
+    /// stored.
+    pub latency: crate::queue::latency::Histogram,
 }
 
 impl Stats {
@@ -647,6 +650,9 @@ impl Shipper {
     /// it stored (and records and removes it then) instead of sending it anew.
     fn delivered(&mut self, p: &Prepared, already: bool) {
         self.stats.shipped += 1;
+        self.stats
+            .latency
+            .record_entry(&p.entry, std::time::SystemTime::now());
         if already {
             self.stats.already_stored += 1;
         }

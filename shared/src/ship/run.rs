@@ -19,6 +19,8 @@ use super::sink::connect;
 use super::{Bounds, ShipError, Shipper, Stats};
 use crate::control::Control;
 use crate::queue::last_run::{LastRun, RunResult};
+use crate::queue::latency::LatencyRecord;
+use crate::queue::watch::{Watch, Woken};
 use crate::sguil::client::SessionError;
 
 /// How a run ended: the binary's exit code (documented in `modsec-shipper --help`).
@@ -220,9 +222,10 @@ pub const MIN_BACKOFF: Duration = Duration::from_secs(1);
 /// sguild needs its operator after an outage; retrying more often than this only
 /// fills the log.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(60);
-/// How often an idle queue is looked at (modsec_agent.pl polled every second).
+/// How often a lock held by another shipper is tried again.
 const IDLE_POLL: Duration = Duration::from_secs(1);
-/// Pause between rounds while entries keep arriving.
+/// Pause between rounds while entries keep arriving, when the queue is not watched
+/// (watched, the next round starts as soon as an entry is linked).
 const BUSY_POLL: Duration = Duration::from_millis(250);
 /// How often the last-run record is rewritten while all is well.
 const RECORD_EVERY: Duration = Duration::from_secs(5);
@@ -269,6 +272,9 @@ pub fn daemon(
         Ok(l) => l,
         Err(end) => return end,
     };
+    // Set before the queue is first listed: an entry linked from then on rings it, so
+    // none waits for the poll.
+    let mut watch = start_watch(&queue_dir, settings.poll);
     let mut backoff = Backoff(MIN_BACKOFF);
     let mut shipper = match open_retrying(&queue_dir, &settings, &flags, &mut backoff) {
         Ok(s) => s,
@@ -279,11 +285,13 @@ pub fn daemon(
     // The last-run record: rewritten at most every RECORD_EVERY while all is well, at
     // once when something goes wrong, and at the end.
     let mut recorded: Option<Instant> = None;
+    let since = chrono::Utc::now().timestamp();
     let mut record = |shipper: &Shipper, result: RunResult, error: Option<String>, now: bool| {
         if now || recorded.map_or(true, |t| t.elapsed() >= RECORD_EVERY) {
             let remaining = shipper.remaining().unwrap_or(0);
             let end = (result, error, remaining);
             record_run(&queue_dir, "run", started, &shipper.stats, end);
+            record_latency(&queue_dir, since, &shipper.stats);
             recorded = Some(Instant::now());
         }
     };
@@ -316,7 +324,8 @@ pub fn daemon(
                     record(&shipper, RunResult::Ok, None, false);
                     last_traffic = Instant::now();
                     backoff.reset();
-                    flags.nap(BUSY_POLL);
+                    let ping_due = settings.output.ping_delay().map(|p| last_traffic + p);
+                    wait_for_entries(&mut watch, &flags, &settings, true, ping_due);
                 }
                 Ok(_) => {
                     record(&shipper, RunResult::Ok, None, false);
@@ -332,7 +341,8 @@ pub fn daemon(
                             last_traffic = Instant::now();
                         }
                     }
-                    flags.nap(IDLE_POLL);
+                    let ping_due = settings.output.ping_delay().map(|p| last_traffic + p);
+                    wait_for_entries(&mut watch, &flags, &settings, false, ping_due);
                 }
                 Err(e) => {
                     let wait = backoff.next();
@@ -360,6 +370,59 @@ pub fn daemon(
     );
     log::info!("run: stopped");
     End::Ok
+}
+
+/// The watch on the queue ([`Watch`]), said in the log either way.
+fn start_watch(queue_dir: &Path, poll: Duration) -> Watch {
+    match Watch::start_or_why(queue_dir) {
+        Ok(w) => {
+            log::info!(
+                "run: new entries in {} wake the shipper (inotify); it also lists the queue every {} s (POLL_INTERVAL)",
+                queue_dir.display(),
+                poll.as_secs()
+            );
+            w
+        }
+        Err((w, e)) => {
+            log::warn!(
+                "{}: cannot watch for new entries ({e}); they are found by listing the queue every {} s (POLL_INTERVAL)",
+                queue_dir.display(),
+                poll.as_secs()
+            );
+            w
+        }
+    }
+}
+
+/// Waits for the next round: until an entry is linked (at once if one was during the
+/// round just done), the poll is due (POLL_INTERVAL; after a busy round [`BUSY_POLL`]
+/// when the queue is not watched), a PING is due (`ping_due`), or a Stop. A lost watch
+/// is set again once (the directory may have been replaced); failing that, the poll
+/// finds the entries.
+fn wait_for_entries(
+    watch: &mut Watch,
+    flags: &Flags,
+    settings: &ShipperSettings,
+    busy: bool,
+    ping_due: Option<Instant>,
+) {
+    let poll = if busy && !watch.watching() {
+        settings.poll.min(BUSY_POLL)
+    } else {
+        settings.poll
+    };
+    let mut until = Instant::now() + poll;
+    if let Some(due) = ping_due {
+        until = until.min(due);
+    }
+    match watch.wait(until, &|| flags.stopped()) {
+        Woken::Overflowed => log::debug!(
+            "{}: more entries arrived than inotify could tell; listing them all",
+            settings.queue_dir.display()
+        ),
+        Woken::Lost => *watch = start_watch(&settings.queue_dir, settings.poll),
+        Woken::Arrived | Woken::TimedOut | Woken::Stopped => {}
+    }
 }
 
 /// The queue lock. Held by another shipper, the queue is left to it, or with `wait` the
@@ -479,6 +542,22 @@ pub fn record_run(
             queue_dir
                 .join(crate::queue::layout::LAST_RUN_FILE)
                 .display()
+        );
+    }
+}
+
+/// Writes the daemon's latency histogram (since it started at `since`, unix seconds)
+/// for `status --prometheus`; a failure is only logged.
+fn record_latency(queue_dir: &Path, since: i64, s: &Stats) {
+    let record = LatencyRecord {
+        pid: std::process::id(),
+        since,
+        histogram: s.latency.clone(),
+    };
+    if let Err(e) = record.write(queue_dir) {
+        log::warn!(
+            "{}: cannot write the latency record: {e}",
+            queue_dir.join(crate::queue::layout::LATENCY_FILE).display()
         );
     }
 }

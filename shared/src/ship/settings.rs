@@ -70,7 +70,14 @@ pub struct ShipperSettings {
     pub daemon: bool,
     /// RUNAS `user[:group]`: privileges dropped to it once the config is read.
     pub runas: Option<(u32, u32)>,
+    /// POLL_INTERVAL (seconds): how often `run` lists the queue without being woken.
+    /// New entries wake it at once (inotify); the poll is the safety net, and the only
+    /// way where the queue cannot be watched.
+    pub poll: std::time::Duration,
 }
+
+/// POLL_INTERVAL when not set: modsec_agent.pl's one second.
+pub const DEFAULT_POLL: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Settings given on the command line; they win over the config file.
 #[derive(Debug, Clone, Default)]
@@ -82,7 +89,7 @@ pub struct ShipperOverrides {
 impl ShipperSettings {
     /// Reads EVENT_DIR, OUTPUT, the Sguil or snort_agent keys OUTPUT needs, the alert
     /// keys, SYMLINK / LINK_MODE, STORAGE_DIR, SYMLINK_REMOVE_ORIG, MAX_EVENT_BYTES,
-    /// DAEMON and RUNAS. Errors name the file, line and key.
+    /// DAEMON, RUNAS and POLL_INTERVAL. Errors name the file, line and key.
     pub fn resolve(c: &ConfigFile, o: ShipperOverrides) -> Result<ShipperSettings, ConfigError> {
         let queue_dir = crate::config::queue_dir(o.queue_dir, Some(c))?;
         let kind = pick(o.output, Some(c), "OUTPUT", |c, k| {
@@ -137,6 +144,9 @@ impl ShipperSettings {
             },
             daemon: c.bool("DAEMON")?.unwrap_or(false),
             runas: c.owner("RUNAS")?,
+            poll: c
+                .number("POLL_INTERVAL", 1..=3600)?
+                .map_or(DEFAULT_POLL, std::time::Duration::from_secs),
         })
     }
 }

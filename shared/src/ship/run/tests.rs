@@ -116,6 +116,44 @@ fn the_daemon_ships_what_arrives_and_stops_when_told() {
     assert_eq!((last.program.as_str(), last.shipped), ("run", 3));
 }
 
+/// With the poll an hour apart, an entry hard-linked into the queue (as the collector
+/// links one) is shipped at once: the daemon woke on it. Its wait is then in the latency
+/// record.
+#[test]
+fn the_daemon_wakes_on_a_linked_entry_instead_of_waiting_for_its_poll() {
+    let (dir, _) = queue_with(1);
+    let queue = dir.path().join("queue");
+    let settings = settings_for(&queue, "set POLL_INTERVAL 3600\n");
+    let (tx, control) = unbounded();
+    let running = std::thread::spawn(move || daemon(settings, &control, || Err("unused".into())));
+    wait_for("the first entry to ship", || entries_in(&queue) == 0);
+    // Idle now, in its wait for the next poll an hour away.
+    std::thread::sleep(Duration::from_millis(300));
+    let event = dir.path().join("event");
+    std::fs::write(&event, event_text("RUN-TEST-LINKED", 403)).unwrap();
+    std::fs::hard_link(
+        &event,
+        queue.join(crate::queue::EntryName::now().to_string()),
+    )
+    .unwrap();
+    // Far under the poll, generous for a loaded machine.
+    let linked = Instant::now();
+    while entries_in(&queue) > 0 {
+        assert!(
+            linked.elapsed() < Duration::from_secs(10),
+            "the linked entry waits for the poll: the daemon did not wake on it"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    tx.send(Control::Stop).unwrap();
+    assert_eq!(running.join().unwrap(), End::Ok);
+    let latency = crate::queue::latency::LatencyRecord::read(&queue)
+        .unwrap()
+        .expect("the daemon's latency record");
+    assert_eq!(latency.histogram.count, 2, "{latency:?}");
+    assert_eq!(latency.pid, std::process::id());
+}
+
 #[test]
 fn the_daemon_reloads_on_request_and_keeps_its_settings_when_the_new_ones_fail() {
     let (_dir, settings) = queue_with(0);
