@@ -415,6 +415,8 @@ fn the_debian_package_installs_works_with_apache_and_removes_cleanly() {
         "modsec-shipper-drain.service",
         "modsec-shipper-drain.timer",
         "modsec-collector-follow.service",
+        "modsec2sguil-metrics.service",
+        "modsec2sguil-metrics.timer",
     ]
     .iter()
     .map(|u| format!("/lib/systemd/system/{u}"))
