@@ -31,6 +31,7 @@ pub mod last_run;
 pub mod layout;
 pub mod position;
 pub mod reason;
+pub mod threshold_state;
 pub mod version;
 
 pub use layout::{BACKLOG_FILE, ENTRY_PREFIX, FAILED_DIR, INTEGRITY_DIR, REASON_SUFFIX, TMP_DIR};

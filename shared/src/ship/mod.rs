@@ -46,6 +46,8 @@ pub struct ShipSettings {
     pub remove_orig: bool,
     /// SEND_WINDOW: events in flight at most (journaled in batches of at least 32).
     pub window: usize,
+    /// THRESHOLD_FILE's rules, if one is set.
+    pub thresholds: Option<std::sync::Arc<crate::threshold::Rules>>,
 }
 
 /// Counts for the summary line.
@@ -62,14 +64,22 @@ pub struct Stats {
     pub ipv6: u64,
     /// Delivered, but the entry could not be removed; it stays journaled.
     pub undeletable: u64,
+    /// Held back by a threshold: kept in held/, recorded as suppressed.
+    pub held: u64,
+    /// Threshold summaries stored (counted in `shipped` too).
+    pub summaries: u64,
 }
 
 impl Stats {
-    /// Entries handled (shipped, skipped or quarantined).
+    /// Entries handled (shipped, skipped, quarantined or held back).
     pub fn handled(&self) -> u64 {
-        self.shipped + self.skipped + self.quarantined
+        self.shipped + self.skipped + self.quarantined + self.held
     }
 }
+
+/// Held-back entries journaled with one fsync at most: a held-back event costs no round
+/// trip, so their batches are much larger than a window of sends.
+const HELD_BATCH: usize = 4096;
 
 /// Why shipping stopped before the queue was done.
 #[derive(Debug, Error)]
@@ -151,6 +161,24 @@ struct Ready {
     unique_id: String,
     ino: u64,
     target: Option<PathBuf>,
+    /// The real addresses (IPv6 ones too) and the event's own time, for thresholds.
+    src: std::net::IpAddr,
+    dst: std::net::IpAddr,
+    time: i64,
+}
+
+/// An entry a threshold held back, journaled and not yet finished.
+struct HeldBack {
+    entry: String,
+    ino: u64,
+    unique_id: String,
+    why: String,
+}
+
+/// What [`Shipper::take`] made of an entry.
+enum Taken {
+    Send(Prepared),
+    Held(HeldBack),
 }
 
 /// Reads, parses and maps the entry `file_name` of the queue at `dir`.
@@ -163,6 +191,9 @@ fn load_and_map(dir: &Path, file_name: &str, s: &ShipSettings) -> Result<Ready, 
     let mapped = map_event(&loaded.event, &loaded.raw.bytes, &notes, &s.alert);
     Ok(Ready {
         mapped,
+        src: loaded.event.client.addr,
+        dst: loaded.event.server.addr,
+        time: loaded.event.time.timestamp(),
         unique_id: loaded.event.unique_id,
         ino: loaded.ino,
         target: loaded.target,
@@ -183,6 +214,10 @@ pub struct Shipper {
     /// A first send was answered `Duplicate entry`: stop after the window in flight.
     collision: Option<ShipError>,
     next_cid: u32,
+    /// The thresholds' windows and summaries (`.thresholds`).
+    tracker: crate::threshold::Tracker,
+    /// Held-back records journaled whose entries are not yet in held/.
+    held_journaled: Vec<JournalRecord>,
     pub stats: Stats,
 }
 
@@ -201,9 +236,17 @@ impl Shipper {
         let journal_path = dir.join(crate::queue::layout::JOURNAL_FILE);
         let (journal, records) = Journal::open(dir).map_err(io_err(&journal_path))?;
         let next_cid = records.iter().map(|r| r.cid).max().unwrap_or(0);
+        let tracker = crate::queue::threshold_state::load(dir).map_err(|source| ShipError::Io {
+            path: dir.join(crate::queue::layout::THRESHOLD_STATE_FILE),
+            source,
+        })?;
+        let (held, records): (Vec<JournalRecord>, Vec<JournalRecord>) =
+            records.into_iter().partition(|r| r.held);
+        let held_journaled: Vec<JournalRecord> =
+            held.into_iter().filter(|r| r.entry_present(dir)).collect();
         let unresolved: Vec<InFlight> = records
             .into_iter()
-            .filter(|r| r.entry_present(dir))
+            .filter(|r| r.entry_present(dir) || tracker.summary(&r.entry).is_some())
             .map(|record| InFlight {
                 record,
                 maybe_sent: true,
@@ -216,7 +259,7 @@ impl Shipper {
                 unresolved.len()
             );
         }
-        Ok(Shipper {
+        let mut shipper = Shipper {
             queue,
             journal,
             delivered_log: DeliveredLog::open(dir),
@@ -225,8 +268,167 @@ impl Shipper {
             flight: std::collections::VecDeque::new(),
             collision: None,
             next_cid: next_cid.saturating_add(1),
+            tracker,
+            held_journaled: Vec::new(),
             stats: Stats::default(),
-        })
+        };
+        if !held_journaled.is_empty() {
+            // Decided before a crash: held back whatever the thresholds say now. Those
+            // already on record as suppressed are not recorded twice.
+            let on_record: HashSet<String> = crate::queue::delivered::read_delivered(dir)
+                .map_err(io_err(dir))?
+                .into_iter()
+                .filter(|d| d.suppressed.is_some())
+                .map(|d| d.entry)
+                .collect();
+            let mut todo = Vec::new();
+            for r in held_journaled {
+                let (unique_id, recorded) = if on_record.contains(&r.entry) {
+                    (String::new(), true)
+                } else {
+                    let id = crate::queue::known::unique_id_of(
+                        &dir.join(&r.entry),
+                        &crate::auditlog::ParseLimits::default(),
+                    )
+                    .unwrap_or_default();
+                    (id, false)
+                };
+                shipper.held_journaled.push(r.clone());
+                todo.push((
+                    HeldBack {
+                        entry: r.entry,
+                        ino: r.ino,
+                        unique_id,
+                        why: "held back by a threshold (finished after a restart)".into(),
+                    },
+                    recorded,
+                ));
+            }
+            shipper.finish_held(todo)?;
+        }
+        Ok(shipper)
+    }
+
+    /// Held-back entries are journaled: each is recorded as suppressed in the delivered
+    /// log (unless `recorded` already), then moved to `held/`.
+    fn finish_held(&mut self, held: Vec<(HeldBack, bool)>) -> Result<(), ShipError> {
+        if held.is_empty() {
+            return Ok(());
+        }
+        let now = chrono::Utc::now().timestamp();
+        let records: Vec<Delivered> = held
+            .iter()
+            .filter(|(_, recorded)| !recorded)
+            .map(|(h, _)| Delivered {
+                time: now,
+                sid: 0,
+                cid: 0,
+                unique_id: if h.unique_id.is_empty() {
+                    "-".into()
+                } else {
+                    h.unique_id.clone()
+                },
+                entry: h.entry.clone(),
+                suppressed: Some(h.why.clone()),
+            })
+            .collect();
+        self.delivered_log
+            .record_many(&records)
+            .map_err(|e| ShipError::Io {
+                path: self.queue.dir().join(crate::queue::layout::DELIVERED_FILE),
+                source: e,
+            })?;
+        let dir = self.queue.dir().to_path_buf();
+        let held_dir = dir.join(crate::queue::layout::HELD_DIR);
+        match fs::create_dir(&held_dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(io_err(&held_dir)(e)),
+        }
+        for (h, _) in &held {
+            let from = dir.join(&h.entry);
+            match fs::symlink_metadata(&from) {
+                Ok(m) if std::os::unix::fs::MetadataExt::ino(&m) == h.ino => {}
+                _ => continue, // gone, or another file under the name
+            }
+            fs::rename(&from, held_dir.join(&h.entry)).map_err(io_err(&from))?;
+            self.queue.clear_integrity(&h.entry);
+            let _ = fs::remove_file(dir.join(crate::queue::layout::RELEASED_DIR).join(&h.entry));
+            self.stats.held += 1;
+        }
+        let done: HashSet<&str> = held.iter().map(|(h, _)| h.entry.as_str()).collect();
+        self.held_journaled
+            .retain(|r| !done.contains(r.entry.as_str()));
+        Ok(())
+    }
+
+    /// The journal's records not yet resolved: sends not answered, held-back entries not
+    /// yet moved.
+    fn journal_keep(&self) -> Vec<JournalRecord> {
+        self.unresolved
+            .iter()
+            .map(|f| f.record.clone())
+            .chain(self.held_journaled.iter().cloned())
+            .collect()
+    }
+
+    /// Saves the thresholds' state if it changed (before the decisions that changed it
+    /// are journaled: a crash between the two counts those events again, never loses
+    /// one, and a summary is on record before it can be sent).
+    fn save_thresholds(&mut self) -> Result<(), ShipError> {
+        if self.tracker.take_changed() {
+            crate::queue::threshold_state::save(self.queue.dir(), &self.tracker).map_err(
+                |source| ShipError::Io {
+                    path: self
+                        .queue
+                        .dir()
+                        .join(crate::queue::layout::THRESHOLD_STATE_FILE),
+                    source,
+                },
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Summaries waiting in the state and not yet journaled, as events with new cids.
+    fn new_summaries(&mut self, sink: &dyn Sink) -> Vec<Prepared> {
+        let journaled: HashSet<String> = self
+            .unresolved
+            .iter()
+            .map(|f| f.record.entry.clone())
+            .collect();
+        let waiting: Vec<crate::threshold::Summary> = self
+            .tracker
+            .summaries
+            .iter()
+            .filter(|s| !journaled.contains(&s.name()))
+            .cloned()
+            .collect();
+        let mut out = Vec::new();
+        for s in waiting {
+            let mut fields = summary_fields(&s, &self.settings.alert);
+            fields.sid = sink.sid();
+            fields.hostname = sink.hostname().to_string();
+            fields.cid = self.next_cid;
+            match SguilEvent::new(fields) {
+                Ok(event) => {
+                    self.next_cid = self.next_cid.saturating_add(1);
+                    out.push(Prepared {
+                        event,
+                        entry: s.name(),
+                        unique_id: s.name(),
+                        ino: 0,
+                        target: None,
+                        ipv6: false,
+                    });
+                }
+                Err(e) => {
+                    log::error!("{}: cannot be sent to Sguil: {e}; dropped", s.name());
+                    self.tracker.summary_done(&s.name());
+                }
+            }
+        }
+        out
     }
 
     pub fn queue(&self) -> &Queue {
@@ -286,6 +488,7 @@ impl Shipper {
             .unresolved
             .iter()
             .map(|f| f.record.entry.clone())
+            .chain(self.held_journaled.iter().map(|r| r.entry.clone()))
             .collect();
         let todo: Vec<QueueEntry> = entries
             .into_iter()
@@ -323,12 +526,14 @@ impl Shipper {
             // overlaps the wait for sguild's answers; nothing is sent before its record
             // is durable.
             let mut current: Vec<Prepared> = Vec::new();
+            let mut expired_closed = false;
             loop {
                 if limit_reached(self) || self.collision.is_some() {
                     return Ok(true);
                 }
                 let mut next = Vec::with_capacity(batch);
-                while next.len() < batch {
+                let mut held_next: Vec<(HeldBack, bool)> = Vec::new();
+                while next.len() < batch && held_next.len() < HELD_BATCH {
                     let queued = self.flight.len() + current.len() + next.len();
                     let taken = self.stats.handled() - start + queued as u64;
                     if bounds.max_events.is_some_and(|m| taken >= m) {
@@ -337,27 +542,37 @@ impl Shipper {
                     let Some((entry, ready)) = pending.next() else {
                         break;
                     };
-                    if let Some(p) = self.take(&entry, ready, sink)? {
-                        next.push(p);
+                    match self.take(&entry, ready, sink)? {
+                        Some(Taken::Send(p)) => next.push(p),
+                        Some(Taken::Held(h)) => held_next.push((h, false)),
+                        None => {}
                     }
                 }
-                if next.is_empty() && current.is_empty() {
+                if pending.peek().is_none() && !expired_closed {
+                    // The queue is done: windows the clock has passed close now (their
+                    // summaries go in this batch).
+                    expired_closed = true;
+                    self.tracker.close_expired(chrono::Utc::now().timestamp());
+                }
+                self.save_thresholds()?;
+                next.extend(self.new_summaries(sink));
+                if next.is_empty() && current.is_empty() && held_next.is_empty() {
                     if pending.peek().is_none() {
                         return Ok(false);
                     }
                     continue; // a limit was reached, or the batch held only non-alerts
                 }
-                let written = self.journal_batch(&next)?;
+                let written = self.journal_batch(&next, &held_next)?;
                 let sent = self.submit(sink, std::mem::take(&mut current), &limit_reached);
                 let durable = written.wait();
                 sent?;
                 durable.map_err(io_err(&journal_path))?;
+                self.finish_held(held_next)?;
                 // No append is pending here: a journal grown past its in-run bound is
                 // rewritten to what is not yet answered, so that it stays far below
                 // MAX_JOURNAL_BYTES however long the run.
                 if self.journal.wants_compaction_in_run() {
-                    let keep: Vec<JournalRecord> =
-                        self.unresolved.iter().map(|f| f.record.clone()).collect();
+                    let keep = self.journal_keep();
                     self.journal.rewrite(&keep).map_err(io_err(&journal_path))?;
                 }
                 current = next;
@@ -367,7 +582,10 @@ impl Shipper {
         if let Some(c) = self.collision.take() {
             return Err(c);
         }
-        if self.unresolved.is_empty() && self.journal.wants_compaction() {
+        if self.unresolved.is_empty()
+            && self.held_journaled.is_empty()
+            && self.journal.wants_compaction()
+        {
             let path = self.journal.path().to_path_buf();
             self.journal.rewrite(&[]).map_err(io_err(&path))?;
         }
@@ -381,7 +599,7 @@ impl Shipper {
         entry: &QueueEntry,
         ready: Result<Ready, LoadError>,
         sink: &dyn Sink,
-    ) -> Result<Option<Prepared>, ShipError> {
+    ) -> Result<Option<Taken>, ShipError> {
         let ready = match ready {
             Ok(r) => r,
             Err(LoadError::Gone) => return Ok(None),
@@ -400,6 +618,34 @@ impl Shipper {
             self.stats.skipped += 1;
             return Ok(None);
         }
+        if let Some(rules) = self.settings.thresholds.clone() {
+            let released = self
+                .queue
+                .dir()
+                .join(crate::queue::layout::RELEASED_DIR)
+                .join(&entry.file_name);
+            let facts = crate::threshold::Facts {
+                sig: ready.mapped.fields.sig_id,
+                src: Some(ready.src),
+                dst: Some(ready.dst),
+                time: ready.time,
+                unique_id: &ready.unique_id,
+            };
+            // `requeue --suppressed` put it back: shipped whatever the thresholds say.
+            let verdict = if fs::symlink_metadata(&released).is_ok() {
+                crate::threshold::Verdict::Pass
+            } else {
+                self.tracker.decide(&rules, &facts)
+            };
+            if let crate::threshold::Verdict::Hold(why) = verdict {
+                return Ok(Some(Taken::Held(HeldBack {
+                    entry: entry.file_name.clone(),
+                    ino: ready.ino,
+                    unique_id: ready.unique_id,
+                    why,
+                })));
+            }
+        }
         let mut fields = ready.mapped.fields;
         fields.sid = sink.sid();
         fields.hostname = sink.hostname().to_string();
@@ -407,14 +653,14 @@ impl Shipper {
         match SguilEvent::new(fields) {
             Ok(event) => {
                 self.next_cid = self.next_cid.saturating_add(1);
-                Ok(Some(Prepared {
+                Ok(Some(Taken::Send(Prepared {
                     event,
                     entry: entry.file_name.clone(),
                     unique_id: ready.unique_id,
                     ino: ready.ino,
                     target: ready.target,
                     ipv6: ready.mapped.ipv6,
-                }))
+                })))
             }
             Err(e) => {
                 self.quarantine(&entry.file_name, &format!("cannot be sent to Sguil: {e}"))?;
@@ -428,7 +674,20 @@ impl Shipper {
     fn journal_batch(
         &mut self,
         window: &[Prepared],
+        held: &[(HeldBack, bool)],
     ) -> Result<crate::queue::journal::Pending, ShipError> {
+        let held: Vec<JournalRecord> = held
+            .iter()
+            .map(|(h, _)| JournalRecord {
+                sid: 0,
+                cid: 0,
+                time: 0,
+                ino: h.ino,
+                hostname: String::new(),
+                entry: h.entry.clone(),
+                held: true,
+            })
+            .collect();
         let records: Vec<JournalRecord> = window
             .iter()
             .map(|p| {
@@ -440,11 +699,14 @@ impl Shipper {
                     ino: p.ino,
                     hostname: f.hostname.clone(),
                     entry: p.entry.clone(),
+                    held: false,
                 }
             })
             .collect();
         let path = self.journal.path().to_path_buf();
-        let pending = self.journal.append_async(&records).map_err(io_err(&path))?;
+        let all: Vec<JournalRecord> = records.iter().chain(held.iter()).cloned().collect();
+        let pending = self.journal.append_async(&all).map_err(io_err(&path))?;
+        self.held_journaled.extend(held);
         self.unresolved
             .extend(records.into_iter().map(|record| InFlight {
                 record,
@@ -459,6 +721,31 @@ impl Shipper {
         for chunk in todo.chunks(batch_size(self.settings.window)) {
             let mut window = Vec::new();
             for r in chunk {
+                if let Some(s) = self.tracker.summary(&r.entry).cloned() {
+                    let mut fields = summary_fields(&s, &self.settings.alert);
+                    fields.sid = r.sid;
+                    fields.cid = r.cid;
+                    fields.hostname = r.hostname.clone();
+                    if let Some(t) = Utc.timestamp_opt(r.time, 0).single() {
+                        fields.time = t;
+                    }
+                    match SguilEvent::new(fields) {
+                        Ok(event) => window.push(Prepared {
+                            event,
+                            entry: r.entry.clone(),
+                            unique_id: r.entry.clone(),
+                            ino: 0,
+                            target: None,
+                            ipv6: false,
+                        }),
+                        Err(e) => {
+                            log::error!("{}: cannot be sent to Sguil: {e}; dropped", r.entry);
+                            self.resolve(&r.entry);
+                            self.tracker.summary_done(&r.entry);
+                        }
+                    }
+                    continue;
+                }
                 let ready = if r.entry_present(self.queue.dir()) {
                     load_and_map(self.queue.dir(), &r.entry, &self.settings)
                 } else {
@@ -613,8 +900,7 @@ impl Shipper {
                 // goes from the journal (that cid is someone else's).
                 self.resolve(&p.entry);
                 let path = self.journal.path().to_path_buf();
-                let keep: Vec<JournalRecord> =
-                    self.unresolved.iter().map(|f| f.record.clone()).collect();
+                let keep = self.journal_keep();
                 self.journal.rewrite(&keep).map_err(io_err(&path))?;
                 let f = p.event.fields();
                 log::error!(
@@ -660,6 +946,7 @@ impl Shipper {
             cid: f.cid,
             unique_id: p.unique_id.clone(),
             entry: p.entry.clone(),
+            suppressed: None,
         });
         if let Err(e) = recorded {
             log::error!(
@@ -669,6 +956,22 @@ impl Shipper {
                 f.cid
             );
             self.stats.undeletable += 1;
+            return;
+        }
+        if p.entry.starts_with(crate::threshold::SUMMARY_PREFIX) {
+            // Stored: off the state (saved now, so it is never sent anew), then off
+            // the journal.
+            self.stats.summaries += 1;
+            self.tracker.summary_done(&p.entry);
+            if let Err(e) = self.save_thresholds() {
+                log::error!(
+                    "{}: stored but not on record ({e}); it stays journaled",
+                    p.entry
+                );
+                self.stats.undeletable += 1;
+                return;
+            }
+            self.resolve(&p.entry);
             return;
         }
         if self.finish(&p.entry, p.target.as_deref()) {
@@ -691,6 +994,14 @@ impl Shipper {
             }
         };
         self.queue.clear_integrity(entry);
+        if removed {
+            let _ = fs::remove_file(
+                self.queue
+                    .dir()
+                    .join(crate::queue::layout::RELEASED_DIR)
+                    .join(entry),
+            );
+        }
         if removed && self.settings.remove_orig {
             if let Some(t) = target {
                 if let Err(e) = fs::remove_file(t) {
@@ -736,5 +1047,58 @@ impl Shipper {
                 source: e,
             }),
         }
+    }
+}
+
+/// The Sguil fields of a threshold summary (sid, cid and hostname are the caller's).
+fn summary_fields(
+    s: &crate::threshold::Summary,
+    alert: &crate::alert::AlertSettings,
+) -> crate::sguil::wire::EventFields {
+    use std::net::IpAddr;
+    let v4 = |a: Option<IpAddr>| match a {
+        Some(IpAddr::V4(v)) => Some(v),
+        _ => None,
+    };
+    let (src, dst) = match s.key.track {
+        crate::threshold::Track::BySrc => (v4(s.key.addr), None),
+        crate::threshold::Track::ByDst => (None, v4(s.key.addr)),
+        crate::threshold::Track::ByRule => (None, None),
+    };
+    let lines = s.detail_lines();
+    let detail = match alert.detail_format {
+        crate::alert::DetailFormat::Html => lines
+            .iter()
+            .map(|l| {
+                l.replace('&', "&amp;")
+                    .replace('<', "&lt;")
+                    .replace('>', "&gt;")
+            })
+            .collect::<Vec<_>>()
+            .join("<br>\n"),
+        _ => lines.join("\n"),
+    };
+    crate::sguil::wire::EventFields {
+        status: 0,
+        priority: 3,
+        class: alert.alert_class.clone(),
+        hostname: String::new(),
+        time: Utc
+            .timestamp_opt(s.time(), 0)
+            .single()
+            .unwrap_or_else(Utc::now),
+        sid: 0,
+        cid: 0,
+        ref_id: 0,
+        message: s.message().into_bytes(),
+        src_ip: src,
+        dst_ip: dst,
+        ip_proto: 6,
+        src_port: 0,
+        dst_port: 0,
+        generator: crate::threshold::GEN_ID,
+        sig_id: crate::threshold::SUMMARY_SIG_ID,
+        revision: 1,
+        detail: detail.into_bytes(),
     }
 }

@@ -76,6 +76,7 @@ fn counts_every_part_of_the_queue() {
         ino,
         hostname: "h".into(),
         entry: entry.into(),
+        held: false,
     };
     journal
         .append(&[
