@@ -55,6 +55,7 @@ pub const KNOWN_KEYS: &[&str] = &[
     "OUTPUT",
     "MAX_EVENT_BYTES",
     "SHIPPER_LOG_FILE",
+    "THRESHOLD_FILE",
     // modsec-collector
     "STORAGE_DIR",
     "INDEX_FILE",

@@ -194,8 +194,9 @@ enum Command {
     ///   modsec-shipper requeue -c /etc/modsec2sguil.conf --backlog
     ///   modsec-shipper requeue -c /etc/modsec2sguil.conf --index /var/log/apache2/modsec_index.log.2.gz \
     ///       --since "2026-11-27 00:00" --status 4xx,5xx
+    ///   modsec-shipper requeue -c /etc/modsec2sguil.conf --suppressed --since 2026-12-07T05:00:00Z
     #[command(verbatim_doc_comment)]
-    #[command(group(clap::ArgGroup::new("source").required(true).args(["failed", "backlog", "index"])))]
+    #[command(group(clap::ArgGroup::new("source").required(true).args(["failed", "backlog", "index", "suppressed"])))]
     Requeue {
         #[command(flatten)]
         at: QueueArgs,
@@ -209,6 +210,12 @@ enum Command {
         /// Every entry of failed/ (with --failed).
         #[arg(long, requires = "failed")]
         all: bool,
+        /// Events a threshold held back (THRESHOLD_FILE): back from EVENT_DIR/held/ under
+        /// their old names, shipped whatever the thresholds say. With --since: those held
+        /// back at or after TIME (the delivered log's record); with --unique-id: those.
+        /// Works as the queue's owner, as --failed does.
+        #[arg(long)]
+        suppressed: bool,
         /// Retry the index lines the collector could not act on (STATE_DIR/backlog); what
         /// still fails stays there with its new reason.
         #[arg(long)]
@@ -221,8 +228,9 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         storage_dir: Option<PathBuf>,
         /// Only transactions that ended at or after this time (RFC 3339, or
-        /// "YYYY-MM-DD[ HH:MM[:SS]]" in local time).
-        #[arg(long, value_name = "TIME", requires = "index", value_parser = modsec2sguil::requeue::parse_time)]
+        /// "YYYY-MM-DD[ HH:MM[:SS]]" in local time); with --suppressed: held back at or
+        /// after it.
+        #[arg(long, value_name = "TIME", value_parser = modsec2sguil::requeue::parse_time)]
         since: Option<chrono::DateTime<chrono::FixedOffset>>,
         /// Only transactions that ended at or before this time.
         #[arg(long, value_name = "TIME", requires = "index", value_parser = modsec2sguil::requeue::parse_time)]
@@ -349,6 +357,7 @@ fn main() -> ExitCode {
             failed,
             names,
             all,
+            suppressed,
             backlog,
             index,
             storage_dir,
@@ -368,7 +377,16 @@ fn main() -> ExitCode {
                 eprintln!("modsec-shipper: requeue --backlog takes no --unique-id (it retries the whole backlog)");
                 return ExitCode::from(exit::USAGE);
             }
-            let source = if failed {
+            if since.is_some() && !(suppressed || !index.is_empty()) {
+                eprintln!("modsec-shipper: requeue --since goes with --index or --suppressed");
+                return ExitCode::from(exit::USAGE);
+            }
+            let source = if suppressed {
+                requeue::Source::Suppressed {
+                    since,
+                    unique_ids: unique_id,
+                }
+            } else if failed {
                 requeue::Source::Failed {
                     names,
                     unique_ids: unique_id,

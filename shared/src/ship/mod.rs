@@ -242,8 +242,16 @@ impl Shipper {
         })?;
         let (held, records): (Vec<JournalRecord>, Vec<JournalRecord>) =
             records.into_iter().partition(|r| r.held);
-        let held_journaled: Vec<JournalRecord> =
-            held.into_iter().filter(|r| r.entry_present(dir)).collect();
+        // A held-back record is done once its entry is in held/. Its entry back in the
+        // queue with a release marker was put back by `requeue --suppressed` (the same
+        // name and inode): that record is stale, never acted on again.
+        let released = dir.join(crate::queue::layout::RELEASED_DIR);
+        let held_journaled: Vec<JournalRecord> = held
+            .into_iter()
+            .filter(|r| {
+                r.entry_present(dir) && fs::symlink_metadata(released.join(&r.entry)).is_err()
+            })
+            .collect();
         let unresolved: Vec<InFlight> = records
             .into_iter()
             .filter(|r| r.entry_present(dir) || tracker.summary(&r.entry).is_some())

@@ -507,6 +507,12 @@ pub fn summary(program: &str, s: &Stats, remaining: usize, elapsed: Duration) {
     if s.undeletable > 0 {
         extra.push_str(&format!(", {} delivered but not removable", s.undeletable));
     }
+    if s.held > 0 || s.summaries > 0 {
+        extra.push_str(&format!(
+            ", held back {} by thresholds (in held/), {} threshold summaries",
+            s.held, s.summaries
+        ));
+    }
     log::info!(
         "{program}: shipped {}{extra}, skipped {} non-alerts, quarantined {}, remaining {remaining}, {secs:.2} s, {rate:.0} events/s",
         s.shipped,
