@@ -7,6 +7,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
+
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -14,57 +15,12 @@ use modsec2sguil_e2e::binary;
 use modsec2sguil_e2e::process::{signal, wait_exit};
 use modsec2sguil_e2e::sguild::{Stored, TestSguild};
 use modsec2sguil_e2e::shipper::{
-    config, drain, drain_killed_after, entries_left, shipper, stored_unique_id, Rng,
+    config, drain, drain_killed_after, entries_left, fill_flood as fill, flood_id as id_of,
+    shipper, stored_unique_id, Rng, FLOODER,
 };
 
 /// The summary events' signature id (ARCHITECTURE.md, "Thresholds").
 const SUMMARY_SIG: &str = "99000001";
-const FLOODER: &str = "203.0.113.9";
-
-/// A small native event (an SQL injection CRS blocked) from `src` at unix time `t`.
-fn event(id: &str, src: &str, t: i64) -> String {
-    let when = chrono::DateTime::from_timestamp(t, 0)
-        .unwrap()
-        .format("%d/%b/%Y:%H:%M:%S%.6f +0000");
-    format!(
-        "--a1b2c3d4-A--\n[{when}] {id} {src} 50000 192.0.2.80 80\n\
-         --a1b2c3d4-B--\nGET /?q=1'%20or%201=1 HTTP/1.1\nHost: lab.example\n\n\
-         --a1b2c3d4-F--\nHTTP/1.1 403 Forbidden\n\n\
-         --a1b2c3d4-H--\nMessage: Access denied with code 403 (phase 2). [id \"942100\"] [msg \"SQL Injection Attack Detected via libinjection\"] [severity \"CRITICAL\"]\n\n\
-         --a1b2c3d4-Z--\n\n"
-    )
-}
-
-fn id_of(n: usize) -> String {
-    format!("FLOOD{n:022}")
-}
-
-/// Queues `n` events (entry i has unique id `id_of(first + i)`): from the flooder, but
-/// for `attacks` of them spread evenly, each from its own client. `time(i)` is entry
-/// i's event time. Returns the attacks' unique ids.
-fn fill(
-    queue: &Path,
-    first: usize,
-    n: usize,
-    attacks: usize,
-    time: impl Fn(usize) -> i64,
-) -> HashSet<String> {
-    std::fs::create_dir_all(queue).unwrap();
-    let mut attack_ids = HashSet::new();
-    let every = if attacks > 0 { n / attacks } else { usize::MAX };
-    for i in 0..n {
-        let id = id_of(first + i);
-        let src = if attacks > 0 && i % every == every / 2 && attack_ids.len() < attacks {
-            attack_ids.insert(id.clone());
-            format!("198.51.100.{}", attack_ids.len())
-        } else {
-            FLOODER.to_string()
-        };
-        let name = format!("modsec.log.1790000000.{:06}", first + i);
-        std::fs::write(queue.join(name), event(&id, &src, time(i))).unwrap();
-    }
-    attack_ids
-}
 
 fn rules_file(dir: &Path, text: &str) -> PathBuf {
     let p = dir.join("thresholds.conf");

@@ -113,6 +113,9 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> ShipError + '_ {
 /// work, and the sender mostly waits on the disk and the network.
 const LOADERS: usize = 2;
 
+/// Entries a loader reads before it hands them over, at once.
+const LOAD_CHUNK: usize = 16;
+
 /// Events journaled with one fsync, whatever the window: an fsync per event would cost
 /// more than sguild's own work per event with a window of 1 (measured: 0.68 of a bare
 /// client's rate). More journaled than sent only means more resends, answered as
@@ -218,6 +221,12 @@ pub struct Shipper {
     tracker: crate::threshold::Tracker,
     /// Held-back records journaled whose entries are not yet in held/.
     held_journaled: Vec<JournalRecord>,
+    /// Entries `requeue --suppressed` marked released (`.released/`), read once a pass
+    /// (after the queue is listed: a release is marked before its entry is back).
+    released: HashSet<String>,
+    /// Whether `.integrity/` held any marker when the pass began (else held-back
+    /// entries skip the removal of a marker they cannot have).
+    integrity_any: bool,
     pub stats: Stats,
 }
 
@@ -245,12 +254,10 @@ impl Shipper {
         // A held-back record is done once its entry is in held/. Its entry back in the
         // queue with a release marker was put back by `requeue --suppressed` (the same
         // name and inode): that record is stale, never acted on again.
-        let released = dir.join(crate::queue::layout::RELEASED_DIR);
+        let released = names_in(&dir.join(crate::queue::layout::RELEASED_DIR));
         let held_journaled: Vec<JournalRecord> = held
             .into_iter()
-            .filter(|r| {
-                r.entry_present(dir) && fs::symlink_metadata(released.join(&r.entry)).is_err()
-            })
+            .filter(|r| r.entry_present(dir) && !released.contains(&r.entry))
             .collect();
         let unresolved: Vec<InFlight> = records
             .into_iter()
@@ -278,6 +285,8 @@ impl Shipper {
             next_cid: next_cid.saturating_add(1),
             tracker,
             held_journaled: Vec::new(),
+            released,
+            integrity_any: true,
             stats: Stats::default(),
         };
         if !held_journaled.is_empty() {
@@ -312,14 +321,16 @@ impl Shipper {
                     recorded,
                 ));
             }
-            shipper.finish_held(todo)?;
+            shipper.finish_held(todo, true)?;
         }
         Ok(shipper)
     }
 
     /// Held-back entries are journaled: each is recorded as suppressed in the delivered
     /// log (unless `recorded` already), then moved to `held/`.
-    fn finish_held(&mut self, held: Vec<(HeldBack, bool)>) -> Result<(), ShipError> {
+    /// `verify`: the entry's inode is checked first (after a restart: the name may have
+    /// come back with another file); in a pass, the entry was just read under the lock.
+    fn finish_held(&mut self, held: Vec<(HeldBack, bool)>, verify: bool) -> Result<(), ShipError> {
         if held.is_empty() {
             return Ok(());
         }
@@ -355,13 +366,20 @@ impl Shipper {
         }
         for (h, _) in &held {
             let from = dir.join(&h.entry);
-            match fs::symlink_metadata(&from) {
-                Ok(m) if std::os::unix::fs::MetadataExt::ino(&m) == h.ino => {}
-                _ => continue, // gone, or another file under the name
+            if verify {
+                match fs::symlink_metadata(&from) {
+                    Ok(m) if std::os::unix::fs::MetadataExt::ino(&m) == h.ino => {}
+                    _ => continue, // gone, or another file under the name
+                }
             }
-            fs::rename(&from, held_dir.join(&h.entry)).map_err(io_err(&from))?;
-            self.queue.clear_integrity(&h.entry);
-            let _ = fs::remove_file(dir.join(crate::queue::layout::RELEASED_DIR).join(&h.entry));
+            match fs::rename(&from, held_dir.join(&h.entry)) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(io_err(&from)(e)),
+            }
+            if self.integrity_any {
+                self.queue.clear_integrity(&h.entry);
+            }
             self.stats.held += 1;
         }
         let done: HashSet<&str> = held.iter().map(|(h, _)| h.entry.as_str()).collect();
@@ -492,6 +510,8 @@ impl Shipper {
         self.resend_unresolved(sink)?;
         let dir = self.queue.dir().to_path_buf();
         let entries = self.queue.entries().map_err(io_err(&dir))?;
+        self.released = names_in(&dir.join(crate::queue::layout::RELEASED_DIR));
+        self.integrity_any = !names_in(&dir.join(crate::queue::INTEGRITY_DIR)).is_empty();
         let journaled: HashSet<String> = self
             .unresolved
             .iter()
@@ -508,27 +528,35 @@ impl Shipper {
         // Reading and parsing run in a second thread, a few batches ahead: the main
         // thread only journals, sends, and removes.
         let left_over = std::thread::scope(|scope| -> Result<bool, ShipError> {
-            // Entry i goes to loader i % LOADERS; reading the channels in turn gives
-            // the entries back in queue order.
+            // Chunk i of LOAD_CHUNK entries goes to loader i % LOADERS; reading the
+            // channels in turn gives the entries back in queue order. A chunk is one
+            // hand-over: one per entry made the threads spin on each other (a flood of
+            // held-back events is mostly hand-overs otherwise).
+            let chunks: Vec<&[QueueEntry]> = todo.chunks(LOAD_CHUNK).collect();
             let mut channels = Vec::with_capacity(LOADERS);
             for k in 0..LOADERS {
-                let (tx, rx) = crossbeam_channel::bounded(batch * 2);
+                let (tx, rx) = crossbeam_channel::bounded((batch * 2).div_ceil(LOAD_CHUNK).max(2));
                 channels.push(rx);
-                let mine: Vec<QueueEntry> = todo.iter().skip(k).step_by(LOADERS).cloned().collect();
+                let mine: Vec<&[QueueEntry]> =
+                    chunks.iter().skip(k).step_by(LOADERS).copied().collect();
                 let (dir, settings) = (&dir, &settings);
                 scope.spawn(move || {
-                    for e in mine {
-                        let ready = load_and_map(dir, &e.file_name, settings);
-                        if tx.send((e, ready)).is_err() {
+                    for chunk in mine {
+                        let loaded: Vec<(QueueEntry, Result<Ready, LoadError>)> = chunk
+                            .iter()
+                            .map(|e| (e.clone(), load_and_map(dir, &e.file_name, settings)))
+                            .collect();
+                        if tx.send(loaded).is_err() {
                             break; // shipping stopped
                         }
                     }
                 });
             }
-            let total = todo.len();
+            let total = chunks.len();
             let channels = &channels;
             let mut pending = (0..total)
                 .map_while(|i| channels[i % LOADERS].recv().ok())
+                .flatten()
                 .peekable();
             // Batch k is sent while batch k+1 is journaled, so the journal's fsync
             // overlaps the wait for sguild's answers; nothing is sent before its record
@@ -575,7 +603,7 @@ impl Shipper {
                 let durable = written.wait();
                 sent?;
                 durable.map_err(io_err(&journal_path))?;
-                self.finish_held(held_next)?;
+                self.finish_held(held_next, false)?;
                 // No append is pending here: a journal grown past its in-run bound is
                 // rewritten to what is not yet answered, so that it stays far below
                 // MAX_JOURNAL_BYTES however long the run.
@@ -627,11 +655,6 @@ impl Shipper {
             return Ok(None);
         }
         if let Some(rules) = self.settings.thresholds.clone() {
-            let released = self
-                .queue
-                .dir()
-                .join(crate::queue::layout::RELEASED_DIR)
-                .join(&entry.file_name);
             let facts = crate::threshold::Facts {
                 sig: ready.mapped.fields.sig_id,
                 src: Some(ready.src),
@@ -640,7 +663,7 @@ impl Shipper {
                 unique_id: &ready.unique_id,
             };
             // `requeue --suppressed` put it back: shipped whatever the thresholds say.
-            let verdict = if fs::symlink_metadata(&released).is_ok() {
+            let verdict = if self.released.contains(&entry.file_name) {
                 crate::threshold::Verdict::Pass
             } else {
                 self.tracker.decide(&rules, &facts)
@@ -1002,7 +1025,7 @@ impl Shipper {
             }
         };
         self.queue.clear_integrity(entry);
-        if removed {
+        if removed && self.released.contains(entry) {
             let _ = fs::remove_file(
                 self.queue
                     .dir()
@@ -1109,4 +1132,15 @@ fn summary_fields(
         revision: 1,
         detail: detail.into_bytes(),
     }
+}
+
+/// The names in directory `dir` (none when it is missing or unreadable).
+fn names_in(dir: &Path) -> HashSet<String> {
+    fs::read_dir(dir)
+        .map(|rd| {
+            rd.flatten()
+                .filter_map(|e| e.file_name().into_string().ok())
+                .collect()
+        })
+        .unwrap_or_default()
 }
