@@ -265,3 +265,15 @@ fn a_closed_window_that_held_events_back_is_one_summary() {
     assert_eq!(thousands(1_234_567), "1,234,567");
     assert_eq!(thousands(999), "999");
 }
+
+#[test]
+fn the_example_thresholds_file_is_valid() {
+    let text = include_bytes!("../../../examples/thresholds.conf");
+    let r = Rules::parse(Path::new("examples/thresholds.conf"), text).unwrap();
+    assert!(r.thresholds.iter().any(|t| t.sig == SigSel::Id(913100)));
+    assert!(r.thresholds.iter().any(|t| t.sig == SigSel::Any));
+    assert!(
+        r.suppressions.is_empty(),
+        "the suppressions are examples, commented"
+    );
+}
