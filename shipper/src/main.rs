@@ -377,7 +377,7 @@ fn main() -> ExitCode {
                 eprintln!("modsec-shipper: requeue --backlog takes no --unique-id (it retries the whole backlog)");
                 return ExitCode::from(exit::USAGE);
             }
-            if since.is_some() && !(suppressed || !index.is_empty()) {
+            if since.is_some() && !suppressed && index.is_empty() {
                 eprintln!("modsec-shipper: requeue --since goes with --index or --suppressed");
                 return ExitCode::from(exit::USAGE);
             }

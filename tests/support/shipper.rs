@@ -222,7 +222,7 @@ pub fn fill_flood(
 ) -> std::collections::HashSet<String> {
     std::fs::create_dir_all(queue).unwrap();
     let mut attack_ids = std::collections::HashSet::new();
-    let every = if attacks > 0 { n / attacks } else { usize::MAX };
+    let every = n.checked_div(attacks).unwrap_or(usize::MAX);
     for i in 0..n {
         let id = flood_id(first + i);
         let src = if attacks > 0 && i % every == every / 2 && attack_ids.len() < attacks {
