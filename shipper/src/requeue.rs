@@ -89,34 +89,32 @@ pub fn run(source: Source, o: &Options) -> u8 {
         }
     }
     let mut out = Printer::new(o.dry_run);
+    // --failed and --suppressed skip what the queue holds or delivered.
+    let known = || {
+        Known::load(&queue_dir).map_err(|e| {
+            error(format!(
+                "cannot read the queue {}: {e}",
+                queue_dir.display()
+            ));
+            exit::IO
+        })
+    };
     let result = match source {
         Source::Failed {
             names,
             unique_ids,
             all,
         } => {
-            let known = match Known::load(&queue_dir) {
+            let known = match known() {
                 Ok(k) => k,
-                Err(e) => {
-                    error(format!(
-                        "cannot read the queue {}: {e}",
-                        queue_dir.display()
-                    ));
-                    return exit::IO;
-                }
+                Err(code) => return code,
             };
             failed(&queue_dir, known, &names, &unique_ids, all, o, &mut out)
         }
         Source::Suppressed { since, unique_ids } => {
-            let known = match Known::load(&queue_dir) {
+            let known = match known() {
                 Ok(k) => k,
-                Err(e) => {
-                    error(format!(
-                        "cannot read the queue {}: {e}",
-                        queue_dir.display()
-                    ));
-                    return exit::IO;
-                }
+                Err(code) => return code,
             };
             suppressed(&queue_dir, &known, since, &unique_ids, o, &mut out)
         }

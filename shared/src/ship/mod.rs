@@ -416,6 +416,21 @@ impl Shipper {
         Ok(())
     }
 
+    /// A new event of this session: its sid and hostname, the next cid (taken only when
+    /// the event is valid).
+    fn new_event(
+        &mut self,
+        mut fields: crate::sguil::wire::EventFields,
+        sink: &dyn Sink,
+    ) -> Result<SguilEvent, crate::sguil::wire::EventError> {
+        fields.sid = sink.sid();
+        fields.hostname = sink.hostname().to_string();
+        fields.cid = self.next_cid;
+        let event = SguilEvent::new(fields)?;
+        self.next_cid = self.next_cid.saturating_add(1);
+        Ok(event)
+    }
+
     /// Summaries waiting in the state and not yet journaled, as events with new cids.
     fn new_summaries(&mut self, sink: &dyn Sink) -> Vec<Prepared> {
         let journaled: HashSet<String> = self
@@ -432,13 +447,8 @@ impl Shipper {
             .collect();
         let mut out = Vec::new();
         for s in waiting {
-            let mut fields = summary_fields(&s, &self.settings.alert);
-            fields.sid = sink.sid();
-            fields.hostname = sink.hostname().to_string();
-            fields.cid = self.next_cid;
-            match SguilEvent::new(fields) {
+            match self.new_event(summary_fields(&s, &self.settings.alert), sink) {
                 Ok(event) => {
-                    self.next_cid = self.next_cid.saturating_add(1);
                     out.push(Prepared {
                         event,
                         entry: s.name(),
@@ -677,22 +687,15 @@ impl Shipper {
                 })));
             }
         }
-        let mut fields = ready.mapped.fields;
-        fields.sid = sink.sid();
-        fields.hostname = sink.hostname().to_string();
-        fields.cid = self.next_cid;
-        match SguilEvent::new(fields) {
-            Ok(event) => {
-                self.next_cid = self.next_cid.saturating_add(1);
-                Ok(Some(Taken::Send(Prepared {
-                    event,
-                    entry: entry.file_name.clone(),
-                    unique_id: ready.unique_id,
-                    ino: ready.ino,
-                    target: ready.target,
-                    ipv6: ready.mapped.ipv6,
-                })))
-            }
+        match self.new_event(ready.mapped.fields, sink) {
+            Ok(event) => Ok(Some(Taken::Send(Prepared {
+                event,
+                entry: entry.file_name.clone(),
+                unique_id: ready.unique_id,
+                ino: ready.ino,
+                target: ready.target,
+                ipv6: ready.mapped.ipv6,
+            }))),
             Err(e) => {
                 self.quarantine(&entry.file_name, &format!("cannot be sent to Sguil: {e}"))?;
                 Ok(None)
@@ -754,12 +757,7 @@ impl Shipper {
             for r in chunk {
                 if let Some(s) = self.tracker.summary(&r.entry).cloned() {
                     let mut fields = summary_fields(&s, &self.settings.alert);
-                    fields.sid = r.sid;
-                    fields.cid = r.cid;
-                    fields.hostname = r.hostname.clone();
-                    if let Some(t) = Utc.timestamp_opt(r.time, 0).single() {
-                        fields.time = t;
-                    }
+                    as_journaled(&mut fields, r);
                     match SguilEvent::new(fields) {
                         Ok(event) => window.push(Prepared {
                             event,
@@ -797,12 +795,7 @@ impl Shipper {
                 // Sent before: the same sid, cid, time and hostname, whatever the
                 // decision would be now.
                 let mut fields = ready.mapped.fields;
-                fields.sid = r.sid;
-                fields.cid = r.cid;
-                fields.hostname = r.hostname.clone();
-                if let Some(t) = Utc.timestamp_opt(r.time, 0).single() {
-                    fields.time = t;
-                }
+                as_journaled(&mut fields, r);
                 match SguilEvent::new(fields) {
                     Ok(event) => window.push(Prepared {
                         event,
@@ -1143,4 +1136,15 @@ fn names_in(dir: &Path) -> HashSet<String> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// An event sent before goes again as it was journaled: the same sid, cid, hostname and
+/// time (which picks sguild's day table, so a copy stored is a duplicate).
+fn as_journaled(fields: &mut crate::sguil::wire::EventFields, r: &JournalRecord) {
+    fields.sid = r.sid;
+    fields.cid = r.cid;
+    fields.hostname = r.hostname.clone();
+    if let Some(t) = Utc.timestamp_opt(r.time, 0).single() {
+        fields.time = t;
+    }
 }
