@@ -177,8 +177,8 @@ enum Command {
     /// Put events back into the queue: from failed/, the collector's backlog, index files, or held/.
     ///
     /// --failed and --suppressed: an entry already queued, or recorded as delivered
-    /// (EVENT_DIR/.delivered), is skipped unless --force; started as root, it works as RUNAS (else EVENT_DIR's
-    /// owner): it only moves files within the queue. --backlog and --index are the
+    /// (EVENT_DIR/.delivered), is skipped unless --force; started as root, they work as
+    /// RUNAS (else EVENT_DIR's owner): they only move files within the queue. --backlog and --index are the
     /// collector's work and run as it does (root): an event the collector recorded as
     /// queued (STATE_DIR/queued) is skipped unless --force (after a Sguil database loss,
     /// --force sends them again); lines are checked as the collector checks them (path
