@@ -178,9 +178,9 @@ enum Command {
     ///
     /// --failed and --suppressed: an entry already queued, or recorded as delivered
     /// (EVENT_DIR/.delivered), is skipped unless --force; started as root, they work as
-    /// RUNAS (else EVENT_DIR's owner): they only move files within the queue. --backlog and --index are the
-    /// collector's work and run as it does (root): an event the collector recorded as
-    /// queued (STATE_DIR/queued) is skipped unless --force (after a Sguil database loss,
+    /// RUNAS (else EVENT_DIR's owner): they only move files within the queue. --backlog
+    /// and --index are the collector's work and run as it does (root): an event the
+    /// collector recorded as queued (STATE_DIR/queued) is skipped unless --force (after a Sguil database loss,
     /// --force sends them again); lines are checked as the collector checks them (path
     /// inside the storage dir, no symlinks, owner, size and md5), then hard-linked (or
     /// copied) into the queue. Prints one line per event (failures on stderr; names and
