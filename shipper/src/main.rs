@@ -180,13 +180,13 @@ enum Command {
     /// (EVENT_DIR/.delivered), is skipped unless --force; started as root, they work as
     /// RUNAS (else EVENT_DIR's owner): they only move files within the queue. --backlog
     /// and --index are the collector's work and run as it does (root): an event the
-    /// collector recorded as queued (STATE_DIR/queued) is skipped unless --force (after a Sguil database loss,
-    /// --force sends them again); lines are checked as the collector checks them (path
-    /// inside the storage dir, no symlinks, owner, size and md5), then hard-linked (or
-    /// copied) into the queue. Prints one line per event (failures on stderr; names and
-    /// reasons from the queue escaped) and a summary; exits 0, 1 if anything could not be
-    /// queued, 2 on a bad command line, 3 on a bad config (as root: one not root's alone)
-    /// or a queue owner it cannot become.
+    /// collector recorded as queued (STATE_DIR/queued) is skipped unless --force (after
+    /// a Sguil database loss, --force sends them again); lines are checked as the
+    /// collector checks them (path inside the storage dir, no symlinks, owner, size and
+    /// md5), then hard-linked (or copied) into the queue. Prints one line per event
+    /// (failures on stderr; names and reasons from the queue escaped) and a summary;
+    /// exits 0, 1 if anything could not be queued, 2 on a bad command line, 3 on a bad
+    /// config (as root: one not root's alone) or a queue owner it cannot become.
     ///
     /// Examples:
     ///   modsec-shipper requeue -c /etc/modsec2sguil.conf --failed --all --dry-run
