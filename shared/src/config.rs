@@ -56,6 +56,7 @@ pub const KNOWN_KEYS: &[&str] = &[
     "MAX_EVENT_BYTES",
     "SHIPPER_LOG_FILE",
     "POLL_INTERVAL",
+    "THRESHOLD_FILE",
     // modsec-collector
     "STORAGE_DIR",
     "INDEX_FILE",

@@ -42,4 +42,5 @@ pub mod state;
 pub mod status;
 #[cfg(test)]
 mod testdata;
+pub mod threshold;
 pub mod time;

@@ -209,6 +209,89 @@ pub fn requeue_failed(
     Outcome::Queued(name.to_string())
 }
 
+/// Events a threshold held back (THRESHOLD_FILE), as the delivered log records them:
+/// the suppressed records held back at or after `since` (all without), the newest record
+/// of each entry, whose event is still in `held/`. Each comes with its unique id.
+pub fn suppressed_entries(
+    queue_dir: &Path,
+    since: Option<DateTime<FixedOffset>>,
+) -> io::Result<Vec<(String, String)>> {
+    let held = queue_dir.join(crate::queue::layout::HELD_DIR);
+    let mut seen = std::collections::HashSet::new();
+    let mut out = Vec::new();
+    for d in crate::queue::delivered::read_delivered(queue_dir)? {
+        if d.suppressed.is_none() || since.is_some_and(|t| d.time < t.timestamp()) {
+            continue;
+        }
+        if EntryName::parse(&d.entry).is_none() || !seen.insert(d.entry.clone()) {
+            continue;
+        }
+        if fs::symlink_metadata(held.join(&d.entry)).is_ok() {
+            out.push((d.entry, d.unique_id));
+        }
+    }
+    out.sort_by_key(|(e, _)| EntryName::parse(e));
+    Ok(out)
+}
+
+/// Puts a held-back event back into the queue under its old name (or the next free
+/// one), marked released (`.released/<entry>`) so that the shipper sends it whatever
+/// the thresholds say. `known` refuses one delivered since (unless `force`).
+pub fn requeue_suppressed(
+    queue: &mut Queue,
+    entry: &str,
+    unique_id: &str,
+    known: &Known,
+    dry_run: bool,
+    force: bool,
+) -> Outcome {
+    let dir = queue.dir().to_path_buf();
+    let path = dir.join(crate::queue::layout::HELD_DIR).join(entry);
+    let Some(name) = EntryName::parse(entry) else {
+        return Outcome::Failed(format!("{entry}: not an entry name"));
+    };
+    if !force {
+        if let Some(why) = known.why(Some(unique_id), None) {
+            return Outcome::Known(why);
+        }
+    }
+    if dry_run {
+        return Outcome::WouldQueue;
+    }
+    let released = dir.join(crate::queue::layout::RELEASED_DIR);
+    let mark = |n: &str| -> io::Result<()> {
+        match fs::create_dir(&released) {
+            Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(e),
+            _ => {}
+        }
+        fs::write(released.join(n), b"")
+    };
+    // Marked before it is back, so the shipper never holds it back again.
+    if let Err(e) = mark(entry) {
+        return Outcome::Failed(format!("{}: {e}", released.display()));
+    }
+    let got = match queue.adopt(&path, name) {
+        Ok(n) => n,
+        Err(err) => {
+            return Outcome::Failed(format!(
+                "cannot link {} into the queue: {err}",
+                path.display()
+            ))
+        }
+    };
+    if got != name {
+        let _ = mark(&got.to_string());
+        let _ = fs::remove_file(released.join(entry));
+    }
+    if let Err(err) = fs::remove_file(&path) {
+        log::warn!(
+            "{}: requeued as {got} but not removed from held/: {err}",
+            path.display()
+        );
+    }
+    Outcome::Queued(got.to_string())
+}
+
 /// Moves a reason file to `failed/history/`, noting when and as what it was requeued.
 fn keep_in_history(dir: &Path, reason: &Path, file_name: &str, entry: &str) -> io::Result<()> {
     match fs::symlink_metadata(reason) {

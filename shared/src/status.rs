@@ -45,6 +45,11 @@ pub struct QueueStatus {
     /// Entries in failed/, and how many per reason (the reason up to its first `:`).
     pub failed: usize,
     pub failed_by_reason: BTreeMap<String, usize>,
+    /// Events a threshold held back (THRESHOLD_FILE), kept in held/ and recorded as
+    /// suppressed in the delivered log (`requeue --suppressed` ships them).
+    pub held: usize,
+    /// Threshold summaries waiting to be stored in Sguil (`.thresholds`).
+    pub summaries_waiting: usize,
     /// Index lines the collector could not act on (`requeue --backlog` retries them).
     pub backlog: usize,
     /// Index lines a collector spilled to disk and has not handled yet.
@@ -191,6 +196,31 @@ impl QueueStatus {
                 Vec::new()
             }
         };
+        let held = match fs::read_dir(dir.join(crate::queue::layout::HELD_DIR)) {
+            Ok(rd) => rd
+                .flatten()
+                .filter(|e| {
+                    e.file_name()
+                        .to_str()
+                        .is_some_and(|n| crate::queue::EntryName::parse(n).is_some())
+                })
+                .count(),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => 0,
+            Err(e) => {
+                problems.push(format!(
+                    "{}: {e}",
+                    dir.join(crate::queue::layout::HELD_DIR).display()
+                ));
+                0
+            }
+        };
+        let summaries_waiting = match crate::queue::threshold_state::load(dir) {
+            Ok(t) => t.summaries.len(),
+            Err(e) => {
+                problems.push(e.to_string());
+                0
+            }
+        };
         let never_used =
             entries.is_empty() && failed == 0 && backlog == 0 && overflow == 0 && !delivered;
         Ok(QueueStatus {
@@ -203,6 +233,8 @@ impl QueueStatus {
             in_flight,
             failed,
             failed_by_reason,
+            held,
+            summaries_waiting,
             backlog,
             overflow,
             integrity_marked,

@@ -16,6 +16,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("testdata", 7),
     ("index", 1),
     ("config", 1),
+    ("threshold", 1),
     ("safefs", 1),
     ("control", 1),
     ("auditlog", 2),

@@ -178,19 +178,19 @@ enum Command {
         #[arg(long)]
         foreground: bool,
     },
-    /// Put events back into the queue: from failed/, the collector's backlog, or index files.
+    /// Put events back into the queue: from failed/, the collector's backlog, index files, or held/.
     ///
-    /// --failed: an entry already queued, or recorded as delivered (EVENT_DIR/.delivered),
-    /// is skipped unless --force; started as root, it works as RUNAS (else EVENT_DIR's
-    /// owner): it only moves files within the queue. --backlog and --index are the
-    /// collector's work and run as it does (root): an event the collector recorded as
-    /// queued (STATE_DIR/queued) is skipped unless --force (after a Sguil database loss,
-    /// --force sends them again); lines are checked as the collector checks them (path
-    /// inside the storage dir, no symlinks, owner, size and md5), then hard-linked (or
-    /// copied) into the queue. Prints one line per event (failures on stderr; names and
-    /// reasons from the queue escaped) and a summary; exits 0, 1 if anything could not be
-    /// queued, 2 on a bad command line, 3 on a bad config (as root: one not root's alone)
-    /// or a queue owner it cannot become.
+    /// --failed and --suppressed: an entry already queued, or recorded as delivered
+    /// (EVENT_DIR/.delivered), is skipped unless --force; started as root, they work as
+    /// RUNAS (else EVENT_DIR's owner): they only move files within the queue. --backlog
+    /// and --index are the collector's work and run as it does (root): an event the
+    /// collector recorded as queued (STATE_DIR/queued) is skipped unless --force (after
+    /// a Sguil database loss, --force sends them again); lines are checked as the
+    /// collector checks them (path inside the storage dir, no symlinks, owner, size and
+    /// md5), then hard-linked (or copied) into the queue. Prints one line per event
+    /// (failures on stderr; names and reasons from the queue escaped) and a summary;
+    /// exits 0, 1 if anything could not be queued, 2 on a bad command line, 3 on a bad
+    /// config (as root: one not root's alone) or a queue owner it cannot become.
     ///
     /// Examples:
     ///   modsec-shipper requeue -c /etc/modsec2sguil.conf --failed --all --dry-run
@@ -198,8 +198,9 @@ enum Command {
     ///   modsec-shipper requeue -c /etc/modsec2sguil.conf --backlog
     ///   modsec-shipper requeue -c /etc/modsec2sguil.conf --index /var/log/apache2/modsec_index.log.2.gz \
     ///       --since "2026-11-27 00:00" --status 4xx,5xx
+    ///   modsec-shipper requeue -c /etc/modsec2sguil.conf --suppressed --since 2026-12-07T05:00:00Z
     #[command(verbatim_doc_comment)]
-    #[command(group(clap::ArgGroup::new("source").required(true).args(["failed", "backlog", "index"])))]
+    #[command(group(clap::ArgGroup::new("source").required(true).args(["failed", "backlog", "index", "suppressed"])))]
     Requeue {
         #[command(flatten)]
         at: QueueArgs,
@@ -213,6 +214,12 @@ enum Command {
         /// Every entry of failed/ (with --failed).
         #[arg(long, requires = "failed")]
         all: bool,
+        /// Events a threshold held back (THRESHOLD_FILE): back from EVENT_DIR/held/ under
+        /// their old names, shipped whatever the thresholds say. With --since: those held
+        /// back at or after TIME (the delivered log's record); with --unique-id: those.
+        /// Works as the queue's owner, as --failed does.
+        #[arg(long)]
+        suppressed: bool,
         /// Retry the index lines the collector could not act on (STATE_DIR/backlog); what
         /// still fails stays there with its new reason.
         #[arg(long)]
@@ -225,8 +232,9 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         storage_dir: Option<PathBuf>,
         /// Only transactions that ended at or after this time (RFC 3339, or
-        /// "YYYY-MM-DD[ HH:MM[:SS]]" in local time).
-        #[arg(long, value_name = "TIME", requires = "index", value_parser = modsec2sguil::requeue::parse_time)]
+        /// "YYYY-MM-DD[ HH:MM[:SS]]" in local time); with --suppressed: held back at or
+        /// after it.
+        #[arg(long, value_name = "TIME", value_parser = modsec2sguil::requeue::parse_time)]
         since: Option<chrono::DateTime<chrono::FixedOffset>>,
         /// Only transactions that ended at or before this time.
         #[arg(long, value_name = "TIME", requires = "index", value_parser = modsec2sguil::requeue::parse_time)]
@@ -359,6 +367,7 @@ fn main() -> ExitCode {
             failed,
             names,
             all,
+            suppressed,
             backlog,
             index,
             storage_dir,
@@ -378,7 +387,16 @@ fn main() -> ExitCode {
                 eprintln!("modsec-shipper: requeue --backlog takes no --unique-id (it retries the whole backlog)");
                 return ExitCode::from(exit::USAGE);
             }
-            let source = if failed {
+            if since.is_some() && !suppressed && index.is_empty() {
+                eprintln!("modsec-shipper: requeue --since goes with --index or --suppressed");
+                return ExitCode::from(exit::USAGE);
+            }
+            let source = if suppressed {
+                requeue::Source::Suppressed {
+                    since,
+                    unique_ids: unique_id,
+                }
+            } else if failed {
                 requeue::Source::Failed {
                     names,
                     unique_ids: unique_id,

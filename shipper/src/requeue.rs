@@ -26,6 +26,11 @@ pub enum Source {
         all: bool,
     },
     Backlog,
+    /// held/: what a threshold held back (since a time, or these unique ids).
+    Suppressed {
+        since: Option<chrono::DateTime<chrono::FixedOffset>>,
+        unique_ids: Vec<String>,
+    },
     Index {
         files: Vec<PathBuf>,
         storage_dir: Option<PathBuf>,
@@ -70,7 +75,7 @@ pub fn run(source: Source, o: &Options) -> u8 {
     // owner, so nothing planted in failed/ or history/ (a link to a root-only directory)
     // is followed by root. --backlog and --index read the storage dir, which may need
     // root, and queue as the collector does.
-    if matches!(source, Source::Failed { .. }) {
+    if matches!(source, Source::Failed { .. } | Source::Suppressed { .. }) {
         let runas = match config.as_ref().map(|c| c.owner("RUNAS")).transpose() {
             Ok(r) => r.flatten(),
             Err(e) => {
@@ -84,23 +89,34 @@ pub fn run(source: Source, o: &Options) -> u8 {
         }
     }
     let mut out = Printer::new(o.dry_run);
+    // --failed and --suppressed skip what the queue holds or delivered.
+    let known = || {
+        Known::load(&queue_dir).map_err(|e| {
+            error(format!(
+                "cannot read the queue {}: {e}",
+                queue_dir.display()
+            ));
+            exit::IO
+        })
+    };
     let result = match source {
         Source::Failed {
             names,
             unique_ids,
             all,
         } => {
-            let known = match Known::load(&queue_dir) {
+            let known = match known() {
                 Ok(k) => k,
-                Err(e) => {
-                    error(format!(
-                        "cannot read the queue {}: {e}",
-                        queue_dir.display()
-                    ));
-                    return exit::IO;
-                }
+                Err(code) => return code,
             };
             failed(&queue_dir, known, &names, &unique_ids, all, o, &mut out)
+        }
+        Source::Suppressed { since, unique_ids } => {
+            let known = match known() {
+                Ok(k) => k,
+                Err(code) => return code,
+            };
+            suppressed(&queue_dir, &known, since, &unique_ids, o, &mut out)
         }
         Source::Backlog | Source::Index { .. } => {
             let storage_dir = match &source {
@@ -202,6 +218,31 @@ fn failed(
             e.reason.as_deref().unwrap_or("no reason file")
         );
         out.outcome(&what, &outcome);
+        report.count(&outcome);
+    }
+    Ok(report)
+}
+
+fn suppressed(
+    queue_dir: &std::path::Path,
+    known: &Known,
+    since: Option<chrono::DateTime<chrono::FixedOffset>>,
+    unique_ids: &[String],
+    o: &Options,
+    out: &mut Printer,
+) -> Result<Report, String> {
+    let held = modsec2sguil::requeue::suppressed_entries(queue_dir, since)
+        .map_err(|e| format!("{}: {e}", queue_dir.display()))?;
+    let mut queue = Queue::open(queue_dir).map_err(|e| format!("{}: {e}", queue_dir.display()))?;
+    let mut report = Report::default();
+    for (entry, id) in held {
+        if !unique_ids.is_empty() && !unique_ids.contains(&id) {
+            continue;
+        }
+        let outcome = modsec2sguil::requeue::requeue_suppressed(
+            &mut queue, &entry, &id, known, o.dry_run, o.force,
+        );
+        out.outcome(&format!("held/{entry} (unique id {id})"), &outcome);
         report.count(&outcome);
     }
     Ok(report)

@@ -202,6 +202,13 @@ fn human(s: &QueueStatus, now: i64, level: Level, why: &[String]) -> String {
             "            (each has a .reason file; fix the cause, then: modsec-shipper requeue --failed --all)"
         );
     }
+    if s.held > 0 || s.summaries_waiting > 0 {
+        let _ = writeln!(
+            o,
+            "held back:  {} event(s) a threshold held back (EVENT_DIR/held/; modsec-shipper requeue --suppressed ships them); {} summary event(s) waiting",
+            s.held, s.summaries_waiting
+        );
+    }
     let _ = write!(o, "backlog:    {} index line(s)", s.backlog);
     if s.backlog > 0 {
         let _ = write!(

@@ -211,3 +211,51 @@ impl Drop for Daemon {
         let _ = self.0.wait();
     }
 }
+
+/// The client of [`fill_flood`]'s flood.
+pub const FLOODER: &str = "203.0.113.9";
+
+/// A small native event (an SQL injection CRS blocked) from `src` at unix time `t`.
+pub fn flood_event(id: &str, src: &str, t: i64) -> String {
+    let when = chrono::DateTime::from_timestamp(t, 0)
+        .unwrap()
+        .format("%d/%b/%Y:%H:%M:%S%.6f +0000");
+    format!(
+        "--a1b2c3d4-A--\n[{when}] {id} {src} 50000 192.0.2.80 80\n\
+         --a1b2c3d4-B--\nGET /?q=1'%20or%201=1 HTTP/1.1\nHost: lab.example\n\n\
+         --a1b2c3d4-F--\nHTTP/1.1 403 Forbidden\n\n\
+         --a1b2c3d4-H--\nMessage: Access denied with code 403 (phase 2). [id \"942100\"] [msg \"SQL Injection Attack Detected via libinjection\"] [severity \"CRITICAL\"]\n\n\
+         --a1b2c3d4-Z--\n\n"
+    )
+}
+
+pub fn flood_id(n: usize) -> String {
+    format!("FLOOD{n:022}")
+}
+
+/// Queues `n` events (entry i has unique id `flood_id(first + i)`): from the flooder, but
+/// for `attacks` of them spread evenly, each from its own client. `time(i)` is entry
+/// i's event time. Returns the attacks' unique ids.
+pub fn fill_flood(
+    queue: &Path,
+    first: usize,
+    n: usize,
+    attacks: usize,
+    time: impl Fn(usize) -> i64,
+) -> std::collections::HashSet<String> {
+    std::fs::create_dir_all(queue).unwrap();
+    let mut attack_ids = std::collections::HashSet::new();
+    let every = n.checked_div(attacks).unwrap_or(usize::MAX);
+    for i in 0..n {
+        let id = flood_id(first + i);
+        let src = if attacks > 0 && i % every == every / 2 && attack_ids.len() < attacks {
+            attack_ids.insert(id.clone());
+            format!("198.51.100.{}", attack_ids.len())
+        } else {
+            FLOODER.to_string()
+        };
+        let name = format!("modsec.log.1790000000.{:06}", first + i);
+        std::fs::write(queue.join(name), flood_event(&id, &src, time(i))).unwrap();
+    }
+    attack_ids
+}

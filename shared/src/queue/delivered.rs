@@ -8,7 +8,9 @@
 //! keeps it; a power cut may lose the last ones (then `requeue --index` could put
 //! those events back), never an event.
 //!
-//! One line per event: `v1\t<unix time>\t<sid>\t<cid>\t<unique id>\t<entry>\n`
+//! One line per event: `v1\t<unix time>\t<sid>\t<cid>\t<unique id>\t<entry>\n`; an event
+//! a threshold held back (THRESHOLD_FILE) is recorded as suppressed, with no sid or cid
+//! and why: `v2\t<unix time>\t\t\t<unique id>\t<entry>\t<why>\n`
 //! ([`super::version`]; 0.1.0 wrote the same without `v1\t`; a record of a newer
 //! version is skipped with a warning: this log only keeps `requeue` from adding an event
 //! twice). When the file passes [`ROTATE_BYTES`] it becomes `.delivered.1` (replacing
@@ -45,11 +47,23 @@ pub struct Delivered {
     pub cid: u32,
     pub unique_id: String,
     pub entry: String,
+    /// Not delivered: held back by a threshold, for this reason (sid and cid are 0).
+    pub suppressed: Option<String>,
 }
 
 impl Delivered {
     fn to_line(&self) -> String {
         let clean = |s: &str| s.replace(['\t', '\n', '\r'], " ");
+        if let Some(why) = &self.suppressed {
+            return format!(
+                "{}{}\t\t\t{}\t{}\t{}\n",
+                super::version::LINE_TAG_V2,
+                self.time,
+                clean(&self.unique_id),
+                clean(&self.entry),
+                clean(why)
+            );
+        }
         format!(
             "{}{}\t{}\t{}\t{}\t{}\n",
             super::version::LINE_TAG,
@@ -62,14 +76,30 @@ impl Delivered {
     }
 
     fn parse(line: &str) -> Option<Delivered> {
-        let (_, fields) = super::version::split_text(line).ok()?;
+        let (version, fields) = super::version::split_text(line).ok()?;
         let mut f = fields.split('\t');
+        if version == super::version::Version::V2 {
+            let time = f.next()?.parse().ok()?;
+            let ("", "") = (f.next()?, f.next()?) else {
+                return None;
+            };
+            let d = Delivered {
+                time,
+                sid: 0,
+                cid: 0,
+                unique_id: f.next()?.to_string(),
+                entry: f.next()?.to_string(),
+                suppressed: Some(f.next()?.to_string()),
+            };
+            return (f.next().is_none() && !d.unique_id.is_empty()).then_some(d);
+        }
         let d = Delivered {
             time: f.next()?.parse().ok()?,
             sid: f.next()?.parse().ok()?,
             cid: f.next()?.parse().ok()?,
             unique_id: f.next()?.to_string(),
             entry: f.next()?.to_string(),
+            suppressed: None,
         };
         (f.next().is_none() && !d.unique_id.is_empty()).then_some(d)
     }
@@ -115,11 +145,19 @@ impl DeliveredLog {
     /// Appends `d` now, rotating the log first when it has grown too big. An error
     /// (full disk, no permission) names the log; the caller must then keep the entry.
     pub fn record(&mut self, d: &Delivered) -> io::Result<()> {
-        self.append(d)
+        self.record_many(std::slice::from_ref(d))
+    }
+
+    /// Appends `records` with one write (suppressed ones come by the thousand).
+    pub fn record_many(&mut self, records: &[Delivered]) -> io::Result<()> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        self.append(records)
             .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", self.path.display())))
     }
 
-    fn append(&mut self, d: &Delivered) -> io::Result<()> {
+    fn append(&mut self, records: &[Delivered]) -> io::Result<()> {
         if self.len >= ROTATE_BYTES {
             let mut old = self.path.clone().into_os_string();
             old.push(".1");
@@ -129,7 +167,7 @@ impl DeliveredLog {
         if self.file.is_none() {
             self.reopen()?;
         }
-        let line = d.to_line();
+        let line: String = records.iter().map(Delivered::to_line).collect();
         let f = self.file.as_mut().expect("opened above");
         self.headroom.keep(f, self.len, &self.path);
         if let Err(e) = crate::safefs::append_whole(f, line.as_bytes(), false) {
@@ -234,10 +272,11 @@ fn read_log(path: &Path, out: &mut Vec<Delivered>) -> io::Result<Skipped> {
     Ok(skipped)
 }
 
-/// The unique ids of every delivered event the log remembers.
+/// The unique ids of every delivered event the log remembers (not the suppressed ones).
 pub fn delivered_ids(queue_dir: &Path) -> io::Result<HashSet<String>> {
     Ok(read_delivered(queue_dir)?
         .into_iter()
+        .filter(|d| d.suppressed.is_none())
         .map(|d| d.unique_id)
         .collect())
 }
@@ -254,7 +293,31 @@ mod tests {
             cid: n,
             unique_id: format!("id\t{n}"),
             entry: format!("modsec.log.1790000000.{n:06}"),
+            suppressed: None,
         }
+    }
+
+    #[test]
+    fn suppressed_records_are_version_two_without_sid_and_cid_and_not_delivered() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = DeliveredLog::open(dir.path());
+        let mut held = record(2);
+        held.suppressed = Some("threshold, line 3: limit".into());
+        log.record_many(&[record(1), held]).unwrap();
+        let text = fs::read_to_string(dir.path().join(DELIVERED_FILE)).unwrap();
+        assert!(
+            text.ends_with("v2\t1790000002\t\t\tid 2\tmodsec.log.1790000000.000002\tthreshold, line 3: limit\n"),
+            "{text}"
+        );
+        let back = read_delivered(dir.path()).unwrap();
+        assert_eq!(back.len(), 2);
+        assert_eq!(
+            back[1].suppressed.as_deref(),
+            Some("threshold, line 3: limit")
+        );
+        assert_eq!((back[1].sid, back[1].cid), (0, 0));
+        let ids = delivered_ids(dir.path()).unwrap();
+        assert!(ids.contains("id 1") && !ids.contains("id 2"), "{ids:?}");
     }
 
     #[test]

@@ -57,10 +57,22 @@ pub struct JournalRecord {
     pub hostname: String,
     /// The entry's file name in the queue.
     pub entry: String,
+    /// A threshold held the entry's event back: it is not sent, but kept in `held/` and
+    /// recorded as suppressed. Written as `v2\theld\t<inode>\t<entry>` (sid, cid, time
+    /// and hostname are 0 and empty).
+    pub held: bool,
 }
 
 impl JournalRecord {
     fn to_line(&self) -> String {
+        if self.held {
+            return format!(
+                "{}held\t{}\t{}\n",
+                super::version::LINE_TAG_V2,
+                self.ino,
+                self.entry
+            );
+        }
         format!(
             "{}{}\t{}\t{}\t{}\t{}\t{}\n",
             super::version::LINE_TAG,
@@ -75,8 +87,30 @@ impl JournalRecord {
 
     /// A record of either version ([`super::version`]); `None` for a line that is not one.
     fn parse(line: &str) -> Result<Option<JournalRecord>, super::version::Unknown> {
-        let (_, fields) = super::version::split_text(line)?;
+        let (version, fields) = super::version::split_text(line)?;
+        if version == super::version::Version::V2 {
+            return Ok(Self::parse_held(fields));
+        }
         Ok(Self::parse_fields(fields))
+    }
+
+    fn parse_held(line: &str) -> Option<JournalRecord> {
+        let f: Vec<&str> = line.split('\t').collect();
+        let ["held", ino, entry] = f.as_slice() else {
+            return None;
+        };
+        if entry.is_empty() || entry.contains('/') {
+            return None;
+        }
+        Some(JournalRecord {
+            sid: 0,
+            cid: 0,
+            time: 0,
+            ino: ino.parse().ok()?,
+            hostname: String::new(),
+            entry: entry.to_string(),
+            held: true,
+        })
     }
 
     fn parse_fields(line: &str) -> Option<JournalRecord> {
@@ -94,6 +128,7 @@ impl JournalRecord {
             ino: ino.parse().ok()?,
             hostname: hostname.to_string(),
             entry: entry.to_string(),
+            held: false,
         })
     }
 
@@ -355,7 +390,32 @@ mod tests {
             ino: 42,
             hostname: "websrv".into(),
             entry: entry.into(),
+            held: false,
         }
+    }
+
+    #[test]
+    fn held_records_are_version_two_and_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut j, _) = Journal::open(dir.path()).unwrap();
+        let held = JournalRecord {
+            sid: 0,
+            cid: 0,
+            time: 0,
+            ino: 7,
+            hostname: String::new(),
+            entry: "modsec.log.1.000002".into(),
+            held: true,
+        };
+        j.append(&[rec(1, "modsec.log.1.000001"), held.clone()])
+            .unwrap();
+        let text = fs::read_to_string(dir.path().join(JOURNAL_FILE)).unwrap();
+        assert!(
+            text.ends_with("v2\theld\t7\tmodsec.log.1.000002\n"),
+            "{text}"
+        );
+        let (_, back) = Journal::open(dir.path()).unwrap();
+        assert_eq!(back, vec![rec(1, "modsec.log.1.000001"), held]);
     }
 
     #[test]
@@ -375,13 +435,13 @@ mod tests {
         let (_, records) = Journal::open(dir.path()).unwrap();
         assert_eq!(records, vec![rec(7, "modsec.log.1.000007")]);
         // A newer release's record may be in flight: refused, not dropped.
-        fs::write(&path, "v2\t3\t8\tsomething new\n").unwrap();
+        fs::write(&path, "v3\t3\t8\tsomething new\n").unwrap();
         let e = Journal::open(dir.path()).err().unwrap();
-        assert!(e.to_string().contains("format version 2"), "{e}");
+        assert!(e.to_string().contains("format version 3"), "{e}");
         assert!(read_journal(dir.path()).is_err());
         assert_eq!(
             fs::read_to_string(&path).unwrap(),
-            "v2\t3\t8\tsomething new\n"
+            "v3\t3\t8\tsomething new\n"
         );
     }
 

@@ -59,6 +59,10 @@ pub struct LastRun {
     pub already_stored: u64,
     pub skipped: u64,
     pub quarantined: u64,
+    /// Held back by a threshold (THRESHOLD_FILE); absent from a record written before
+    /// thresholds existed.
+    #[serde(default)]
+    pub held: u64,
     pub remaining: u64,
 }
 
@@ -109,6 +113,7 @@ mod tests {
             already_stored: 0,
             skipped: 0,
             quarantined: 0,
+            held: 0,
             remaining: 0,
         }
     }

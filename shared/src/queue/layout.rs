@@ -36,3 +36,11 @@ pub const DELIVERED_FILE: &str = ".delivered";
 pub const LAST_RUN_FILE: &str = ".last-run";
 /// How long entries waited until delivered, as the daemon measured them (JSON).
 pub const LATENCY_FILE: &str = ".latency";
+/// Events a threshold held back (THRESHOLD_FILE), each under its entry name, until
+/// `requeue --suppressed` puts them back.
+pub const HELD_DIR: &str = "held";
+/// One marker per entry `requeue --suppressed` put back: it is shipped whatever the
+/// thresholds say.
+pub const RELEASED_DIR: &str = ".released";
+/// The thresholds' open windows and the summaries not yet stored in Sguil.
+pub const THRESHOLD_STATE_FILE: &str = ".thresholds";

@@ -32,6 +32,7 @@ pub mod latency;
 pub mod layout;
 pub mod position;
 pub mod reason;
+pub mod threshold_state;
 pub mod version;
 pub mod watch;
 

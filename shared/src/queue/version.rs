@@ -15,12 +15,19 @@ pub enum Version {
     /// No tag: written before versions (0.1.0); the fields are version 1's.
     Unversioned,
     V1,
+    /// Version 2: the journal's held-back records and the delivered log's suppressed
+    /// ones (thresholds); version 1 records are still written for everything else.
+    V2,
 }
 
 /// What this release writes.
 pub const CURRENT: u32 = 1;
+/// The newest line-record version read (and written, for the records that need it).
+pub const LINES_UP_TO: u32 = 2;
 /// The tag a line record starts with.
 pub const LINE_TAG: &str = "v1\t";
+/// The tag of a version 2 line record.
+pub const LINE_TAG_V2: &str = "v2\t";
 
 /// A record of a version this release does not know (a newer one wrote it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,7 +37,7 @@ impl std::fmt::Display for Unknown {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "written in format version {} by a newer release (this one reads up to {CURRENT})",
+            "written in format version {} by a newer release (this one reads up to {CURRENT}, line records up to {LINES_UP_TO})",
             self.0
         )
     }
@@ -55,6 +62,7 @@ pub fn split_line(record: &[u8]) -> Result<(Version, &[u8]), Unknown> {
         .unwrap_or(u32::MAX);
     match n {
         1 => Ok((Version::V1, rest)),
+        2 => Ok((Version::V2, rest)),
         n => Err(Unknown(n)),
     }
 }
@@ -133,7 +141,8 @@ mod tests {
             Ok((Version::Unversioned, &b"12\t3"[..]))
         );
         assert_eq!(split_text("v1\tx"), Ok((Version::V1, "x")));
-        assert_eq!(split_line(b"v2\t1"), Err(Unknown(2)));
+        assert_eq!(split_line(b"v2\t1"), Ok((Version::V2, &b"1"[..])));
+        assert_eq!(split_line(b"v3\t1"), Err(Unknown(3)));
         assert_eq!(split_line(b"v99999999999\t1"), Err(Unknown(u32::MAX)));
         // Not a tag: no digits, or no tab after them.
         assert_eq!(
@@ -142,6 +151,7 @@ mod tests {
         );
         assert_eq!(split_line(b"v1x"), Ok((Version::Unversioned, &b"v1x"[..])));
         assert!(LINE_TAG.starts_with(&format!("v{CURRENT}")));
-        assert!(Unknown(2).to_string().contains("version 2"));
+        assert!(LINE_TAG_V2.starts_with(&format!("v{LINES_UP_TO}")));
+        assert!(Unknown(3).to_string().contains("version 3"));
     }
 }

@@ -218,6 +218,7 @@ fn a_failed_entry_already_queued_or_delivered_is_not_added_twice_unless_forced()
             cid: 9,
             unique_id: "ID-sent".into(),
             entry: "modsec.log.1.1".into(),
+            suppressed: None,
         })
         .unwrap();
     }
@@ -617,6 +618,7 @@ fn known_never_misses_an_event_a_shipper_is_delivering() {
                     cid: i as u32 + 1,
                     unique_id: format!("ID-{i:05}"),
                     entry: format!("modsec.log.1790000000.{i:06}"),
+                    suppressed: None,
                 })
                 .unwrap();
                 fs::remove_file(qd.join(format!("modsec.log.1790000000.{i:06}"))).unwrap();

@@ -46,6 +46,8 @@ pub struct ShipSettings {
     pub remove_orig: bool,
     /// SEND_WINDOW: events in flight at most (journaled in batches of at least 32).
     pub window: usize,
+    /// THRESHOLD_FILE's rules, if one is set.
+    pub thresholds: Option<std::sync::Arc<crate::threshold::Rules>>,
 }
 
 /// Counts for the summary line.
@@ -65,14 +67,22 @@ pub struct Stats {
     /// From the collector's link (the entry's name) to sguild's answer, per event
     /// stored.
     pub latency: crate::queue::latency::Histogram,
+    /// Held back by a threshold: kept in held/, recorded as suppressed.
+    pub held: u64,
+    /// Threshold summaries stored (counted in `shipped` too).
+    pub summaries: u64,
 }
 
 impl Stats {
-    /// Entries handled (shipped, skipped or quarantined).
+    /// Entries handled (shipped, skipped, quarantined or held back).
     pub fn handled(&self) -> u64 {
-        self.shipped + self.skipped + self.quarantined
+        self.shipped + self.skipped + self.quarantined + self.held
     }
 }
+
+/// Held-back entries journaled with one fsync at most: a held-back event costs no round
+/// trip, so their batches are much larger than a window of sends.
+const HELD_BATCH: usize = 4096;
 
 /// Why shipping stopped before the queue was done.
 #[derive(Debug, Error)]
@@ -105,6 +115,9 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> ShipError + '_ {
 /// Threads reading and parsing entries ahead of the sender: parsing is most of the
 /// work, and the sender mostly waits on the disk and the network.
 const LOADERS: usize = 2;
+
+/// Entries a loader reads before it hands them over, at once.
+const LOAD_CHUNK: usize = 16;
 
 /// Events journaled with one fsync, whatever the window: an fsync per event would cost
 /// more than sguild's own work per event with a window of 1 (measured: 0.68 of a bare
@@ -154,6 +167,24 @@ struct Ready {
     unique_id: String,
     ino: u64,
     target: Option<PathBuf>,
+    /// The real addresses (IPv6 ones too) and the event's own time, for thresholds.
+    src: std::net::IpAddr,
+    dst: std::net::IpAddr,
+    time: i64,
+}
+
+/// An entry a threshold held back, journaled and not yet finished.
+struct HeldBack {
+    entry: String,
+    ino: u64,
+    unique_id: String,
+    why: String,
+}
+
+/// What [`Shipper::take`] made of an entry.
+enum Taken {
+    Send(Prepared),
+    Held(HeldBack),
 }
 
 /// Reads, parses and maps the entry `file_name` of the queue at `dir`.
@@ -166,6 +197,9 @@ fn load_and_map(dir: &Path, file_name: &str, s: &ShipSettings) -> Result<Ready, 
     let mapped = map_event(&loaded.event, &loaded.raw.bytes, &notes, &s.alert);
     Ok(Ready {
         mapped,
+        src: loaded.event.client.addr,
+        dst: loaded.event.server.addr,
+        time: loaded.event.time.timestamp(),
         unique_id: loaded.event.unique_id,
         ino: loaded.ino,
         target: loaded.target,
@@ -186,6 +220,16 @@ pub struct Shipper {
     /// A first send was answered `Duplicate entry`: stop after the window in flight.
     collision: Option<ShipError>,
     next_cid: u32,
+    /// The thresholds' windows and summaries (`.thresholds`).
+    tracker: crate::threshold::Tracker,
+    /// Held-back records journaled whose entries are not yet in held/.
+    held_journaled: Vec<JournalRecord>,
+    /// Entries `requeue --suppressed` marked released (`.released/`), read once a pass
+    /// (after the queue is listed: a release is marked before its entry is back).
+    released: HashSet<String>,
+    /// Whether `.integrity/` held any marker when the pass began (else held-back
+    /// entries skip the removal of a marker they cannot have).
+    integrity_any: bool,
     pub stats: Stats,
 }
 
@@ -204,9 +248,23 @@ impl Shipper {
         let journal_path = dir.join(crate::queue::layout::JOURNAL_FILE);
         let (journal, records) = Journal::open(dir).map_err(io_err(&journal_path))?;
         let next_cid = records.iter().map(|r| r.cid).max().unwrap_or(0);
+        let tracker = crate::queue::threshold_state::load(dir).map_err(|source| ShipError::Io {
+            path: dir.join(crate::queue::layout::THRESHOLD_STATE_FILE),
+            source,
+        })?;
+        let (held, records): (Vec<JournalRecord>, Vec<JournalRecord>) =
+            records.into_iter().partition(|r| r.held);
+        // A held-back record is done once its entry is in held/. Its entry back in the
+        // queue with a release marker was put back by `requeue --suppressed` (the same
+        // name and inode): that record is stale, never acted on again.
+        let released = names_in(&dir.join(crate::queue::layout::RELEASED_DIR));
+        let held_journaled: Vec<JournalRecord> = held
+            .into_iter()
+            .filter(|r| r.entry_present(dir) && !released.contains(&r.entry))
+            .collect();
         let unresolved: Vec<InFlight> = records
             .into_iter()
-            .filter(|r| r.entry_present(dir))
+            .filter(|r| r.entry_present(dir) || tracker.summary(&r.entry).is_some())
             .map(|record| InFlight {
                 record,
                 maybe_sent: true,
@@ -219,7 +277,7 @@ impl Shipper {
                 unresolved.len()
             );
         }
-        Ok(Shipper {
+        let mut shipper = Shipper {
             queue,
             journal,
             delivered_log: DeliveredLog::open(dir),
@@ -228,8 +286,188 @@ impl Shipper {
             flight: std::collections::VecDeque::new(),
             collision: None,
             next_cid: next_cid.saturating_add(1),
+            tracker,
+            held_journaled: Vec::new(),
+            released,
+            integrity_any: true,
             stats: Stats::default(),
-        })
+        };
+        if !held_journaled.is_empty() {
+            // Decided before a crash: held back whatever the thresholds say now. Those
+            // already on record as suppressed are not recorded twice.
+            let on_record: HashSet<String> = crate::queue::delivered::read_delivered(dir)
+                .map_err(io_err(dir))?
+                .into_iter()
+                .filter(|d| d.suppressed.is_some())
+                .map(|d| d.entry)
+                .collect();
+            let mut todo = Vec::new();
+            for r in held_journaled {
+                let (unique_id, recorded) = if on_record.contains(&r.entry) {
+                    (String::new(), true)
+                } else {
+                    let id = crate::queue::known::unique_id_of(
+                        &dir.join(&r.entry),
+                        &crate::auditlog::ParseLimits::default(),
+                    )
+                    .unwrap_or_default();
+                    (id, false)
+                };
+                shipper.held_journaled.push(r.clone());
+                todo.push((
+                    HeldBack {
+                        entry: r.entry,
+                        ino: r.ino,
+                        unique_id,
+                        why: "held back by a threshold (finished after a restart)".into(),
+                    },
+                    recorded,
+                ));
+            }
+            shipper.finish_held(todo, true)?;
+        }
+        Ok(shipper)
+    }
+
+    /// Held-back entries are journaled: each is recorded as suppressed in the delivered
+    /// log (unless `recorded` already), then moved to `held/`.
+    /// `verify`: the entry's inode is checked first (after a restart: the name may have
+    /// come back with another file); in a pass, the entry was just read under the lock.
+    fn finish_held(&mut self, held: Vec<(HeldBack, bool)>, verify: bool) -> Result<(), ShipError> {
+        if held.is_empty() {
+            return Ok(());
+        }
+        let now = chrono::Utc::now().timestamp();
+        let records: Vec<Delivered> = held
+            .iter()
+            .filter(|(_, recorded)| !recorded)
+            .map(|(h, _)| Delivered {
+                time: now,
+                sid: 0,
+                cid: 0,
+                unique_id: if h.unique_id.is_empty() {
+                    "-".into()
+                } else {
+                    h.unique_id.clone()
+                },
+                entry: h.entry.clone(),
+                suppressed: Some(h.why.clone()),
+            })
+            .collect();
+        self.delivered_log
+            .record_many(&records)
+            .map_err(|e| ShipError::Io {
+                path: self.queue.dir().join(crate::queue::layout::DELIVERED_FILE),
+                source: e,
+            })?;
+        let dir = self.queue.dir().to_path_buf();
+        let held_dir = dir.join(crate::queue::layout::HELD_DIR);
+        match fs::create_dir(&held_dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(io_err(&held_dir)(e)),
+        }
+        for (h, _) in &held {
+            let from = dir.join(&h.entry);
+            if verify {
+                match fs::symlink_metadata(&from) {
+                    Ok(m) if std::os::unix::fs::MetadataExt::ino(&m) == h.ino => {}
+                    _ => continue, // gone, or another file under the name
+                }
+            }
+            match fs::rename(&from, held_dir.join(&h.entry)) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(io_err(&from)(e)),
+            }
+            if self.integrity_any {
+                self.queue.clear_integrity(&h.entry);
+            }
+            self.stats.held += 1;
+        }
+        let done: HashSet<&str> = held.iter().map(|(h, _)| h.entry.as_str()).collect();
+        self.held_journaled
+            .retain(|r| !done.contains(r.entry.as_str()));
+        Ok(())
+    }
+
+    /// The journal's records not yet resolved: sends not answered, held-back entries not
+    /// yet moved.
+    fn journal_keep(&self) -> Vec<JournalRecord> {
+        self.unresolved
+            .iter()
+            .map(|f| f.record.clone())
+            .chain(self.held_journaled.iter().cloned())
+            .collect()
+    }
+
+    /// Saves the thresholds' state if it changed (before the decisions that changed it
+    /// are journaled: a crash between the two counts those events again, never loses
+    /// one, and a summary is on record before it can be sent).
+    fn save_thresholds(&mut self) -> Result<(), ShipError> {
+        if self.tracker.take_changed() {
+            crate::queue::threshold_state::save(self.queue.dir(), &self.tracker).map_err(
+                |source| ShipError::Io {
+                    path: self
+                        .queue
+                        .dir()
+                        .join(crate::queue::layout::THRESHOLD_STATE_FILE),
+                    source,
+                },
+            )?;
+        }
+        Ok(())
+    }
+
+    /// A new event of this session: its sid and hostname, the next cid (taken only when
+    /// the event is valid).
+    fn new_event(
+        &mut self,
+        mut fields: crate::sguil::wire::EventFields,
+        sink: &dyn Sink,
+    ) -> Result<SguilEvent, crate::sguil::wire::EventError> {
+        fields.sid = sink.sid();
+        fields.hostname = sink.hostname().to_string();
+        fields.cid = self.next_cid;
+        let event = SguilEvent::new(fields)?;
+        self.next_cid = self.next_cid.saturating_add(1);
+        Ok(event)
+    }
+
+    /// Summaries waiting in the state and not yet journaled, as events with new cids.
+    fn new_summaries(&mut self, sink: &dyn Sink) -> Vec<Prepared> {
+        let journaled: HashSet<String> = self
+            .unresolved
+            .iter()
+            .map(|f| f.record.entry.clone())
+            .collect();
+        let waiting: Vec<crate::threshold::Summary> = self
+            .tracker
+            .summaries
+            .iter()
+            .filter(|s| !journaled.contains(&s.name()))
+            .cloned()
+            .collect();
+        let mut out = Vec::new();
+        for s in waiting {
+            match self.new_event(summary_fields(&s, &self.settings.alert), sink) {
+                Ok(event) => {
+                    out.push(Prepared {
+                        event,
+                        entry: s.name(),
+                        unique_id: s.name(),
+                        ino: 0,
+                        target: None,
+                        ipv6: false,
+                    });
+                }
+                Err(e) => {
+                    log::error!("{}: cannot be sent to Sguil: {e}; dropped", s.name());
+                    self.tracker.summary_done(&s.name());
+                }
+            }
+        }
+        out
     }
 
     pub fn queue(&self) -> &Queue {
@@ -285,10 +523,13 @@ impl Shipper {
         self.resend_unresolved(sink)?;
         let dir = self.queue.dir().to_path_buf();
         let entries = self.queue.entries().map_err(io_err(&dir))?;
+        self.released = names_in(&dir.join(crate::queue::layout::RELEASED_DIR));
+        self.integrity_any = !names_in(&dir.join(crate::queue::INTEGRITY_DIR)).is_empty();
         let journaled: HashSet<String> = self
             .unresolved
             .iter()
             .map(|f| f.record.entry.clone())
+            .chain(self.held_journaled.iter().map(|r| r.entry.clone()))
             .collect();
         let todo: Vec<QueueEntry> = entries
             .into_iter()
@@ -300,38 +541,48 @@ impl Shipper {
         // Reading and parsing run in a second thread, a few batches ahead: the main
         // thread only journals, sends, and removes.
         let left_over = std::thread::scope(|scope| -> Result<bool, ShipError> {
-            // Entry i goes to loader i % LOADERS; reading the channels in turn gives
-            // the entries back in queue order.
+            // Chunk i of LOAD_CHUNK entries goes to loader i % LOADERS; reading the
+            // channels in turn gives the entries back in queue order. A chunk is one
+            // hand-over: one per entry made the threads spin on each other (a flood of
+            // held-back events is mostly hand-overs otherwise).
+            let chunks: Vec<&[QueueEntry]> = todo.chunks(LOAD_CHUNK).collect();
             let mut channels = Vec::with_capacity(LOADERS);
             for k in 0..LOADERS {
-                let (tx, rx) = crossbeam_channel::bounded(batch * 2);
+                let (tx, rx) = crossbeam_channel::bounded((batch * 2).div_ceil(LOAD_CHUNK).max(2));
                 channels.push(rx);
-                let mine: Vec<QueueEntry> = todo.iter().skip(k).step_by(LOADERS).cloned().collect();
+                let mine: Vec<&[QueueEntry]> =
+                    chunks.iter().skip(k).step_by(LOADERS).copied().collect();
                 let (dir, settings) = (&dir, &settings);
                 scope.spawn(move || {
-                    for e in mine {
-                        let ready = load_and_map(dir, &e.file_name, settings);
-                        if tx.send((e, ready)).is_err() {
+                    for chunk in mine {
+                        let loaded: Vec<(QueueEntry, Result<Ready, LoadError>)> = chunk
+                            .iter()
+                            .map(|e| (e.clone(), load_and_map(dir, &e.file_name, settings)))
+                            .collect();
+                        if tx.send(loaded).is_err() {
                             break; // shipping stopped
                         }
                     }
                 });
             }
-            let total = todo.len();
+            let total = chunks.len();
             let channels = &channels;
             let mut pending = (0..total)
                 .map_while(|i| channels[i % LOADERS].recv().ok())
+                .flatten()
                 .peekable();
             // Batch k is sent while batch k+1 is journaled, so the journal's fsync
             // overlaps the wait for sguild's answers; nothing is sent before its record
             // is durable.
             let mut current: Vec<Prepared> = Vec::new();
+            let mut expired_closed = false;
             loop {
                 if limit_reached(self) || self.collision.is_some() {
                     return Ok(true);
                 }
                 let mut next = Vec::with_capacity(batch);
-                while next.len() < batch {
+                let mut held_next: Vec<(HeldBack, bool)> = Vec::new();
+                while next.len() < batch && held_next.len() < HELD_BATCH {
                     let queued = self.flight.len() + current.len() + next.len();
                     let taken = self.stats.handled() - start + queued as u64;
                     if bounds.max_events.is_some_and(|m| taken >= m) {
@@ -340,27 +591,37 @@ impl Shipper {
                     let Some((entry, ready)) = pending.next() else {
                         break;
                     };
-                    if let Some(p) = self.take(&entry, ready, sink)? {
-                        next.push(p);
+                    match self.take(&entry, ready, sink)? {
+                        Some(Taken::Send(p)) => next.push(p),
+                        Some(Taken::Held(h)) => held_next.push((h, false)),
+                        None => {}
                     }
                 }
-                if next.is_empty() && current.is_empty() {
+                if pending.peek().is_none() && !expired_closed {
+                    // The queue is done: windows the clock has passed close now (their
+                    // summaries go in this batch).
+                    expired_closed = true;
+                    self.tracker.close_expired(chrono::Utc::now().timestamp());
+                }
+                self.save_thresholds()?;
+                next.extend(self.new_summaries(sink));
+                if next.is_empty() && current.is_empty() && held_next.is_empty() {
                     if pending.peek().is_none() {
                         return Ok(false);
                     }
                     continue; // a limit was reached, or the batch held only non-alerts
                 }
-                let written = self.journal_batch(&next)?;
+                let written = self.journal_batch(&next, &held_next)?;
                 let sent = self.submit(sink, std::mem::take(&mut current), &limit_reached);
                 let durable = written.wait();
                 sent?;
                 durable.map_err(io_err(&journal_path))?;
+                self.finish_held(held_next, false)?;
                 // No append is pending here: a journal grown past its in-run bound is
                 // rewritten to what is not yet answered, so that it stays far below
                 // MAX_JOURNAL_BYTES however long the run.
                 if self.journal.wants_compaction_in_run() {
-                    let keep: Vec<JournalRecord> =
-                        self.unresolved.iter().map(|f| f.record.clone()).collect();
+                    let keep = self.journal_keep();
                     self.journal.rewrite(&keep).map_err(io_err(&journal_path))?;
                 }
                 current = next;
@@ -370,7 +631,10 @@ impl Shipper {
         if let Some(c) = self.collision.take() {
             return Err(c);
         }
-        if self.unresolved.is_empty() && self.journal.wants_compaction() {
+        if self.unresolved.is_empty()
+            && self.held_journaled.is_empty()
+            && self.journal.wants_compaction()
+        {
             let path = self.journal.path().to_path_buf();
             self.journal.rewrite(&[]).map_err(io_err(&path))?;
         }
@@ -384,7 +648,7 @@ impl Shipper {
         entry: &QueueEntry,
         ready: Result<Ready, LoadError>,
         sink: &dyn Sink,
-    ) -> Result<Option<Prepared>, ShipError> {
+    ) -> Result<Option<Taken>, ShipError> {
         let ready = match ready {
             Ok(r) => r,
             Err(LoadError::Gone) => return Ok(None),
@@ -403,22 +667,38 @@ impl Shipper {
             self.stats.skipped += 1;
             return Ok(None);
         }
-        let mut fields = ready.mapped.fields;
-        fields.sid = sink.sid();
-        fields.hostname = sink.hostname().to_string();
-        fields.cid = self.next_cid;
-        match SguilEvent::new(fields) {
-            Ok(event) => {
-                self.next_cid = self.next_cid.saturating_add(1);
-                Ok(Some(Prepared {
-                    event,
+        if let Some(rules) = self.settings.thresholds.clone() {
+            let facts = crate::threshold::Facts {
+                sig: ready.mapped.fields.sig_id,
+                src: Some(ready.src),
+                dst: Some(ready.dst),
+                time: ready.time,
+                unique_id: &ready.unique_id,
+            };
+            // `requeue --suppressed` put it back: shipped whatever the thresholds say.
+            let verdict = if self.released.contains(&entry.file_name) {
+                crate::threshold::Verdict::Pass
+            } else {
+                self.tracker.decide(&rules, &facts)
+            };
+            if let crate::threshold::Verdict::Hold(why) = verdict {
+                return Ok(Some(Taken::Held(HeldBack {
                     entry: entry.file_name.clone(),
-                    unique_id: ready.unique_id,
                     ino: ready.ino,
-                    target: ready.target,
-                    ipv6: ready.mapped.ipv6,
-                }))
+                    unique_id: ready.unique_id,
+                    why,
+                })));
             }
+        }
+        match self.new_event(ready.mapped.fields, sink) {
+            Ok(event) => Ok(Some(Taken::Send(Prepared {
+                event,
+                entry: entry.file_name.clone(),
+                unique_id: ready.unique_id,
+                ino: ready.ino,
+                target: ready.target,
+                ipv6: ready.mapped.ipv6,
+            }))),
             Err(e) => {
                 self.quarantine(&entry.file_name, &format!("cannot be sent to Sguil: {e}"))?;
                 Ok(None)
@@ -431,7 +711,20 @@ impl Shipper {
     fn journal_batch(
         &mut self,
         window: &[Prepared],
+        held: &[(HeldBack, bool)],
     ) -> Result<crate::queue::journal::Pending, ShipError> {
+        let held: Vec<JournalRecord> = held
+            .iter()
+            .map(|(h, _)| JournalRecord {
+                sid: 0,
+                cid: 0,
+                time: 0,
+                ino: h.ino,
+                hostname: String::new(),
+                entry: h.entry.clone(),
+                held: true,
+            })
+            .collect();
         let records: Vec<JournalRecord> = window
             .iter()
             .map(|p| {
@@ -443,11 +736,14 @@ impl Shipper {
                     ino: p.ino,
                     hostname: f.hostname.clone(),
                     entry: p.entry.clone(),
+                    held: false,
                 }
             })
             .collect();
         let path = self.journal.path().to_path_buf();
-        let pending = self.journal.append_async(&records).map_err(io_err(&path))?;
+        let all: Vec<JournalRecord> = records.iter().chain(held.iter()).cloned().collect();
+        let pending = self.journal.append_async(&all).map_err(io_err(&path))?;
+        self.held_journaled.extend(held);
         self.unresolved
             .extend(records.into_iter().map(|record| InFlight {
                 record,
@@ -462,6 +758,26 @@ impl Shipper {
         for chunk in todo.chunks(batch_size(self.settings.window)) {
             let mut window = Vec::new();
             for r in chunk {
+                if let Some(s) = self.tracker.summary(&r.entry).cloned() {
+                    let mut fields = summary_fields(&s, &self.settings.alert);
+                    as_journaled(&mut fields, r);
+                    match SguilEvent::new(fields) {
+                        Ok(event) => window.push(Prepared {
+                            event,
+                            entry: r.entry.clone(),
+                            unique_id: r.entry.clone(),
+                            ino: 0,
+                            target: None,
+                            ipv6: false,
+                        }),
+                        Err(e) => {
+                            log::error!("{}: cannot be sent to Sguil: {e}; dropped", r.entry);
+                            self.resolve(&r.entry);
+                            self.tracker.summary_done(&r.entry);
+                        }
+                    }
+                    continue;
+                }
                 let ready = if r.entry_present(self.queue.dir()) {
                     load_and_map(self.queue.dir(), &r.entry, &self.settings)
                 } else {
@@ -482,12 +798,7 @@ impl Shipper {
                 // Sent before: the same sid, cid, time and hostname, whatever the
                 // decision would be now.
                 let mut fields = ready.mapped.fields;
-                fields.sid = r.sid;
-                fields.cid = r.cid;
-                fields.hostname = r.hostname.clone();
-                if let Some(t) = Utc.timestamp_opt(r.time, 0).single() {
-                    fields.time = t;
-                }
+                as_journaled(&mut fields, r);
                 match SguilEvent::new(fields) {
                     Ok(event) => window.push(Prepared {
                         event,
@@ -616,8 +927,7 @@ impl Shipper {
                 // goes from the journal (that cid is someone else's).
                 self.resolve(&p.entry);
                 let path = self.journal.path().to_path_buf();
-                let keep: Vec<JournalRecord> =
-                    self.unresolved.iter().map(|f| f.record.clone()).collect();
+                let keep = self.journal_keep();
                 self.journal.rewrite(&keep).map_err(io_err(&path))?;
                 let f = p.event.fields();
                 log::error!(
@@ -666,6 +976,7 @@ impl Shipper {
             cid: f.cid,
             unique_id: p.unique_id.clone(),
             entry: p.entry.clone(),
+            suppressed: None,
         });
         if let Err(e) = recorded {
             log::error!(
@@ -675,6 +986,22 @@ impl Shipper {
                 f.cid
             );
             self.stats.undeletable += 1;
+            return;
+        }
+        if p.entry.starts_with(crate::threshold::SUMMARY_PREFIX) {
+            // Stored: off the state (saved now, so it is never sent anew), then off
+            // the journal.
+            self.stats.summaries += 1;
+            self.tracker.summary_done(&p.entry);
+            if let Err(e) = self.save_thresholds() {
+                log::error!(
+                    "{}: stored but not on record ({e}); it stays journaled",
+                    p.entry
+                );
+                self.stats.undeletable += 1;
+                return;
+            }
+            self.resolve(&p.entry);
             return;
         }
         if self.finish(&p.entry, p.target.as_deref()) {
@@ -697,6 +1024,14 @@ impl Shipper {
             }
         };
         self.queue.clear_integrity(entry);
+        if removed && self.released.contains(entry) {
+            let _ = fs::remove_file(
+                self.queue
+                    .dir()
+                    .join(crate::queue::layout::RELEASED_DIR)
+                    .join(entry),
+            );
+        }
         if removed && self.settings.remove_orig {
             if let Some(t) = target {
                 if let Err(e) = fs::remove_file(t) {
@@ -742,5 +1077,80 @@ impl Shipper {
                 source: e,
             }),
         }
+    }
+}
+
+/// The Sguil fields of a threshold summary (sid, cid and hostname are the caller's).
+fn summary_fields(
+    s: &crate::threshold::Summary,
+    alert: &crate::alert::AlertSettings,
+) -> crate::sguil::wire::EventFields {
+    use std::net::IpAddr;
+    let v4 = |a: Option<IpAddr>| match a {
+        Some(IpAddr::V4(v)) => Some(v),
+        _ => None,
+    };
+    let (src, dst) = match s.key.track {
+        crate::threshold::Track::BySrc => (v4(s.key.addr), None),
+        crate::threshold::Track::ByDst => (None, v4(s.key.addr)),
+        crate::threshold::Track::ByRule => (None, None),
+    };
+    let lines = s.detail_lines();
+    let detail = match alert.detail_format {
+        crate::alert::DetailFormat::Html => lines
+            .iter()
+            .map(|l| {
+                l.replace('&', "&amp;")
+                    .replace('<', "&lt;")
+                    .replace('>', "&gt;")
+            })
+            .collect::<Vec<_>>()
+            .join("<br>\n"),
+        _ => lines.join("\n"),
+    };
+    crate::sguil::wire::EventFields {
+        status: 0,
+        priority: 3,
+        class: alert.alert_class.clone(),
+        hostname: String::new(),
+        time: Utc
+            .timestamp_opt(s.time(), 0)
+            .single()
+            .unwrap_or_else(Utc::now),
+        sid: 0,
+        cid: 0,
+        ref_id: 0,
+        message: s.message().into_bytes(),
+        src_ip: src,
+        dst_ip: dst,
+        ip_proto: 6,
+        src_port: 0,
+        dst_port: 0,
+        generator: crate::threshold::GEN_ID,
+        sig_id: crate::threshold::SUMMARY_SIG_ID,
+        revision: 1,
+        detail: detail.into_bytes(),
+    }
+}
+
+/// The names in directory `dir` (none when it is missing or unreadable).
+fn names_in(dir: &Path) -> HashSet<String> {
+    fs::read_dir(dir)
+        .map(|rd| {
+            rd.flatten()
+                .filter_map(|e| e.file_name().into_string().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// An event sent before goes again as it was journaled: the same sid, cid, hostname and
+/// time (which picks sguild's day table, so a copy stored is a duplicate).
+fn as_journaled(fields: &mut crate::sguil::wire::EventFields, r: &JournalRecord) {
+    fields.sid = r.sid;
+    fields.cid = r.cid;
+    fields.hostname = r.hostname.clone();
+    if let Some(t) = Utc.timestamp_opt(r.time, 0).single() {
+        fields.time = t;
     }
 }

@@ -534,6 +534,7 @@ pub fn record_run(
         already_stored: s.already_stored,
         skipped: s.skipped,
         quarantined: s.quarantined,
+        held: s.held,
         remaining: remaining as u64,
     };
     if let Err(e) = record.write(queue_dir) {
@@ -585,6 +586,12 @@ pub fn summary(program: &str, s: &Stats, remaining: usize, elapsed: Duration) {
     }
     if s.undeletable > 0 {
         extra.push_str(&format!(", {} delivered but not removable", s.undeletable));
+    }
+    if s.held > 0 || s.summaries > 0 {
+        extra.push_str(&format!(
+            ", held back {} by thresholds (in held/), {} threshold summaries",
+            s.held, s.summaries
+        ));
     }
     log::info!(
         "{program}: shipped {}{extra}, skipped {} non-alerts, quarantined {}, remaining {remaining}, {secs:.2} s, {rate:.0} events/s",

@@ -141,6 +141,7 @@ impl ShipperSettings {
                 },
                 remove_orig: c.bool("SYMLINK_REMOVE_ORIG")?.unwrap_or(false),
                 window,
+                thresholds: load_thresholds(c)?,
             },
             daemon: c.bool("DAEMON")?.unwrap_or(false),
             runas: c.owner("RUNAS")?,
@@ -149,4 +150,29 @@ impl ShipperSettings {
                 .map_or(DEFAULT_POLL, std::time::Duration::from_secs),
         })
     }
+}
+
+/// THRESHOLD_FILE's rules: every bad line is refused, naming the file and line.
+fn load_thresholds(
+    c: &ConfigFile,
+) -> Result<Option<std::sync::Arc<crate::threshold::Rules>>, ConfigError> {
+    use std::io::Read;
+    let Some(path) = c.abs_path("THRESHOLD_FILE")? else {
+        return Ok(None);
+    };
+    let io = |source| ConfigError::Io {
+        path: path.clone(),
+        source,
+    };
+    let f = crate::safefs::read_configured(&path).map_err(io)?;
+    let mut bytes = Vec::new();
+    f.take(crate::threshold::MAX_THRESHOLD_FILE_BYTES as u64 + 1)
+        .read_to_end(&mut bytes)
+        .map_err(io)?;
+    let rules = crate::threshold::Rules::parse(&path, &bytes).map_err(|e| ConfigError::Syntax {
+        path: e.path,
+        line: e.line,
+        why: e.why,
+    })?;
+    Ok(Some(std::sync::Arc::new(rules)))
 }

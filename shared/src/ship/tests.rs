@@ -50,6 +50,7 @@ fn settings() -> ShipSettings {
         load: LoadOptions::default(),
         remove_orig: false,
         window: 4,
+        thresholds: None,
     }
 }
 
@@ -73,9 +74,11 @@ fn events_in_flight_on_a_broken_session_are_resent_not_waited_for() {
     // The first entry journaled and sent on a session whose journal write then failed.
     let first = shipper.queue.entries().unwrap().remove(0);
     let ready = load_and_map(q, &first.file_name, &shipper.settings);
-    let p = shipper.take(&first, ready, &old_session).unwrap().unwrap();
+    let Some(Taken::Send(p)) = shipper.take(&first, ready, &old_session).unwrap() else {
+        panic!("not an event to send");
+    };
     shipper
-        .journal_batch(std::slice::from_ref(&p))
+        .journal_batch(std::slice::from_ref(&p), &[])
         .unwrap()
         .wait()
         .unwrap();

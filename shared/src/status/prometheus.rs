@@ -120,6 +120,16 @@ pub fn render(s: &QueueStatus, now: i64) -> String {
         e.sample("failed_entries_by_reason", &[("reason", reason)], *n as f64);
     }
     e.gauge(
+        "held_entries",
+        "Events a threshold held back, kept in held/ (requeue --suppressed ships them).",
+        s.held as f64,
+    );
+    e.gauge(
+        "threshold_summaries_waiting",
+        "Threshold summaries whose window closed, not yet stored in sguild.",
+        s.summaries_waiting as f64,
+    );
+    e.gauge(
         "collector_backlog_lines",
         "Index lines the collector could not act on (requeue --backlog retries them).",
         s.backlog as f64,
@@ -186,6 +196,11 @@ pub fn render(s: &QueueStatus, now: i64) -> String {
                 "quarantined_total",
                 "Entries moved to failed/ in the last run.",
                 r.quarantined,
+            ),
+            (
+                "held_total",
+                "Events a threshold held back in the last run (a daemon: since it started).",
+                r.held,
             ),
         ] {
             e.family(name, "counter", help);

@@ -76,6 +76,7 @@ fn counts_every_part_of_the_queue() {
         ino,
         hostname: "h".into(),
         entry: entry.into(),
+        held: false,
     };
     journal
         .append(&[
@@ -95,6 +96,7 @@ fn counts_every_part_of_the_queue() {
         already_stored: 1,
         skipped: 2,
         quarantined: 0,
+        held: 0,
         remaining: 5,
     };
     last.write(&q).unwrap();

@@ -134,6 +134,8 @@ fn status(queue: &str) -> QueueStatus {
         in_flight: 1,
         failed: 3,
         failed_by_reason: by_reason,
+        held: 42,
+        summaries_waiting: 2,
         backlog: 5,
         overflow: 0,
         integrity_marked: 0,
@@ -148,6 +150,7 @@ fn status(queue: &str) -> QueueStatus {
             already_stored: 2,
             skipped: 7,
             quarantined: 3,
+            held: 11,
             remaining: 4,
         }),
         latency: Some(LatencyRecord {
@@ -210,6 +213,9 @@ fn the_exposition_parses_line_by_line_with_every_figure_and_hostile_labels_escap
     assert_eq!(get("already_stored_total", &[]), 2.0);
     assert_eq!(get("skipped_total", &[]), 7.0);
     assert_eq!(get("quarantined_total", &[]), 3.0);
+    assert_eq!(get("held_total", &[]), 11.0);
+    assert_eq!(get("held_entries", &[]), 42.0);
+    assert_eq!(get("threshold_summaries_waiting", &[]), 2.0);
     // The histogram: cumulative buckets by `le`, +Inf equal to the count.
     assert_eq!(
         types[&format!("{PREFIX}delivery_latency_seconds")],
