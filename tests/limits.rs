@@ -306,6 +306,7 @@ fn last_run(error: Option<String>) -> LastRun {
         already_stored: 0,
         skipped: 0,
         quarantined: 0,
+        held: 0,
         remaining: 0,
     }
 }
