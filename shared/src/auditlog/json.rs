@@ -365,110 +365,130 @@ pub(crate) fn parse_json3(root: &Json, limits: &ParseLimits) -> Result<AuditEven
     ev.anomalies.time_zone_unknown = true;
 
     if let Some(req) = tx.get("request") {
-        ev.request.method = req
-            .get("method")
-            .and_then(Json::text)
-            .unwrap_or_default()
-            .into_bytes();
-        ev.request.uri = req
-            .get("uri")
-            .and_then(Json::text)
-            .unwrap_or_default()
-            .into_bytes();
-        ev.request.protocol = match req.get("http_version").and_then(Json::text) {
-            Some(v) => format!("HTTP/{v}").into_bytes(),
-            None => Vec::new(),
-        };
-        ev.request.line = [
-            &ev.request.method[..],
-            b" ",
-            &ev.request.uri,
-            b" ",
-            &ev.request.protocol,
-        ]
-        .concat();
-        ev.request.headers = req.get("headers").map(Json::headers).unwrap_or_default();
-        if let Some(body) = req
-            .get("body")
-            .and_then(Json::text)
-            .filter(|b| !b.is_empty())
-        {
-            ev.request.body = Some(Body::capped(body.as_bytes(), limits.max_body_bytes));
-        }
+        json3_request(req, limits, &mut ev);
     }
     if let Some(resp) = tx.get("response") {
-        ev.response.status = resp
-            .get("http_code")
-            .and_then(Json::u64)
-            .and_then(|s| u16::try_from(s).ok());
-        ev.response.headers = resp.get("headers").map(Json::headers).unwrap_or_default();
-        if let Some(body) = resp
-            .get("body")
-            .and_then(Json::text)
-            .filter(|b| !b.is_empty())
-        {
-            ev.response.body = Some(Body::capped(body.as_bytes(), limits.max_body_bytes));
-        }
+        json3_response(resp, limits, &mut ev);
     }
     if let Some(producer) = tx.get("producer") {
-        let mut names: Vec<String> = ["modsecurity", "connector"]
-            .iter()
-            .filter_map(|k| producer.get(k).and_then(Json::text))
-            .collect();
-        names.extend(
-            producer
-                .get("components")
-                .map(Json::items)
-                .unwrap_or_default()
-                .iter()
-                .filter_map(Json::text),
-        );
-        ev.producer = (!names.is_empty()).then(|| names.join("; "));
-        ev.engine_mode = match producer.get("secrules_engine").and_then(Json::str) {
-            Some("Enabled") => Some(EngineMode::Enabled),
-            Some("DetectionOnly") => Some(EngineMode::DetectionOnly),
-            _ => None,
-        };
+        json3_producer(producer, &mut ev);
     }
     for msg in tx.get("messages").map(Json::items).unwrap_or_default() {
-        let d = msg.get("details");
-        let field = |k: &str| {
-            d.and_then(|d| d.get(k))
-                .and_then(Json::text)
-                .filter(|v| !v.is_empty())
-        };
-        let text = msg.get("message").and_then(Json::text).unwrap_or_default();
-        ev.matches.push(RuleMatch {
-            // The JSON does not say whether a rule was disruptive.
-            action: MessageAction::None,
-            justification: field("match").unwrap_or_default(),
-            file: field("file"),
-            line: field("lineNumber").and_then(|l| l.parse().ok()),
-            id: field("ruleId"),
-            rev: field("rev"),
-            msg: (!text.is_empty()).then(|| text.clone()),
-            data: field("data"),
-            severity: field("severity").and_then(|s| Severity::parse(&s)),
-            ver: field("ver"),
-            maturity: field("maturity")
-                .and_then(|v| v.parse().ok())
-                .filter(|&v| v > 0),
-            accuracy: field("accuracy")
-                .and_then(|v| v.parse().ok())
-                .filter(|&v| v > 0),
-            tags: d
-                .and_then(|d| d.get("tags"))
-                .map(Json::items)
-                .unwrap_or_default()
-                .iter()
-                .filter_map(Json::text)
-                .collect(),
-            truncated: false,
-            text,
-        });
+        ev.matches.push(json3_message(msg));
     }
     finish_event(&mut ev, Outcome::default(), Vec::new());
     Ok(ev)
+}
+
+/// libmodsecurity 3 JSON `transaction.request`: method, URI, version, headers, body.
+fn json3_request(req: &Json, limits: &ParseLimits, ev: &mut AuditEvent) {
+    ev.request.method = req
+        .get("method")
+        .and_then(Json::text)
+        .unwrap_or_default()
+        .into_bytes();
+    ev.request.uri = req
+        .get("uri")
+        .and_then(Json::text)
+        .unwrap_or_default()
+        .into_bytes();
+    ev.request.protocol = match req.get("http_version").and_then(Json::text) {
+        Some(v) => format!("HTTP/{v}").into_bytes(),
+        None => Vec::new(),
+    };
+    ev.request.line = [
+        &ev.request.method[..],
+        b" ",
+        &ev.request.uri,
+        b" ",
+        &ev.request.protocol,
+    ]
+    .concat();
+    ev.request.headers = req.get("headers").map(Json::headers).unwrap_or_default();
+    if let Some(body) = req
+        .get("body")
+        .and_then(Json::text)
+        .filter(|b| !b.is_empty())
+    {
+        ev.request.body = Some(Body::capped(body.as_bytes(), limits.max_body_bytes));
+    }
+}
+
+/// libmodsecurity 3 JSON `transaction.response`: status, headers, body.
+fn json3_response(resp: &Json, limits: &ParseLimits, ev: &mut AuditEvent) {
+    ev.response.status = resp
+        .get("http_code")
+        .and_then(Json::u64)
+        .and_then(|s| u16::try_from(s).ok());
+    ev.response.headers = resp.get("headers").map(Json::headers).unwrap_or_default();
+    if let Some(body) = resp
+        .get("body")
+        .and_then(Json::text)
+        .filter(|b| !b.is_empty())
+    {
+        ev.response.body = Some(Body::capped(body.as_bytes(), limits.max_body_bytes));
+    }
+}
+
+/// libmodsecurity 3 JSON `transaction.producer`: the producer names and the engine mode.
+fn json3_producer(producer: &Json, ev: &mut AuditEvent) {
+    let mut names: Vec<String> = ["modsecurity", "connector"]
+        .iter()
+        .filter_map(|k| producer.get(k).and_then(Json::text))
+        .collect();
+    names.extend(
+        producer
+            .get("components")
+            .map(Json::items)
+            .unwrap_or_default()
+            .iter()
+            .filter_map(Json::text),
+    );
+    ev.producer = (!names.is_empty()).then(|| names.join("; "));
+    ev.engine_mode = match producer.get("secrules_engine").and_then(Json::str) {
+        Some("Enabled") => Some(EngineMode::Enabled),
+        Some("DetectionOnly") => Some(EngineMode::DetectionOnly),
+        _ => None,
+    };
+}
+
+/// One libmodsecurity 3 JSON `transaction.messages` entry as a rule match.
+fn json3_message(msg: &Json) -> RuleMatch {
+    let d = msg.get("details");
+    let field = |k: &str| {
+        d.and_then(|d| d.get(k))
+            .and_then(Json::text)
+            .filter(|v| !v.is_empty())
+    };
+    let text = msg.get("message").and_then(Json::text).unwrap_or_default();
+    RuleMatch {
+        // The JSON does not say whether a rule was disruptive.
+        action: MessageAction::None,
+        justification: field("match").unwrap_or_default(),
+        file: field("file"),
+        line: field("lineNumber").and_then(|l| l.parse().ok()),
+        id: field("ruleId"),
+        rev: field("rev"),
+        msg: (!text.is_empty()).then(|| text.clone()),
+        data: field("data"),
+        severity: field("severity").and_then(|s| Severity::parse(&s)),
+        ver: field("ver"),
+        maturity: field("maturity")
+            .and_then(|v| v.parse().ok())
+            .filter(|&v| v > 0),
+        accuracy: field("accuracy")
+            .and_then(|v| v.parse().ok())
+            .filter(|&v| v > 0),
+        tags: d
+            .and_then(|d| d.get("tags"))
+            .map(Json::items)
+            .unwrap_or_default()
+            .iter()
+            .filter_map(Json::text)
+            .collect(),
+        truncated: false,
+        text,
+    }
 }
 
 #[cfg(test)]
