@@ -405,12 +405,8 @@ fn json3_request(req: &Json, limits: &ParseLimits, ev: &mut AuditEvent) {
     ]
     .concat();
     ev.request.headers = req.get("headers").map(Json::headers).unwrap_or_default();
-    if let Some(body) = req
-        .get("body")
-        .and_then(Json::text)
-        .filter(|b| !b.is_empty())
-    {
-        ev.request.body = Some(Body::capped(body.as_bytes(), limits.max_body_bytes));
+    if let Some(body) = json3_body(req, limits) {
+        ev.request.body = Some(body);
     }
 }
 
@@ -421,13 +417,18 @@ fn json3_response(resp: &Json, limits: &ParseLimits, ev: &mut AuditEvent) {
         .and_then(Json::u64)
         .and_then(|s| u16::try_from(s).ok());
     ev.response.headers = resp.get("headers").map(Json::headers).unwrap_or_default();
-    if let Some(body) = resp
+    if let Some(body) = json3_body(resp, limits) {
+        ev.response.body = Some(body);
+    }
+}
+
+/// A libmodsecurity 3 JSON `body` (request or response), if present and not empty.
+fn json3_body(part: &Json, limits: &ParseLimits) -> Option<Body> {
+    let body = part
         .get("body")
         .and_then(Json::text)
-        .filter(|b| !b.is_empty())
-    {
-        ev.response.body = Some(Body::capped(body.as_bytes(), limits.max_body_bytes));
-    }
+        .filter(|b| !b.is_empty())?;
+    Some(Body::capped(body.as_bytes(), limits.max_body_bytes))
 }
 
 /// libmodsecurity 3 JSON `transaction.producer`: the producer names and the engine mode.
