@@ -213,90 +213,115 @@ pub(crate) fn parse_json2(root: &Json, limits: &ParseLimits) -> Result<AuditEven
     let mut ev = AuditEvent::new(EventFormat::Json2, id, time, client, server);
 
     if let Some(req) = root.get("request") {
-        let line = req
-            .get("request_line")
-            .and_then(Json::str)
-            .unwrap_or_default()
-            .as_bytes()
-            .to_vec();
-        let (m, u, p) = split_request_line(&line);
-        ev.request.method = m.to_vec();
-        ev.request.uri = u.to_vec();
-        ev.request.protocol = p.to_vec();
-        ev.request.line = line;
-        ev.request.headers = req.get("headers").map(Json::headers).unwrap_or_default();
-        // `body` is an array of stored chunks; `fake_body` is part I for multipart.
-        let body = req.get("body").or_else(|| req.get("fake_body"));
-        if let Some(body) = body {
-            let joined: String = match body {
-                Json::Arr(chunks) => chunks.iter().filter_map(Json::str).collect(),
-                other => other.text().unwrap_or_default(),
-            };
-            ev.request.body = Some(Body::capped(joined.as_bytes(), limits.max_body_bytes));
-        }
+        json2_request(req, limits, &mut ev);
     }
     if let Some(resp) = root.get("response") {
-        ev.response.protocol = resp
-            .get("protocol")
-            .and_then(Json::str)
-            .unwrap_or_default()
-            .as_bytes()
-            .to_vec();
-        ev.response.status = resp
-            .get("status")
-            .and_then(Json::u64)
-            .and_then(|s| u16::try_from(s).ok());
-        ev.response.headers = resp.get("headers").map(Json::headers).unwrap_or_default();
-        if let Some(body) = resp.get("body").and_then(Json::text) {
-            ev.response.body = Some(Body::capped(body.as_bytes(), limits.max_body_bytes));
-        }
+        json2_response(resp, limits, &mut ev);
     }
+    let (outcome, copies) = match root.get("audit_data") {
+        Some(audit) => json2_audit_data(audit, &mut ev),
+        None => (Outcome::default(), Vec::new()),
+    };
+    json2_matched_rule_ids(root, &mut ev);
+    finish_event(&mut ev, outcome, copies);
+    Ok(ev)
+}
+
+/// 2.9 JSON `request`: the request line, headers and body (`body` chunks, or `fake_body`).
+fn json2_request(req: &Json, limits: &ParseLimits, ev: &mut AuditEvent) {
+    let line = req
+        .get("request_line")
+        .and_then(Json::str)
+        .unwrap_or_default()
+        .as_bytes()
+        .to_vec();
+    let (m, u, p) = split_request_line(&line);
+    ev.request.method = m.to_vec();
+    ev.request.uri = u.to_vec();
+    ev.request.protocol = p.to_vec();
+    ev.request.line = line;
+    ev.request.headers = req.get("headers").map(Json::headers).unwrap_or_default();
+    // `body` is an array of stored chunks; `fake_body` is part I for multipart.
+    let body = req.get("body").or_else(|| req.get("fake_body"));
+    if let Some(body) = body {
+        let joined: String = match body {
+            Json::Arr(chunks) => chunks.iter().filter_map(Json::str).collect(),
+            other => other.text().unwrap_or_default(),
+        };
+        ev.request.body = Some(Body::capped(joined.as_bytes(), limits.max_body_bytes));
+    }
+}
+
+/// 2.9 JSON `response`: protocol, status, headers and body.
+fn json2_response(resp: &Json, limits: &ParseLimits, ev: &mut AuditEvent) {
+    ev.response.protocol = resp
+        .get("protocol")
+        .and_then(Json::str)
+        .unwrap_or_default()
+        .as_bytes()
+        .to_vec();
+    ev.response.status = resp
+        .get("status")
+        .and_then(Json::u64)
+        .and_then(|s| u16::try_from(s).ok());
+    ev.response.headers = resp.get("headers").map(Json::headers).unwrap_or_default();
+    if let Some(body) = resp.get("body").and_then(Json::text) {
+        ev.response.body = Some(Body::capped(body.as_bytes(), limits.max_body_bytes));
+    }
+}
+
+/// 2.9 JSON `audit_data`: messages, error-log copies, the action, producer, server
+/// and engine mode. Returns the outcome and the rule messages found in error-log copies.
+fn json2_audit_data(audit: &Json, ev: &mut AuditEvent) -> (Outcome, Vec<RuleMatch>) {
     let mut outcome = Outcome::default();
     let mut copies = Vec::new();
-    if let Some(audit) = root.get("audit_data") {
-        for msg in audit.get("messages").map(Json::items).unwrap_or_default() {
-            if let Some(text) = msg.str() {
-                ev.matches
-                    .push(parse_message(text, MessageDialect::ModSecurity2));
-            }
+    for msg in audit.get("messages").map(Json::items).unwrap_or_default() {
+        if let Some(text) = msg.str() {
+            ev.matches
+                .push(parse_message(text, MessageDialect::ModSecurity2));
         }
-        for err in audit
-            .get("error_messages")
-            .map(Json::items)
-            .unwrap_or_default()
-        {
-            if let Some(text) = err.str() {
-                match modsecurity_copy(text) {
-                    Some(alert) => copies.push(parse_message(alert, MessageDialect::ModSecurity2)),
-                    None => ev.apache_errors.push(text.to_string()),
-                }
-            }
-        }
-        if let Some(action) = audit.get("action") {
-            outcome.intercepted = matches!(action.get("intercepted"), Some(Json::Bool(true)));
-            outcome.phase = action
-                .get("phase")
-                .and_then(Json::u64)
-                .and_then(|p| u8::try_from(p).ok());
-        }
-        ev.producer = match audit.get("producer") {
-            Some(Json::Arr(items)) => Some(
-                items
-                    .iter()
-                    .filter_map(Json::str)
-                    .collect::<Vec<_>>()
-                    .join("; "),
-            ),
-            Some(other) => other.text(),
-            None => None,
-        };
-        ev.server_banner = audit.get("server").and_then(Json::text);
-        ev.engine_mode = match audit.get("engine_mode").and_then(Json::str) {
-            Some("ENABLED") => Some(EngineMode::Enabled),
-            Some("DETECTION_ONLY") => Some(EngineMode::DetectionOnly),
-            _ => None,
-        };
     }
+    for err in audit
+        .get("error_messages")
+        .map(Json::items)
+        .unwrap_or_default()
+    {
+        if let Some(text) = err.str() {
+            match modsecurity_copy(text) {
+                Some(alert) => copies.push(parse_message(alert, MessageDialect::ModSecurity2)),
+                None => ev.apache_errors.push(text.to_string()),
+            }
+        }
+    }
+    if let Some(action) = audit.get("action") {
+        outcome.intercepted = matches!(action.get("intercepted"), Some(Json::Bool(true)));
+        outcome.phase = action
+            .get("phase")
+            .and_then(Json::u64)
+            .and_then(|p| u8::try_from(p).ok());
+    }
+    ev.producer = match audit.get("producer") {
+        Some(Json::Arr(items)) => Some(
+            items
+                .iter()
+                .filter_map(Json::str)
+                .collect::<Vec<_>>()
+                .join("; "),
+        ),
+        Some(other) => other.text(),
+        None => None,
+    };
+    ev.server_banner = audit.get("server").and_then(Json::text);
+    ev.engine_mode = match audit.get("engine_mode").and_then(Json::str) {
+        Some("ENABLED") => Some(EngineMode::Enabled),
+        Some("DETECTION_ONLY") => Some(EngineMode::DetectionOnly),
+        _ => None,
+    };
+    (outcome, copies)
+}
+
+/// 2.9 JSON `matched_rules`: the ids of the rules that matched, in order, once each.
+fn json2_matched_rule_ids(root: &Json, ev: &mut AuditEvent) {
     for group in root
         .get("matched_rules")
         .map(Json::items)
@@ -313,8 +338,6 @@ pub(crate) fn parse_json2(root: &Json, limits: &ParseLimits) -> Result<AuditEven
             }
         }
     }
-    finish_event(&mut ev, outcome, copies);
-    Ok(ev)
 }
 
 /// libmodsecurity 3 JSON.
@@ -342,110 +365,131 @@ pub(crate) fn parse_json3(root: &Json, limits: &ParseLimits) -> Result<AuditEven
     ev.anomalies.time_zone_unknown = true;
 
     if let Some(req) = tx.get("request") {
-        ev.request.method = req
-            .get("method")
-            .and_then(Json::text)
-            .unwrap_or_default()
-            .into_bytes();
-        ev.request.uri = req
-            .get("uri")
-            .and_then(Json::text)
-            .unwrap_or_default()
-            .into_bytes();
-        ev.request.protocol = match req.get("http_version").and_then(Json::text) {
-            Some(v) => format!("HTTP/{v}").into_bytes(),
-            None => Vec::new(),
-        };
-        ev.request.line = [
-            &ev.request.method[..],
-            b" ",
-            &ev.request.uri,
-            b" ",
-            &ev.request.protocol,
-        ]
-        .concat();
-        ev.request.headers = req.get("headers").map(Json::headers).unwrap_or_default();
-        if let Some(body) = req
-            .get("body")
-            .and_then(Json::text)
-            .filter(|b| !b.is_empty())
-        {
-            ev.request.body = Some(Body::capped(body.as_bytes(), limits.max_body_bytes));
-        }
+        json3_request(req, limits, &mut ev);
     }
     if let Some(resp) = tx.get("response") {
-        ev.response.status = resp
-            .get("http_code")
-            .and_then(Json::u64)
-            .and_then(|s| u16::try_from(s).ok());
-        ev.response.headers = resp.get("headers").map(Json::headers).unwrap_or_default();
-        if let Some(body) = resp
-            .get("body")
-            .and_then(Json::text)
-            .filter(|b| !b.is_empty())
-        {
-            ev.response.body = Some(Body::capped(body.as_bytes(), limits.max_body_bytes));
-        }
+        json3_response(resp, limits, &mut ev);
     }
     if let Some(producer) = tx.get("producer") {
-        let mut names: Vec<String> = ["modsecurity", "connector"]
-            .iter()
-            .filter_map(|k| producer.get(k).and_then(Json::text))
-            .collect();
-        names.extend(
-            producer
-                .get("components")
-                .map(Json::items)
-                .unwrap_or_default()
-                .iter()
-                .filter_map(Json::text),
-        );
-        ev.producer = (!names.is_empty()).then(|| names.join("; "));
-        ev.engine_mode = match producer.get("secrules_engine").and_then(Json::str) {
-            Some("Enabled") => Some(EngineMode::Enabled),
-            Some("DetectionOnly") => Some(EngineMode::DetectionOnly),
-            _ => None,
-        };
+        json3_producer(producer, &mut ev);
     }
     for msg in tx.get("messages").map(Json::items).unwrap_or_default() {
-        let d = msg.get("details");
-        let field = |k: &str| {
-            d.and_then(|d| d.get(k))
-                .and_then(Json::text)
-                .filter(|v| !v.is_empty())
-        };
-        let text = msg.get("message").and_then(Json::text).unwrap_or_default();
-        ev.matches.push(RuleMatch {
-            // The JSON does not say whether a rule was disruptive.
-            action: MessageAction::None,
-            justification: field("match").unwrap_or_default(),
-            file: field("file"),
-            line: field("lineNumber").and_then(|l| l.parse().ok()),
-            id: field("ruleId"),
-            rev: field("rev"),
-            msg: (!text.is_empty()).then(|| text.clone()),
-            data: field("data"),
-            severity: field("severity").and_then(|s| Severity::parse(&s)),
-            ver: field("ver"),
-            maturity: field("maturity")
-                .and_then(|v| v.parse().ok())
-                .filter(|&v| v > 0),
-            accuracy: field("accuracy")
-                .and_then(|v| v.parse().ok())
-                .filter(|&v| v > 0),
-            tags: d
-                .and_then(|d| d.get("tags"))
-                .map(Json::items)
-                .unwrap_or_default()
-                .iter()
-                .filter_map(Json::text)
-                .collect(),
-            truncated: false,
-            text,
-        });
+        ev.matches.push(json3_message(msg));
     }
     finish_event(&mut ev, Outcome::default(), Vec::new());
     Ok(ev)
+}
+
+/// libmodsecurity 3 JSON `transaction.request`: method, URI, version, headers, body.
+fn json3_request(req: &Json, limits: &ParseLimits, ev: &mut AuditEvent) {
+    ev.request.method = req
+        .get("method")
+        .and_then(Json::text)
+        .unwrap_or_default()
+        .into_bytes();
+    ev.request.uri = req
+        .get("uri")
+        .and_then(Json::text)
+        .unwrap_or_default()
+        .into_bytes();
+    ev.request.protocol = match req.get("http_version").and_then(Json::text) {
+        Some(v) => format!("HTTP/{v}").into_bytes(),
+        None => Vec::new(),
+    };
+    ev.request.line = [
+        &ev.request.method[..],
+        b" ",
+        &ev.request.uri,
+        b" ",
+        &ev.request.protocol,
+    ]
+    .concat();
+    ev.request.headers = req.get("headers").map(Json::headers).unwrap_or_default();
+    if let Some(body) = json3_body(req, limits) {
+        ev.request.body = Some(body);
+    }
+}
+
+/// libmodsecurity 3 JSON `transaction.response`: status, headers, body.
+fn json3_response(resp: &Json, limits: &ParseLimits, ev: &mut AuditEvent) {
+    ev.response.status = resp
+        .get("http_code")
+        .and_then(Json::u64)
+        .and_then(|s| u16::try_from(s).ok());
+    ev.response.headers = resp.get("headers").map(Json::headers).unwrap_or_default();
+    if let Some(body) = json3_body(resp, limits) {
+        ev.response.body = Some(body);
+    }
+}
+
+/// A libmodsecurity 3 JSON `body` (request or response), if present and not empty.
+fn json3_body(part: &Json, limits: &ParseLimits) -> Option<Body> {
+    let body = part
+        .get("body")
+        .and_then(Json::text)
+        .filter(|b| !b.is_empty())?;
+    Some(Body::capped(body.as_bytes(), limits.max_body_bytes))
+}
+
+/// libmodsecurity 3 JSON `transaction.producer`: the producer names and the engine mode.
+fn json3_producer(producer: &Json, ev: &mut AuditEvent) {
+    let mut names: Vec<String> = ["modsecurity", "connector"]
+        .iter()
+        .filter_map(|k| producer.get(k).and_then(Json::text))
+        .collect();
+    names.extend(
+        producer
+            .get("components")
+            .map(Json::items)
+            .unwrap_or_default()
+            .iter()
+            .filter_map(Json::text),
+    );
+    ev.producer = (!names.is_empty()).then(|| names.join("; "));
+    ev.engine_mode = match producer.get("secrules_engine").and_then(Json::str) {
+        Some("Enabled") => Some(EngineMode::Enabled),
+        Some("DetectionOnly") => Some(EngineMode::DetectionOnly),
+        _ => None,
+    };
+}
+
+/// One libmodsecurity 3 JSON `transaction.messages` entry as a rule match.
+fn json3_message(msg: &Json) -> RuleMatch {
+    let d = msg.get("details");
+    let field = |k: &str| {
+        d.and_then(|d| d.get(k))
+            .and_then(Json::text)
+            .filter(|v| !v.is_empty())
+    };
+    let text = msg.get("message").and_then(Json::text).unwrap_or_default();
+    RuleMatch {
+        // The JSON does not say whether a rule was disruptive.
+        action: MessageAction::None,
+        justification: field("match").unwrap_or_default(),
+        file: field("file"),
+        line: field("lineNumber").and_then(|l| l.parse().ok()),
+        id: field("ruleId"),
+        rev: field("rev"),
+        msg: (!text.is_empty()).then(|| text.clone()),
+        data: field("data"),
+        severity: field("severity").and_then(|s| Severity::parse(&s)),
+        ver: field("ver"),
+        maturity: field("maturity")
+            .and_then(|v| v.parse().ok())
+            .filter(|&v| v > 0),
+        accuracy: field("accuracy")
+            .and_then(|v| v.parse().ok())
+            .filter(|&v| v > 0),
+        tags: d
+            .and_then(|d| d.get("tags"))
+            .map(Json::items)
+            .unwrap_or_default()
+            .iter()
+            .filter_map(Json::text)
+            .collect(),
+        truncated: false,
+        text,
+    }
 }
 
 #[cfg(test)]

@@ -9,6 +9,13 @@
 //! argument name that ModSecurity quotes into the justification; from the right, the
 //! justification's closing `.` breaks the chain before the planted text.
 
+use nom::branch::alt;
+use nom::bytes::complete::{tag, take_till, take_until, take_while};
+use nom::combinator::{map, map_res, verify};
+use nom::multi::many1;
+use nom::sequence::{delimited, pair, preceded, separated_pair, terminated, tuple};
+use nom::IResult;
+
 use super::model::{MessageAction, RuleMatch, Severity};
 use crate::escape::{unescape, CutEscape};
 
@@ -163,134 +170,139 @@ fn token_before(b: &[u8], end: usize) -> Option<(usize, Range, Range)> {
 /// `Rule 7fc26fc6bbc0 [id "932150"][file "…"][line "464"] - Execution error - PCRE limits exceeded (-47): (null).`
 /// PCRE-limit errors are how attackers slip past a rule, so the rule id is kept.
 fn rule_diagnostic(text: &str) -> Option<(&str, Vec<(&str, &str)>)> {
-    let rest = text.strip_prefix("Rule ")?;
-    let (_pointer, mut rest) = rest.split_once(' ')?;
-    let mut tokens = Vec::new();
-    while let Some(inner) = rest.strip_prefix('[') {
-        let (key, after) = inner.split_once(" \"")?;
-        if key.is_empty() || !key.bytes().all(|c| c.is_ascii_lowercase()) {
-            return None;
-        }
-        let close = after.find("\"]")?;
-        tokens.push((key, &after[..close]));
-        rest = &after[close + 2..];
-    }
-    let justification = rest.strip_prefix(" - ")?;
-    (!tokens.is_empty()).then_some((justification, tokens))
+    let pointer = terminated(take_till(|c| c == ' '), tag(" "));
+    let mut diagnostic = preceded(
+        pair(tag("Rule "), pointer),
+        terminated(many1(left_token), tag(" - ")),
+    );
+    let parsed: IResult<&str, Vec<(&str, &str)>, ()> = diagnostic(text);
+    let (justification, tokens) = parsed.ok()?;
+    Some((justification, tokens))
 }
 
-/// Recognises the action text at the start of a message.
+/// One `[key "value"]` read left to right, as a diagnostic writes them: the key is
+/// lowercase letters, the value runs to the first `"]` (no escapes are written there).
+fn left_token(input: &str) -> IResult<&str, (&str, &str), ()> {
+    let key = verify(take_until(" \""), |k: &str| {
+        !k.is_empty() && k.bytes().all(|c| c.is_ascii_lowercase())
+    });
+    let value = terminated(take_until("\"]"), tag("\"]"));
+    preceded(tag("["), separated_pair(key, tag(" \""), value))(input)
+}
+
+/// Recognises the action text at the start of a message: the action and the text after it,
+/// or [`MessageAction::None`] and all the text.
 fn parse_action(text: &str) -> (MessageAction, &str) {
-    if let Some(rest) = text.strip_prefix("Warning. ") {
-        return (MessageAction::Warning, rest);
+    let parsed: IResult<&str, MessageAction, ()> = alt((
+        map(tag("Warning. "), |_| MessageAction::Warning),
+        denied,
+        redirection,
+        redirect_1_9,
+        proxy,
+        map(
+            delimited(tag("Access denied with connection close"), phase, tag(". ")),
+            |p| MessageAction::Drop { phase: Some(p) },
+        ),
+        map(
+            delimited(
+                alt((
+                    tag("Access allowed"),
+                    tag("Access to phase allowed"),
+                    tag("Access to request allowed"),
+                    tag("Paused Access"),
+                )),
+                phase,
+                tag(". "),
+            ),
+            |p| MessageAction::Allowed { phase: Some(p) },
+        ),
+    ))(text);
+    match parsed {
+        Ok((rest, action)) => (action, rest),
+        Err(_) => (MessageAction::None, text),
     }
-    if let Some(rest) = text.strip_prefix("Access denied with code ") {
-        // 2.x: `403 (phase 2). `, `500 (phase 2) (Internal Error: …). `; 1.9.x: `403. `
-        let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
-        let after = &rest[digits.len()..];
-        let status = digits.parse().ok();
-        if let Some((phase, after)) = parse_phase(after) {
-            if let Some(end) = sentence_end(after) {
-                return (
-                    MessageAction::Denied {
-                        status,
-                        phase: Some(phase),
-                    },
-                    &after[end..],
-                );
-            }
-        } else if let Some(after) = after.strip_prefix(". ") {
-            return (
-                MessageAction::Denied {
-                    status,
-                    phase: None,
-                },
-                after,
-            );
-        }
-    }
-    if let Some(rest) = text.strip_prefix("Access denied with redirection to ") {
-        if let Some(pos) = rest.find(" using status ") {
-            let url = &rest[..pos];
-            let after = &rest[pos + 14..];
-            let digits: String = after.chars().take_while(char::is_ascii_digit).collect();
-            if let Some((phase, tail)) = parse_phase(&after[digits.len()..]) {
-                if let Some(tail) = tail.strip_prefix(". ") {
-                    let action = MessageAction::Redirect {
-                        url: url.to_string(),
-                        status: digits.parse().ok(),
-                        phase: Some(phase),
-                    };
-                    return (action, tail);
-                }
-            }
-        }
-    }
-    if let Some(rest) = text.strip_prefix("Access denied with redirect to [") {
-        if let Some(pos) = rest.find("]. ") {
-            let action = MessageAction::Redirect {
-                url: rest[..pos].to_string(),
-                status: None,
-                phase: None,
-            };
-            return (action, &rest[pos + 3..]);
-        }
-    }
-    if let Some(rest) = text.strip_prefix("Access denied using proxy to") {
-        if let Some((phase, after)) = parse_phase(rest) {
-            if let Some(pos) = after.find(". ") {
-                let url = after[..pos].trim_start().to_string();
-                return (
-                    MessageAction::Proxy {
-                        url,
-                        phase: Some(phase),
-                    },
-                    &after[pos + 2..],
-                );
-            }
-        }
-    }
-    if let Some(rest) = text.strip_prefix("Access denied with connection close") {
-        if let Some((phase, after)) = parse_phase(rest) {
-            if let Some(after) = after.strip_prefix(". ") {
-                return (MessageAction::Drop { phase: Some(phase) }, after);
-            }
-        }
-    }
-    for prefix in [
-        "Access allowed",
-        "Access to phase allowed",
-        "Access to request allowed",
-        "Paused Access",
-    ] {
-        if let Some(rest) = text.strip_prefix(prefix) {
-            if let Some((phase, after)) = parse_phase(rest) {
-                if let Some(after) = after.strip_prefix(". ") {
-                    return (MessageAction::Allowed { phase: Some(phase) }, after);
-                }
-            }
-        }
-    }
-    (MessageAction::None, text)
 }
 
-/// ` (phase N)` at the start of `s`.
-fn parse_phase(s: &str) -> Option<(u8, &str)> {
-    let rest = s.strip_prefix(" (phase ")?;
-    let close = rest.find(')')?;
-    let phase = rest[..close].parse().ok()?;
-    Some((phase, &rest[close + 1..]))
+/// A status code: ASCII digits (maybe none, or too many: then no status).
+fn status(input: &str) -> IResult<&str, Option<u16>, ()> {
+    map(take_while(|c: char| c.is_ascii_digit()), |d: &str| {
+        d.parse().ok()
+    })(input)
 }
 
-/// After `(phase N)`: `. ` or ` (Internal Error: …). `; returns where the justification starts.
-fn sentence_end(s: &str) -> Option<usize> {
-    if s.starts_with(". ") {
-        return Some(2);
-    }
-    if s.starts_with(" (") {
-        return s.find("). ").map(|p| p + 3);
-    }
-    None
+/// 2.x `Access denied with code 403 (phase 2). `, `… 500 (phase 2) (Internal Error: …). `;
+/// 1.9.x `Access denied with code 403. `.
+fn denied(input: &str) -> IResult<&str, MessageAction, ()> {
+    // After `(phase N)`: `. ` or ` (Internal Error: …). `.
+    let sentence_end = alt((
+        tag(". "),
+        delimited(tag(" ("), take_until("). "), tag("). ")),
+    ));
+    let with_phase = map(terminated(phase, sentence_end), Some);
+    let without_phase = map(tag(". "), |_| None);
+    map(
+        preceded(
+            tag("Access denied with code "),
+            pair(status, alt((with_phase, without_phase))),
+        ),
+        |(status, phase)| MessageAction::Denied { status, phase },
+    )(input)
+}
+
+/// `Access denied with redirection to <url> using status 302 (phase 1). `
+fn redirection(input: &str) -> IResult<&str, MessageAction, ()> {
+    let url = terminated(take_until(" using status "), tag(" using status "));
+    map(
+        delimited(
+            tag("Access denied with redirection to "),
+            tuple((url, status, phase)),
+            tag(". "),
+        ),
+        |(url, status, phase)| MessageAction::Redirect {
+            url: url.to_string(),
+            status,
+            phase: Some(phase),
+        },
+    )(input)
+}
+
+/// 1.9.x: `Access denied with redirect to [<url>]. `
+fn redirect_1_9(input: &str) -> IResult<&str, MessageAction, ()> {
+    map(
+        delimited(
+            tag("Access denied with redirect to ["),
+            take_until("]. "),
+            tag("]. "),
+        ),
+        |url: &str| MessageAction::Redirect {
+            url: url.to_string(),
+            status: None,
+            phase: None,
+        },
+    )(input)
+}
+
+/// `Access denied using proxy to (phase 2) <url>. `
+fn proxy(input: &str) -> IResult<&str, MessageAction, ()> {
+    map(
+        preceded(
+            tag("Access denied using proxy to"),
+            pair(phase, terminated(take_until(". "), tag(". "))),
+        ),
+        |(phase, url)| MessageAction::Proxy {
+            url: url.trim_start().to_string(),
+            phase: Some(phase),
+        },
+    )(input)
+}
+
+/// ` (phase N)`.
+fn phase(input: &str) -> IResult<&str, u8, ()> {
+    delimited(
+        tag(" (phase "),
+        map_res(take_until(")"), str::parse),
+        tag(")"),
+    )(input)
 }
 
 /// Extracts rule ids from a part K line (`SecRule "…" "…" "phase:2,…,id:942100,…"`).
@@ -511,6 +523,75 @@ mod tests {
         assert_eq!(
             m.justification,
             "Request body no files data length is larger than the configured limit (131072)."
+        );
+    }
+
+    #[test]
+    fn action_grammar_edges() {
+        let action = |t: &'static str| parse_action(t);
+        // No digits, or too many for a status: still a denial, with no status.
+        assert_eq!(
+            action("Access denied with code  (phase 2). x"),
+            (
+                MessageAction::Denied {
+                    status: None,
+                    phase: Some(2)
+                },
+                "x"
+            )
+        );
+        assert_eq!(
+            action("Access denied with code 99999999 (phase 2). x").0,
+            MessageAction::Denied {
+                status: None,
+                phase: Some(2)
+            }
+        );
+        // A phase that is not a number, or no sentence end: no action, all text kept.
+        for text in [
+            "Access denied with code 403 (phase x). y",
+            "Access denied with code 403 (phase 2)",
+            "Access denied with code 403 (phase 2) (Internal Error: no end",
+            "Access denied with code 403 y",
+            "Access denied with redirection to http://a/ using status 302. y",
+            "Access denied with redirect to [http://a/] y",
+            "Access denied using proxy to (phase 2) http://a/",
+            "Access denied with connection close. y",
+            "Access allowed (phase 1)y",
+            "Warning.y",
+        ] {
+            assert_eq!(action(text), (MessageAction::None, text), "{text}");
+        }
+        assert_eq!(
+            action("Access to request allowed (phase 2). y"),
+            (MessageAction::Allowed { phase: Some(2) }, "y")
+        );
+        assert_eq!(
+            action("Paused Access (phase 5). y"),
+            (MessageAction::Allowed { phase: Some(5) }, "y")
+        );
+        assert_eq!(phase(" (phase 300)"), Err(nom::Err::Error(())));
+        assert_eq!(phase(" (phase 4) rest"), Ok((" rest", 4)));
+    }
+
+    #[test]
+    fn diagnostic_token_grammar() {
+        assert_eq!(left_token(r#"[id "9"][x"#), Ok(("[x", ("id", "9"))));
+        // Keys are lowercase letters only; a token needs its closing `"]`.
+        assert!(left_token(r#"[Id "9"]"#).is_err());
+        assert!(left_token(r#"[ "9"]"#).is_err());
+        assert!(left_token(r#"[id_x "9"]"#).is_err());
+        assert!(left_token(r#"[id "9"#).is_err());
+        assert_eq!(
+            rule_diagnostic(r#"Rule 7f [id "1"] [line "2"] - x"#),
+            None,
+            "tokens are not separated by spaces in a diagnostic"
+        );
+        assert_eq!(rule_diagnostic("Rule 7f  - x"), None, "no tokens");
+        assert_eq!(rule_diagnostic(r#"Rule 7f [id "1"]- x"#), None);
+        assert_eq!(
+            rule_diagnostic(r#"Rule  [id "1"][line "2"] - x - y"#),
+            Some(("x - y", vec![("id", "1"), ("line", "2")]))
         );
     }
 

@@ -7,6 +7,12 @@
 
 use std::net::IpAddr;
 
+use nom::branch::alt;
+use nom::bytes::complete::{tag, take_till, take_while_m_n};
+use nom::combinator::{all_consuming, map, opt, rest};
+use nom::sequence::{delimited, preceded, terminated, tuple};
+use nom::IResult;
+
 use super::message::{parse_message, rule_id_from_k_line, MessageDialect};
 use super::model::*;
 use super::{finish_event, AuditLogError, Outcome, ParseLimits, PartCut};
@@ -47,38 +53,53 @@ pub(crate) struct Framing {
 /// Longest boundary accepted; ModSecurity 2 writes 8 hex digits, libmodsecurity 8 alphanumerics.
 const MAX_BOUNDARY: usize = 32;
 
+/// A boundary: 1 to [`MAX_BOUNDARY`] ASCII letters and digits.
+fn boundary(input: &[u8]) -> IResult<&[u8], &[u8], ()> {
+    take_while_m_n(1, MAX_BOUNDARY, |c: u8| c.is_ascii_alphanumeric())(input)
+}
+
+/// A header line `name:value` (one space after the colon is dropped): (name, value).
+fn header_line(line: &[u8]) -> IResult<&[u8], (&[u8], &[u8]), ()> {
+    let name = terminated(take_till(|c| c == b':'), tag(":"));
+    let value = preceded(opt(tag(" ")), rest);
+    tuple((name, value))(line)
+}
+
 impl Framing {
-    /// Reads the framing from the `A` separator line (without its newline).
+    /// Reads the framing from the `A` separator line (without its newline; one `\r` is allowed).
     pub(crate) fn from_first_line(line: &[u8]) -> Option<Framing> {
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        let (style, inner) = if let Some(rest) = line.strip_prefix(b"---") {
-            (Style::V3, rest.strip_suffix(b"---A--")?)
-        } else {
-            (Style::V2, line.strip_prefix(b"--")?.strip_suffix(b"-A--")?)
-        };
-        let ok = !inner.is_empty()
-            && inner.len() <= MAX_BOUNDARY
-            && inner.iter().all(u8::is_ascii_alphanumeric);
-        ok.then(|| Framing {
+        let v3 = map(delimited(tag("---"), boundary, tag("---A--")), |b| {
+            (Style::V3, b)
+        });
+        let v2 = map(delimited(tag("--"), boundary, tag("-A--")), |b| {
+            (Style::V2, b)
+        });
+        let mut first = all_consuming(terminated(alt((v3, v2)), opt(tag("\r"))));
+        let parsed: IResult<&[u8], (Style, &[u8]), ()> = first(line);
+        let (_, (style, boundary)) = parsed.ok()?;
+        Some(Framing {
             style,
-            boundary: inner.to_vec(),
+            boundary: boundary.to_vec(),
         })
     }
 
-    /// The part letter if `line` is a separator of this file.
+    /// The part letter if `line` is a separator of this file: `--<boundary>-<X>--` or
+    /// `---<boundary>---<X>--`, nothing after it.
     pub(crate) fn separator_letter(&self, line: &[u8]) -> Option<u8> {
         let (open, mid) = match self.style {
-            Style::V2 => (&b"--"[..], &b"-"[..]),
-            Style::V3 => (&b"---"[..], &b"---"[..]),
+            Style::V2 => ("--", "-"),
+            Style::V3 => ("---", "---"),
         };
-        let rest = line
-            .strip_prefix(open)?
-            .strip_prefix(self.boundary.as_slice())?
-            .strip_prefix(mid)?;
-        match rest {
-            [letter, b'-', b'-'] if letter.is_ascii_uppercase() => Some(*letter),
-            _ => None,
-        }
+        let letter = take_while_m_n(1, 1, |c: u8| c.is_ascii_uppercase());
+        let mut separator = all_consuming(delimited(
+            tuple((tag(open), tag(self.boundary.as_slice()), tag(mid))),
+            letter,
+            tag("--"),
+        ));
+        // `()` errors: a line that is not a separator is the common case and costs nothing.
+        let parsed: IResult<&[u8], &[u8], ()> = separator(line);
+        let (_, letter) = parsed.ok()?;
+        Some(letter[0])
     }
 
     /// Whether a separator for `next` may follow part `current`.
@@ -304,16 +325,12 @@ fn header_lines(content: &[u8], ev: &mut AuditEvent) -> Vec<Header> {
         if line.is_empty() {
             continue;
         }
-        match line.iter().position(|&b| b == b':') {
-            Some(colon) => {
-                let value = &line[colon + 1..];
-                let value = value.strip_prefix(b" ").unwrap_or(value);
-                headers.push(Header {
-                    name: line[..colon].to_vec(),
-                    value: value.to_vec(),
-                });
-            }
-            None => ev.anomalies.unparsed_lines += 1,
+        match header_line(line) {
+            Ok((_, (name, value))) => headers.push(Header {
+                name: name.to_vec(),
+                value: value.to_vec(),
+            }),
+            Err(_) => ev.anomalies.unparsed_lines += 1,
         }
     }
     headers
@@ -479,6 +496,46 @@ mod tests {
         assert!(v3.may_follow(b'E', b'F'));
         assert!(Framing::from_first_line(b"--c01c6850-B--").is_none());
         assert!(Framing::from_first_line(b"{\"transaction\":1}").is_none());
+    }
+
+    #[test]
+    fn first_separator_grammar() {
+        let f = framing(b"--c01c6850-A--\r");
+        assert_eq!(
+            (f.style, f.boundary.as_slice()),
+            (Style::V2, &b"c01c6850"[..])
+        );
+        let longest = format!("--{}-A--", "a".repeat(MAX_BOUNDARY));
+        assert_eq!(framing(longest.as_bytes()).boundary.len(), MAX_BOUNDARY);
+        let too_long = format!("--{}-A--", "a".repeat(MAX_BOUNDARY + 1));
+        assert!(Framing::from_first_line(too_long.as_bytes()).is_none());
+        for bad in [
+            &b"---A--"[..],
+            b"--c01c-6850-A--",
+            b"--c01c6850-A--\r\r",
+            b"--c01c6850-A-- ",
+            b"---c01c6850-A--",
+            b"--c01c6850---A--",
+            b"---c01c6850---A-",
+        ] {
+            assert!(Framing::from_first_line(bad).is_none(), "{bad:?}");
+        }
+        let v3 = framing(b"---l6o0m6On---A--\r");
+        assert_eq!(v3.separator_letter(b"---l6o0m6On---H--"), Some(b'H'));
+        assert_eq!(v3.separator_letter(b"---l6o0m6On---h--"), None);
+        assert_eq!(v3.separator_letter(b"---l6o0m6On---HH--"), None);
+        assert_eq!(v3.separator_letter(b"---l6o0m6On-H--"), None);
+        assert_eq!(v3.separator_letter(b"---l6o0m6On---H--\r"), None);
+    }
+
+    #[test]
+    fn header_line_grammar() {
+        let ok = |l: &'static [u8]| header_line(l).map(|(_, nv)| nv).ok();
+        assert_eq!(ok(b"Host: a:b"), Some((&b"Host"[..], &b"a:b"[..])));
+        assert_eq!(ok(b"Host:a"), Some((&b"Host"[..], &b"a"[..])));
+        assert_eq!(ok(b"X:  two"), Some((&b"X"[..], &b" two"[..])));
+        assert_eq!(ok(b":"), Some((&b""[..], &b""[..])));
+        assert_eq!(ok(b"no colon here"), None);
     }
 
     #[test]
