@@ -526,6 +526,41 @@ fn stdout_output_prints_one_decoded_json_line_per_event() {
     assert!(entries_left(&queue).is_empty());
 }
 
+/// `--output text` (the demo's): one line a person reads per event, over the config's
+/// OUTPUT stdout, and the queue emptied as with any output.
+#[test]
+fn text_output_prints_one_readable_line_per_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let queue = dir.path().join("queue");
+    fill_queue(&queue, 1, 3);
+    let conf = dir.path().join("c.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "set EVENT_DIR {}\nset OUTPUT stdout\nset HOSTNAME web1\n",
+            queue.display()
+        ),
+    )
+    .unwrap();
+    let out = shipper(&["drain", "-c", conf.to_str().unwrap(), "--output", "text"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 3, "{text}");
+    for line in lines {
+        let (time, rest) = line.split_once(" UTC  ").unwrap();
+        assert_eq!(time, "2026-11-28 02:14:31", "{line}");
+        let (route, rest) = rest.split_once("  priority 2  ").unwrap();
+        assert!(route.contains(" -> "), "{line}");
+        assert!(rest.starts_with("MSc 403 SQL Injection Attack"), "{line}");
+    }
+    assert!(entries_left(&queue).is_empty());
+}
+
 #[test]
 fn the_daemon_ships_as_entries_arrive_reconnects_and_stops_on_sigterm() {
     let mut server = TestSguild::start();

@@ -104,8 +104,8 @@ pub const KEYS: &[Key] = &[
     key("EVENT_OWNER", "a user", "the owner of the directory holding each event", Collector,
         "The only user whose event files are queued (besides RUNAS): the web server's. Events owned by root are never queued."),
     // The shipper: where events go.
-    key("OUTPUT", "sguil, barnyard or stdout", "sguil", Shipper,
-        "Where events go: to sguild, through the snort_agent on this host as barnyard2 does, or to standard output as JSON lines with every field decoded."),
+    key("OUTPUT", "sguil, barnyard, stdout or text", "sguil", Shipper,
+        "Where events go: to sguild, through the snort_agent on this host as barnyard2 does, or to standard output: as JSON lines with every field decoded (stdout), or as one line for a person per event: time, client -> server, priority, message (text)."),
     key("SERVER_HOST", "a host name or address", "none (required with OUTPUT sguil)", Shipper,
         "sguild's host, as in modsec_agent.conf."),
     key("SERVER_PORT", "1 to 65535", "7736", Shipper,
