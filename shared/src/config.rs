@@ -110,7 +110,7 @@ pub const KEYS: &[Key] = &[
         "sguild's host, as in modsec_agent.conf."),
     key("SERVER_PORT", "1 to 65535", "7736", Shipper,
         "sguild's agent port."),
-    key("HOSTNAME", "1 to 47 characters of [A-Za-z0-9._-]", "none (required; localhost with OUTPUT stdout)", Shipper,
+    key("HOSTNAME", "1 to 47 characters of [A-Za-z0-9._-]", "none (required; localhost with OUTPUT stdout or text)", Shipper,
         "The sensor's name (sguild names tables after it): one per web server. With OUTPUT barnyard, the snort_agent's own HOSTNAME."),
     key("NET_GROUP", "a word", "none (required with OUTPUT sguil)", Shipper,
         "The sensor's net group in Sguil."),
