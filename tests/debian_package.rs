@@ -361,6 +361,7 @@ fn the_debian_package_installs_works_with_apache_and_removes_cleanly() {
     for f in [
         "/usr/share/man/man1/modsec-shipper-drain.1.gz",
         "/usr/share/man/man1/modsec-collector.1.gz",
+        "/usr/share/man/man5/modsec2sguil.conf.5.gz",
         "/usr/share/bash-completion/completions/modsec-shipper",
         "/usr/share/zsh/vendor-completions/_modsec-collector",
         "/usr/share/fish/vendor_completions.d/modsec-shipper.fish",

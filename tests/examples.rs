@@ -503,6 +503,33 @@ fn man_pages_and_completions_are_generated_and_render() {
             "{page}"
         );
     }
+    // modsec2sguil.conf(5), from the table of keys: renders without a warning, and
+    // shows every key with its default and the programs that read it.
+    let conf = dir.path().join("man/man5/modsec2sguil.conf.5");
+    let out = Command::new(&man)
+        .args(["--warnings", "-l"])
+        .arg(&conf)
+        .env("MANPAGER", "cat")
+        .env("MANWIDTH", "80")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && err.trim().is_empty(), "{err}");
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(shown.contains("MODSEC2SGUIL.CONF(5)") && shown.contains("StrictModes"));
+    let lines: Vec<&str> = shown.lines().map(str::trim).collect();
+    for key in modsec2sguil::config::KEYS {
+        let at = lines
+            .iter()
+            .position(|l| l.split_whitespace().next() == Some(key.name))
+            .unwrap_or_else(|| panic!("modsec2sguil.conf(5) does not list {}", key.name));
+        let entry = lines[at..].join(" ");
+        assert!(
+            entry.contains(&format!("Read by: {}.", key.read_by.programs())),
+            "{}: {entry}",
+            key.name
+        );
+    }
 }
 
 /// What `man` shows, not only that it renders: the exit codes stay a list (each code

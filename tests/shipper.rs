@@ -3,7 +3,7 @@
 
 use std::collections::HashSet;
 use std::os::unix::fs::symlink;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -483,12 +483,9 @@ fn replies_later_than_the_timeout_are_resent_and_found_stored() {
     assert_eq!(got, want);
 }
 
-#[test]
-fn stdout_output_prints_one_decoded_json_line_per_event() {
-    let dir = tempfile::tempdir().unwrap();
-    let queue = dir.path().join("queue");
-    let want = fill_queue(&queue, 1, 3);
-    let conf = dir.path().join("c.conf");
+/// A config with OUTPUT stdout for `queue`, in `dir`.
+fn stdout_config(dir: &Path, queue: &Path) -> PathBuf {
+    let conf = dir.join("c.conf");
     std::fs::write(
         &conf,
         format!(
@@ -497,6 +494,15 @@ fn stdout_output_prints_one_decoded_json_line_per_event() {
         ),
     )
     .unwrap();
+    conf
+}
+
+#[test]
+fn stdout_output_prints_one_decoded_json_line_per_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let queue = dir.path().join("queue");
+    let want = fill_queue(&queue, 1, 3);
+    let conf = stdout_config(dir.path(), &queue);
     let out = shipper(&["drain", "-c", conf.to_str().unwrap()]);
     assert!(
         out.status.success(),
@@ -523,6 +529,33 @@ fn stdout_output_prints_one_decoded_json_line_per_event() {
         "{v}"
     );
     assert!(v["detail"].as_str().unwrap().contains(&want[0]));
+    assert!(entries_left(&queue).is_empty());
+}
+
+/// `--output text` (the demo's): one line a person reads per event, over the config's
+/// OUTPUT stdout, and the queue emptied as with any output.
+#[test]
+fn text_output_prints_one_readable_line_per_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let queue = dir.path().join("queue");
+    fill_queue(&queue, 1, 3);
+    let conf = stdout_config(dir.path(), &queue);
+    let out = shipper(&["drain", "-c", conf.to_str().unwrap(), "--output", "text"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 3, "{text}");
+    for line in lines {
+        let (time, rest) = line.split_once(" UTC  ").unwrap();
+        assert_eq!(time, "2026-11-28 02:14:31", "{line}");
+        let (route, rest) = rest.split_once("  priority 2  ").unwrap();
+        assert!(route.contains(" -> "), "{line}");
+        assert!(rest.starts_with("MSc 403 SQL Injection Attack"), "{line}");
+    }
     assert!(entries_left(&queue).is_empty());
 }
 

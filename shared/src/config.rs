@@ -15,58 +15,170 @@ use thiserror::Error;
 /// package and the README's install put it.
 pub const DEFAULT_PATH: &str = "/etc/modsec2sguil.conf";
 
-/// Every key either program reads: modsec2sguil 0.8's `modsec_agent.conf` keys, so an
-/// old file loads without warnings, and this project's own. Others are warned about.
-pub const KNOWN_KEYS: &[&str] = &[
-    // modsec2sguil 0.8
-    "DEBUG",
-    "DAEMON",
-    "SERVER_HOST",
-    "SERVER_PORT",
-    "HOSTNAME",
-    "NET_GROUP",
-    "EVENT_DIR",
-    "OPENSSL",
-    "RUNAS",
-    "SENSOR_TYPE",
-    "PING_DELAY",
-    "IGNORE_HTTP_CODES",
-    "HANDLE_ALL_EVENTS",
-    "SYSLOGFACILITY",
-    "SYMLINK",
-    "SYMLINK_REMOVE_ORIG",
-    // the Sguil connection
-    "TLS_CA_FILE",
-    "TLS_PIN_SHA256",
-    "TLS_VERIFY",
-    "SGUIL_VERSION",
-    "SEND_WINDOW",
-    "REPLY_TIMEOUT",
-    // OUTPUT barnyard: the snort_agent on this host
-    "AGENT_HOST",
-    "AGENT_PORT",
-    // modsec-shipper: the alert decision and mapping, delivery
-    "ALERT_ON_WARNINGS",
-    "ANOMALY_RULES",
-    "ALERT_CLASS",
-    "ACTIVITY_CLASS",
-    "DETAIL_FORMAT",
-    "DETAIL_RAW_BYTES",
-    "OUTPUT",
-    "MAX_EVENT_BYTES",
-    "SHIPPER_LOG_FILE",
-    "POLL_INTERVAL",
-    "THRESHOLD_FILE",
-    // modsec-collector
-    "STORAGE_DIR",
-    "INDEX_FILE",
-    "LINK_MODE",
-    "VERIFY_MD5",
-    "LOG_FILE",
-    "FOLLOW_INDEX",
-    "STATE_DIR",
-    "EVENT_OWNER",
+/// The programs that read a key (the man page's "read by").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadBy {
+    Collector,
+    Shipper,
+    Both,
+}
+
+impl ReadBy {
+    /// As the man page names it.
+    pub fn programs(self) -> &'static str {
+        match self {
+            ReadBy::Collector => "modsec-collector",
+            ReadBy::Shipper => "modsec-shipper",
+            ReadBy::Both => "modsec-collector and modsec-shipper",
+        }
+    }
+}
+
+/// One key of the config file: the one place it is documented. `modsec2sguil.conf(5)`
+/// is generated from [`KEYS`] (by the `manual` module), and [`KNOWN_KEYS`] (what the programs
+/// do not warn about) is its names.
+#[derive(Debug, Clone, Copy)]
+pub struct Key {
+    pub name: &'static str,
+    /// The values it takes, in words (`1 or 0`, `an absolute path`, …).
+    pub values: &'static str,
+    /// Its default, in words (`none` when unset means off or absent).
+    pub default: &'static str,
+    pub read_by: ReadBy,
+    /// What it does: one paragraph, plain text.
+    pub about: &'static str,
+}
+
+const fn key(
+    name: &'static str,
+    values: &'static str,
+    default: &'static str,
+    read_by: ReadBy,
+    about: &'static str,
+) -> Key {
+    Key {
+        name,
+        values,
+        default,
+        read_by,
+        about,
+    }
+}
+
+use ReadBy::{Both, Collector, Shipper};
+
+/// Every key either program reads, one row each: modsec2sguil 0.8's `modsec_agent.conf`
+/// keys (so an old file loads without warnings) and this project's own. A new key joins
+/// with one row here; `config::tests::every_key_read_is_in_the_table_and_back` fails
+/// until it does.
+#[rustfmt::skip]
+pub const KEYS: &[Key] = &[
+    // Both programs: the queue and the logs.
+    key("EVENT_DIR", "an absolute path", "none (required, or --queue)", Both,
+        "The queue: where the collector links each event for the shipper, and where the shipper keeps its journal, failed/ and records. On the same filesystem as the storage dir for hard links. Owned by RUNAS."),
+    key("STATE_DIR", "an absolute path", "/var/lib/modsec2sguil", Both,
+        "The collector's own state (overflow spool, backlog of lines it could not act on, the record of what it queued, the --follow position): root's alone. The collector checks at every start that this directory and every one above it are root's and writable by no one else, and creates it root:<RUNAS's group> 0750; modsec-shipper status reads it."),
+    key("STORAGE_DIR", "an absolute path", "none", Both,
+        "ModSecurity's SecAuditLogStorageDir, if not given on the collector's command line. The shipper needs it in symlink mode: only links into it are followed."),
+    key("RUNAS", "user or user:group", "none", Both,
+        "The shipper's user. The collector gives each queue entry to it so the unprivileged shipper can read and remove it (the group defaults to the user's primary group; with hard links the event file in the storage dir changes owner too, as with modsec_queue.pl). Started as root, the shipper switches to it (else to the queue's owner) once the config is read."),
+    key("MAX_EVENT_BYTES", "a number of bytes", "16777216 (16 MiB)", Both,
+        "Larger event files are quarantined to EVENT_DIR/failed/ by the shipper; the collector neither hashes nor copies them (their index lines go to STATE_DIR/backlog)."),
+    key("LINK_MODE", "hardlink, copy or symlink", "hardlink", Both,
+        "How the collector puts an event into the queue: a hard link (copied where the kernel refuses one, as across filesystems), a copy, or a symbolic link (the shipper then follows only links into STORAGE_DIR). Wins over SYMLINK."),
+    key("SYMLINK", "1 or 0", "0", Both,
+        "modsec2sguil 0.8's switch: 1 means LINK_MODE symlink, 0 LINK_MODE hardlink."),
+    key("LOG_FILE", "an absolute path", "none", Both,
+        "The collector's log file (Apache gives it /dev/null as stderr at boot), written as root. The shipper uses it only when SHIPPER_LOG_FILE is not set."),
+    key("SYSLOGFACILITY", "a syslog facility (daemon, local0 ... local7, user)", "none (no syslog)", Both,
+        "Also log to syslog with this facility."),
+    key("DEBUG", "1 or 0", "0", Both,
+        "1 logs every line handled (as --debug)."),
+    // The collector.
+    key("INDEX_FILE", "an absolute path", "none", Collector,
+        "Keep every index line here too, if not given on the command line; SIGHUP reopens it."),
+    key("FOLLOW_INDEX", "an absolute path", "none", Collector,
+        "nginx + libmodsecurity 3: the index file modsec-collector --follow reads (as a service, examples/systemd/modsec-collector-follow.service). Not named *.log: examples/logrotate/modsec2sguil rotates it, not nginx's rule."),
+    key("VERIFY_MD5", "1 or 0", "1", Collector,
+        "Check each event's md5 against its index line (the size is always checked). A mismatch means a short write (full disk): the event is queued and marked in EVENT_DIR/.integrity/."),
+    key("EVENT_OWNER", "a user", "the owner of the directory holding each event", Collector,
+        "The only user whose event files are queued (besides RUNAS): the web server's. Events owned by root are never queued."),
+    // The shipper: where events go.
+    key("OUTPUT", "sguil, barnyard, stdout or text", "sguil", Shipper,
+        "Where events go: to sguild, through the snort_agent on this host as barnyard2 does, or to standard output: as JSON lines with every field decoded (stdout), or as one line for a person per event: time, client -> server, priority, message (text)."),
+    key("SERVER_HOST", "a host name or address", "none (required with OUTPUT sguil)", Shipper,
+        "sguild's host, as in modsec_agent.conf."),
+    key("SERVER_PORT", "1 to 65535", "7736", Shipper,
+        "sguild's agent port."),
+    key("HOSTNAME", "1 to 47 characters of [A-Za-z0-9._-]", "none (required; localhost with OUTPUT stdout or text)", Shipper,
+        "The sensor's name (sguild names tables after it): one per web server. With OUTPUT barnyard, the snort_agent's own HOSTNAME."),
+    key("NET_GROUP", "a word", "none (required with OUTPUT sguil)", Shipper,
+        "The sensor's net group in Sguil."),
+    key("SENSOR_TYPE", "a word", "modsecurity", Shipper,
+        "The agent type registered with sguild."),
+    key("OPENSSL", "1 or 0", "1", Shipper,
+        "0 talks to sguild without TLS (sguild accepts it)."),
+    key("TLS_CA_FILE", "an absolute path", "none", Shipper,
+        "A copy of sguild's certificate (certs/cert.pem; self-signed is fine) to verify it by. The Debian package creates /etc/modsec2sguil/ for it."),
+    key("TLS_PIN_SHA256", "a SHA-256 fingerprint (AB:CD:...)", "none", Shipper,
+        "Trust sguild's certificate by its fingerprint instead: openssl x509 -noout -fingerprint -sha256 -in cert.pem."),
+    key("TLS_VERIFY", "1 or 0", "1", Shipper,
+        "0 turns certificate checking off (encrypted, but anyone can pose as sguild; warned at every connect). Not with TLS_CA_FILE or TLS_PIN_SHA256."),
+    key("SGUIL_VERSION", "a sguild banner version", "none (the banner's version is echoed)", Shipper,
+        "Refuse a sguild that announces another version than this, e.g. \"SGUIL-1.0.0 OPENSSL ENABLED\"."),
+    key("SEND_WINDOW", "1 to 1024", "1 (32 with OUTPUT barnyard)", Shipper,
+        "Events in flight. 1 is what sguild 1.0.0 survives when the shipper dies mid-window; larger windows wedge it. Through the snort_agent the window is safe."),
+    key("REPLY_TIMEOUT", "1 to 3600 seconds", "30 (15 with OUTPUT barnyard)", Shipper,
+        "How long to wait for sguild's answer to an event before dropping the connection and resending."),
+    key("PING_DELAY", "1000 to 86400000 milliseconds", "300000", Shipper,
+        "modsec-shipper run: PING sguild after this long idle."),
+    key("AGENT_HOST", "a host name or address", "127.0.0.1", Shipper,
+        "OUTPUT barnyard: where the snort_agent listens."),
+    key("AGENT_PORT", "1 to 65535", "7735", Shipper,
+        "OUTPUT barnyard: the snort_agent's BY_PORT."),
+    // The shipper: which events are alerts, and what Sguil gets.
+    key("IGNORE_HTTP_CODES", "HTTP statuses separated by spaces or commas", "none", Shipper,
+        "Statuses that alone do not make an alert (404, say)."),
+    key("HANDLE_ALL_EVENTS", "1 or 0", "0", Shipper,
+        "1 ships events that are not alerts too, at priority 5 with ACTIVITY_CLASS; 0 removes them."),
+    key("ALERT_ON_WARNINGS", "1 or 0", "1", Shipper,
+        "A rule message with an id makes an alert even when nothing was blocked (DetectionOnly)."),
+    key("ANOMALY_RULES", "rule ids separated by spaces", "949110 959100 980130 980140 980170", Shipper,
+        "Score-evaluation rules (also: rules tagged anomaly-evaluation): when one intercepted, the alert is named after the most severe contributing rule."),
+    key("ALERT_CLASS", "1 to 20 characters of [A-Za-z0-9._-]", "web-attack", Shipper,
+        "Sguil's class for an alert whose rule has no CRS attack-* tag."),
+    key("ACTIVITY_CLASS", "1 to 20 characters of [A-Za-z0-9._-]", "web-activity", Shipper,
+        "Sguil's class for events that are not alerts (HANDLE_ALL_EVENTS 1)."),
+    key("DETAIL_FORMAT", "html or text", "html", Shipper,
+        "The event detail Sguil stores (at most 32,767 bytes). html: laid out and escaped for the Sguil analyst console, which renders it as HTML; text: plain text, for sites that read data_payload as text or as a hex dump. Preview: modsec-shipper show --detail FILE."),
+    key("DETAIL_RAW_BYTES", "a number of bytes (0: none)", "16384", Shipper,
+        "The most bytes of the raw event a detail carries after the summary; the detail's limit applies too."),
+    // The shipper: running.
+    key("DAEMON", "1 or 0", "0", Shipper,
+        "modsec-shipper run: detach (not under systemd; --foreground overrides)."),
+    key("POLL_INTERVAL", "1 to 3600 seconds", "1", Shipper,
+        "modsec-shipper run: new entries wake it at once (inotify on EVENT_DIR); it also lists the queue this often, which is how entries are found where the queue cannot be watched (NFS written by another host)."),
+    key("THRESHOLD_FILE", "an absolute path", "none (no thresholds)", Shipper,
+        "Snort/Suricata-style threshold and suppress rules for generator 10001, one a line (examples/thresholds.conf explains every word): an event a rule holds back is not sent but kept in EVENT_DIR/held/, recorded as suppressed in the delivered log and summed in one summary event (signature 99000001) per key and window; requeue --suppressed ships it later. A bad line stops the shipper at start (exit 3) naming file and line; SIGHUP reloads the file (a bad reload keeps the old rules)."),
+    key("SYMLINK_REMOVE_ORIG", "1 or 0", "0", Shipper,
+        "With LINK_MODE symlink: remove the event file once delivered."),
+    key("SHIPPER_LOG_FILE", "an absolute path", "none (LOG_FILE)", Shipper,
+        "The shipper's own log (LOG_FILE is the collector's, written as root)."),
 ];
+
+/// The names of [`KEYS`].
+const KEY_NAMES: [&str; KEYS.len()] = {
+    let mut names = [""; KEYS.len()];
+    let mut i = 0;
+    while i < KEYS.len() {
+        names[i] = KEYS[i].name;
+        i += 1;
+    }
+    names
+};
+
+/// Every key either program reads ([`KEYS`]' names). Others are warned about.
+pub const KNOWN_KEYS: &[&str] = &KEY_NAMES;
 
 /// One `set NAME value` line.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -998,6 +1110,160 @@ mod tests {
         let rel = x.join("rel");
         std::os::unix::fs::symlink("../x/roots/../good", &rel).unwrap();
         assert!(ConfigFile::load_trusted(&rel.join("c.conf")).is_ok());
+    }
+
+    /// The keys the product code reads, by scanning its source (test modules left out)
+    /// for the ways a key is read: `c.string("KEY")` and the other [`ConfigFile`]
+    /// getters, `pick(given, config, "KEY", …)`, the loggers' `setting("KEY")` and
+    /// `("KEY", &mut field)` lists.
+    fn keys_read_in_source() -> std::collections::BTreeMap<String, String> {
+        const GETTERS: &[&str] = &[
+            ".get(",
+            ".string(",
+            ".required(",
+            ".bool(",
+            ".number(",
+            ".abs_path(",
+            ".owner(",
+            ".word(",
+            "setting(",
+            "pick(",
+        ];
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let mut files = Vec::new();
+        let mut todo: Vec<PathBuf> = ["shared/src", "shipper/src", "collector/src"]
+            .iter()
+            .map(|d| root.join(d))
+            .collect();
+        while let Some(dir) = todo.pop() {
+            for e in std::fs::read_dir(&dir).unwrap() {
+                let p = e.unwrap().path();
+                if p.is_dir() {
+                    todo.push(p);
+                } else if p.extension().is_some_and(|x| x == "rs")
+                    && p.file_name().is_some_and(|n| n != "tests.rs")
+                {
+                    files.push(p);
+                }
+            }
+        }
+        let mut found = std::collections::BTreeMap::new();
+        for file in files {
+            let text = std::fs::read_to_string(&file).unwrap();
+            let product = text.split("#[cfg(test)]").next().unwrap();
+            // The first string literal after a getter, if it is a key (a call's
+            // first argument, or pick's third: no `;` or `{` before it).
+            for getter in GETTERS {
+                for (at, _) in product.match_indices(getter) {
+                    let after = &product[at + getter.len()..];
+                    let Some(quote) = after.find('"') else {
+                        continue;
+                    };
+                    if after[..quote].contains([';', '{']) {
+                        continue;
+                    }
+                    let literal = &after[quote + 1..];
+                    let end = literal.find('"').unwrap_or(0);
+                    let name = &literal[..end];
+                    if is_key_name(name) {
+                        found
+                            .entry(name.to_string())
+                            .or_insert_with(|| file.display().to_string());
+                    }
+                }
+            }
+            // `("KEY", &mut field)`: a list of keys and where each goes.
+            for (at, _) in product.match_indices("\", &mut ") {
+                if let Some(open) = product[..at].rfind("(\"") {
+                    let name = &product[open + 2..at];
+                    if is_key_name(name) {
+                        found
+                            .entry(name.to_string())
+                            .or_insert_with(|| file.display().to_string());
+                    }
+                }
+            }
+        }
+        found
+    }
+
+    fn is_key_name(name: &str) -> bool {
+        !name.is_empty()
+            && name
+                .chars()
+                .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+    }
+
+    /// The drift test: every key the programs read is a row of [`KEYS`] (so it is in
+    /// modsec2sguil.conf(5) and not warned about), and every row is a key they read.
+    #[test]
+    fn every_key_read_is_in_the_table_and_back() {
+        let read = keys_read_in_source();
+        for (key, file) in &read {
+            assert!(
+                KNOWN_KEYS.contains(&key.as_str()),
+                "{file} reads the config key {key}, which is not in config::KEYS \
+                 (add a row: it documents the key in modsec2sguil.conf(5))"
+            );
+        }
+        for key in KNOWN_KEYS {
+            assert!(
+                read.contains_key(*key),
+                "config::KEYS documents {key}, which no program reads"
+            );
+        }
+        let mut names = KNOWN_KEYS.to_vec();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), KEYS.len(), "a key is in config::KEYS twice");
+    }
+
+    /// The table's defaults are the code's.
+    #[test]
+    fn the_tables_defaults_are_the_codes() {
+        let default = |name: &str| {
+            KEYS.iter()
+                .find(|k| k.name == name)
+                .unwrap()
+                .default
+                .split(' ')
+                .next()
+                .unwrap()
+                .to_string()
+        };
+        use crate::sguil::settings as s;
+        for (name, code) in [
+            ("STATE_DIR", crate::state::DEFAULT_STATE_DIR.to_string()),
+            ("SERVER_PORT", s::DEFAULT_PORT.to_string()),
+            ("SEND_WINDOW", s::DEFAULT_SEND_WINDOW.to_string()),
+            ("PING_DELAY", s::DEFAULT_PING_DELAY.as_millis().to_string()),
+            (
+                "REPLY_TIMEOUT",
+                s::DEFAULT_REPLY_TIMEOUT.as_secs().to_string(),
+            ),
+            (
+                "AGENT_PORT",
+                crate::sguil::barnyard::DEFAULT_AGENT_PORT.to_string(),
+            ),
+            (
+                "AGENT_HOST",
+                crate::sguil::barnyard::DEFAULT_AGENT_HOST.to_string(),
+            ),
+            (
+                "MAX_EVENT_BYTES",
+                crate::queue::DEFAULT_MAX_EVENT_BYTES.to_string(),
+            ),
+            (
+                "POLL_INTERVAL",
+                crate::ship::settings::DEFAULT_POLL.as_secs().to_string(),
+            ),
+            (
+                "DETAIL_RAW_BYTES",
+                crate::alert::DEFAULT_DETAIL_RAW_BYTES.to_string(),
+            ),
+        ] {
+            assert_eq!(default(name), code, "{name}'s default in config::KEYS");
+        }
     }
 
     proptest::proptest! {

@@ -22,10 +22,11 @@ rm -rf "$stage"
 mkdir -p "$stage/docs" "$stage/examples/systemd" "$stage/examples/cron"
 "$target/release/modsec-shipper" generate-docs "$stage/docs" > /dev/null
 "$target/release/modsec-collector" --generate-docs "$stage/docs" > /dev/null
-gzip -9n "$stage"/docs/man/man1/*.1
+gzip -9n "$stage"/docs/man/man1/*.1 "$stage"/docs/man/man5/*.5
 for f in apache-modsecurity.conf modsec2sguil.conf cron/modsec-shipper logrotate/modsec2sguil \
     systemd/modsec-shipper.service systemd/modsec-shipper-drain.service \
-    systemd/modsec-shipper-drain.timer systemd/modsec-collector-follow.service; do
+    systemd/modsec-shipper-drain.timer systemd/modsec-collector-follow.service \
+    systemd/modsec2sguil-metrics.service systemd/modsec2sguil-metrics.timer; do
     mkdir -p "$(dirname "$stage/examples/$f")"
     sed -e 's|/usr/local/bin/|/usr/bin/|g' \
         -e 's|^# /etc/systemd/system/|# /lib/systemd/system/|' \

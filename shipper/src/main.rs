@@ -77,6 +77,9 @@ enum OutputArg {
     Sguil,
     /// JSON lines on stdout, one per Sguil event, every field decoded.
     Stdout,
+    /// One line for a person on stdout per Sguil event: time, client -> server,
+    /// priority, message.
+    Text,
     /// The snort_agent on this host (AGENT_HOST:AGENT_PORT), as barnyard2 talks to it.
     Barnyard,
 }

@@ -36,6 +36,7 @@ pub fn load_settings(common: &Common) -> Result<(ConfigFile, ShipperSettings), S
         output: common.output.map(|o| match o {
             OutputArg::Sguil => OutputKind::Sguil,
             OutputArg::Stdout => OutputKind::Stdout,
+            OutputArg::Text => OutputKind::Text,
             OutputArg::Barnyard => OutputKind::Barnyard,
         }),
     };

@@ -17,6 +17,7 @@ use crate::queue::DEFAULT_MAX_EVENT_BYTES;
 pub enum OutputKind {
     Sguil,
     Stdout,
+    Text,
     Barnyard,
 }
 
@@ -25,6 +26,7 @@ impl OutputKind {
         match text.to_ascii_lowercase().as_str() {
             "sguil" => Some(OutputKind::Sguil),
             "stdout" => Some(OutputKind::Stdout),
+            "text" => Some(OutputKind::Text),
             "barnyard" => Some(OutputKind::Barnyard),
             _ => None,
         }
@@ -40,6 +42,8 @@ pub enum Output {
     Barnyard(BarnyardSettings),
     /// JSON lines on stdout, one per event, every field decoded.
     Stdout,
+    /// One line for a person on stdout per event ([`super::sink::event_line`]).
+    Text,
 }
 
 impl Output {
@@ -48,7 +52,7 @@ impl Output {
         match self {
             Output::Sguil(s) => Some(s.ping_delay),
             Output::Barnyard(b) => Some(b.ping_delay),
-            Output::Stdout => None,
+            Output::Stdout | Output::Text => None,
         }
     }
 }
@@ -93,18 +97,19 @@ impl ShipperSettings {
     pub fn resolve(c: &ConfigFile, o: ShipperOverrides) -> Result<ShipperSettings, ConfigError> {
         let queue_dir = crate::config::queue_dir(o.queue_dir, Some(c))?;
         let kind = pick(o.output, Some(c), "OUTPUT", |c, k| {
-            c.word(k, OutputKind::parse, "sguil, barnyard or stdout")
+            c.word(k, OutputKind::parse, "sguil, barnyard, stdout or text")
         })?
         .unwrap_or(OutputKind::Sguil);
         let output = match kind {
             OutputKind::Sguil => Output::Sguil(SguilSettings::resolve(c)?),
             OutputKind::Barnyard => Output::Barnyard(BarnyardSettings::resolve(c)?),
             OutputKind::Stdout => Output::Stdout,
+            OutputKind::Text => Output::Text,
         };
         let (hostname, window) = match &output {
             Output::Sguil(s) => (s.hostname.clone(), s.send_window),
             Output::Barnyard(b) => (b.hostname.clone(), b.send_window),
-            Output::Stdout => (
+            Output::Stdout | Output::Text => (
                 c.string("HOSTNAME")
                     .filter(|h| !h.is_empty())
                     .unwrap_or_else(|| "localhost".into()),

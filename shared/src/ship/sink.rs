@@ -1,11 +1,12 @@
-//! Where shipped events go: sguild, the snort_agent (OUTPUT barnyard), or JSON lines
-//! (OUTPUT stdout).
+//! Where shipped events go: sguild, the snort_agent (OUTPUT barnyard), JSON lines
+//! (OUTPUT stdout) or a line for a person per event (OUTPUT text).
 
 use std::io::Write;
 
 use serde_json::json;
 
 use super::settings::{Output, ShipperSettings};
+use crate::escape::escape_text;
 use crate::sguil::barnyard::BarnyardSession;
 use crate::sguil::client::{AgentSession, Outcome, SessionError};
 use crate::sguil::conn::ConnError;
@@ -74,10 +75,11 @@ pub fn connect(settings: &ShipperSettings) -> Result<Box<dyn Sink>, String> {
                 hostname: b.hostname.clone(),
             }))
         }
-        Output::Stdout => Ok(Box::new(JsonLinesSink {
+        Output::Stdout | Output::Text => Ok(Box::new(JsonLinesSink {
             out: Box::new(std::io::stdout()) as Box<dyn Write>,
             hostname: settings.hostname.clone(),
             written: 0,
+            text: settings.output == Output::Text,
         })),
     }
 }
@@ -148,12 +150,36 @@ impl Sink for BarnyardSink {
     }
 }
 
-/// One JSON object per event, every field decoded, flushed per window.
+/// One JSON object per event, every field decoded, or with `text` one line for a
+/// person ([`event_line`]); flushed per window.
 pub struct JsonLinesSink<W: Write> {
     pub out: W,
     pub hostname: String,
     /// Events written and not yet reported as answered.
     pub written: usize,
+    /// [`event_line`] instead of [`event_json`] (OUTPUT text).
+    pub text: bool,
+}
+
+/// An event as one line for a person: time (UTC), client -> server, priority and
+/// message, e.g. `2026-12-07 06:00:00 UTC  192.0.2.7:51234 -> 198.51.100.2:80  priority 2
+/// MSc 403 SQL Injection Attack`. The message is the client's doing, so it goes through
+/// [`escape_text`]: nothing in it can drive the terminal. An address Sguil does not
+/// carry (IPv6) is `-`.
+pub fn event_line(e: &SguilEvent) -> String {
+    let f = e.fields();
+    let addr = |ip: Option<std::net::Ipv4Addr>, port: u16| match ip {
+        Some(ip) => format!("{ip}:{port}"),
+        None => "-".to_string(),
+    };
+    format!(
+        "{}  {} -> {}  priority {}  {}",
+        f.time.format("%Y-%m-%d %H:%M:%S UTC"),
+        addr(f.src_ip, f.src_port),
+        addr(f.dst_ip, f.dst_port),
+        f.priority,
+        escape_text(&String::from_utf8_lossy(&f.message))
+    )
 }
 
 /// An event as a JSON object: the GenericEvent's fields, message and detail decoded
@@ -203,7 +229,11 @@ impl<W: Write> Sink for JsonLinesSink<W> {
             })
         };
         for e in events {
-            serde_json::to_writer(&mut self.out, &event_json(e)).map_err(|e| io(e.into()))?;
+            if self.text {
+                self.out.write_all(event_line(e).as_bytes()).map_err(io)?;
+            } else {
+                serde_json::to_writer(&mut self.out, &event_json(e)).map_err(|e| io(e.into()))?;
+            }
             self.out.write_all(b"\n").map_err(io)?;
         }
         self.out.flush().map_err(io)?;
@@ -217,5 +247,49 @@ impl<W: Write> Sink for JsonLinesSink<W> {
     }
     fn ping(&mut self) -> Result<(), SessionError> {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// OUTPUT text: one line a person reads, the client's message made harmless to a
+    /// terminal; the same event as JSON under OUTPUT stdout.
+    #[test]
+    fn text_output_is_one_escaped_line_per_event() {
+        let mut f = crate::sguil::wire::test_fields();
+        f.message = b"MSc 403 x\x1b[2J\nFORGED line\xe2\x80\xae".to_vec();
+        let event = SguilEvent::new(f.clone()).unwrap();
+        let mut v6 = f;
+        v6.src_ip = None;
+        let v6 = SguilEvent::new(v6).unwrap();
+        let mut sink = JsonLinesSink {
+            out: Vec::new(),
+            hostname: "websrv-a".into(),
+            written: 0,
+            text: true,
+        };
+        sink.submit(&[event.clone(), v6]).unwrap();
+        let text = String::from_utf8(sink.out).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines,
+            [
+                "2026-11-28 01:56:31 UTC  192.0.2.10:51234 -> 198.51.100.20:80  priority 1  \
+                 MSc 403 x\\x1b[2J\\nFORGED line\\u{202e}",
+                "2026-11-28 01:56:31 UTC  - -> 198.51.100.20:80  priority 1  \
+                 MSc 403 x\\x1b[2J\\nFORGED line\\u{202e}",
+            ]
+        );
+        let mut sink = JsonLinesSink {
+            out: Vec::new(),
+            hostname: "websrv-a".into(),
+            written: 0,
+            text: false,
+        };
+        sink.submit(&[event]).unwrap();
+        let json: serde_json::Value = serde_json::from_slice(&sink.out).unwrap();
+        assert_eq!(json["src_port"], 51234);
     }
 }
