@@ -173,8 +173,10 @@ fn follow_reads_as_the_file_grows_and_saves_where_it_stopped() {
     let asked = Instant::now();
     tx.send(Control::Stop).unwrap();
     let stats = running.join().unwrap().unwrap();
+    // Stopped at its next look (FOLLOW_POLL, 200 ms), not after waiting out an old
+    // file's OLD_FILE_GRACE (30 s): 10 s leaves a busy machine 50 polls' margin.
     assert!(
-        asked.elapsed() < Duration::from_secs(2),
+        asked.elapsed() < Duration::from_secs(10),
         "{:?}",
         asked.elapsed()
     );
