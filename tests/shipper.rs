@@ -487,8 +487,16 @@ fn replies_later_than_the_timeout_are_resent_and_found_stored() {
     assert_eq!(code, 5, "{err}");
     assert!(err.contains("no reply for cid"), "{err}");
     server.set(|f| f.event_delay = None);
-    // The server stored what it read, late; the resend is answered `Duplicate entry`.
-    std::thread::sleep(Duration::from_millis(2000));
+    // The server stores what it read, late (the window of 2 sent before the timeout);
+    // then the resend is answered `Duplicate entry`.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while server.events().len() < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the server stored nothing"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let (code, err) = drain(&conf, &[]);
     assert_eq!(code, 0, "{err}");
     assert!(err.contains("found already stored"), "{err}");
