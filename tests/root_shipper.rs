@@ -676,6 +676,14 @@ fn drain_and_run_started_by_root_are_runas_and_so_is_all_they_write() {
         "set RUNAS nobody\nset SEND_WINDOW 1\n",
     );
     let conf = conf.to_str().unwrap();
+    let start = |command: &str| {
+        Command::new(binary("modsec-shipper"))
+            .args([command, "-c", conf])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
     let owners = |when: &str| {
         let all = everything_below(&queue);
         for name in [".journal", ".delivered", ".last-run", ".lock", "failed"] {
@@ -701,12 +709,7 @@ fn drain_and_run_started_by_root_are_runas_and_so_is_all_they_write() {
         }
     };
 
-    let mut child = Command::new(binary("modsec-shipper"))
-        .args(["drain", "-c", conf])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = start("drain");
     // Journaled, so at work on the queue (and waiting for the late reply).
     wait_until("drain to journal", || {
         std::fs::metadata(queue.join(".journal")).is_ok_and(|m| m.len() > 0)
@@ -725,12 +728,7 @@ fn drain_and_run_started_by_root_are_runas_and_so_is_all_they_write() {
     );
     owners("after drain");
 
-    let mut child = Command::new(binary("modsec-shipper"))
-        .args(["run", "-c", conf])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = start("run");
     for i in [20, 21] {
         // Written aside and renamed in, as the collector links: never seen half-written.
         let (name, _, text) = modsec2sguil_e2e::shipper::test_entry(i);

@@ -149,17 +149,10 @@ impl Rng {
     }
 }
 
-/// Starts `drain -c conf`, SIGKILLs it after `after` and reaps it.
+/// Starts `drain -c conf`, SIGKILLs it after `after` (unless it ended before) and reaps
+/// it.
 pub fn drain_killed_after(conf: &Path, after: std::time::Duration) {
-    let mut child = Command::new(binary("modsec-shipper"))
-        .args(["drain", "-c", conf.to_str().unwrap()])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(after);
-    child.kill().unwrap(); // SIGKILL
-    child.wait().unwrap();
+    drain_killed_when(conf, |t| t >= after, after);
 }
 
 /// Starts `drain -c conf` and SIGKILLs it as soon as `kill_now(time since the start)`
