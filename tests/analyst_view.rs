@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use modsec2sguil::alert::{map_event, AlertSettings, DetailFormat};
 use modsec2sguil::auditlog::{parse_event, read_event_file, AuditEvent, ParseLimits};
 use modsec2sguil::sguil::wire::MAX_DETAIL_BYTES;
-use modsec2sguil_e2e::renderer::{render, wish_or_skip, Rendered, Xvfb, RENDER_LIMIT};
+use modsec2sguil_e2e::renderer::{render, wish_or_skip, Rendered, Xvfb};
 use modsec2sguil_e2e::{files_below, fixtures, CORPUS_RUNS};
 
 /// An event to render, with what the analyst must be able to read in it.
@@ -221,9 +221,6 @@ fn check(case: &Case, detail: &[u8], r: &Rendered, failures: &mut Vec<String>) {
             r.links, r.windows, r.images
         ));
     }
-    if r.millis > RENDER_LIMIT.as_millis() as f64 {
-        fail(format!("render took {} ms", r.millis));
-    }
     let lines: Vec<&str> = r.text.lines().collect();
     for label in [
         "Event",
@@ -306,12 +303,30 @@ fn every_detail_reads_as_it_should_in_the_sguil_clients_detail_widget() {
             slowest = (r.millis, r.name.clone());
         }
     }
+    let mut times: Vec<f64> = rendered.iter().map(|r| r.millis).collect();
+    times.sort_by(f64::total_cmp);
+    let median = times[times.len() / 2];
     eprintln!(
-        "rendered {} details; slowest {} ms ({})",
+        "rendered {} details; median {median} ms, slowest {} ms ({})",
         rendered.len(),
         slowest.0,
         slowest.1
     );
+    // No detail may make the widget crawl: the slowest render is within 100 times the
+    // median one plus 2 s. A busy machine slows every render alike (they run one
+    // after another in one wish; the slowest, hostile-03, takes ~60x the median idle), so
+    // it cannot fail this; a detail that makes Tk work
+    // far harder than the others (nested tags, a runaway regexp) does. A detail that
+    // hangs it outright fails render() after RENDER_LIMIT.
+    let bound = 100.0 * median + 2000.0;
+    for r in &rendered {
+        if r.millis > bound {
+            failures.push(format!(
+                "{}: render took {} ms, over {bound} ms (100 x the median {median} ms + 2 s)",
+                r.name, r.millis
+            ));
+        }
+    }
     assert!(
         failures.is_empty(),
         "{} problem(s):\n{}",

@@ -8,6 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use md5::{Digest, Md5};
+use modsec2sguil::collect::MAX_PIPELINE_BYTES;
 use modsec2sguil::hex;
 use modsec2sguil::queue::EntryName;
 use modsec2sguil::state::BACKLOG_FILE;
@@ -435,7 +436,10 @@ fn without_usable_settings_it_still_drains_the_pipe() {
 fn without_c_the_collector_reads_etc_modsec2sguil_conf() {
     let default = modsec2sguil::config::DEFAULT_PATH;
     if Path::new(default).exists() {
-        eprintln!("{default} exists here: not checking how its absence is reported");
+        modsec2sguil_e2e::skip_or_fail(
+            "without_c_the_collector_reads_etc_modsec2sguil_conf",
+            &format!("{default} exists here: cannot check how its absence is reported"),
+        );
         return;
     }
     let env = Env::new();
@@ -934,7 +938,12 @@ fn a_flood_of_long_lines_keeps_memory_bounded() {
         .iter()
         .all(|(why, l)| why.contains("longer than") && l.len() <= 64 * 1024));
     eprintln!("collector peak RSS under 300 lines of 1 MiB: {peak} kB");
-    assert!(peak < 64 * 1024, "peak RSS {peak} kB");
+    // The lines held are capped at MAX_PIPELINE_BYTES (32 MiB) however far the collector
+    // falls behind (a busy machine only makes it hold up to the cap); the bound allows
+    // as much again for the program, a line being cut and the allocator (the peak is
+    // 26-42 MiB). Without the cap the 300 MiB written would be held.
+    let bound = (MAX_PIPELINE_BYTES / 1024 + 32 * 1024) as u64;
+    assert!(peak < bound, "peak RSS {peak} kB, over {bound} kB");
 }
 
 /// A collector that is neither root nor the event file's owner (run by hand, or a

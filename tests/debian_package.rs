@@ -535,13 +535,82 @@ fn the_debian_package_installs_works_with_apache_and_removes_cleanly() {
         let event = event_file(Path::new(STORAGE), id).expect("the event file");
         assert_eq!(parts(&event), ['A', 'B', 'F', 'H', 'Z'], "{event}");
     }
-    let out = run(Command::new("/usr/bin/modsec-shipper").args(["drain", "-c", CONF]));
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "drain: {}\n{stdout}",
-        String::from_utf8_lossy(&out.stderr)
+    // The shipper drops to RUNAS (the package's `sguil`): seen in /proc while the drain
+    // waits for the queue lock the test holds (it says so once it works on the queue,
+    // as RUNAS), and in the owner of everything it writes in the queue.
+    let runas_uid: u32 = ok(Command::new("id").args(["-u", USER]))
+        .trim()
+        .parse()
+        .unwrap();
+    let lock = Path::new(QUEUE).join(".lock");
+    if !lock.exists() {
+        std::fs::write(&lock, "").unwrap();
+        std::os::unix::fs::chown(&lock, Some(runas_uid), None).unwrap();
+    }
+    let held = std::fs::File::open(&lock).unwrap();
+    rustix::fs::flock(&held, rustix::fs::FlockOperation::LockExclusive).unwrap();
+    // And an entry that is no event, for failed/ and a reason file.
+    let poison = "modsec.log.1790000000.000001";
+    std::fs::write(Path::new(QUEUE).join(poison), "not an event\n").unwrap();
+    let mut drain = Command::new("/usr/bin/modsec-shipper")
+        .args(["drain", "--wait", "-c", CONF])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = drain.stderr.take().unwrap();
+    let (said_tx, said_rx) = std::sync::mpsc::channel();
+    let err_reader = std::thread::spawn(move || {
+        use std::io::BufRead;
+        let mut all = String::new();
+        for line in std::io::BufReader::new(stderr).lines() {
+            let line = line.unwrap_or_default();
+            let _ = said_tx.send(line.clone());
+            all.push_str(&line);
+            all.push('\n');
+        }
+        all
+    });
+    loop {
+        // A backstop only: it says so at once.
+        let line = said_rx
+            .recv_timeout(Duration::from_secs(120))
+            .expect("drain --wait never said it waits for the lock");
+        if line.contains("waiting for it") {
+            break;
+        }
+    }
+    let status = std::fs::read_to_string(format!("/proc/{}/status", drain.id())).unwrap();
+    let uids: Vec<u32> = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .unwrap()
+        .split_whitespace()
+        .map(|u| u.parse().unwrap())
+        .collect();
+    assert_eq!(
+        uids,
+        vec![runas_uid; 4],
+        "drain's real, effective, saved and fs uid"
     );
+    drop(held);
+    let out = drain.wait_with_output().unwrap();
+    let errors = err_reader.join().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "drain: {errors}\n{stdout}");
+    let reason = format!("failed/{poison}.reason");
+    for name in [
+        ".journal",
+        ".delivered",
+        ".last-run",
+        ".lock",
+        "failed",
+        &reason,
+    ] {
+        let m = std::fs::metadata(Path::new(QUEUE).join(name))
+            .unwrap_or_else(|e| panic!("{QUEUE}/{name}: {e}"));
+        assert_eq!(m.uid(), runas_uid, "{QUEUE}/{name} is uid {}'s", m.uid());
+    }
     let event = stdout
         .lines()
         .find(|l| l.contains(&id))

@@ -8,11 +8,13 @@ use std::process::Command;
 use std::time::Duration;
 
 use modsec2sguil::alert::{map_event, AlertSettings, DetailFormat, BODY_EXCERPT_BYTES};
-use modsec2sguil::auditlog::{parse_event, ParseLimits};
+use modsec2sguil::auditlog::{
+    parse_event, read_event_file, AuditLogError, ParseLimits, DEFAULT_MAX_JSON_BYTES,
+};
 use modsec2sguil::collect::{read_line, MAX_LINE_BYTES};
 use modsec2sguil::index::{parse_index_line, MAX_UNIQUE_ID_LEN};
 use modsec2sguil::sguil::conn::{Connection, MAX_SERVER_LINE};
-use modsec2sguil::sguil::wire::MAX_DETAIL_BYTES;
+use modsec2sguil::sguil::wire::{EventError, SguilEvent, MAX_DETAIL_BYTES, MAX_MESSAGE_BYTES};
 use modsec2sguil::ship::load::{load_entry, LoadError, LoadOptions};
 
 const EVENT: &str = "--c01c6850-A--
@@ -111,6 +113,88 @@ fn request_body_kept_by_the_parser() {
         (body.bytes.len(), body.total_len, body.truncated),
         (100, 101, true)
     );
+}
+
+/// A JSON event file of exactly DEFAULT_MAX_JSON_BYTES (a recorded event padded with
+/// the whitespace JSON allows after it) is read and parsed; one byte more is refused,
+/// naming its size and the limit, both read from a file and parsed from memory.
+#[test]
+fn json_event_size() {
+    let recorded =
+        modsec2sguil_e2e::files_below(&modsec2sguil_e2e::fixtures().join("modsec-2.9/json"))
+            .into_iter()
+            .next()
+            .unwrap();
+    let event = std::fs::read(&recorded).unwrap();
+    let id = parse_event(&event, &ParseLimits::default())
+        .unwrap()
+        .unique_id;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("event.json");
+    let limit = DEFAULT_MAX_JSON_BYTES;
+    for len in [limit, limit + 1] {
+        let mut text = event.clone();
+        text.resize(len as usize, b' ');
+        std::fs::write(&path, &text).unwrap();
+        let limits = ParseLimits::default();
+        let read = read_event_file(&path, std::fs::File::open(&path).unwrap(), &limits);
+        let parsed = parse_event(&text, &limits);
+        if len == limit {
+            let raw = read.unwrap();
+            assert_eq!(raw.size, limit);
+            assert_eq!(raw.parse(&limits).unwrap().unique_id, id);
+            assert_eq!(parsed.unwrap().unique_id, id);
+        } else {
+            for e in [
+                read.map(|_| ()).unwrap_err(),
+                parsed.map(|_| ()).unwrap_err(),
+            ] {
+                assert!(
+                    matches!(e, AuditLogError::TooLarge { size, limit: l } if size == len && l == limit),
+                    "{e}"
+                );
+            }
+        }
+    }
+}
+
+/// The Sguil message (`event.signature`, VARCHAR(255)): `MSc <status> <msg>` of exactly
+/// MAX_MESSAGE_BYTES is sent whole; one byte more is cut to the limit by the mapping, and
+/// refused by the wire's check if it ever got there.
+#[test]
+fn message_length() {
+    let prefix = "MSc 403 ";
+    for len in [MAX_MESSAGE_BYTES, MAX_MESSAGE_BYTES + 1] {
+        let msg = "m".repeat(len - prefix.len());
+        let raw = EVENT.replace("[msg \"evil\"]", &format!("[msg \"{msg}\"]"));
+        let ev = parse_event(raw.as_bytes(), &ParseLimits::default()).unwrap();
+        let mut fields = map_event(&ev, b"", &[], &text_detail()).fields;
+        let whole = format!("{prefix}{msg}").into_bytes();
+        assert_eq!(whole.len(), len);
+        fields.cid = 1;
+        fields.hostname = "websrv".into();
+        if len == MAX_MESSAGE_BYTES {
+            assert_eq!(fields.message, whole);
+        } else {
+            assert_eq!(
+                fields.message,
+                &whole[..MAX_MESSAGE_BYTES],
+                "cut to the limit"
+            );
+        }
+        assert!(SguilEvent::new(fields.clone()).is_ok());
+        fields.message = whole;
+        match SguilEvent::new(fields) {
+            Ok(_) => assert_eq!(len, MAX_MESSAGE_BYTES),
+            Err(e) => {
+                assert_eq!(len, MAX_MESSAGE_BYTES + 1);
+                assert!(
+                    matches!(e, EventError::MessageTooLong(n) if n == len),
+                    "{e}"
+                );
+            }
+        }
+    }
 }
 
 /// The text detail with the whole raw event: its layout is exact to the byte (the HTML

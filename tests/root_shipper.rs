@@ -614,3 +614,138 @@ fn show_as_root_follows_no_planted_link_and_reads_no_file_of_roots() {
         "{shown}\n{err}"
     );
 }
+
+/// The `Uid:` line of a running process: real, effective, saved and filesystem uid.
+fn uids(pid: u32) -> Vec<u32> {
+    credentials(pid)
+        .0
+        .split(' ')
+        .map(|u| u.parse().unwrap())
+        .collect()
+}
+
+/// Every file and directory below `dir` (not `dir` itself), links not followed.
+fn everything_below(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        out.push(p.clone());
+        if p.is_dir() && !p.is_symlink() {
+            out.extend(everything_below(&p));
+        }
+    }
+    out
+}
+
+/// Waits (up to 60 s, a backstop) until `cond`.
+fn wait_until(what: &str, cond: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !cond() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// RUNAS is who the shipper is (README: root-started, it drops to RUNAS): a root-started
+/// `drain` and `run`, with RUNAS `nobody` and a queue that root owns (group `nobody`'s,
+/// 0770: so the queue's owner is not RUNAS, and only RUNAS can be the answer), run as
+/// `nobody` (all four uids, read from /proc while they wait on a sguild that answers
+/// late), and everything they write in EVENT_DIR (.journal, .delivered, .last-run,
+/// .lock, failed/ and the quarantined entry with its reason) is `nobody`'s.
+#[test]
+fn drain_and_run_started_by_root_are_runas_and_so_is_all_they_write() {
+    use modsec2sguil_e2e::sguild::TestSguild;
+    let Some(nobody) = nobody("drain_and_run_started_by_root_are_runas_and_so_is_all_they_write")
+    else {
+        return;
+    };
+    let server = TestSguild::start();
+    // Each reply 1 s late: the runs are caught at work.
+    server.set(|f| f.event_delay = Some(Duration::from_millis(1000)));
+    let (dir, queue) = queue_of((0, nobody.1), 3);
+    chmod(&queue, 0o770);
+    // A poison entry: quarantined into failed/ with its reason.
+    std::fs::write(queue.join("modsec.log.1790000000.000099"), "not an event\n").unwrap();
+    let conf = modsec2sguil_e2e::shipper::config(
+        dir.path(),
+        &queue,
+        &server,
+        "set RUNAS nobody\nset SEND_WINDOW 1\n",
+    );
+    let conf = conf.to_str().unwrap();
+    let start = |command: &str| {
+        Command::new(binary("modsec-shipper"))
+            .args([command, "-c", conf])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let owners = |when: &str| {
+        let all = everything_below(&queue);
+        for name in [".journal", ".delivered", ".last-run", ".lock", "failed"] {
+            assert!(queue.join(name).exists(), "{when}: no {name}: {all:?}");
+        }
+        for p in all {
+            let m = std::fs::symlink_metadata(&p).unwrap();
+            let name = p.file_name().unwrap().to_string_lossy();
+            // A quarantined entry is moved, not written: it stays its writer's (here
+            // the test's, root); its reason is the shipper's.
+            let want = if name.starts_with("modsec.log.") && !name.ends_with(".reason") {
+                0
+            } else {
+                nobody.0
+            };
+            assert_eq!(
+                m.uid(),
+                want,
+                "{when}: {} is uid {}'s",
+                p.display(),
+                m.uid()
+            );
+        }
+    };
+
+    let mut child = start("drain");
+    // Journaled, so at work on the queue (and waiting for the late reply).
+    wait_until("drain to journal", || {
+        std::fs::metadata(queue.join(".journal")).is_ok_and(|m| m.len() > 0)
+    });
+    assert_eq!(uids(child.id()), vec![nobody.0; 4], "drain");
+    assert_eq!(
+        wait_exit(&mut child, Duration::from_secs(120)),
+        Some(0),
+        "drain"
+    );
+    assert_eq!(server.events().len(), 3);
+    assert_eq!(
+        listing(&queue.join("failed")).len(),
+        2,
+        "the entry and its reason"
+    );
+    owners("after drain");
+
+    let mut child = start("run");
+    for i in [20, 21] {
+        // Written aside and renamed in, as the collector links: never seen half-written.
+        let (name, _, text) = modsec2sguil_e2e::shipper::test_entry(i);
+        std::fs::write(dir.path().join(&name), text).unwrap();
+        std::fs::rename(dir.path().join(&name), queue.join(&name)).unwrap();
+    }
+    wait_until("run to send the first new event", || {
+        server.events().len() > 3
+    });
+    assert_eq!(uids(child.id()), vec![nobody.0; 4], "run");
+    wait_until("run to ship both", || entries_left(&queue).is_empty());
+    modsec2sguil_e2e::process::signal(child.id(), "TERM");
+    assert_eq!(
+        wait_exit(&mut child, Duration::from_secs(60)),
+        Some(0),
+        "run"
+    );
+    assert_eq!(server.events().len(), 5);
+    owners("after run");
+}

@@ -191,7 +191,7 @@ fn a_world_writable_config_or_queue_is_refused_unless_allowed() {
 #[test]
 fn a_second_drain_leaves_the_queue_to_the_one_holding_the_lock() {
     let server = TestSguild::start();
-    server.set(|f| f.delay = Some(Duration::from_millis(300)));
+    server.set(|f| f.event_delay = Some(Duration::from_millis(1500)));
     let dir = tempfile::tempdir().unwrap();
     let queue = dir.path().join("queue");
     fill_queue(&queue, 1, 4);
@@ -201,7 +201,18 @@ fn a_second_drain_leaves_the_queue_to_the_one_holding_the_lock() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(600));
+    // The first holds the lock once it has journaled its first event (it journals under
+    // the lock, before sending); from then on it keeps it for 4 replies 1.5 s late each:
+    // 6 s for the second drain to start and try the lock, which takes ~0.1 s.
+    let journal = queue.join(".journal");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while std::fs::metadata(&journal).map_or(0, |m| m.len()) == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the first drain journaled nothing"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
     let (code, err) = drain(&conf, &[]);
     assert_eq!(code, 0, "{err}");
     assert!(
@@ -227,13 +238,16 @@ fn max_events_and_max_seconds_bound_a_run() {
     assert_eq!(code, 0, "{err}");
     assert_eq!(server.events().len(), 20);
     assert!(err.contains("remaining 30"), "{err}");
-    server.set(|f| f.delay = Some(Duration::from_millis(100)));
-    let (code, err) = drain(&conf, &["--max-seconds", "1"]);
+    // A 3 s run at most 5 events/s (each reply 200 ms late) cannot ship the 30 left
+    // (6 s), however fast the machine; it ships some unless starting and connecting
+    // alone take it 3 s (they take ~0.1 s, ~0.3 s with both cores busy).
+    server.set(|f| f.delay = Some(Duration::from_millis(200)));
+    let (code, err) = drain(&conf, &["--max-seconds", "3"]);
     assert_eq!(code, 0, "{err}");
     let n = server.events().len();
     assert!(
         n > 20 && n < 50,
-        "a 1 s run at 10 events/s ships some, not all: {n}"
+        "a 3 s run at 5 events/s ships some, not all: {n}"
     );
     assert_eq!(entries_left(&queue).len(), 50 - n);
     // What the bounded run journaled but had no time to send goes with the next run,
@@ -473,8 +487,16 @@ fn replies_later_than_the_timeout_are_resent_and_found_stored() {
     assert_eq!(code, 5, "{err}");
     assert!(err.contains("no reply for cid"), "{err}");
     server.set(|f| f.event_delay = None);
-    // The server stored what it read, late; the resend is answered `Duplicate entry`.
-    std::thread::sleep(Duration::from_millis(2000));
+    // The server stores what it read, late (the window of 2 sent before the timeout);
+    // then the resend is answered `Duplicate entry`.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while server.events().len() < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the server stored nothing"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let (code, err) = drain(&conf, &[]);
     assert_eq!(code, 0, "{err}");
     assert!(err.contains("found already stored"), "{err}");

@@ -78,14 +78,17 @@ fn show_names_each_file_it_cannot_parse_and_exits_1() {
         err.contains(&format!(
             "{}: not a ModSecurity audit-log event",
             junk.display()
-        )) || err.contains("junk.bin"),
+        )),
         "{err}"
     );
     assert!(
         err.contains(&format!("{}: No such file", missing.display())),
         "{err}"
     );
-    assert!(err.contains("not a regular file"), "{err}");
+    assert!(
+        err.contains(&format!("{}: not a regular file", dir.path().display())),
+        "{err}"
+    );
     assert!(err.contains("3 of 4 file(s)"), "{err}");
     // The good file in the middle was still shown.
     assert!(String::from_utf8_lossy(&out.stdout).contains("awo5B9rt9m7QJiOqXPD3mQAAAEE"));

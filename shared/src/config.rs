@@ -992,8 +992,8 @@ mod tests {
     #[test]
     fn as_root_a_config_anyone_but_root_could_write_is_refused() {
         use std::os::unix::fs::{chown, PermissionsExt};
-        if !nix::unistd::geteuid().is_root() {
-            eprintln!("SKIP: needs root (StrictModes apply to root only; files of several owners)");
+        if !crate::testdata::root_or_skip("as_root_a_config_anyone_but_root_could_write_is_refused")
+        {
             return;
         }
         let chmod = |p: &Path, mode| {

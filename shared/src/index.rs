@@ -769,12 +769,26 @@ mod tests {
         assert_eq!(l.unique_id, "awo5B9rt9m7QJiOqXPD3lQAAAEg");
     }
 
+    /// The work on an unescaped libmodsecurity 3 request line is bounded by a count, not
+    /// by a clock: at most MAX_V3_REQUEST_CANDIDATES `" ` positions are tried as its end
+    /// (each costs a pass over the rest of the line), then the line gets its verdict.
     #[test]
-    fn hostile_long_libmodsecurity3_lines_end_quickly() {
-        // Many fake request ends and a referer-like run: bounded work, then a verdict.
+    fn hostile_long_libmodsecurity3_lines_get_a_verdict_after_a_bounded_number_of_tries() {
+        let v3 = |request: &str| {
+            format!("h 127.0.0.1 - [28/Nov/2026:02:11:23 +0000] \"{request}\" 403 1 ref \"ua\" 1.2 ref /f 0 1.000000 md5:dfa482a08079c773afa4ce4f70879897")
+        };
+        // `n` fake ends (`" ` not followed by a status) before the real one.
+        let fakes = |n: usize| format!("GET /{} HTTP/1.1", "\" x".repeat(n));
+        let last_tried = fakes(MAX_V3_REQUEST_CANDIDATES - 1);
+        let l = parse_index_line(v3(&last_tried).as_bytes()).unwrap();
+        assert_eq!(l.request_line, last_tried.as_bytes());
+        let e = parse_index_line(v3(&fakes(MAX_V3_REQUEST_CANDIDATES)).as_bytes()).unwrap_err();
+        assert_eq!(e.field, IndexField::RequestLine, "{e}");
+        // Thousands of fake request ends and a long referer-like run: a verdict.
         let ua = "\" 200 1 a \"".repeat(4000);
         let line = format!("h 127.0.0.1 - [28/Nov/2026:02:11:23 +0000] \"GET / HTTP/1.1{ua} 403 1 {} \"x\" 1.2 {} /f 0 1.000000 md5:dfa482a08079c773afa4ce4f70879897", "a".repeat(20000), "a".repeat(20000));
-        let _ = parse_index_line(line.as_bytes());
+        let e = parse_index_line(line.as_bytes()).unwrap_err();
+        assert_eq!(e.field, IndexField::RequestLine, "{e}");
         let line = format!("h 127.0.0.1 - [28/Nov/2026:02:11:23 +0000] \"GET / HTTP/1.1\" 403 1 {r} \"x\" 1.2 {r} /f 0 1.000000 md5:dfa482a08079c773afa4ce4f70879897", r = "a".repeat(30000));
         let l = parse_index_line(line.as_bytes()).unwrap();
         assert_eq!(l.referer.map(|r| r.len()), Some(30000));

@@ -127,8 +127,9 @@ mod tests {
 
     #[test]
     fn the_account_is_runas_else_the_queues_owner_and_root_keeps_its_own_queue() {
-        if !nix::unistd::geteuid().is_root() {
-            eprintln!("SKIP: needs root (directories of several owners)");
+        if !crate::testdata::root_or_skip(
+            "the_account_is_runas_else_the_queues_owner_and_root_keeps_its_own_queue",
+        ) {
             return;
         }
         let dir = tempfile::tempdir().unwrap();

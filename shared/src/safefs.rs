@@ -698,7 +698,10 @@ mod tests {
         let mut room = Headroom::new(1 << 20);
         room.keep(&f, 0, &path);
         if room.unsupported {
-            eprintln!("SKIP: no fallocate on this filesystem");
+            crate::testdata::skip_or_fail(
+                "headroom_holds_space_past_the_end_without_growing_the_file",
+                "no fallocate on this filesystem",
+            );
             return;
         }
         let m = f.metadata().unwrap();
@@ -753,8 +756,9 @@ mod tests {
     #[test]
     fn planted_fifos_hard_links_and_foreign_files_are_refused_without_blocking() {
         use std::os::unix::fs::MetadataExt;
-        if !nix::unistd::geteuid().is_root() {
-            eprintln!("SKIP: needs root (files of several owners)");
+        if !crate::testdata::root_or_skip(
+            "planted_fifos_hard_links_and_foreign_files_are_refused_without_blocking",
+        ) {
             return;
         }
         let dir = dir_of(65534);
@@ -804,8 +808,9 @@ mod tests {
     #[test]
     fn what_root_creates_in_another_users_directory_is_theirs_and_not_world_readable() {
         use std::os::unix::fs::{MetadataExt, PermissionsExt};
-        if !nix::unistd::geteuid().is_root() {
-            eprintln!("SKIP: needs root (chown)");
+        if !crate::testdata::root_or_skip(
+            "what_root_creates_in_another_users_directory_is_theirs_and_not_world_readable",
+        ) {
             return;
         }
         let dir = dir_of(65534);
@@ -849,8 +854,7 @@ mod tests {
     #[test]
     fn the_collectors_own_files_stay_its_own() {
         use std::os::unix::fs::{MetadataExt, PermissionsExt};
-        if !nix::unistd::geteuid().is_root() {
-            eprintln!("SKIP: needs root (chown)");
+        if !crate::testdata::root_or_skip("the_collectors_own_files_stay_its_own") {
             return;
         }
         let dir = dir_of(65534);

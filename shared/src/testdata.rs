@@ -53,19 +53,28 @@ pub fn give_to_web_user(path: &std::path::Path) {
     }
 }
 
-/// Whether the tests run as root; if not, a loud skip of `test` — or a failure when
-/// `MODSEC2SGUIL_REQUIRE_ALL` is set (as `.ci/run` sets it), as the end-to-end tests'
-/// `skip_or_fail` does.
+/// Set (to anything but empty or `0`) by `.ci/run`: a test that cannot run here fails
+/// instead of skipping. The end-to-end tests' `skip_or_fail` reads the same variable.
+pub const REQUIRE_ENV: &str = "MODSEC2SGUIL_REQUIRE_ALL";
+
+/// Call when a unit test cannot run here (`why`: what is missing): a loud skip on a
+/// developer machine, a failure when [`REQUIRE_ENV`] is set, as the end-to-end tests'
+/// `skip_or_fail` does. The one way a unit test may return early: `tests/skips.rs`
+/// fails on any other.
+pub fn skip_or_fail(test: &str, why: &str) {
+    let required = std::env::var(REQUIRE_ENV).is_ok_and(|v| !v.is_empty() && v != "0");
+    assert!(
+        !required,
+        "{test}: cannot run: {why} ({REQUIRE_ENV} is set, so this is a failure)"
+    );
+    eprintln!("\n*** SKIPPED {test}: {why}\n*** (set {REQUIRE_ENV}=1 to make this a failure; .ci/run does)\n");
+}
+
+/// Whether the tests run as root; if not, [`skip_or_fail`] for `test`.
 pub fn root_or_skip(test: &str) -> bool {
     if nix::unistd::geteuid().is_root() {
         return true;
     }
-    const REQUIRE_ENV: &str = "MODSEC2SGUIL_REQUIRE_ALL";
-    let required = std::env::var(REQUIRE_ENV).is_ok_and(|v| !v.is_empty() && v != "0");
-    assert!(
-        !required,
-        "{test}: cannot run: needs root ({REQUIRE_ENV} is set, so this is a failure)"
-    );
-    eprintln!("\n*** SKIPPED {test}: needs root\n*** (set {REQUIRE_ENV}=1 to make this a failure; .ci/run does)\n");
+    skip_or_fail(test, "needs root");
     false
 }

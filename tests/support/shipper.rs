@@ -149,17 +149,42 @@ impl Rng {
     }
 }
 
-/// Starts `drain -c conf`, SIGKILLs it after `after` and reaps it.
+/// Starts `drain -c conf`, SIGKILLs it after `after` (unless it ended before) and reaps
+/// it.
 pub fn drain_killed_after(conf: &Path, after: std::time::Duration) {
+    drain_killed_when(conf, |t| t >= after, after);
+}
+
+/// Starts `drain -c conf` and SIGKILLs it as soon as `kill_now(time since the start)`
+/// says so (asked every 2 ms), or once `backstop` has passed, then reaps it. Returns
+/// whether it had ended by itself first. Unlike [`drain_killed_after`], the moment can
+/// follow the run's progress (events stored, the journal), which a busy machine slows
+/// but cannot skip.
+pub fn drain_killed_when(
+    conf: &Path,
+    kill_now: impl Fn(std::time::Duration) -> bool,
+    backstop: std::time::Duration,
+) -> bool {
     let mut child = Command::new(binary("modsec-shipper"))
         .args(["drain", "-c", conf.to_str().unwrap()])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    std::thread::sleep(after);
+    let started = std::time::Instant::now();
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            return true;
+        }
+        let t = started.elapsed();
+        if kill_now(t) || t >= backstop {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
+    false
 }
 
 /// Asserts that the server stored each of `want` exactly once and nothing else (by the

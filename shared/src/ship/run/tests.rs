@@ -107,8 +107,10 @@ fn the_daemon_ships_what_arrives_and_stops_when_told() {
     let asked = Instant::now();
     tx.send(Control::Stop).unwrap();
     assert_eq!(running.join().unwrap(), End::Ok);
+    // Its naps end on a Stop: it returns at once, not after waiting out a nap or the
+    // backoff (up to MAX_BACKOFF, 60 s). 20 s leaves a busy machine ample margin.
     assert!(
-        asked.elapsed() < Duration::from_secs(5),
+        asked.elapsed() < Duration::from_secs(20),
         "{:?}",
         asked.elapsed()
     );
@@ -233,14 +235,37 @@ fn a_drain_waiting_for_the_queue_lock_stops_when_told() {
     drop(held);
 }
 
+/// `run` started while another shipper holds the lock waits for it (it does not leave
+/// the queue as `drain` does, nor ship past the lock), and a Stop ends the wait.
 #[test]
 fn a_daemon_waiting_for_the_queue_lock_stops_when_told() {
     let (_dir, settings) = queue_with(1);
-    let held = QueueLock::acquire(&settings.queue_dir).unwrap().unwrap();
+    let queue = settings.queue_dir.clone();
+    let held = QueueLock::acquire(&queue).unwrap().unwrap();
     let (tx, control) = unbounded();
-    let running = std::thread::spawn(move || daemon(settings, &control, || Err("unused".into())));
+    let (ended, end) = unbounded();
+    let running = std::thread::spawn(move || {
+        ended
+            .send(daemon(settings, &control, || Err("unused".into())))
+            .unwrap()
+    });
+    // Time to go wrong (leave the queue, or ship past the lock): on a slow machine a
+    // wrong daemon may not have yet, so this can only pass a wrong one, never fail a
+    // right one.
     std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        !running.is_finished(),
+        "the daemon did not wait for the lock"
+    );
+    assert_eq!(entries_in(&queue), 1, "shipped without the lock");
     tx.send(Control::Stop).unwrap();
-    assert_eq!(running.join().unwrap(), End::Ok);
+    let end = end
+        .recv_timeout(Duration::from_secs(20))
+        .expect("the daemon did not stop while waiting for the lock");
+    assert_eq!(end, End::Ok);
+    running.join().unwrap();
+    // Still waiting when stopped: nothing shipped, no run recorded.
+    assert_eq!(entries_in(&queue), 1);
+    assert!(LastRun::read(&queue).unwrap().is_none());
     drop(held);
 }
