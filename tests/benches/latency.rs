@@ -16,7 +16,8 @@
 //!
 //! The first WARMUP events (sguild makes the day's tables, the sensor's rows) are not
 //! counted. Needs root, apache2, libapache2-mod-security2, modsecurity-crs, SGUIL_SRC
-//! and what run-sguild.sh needs; without them it says what is missing and exits 0.
+//! and what run-sguild.sh needs; without them it says what is missing (through
+//! `skip_or_fail`: a failure under `MODSEC2SGUIL_REQUIRE_ALL=1`) and exits 0.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
@@ -32,6 +33,7 @@ use modsec2sguil_e2e::apache;
 use modsec2sguil_e2e::process::{signal, wait_exit};
 use modsec2sguil_e2e::real_sguild::{RealSguild, DB_PASS, DB_USER};
 use modsec2sguil_e2e::shipper::{entries_left, Daemon};
+use modsec2sguil_e2e::skip_or_fail;
 
 const WARMUP: usize = 10;
 
@@ -151,13 +153,7 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 
 fn main() {
     if let Some(why) = apache::unavailable() {
-        println!("latency: not run: {why}");
-        return;
-    }
-    if std::env::var_os("SGUIL_SRC").is_none() {
-        println!(
-            "latency: not run: SGUIL_SRC is not set (a Sguil source tree: git clone of bammv/sguil)"
-        );
+        skip_or_fail("latency", &why);
         return;
     }
     let Some(sguild) = RealSguild::start("latency") else {
