@@ -263,7 +263,7 @@ fn no_test_can_pass_by_returning_early_outside_the_skip_mechanism() {
             && srcs.iter().any(|s| s.rel == "tests/support/mod.rs"),
         "the workspace's sources were not found"
     );
-    let mut bad = findings(&srcs);
+    let bad = findings(&srcs);
     assert!(bad.is_empty(), "{}", bad.join("\n\n"));
 }
 
