@@ -76,7 +76,8 @@ impl Delivered {
     }
 
     fn parse(line: &str) -> Option<Delivered> {
-        let (version, fields) = super::version::split_text(line).ok()?;
+        let (version, fields) =
+            super::version::split_text_up_to(line, super::version::LINES_UP_TO).ok()?;
         let mut f = fields.split('\t');
         if version == super::version::Version::V2 {
             let time = f.next()?.parse().ok()?;
@@ -258,7 +259,7 @@ fn read_log(path: &Path, out: &mut Vec<Delivered>) -> io::Result<Skipped> {
                     out.push(d);
                     return Ok(());
                 }
-                match super::version::split_line(bytes) {
+                match super::version::split_line_up_to(bytes, super::version::LINES_UP_TO) {
                     Err(_) => &mut skipped.newer,
                     Ok(_) => &mut skipped.garbled,
                 }

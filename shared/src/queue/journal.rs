@@ -87,7 +87,8 @@ impl JournalRecord {
 
     /// A record of either version ([`super::version`]); `None` for a line that is not one.
     fn parse(line: &str) -> Result<Option<JournalRecord>, super::version::Unknown> {
-        let (version, fields) = super::version::split_text(line)?;
+        let (version, fields) =
+            super::version::split_text_up_to(line, super::version::LINES_UP_TO)?;
         if version == super::version::Version::V2 {
             return Ok(Self::parse_held(fields));
         }

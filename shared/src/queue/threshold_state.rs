@@ -125,7 +125,6 @@ pub fn load(queue_dir: &Path) -> io::Result<Tracker> {
             let ok = std::str::from_utf8(bytes)
                 .ok()
                 .and_then(|l| super::version::split_text(l).ok())
-                .filter(|(v, _)| *v != super::version::Version::V2)
                 .and_then(|(_, rest)| {
                     let f: Vec<&str> = rest.split('\t').collect();
                     match f.as_slice() {

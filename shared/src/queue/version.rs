@@ -51,8 +51,16 @@ fn line_tag(input: &[u8]) -> nom::IResult<&[u8], &[u8]> {
     preceded(tag("v"), terminated(digit1, tag("\t")))(input)
 }
 
-/// The version of a line record, and the record without its tag.
+/// The version of a line record of a format whose newest version is 1 (the backlog, the
+/// record of queued ids, the follow position, the thresholds' state), and the record
+/// without its tag. A `v2` record of such a format is [`Unknown`], not read as version 1.
 pub fn split_line(record: &[u8]) -> Result<(Version, &[u8]), Unknown> {
+    split_line_up_to(record, CURRENT)
+}
+
+/// [`split_line`] for a format whose records go up to version `newest` (the journal and
+/// the delivered log: [`LINES_UP_TO`]).
+pub fn split_line_up_to(record: &[u8], newest: u32) -> Result<(Version, &[u8]), Unknown> {
     let Ok((rest, digits)) = line_tag(record) else {
         return Ok((Version::Unversioned, record));
     };
@@ -62,14 +70,19 @@ pub fn split_line(record: &[u8]) -> Result<(Version, &[u8]), Unknown> {
         .unwrap_or(u32::MAX);
     match n {
         1 => Ok((Version::V1, rest)),
-        2 => Ok((Version::V2, rest)),
+        2 if newest >= 2 => Ok((Version::V2, rest)),
         n => Err(Unknown(n)),
     }
 }
 
 /// [`split_line`] for text.
 pub fn split_text(record: &str) -> Result<(Version, &str), Unknown> {
-    let (v, rest) = split_line(record.as_bytes())?;
+    split_text_up_to(record, CURRENT)
+}
+
+/// [`split_line_up_to`] for text.
+pub fn split_text_up_to(record: &str, newest: u32) -> Result<(Version, &str), Unknown> {
+    let (v, rest) = split_line_up_to(record.as_bytes(), newest)?;
     // The tag is ASCII: the rest starts at a character boundary.
     Ok((v, &record[record.len() - rest.len()..]))
 }
@@ -141,7 +154,13 @@ mod tests {
             Ok((Version::Unversioned, &b"12\t3"[..]))
         );
         assert_eq!(split_text("v1\tx"), Ok((Version::V1, "x")));
-        assert_eq!(split_line(b"v2\t1"), Ok((Version::V2, &b"1"[..])));
+        // Version 2 exists only for the journal and the delivered log.
+        assert_eq!(split_line(b"v2\t1"), Err(Unknown(2)));
+        assert_eq!(
+            split_line_up_to(b"v2\t1", LINES_UP_TO),
+            Ok((Version::V2, &b"1"[..]))
+        );
+        assert_eq!(split_line_up_to(b"v3\t1", LINES_UP_TO), Err(Unknown(3)));
         assert_eq!(split_line(b"v3\t1"), Err(Unknown(3)));
         assert_eq!(split_line(b"v99999999999\t1"), Err(Unknown(u32::MAX)));
         // Not a tag: no digits, or no tab after them.
