@@ -27,10 +27,22 @@ pub fn fill_queue(queue: &Path, first: usize, n: usize) -> Vec<String> {
     (first..first + n)
         .map(|i| {
             let (name, id, text) = entry_of(&template, i);
-            std::fs::write(queue.join(name), text).unwrap();
+            put_entry(queue, &name, text.as_bytes());
             id
         })
         .collect()
+}
+
+/// Puts an entry into `queue` whole, as the collector (link) and `requeue` (rename) do:
+/// written beside the queue, then renamed in. A daemon woken by the entry's creation
+/// (inotify) must never find it half-written.
+pub fn put_entry(queue: &Path, name: &str, bytes: &[u8]) {
+    let part = queue
+        .parent()
+        .expect("a queue has a parent")
+        .join(format!(".{name}.part"));
+    std::fs::write(&part, bytes).unwrap();
+    std::fs::rename(&part, queue.join(name)).unwrap();
 }
 
 /// Entry `i` of [`fill_queue`]: its name, unique id and contents.
@@ -280,7 +292,7 @@ pub fn fill_flood(
             FLOODER.to_string()
         };
         let name = format!("modsec.log.1790000000.{:06}", first + i);
-        std::fs::write(queue.join(name), flood_event(&id, &src, time(i))).unwrap();
+        put_entry(queue, &name, flood_event(&id, &src, time(i)).as_bytes());
     }
     attack_ids
 }
