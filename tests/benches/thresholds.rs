@@ -1,7 +1,8 @@
 //! What a flood costs the shipper (`cargo bench -p modsec2sguil-e2e --bench thresholds`),
 //! in one run on one machine: `drain` of THRESHOLD_EVENTS (default 100,000) queued events
-//! from one client under `limit 10 per source per 60 s` (all but ten held back: the
-//! disposal rate), and `drain` of THRESHOLD_SENT (default 5,000) events from as many
+//! from one client, with 20 distinct attacks from 20 other clients spread through them,
+//! under `limit 10 per source per 60 s` (all but ten of the flood held back: the disposal
+//! rate; and when the last attack was stored, counted from the drain's start), and `drain` of THRESHOLD_SENT (default 5,000) events from as many
 //! clients under the same rule (every one sent to the test server over TLS, SEND_WINDOW
 //! 32: the sending rate). Each rate is the events handled over the drain's own time,
 //! from its summary line. BENCH_DIR puts the queues on a chosen filesystem.
@@ -12,7 +13,7 @@ use std::time::Instant;
 
 use modsec2sguil_e2e::binary;
 use modsec2sguil_e2e::sguild::TestSguild;
-use modsec2sguil_e2e::shipper::{config, fill_flood, flood_event, flood_id};
+use modsec2sguil_e2e::shipper::{config, fill_flood, flood_event, flood_id, FLOODER};
 
 fn env_or(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -66,11 +67,28 @@ fn main() {
     // Disposal: one client's flood.
     let flood = base.path().join("flood");
     std::fs::create_dir(&flood).unwrap();
-    fill_flood(&flood.join("queue"), 1, held_n, 0, |_| t0);
+    const ATTACKS: usize = 20;
+    fill_flood(&flood.join("queue"), 1, held_n, ATTACKS, |_| t0);
     let conf = config(&flood, &flood.join("queue"), &server, &extra);
+    let started = chrono::Utc::now().timestamp_micros() as f64 / 1e6;
     let (summary, secs) = drain(&conf);
-    let held = held_n.saturating_sub(10);
-    println!("flood: {held_n} events from one client, limit 10/60 s: {secs:.2} s wall");
+    let held = held_n.saturating_sub(10 + ATTACKS);
+    // The threshold summaries' signature (ARCHITECTURE.md, "Thresholds").
+    const SUMMARY_SIG: &str = "99000001";
+    let attacks: Vec<f64> = server
+        .events()
+        .iter()
+        .filter(|e| e.sig_id != SUMMARY_SIG && e.src_ip != FLOODER)
+        .map(|e| e.stored_at - started)
+        .collect();
+    println!(
+        "flood: {held_n} events, {ATTACKS} of them attacks from other clients, limit 10/60 s: {secs:.2} s wall"
+    );
+    println!(
+        "  attacks stored: {} of {ATTACKS}, the last {:.2} s after the drain started",
+        attacks.len(),
+        attacks.iter().copied().fold(0.0, f64::max)
+    );
     println!("  {summary}");
     println!(
         "  disposal: {:.0} events/s ({held} held back: parsed, journaled, recorded, moved to held/)",
