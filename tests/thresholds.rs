@@ -329,6 +329,46 @@ fn a_bad_thresholds_file_is_refused_at_start_naming_file_and_line() {
     assert!(server.events().is_empty());
 }
 
+/// As root, THRESHOLD_FILE is config root reads (a root-started `drain` loads it before
+/// it drops to the queue's owner): one the queue's owner could rewrite (a `suppress …
+/// sig_id *` silences every alert) is refused like a config file they could write.
+#[test]
+fn as_root_a_thresholds_file_another_user_could_write_is_refused() {
+    const TEST: &str = "as_root_a_thresholds_file_another_user_could_write_is_refused";
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        modsec2sguil_e2e::skip_or_fail(TEST, "needs root (a file another user owns)");
+        return;
+    }
+    let server = TestSguild::start();
+    let dir = tempfile::tempdir().unwrap();
+    let queue = dir.path().join("queue");
+    fill(&queue, 1, 3, 0, |_| 1_790_000_000);
+    let theirs = dir.path().join("theirs");
+    std::fs::create_dir(&theirs).unwrap();
+    let rules = rules_file(&theirs, "suppress gen_id 10001, sig_id *\n");
+    std::os::unix::fs::chown(&theirs, Some(65534), None).unwrap();
+    let conf = config(
+        dir.path(),
+        &queue,
+        &server,
+        &format!("set THRESHOLD_FILE {}\n", rules.display()),
+    );
+    let (code, err) = drain(&conf, &[]);
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains(&rules.display().to_string()), "{err}");
+    assert!(
+        err.contains("65534") || err.contains("nobody"),
+        "names the owner: {err}"
+    );
+    assert_eq!(
+        entries_left(&queue).len(),
+        3,
+        "nothing shipped or held back"
+    );
+    assert!(server.events().is_empty());
+}
+
 #[test]
 fn sighup_reloads_the_thresholds_and_a_bad_file_keeps_the_old_rules() {
     let server = TestSguild::start();

@@ -159,7 +159,7 @@ pub const KEYS: &[Key] = &[
     key("POLL_INTERVAL", "1 to 3600 seconds", "1", Shipper,
         "modsec-shipper run: new entries wake it at once (inotify on EVENT_DIR); it also lists the queue this often, which is how entries are found where the queue cannot be watched (NFS written by another host)."),
     key("THRESHOLD_FILE", "an absolute path", "none (no thresholds)", Shipper,
-        "Snort/Suricata-style threshold and suppress rules for generator 10001, one a line (examples/thresholds.conf explains every word): an event a rule holds back is not sent but kept in EVENT_DIR/held/, recorded as suppressed in the delivered log and summed in one summary event (signature 99000001) per key and window; requeue --suppressed ships it later. A bad line stops the shipper at start (exit 3) naming file and line; SIGHUP reloads the file (a bad reload keeps the old rules)."),
+        "Snort/Suricata-style threshold and suppress rules for generator 10001, one a line (examples/thresholds.conf explains every word): an event a rule holds back is not sent but kept in EVENT_DIR/held/, recorded as suppressed in the delivered log and summed in one summary event (signature 99000001) per key and window; requeue --suppressed ships it later. A bad line stops the shipper at start (exit 3) naming file and line; SIGHUP reloads the file (a bad reload keeps the old rules). Read by root (a root-started drain reads it before dropping to RUNAS), it must be root's alone, as the config file must; keep it readable by RUNAS (0644) so that a reload works."),
     key("SYMLINK_REMOVE_ORIG", "1 or 0", "0", Shipper,
         "With LINK_MODE symlink: remove the event file once delivered."),
     key("SHIPPER_LOG_FILE", "an absolute path", "none (LOG_FILE)", Shipper,

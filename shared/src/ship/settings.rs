@@ -157,7 +157,11 @@ impl ShipperSettings {
     }
 }
 
-/// THRESHOLD_FILE's rules: every bad line is refused, naming the file and line.
+/// THRESHOLD_FILE's rules: every bad line is refused, naming the file and line. As
+/// root (a `drain` started by root reads them before it drops to the queue's owner)
+/// the file is config root uses, so it must be root's alone, as the config file must
+/// ([`crate::config::check_strict_modes`]): a rule can silence every alert, and the
+/// queue's owner is the user an attacker reaches first.
 fn load_thresholds(
     c: &ConfigFile,
 ) -> Result<Option<std::sync::Arc<crate::threshold::Rules>>, ConfigError> {
@@ -165,6 +169,7 @@ fn load_thresholds(
     let Some(path) = c.abs_path("THRESHOLD_FILE")? else {
         return Ok(None);
     };
+    crate::config::check_strict_modes(&path)?;
     let io = |source| ConfigError::Io {
         path: path.clone(),
         source,
