@@ -369,6 +369,44 @@ fn as_root_a_thresholds_file_another_user_could_write_is_refused() {
     assert!(server.events().is_empty());
 }
 
+/// An event's time is the attacker's to write: one dated 2099 must not open a window
+/// that closes only in 2099 (every later alert of its key held back, no summary until
+/// then). Its window starts no later than the drain.
+#[test]
+fn an_event_dated_in_the_future_opens_no_window_in_the_future() {
+    let server = TestSguild::start();
+    let dir = tempfile::tempdir().unwrap();
+    let queue = dir.path().join("queue");
+    // 2099-12-04
+    fill(&queue, 1, 1, 0, |_| 4_100_000_000);
+    let rules = rules_file(
+        dir.path(),
+        "threshold gen_id 10001, sig_id *, type limit, track by_rule, count 1, seconds 60\n",
+    );
+    let conf = config(
+        dir.path(),
+        &queue,
+        &server,
+        &format!("set THRESHOLD_FILE {}\n", rules.display()),
+    );
+    let (code, err) = drain(&conf, &[]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(server.events().len(), 1, "{err}");
+    let drained = chrono::Utc::now().timestamp();
+    let state = std::fs::read_to_string(queue.join(".thresholds")).unwrap();
+    let starts: Vec<i64> = state
+        .lines()
+        .filter_map(|l| l.strip_prefix("v1\twindow\t"))
+        .map(|w| w.split('\t').nth(3).unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(starts.len(), 1, "{state}");
+    assert!(
+        starts[0] <= drained,
+        "a window starting at {} ({state})",
+        starts[0]
+    );
+}
+
 #[test]
 fn sighup_reloads_the_thresholds_and_a_bad_file_keeps_the_old_rules() {
     let server = TestSguild::start();

@@ -491,7 +491,7 @@ impl Summary {
                 at(w.start),
                 at(self.time()),
                 w.seen,
-                w.seen - w.held,
+                w.seen.saturating_sub(w.held),
                 w.held
             ),
             format!("First held back: unique id {}", escape_text(&w.first_held)),
@@ -614,7 +614,7 @@ impl Tracker {
             first_held: String::new(),
             last_held: String::new(),
         });
-        w.seen += 1;
+        w.seen = w.seen.saturating_add(1);
         let n = u64::from(w.count);
         let pass = match w.kind {
             Kind::Limit => w.seen <= n,
@@ -624,7 +624,7 @@ impl Tracker {
         if pass {
             return Verdict::Pass;
         }
-        w.held += 1;
+        w.held = w.held.saturating_add(1);
         if w.first_held.is_empty() {
             w.first_held = ev.unique_id.to_string();
         }
@@ -645,7 +645,7 @@ impl Tracker {
         if w.held == 0 {
             return;
         }
-        self.next_seq += 1;
+        self.next_seq = self.next_seq.saturating_add(1);
         self.summaries.push(Summary {
             seq: self.next_seq,
             key,

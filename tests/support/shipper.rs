@@ -34,13 +34,11 @@ pub fn fill_queue(queue: &Path, first: usize, n: usize) -> Vec<String> {
 }
 
 /// Puts an entry into `queue` whole, as the collector (link) and `requeue` (rename) do:
-/// written beside the queue, then renamed in. A daemon woken by the entry's creation
+/// written under a hidden name in it, then renamed. A daemon woken by the entry's creation
 /// (inotify) must never find it half-written.
 pub fn put_entry(queue: &Path, name: &str, bytes: &[u8]) {
-    let part = queue
-        .parent()
-        .expect("a queue has a parent")
-        .join(format!(".{name}.part"));
+    // A hidden name in the queue itself (the same filesystem; not an entry's name).
+    let part = queue.join(format!(".part.{name}"));
     std::fs::write(&part, bytes).unwrap();
     std::fs::rename(&part, queue.join(name)).unwrap();
 }

@@ -18,6 +18,10 @@ use std::path::Path;
 use super::layout::THRESHOLD_STATE_FILE;
 use crate::threshold::{Key, Kind, Summary, Track, Tracker, Window};
 
+/// The largest count or summary number read (2^53: far above any real one, and far
+/// below u64's end, so counting on from it cannot overflow).
+const MAX_COUNT: u64 = 1 << 53;
+
 /// The largest state read: [`crate::threshold::MAX_WINDOWS`] windows of ~200 bytes.
 pub const MAX_THRESHOLD_STATE_BYTES: u64 = 64 * 1024 * 1024;
 /// The longest line: two unique ids of at most 128 bytes and a few numbers.
@@ -59,6 +63,11 @@ fn parse_window(f: &[&str]) -> Option<(Key, Window)> {
         first_held: first.to_string(),
         last_held: last.to_string(),
     };
+    // Ours never holds back more than it saw, nor counts near u64's end (the queue's
+    // owner may write anything here): such a window is a damaged line.
+    if w.held > w.seen || w.seen > MAX_COUNT {
+        return None;
+    }
     let key = Key {
         sig: sig.parse().ok()?,
         track: Track::parse(track)?,
@@ -129,7 +138,8 @@ pub fn load(queue_dir: &Path) -> io::Result<Tracker> {
                     let f: Vec<&str> = rest.split('\t').collect();
                     match f.as_slice() {
                         ["next", n] => {
-                            t.next_seq = t.next_seq.max(n.parse().ok()?);
+                            let n: u64 = n.parse().ok().filter(|&n| n <= MAX_COUNT)?;
+                            t.next_seq = t.next_seq.max(n);
                         }
                         ["window", w @ ..] => {
                             let (k, w) = parse_window(w)?;
@@ -137,7 +147,7 @@ pub fn load(queue_dir: &Path) -> io::Result<Tracker> {
                         }
                         ["summary", seq, w @ ..] => {
                             let (key, window) = parse_window(w)?;
-                            let seq: u64 = seq.parse().ok()?;
+                            let seq: u64 = seq.parse().ok().filter(|&n| n <= MAX_COUNT)?;
                             t.next_seq = t.next_seq.max(seq);
                             t.summaries.push(Summary { seq, key, window });
                         }
@@ -207,5 +217,51 @@ mod tests {
         let mut again = load(dir.path()).unwrap();
         again.take_changed();
         assert_eq!(again, t);
+    }
+
+    /// The queue's owner writes this file: a window that held back more than it saw
+    /// (the summary's "shipped" would underflow), counts or numbers at u64's end (the
+    /// next event or summary would overflow) are damaged lines, not read, and what is
+    /// read still counts on without a panic.
+    #[test]
+    fn hostile_counts_are_not_read_and_nothing_overflows() {
+        let dir = tempfile::tempdir().unwrap();
+        let max = u64::MAX;
+        std::fs::write(
+            dir.path().join(THRESHOLD_STATE_FILE),
+            format!(
+                "v1\tnext\t{max}\n\
+                 v1\twindow\t942100\tby_src\t1.2.3.4\t1796620000\t1\tlimit\t1\t1\t2\ta\tb\n\
+                 v1\twindow\t942100\tby_src\t1.2.3.5\t1796620000\t60\tlimit\t1\t{max}\t0\ta\tb\n\
+                 v1\tsummary\t{max}\t942100\tby_src\t1.2.3.6\t1796620000\t1\tlimit\t1\t3\t2\ta\tb\n\
+                 v1\twindow\t942100\tby_src\t1.2.3.7\t1796620000\t60\tlimit\t1\t3\t2\ta\tb\n"
+            ),
+        )
+        .unwrap();
+        let mut t = load(dir.path()).unwrap();
+        assert_eq!(t.next_seq, 0, "the hostile `next` is not read");
+        assert!(t.summaries.is_empty());
+        assert_eq!(t.windows.len(), 1, "only the sound window is read: {t:?}");
+        let rules = Rules::parse(
+            Path::new("t.conf"),
+            b"threshold gen_id 10001, sig_id 942100, type limit, track by_src, count 1, seconds 60\n",
+        )
+        .unwrap();
+        let verdict = t.decide(
+            &rules,
+            &Facts {
+                sig: 942100,
+                src: Some("1.2.3.7".parse().unwrap()),
+                dst: None,
+                time: 1_796_620_001,
+                unique_id: "x",
+            },
+        );
+        assert!(matches!(verdict, crate::threshold::Verdict::Hold(_)));
+        t.close_expired(i64::MAX);
+        assert_eq!(t.summaries.len(), 1);
+        assert!(
+            t.summaries[0].detail_lines()[2].contains("4 event(s) seen, 1 shipped, 3 held back")
+        );
     }
 }

@@ -672,7 +672,10 @@ impl Shipper {
                 sig: ready.mapped.fields.sig_id,
                 src: Some(ready.src),
                 dst: Some(ready.dst),
-                time: ready.time,
+                // Never later than now: an event dated in the future (its time is the
+                // attacker's to write) would open a window that closes only then, and
+                // hold every later alert of its key back with no summary.
+                time: ready.time.min(chrono::Utc::now().timestamp()),
                 unique_id: &ready.unique_id,
             };
             // `requeue --suppressed` put it back: shipped whatever the thresholds say.
