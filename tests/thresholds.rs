@@ -407,6 +407,68 @@ fn an_event_dated_in_the_future_opens_no_window_in_the_future() {
     );
 }
 
+/// What `requeue --suppressed` moves back is what the shipper put in held/, a regular
+/// file: a symbolic link or a FIFO the queue's owner planted under a held entry's name
+/// stays where it is, and is named.
+#[test]
+fn requeue_suppressed_leaves_a_planted_link_or_fifo_in_held() {
+    let server = TestSguild::start();
+    let dir = tempfile::tempdir().unwrap();
+    let queue = dir.path().join("queue");
+    let t0 = chrono::Utc::now().timestamp() - 600;
+    fill(&queue, 1, 3, 0, |_| t0);
+    let rules = rules_file(
+        dir.path(),
+        "threshold gen_id 10001, sig_id *, type limit, track by_src, count 1, seconds 60\n",
+    );
+    let conf = config(
+        dir.path(),
+        &queue,
+        &server,
+        &format!("set THRESHOLD_FILE {}\n", rules.display()),
+    );
+    let (code, err) = drain(&conf, &[]);
+    assert_eq!(code, 0, "{err}");
+    let mut held: Vec<PathBuf> = std::fs::read_dir(queue.join("held"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    held.sort();
+    assert_eq!(held.len(), 2, "{err}");
+    let secret = dir.path().join("secret");
+    std::fs::write(&secret, "not an event\n").unwrap();
+    std::fs::remove_file(&held[0]).unwrap();
+    std::os::unix::fs::symlink(&secret, &held[0]).unwrap();
+    std::fs::remove_file(&held[1]).unwrap();
+    let made = std::process::Command::new("mkfifo")
+        .arg(&held[1])
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let out = shipper(&[
+        "requeue",
+        "-c",
+        conf.to_str().unwrap(),
+        "--suppressed",
+        "--since",
+        "2000-01-01",
+    ]);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(text.matches("not a regular file").count(), 2, "{text}");
+    assert!(entries_left(&queue).is_empty(), "{text}");
+    for h in &held {
+        assert!(
+            std::fs::symlink_metadata(h).is_ok(),
+            "{} stays",
+            h.display()
+        );
+    }
+}
+
 #[test]
 fn sighup_reloads_the_thresholds_and_a_bad_file_keeps_the_old_rules() {
     let server = TestSguild::start();

@@ -250,6 +250,18 @@ pub fn requeue_suppressed(
     let Some(name) = EntryName::parse(entry) else {
         return Outcome::Failed(format!("{entry}: not an entry name"));
     };
+    // Only what the shipper put there, a regular file: a link or a FIFO the queue's
+    // owner planted in held/ stays where it is.
+    match fs::symlink_metadata(&path) {
+        Ok(m) if m.file_type().is_file() => {}
+        Ok(_) => {
+            return Outcome::Failed(format!(
+                "{}: not a regular file; left where it is",
+                path.display()
+            ))
+        }
+        Err(e) => return Outcome::Failed(format!("{}: {e}", path.display())),
+    }
     if !force {
         if let Some(why) = known.why(Some(unique_id), None) {
             return Outcome::Known(why);
