@@ -469,6 +469,51 @@ fn requeue_suppressed_leaves_a_planted_link_or_fifo_in_held() {
     }
 }
 
+/// A cron `drain` that finds the queue empty still sends the summary of a window the
+/// clock has passed since the last run: a flood that stopped is summed up at the next
+/// run, not at the next event (which on a quiet site may never come).
+#[test]
+fn a_drain_of_an_empty_queue_sends_the_summary_that_came_due() {
+    let server = TestSguild::start();
+    let dir = tempfile::tempdir().unwrap();
+    let queue = dir.path().join("queue");
+    // The binary is built and run once before the clock is read: the window must open
+    // at the events' time, moments before the first drain.
+    assert!(shipper(&["--version"]).status.success());
+    let now = chrono::Utc::now().timestamp();
+    fill(&queue, 1, 3, 0, |_| now);
+    let rules = rules_file(
+        dir.path(),
+        "threshold gen_id 10001, sig_id *, type limit, track by_src, count 1, seconds 10\n",
+    );
+    let conf = config(
+        dir.path(),
+        &queue,
+        &server,
+        &format!("set THRESHOLD_FILE {}\n", rules.display()),
+    );
+    let (code, err) = drain(&conf, &[]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(held_files(&queue), 2, "{err}");
+    assert!(
+        summaries(&server.events()).is_empty(),
+        "the window (10 s) is still open after the first drain: {err}"
+    );
+    // The window is open until now + 10 s (the clock, not a timed assertion).
+    while chrono::Utc::now().timestamp() < now + 11 {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(entries_left(&queue).is_empty());
+    let (code, err) = drain(&conf, &[]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(summaries(&server.events()).len(), 1, "{err}");
+    // Sent once: the next empty drain has nothing to send.
+    let (code, err) = drain(&conf, &[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("the queue is empty"), "{err}");
+    assert_eq!(summaries(&server.events()).len(), 1, "{err}");
+}
+
 #[test]
 fn sighup_reloads_the_thresholds_and_a_bad_file_keeps_the_old_rules() {
     let server = TestSguild::start();

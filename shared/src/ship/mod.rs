@@ -484,6 +484,18 @@ impl Shipper {
         self.unresolved.len()
     }
 
+    /// Whether the thresholds have something to send though the queue is empty: a
+    /// summary waiting, or a window that held events back and that the clock has passed
+    /// (its summary is due). A `drain` of an empty queue still sends those.
+    pub fn summaries_due(&self, now: i64) -> bool {
+        !self.tracker.summaries.is_empty()
+            || self
+                .tracker
+                .windows
+                .values()
+                .any(|w| w.held > 0 && w.start.saturating_add(i64::from(w.seconds)) <= now)
+    }
+
     /// Entries in the queue now.
     pub fn remaining(&self) -> Result<usize, ShipError> {
         Ok(self

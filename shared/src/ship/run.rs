@@ -171,7 +171,10 @@ pub fn drain(settings: &ShipperSettings, o: &DrainOptions, control: &Receiver<Co
             (result, error, remaining),
         )
     };
-    if queued == 0 && shipper.unresolved() == 0 {
+    if queued == 0
+        && shipper.unresolved() == 0
+        && !shipper.summaries_due(chrono::Utc::now().timestamp())
+    {
         log::info!("drain: the queue is empty");
         // Recorded too: `status` shows the cron job is alive.
         record(&shipper, RunResult::Ok, None, 0);
