@@ -270,6 +270,22 @@ impl RealSguild {
                         .is_ok_and(|r| !r.is_empty())
             },
         );
+        // The sensor row is written before sguild tells snort_agent its sensor id, and
+        // until then snort_agent drops a SidCidRequest without a word: ready once it
+        // answers one (a loaded CI machine showed the gap).
+        wait_until(
+            "snort_agent to answer a SidCidRequest",
+            Duration::from_secs(30),
+            || {
+                modsec2sguil::sguil::barnyard::BarnyardSession::open(
+                    "127.0.0.1",
+                    port,
+                    hostname,
+                    Duration::from_secs(2),
+                )
+                .is_ok()
+            },
+        );
         agent
     }
 }
