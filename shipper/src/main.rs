@@ -234,6 +234,8 @@ enum Command {
         /// SecAuditLogStorageDir, for --index and --backlog [config: STORAGE_DIR].
         #[arg(long, value_name = "DIR")]
         storage_dir: Option<PathBuf>,
+        // The brackets are the help text's (clap shows this comment), not doc links.
+        #[allow(rustdoc::broken_intra_doc_links)]
         /// Only transactions that ended at or after this time (RFC 3339, or
         /// "YYYY-MM-DD[ HH:MM[:SS]]" in local time); with --suppressed: held back at or
         /// after it.

@@ -1,6 +1,6 @@
 //! A private Apache 2.4 + ModSecurity 2.9 + OWASP CRS instance on loopback, for
 //! end-to-end tests: its own config in a temp dir (nothing from `/etc/apache2` but the
-//! module files and Debian's CRS), listening on 127.0.0.1 and [::1] only, started and
+//! module files and Debian's CRS), listening on `127.0.0.1` and `[::1]` only, started and
 //! stopped by PID.
 
 use std::io::{Read, Write};

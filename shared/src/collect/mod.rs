@@ -1,11 +1,13 @@
-//! What `modsec-collector` does with each index line, and the reader/worker pipeline
-//! that keeps Apache from ever waiting on it (ARCHITECTURE.md, "The collector never blocks Apache and never loses a line").
+//! What `modsec-collector` does with each index line, and the pipeline of threads that
+//! keeps Apache from ever waiting on it (ARCHITECTURE.md, "The collector never blocks
+//! Apache and never loses a line").
 //!
-//! The reader only reads lines and hands them over; it never touches the disk and never
-//! waits for the worker: when the worker falls behind (a burst, a slow or hung disk),
-//! lines spill to a second thread that appends them to this process's spool, which the
-//! worker drains as soon as it catches up. Every line read ends up queued or in the backlog (with its
-//! reason logged), or in a spool that this or the next collector drains.
+//! The reader thread only reads lines and hands them over; it never touches the disk and
+//! never waits for the work, which three more threads do in order (checker, hasher,
+//! committer). When the checker falls behind (a burst, a slow or hung disk), lines go to
+//! the spill thread, which appends them to this process's spool, and the checker drains
+//! the spool as soon as it catches up. Every line read ends up queued or in the backlog
+//! (with its reason logged), or in a spool that this or the next collector drains.
 //!
 //! - [`settings`]: the collector's settings from the config file and command line;
 //! - [`worker`]: what happens to one line (check, hash, commit);

@@ -83,7 +83,7 @@ struct Shared<T> {
     after_hasher: AtomicUsize,
     /// Set by [`Pipeline::abandon`]: the checker and the hasher take no more work.
     stop: AtomicBool,
-    /// Set while the checker takes lines from a spool ([`SpoolPass`]).
+    /// Set while the checker takes lines from a spool ([`CheckStep::spool_pass`]).
     in_spool: AtomicBool,
     /// Set by the spill thread after each write to the spool (before it counts the
     /// lines as no longer outstanding); cleared when the checker takes the spool.

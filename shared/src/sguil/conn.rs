@@ -304,7 +304,7 @@ impl Connection {
 
     /// Ends the session as a well-behaved agent does: TLS close_notify, then our end of
     /// the TCP connection (FIN), then whatever the server still sends is read and
-    /// dropped until it closes its end (at most [`CLOSE_WAIT`]), so the socket is never
+    /// dropped until it closes its end (at most `CLOSE_WAIT`, 2 s), so the socket is never
     /// closed with data unread (which would send a reset). sguild (tcl-tls) then sees a
     /// clean end of the stream and logs nothing; a connection that is just dropped
     /// makes it log two errors ("software caused connection abort" and "SSL channel

@@ -722,7 +722,7 @@ impl Shipper {
     }
 
     /// Starts journaling a batch of new events (one write, one fsync, on another thread);
-    /// none of it may be sent before [`journal::Pending::wait`] says it is durable.
+    /// none of it may be sent before [`Pending::wait`](crate::queue::journal::Pending::wait) says it is durable.
     fn journal_batch(
         &mut self,
         window: &[Prepared],
