@@ -1,6 +1,9 @@
 //! Shipper state across sessions, with a sink that answers every event it was given.
 
+use super::pass::Taken;
+use super::read_ahead::load_and_map;
 use super::*;
+use crate::sguil::client::Outcome;
 use crate::testdata::event_text;
 use std::collections::VecDeque;
 use std::sync::atomic::AtomicBool;
