@@ -152,8 +152,6 @@ const LONG_FOR_NOW: &[&str] = &[
     "collector/src/main.rs:main",
     "shared/src/collect/migrate.rs:from_queue",
     "shared/src/threshold.rs:add_line",
-    "shared/src/ship/pass.rs:ship",
-    "shared/src/ship/run.rs:daemon",
     "shared/src/alert.rs:detail",
 ];
 

@@ -2,16 +2,28 @@
 //! a batch at a time (read ahead, decided, journaled, sent), within the [`Bounds`].
 
 use std::collections::HashSet;
+use std::iter::Peekable;
 use std::time::Instant;
 
 use super::journaling::{batch_size, HELD_BATCH};
 use super::load::LoadError;
-use super::read_ahead::{load_and_map, Ready, LOADERS, LOAD_CHUNK};
+use super::read_ahead::{read_ahead, Loaded, Ready};
 use super::thresholds::HeldBack;
 use super::{io_err, names_in, Bounds, Prepared, ShipError, Shipper, Sink};
 use crate::alert::Decision;
 use crate::queue::QueueEntry;
 use crate::sguil::wire::SguilEvent;
+
+/// What one pass may do: its [`Bounds`], the count of entries handled when it
+/// started, and the events journaled with one fsync.
+pub(super) struct PassLimits {
+    bounds: Bounds,
+    start: u64,
+    batch: usize,
+}
+
+/// A batch taken: the events to send, and the entries held back (none on record yet).
+type Batch = (Vec<Prepared>, Vec<(HeldBack, bool)>);
 
 /// What [`Shipper::take`] made of an entry.
 pub(super) enum Taken {
@@ -48,6 +60,29 @@ impl Shipper {
                 || stop.load(Ordering::Relaxed)
         };
         self.resend_unresolved(sink)?;
+        let todo = self.pass_entries()?;
+        let batch = batch_size(self.settings.window);
+        let settings = self.settings.clone();
+        let dir = self.queue.dir().to_path_buf();
+        // Reading and parsing run in LOADERS threads, a few batches ahead: the main
+        // thread only journals, sends, and removes.
+        let left_over = std::thread::scope(|scope| -> Result<bool, ShipError> {
+            let pending = read_ahead(scope, &todo, batch, &dir, &settings);
+            let run = PassLimits {
+                bounds,
+                start,
+                batch,
+            };
+            self.ship_batches(sink, pending.peekable(), run, &limit_reached)
+        })?;
+        self.end_pass(sink)?;
+        Ok(left_over)
+    }
+
+    /// The entries this pass ships: those listed now that the journal does not hold
+    /// (it holds the unanswered, resent first, and held-back ones not yet moved). The
+    /// release markers and whether `.integrity/` holds any are read again here.
+    fn pass_entries(&mut self) -> Result<Vec<QueueEntry>, ShipError> {
         let dir = self.queue.dir().to_path_buf();
         let entries = self.queue.entries().map_err(io_err(&dir))?;
         self.released = names_in(&dir.join(crate::queue::layout::RELEASED_DIR));
@@ -58,102 +93,95 @@ impl Shipper {
             .map(|f| f.record.entry.clone())
             .chain(self.held_journaled.iter().map(|r| r.entry.clone()))
             .collect();
-        let todo: Vec<QueueEntry> = entries
+        Ok(entries
             .into_iter()
             .filter(|e| !journaled.contains(&e.file_name))
-            .collect();
-        let batch = batch_size(self.settings.window);
-        let settings = self.settings.clone();
+            .collect())
+    }
+
+    /// Ships the entries `pending` yields, a batch at a time: batch k is sent while
+    /// batch k+1 is journaled, so the journal's fsync overlaps the wait for sguild's
+    /// answers; nothing is sent before its record is durable. Returns whether entries
+    /// were left for later (a limit, or a cid collision).
+    fn ship_batches(
+        &mut self,
+        sink: &mut dyn Sink,
+        mut pending: Peekable<impl Iterator<Item = Loaded>>,
+        run: PassLimits,
+        limit_reached: &dyn Fn(&Shipper) -> bool,
+    ) -> Result<bool, ShipError> {
         let journal_path = self.journal.path().to_path_buf();
-        // Reading and parsing run in a second thread, a few batches ahead: the main
-        // thread only journals, sends, and removes.
-        let left_over = std::thread::scope(|scope| -> Result<bool, ShipError> {
-            // Chunk i of LOAD_CHUNK entries goes to loader i % LOADERS; reading the
-            // channels in turn gives the entries back in queue order. A chunk is one
-            // hand-over: one per entry made the threads spin on each other (a flood of
-            // held-back events is mostly hand-overs otherwise).
-            let chunks: Vec<&[QueueEntry]> = todo.chunks(LOAD_CHUNK).collect();
-            let mut channels = Vec::with_capacity(LOADERS);
-            for k in 0..LOADERS {
-                let (tx, rx) = crossbeam_channel::bounded((batch * 2).div_ceil(LOAD_CHUNK).max(2));
-                channels.push(rx);
-                let mine: Vec<&[QueueEntry]> =
-                    chunks.iter().skip(k).step_by(LOADERS).copied().collect();
-                let (dir, settings) = (&dir, &settings);
-                scope.spawn(move || {
-                    for chunk in mine {
-                        let loaded: Vec<(QueueEntry, Result<Ready, LoadError>)> = chunk
-                            .iter()
-                            .map(|e| (e.clone(), load_and_map(dir, &e.file_name, settings)))
-                            .collect();
-                        if tx.send(loaded).is_err() {
-                            break; // shipping stopped
-                        }
-                    }
-                });
+        let mut current: Vec<Prepared> = Vec::new();
+        let mut expired_closed = false;
+        loop {
+            if limit_reached(self) || self.collision.is_some() {
+                return Ok(true);
             }
-            let total = chunks.len();
-            let channels = &channels;
-            let mut pending = (0..total)
-                .map_while(|i| channels[i % LOADERS].recv().ok())
-                .flatten()
-                .peekable();
-            // Batch k is sent while batch k+1 is journaled, so the journal's fsync
-            // overlaps the wait for sguild's answers; nothing is sent before its record
-            // is durable.
-            let mut current: Vec<Prepared> = Vec::new();
-            let mut expired_closed = false;
-            loop {
-                if limit_reached(self) || self.collision.is_some() {
-                    return Ok(true);
-                }
-                let mut next = Vec::with_capacity(batch);
-                let mut held_next: Vec<(HeldBack, bool)> = Vec::new();
-                while next.len() < batch && held_next.len() < HELD_BATCH {
-                    let queued = self.flight.len() + current.len() + next.len();
-                    let taken = self.stats.handled() - start + queued as u64;
-                    if bounds.max_events.is_some_and(|m| taken >= m) {
-                        break;
-                    }
-                    let Some((entry, ready)) = pending.next() else {
-                        break;
-                    };
-                    match self.take(&entry, ready, sink)? {
-                        Some(Taken::Send(p)) => next.push(p),
-                        Some(Taken::Held(h)) => held_next.push((h, false)),
-                        None => {}
-                    }
-                }
-                if pending.peek().is_none() && !expired_closed {
-                    // The queue is done: windows the clock has passed close now (their
-                    // summaries go in this batch).
-                    expired_closed = true;
-                    self.tracker.close_expired(chrono::Utc::now().timestamp());
-                }
-                self.save_thresholds()?;
-                next.extend(self.new_summaries(sink));
-                if next.is_empty() && current.is_empty() && held_next.is_empty() {
-                    if pending.peek().is_none() {
-                        return Ok(false);
-                    }
-                    continue; // a limit was reached, or the batch held only non-alerts
-                }
-                let written = self.journal_batch(&next, &held_next)?;
-                let sent = self.submit(sink, std::mem::take(&mut current), &limit_reached);
-                let durable = written.wait();
-                sent?;
-                durable.map_err(io_err(&journal_path))?;
-                self.finish_held(held_next, false)?;
-                // No append is pending here: a journal grown past its in-run bound is
-                // rewritten to what is not yet answered, so that it stays far below
-                // MAX_JOURNAL_BYTES however long the run.
-                if self.journal.wants_compaction_in_run() {
-                    let keep = self.journal_keep();
-                    self.journal.rewrite(&keep).map_err(io_err(&journal_path))?;
-                }
-                current = next;
+            let (mut next, held_next) = self.take_batch(&mut pending, sink, &run, current.len())?;
+            if pending.peek().is_none() && !expired_closed {
+                // The queue is done: windows the clock has passed close now (their
+                // summaries go in this batch).
+                expired_closed = true;
+                self.tracker.close_expired(chrono::Utc::now().timestamp());
             }
-        })?;
+            self.save_thresholds()?;
+            next.extend(self.new_summaries(sink));
+            if next.is_empty() && current.is_empty() && held_next.is_empty() {
+                if pending.peek().is_none() {
+                    return Ok(false);
+                }
+                continue; // a limit was reached, or the batch held only non-alerts
+            }
+            let written = self.journal_batch(&next, &held_next)?;
+            let sent = self.submit(sink, std::mem::take(&mut current), limit_reached);
+            let durable = written.wait();
+            sent?;
+            durable.map_err(io_err(&journal_path))?;
+            self.finish_held(held_next, false)?;
+            // No append is pending here: a journal grown past its in-run bound is
+            // rewritten to what is not yet answered, so that it stays far below
+            // MAX_JOURNAL_BYTES however long the run.
+            if self.journal.wants_compaction_in_run() {
+                let keep = self.journal_keep();
+                self.journal.rewrite(&keep).map_err(io_err(&journal_path))?;
+            }
+            current = next;
+        }
+    }
+
+    /// The next batch from `pending`: events to send (up to the batch size) and entries
+    /// held back (up to HELD_BATCH), stopping early at `max_events`, counting the events
+    /// in flight and the `ahead` about to be sent.
+    fn take_batch(
+        &mut self,
+        pending: &mut impl Iterator<Item = Loaded>,
+        sink: &dyn Sink,
+        run: &PassLimits,
+        ahead: usize,
+    ) -> Result<Batch, ShipError> {
+        let mut next = Vec::with_capacity(run.batch);
+        let mut held_next: Vec<(HeldBack, bool)> = Vec::new();
+        while next.len() < run.batch && held_next.len() < HELD_BATCH {
+            let queued = self.flight.len() + ahead + next.len();
+            let taken = self.stats.handled() - run.start + queued as u64;
+            if run.bounds.max_events.is_some_and(|m| taken >= m) {
+                break;
+            }
+            let Some((entry, ready)) = pending.next() else {
+                break;
+            };
+            match self.take(&entry, ready, sink)? {
+                Some(Taken::Send(p)) => next.push(p),
+                Some(Taken::Held(h)) => held_next.push((h, false)),
+                None => {}
+            }
+        }
+        Ok((next, held_next))
+    }
+
+    /// The end of a pass: what is in flight is answered, a cid collision is the pass's
+    /// error, and an emptied journal that wants it is compacted.
+    fn end_pass(&mut self, sink: &mut dyn Sink) -> Result<(), ShipError> {
         self.pump(sink, 0)?;
         if let Some(c) = self.collision.take() {
             return Err(c);
@@ -165,7 +193,7 @@ impl Shipper {
             let path = self.journal.path().to_path_buf();
             self.journal.rewrite(&[]).map_err(io_err(&path))?;
         }
-        Ok(left_over)
+        Ok(())
     }
 
     /// Acts on an entry the loader read: quarantines what could not be read, removes

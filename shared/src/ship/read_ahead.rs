@@ -2,10 +2,12 @@
 //! batches ahead, and hand them back in queue order.
 
 use std::path::{Path, PathBuf};
+use std::thread::Scope;
 
 use super::load::{load_entry, LoadError};
 use super::ShipSettings;
 use crate::alert::map_event;
+use crate::queue::QueueEntry;
 
 /// Threads reading and parsing entries ahead of the sender: parsing is most of the
 /// work, and the sender mostly waits on the disk and the network.
@@ -47,4 +49,44 @@ pub(super) fn load_and_map(
         ino: loaded.ino,
         target: loaded.target,
     })
+}
+
+/// An entry, and what reading, parsing and mapping it gave.
+pub(super) type Loaded = (QueueEntry, Result<Ready, LoadError>);
+
+/// Starts the loaders on `todo` in `scope`: the entries come back loaded, in queue
+/// order, about two batches ahead of the sender. Dropping what this returns stops them.
+pub(super) fn read_ahead<'scope, 'env>(
+    scope: &'scope Scope<'scope, 'env>,
+    todo: &'env [QueueEntry],
+    batch: usize,
+    dir: &'env Path,
+    settings: &'env ShipSettings,
+) -> impl Iterator<Item = Loaded> {
+    // Chunk i of LOAD_CHUNK entries goes to loader i % LOADERS; reading the
+    // channels in turn gives the entries back in queue order. A chunk is one
+    // hand-over: one per entry made the threads spin on each other (a flood of
+    // held-back events is mostly hand-overs otherwise).
+    let chunks: Vec<&[QueueEntry]> = todo.chunks(LOAD_CHUNK).collect();
+    let mut channels = Vec::with_capacity(LOADERS);
+    for k in 0..LOADERS {
+        let (tx, rx) = crossbeam_channel::bounded((batch * 2).div_ceil(LOAD_CHUNK).max(2));
+        channels.push(rx);
+        let mine: Vec<&[QueueEntry]> = chunks.iter().skip(k).step_by(LOADERS).copied().collect();
+        scope.spawn(move || {
+            for chunk in mine {
+                let loaded: Vec<Loaded> = chunk
+                    .iter()
+                    .map(|e| (e.clone(), load_and_map(dir, &e.file_name, settings)))
+                    .collect();
+                if tx.send(loaded).is_err() {
+                    break; // shipping stopped
+                }
+            }
+        });
+    }
+    let total = chunks.len();
+    (0..total)
+        .map_while(move |i| channels[i % LOADERS].recv().ok())
+        .flatten()
 }

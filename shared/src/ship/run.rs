@@ -16,7 +16,7 @@ use crossbeam_channel::Receiver;
 use super::lock::QueueLock;
 use super::settings::ShipperSettings;
 use super::sink::connect;
-use super::{Bounds, ShipError, Shipper, Stats};
+use super::{Bounds, ShipError, Shipper, Sink, Stats};
 use crate::control::Control;
 use crate::queue::last_run::{LastRun, RunResult};
 use crate::queue::latency::LatencyRecord;
@@ -285,18 +285,11 @@ pub fn daemon(
     };
     log::info!("run: shipping {} as it fills", queue_dir.display());
     backoff.reset();
-    // The last-run record: rewritten at most every RECORD_EVERY while all is well, at
-    // once when something goes wrong, and at the end.
-    let mut recorded: Option<Instant> = None;
-    let since = chrono::Utc::now().timestamp();
-    let mut record = |shipper: &Shipper, result: RunResult, error: Option<String>, now: bool| {
-        if now || recorded.map_or(true, |t| t.elapsed() >= RECORD_EVERY) {
-            let remaining = shipper.remaining().unwrap_or(0);
-            let end = (result, error, remaining);
-            record_run(&queue_dir, "run", started, &shipper.stats, end);
-            record_latency(&queue_dir, since, &shipper.stats);
-            recorded = Some(Instant::now());
-        }
+    let mut recorder = Recorder {
+        queue_dir: &queue_dir,
+        started,
+        since: chrono::Utc::now().timestamp(),
+        recorded: None,
     };
     'connect: while !flags.stopped() {
         let mut sink = match connect(&settings) {
@@ -304,7 +297,7 @@ pub fn daemon(
             Err(e) => {
                 let wait = backoff.next();
                 log::error!("{e}; retrying in {:.1} s", wait.as_secs_f64());
-                record(&shipper, RunResult::Unreachable, Some(e), true);
+                recorder.record(&shipper, RunResult::Unreachable, Some(e), true);
                 flags.nap(wait);
                 continue;
             }
@@ -324,25 +317,16 @@ pub fn daemon(
             let before = shipper.stats.handled();
             match shipper.ship(sink.as_mut(), Bounds::default(), &flags.stop) {
                 Ok(_) if shipper.stats.handled() > before => {
-                    record(&shipper, RunResult::Ok, None, false);
+                    recorder.record(&shipper, RunResult::Ok, None, false);
                     last_traffic = Instant::now();
                     backoff.reset();
                     let ping_due = settings.output.ping_delay().map(|p| last_traffic + p);
                     wait_for_entries(&mut watch, &flags, &settings, true, ping_due);
                 }
                 Ok(_) => {
-                    record(&shipper, RunResult::Ok, None, false);
-                    if let Some(ping) = settings.output.ping_delay() {
-                        if last_traffic.elapsed() >= ping {
-                            if let Err(e) = sink.ping() {
-                                log::warn!(
-                                    "{}: keep-alive PING failed: {e}; reconnecting",
-                                    sink.name()
-                                );
-                                continue 'connect;
-                            }
-                            last_traffic = Instant::now();
-                        }
+                    recorder.record(&shipper, RunResult::Ok, None, false);
+                    if !keep_alive(sink.as_mut(), &settings, &mut last_traffic) {
+                        continue 'connect;
                     }
                     let ping_due = settings.output.ping_delay().map(|p| last_traffic + p);
                     wait_for_entries(&mut watch, &flags, &settings, false, ping_due);
@@ -350,7 +334,7 @@ pub fn daemon(
                 Err(e) => {
                     let wait = backoff.next();
                     let (_, result) = ended_by(&e);
-                    record(&shipper, result, Some(e.to_string()), true);
+                    recorder.record(&shipper, result, Some(e.to_string()), true);
                     log::error!(
                         "{e}; {} event(s) wait for an answer, {} entries queued; reconnecting in {:.1} s",
                         shipper.unresolved(),
@@ -364,7 +348,7 @@ pub fn daemon(
             }
         }
     }
-    record(&shipper, RunResult::Ok, None, true);
+    recorder.record(&shipper, RunResult::Ok, None, true);
     summary(
         "run",
         &shipper.stats,
@@ -373,6 +357,44 @@ pub fn daemon(
     );
     log::info!("run: stopped");
     End::Ok
+}
+
+/// The daemon's last-run record: rewritten at most every RECORD_EVERY while all is
+/// well, at once when something goes wrong, and at the end.
+struct Recorder<'a> {
+    queue_dir: &'a Path,
+    started: Instant,
+    /// When the daemon started, for the latency record.
+    since: i64,
+    recorded: Option<Instant>,
+}
+
+impl Recorder<'_> {
+    /// Records the run so far, if `now` or RECORD_EVERY has passed since last time.
+    fn record(&mut self, shipper: &Shipper, result: RunResult, error: Option<String>, now: bool) {
+        if now || self.recorded.map_or(true, |t| t.elapsed() >= RECORD_EVERY) {
+            let remaining = shipper.remaining().unwrap_or(0);
+            let end = (result, error, remaining);
+            record_run(self.queue_dir, "run", self.started, &shipper.stats, end);
+            record_latency(self.queue_dir, self.since, &shipper.stats);
+            self.recorded = Some(Instant::now());
+        }
+    }
+}
+
+/// Sends the keep-alive PING when the session has been quiet for PING_DELAY (a path
+/// that has one); false when it failed (the caller reconnects).
+fn keep_alive(sink: &mut dyn Sink, settings: &ShipperSettings, last_traffic: &mut Instant) -> bool {
+    if let Some(ping) = settings.output.ping_delay() {
+        if last_traffic.elapsed() >= ping {
+            if let Err(e) = sink.ping() {
+                log::warn!("{}: keep-alive PING failed: {e}; reconnecting", sink.name());
+                return false;
+            }
+            *last_traffic = Instant::now();
+        }
+    }
+    true
 }
 
 /// The watch on the queue ([`Watch`]), said in the log either way.
