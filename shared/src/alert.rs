@@ -417,6 +417,15 @@ fn detail(
     raw_max: usize,
 ) -> Vec<u8> {
     let mut s = String::new();
+    write_transaction(&mut s, ev, decision);
+    write_findings(&mut s, ev, notes);
+    s.push_str("\n--- raw event ---\n");
+    with_raw(s.into_bytes(), raw, raw_max)
+}
+
+/// The text detail's transaction: what became of it, when, between whom, the request
+/// and the response status.
+fn write_transaction(s: &mut String, ev: &AuditEvent, decision: Decision) {
     let _ = writeln!(
         s,
         "ModSecurity event {} ({})",
@@ -473,6 +482,11 @@ fn detail(
         }
     }
     s.push('\n');
+}
+
+/// The text detail's findings: the engine mode, warnings, the rules matched and the
+/// start of the request body.
+fn write_findings(s: &mut String, ev: &AuditEvent, notes: &[String]) {
     if let Some(mode) = ev.engine_mode {
         let _ = writeln!(s, "Engine: {mode:?}");
     }
@@ -508,8 +522,11 @@ fn detail(
             );
         }
     }
-    s.push_str("\n--- raw event ---\n");
-    let mut out = s.into_bytes();
+}
+
+/// `out` with the raw event after it, up to `raw_max` bytes of it, and the whole within
+/// sguild's MAX_DETAIL_BYTES (each cut said where it is).
+fn with_raw(mut out: Vec<u8>, raw: &[u8], raw_max: usize) -> Vec<u8> {
     out.extend_from_slice(&raw[..raw.len().min(raw_max)]);
     if raw.len() > raw_max {
         let marker = format!(

@@ -205,6 +205,61 @@ pub struct RuleError {
 /// One `name value` option of a rule line, as written.
 type Opt<'a> = (&'a str, &'a str);
 
+/// A rule's options by name: each one its `keyword` takes, given once.
+fn option_map<'a>(keyword: &str, opts: &[Opt<'a>]) -> Result<BTreeMap<&'a str, &'a str>, String> {
+    let allowed: &[&str] = match keyword {
+        "threshold" | "event_filter" => &["gen_id", "sig_id", "type", "track", "count", "seconds"],
+        "suppress" => &["gen_id", "sig_id", "track", "ip"],
+        other => {
+            return Err(format!(
+                "unknown rule `{}` (threshold, event_filter or suppress)",
+                escape_text(other)
+            ))
+        }
+    };
+    let mut got: BTreeMap<&str, &str> = BTreeMap::new();
+    for (name, value) in opts {
+        if !allowed.contains(name) {
+            return Err(format!(
+                "`{}` is not an option of {keyword} (options: {})",
+                escape_text(name),
+                allowed.join(", ")
+            ));
+        }
+        if got.insert(name, value).is_some() {
+            return Err(format!("`{name}` is given twice"));
+        }
+    }
+    Ok(got)
+}
+
+/// `sig_id`'s value: a rule id, or `*` (or Snort's `0`) for every signature.
+fn sig_selector(s: &str) -> Result<SigSel, String> {
+    match s {
+        "*" | "0" => Ok(SigSel::Any),
+        s => match s.parse::<u32>() {
+            Ok(i) if !s.starts_with('+') => Ok(SigSel::Id(i)),
+            _ => Err(format!(
+                "sig_id must be a rule id or `*`, not `{}`",
+                escape_text(s)
+            )),
+        },
+    }
+}
+
+/// A suppression's `track` and `ip`: both (the events it is limited to) or neither.
+fn suppress_only(track: Option<Track>, ip: Option<&str>) -> Result<Option<(Track, Net)>, String> {
+    Ok(match (track, ip) {
+        (None, None) => None,
+        (Some(Track::ByRule), _) => {
+            return Err("suppress tracks by_src or by_dst (by_rule has no address)".into())
+        }
+        (Some(t), Some(ip)) => Some((t, Net::parse(ip).map_err(|e| format!("ip: {e}"))?)),
+        (Some(_), None) => return Err("suppress with `track` needs `ip`".into()),
+        (None, Some(_)) => return Err("suppress with `ip` needs `track`".into()),
+    })
+}
+
 /// `keyword name value, name value, …` (nom): the keyword and the options.
 fn rule_line(input: &str) -> nom::IResult<&str, (&str, Vec<Opt<'_>>)> {
     use nom::bytes::complete::{is_not, take_while1};
@@ -274,31 +329,7 @@ impl Rules {
                 escape_text(line)
             ));
         };
-        let allowed: &[&str] = match keyword {
-            "threshold" | "event_filter" => {
-                &["gen_id", "sig_id", "type", "track", "count", "seconds"]
-            }
-            "suppress" => &["gen_id", "sig_id", "track", "ip"],
-            other => {
-                return Err(format!(
-                    "unknown rule `{}` (threshold, event_filter or suppress)",
-                    escape_text(other)
-                ))
-            }
-        };
-        let mut got: BTreeMap<&str, &str> = BTreeMap::new();
-        for (name, value) in &opts {
-            if !allowed.contains(name) {
-                return Err(format!(
-                    "`{}` is not an option of {keyword} (options: {})",
-                    escape_text(name),
-                    allowed.join(", ")
-                ));
-            }
-            if got.insert(name, value).is_some() {
-                return Err(format!("`{name}` is given twice"));
-            }
-        }
+        let got = option_map(keyword, &opts)?;
         let need = |name: &str| {
             got.get(name)
                 .copied()
@@ -311,18 +342,7 @@ impl Rules {
                 escape_text(gen)
             ));
         }
-        let sig = match need("sig_id")? {
-            "*" | "0" => SigSel::Any,
-            s => match s.parse::<u32>() {
-                Ok(i) if !s.starts_with('+') => SigSel::Id(i),
-                _ => {
-                    return Err(format!(
-                        "sig_id must be a rule id or `*`, not `{}`",
-                        escape_text(s)
-                    ))
-                }
-            },
-        };
+        let sig = sig_selector(need("sig_id")?)?;
         let track = got
             .get("track")
             .map(|t| {
@@ -335,15 +355,7 @@ impl Rules {
             })
             .transpose()?;
         if keyword == "suppress" {
-            let only = match (track, got.get("ip")) {
-                (None, None) => None,
-                (Some(Track::ByRule), _) => {
-                    return Err("suppress tracks by_src or by_dst (by_rule has no address)".into())
-                }
-                (Some(t), Some(ip)) => Some((t, Net::parse(ip).map_err(|e| format!("ip: {e}"))?)),
-                (Some(_), None) => return Err("suppress with `track` needs `ip`".into()),
-                (None, Some(_)) => return Err("suppress with `ip` needs `track`".into()),
-            };
+            let only = suppress_only(track, got.get("ip").copied())?;
             self.suppressions.push(SuppressRule { sig, only, line: n });
             return Ok(());
         }

@@ -150,9 +150,6 @@ const LONG_FOR_NOW: &[&str] = &[
     "shipper/src/show.rs:as_text",
     "shipper/src/status.rs:human",
     "collector/src/main.rs:main",
-    "shared/src/collect/migrate.rs:from_queue",
-    "shared/src/threshold.rs:add_line",
-    "shared/src/alert.rs:detail",
 ];
 
 /// The functions of rustfmt-formatted `code`: (name, first line number, lines), each

@@ -45,52 +45,9 @@ pub fn from_queue(
     state: &StateDir,
 ) -> io::Result<Migrated> {
     let mut done = Migrated::default();
-    let mut candidates = Vec::new();
-    let mut more = 0usize;
-    queue.for_each_name(|name| {
-        let ours = name == BACKLOG_FILE
-            || name.starts_with(BACKLOG_TAKEN_PREFIX)
-            || name.starts_with(SPOOL_PREFIX)
-            || (name.starts_with(FOLLOW_PREFIX) && !name.ends_with(".tmp"));
-        if ours {
-            if candidates.len() < MAX_MIGRATED_FILES {
-                candidates.push(name.to_string());
-            } else {
-                more += 1;
-            }
-        }
-    })?;
-    if more > 0 {
-        log::warn!(
-            "{}: {more} more names of 0.1.0's files than the {MAX_MIGRATED_FILES} looked at in one start (planted?); the rest wait for the next start",
-            queue_dir.display()
-        );
-    }
+    let candidates = candidate_names(queue, queue_dir)?;
     for name in candidates {
-        let dead = |pid: &str| pid.parse::<u32>().is_ok_and(|pid| !collector_alive(pid));
-        let what = if name == BACKLOG_FILE {
-            Kind::Backlog
-        } else if name.strip_prefix(BACKLOG_TAKEN_PREFIX).is_some_and(dead) {
-            // A backlog a killed 0.1.0 `requeue --backlog` had taken.
-            Kind::Backlog
-        } else if let Some(rest) = name.strip_prefix(SPOOL_PREFIX) {
-            // Only a dead collector's: a 0.1.0 one still running keeps writing it.
-            let pid = rest.split('.').next().and_then(|p| p.parse::<u32>().ok());
-            match pid {
-                Some(pid) if collector_alive(pid) => {
-                    log::info!(
-                        "{}/{}: the spool of collector {pid}, still running; taken over at a later start",
-                        queue_dir.display(),
-                        crate::escape::escape_text(&name)
-                    );
-                    continue;
-                }
-                Some(_) => Kind::Spool,
-                None => continue,
-            }
-        } else if name.starts_with(FOLLOW_PREFIX) && !name.ends_with(".tmp") {
-            Kind::Position
-        } else {
+        let Some(what) = kind_of(&name, queue_dir) else {
             continue;
         };
         // 0.1.0 gave its backlog to the queue's owner (who removed what `requeue
@@ -114,49 +71,7 @@ pub fn from_queue(
                 continue;
             }
         };
-        match what {
-            Kind::Backlog => {
-                let mut records: Vec<(Vec<u8>, String)> = Vec::new();
-                for r in bytes.split(|&b| b == b'\n').filter(|r| !r.is_empty()) {
-                    match crate::state::parse_backlog_record(r) {
-                        Some((_, reason, raw)) => records.push((raw, reason)),
-                        None => records.push((r.to_vec(), "(0.1.0 backlog record)".into())),
-                    }
-                }
-                let refs: Vec<(&[u8], &str)> = records
-                    .iter()
-                    .map(|(r, w)| (r.as_slice(), w.as_str()))
-                    .collect();
-                state.backlog_many(&refs)?;
-                done.backlog_records += records.len();
-            }
-            Kind::Spool => {
-                // pid 0 is never alive: the next spool recovery drains it.
-                let target = state.join(&format!(
-                    "{}0.migrated-{}",
-                    crate::state::SPOOL_PREFIX,
-                    name
-                ));
-                let mut f = crate::safefs::append_for(&target, crate::safefs::Keeper::Us)?;
-                crate::safefs::append_whole(&mut f, &bytes, true)?;
-                done.spool_lines += bytes
-                    .split(|&b| b == b'\n')
-                    .filter(|l| !l.is_empty())
-                    .count();
-            }
-            Kind::Position => {
-                let target = state.join(name.trim_start_matches('.'));
-                if !target.exists() {
-                    crate::safefs::replace(
-                        &target,
-                        &bytes,
-                        crate::safefs::Keeper::Us,
-                        crate::safefs::Durability::Synced,
-                    )?;
-                }
-                done.positions += 1;
-            }
-        }
+        take_over(what, &name, &bytes, state, &mut done)?;
         queue.remove(&name)?;
         log::info!(
             "took over 0.1.0's {} from the queue into {}",
@@ -175,6 +90,118 @@ pub fn from_queue(
         queue.sync()?;
     }
     Ok(done)
+}
+
+/// The names in the queue that may be 0.1.0's files, [`MAX_MIGRATED_FILES`] at most
+/// (the rest are counted in a warning).
+fn candidate_names(queue: &Dir, queue_dir: &std::path::Path) -> io::Result<Vec<String>> {
+    let mut candidates = Vec::new();
+    let mut more = 0usize;
+    queue.for_each_name(|name| {
+        let ours = name == BACKLOG_FILE
+            || name.starts_with(BACKLOG_TAKEN_PREFIX)
+            || name.starts_with(SPOOL_PREFIX)
+            || (name.starts_with(FOLLOW_PREFIX) && !name.ends_with(".tmp"));
+        if ours {
+            if candidates.len() < MAX_MIGRATED_FILES {
+                candidates.push(name.to_string());
+            } else {
+                more += 1;
+            }
+        }
+    })?;
+    if more > 0 {
+        log::warn!(
+            "{}: {more} more names of 0.1.0's files than the {MAX_MIGRATED_FILES} looked at in one start (planted?); the rest wait for the next start",
+            queue_dir.display()
+        );
+    }
+    Ok(candidates)
+}
+
+/// Which of 0.1.0's files `name` is; `None` for a name not to take over (now).
+fn kind_of(name: &str, queue_dir: &std::path::Path) -> Option<Kind> {
+    let dead = |pid: &str| pid.parse::<u32>().is_ok_and(|pid| !collector_alive(pid));
+    Some(if name == BACKLOG_FILE {
+        Kind::Backlog
+    } else if name.strip_prefix(BACKLOG_TAKEN_PREFIX).is_some_and(dead) {
+        // A backlog a killed 0.1.0 `requeue --backlog` had taken.
+        Kind::Backlog
+    } else if let Some(rest) = name.strip_prefix(SPOOL_PREFIX) {
+        // Only a dead collector's: a 0.1.0 one still running keeps writing it.
+        let pid = rest.split('.').next().and_then(|p| p.parse::<u32>().ok());
+        match pid {
+            Some(pid) if collector_alive(pid) => {
+                log::info!(
+                    "{}/{}: the spool of collector {pid}, still running; taken over at a later start",
+                    queue_dir.display(),
+                    crate::escape::escape_text(name)
+                );
+                return None;
+            }
+            Some(_) => Kind::Spool,
+            None => return None,
+        }
+    } else if name.starts_with(FOLLOW_PREFIX) && !name.ends_with(".tmp") {
+        Kind::Position
+    } else {
+        return None;
+    })
+}
+
+/// Appends what 0.1.0's file `name` held (`bytes`) to its place in `state`, counted in
+/// `done`.
+fn take_over(
+    what: Kind,
+    name: &str,
+    bytes: &[u8],
+    state: &StateDir,
+    done: &mut Migrated,
+) -> io::Result<()> {
+    match what {
+        Kind::Backlog => {
+            let mut records: Vec<(Vec<u8>, String)> = Vec::new();
+            for r in bytes.split(|&b| b == b'\n').filter(|r| !r.is_empty()) {
+                match crate::state::parse_backlog_record(r) {
+                    Some((_, reason, raw)) => records.push((raw, reason)),
+                    None => records.push((r.to_vec(), "(0.1.0 backlog record)".into())),
+                }
+            }
+            let refs: Vec<(&[u8], &str)> = records
+                .iter()
+                .map(|(r, w)| (r.as_slice(), w.as_str()))
+                .collect();
+            state.backlog_many(&refs)?;
+            done.backlog_records += records.len();
+        }
+        Kind::Spool => {
+            // pid 0 is never alive: the next spool recovery drains it.
+            let target = state.join(&format!(
+                "{}0.migrated-{}",
+                crate::state::SPOOL_PREFIX,
+                name
+            ));
+            let mut f = crate::safefs::append_for(&target, crate::safefs::Keeper::Us)?;
+            crate::safefs::append_whole(&mut f, bytes, true)?;
+            done.spool_lines += bytes
+                .split(|&b| b == b'\n')
+                .filter(|l| !l.is_empty())
+                .count();
+        }
+        Kind::Position => {
+            let target = state.join(name.trim_start_matches('.'));
+            if !target.exists() {
+                crate::safefs::replace(
+                    &target,
+                    bytes,
+                    crate::safefs::Keeper::Us,
+                    crate::safefs::Durability::Synced,
+                )?;
+            }
+            done.positions += 1;
+        }
+    }
+    Ok(())
 }
 
 /// Whether `pid` is a running collector (0.1.0's or ours). A pid alone is not enough: a
