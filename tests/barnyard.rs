@@ -502,7 +502,7 @@ fn real_snort_agent_and_sguild() {
     use modsec2sguil::sguil::barnyard::{
         parse_agent_line, sid_cid_request_line, AgentLine, BarnyardSession,
     };
-    use modsec2sguil::sguil::client::Outcome;
+    use modsec2sguil::sguil::client::Answer;
     use modsec2sguil::sguil::conn::Connection;
     use modsec2sguil_e2e::real_sguild::RealSguild;
     let Some(sguild) = RealSguild::start("real_snort_agent_and_sguild") else {
@@ -562,7 +562,7 @@ fn real_snort_agent_and_sguild() {
         .collect();
     for e in &events {
         s.submit(std::slice::from_ref(e)).unwrap();
-        assert_eq!(s.next_answer().unwrap(), Outcome::Confirmed);
+        assert_eq!(s.next_answer().unwrap(), Answer::Confirmed);
     }
     s.ping().unwrap();
     // The last one again, raw: sguild says nothing; the fence is answered alone.
@@ -586,7 +586,7 @@ fn real_snort_agent_and_sguild() {
     // An earlier one: `Duplicate entry`.
     let mut s = open();
     s.submit(std::slice::from_ref(&events[0])).unwrap();
-    assert_eq!(s.next_answer().unwrap(), Outcome::AlreadyStored);
+    assert_eq!(s.next_answer().unwrap(), Answer::AlreadyStored);
     eprintln!(
         "real_snort_agent_and_sguild: sid {sid}: 320 + 5 hostile events stored, maxCid {} → {}",
         before, s.max_cid

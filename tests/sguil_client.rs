@@ -4,7 +4,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use modsec2sguil::sguil::client::{AgentSession, Outcome, SessionError};
+use modsec2sguil::sguil::client::{AgentSession, Answer, SessionError};
 use modsec2sguil::sguil::conn::{sha256, ConnError, ConnectSettings, Connection, TlsMode};
 use modsec2sguil::sguil::wire::SguilEvent;
 use modsec2sguil_e2e::sguild::{sample_event, TestSguild};
@@ -48,7 +48,7 @@ fn send_all(
     s: &mut AgentSession,
     events: &[SguilEvent],
     window: usize,
-) -> Result<Vec<Outcome>, SessionError> {
+) -> Result<Vec<Answer>, SessionError> {
     let mut out = Vec::new();
     s.send(events, window, |_, o| out.push(o))?;
     Ok(out)
@@ -62,7 +62,7 @@ fn tls_with_the_self_signed_certificate_as_ca_file_pipelined() {
     assert_eq!((s.sid, s.max_cid), (1, 0));
     let events: Vec<_> = (1..=100).map(|c| event(sid, c)).collect();
     let out = send_all(&mut s, &events, 32).unwrap();
-    assert_eq!(out, vec![Outcome::Confirmed; 100]);
+    assert_eq!(out, vec![Answer::Confirmed; 100]);
     let stored = server.events();
     assert_eq!(stored.len(), 100);
     assert_eq!(
@@ -83,13 +83,13 @@ fn tls_with_the_right_pin_and_without_verification() {
     let sid = s.sid;
     assert_eq!(
         send_all(&mut s, &[event(sid, 1)], 1).unwrap(),
-        [Outcome::Confirmed]
+        [Answer::Confirmed]
     );
     let mut s = session(&server, TlsMode::NoVerify);
     let sid = s.sid;
     assert_eq!(
         send_all(&mut s, &[event(sid, 2)], 1).unwrap(),
-        [Outcome::Confirmed]
+        [Answer::Confirmed]
     );
 }
 
@@ -133,7 +133,7 @@ fn plaintext_session_works_when_configured() {
     let sid = s.sid;
     assert_eq!(
         send_all(&mut s, &[event(sid, 1)], 4).unwrap(),
-        [Outcome::Confirmed]
+        [Answer::Confirmed]
     );
 }
 
@@ -177,11 +177,7 @@ fn pipelining_with_a_duplicate_in_the_middle() {
     let out = send_all(&mut s, &resend, 32).unwrap();
     assert_eq!(
         out,
-        [
-            Outcome::Confirmed,
-            Outcome::AlreadyStored,
-            Outcome::Confirmed
-        ]
+        [Answer::Confirmed, Answer::AlreadyStored, Answer::Confirmed]
     );
     assert_eq!(server.events().len(), 7);
 }
@@ -246,7 +242,7 @@ fn no_reply_is_a_timeout_and_a_closed_connection_is_its_own_error() {
     );
     assert_eq!(
         answered,
-        [(0, Outcome::Confirmed), (1, Outcome::Confirmed)],
+        [(0, Answer::Confirmed), (1, Answer::Confirmed)],
         "what was answered before is reported"
     );
 }

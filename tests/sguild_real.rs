@@ -21,7 +21,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use modsec2sguil::sguil::client::{AgentSession, Outcome};
+use modsec2sguil::sguil::client::{AgentSession, Answer};
 use modsec2sguil::sguil::conn::{ConnectSettings, Connection, TlsMode};
 use modsec2sguil::sguil::wire::SguilEvent;
 use modsec2sguil_e2e::process::{signal, wait_exit, wait_until};
@@ -117,7 +117,7 @@ fn a_live_sguild_stores_1000_pipelined_events_and_refuses_resends_as_duplicates(
     let start = Instant::now();
     let mut confirmed = 0;
     s.send(&events, 32, |_, o| {
-        assert_eq!(o, Outcome::Confirmed);
+        assert_eq!(o, Answer::Confirmed);
         confirmed += 1;
     })
     .unwrap();
@@ -129,7 +129,7 @@ fn a_live_sguild_stores_1000_pipelined_events_and_refuses_resends_as_duplicates(
     );
     let mut dups = 0;
     s.send(&events[..10], 32, |_, o| {
-        assert_eq!(o, Outcome::AlreadyStored);
+        assert_eq!(o, Answer::AlreadyStored);
         dups += 1;
     })
     .unwrap();
@@ -411,7 +411,7 @@ fn a_cid_another_agent_took_first_stops_the_run_and_keeps_the_entry() {
         // On the day of the queued events, so in the same per-day table.
         let taken = sample_event(sid, max + 1, "m2s-twin", b"the twin's", b"GET /", false);
         other
-            .send(&[taken], 1, |_, o| assert_eq!(o, Outcome::Confirmed))
+            .send(&[taken], 1, |_, o| assert_eq!(o, Answer::Confirmed))
             .unwrap();
     });
     let conf = dir.path().join("twin.conf");

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use modsec2sguil::alert::{map_event, AlertSettings};
 use modsec2sguil::auditlog::{read_event_file, ParseLimits};
-use modsec2sguil::sguil::client::{AgentSession, Outcome};
+use modsec2sguil::sguil::client::{AgentSession, Answer};
 use modsec2sguil::sguil::conn::{ConnectSettings, Connection, TlsMode};
 use modsec2sguil::sguil::wire::SguilEvent;
 use modsec2sguil_e2e::binary;
@@ -197,7 +197,7 @@ fn real_sguild(addr: &str, ca: &str) {
             let build_time = building.elapsed();
             let mut ok = 0;
             s.send(&mine, window, |_, o| {
-                ok += usize::from(o == Outcome::Confirmed)
+                ok += usize::from(o == Answer::Confirmed)
             })
             .unwrap();
             assert_eq!(ok, n);

@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use modsec2sguil::sguil::client::{AgentSession, Outcome};
+use modsec2sguil::sguil::client::{AgentSession, Answer};
 use modsec2sguil::sguil::conn::{sha256, ConnectSettings, Connection, TlsMode};
 use modsec2sguil::sguil::wire::SguilEvent;
 use modsec2sguil_e2e::sguild::{sample_event, TestSguild};
@@ -33,7 +33,7 @@ fn run(settings: &ConnectSettings, host: &str, n: u32, window: usize, detail: us
     let start = Instant::now();
     let mut confirmed = 0;
     s.send(&batch, window, |_, o| {
-        if o == Outcome::Confirmed {
+        if o == Answer::Confirmed {
             confirmed += 1;
         }
     })

@@ -34,7 +34,7 @@ use std::collections::VecDeque;
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
-use super::client::{Outcome, SessionError};
+use super::client::{Answer, SessionError};
 use super::conn::Connection;
 use super::tcl;
 use super::wire::{classify_failed, FailedKind, SguilEvent};
@@ -197,7 +197,7 @@ struct Pending {
     sid: u32,
     cid: u32,
     /// Known without asking: the highest cid sguild held at the start is stored.
-    settled: Option<Outcome>,
+    settled: Option<Answer>,
     /// The fence written after it, when it may be met with silence.
     fence: Option<u64>,
 }
@@ -296,8 +296,7 @@ impl BarnyardSession {
         let mut fenced = false;
         for e in events {
             let (sid, cid) = (e.fields().sid, e.cid());
-            let settled =
-                (sid == self.sid && cid == self.max_cid).then_some(Outcome::AlreadyStored);
+            let settled = (sid == self.sid && cid == self.max_cid).then_some(Answer::AlreadyStored);
             if settled.is_none() {
                 lines.push(rtevent_line(e));
                 fenced |= cid <= self.max_cid;
@@ -374,7 +373,7 @@ impl BarnyardSession {
     }
 
     /// The answer to the oldest event in flight.
-    pub fn next_answer(&mut self) -> Result<Outcome, SessionError> {
+    pub fn next_answer(&mut self) -> Result<Answer, SessionError> {
         let Some(front) = self.waiting.front().cloned() else {
             return Err(self.out_of_step(0, "(no event in flight)".into()));
         };
@@ -390,11 +389,11 @@ impl BarnyardSession {
             if let Some(answer) = self.answers.remove(&cid) {
                 self.waiting.pop_front();
                 return match answer {
-                    AgentLine::Confirm(_) => Ok(Outcome::Confirmed),
+                    AgentLine::Confirm(_) => Ok(Answer::Confirmed),
                     AgentLine::Failed {
                         kind: FailedKind::Duplicate { sid: s, cid: c },
                         ..
-                    } if s == sid && c == cid => Ok(Outcome::AlreadyStored),
+                    } if s == sid && c == cid => Ok(Answer::AlreadyStored),
                     AgentLine::Failed {
                         kind: FailedKind::Outage,
                         text,
@@ -403,7 +402,7 @@ impl BarnyardSession {
                         server: self.server().to_string(),
                         text,
                     }),
-                    AgentLine::Failed { text, .. } => Ok(Outcome::Rejected(text)),
+                    AgentLine::Failed { text, .. } => Ok(Answer::Rejected(text)),
                     other => Err(self.out_of_step(cid, format!("{other:?}"))),
                 };
             }
@@ -425,7 +424,7 @@ impl BarnyardSession {
                         self.server()
                     );
                     self.waiting.pop_front();
-                    return Ok(Outcome::AlreadyStored);
+                    return Ok(Answer::AlreadyStored);
                 }
                 None => {
                     return Err(SessionError::Timeout {

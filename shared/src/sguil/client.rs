@@ -16,7 +16,7 @@ use super::wire::{parse_server_line, register_line, FailedKind, ServerLine, Sgui
 
 /// What sguild said about one event.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
+pub enum Answer {
     /// `ConfirmEvent <cid>`: stored now.
     Confirmed,
     /// `Duplicate entry '<sid>-<cid>'`: stored before (a resend after a lost reply).
@@ -151,7 +151,7 @@ impl AgentSession {
         &mut self,
         events: &[SguilEvent],
         window: usize,
-        mut answered: impl FnMut(usize, Outcome),
+        mut answered: impl FnMut(usize, Answer),
     ) -> Result<(), SessionError> {
         // Answers still owed to an earlier call that stopped at an error (the caller
         // took those events as unanswered) come first; they are not for `events`.
@@ -195,7 +195,7 @@ impl AgentSession {
 
     /// Waits for the answer to the oldest event in flight (a `PING` from the server is
     /// answered on the way).
-    pub fn next_answer(&mut self) -> Result<Outcome, SessionError> {
+    pub fn next_answer(&mut self) -> Result<Answer, SessionError> {
         let server = self.server().to_string();
         let Some(&(sid, cid)) = self.waiting.front() else {
             return Err(SessionError::OutOfStep {
@@ -214,11 +214,11 @@ impl AgentSession {
                     secs: self.reply_timeout.as_secs(),
                 })?;
             let outcome = match parse_server_line(&line) {
-                ServerLine::ConfirmEvent(c) if c == cid => Outcome::Confirmed,
+                ServerLine::ConfirmEvent(c) if c == cid => Answer::Confirmed,
                 ServerLine::Failed {
                     kind: FailedKind::Duplicate { sid: s, cid: c },
                     ..
-                } if s == sid && c == cid => Outcome::AlreadyStored,
+                } if s == sid && c == cid => Answer::AlreadyStored,
                 ServerLine::Failed {
                     kind: FailedKind::Outage,
                     text,
@@ -227,7 +227,7 @@ impl AgentSession {
                     self.waiting.pop_front();
                     return Err(SessionError::Outage { server, text });
                 }
-                ServerLine::Failed { text, .. } => Outcome::Rejected(text),
+                ServerLine::Failed { text, .. } => Answer::Rejected(text),
                 ServerLine::Ping => {
                     self.conn.send_line("PONG\n")?;
                     continue;

@@ -10,7 +10,7 @@ use super::{ShipError, Shipper};
 impl Shipper {
     /// Removes a done entry (and, with SYMLINK_REMOVE_ORIG, its target). False when the
     /// entry could not be removed.
-    pub(super) fn finish(&self, entry: &str, target: Option<&Path>) -> bool {
+    pub(super) fn remove_entry(&self, entry: &str, target: Option<&Path>) -> bool {
         let path = self.queue.dir().join(entry);
         let removed = match fs::remove_file(&path) {
             Ok(()) => true,

@@ -6,7 +6,7 @@ use chrono::{TimeZone, Utc};
 use super::load::LoadError;
 use super::read_ahead::load_and_map;
 use super::thresholds::{summary_fields, HeldBack};
-use super::{io_err, Prepared, ShipError, Shipper, Sink};
+use super::{io_err, Outgoing, ShipError, Shipper, Sink};
 use crate::queue::journal::JournalRecord;
 use crate::sguil::wire::SguilEvent;
 
@@ -26,7 +26,7 @@ pub(super) fn batch_size(window: usize) -> usize {
 
 /// A journaled event still waiting for its answer.
 #[derive(Debug, Clone)]
-pub(super) struct InFlight {
+pub(super) struct Unanswered {
     pub(super) record: JournalRecord,
     /// Sent before in a way that may have reached sguild (an earlier run, or a session
     /// that broke): a duplicate then means "stored".
@@ -38,7 +38,7 @@ impl Shipper {
     /// none of it may be sent before [`Pending::wait`](crate::queue::journal::Pending::wait) says it is durable.
     pub(super) fn journal_batch(
         &mut self,
-        window: &[Prepared],
+        window: &[Outgoing],
         held: &[(HeldBack, bool)],
     ) -> Result<crate::queue::journal::Pending, ShipError> {
         let held: Vec<JournalRecord> = held
@@ -72,8 +72,8 @@ impl Shipper {
         let all: Vec<JournalRecord> = records.iter().chain(held.iter()).cloned().collect();
         let pending = self.journal.append_async(&all).map_err(io_err(&path))?;
         self.held_journaled.extend(held);
-        self.unresolved
-            .extend(records.into_iter().map(|record| InFlight {
+        self.unanswered
+            .extend(records.into_iter().map(|record| Unanswered {
                 record,
                 maybe_sent: false,
             }));
@@ -83,7 +83,7 @@ impl Shipper {
     /// The journal's records not yet resolved: sends not answered, held-back entries not
     /// yet moved.
     pub(super) fn journal_keep(&self) -> Vec<JournalRecord> {
-        self.unresolved
+        self.unanswered
             .iter()
             .map(|f| f.record.clone())
             .chain(self.held_journaled.iter().cloned())
@@ -92,7 +92,7 @@ impl Shipper {
 
     /// Resends what the journal holds unanswered, with its sid, cid, time and hostname.
     pub(super) fn resend_unresolved(&mut self, sink: &mut dyn Sink) -> Result<(), ShipError> {
-        let todo: Vec<JournalRecord> = self.unresolved.iter().map(|f| f.record.clone()).collect();
+        let todo: Vec<JournalRecord> = self.unanswered.iter().map(|f| f.record.clone()).collect();
         for chunk in todo.chunks(batch_size(self.settings.window)) {
             let mut window = Vec::new();
             for r in chunk {
@@ -100,7 +100,7 @@ impl Shipper {
                     let mut fields = summary_fields(&s, &self.settings.alert);
                     as_journaled(&mut fields, r);
                     match SguilEvent::new(fields) {
-                        Ok(event) => window.push(Prepared {
+                        Ok(event) => window.push(Outgoing {
                             event,
                             entry: r.entry.clone(),
                             unique_id: r.entry.clone(),
@@ -110,7 +110,7 @@ impl Shipper {
                         }),
                         Err(e) => {
                             log::error!("{}: cannot be sent to Sguil: {e}; dropped", r.entry);
-                            self.resolve(&r.entry);
+                            self.forget_unanswered(&r.entry);
                             self.tracker.summary_done(&r.entry);
                         }
                     }
@@ -124,11 +124,11 @@ impl Shipper {
                 let ready = match ready {
                     Ok(l) => l,
                     Err(LoadError::Gone) => {
-                        self.resolve(&r.entry);
+                        self.forget_unanswered(&r.entry);
                         continue;
                     }
                     Err(LoadError::Refused(why)) => {
-                        self.resolve(&r.entry);
+                        self.forget_unanswered(&r.entry);
                         self.quarantine(&r.entry, &why)?;
                         continue;
                     }
@@ -138,7 +138,7 @@ impl Shipper {
                 let mut fields = ready.mapped.fields;
                 as_journaled(&mut fields, r);
                 match SguilEvent::new(fields) {
-                    Ok(event) => window.push(Prepared {
+                    Ok(event) => window.push(Outgoing {
                         event,
                         entry: r.entry.clone(),
                         unique_id: ready.unique_id,
@@ -147,7 +147,7 @@ impl Shipper {
                         ipv6: ready.mapped.ipv6,
                     }),
                     Err(e) => {
-                        self.resolve(&r.entry);
+                        self.forget_unanswered(&r.entry);
                         self.quarantine(&r.entry, &format!("cannot be sent to Sguil: {e}"))?;
                     }
                 }
@@ -156,11 +156,11 @@ impl Shipper {
                 self.submit(sink, window, &|_| false)?;
             }
         }
-        self.pump(sink, 0)
+        self.await_answers(sink, 0)
     }
 
-    pub(super) fn resolve(&mut self, entry: &str) {
-        self.unresolved.retain(|f| f.record.entry != entry);
+    pub(super) fn forget_unanswered(&mut self, entry: &str) {
+        self.unanswered.retain(|f| f.record.entry != entry);
     }
 }
 

@@ -41,13 +41,13 @@ use crate::queue::journal::{Journal, JournalRecord};
 use crate::queue::Queue;
 use crate::sguil::client::SessionError;
 use crate::sguil::wire::SguilEvent;
-use journaling::InFlight;
+use journaling::Unanswered;
 use load::LoadOptions;
 pub use sink::Sink;
 
 /// What shipping needs besides the sink.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ShipSettings {
+pub struct DeliverySettings {
     pub alert: AlertSettings,
     pub load: LoadOptions,
     /// SYMLINK_REMOVE_ORIG: remove a symlinked entry's target once delivered.
@@ -60,7 +60,7 @@ pub struct ShipSettings {
 
 /// Counts for the summary line.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Stats {
+pub struct ShipStats {
     /// Stored by sguild (confirmed, or a resend answered as a duplicate).
     pub shipped: u64,
     /// Of those, resends found already stored.
@@ -81,7 +81,7 @@ pub struct Stats {
     pub summaries: u64,
 }
 
-impl Stats {
+impl ShipStats {
     /// Entries handled (shipped, skipped, quarantined or held back).
     pub fn handled(&self) -> u64 {
         self.shipped + self.skipped + self.quarantined + self.held
@@ -124,7 +124,7 @@ pub struct Bounds {
 }
 
 /// A mapped event ready to be sent, with what is needed to finish its entry.
-struct Prepared {
+struct Outgoing {
     event: SguilEvent,
     entry: String,
     unique_id: String,
@@ -139,11 +139,11 @@ pub struct Shipper {
     journal: Journal,
     /// What was delivered, by unique id (for `requeue` and for operators).
     delivered_log: DeliveredLog,
-    settings: ShipSettings,
+    settings: DeliverySettings,
     /// Journaled and not yet answered, oldest first.
-    unresolved: Vec<InFlight>,
+    unanswered: Vec<Unanswered>,
     /// Submitted and not yet answered, oldest first.
-    flight: std::collections::VecDeque<Prepared>,
+    sent: std::collections::VecDeque<Outgoing>,
     /// A first send was answered `Duplicate entry`: stop after the window in flight.
     collision: Option<ShipError>,
     next_cid: u32,
@@ -157,7 +157,7 @@ pub struct Shipper {
     /// Whether `.integrity/` held any marker when the pass began (else held-back
     /// entries skip the removal of a marker they cannot have).
     integrity_any: bool,
-    pub stats: Stats,
+    pub stats: ShipStats,
 }
 
 impl Shipper {
@@ -166,13 +166,13 @@ impl Shipper {
     }
 
     /// Replaces the settings (SIGHUP).
-    pub fn set_settings(&mut self, settings: ShipSettings) {
+    pub fn set_settings(&mut self, settings: DeliverySettings) {
         self.settings = settings;
     }
 
     /// Events journaled and not yet answered.
-    pub fn unresolved(&self) -> usize {
-        self.unresolved.len()
+    pub fn unanswered(&self) -> usize {
+        self.unanswered.len()
     }
 
     /// Whether the thresholds have something to send though the queue is empty: a

@@ -6,9 +6,9 @@ use std::fs;
 use std::io;
 use std::path::Path;
 
-use super::journaling::InFlight;
+use super::journaling::Unanswered;
 use super::thresholds::HeldBack;
-use super::{io_err, names_in, ShipError, ShipSettings, Shipper, Stats};
+use super::{io_err, names_in, DeliverySettings, ShipError, ShipStats, Shipper};
 use crate::queue::delivered::DeliveredLog;
 use crate::queue::journal::{Journal, JournalRecord};
 use crate::queue::Queue;
@@ -16,7 +16,7 @@ use crate::queue::Queue;
 impl Shipper {
     /// Opens the queue at `dir` (which must exist) and reads the journal. The caller
     /// holds the queue lock.
-    pub fn open(dir: &Path, settings: ShipSettings) -> Result<Shipper, ShipError> {
+    pub fn open(dir: &Path, settings: DeliverySettings) -> Result<Shipper, ShipError> {
         let meta = fs::metadata(dir).map_err(io_err(dir))?;
         if !meta.is_dir() {
             return Err(ShipError::Io {
@@ -42,19 +42,19 @@ impl Shipper {
             .into_iter()
             .filter(|r| r.entry_present(dir) && !released.contains(&r.entry))
             .collect();
-        let unresolved: Vec<InFlight> = records
+        let unanswered: Vec<Unanswered> = records
             .into_iter()
             .filter(|r| r.entry_present(dir) || tracker.summary(&r.entry).is_some())
-            .map(|record| InFlight {
+            .map(|record| Unanswered {
                 record,
                 maybe_sent: true,
             })
             .collect();
-        if !unresolved.is_empty() {
+        if !unanswered.is_empty() {
             log::info!(
                 "{}: {} event(s) sent before without an answer; resending them first",
                 journal.path().display(),
-                unresolved.len()
+                unanswered.len()
             );
         }
         let mut shipper = Shipper {
@@ -62,15 +62,15 @@ impl Shipper {
             journal,
             delivered_log: DeliveredLog::open(dir),
             settings,
-            unresolved,
-            flight: std::collections::VecDeque::new(),
+            unanswered,
+            sent: std::collections::VecDeque::new(),
             collision: None,
             next_cid: next_cid.saturating_add(1),
             tracker,
             held_journaled: Vec::new(),
             released,
             integrity_any: true,
-            stats: Stats::default(),
+            stats: ShipStats::default(),
         };
         if !held_journaled.is_empty() {
             // Decided before a crash: held back whatever the thresholds say now. Those
@@ -104,7 +104,7 @@ impl Shipper {
                     recorded,
                 ));
             }
-            shipper.finish_held(todo, true)?;
+            shipper.move_held(todo, true)?;
         }
         Ok(shipper)
     }

@@ -7,9 +7,9 @@ use std::time::Instant;
 
 use super::journaling::{batch_size, HELD_BATCH};
 use super::load::LoadError;
-use super::read_ahead::{read_ahead, Loaded, Ready};
+use super::read_ahead::{read_ahead, Loaded, MappedEntry};
 use super::thresholds::HeldBack;
-use super::{io_err, names_in, Bounds, Prepared, ShipError, Shipper, Sink};
+use super::{io_err, names_in, Bounds, Outgoing, ShipError, Shipper, Sink};
 use crate::alert::Decision;
 use crate::queue::QueueEntry;
 use crate::sguil::wire::SguilEvent;
@@ -23,11 +23,11 @@ pub(super) struct PassLimits {
 }
 
 /// A batch taken: the events to send, and the entries held back (none on record yet).
-type Batch = (Vec<Prepared>, Vec<(HeldBack, bool)>);
+type Batch = (Vec<Outgoing>, Vec<(HeldBack, bool)>);
 
-/// What [`Shipper::take`] made of an entry.
+/// What [`Shipper::decide`] made of an entry.
 pub(super) enum Taken {
-    Send(Prepared),
+    Send(Outgoing),
     Held(HeldBack),
 }
 
@@ -47,15 +47,15 @@ impl Shipper {
         use std::sync::atomic::Ordering;
         // Events still in flight belong to a session that broke (a journal write failed
         // after they were sent): their answers will never come on this one.
-        if !self.flight.is_empty() {
-            self.abandon_flight();
+        if !self.sent.is_empty() {
+            self.session_broke();
         }
         self.next_cid = self.next_cid.max(sink.max_cid().saturating_add(1));
         let start = self.stats.handled();
         let limit_reached = |s: &Shipper| {
             bounds
                 .max_events
-                .is_some_and(|m| s.stats.handled() - start + s.flight.len() as u64 >= m)
+                .is_some_and(|m| s.stats.handled() - start + s.sent.len() as u64 >= m)
                 || bounds.deadline.is_some_and(|d| Instant::now() >= d)
                 || stop.load(Ordering::Relaxed)
         };
@@ -88,7 +88,7 @@ impl Shipper {
         self.released = names_in(&dir.join(crate::queue::layout::RELEASED_DIR));
         self.integrity_any = !names_in(&dir.join(crate::queue::INTEGRITY_DIR)).is_empty();
         let journaled: HashSet<String> = self
-            .unresolved
+            .unanswered
             .iter()
             .map(|f| f.record.entry.clone())
             .chain(self.held_journaled.iter().map(|r| r.entry.clone()))
@@ -111,7 +111,7 @@ impl Shipper {
         limit_reached: &dyn Fn(&Shipper) -> bool,
     ) -> Result<bool, ShipError> {
         let journal_path = self.journal.path().to_path_buf();
-        let mut current: Vec<Prepared> = Vec::new();
+        let mut current: Vec<Outgoing> = Vec::new();
         let mut expired_closed = false;
         loop {
             if limit_reached(self) || self.collision.is_some() {
@@ -137,7 +137,7 @@ impl Shipper {
             let durable = written.wait();
             sent?;
             durable.map_err(io_err(&journal_path))?;
-            self.finish_held(held_next, false)?;
+            self.move_held(held_next, false)?;
             // No append is pending here: a journal grown past its in-run bound is
             // rewritten to what is not yet answered, so that it stays far below
             // MAX_JOURNAL_BYTES however long the run.
@@ -162,7 +162,7 @@ impl Shipper {
         let mut next = Vec::with_capacity(run.batch);
         let mut held_next: Vec<(HeldBack, bool)> = Vec::new();
         while next.len() < run.batch && held_next.len() < HELD_BATCH {
-            let queued = self.flight.len() + ahead + next.len();
+            let queued = self.sent.len() + ahead + next.len();
             let taken = self.stats.handled() - run.start + queued as u64;
             if run.bounds.max_events.is_some_and(|m| taken >= m) {
                 break;
@@ -170,7 +170,7 @@ impl Shipper {
             let Some((entry, ready)) = pending.next() else {
                 break;
             };
-            match self.take(&entry, ready, sink)? {
+            match self.decide(&entry, ready, sink)? {
                 Some(Taken::Send(p)) => next.push(p),
                 Some(Taken::Held(h)) => held_next.push((h, false)),
                 None => {}
@@ -182,11 +182,11 @@ impl Shipper {
     /// The end of a pass: what is in flight is answered, a cid collision is the pass's
     /// error, and an emptied journal that wants it is compacted.
     fn end_pass(&mut self, sink: &mut dyn Sink) -> Result<(), ShipError> {
-        self.pump(sink, 0)?;
+        self.await_answers(sink, 0)?;
         if let Some(c) = self.collision.take() {
             return Err(c);
         }
-        if self.unresolved.is_empty()
+        if self.unanswered.is_empty()
             && self.held_journaled.is_empty()
             && self.journal.wants_compaction()
         {
@@ -198,10 +198,10 @@ impl Shipper {
 
     /// Acts on an entry the loader read: quarantines what could not be read, removes
     /// non-alerts, gives the rest a cid. `None` when there is nothing to send.
-    pub(super) fn take(
+    pub(super) fn decide(
         &mut self,
         entry: &QueueEntry,
-        ready: Result<Ready, LoadError>,
+        ready: Result<MappedEntry, LoadError>,
         sink: &dyn Sink,
     ) -> Result<Option<Taken>, ShipError> {
         let ready = match ready {
@@ -218,7 +218,7 @@ impl Shipper {
                 entry.file_name,
                 ready.unique_id
             );
-            self.finish(&entry.file_name, ready.target.as_deref());
+            self.remove_entry(&entry.file_name, ready.target.as_deref());
             self.stats.skipped += 1;
             return Ok(None);
         }
@@ -249,7 +249,7 @@ impl Shipper {
             }
         }
         match self.new_event(ready.mapped.fields, sink) {
-            Ok(event) => Ok(Some(Taken::Send(Prepared {
+            Ok(event) => Ok(Some(Taken::Send(Outgoing {
                 event,
                 entry: entry.file_name.clone(),
                 unique_id: ready.unique_id,

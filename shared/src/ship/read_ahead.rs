@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::thread::Scope;
 
 use super::load::{load_entry, LoadError};
-use super::ShipSettings;
+use super::DeliverySettings;
 use crate::alert::map_event;
 use crate::queue::QueueEntry;
 
@@ -17,7 +17,7 @@ pub(super) const LOADERS: usize = 2;
 pub(super) const LOAD_CHUNK: usize = 16;
 
 /// An entry read, parsed and mapped (by the loader thread).
-pub(super) struct Ready {
+pub(super) struct MappedEntry {
     pub(super) mapped: crate::alert::Mapped,
     pub(super) unique_id: String,
     pub(super) ino: u64,
@@ -32,15 +32,15 @@ pub(super) struct Ready {
 pub(super) fn load_and_map(
     dir: &Path,
     file_name: &str,
-    s: &ShipSettings,
-) -> Result<Ready, LoadError> {
+    s: &DeliverySettings,
+) -> Result<MappedEntry, LoadError> {
     let loaded = load_entry(dir, file_name, &s.load)?;
     let notes: Vec<String> = crate::queue::integrity_note(dir, file_name)
         .map(|n| format!("collector: {n}"))
         .into_iter()
         .collect();
     let mapped = map_event(&loaded.event, &loaded.raw.bytes, &notes, &s.alert);
-    Ok(Ready {
+    Ok(MappedEntry {
         mapped,
         src: loaded.event.client.addr,
         dst: loaded.event.server.addr,
@@ -52,7 +52,7 @@ pub(super) fn load_and_map(
 }
 
 /// An entry, and what reading, parsing and mapping it gave.
-pub(super) type Loaded = (QueueEntry, Result<Ready, LoadError>);
+pub(super) type Loaded = (QueueEntry, Result<MappedEntry, LoadError>);
 
 /// Starts the loaders on `todo` in `scope`: the entries come back loaded, in queue
 /// order, about two batches ahead of the sender. Dropping what this returns stops them.
@@ -61,7 +61,7 @@ pub(super) fn read_ahead<'scope, 'env>(
     todo: &'env [QueueEntry],
     batch: usize,
     dir: &'env Path,
-    settings: &'env ShipSettings,
+    settings: &'env DeliverySettings,
 ) -> impl Iterator<Item = Loaded> {
     // Chunk i of LOAD_CHUNK entries goes to loader i % LOADERS; reading the
     // channels in turn gives the entries back in queue order. A chunk is one

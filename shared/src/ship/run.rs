@@ -16,7 +16,7 @@ use crossbeam_channel::Receiver;
 use super::lock::QueueLock;
 use super::settings::ShipperSettings;
 use super::sink::connect;
-use super::{Bounds, ShipError, Shipper, Sink, Stats};
+use super::{Bounds, ShipError, ShipStats, Shipper, Sink};
 use crate::control::Control;
 use crate::queue::last_run::{LastRun, RunResult};
 use crate::queue::latency::LatencyRecord;
@@ -25,7 +25,7 @@ use crate::sguil::client::SessionError;
 
 /// How a run ended: the binary's exit code (documented in `modsec-shipper --help`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum End {
+pub enum Exit {
     /// Done, stopped on request, or another shipper holds the queue.
     Ok,
     /// The queue, journal or failed/ area could not be read or written.
@@ -38,14 +38,14 @@ pub enum End {
     Outage,
 }
 
-impl End {
+impl Exit {
     pub fn code(self) -> u8 {
         match self {
-            End::Ok => 0,
-            End::Io => 1,
-            End::Config => 3,
-            End::Unreachable => 4,
-            End::Outage => 5,
+            Exit::Ok => 0,
+            Exit::Io => 1,
+            Exit::Config => 3,
+            Exit::Unreachable => 4,
+            Exit::Outage => 5,
         }
     }
 }
@@ -63,23 +63,23 @@ fn in_step(e: &ShipError) -> bool {
 }
 
 /// What a [`ShipError`] means for the run and its record.
-fn ended_by(e: &ShipError) -> (End, RunResult) {
+fn ended_by(e: &ShipError) -> (Exit, RunResult) {
     match e {
-        ShipError::Io { .. } => (End::Io, RunResult::IoError),
-        ShipError::Session(_) | ShipError::CidCollision { .. } => (End::Outage, RunResult::Outage),
+        ShipError::Io { .. } => (Exit::Io, RunResult::IoError),
+        ShipError::Session(_) | ShipError::CidCollision { .. } => (Exit::Outage, RunResult::Outage),
     }
 }
 
 /// The binary's [`Control`]s as flags a long call can look at ([`Shipper::ship`] checks
 /// `stop` between windows). A thread moves them over until the channel closes.
-struct Flags {
+struct ControlFlags {
     stop: Arc<AtomicBool>,
     reload: Arc<AtomicBool>,
 }
 
-impl Flags {
-    fn watch(control: &Receiver<Control>) -> Flags {
-        let flags = Flags {
+impl ControlFlags {
+    fn watch(control: &Receiver<Control>) -> ControlFlags {
+        let flags = ControlFlags {
             stop: Arc::new(AtomicBool::new(false)),
             reload: Arc::new(AtomicBool::new(false)),
         };
@@ -105,7 +105,7 @@ impl Flags {
     }
 
     /// Sleeps up to `d`, waking early when stopped. Returns false if stopped.
-    fn nap(&self, d: Duration) -> bool {
+    fn sleep_unless_stopped(&self, d: Duration) -> bool {
         let until = Instant::now() + d;
         while Instant::now() < until {
             if self.stopped() {
@@ -137,12 +137,12 @@ pub struct DrainOptions {
 }
 
 /// Ships what the queue holds, then returns. Every end is recorded for `status`.
-pub fn drain(settings: &ShipperSettings, o: &DrainOptions, control: &Receiver<Control>) -> End {
+pub fn drain(settings: &ShipperSettings, o: &DrainOptions, control: &Receiver<Control>) -> Exit {
     let started = Instant::now();
-    let flags = Flags::watch(control);
+    let flags = ControlFlags::watch(control);
     let queue_dir = &settings.queue_dir;
     if !queue_exists(queue_dir) {
-        return End::Config;
+        return Exit::Config;
     }
     let _lock = match lock_queue(queue_dir, &flags, o.wait) {
         Ok(l) => l,
@@ -152,14 +152,14 @@ pub fn drain(settings: &ShipperSettings, o: &DrainOptions, control: &Receiver<Co
         Ok(s) => s,
         Err(e) => {
             log::error!("{e}");
-            return End::Io;
+            return Exit::Io;
         }
     };
     let queued = match shipper.remaining() {
         Ok(n) => n,
         Err(e) => {
             log::error!("{e}");
-            return End::Io;
+            return Exit::Io;
         }
     };
     let record = |shipper: &Shipper, result, error, remaining| {
@@ -172,20 +172,20 @@ pub fn drain(settings: &ShipperSettings, o: &DrainOptions, control: &Receiver<Co
         )
     };
     if queued == 0
-        && shipper.unresolved() == 0
+        && shipper.unanswered() == 0
         && !shipper.summaries_due(chrono::Utc::now().timestamp())
     {
         log::info!("drain: the queue is empty");
         // Recorded too: `status` shows the cron job is alive.
         record(&shipper, RunResult::Ok, None, 0);
-        return End::Ok;
+        return Exit::Ok;
     }
     let mut sink = match connect(settings) {
         Ok(s) => s,
         Err(e) => {
             log::error!("{e}; the queue is untouched ({queued} entries)");
             record(&shipper, RunResult::Unreachable, Some(e), queued);
-            return End::Unreachable;
+            return Exit::Unreachable;
         }
     };
     let bounds = Bounds {
@@ -204,13 +204,13 @@ pub fn drain(settings: &ShipperSettings, o: &DrainOptions, control: &Receiver<Co
                 "{} delivered entries could not be removed",
                 shipper.stats.undeletable
             );
-            (End::Io, RunResult::IoError, Some(why))
+            (Exit::Io, RunResult::IoError, Some(why))
         }
-        Ok(_) => (End::Ok, RunResult::Ok, None),
+        Ok(_) => (Exit::Ok, RunResult::Ok, None),
         Err(e) => {
             let (end, result) = ended_by(&e);
             match end {
-                End::Outage => log::error!("drain: {e}; {remaining} entries stay queued"),
+                Exit::Outage => log::error!("drain: {e}; {remaining} entries stay queued"),
                 _ => log::error!("drain: {e}"),
             }
             (end, result, Some(e.to_string()))
@@ -264,12 +264,12 @@ pub fn daemon(
     mut settings: ShipperSettings,
     control: &Receiver<Control>,
     mut reload: impl FnMut() -> Result<ShipperSettings, String>,
-) -> End {
+) -> Exit {
     let started = Instant::now();
-    let flags = Flags::watch(control);
+    let flags = ControlFlags::watch(control);
     let queue_dir = settings.queue_dir.clone();
     if !queue_exists(&queue_dir) {
-        return End::Config;
+        return Exit::Config;
     }
     let _lock = match lock_queue(&queue_dir, &flags, true) {
         Ok(l) => l,
@@ -298,7 +298,7 @@ pub fn daemon(
                 let wait = backoff.next();
                 log::error!("{e}; retrying in {:.1} s", wait.as_secs_f64());
                 recorder.record(&shipper, RunResult::Unreachable, Some(e), true);
-                flags.nap(wait);
+                flags.sleep_unless_stopped(wait);
                 continue;
             }
         };
@@ -337,12 +337,12 @@ pub fn daemon(
                     recorder.record(&shipper, result, Some(e.to_string()), true);
                     log::error!(
                         "{e}; {} event(s) wait for an answer, {} entries queued; reconnecting in {:.1} s",
-                        shipper.unresolved(),
+                        shipper.unanswered(),
                         shipper.remaining().unwrap_or(0),
                         wait.as_secs_f64()
                     );
                     drop(sink);
-                    flags.nap(wait);
+                    flags.sleep_unless_stopped(wait);
                     continue 'connect;
                 }
             }
@@ -356,7 +356,7 @@ pub fn daemon(
         started.elapsed(),
     );
     log::info!("run: stopped");
-    End::Ok
+    Exit::Ok
 }
 
 /// The daemon's last-run record: rewritten at most every RECORD_EVERY while all is
@@ -426,7 +426,7 @@ fn start_watch(queue_dir: &Path, poll: Duration) -> Watch {
 /// finds the entries.
 fn wait_for_entries(
     watch: &mut Watch,
-    flags: &Flags,
+    flags: &ControlFlags,
     settings: &ShipperSettings,
     busy: bool,
     ping_due: Option<Instant>,
@@ -453,7 +453,7 @@ fn wait_for_entries(
 /// The queue lock. Held by another shipper, the queue is left to it, or with `wait` the
 /// lock is waited for (polled, so a Stop still ends the wait). Err is how the run ends
 /// instead: Ok (left, or stopped while waiting) or Io (said in the log).
-fn lock_queue(queue_dir: &Path, flags: &Flags, wait: bool) -> Result<QueueLock, End> {
+fn lock_queue(queue_dir: &Path, flags: &ControlFlags, wait: bool) -> Result<QueueLock, Exit> {
     let mut told = false;
     loop {
         match QueueLock::acquire(queue_dir) {
@@ -463,7 +463,7 @@ fn lock_queue(queue_dir: &Path, flags: &Flags, wait: bool) -> Result<QueueLock, 
                     "{}: another shipper holds the queue lock; leaving the queue to it",
                     queue_dir.display()
                 );
-                return Err(End::Ok);
+                return Err(Exit::Ok);
             }
             Ok(None) => {
                 if !told {
@@ -473,13 +473,13 @@ fn lock_queue(queue_dir: &Path, flags: &Flags, wait: bool) -> Result<QueueLock, 
                     );
                     told = true;
                 }
-                if !flags.nap(IDLE_POLL) {
-                    return Err(End::Ok);
+                if !flags.sleep_unless_stopped(IDLE_POLL) {
+                    return Err(Exit::Ok);
                 }
             }
             Err(e) => {
                 log::error!("{}: cannot take the queue lock: {e}", queue_dir.display());
-                return Err(End::Io);
+                return Err(Exit::Io);
             }
         }
     }
@@ -491,17 +491,17 @@ fn lock_queue(queue_dir: &Path, flags: &Flags, wait: bool) -> Result<QueueLock, 
 fn open_retrying(
     queue_dir: &Path,
     settings: &ShipperSettings,
-    flags: &Flags,
+    flags: &ControlFlags,
     backoff: &mut Backoff,
-) -> Result<Shipper, End> {
+) -> Result<Shipper, Exit> {
     loop {
         match Shipper::open(queue_dir, settings.ship.clone()) {
             Ok(s) => return Ok(s),
             Err(e) => {
                 let wait = backoff.next();
                 log::error!("{e}; retrying in {:.1} s", wait.as_secs_f64());
-                if !flags.nap(wait) {
-                    return Err(End::Io);
+                if !flags.sleep_unless_stopped(wait) {
+                    return Err(Exit::Io);
                 }
             }
         }
@@ -545,7 +545,7 @@ pub fn record_run(
     queue_dir: &Path,
     program: &str,
     started: Instant,
-    s: &Stats,
+    s: &ShipStats,
     (result, error, remaining): (RunResult, Option<String>, usize),
 ) {
     let record = LastRun {
@@ -574,7 +574,7 @@ pub fn record_run(
 
 /// Writes the daemon's latency histogram (since it started at `since`, unix seconds)
 /// for `status --prometheus`; a failure is only logged.
-fn record_latency(queue_dir: &Path, since: i64, s: &Stats) {
+fn record_latency(queue_dir: &Path, since: i64, s: &ShipStats) {
     let record = LatencyRecord {
         pid: std::process::id(),
         since,
@@ -589,7 +589,7 @@ fn record_latency(queue_dir: &Path, since: i64, s: &Stats) {
 }
 
 /// The one summary line, for `program` (`drain` or `run`).
-pub fn summary(program: &str, s: &Stats, remaining: usize, elapsed: Duration) {
+pub fn summary(program: &str, s: &ShipStats, remaining: usize, elapsed: Duration) {
     let secs = elapsed.as_secs_f64();
     let rate = if secs > 0.0 {
         s.handled() as f64 / secs

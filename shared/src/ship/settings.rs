@@ -9,7 +9,7 @@ use crate::queue::LinkMode;
 use crate::sguil::settings::{BarnyardSettings, SguilSettings};
 
 use super::load::LoadOptions;
-use super::ShipSettings;
+use super::DeliverySettings;
 use crate::queue::DEFAULT_MAX_EVENT_BYTES;
 
 /// Where events go (OUTPUT, or `--output`), before its settings are read.
@@ -69,7 +69,7 @@ pub struct ShipperSettings {
     pub output: Output,
     /// HOSTNAME (what events carry when not registered with sguild: stdout output).
     pub hostname: String,
-    pub ship: ShipSettings,
+    pub ship: DeliverySettings,
     /// DAEMON 1: `run` detaches.
     pub daemon: bool,
     /// RUNAS `user[:group]`: privileges dropped to it once the config is read.
@@ -136,7 +136,7 @@ impl ShipperSettings {
             queue_dir,
             output,
             hostname,
-            ship: ShipSettings {
+            ship: DeliverySettings {
                 alert: AlertSettings::resolve(c)?,
                 load: LoadOptions {
                     follow_symlinks: symlink_mode,

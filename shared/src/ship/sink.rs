@@ -8,7 +8,7 @@ use serde_json::json;
 use super::settings::{Output, ShipperSettings};
 use crate::escape::escape_text;
 use crate::sguil::barnyard::BarnyardSession;
-use crate::sguil::client::{AgentSession, Outcome, SessionError};
+use crate::sguil::client::{AgentSession, Answer, SessionError};
 use crate::sguil::conn::ConnError;
 use crate::sguil::conn::Connection;
 use crate::sguil::wire::SguilEvent;
@@ -26,7 +26,7 @@ pub trait Sink {
     /// Writes `events` without waiting for their answers.
     fn submit(&mut self, events: &[SguilEvent]) -> Result<(), SessionError>;
     /// The answer to the oldest event submitted and not yet answered.
-    fn next_answer(&mut self) -> Result<Outcome, SessionError>;
+    fn next_answer(&mut self) -> Result<Answer, SessionError>;
     /// Checks the destination is alive (idle keep-alive).
     fn ping(&mut self) -> Result<(), SessionError>;
     /// Ends a session that is in step (nothing broke) the way the server expects, so
@@ -106,7 +106,7 @@ impl Sink for SguilSink {
     fn submit(&mut self, events: &[SguilEvent]) -> Result<(), SessionError> {
         self.session.submit(events)
     }
-    fn next_answer(&mut self) -> Result<Outcome, SessionError> {
+    fn next_answer(&mut self) -> Result<Answer, SessionError> {
         self.session.next_answer()
     }
     fn ping(&mut self) -> Result<(), SessionError> {
@@ -139,7 +139,7 @@ impl Sink for BarnyardSink {
     fn submit(&mut self, events: &[SguilEvent]) -> Result<(), SessionError> {
         self.session.submit(events)
     }
-    fn next_answer(&mut self) -> Result<Outcome, SessionError> {
+    fn next_answer(&mut self) -> Result<Answer, SessionError> {
         self.session.next_answer()
     }
     fn ping(&mut self) -> Result<(), SessionError> {
@@ -240,10 +240,10 @@ impl<W: Write> Sink for JsonLinesSink<W> {
         self.written += events.len();
         Ok(())
     }
-    fn next_answer(&mut self) -> Result<Outcome, SessionError> {
+    fn next_answer(&mut self) -> Result<Answer, SessionError> {
         // Written and flushed is as delivered as stdout gets.
         self.written = self.written.saturating_sub(1);
-        Ok(Outcome::Confirmed)
+        Ok(Answer::Confirmed)
     }
     fn ping(&mut self) -> Result<(), SessionError> {
         Ok(())

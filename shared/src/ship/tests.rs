@@ -3,7 +3,7 @@
 use super::pass::Taken;
 use super::read_ahead::load_and_map;
 use super::*;
-use crate::sguil::client::Outcome;
+use crate::sguil::client::Answer;
 use crate::testdata::event_text;
 use std::collections::VecDeque;
 use std::sync::atomic::AtomicBool;
@@ -33,22 +33,22 @@ impl Sink for Confirming {
         self.waiting.extend(events.iter().map(|e| e.fields().cid));
         Ok(())
     }
-    fn next_answer(&mut self) -> Result<Outcome, SessionError> {
+    fn next_answer(&mut self) -> Result<Answer, SessionError> {
         let cid = self.waiting.pop_front().ok_or(SessionError::Timeout {
             server: self.name(),
             cid: 0,
             secs: 15,
         })?;
         self.stored.push(cid);
-        Ok(Outcome::Confirmed)
+        Ok(Answer::Confirmed)
     }
     fn ping(&mut self) -> Result<(), SessionError> {
         Ok(())
     }
 }
 
-fn settings() -> ShipSettings {
-    ShipSettings {
+fn settings() -> DeliverySettings {
+    DeliverySettings {
         alert: AlertSettings::default(),
         load: LoadOptions::default(),
         remove_orig: false,
@@ -77,7 +77,7 @@ fn events_in_flight_on_a_broken_session_are_resent_not_waited_for() {
     // The first entry journaled and sent on a session whose journal write then failed.
     let first = shipper.queue.entries().unwrap().remove(0);
     let ready = load_and_map(q, &first.file_name, &shipper.settings);
-    let Some(Taken::Send(p)) = shipper.take(&first, ready, &old_session).unwrap() else {
+    let Some(Taken::Send(p)) = shipper.decide(&first, ready, &old_session).unwrap() else {
         panic!("not an event to send");
     };
     shipper
@@ -87,7 +87,7 @@ fn events_in_flight_on_a_broken_session_are_resent_not_waited_for() {
         .unwrap();
     let events = [p.event.clone()];
     old_session.submit(&events).unwrap();
-    shipper.flight.push_back(p);
+    shipper.sent.push_back(p);
 
     let mut new_session = Confirming::default();
     let left = shipper
@@ -100,7 +100,7 @@ fn events_in_flight_on_a_broken_session_are_resent_not_waited_for() {
         "the first resent under cid 1, then the second"
     );
     assert_eq!(shipper.stats.shipped, 2);
-    assert_eq!(shipper.unresolved(), 0);
+    assert_eq!(shipper.unanswered(), 0);
     assert_eq!(shipper.remaining().unwrap(), 0);
 }
 
@@ -127,7 +127,7 @@ impl Sink for ConfirmingUpTo {
     fn submit(&mut self, events: &[SguilEvent]) -> Result<(), SessionError> {
         self.inner.submit(events)
     }
-    fn next_answer(&mut self) -> Result<Outcome, SessionError> {
+    fn next_answer(&mut self) -> Result<Answer, SessionError> {
         if self.inner.stored.len() >= self.limit {
             return Err(SessionError::Timeout {
                 server: self.name(),
@@ -174,7 +174,7 @@ fn a_long_run_compacts_its_journal_between_windows_and_keeps_what_is_unanswered(
     assert_eq!(len, shipper.journal.len());
     // Whatever was sent and not answered is on record, under its cid.
     let (_, on_record) = Journal::open(q).unwrap();
-    let unanswered: Vec<&JournalRecord> = shipper.unresolved.iter().map(|f| &f.record).collect();
+    let unanswered: Vec<&JournalRecord> = shipper.unanswered.iter().map(|f| &f.record).collect();
     assert!(!unanswered.is_empty());
     for r in unanswered {
         assert!(on_record.contains(r), "{r:?} is not in the journal");

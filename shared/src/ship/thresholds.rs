@@ -7,7 +7,7 @@ use std::io;
 
 use chrono::{TimeZone, Utc};
 
-use super::{io_err, Prepared, ShipError, Shipper, Sink};
+use super::{io_err, Outgoing, ShipError, Shipper, Sink};
 use crate::queue::delivered::Delivered;
 
 /// An entry a threshold held back, journaled and not yet finished.
@@ -23,7 +23,7 @@ impl Shipper {
     /// log (unless `recorded` already), then moved to `held/`.
     /// `verify`: the entry's inode is checked first (after a restart: the name may have
     /// come back with another file); in a pass, the entry was just read under the lock.
-    pub(super) fn finish_held(
+    pub(super) fn move_held(
         &mut self,
         held: Vec<(HeldBack, bool)>,
         verify: bool,
@@ -104,9 +104,9 @@ impl Shipper {
     }
 
     /// Summaries waiting in the state and not yet journaled, as events with new cids.
-    pub(super) fn new_summaries(&mut self, sink: &dyn Sink) -> Vec<Prepared> {
+    pub(super) fn new_summaries(&mut self, sink: &dyn Sink) -> Vec<Outgoing> {
         let journaled: HashSet<String> = self
-            .unresolved
+            .unanswered
             .iter()
             .map(|f| f.record.entry.clone())
             .collect();
@@ -121,7 +121,7 @@ impl Shipper {
         for s in waiting {
             match self.new_event(summary_fields(&s, &self.settings.alert), sink) {
                 Ok(event) => {
-                    out.push(Prepared {
+                    out.push(Outgoing {
                         event,
                         entry: s.name(),
                         unique_id: s.name(),

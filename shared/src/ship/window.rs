@@ -1,9 +1,9 @@
 //! The send window: batches written once there is room, sguild's answers read and acted
 //! on, and what is in flight when a session breaks.
 
-use super::{io_err, Prepared, ShipError, Shipper, Sink};
+use super::{io_err, Outgoing, ShipError, Shipper, Sink};
 use crate::queue::delivered::Delivered;
-use crate::sguil::client::{Outcome, SessionError};
+use crate::sguil::client::{Answer, SessionError};
 use crate::sguil::wire::SguilEvent;
 
 /// Events written with one write: half the window, so that the server works on one
@@ -16,11 +16,11 @@ impl Shipper {
     /// Sends a journaled batch once there is room for it in the window, collecting
     /// earlier answers to make room: the server works on the events in flight while
     /// the next batch is read, mapped and journaled. Stops writing once `stop` says so;
-    /// the events not written stay journaled (unresolved, never sent).
+    /// the events not written stay journaled (unanswered, never sent).
     pub(super) fn submit(
         &mut self,
         sink: &mut dyn Sink,
-        batch: Vec<Prepared>,
+        batch: Vec<Outgoing>,
         stop: &dyn Fn(&Shipper) -> bool,
     ) -> Result<(), ShipError> {
         let window = self.settings.window.max(1);
@@ -29,43 +29,47 @@ impl Shipper {
             if stop(self) {
                 return Ok(());
             }
-            let chunk: Vec<Prepared> = rest.by_ref().take(chunk_size(window)).collect();
+            let chunk: Vec<Outgoing> = rest.by_ref().take(chunk_size(window)).collect();
             // Room is made by reading answers; the chunk goes out before they are acted
             // on, so that sguild works on it while the answered entries are recorded and
             // removed (with a window of 1, that disk work would otherwise add to every
             // round trip).
-            let (answered, broke) = self.collect(sink, window.saturating_sub(chunk.len()));
+            let (answered, broke) = self.read_answers(sink, window.saturating_sub(chunk.len()));
             let sent = match broke {
                 Some(e) => Err(e),
                 None => {
                     let events: Vec<SguilEvent> = chunk.iter().map(|p| p.event.clone()).collect();
-                    sink.submit(&events).map(|()| self.flight.extend(chunk))
+                    sink.submit(&events).map(|()| self.sent.extend(chunk))
                 }
             };
-            self.settle_all(answered, sent, sink)?;
+            self.act_on_answers(answered, sent, sink)?;
         }
         Ok(())
     }
 
     /// Collects answers until at most `keep` events are in flight, acting on each.
     /// On an error, everything still in flight is left journaled (to be resent).
-    pub(super) fn pump(&mut self, sink: &mut dyn Sink, keep: usize) -> Result<(), ShipError> {
-        let (answered, broke) = self.collect(sink, keep);
-        self.settle_all(answered, broke.map_or(Ok(()), Err), sink)
+    pub(super) fn await_answers(
+        &mut self,
+        sink: &mut dyn Sink,
+        keep: usize,
+    ) -> Result<(), ShipError> {
+        let (answered, broke) = self.read_answers(sink, keep);
+        self.act_on_answers(answered, broke.map_or(Ok(()), Err), sink)
     }
 
     /// Reads answers until at most `keep` events are in flight: the events answered,
     /// with their answers, and the error that stopped the reading, if one did.
-    pub(super) fn collect(
+    pub(super) fn read_answers(
         &mut self,
         sink: &mut dyn Sink,
         keep: usize,
-    ) -> (Vec<(Prepared, Outcome)>, Option<SessionError>) {
+    ) -> (Vec<(Outgoing, Answer)>, Option<SessionError>) {
         let mut answered = Vec::new();
-        while self.flight.len() > keep {
+        while self.sent.len() > keep {
             match sink.next_answer() {
                 Ok(outcome) => {
-                    let p = self.flight.pop_front().expect("an event in flight");
+                    let p = self.sent.pop_front().expect("an event in flight");
                     answered.push((p, outcome));
                 }
                 Err(e) => return (answered, Some(e)),
@@ -78,51 +82,51 @@ impl Shipper {
     /// everything still in flight is left journaled (to be resent). Answers are acted
     /// on first, so that a first send answered as a duplicate is still told from a
     /// resend.
-    pub(super) fn settle_all(
+    pub(super) fn act_on_answers(
         &mut self,
-        answered: Vec<(Prepared, Outcome)>,
+        answered: Vec<(Outgoing, Answer)>,
         session: Result<(), SessionError>,
         sink: &dyn Sink,
     ) -> Result<(), ShipError> {
         let mut settled = Ok(());
         for (p, outcome) in answered {
-            let r = self.settle(&p, outcome, sink);
+            let r = self.act_on_answer(&p, outcome, sink);
             settled = settled.and(r);
         }
         if session.is_err() {
-            self.abandon_flight();
+            self.session_broke();
         }
         settled?;
         Ok(session?)
     }
 
     /// The session broke: nothing in flight is known to be stored or not.
-    pub(super) fn abandon_flight(&mut self) {
-        self.flight.clear();
-        for f in &mut self.unresolved {
+    pub(super) fn session_broke(&mut self) {
+        self.sent.clear();
+        for f in &mut self.unanswered {
             f.maybe_sent = true;
         }
     }
 
     /// Acts on sguild's answer for one event.
-    pub(super) fn settle(
+    pub(super) fn act_on_answer(
         &mut self,
-        p: &Prepared,
-        outcome: Outcome,
+        p: &Outgoing,
+        outcome: Answer,
         sink: &dyn Sink,
     ) -> Result<(), ShipError> {
         let maybe_sent = self
-            .unresolved
+            .unanswered
             .iter()
             .find(|f| f.record.entry == p.entry)
             .is_some_and(|f| f.maybe_sent);
         match outcome {
-            Outcome::Confirmed => self.delivered(p, false),
-            Outcome::AlreadyStored if maybe_sent => self.delivered(p, true),
-            Outcome::AlreadyStored => {
+            Answer::Confirmed => self.delivered(p, false),
+            Answer::AlreadyStored if maybe_sent => self.delivered(p, true),
+            Answer::AlreadyStored => {
                 // Not ours: the entry stays in the queue for a later cid, and the record
                 // goes from the journal (that cid is someone else's).
-                self.resolve(&p.entry);
+                self.forget_unanswered(&p.entry);
                 let path = self.journal.path().to_path_buf();
                 let keep = self.journal_keep();
                 self.journal.rewrite(&keep).map_err(io_err(&path))?;
@@ -141,8 +145,8 @@ impl Shipper {
                     hostname: f.hostname.clone(),
                 });
             }
-            Outcome::Rejected(text) => {
-                self.resolve(&p.entry);
+            Answer::Rejected(text) => {
+                self.forget_unanswered(&p.entry);
                 self.quarantine(
                     &p.entry,
                     &format!("sguild refused the event: Failed {text}"),
@@ -155,7 +159,7 @@ impl Shipper {
     /// An event is stored: it goes on record in the delivered log, then its entry goes.
     /// When either cannot be done, the entry stays, journaled, so a later resend finds
     /// it stored (and records and removes it then) instead of sending it anew.
-    pub(super) fn delivered(&mut self, p: &Prepared, already: bool) {
+    pub(super) fn delivered(&mut self, p: &Outgoing, already: bool) {
         self.stats.shipped += 1;
         self.stats
             .latency
@@ -198,11 +202,11 @@ impl Shipper {
                 self.stats.undeletable += 1;
                 return;
             }
-            self.resolve(&p.entry);
+            self.forget_unanswered(&p.entry);
             return;
         }
-        if self.finish(&p.entry, p.target.as_deref()) {
-            self.resolve(&p.entry);
+        if self.remove_entry(&p.entry, p.target.as_deref()) {
+            self.forget_unanswered(&p.entry);
         } else {
             self.stats.undeletable += 1;
         }

@@ -51,7 +51,7 @@ pub(super) fn spawn_checker<T: Send + 'static>(
             true
         });
         while !shared.stopped() {
-            if work.is_empty() && step.spool_pass(|step| watch.take(step)) {
+            if work.is_empty() && step.spool_pass(|step| watch.drain_into(step)) {
                 continue;
             }
             // While the spool has lines or is getting some, look again soon. Otherwise
@@ -111,7 +111,7 @@ pub(super) struct CheckStep<'a, T> {
 
 impl<T> CheckStep<'_, T> {
     /// Hands a checked line on, counting it as ahead of the checker (and, without a
-    /// hasher, ahead of the worker's inline commits too).
+    /// hasher, ahead of the committer's inline commits too).
     pub(super) fn hand(&mut self, done: Tracked<T>, waiting: bool) {
         self.shared.after_checker.fetch_add(1, Ordering::SeqCst);
         if self.shared.verify.is_none() {

@@ -7,9 +7,9 @@ use crossbeam_channel::Receiver;
 
 use super::{spawn, Shared, Tracked};
 
-/// The worker: commits what the steps before it handed on. It never stops early: a
+/// The committer: commits what the steps before it handed on. It never stops early: a
 /// line abandon() took, it finds gone and skips.
-pub(super) fn spawn_worker<T: Send + 'static>(
+pub(super) fn spawn_committer<T: Send + 'static>(
     shared: &Arc<Shared<T>>,
     checked: Receiver<Vec<Tracked<T>>>,
 ) -> std::thread::JoinHandle<()> {

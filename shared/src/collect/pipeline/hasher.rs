@@ -8,7 +8,7 @@ use crossbeam_channel::{Receiver, Sender};
 use super::handover::Handover;
 use super::{lock, spawn, Shared, Tracked};
 
-/// The hasher: the verify step, committing a line itself when the worker has nothing.
+/// The hasher: the verify step, committing a line itself when the committer has nothing.
 pub(super) fn spawn_hasher<T: Send + 'static>(
     shared: &Arc<Shared<T>>,
     opened: Receiver<Vec<Tracked<T>>>,

@@ -32,7 +32,7 @@ use super::{InputLine, Stats, WORK_QUEUE_LINES};
 pub use backlog::write_backlog;
 use backlog::{backlog_or_log, ABANDONED};
 use checker::spawn_checker;
-use committer::spawn_worker;
+use committer::spawn_committer;
 use hasher::spawn_hasher;
 use ledger::Ledger;
 use reader::spawn_reader;
@@ -83,7 +83,7 @@ pub struct Pipeline<T> {
     checker: std::thread::JoinHandle<()>,
     /// The verify step's thread, when there is one.
     hasher: Option<std::thread::JoinHandle<()>>,
-    worker: std::thread::JoinHandle<()>,
+    committer: std::thread::JoinHandle<()>,
     spill: std::thread::JoinHandle<()>,
     /// Lines on their way to the spill thread, for [`Pipeline::abandon`].
     spilling: Receiver<InputLine>,
@@ -158,9 +158,9 @@ impl<T> Shared<T> {
 }
 
 impl<T: Send + 'static> Pipeline<T> {
-    /// Starts reading `input`. Lines the worker cannot take at once are spilled to this
+    /// Starts reading `input`. Lines the checker cannot take at once are spilled to this
     /// process's spool in `spool_dir` (the state dir), which the checker drains as soon as
-    /// it catches up; the reader never waits for the worker. Slow input gathers for
+    /// it catches up; the reader never waits for the steps. Slow input gathers for
     /// [`GATHER`] between reads.
     pub fn start<R>(input: R, stages: Stages<T>, spool_dir: &Path, stats: Arc<Stats>) -> Pipeline<T>
     where
@@ -173,8 +173,8 @@ impl<T: Send + 'static> Pipeline<T> {
     /// reads each line as soon as it comes (for a pipe that could not be enlarged, where
     /// a burst during the wait could fill it and make Apache's children wait).
     ///
-    /// Lines flow reader → checker → hasher (when there is a verify step) → worker over
-    /// bounded channels; what the worker cannot take at once goes reader → spill thread
+    /// Lines flow reader → checker → hasher (when there is a verify step) → committer over
+    /// bounded channels; what the checker cannot take at once goes reader → spill thread
     /// → spool, and back to the checker when it catches up.
     pub fn start_gathering<R>(
         input: R,
@@ -211,7 +211,7 @@ impl<T: Send + 'static> Pipeline<T> {
         // Closed when the reader is done, so the caller can wait for it without polling.
         let (input_end_tx, input_end) = bounded::<()>(0);
         let reader = spawn_reader(input, &shared, work_tx, spill_tx, input_end_tx, gather);
-        // With a verify step the checker hands over to the hasher, else to the worker.
+        // With a verify step the checker hands over to the hasher, else to the committer.
         let (checker, hasher) = if has_verify {
             let (opened_tx, opened_rx) = bounded(OPENED_QUEUE_BATCHES);
             let checker = spawn_checker(&shared, stages.check, work_rx, opened_tx, spill_done_rx);
@@ -225,15 +225,15 @@ impl<T: Send + 'static> Pipeline<T> {
             input_end,
             checker,
             hasher,
-            worker: spawn_worker(&shared, checked_rx),
+            committer: spawn_committer(&shared, checked_rx),
             spill: spawn_spill(&shared, spill_rx.clone(), spill_done_tx),
             spilling: spill_rx,
             shared,
         }
     }
 
-    /// Waits for end of input, then for the spill thread and the worker to finish
-    /// (the worker drains the spool last).
+    /// Waits for end of input, then for the spill thread and the steps to finish
+    /// (the checker drains the spool last).
     pub fn finish(self) -> io::Result<()> {
         let read = self
             .reader
@@ -245,7 +245,7 @@ impl<T: Send + 'static> Pipeline<T> {
         if let Some(hasher) = self.hasher {
             let _ = hasher.join();
         }
-        let _ = self.worker.join();
+        let _ = self.committer.join();
         read
     }
 

@@ -91,7 +91,7 @@ pub(super) fn read_loop<T>(
             Some(seq) => work.try_send((seq, line)).map_err(|e| match e {
                 TrySendError::Full((_, l)) | TrySendError::Disconnected((_, l)) => l,
             }),
-            // The lines held for the worker fill the reader's share of memory, or
+            // The lines held for the steps fill the reader's share of memory, or
             // abandoned (the process is stopping): this one waits in the spool.
             None => Err(line),
         };

@@ -19,7 +19,7 @@ impl SpoolWatch {
 
     /// Takes the spool into `step` when it has lines and, after a failure, SPOOL_POLL
     /// has passed. True when it tried.
-    pub(super) fn take<T>(&mut self, step: &mut CheckStep<'_, T>) -> bool {
+    pub(super) fn drain_into<T>(&mut self, step: &mut CheckStep<'_, T>) -> bool {
         let shared = step.shared;
         if self.failed_at.is_some_and(|t| t.elapsed() < SPOOL_POLL)
             || !shared.spooled.swap(false, Ordering::SeqCst)

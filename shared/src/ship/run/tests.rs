@@ -38,7 +38,7 @@ fn drain_ships_the_queue_records_the_run_and_says_how_it_ended() {
     let (_tx, control) = unbounded();
     assert_eq!(
         drain(&settings, &DrainOptions::default(), &control),
-        End::Ok
+        Exit::Ok
     );
     assert_eq!(entries_in(&settings.queue_dir), 0);
     let last = LastRun::read(&settings.queue_dir).unwrap().unwrap();
@@ -49,15 +49,22 @@ fn drain_ships_the_queue_records_the_run_and_says_how_it_ended() {
     // An empty queue is a run too (status shows the cron job is alive).
     assert_eq!(
         drain(&settings, &DrainOptions::default(), &control),
-        End::Ok
+        Exit::Ok
     );
     let missing = settings_for(&settings.queue_dir.join("nope"), "");
     assert_eq!(
         drain(&missing, &DrainOptions::default(), &control),
-        End::Config
+        Exit::Config
     );
     assert_eq!(
-        [End::Ok, End::Io, End::Config, End::Unreachable, End::Outage].map(End::code),
+        [
+            Exit::Ok,
+            Exit::Io,
+            Exit::Config,
+            Exit::Unreachable,
+            Exit::Outage
+        ]
+        .map(Exit::code),
         [0, 1, 3, 4, 5]
     );
 }
@@ -69,7 +76,7 @@ fn drain_leaves_a_locked_queue_to_its_holder_unless_told_to_wait() {
     let (_tx, control) = unbounded();
     assert_eq!(
         drain(&settings, &DrainOptions::default(), &control),
-        End::Ok
+        Exit::Ok
     );
     assert_eq!(entries_in(&settings.queue_dir), 1, "left to the holder");
     // Told to wait, it ships once the holder lets go.
@@ -85,7 +92,7 @@ fn drain_leaves_a_locked_queue_to_its_holder_unless_told_to_wait() {
     assert!(!waiting.is_finished(), "it waits for the lock");
     assert_eq!(entries_in(&queue), 1);
     drop(held);
-    assert_eq!(waiting.join().unwrap(), End::Ok);
+    assert_eq!(waiting.join().unwrap(), Exit::Ok);
     assert_eq!(entries_in(&queue), 0);
 }
 
@@ -106,7 +113,7 @@ fn the_daemon_ships_what_arrives_and_stops_when_told() {
     });
     let asked = Instant::now();
     tx.send(Control::Stop).unwrap();
-    assert_eq!(running.join().unwrap(), End::Ok);
+    assert_eq!(running.join().unwrap(), Exit::Ok);
     // Its naps end on a Stop: it returns at once, not after waiting out a nap or the
     // backoff (up to MAX_BACKOFF, 60 s). 20 s leaves a busy machine ample margin.
     assert!(
@@ -148,7 +155,7 @@ fn the_daemon_wakes_on_a_linked_entry_instead_of_waiting_for_its_poll() {
         std::thread::sleep(Duration::from_millis(10));
     }
     tx.send(Control::Stop).unwrap();
-    assert_eq!(running.join().unwrap(), End::Ok);
+    assert_eq!(running.join().unwrap(), Exit::Ok);
     let latency = crate::queue::latency::LatencyRecord::read(&queue)
         .unwrap()
         .expect("the daemon's latency record");
@@ -200,7 +207,7 @@ fn the_daemon_reloads_on_request_and_keeps_its_settings_when_the_new_ones_fail()
     std::fs::write(queue.join("modsec.log.1790000002.000001"), quiet).unwrap();
     wait_for("the entry to be handled", || entries_in(&queue) == 0);
     tx.send(Control::Stop).unwrap();
-    assert_eq!(running.join().unwrap(), End::Ok);
+    assert_eq!(running.join().unwrap(), Exit::Ok);
     let last = LastRun::read(&queue).unwrap().unwrap();
     assert_eq!((last.shipped, last.skipped), (1, 0), "{last:?}");
 }
@@ -230,7 +237,7 @@ fn a_drain_waiting_for_the_queue_lock_stops_when_told() {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-    assert_eq!(running.join().unwrap(), End::Ok);
+    assert_eq!(running.join().unwrap(), Exit::Ok);
     assert_eq!(entries_in(&queue), 1, "nothing shipped");
     drop(held);
 }
@@ -262,7 +269,7 @@ fn a_daemon_waiting_for_the_queue_lock_stops_when_told() {
     let end = end
         .recv_timeout(Duration::from_secs(20))
         .expect("the daemon did not stop while waiting for the lock");
-    assert_eq!(end, End::Ok);
+    assert_eq!(end, Exit::Ok);
     running.join().unwrap();
     // Still waiting when stopped: nothing shipped, no run recorded.
     assert_eq!(entries_in(&queue), 1);
