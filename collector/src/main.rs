@@ -13,6 +13,7 @@ use clap::{Parser, ValueEnum};
 use modsec2sguil::collect::follow::StartAt;
 use modsec2sguil::collect::{pipeline::GATHER, CollectorOverrides, CollectorSettings};
 use modsec2sguil::config::{ConfigFile, KNOWN_KEYS};
+use modsec2sguil::exit::Exit;
 use modsec2sguil::logging::{facility, Logger};
 use modsec2sguil::queue::LinkMode;
 
@@ -121,7 +122,7 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) if !e.use_stderr() => {
             let _ = e.print();
-            return ExitCode::SUCCESS;
+            return Exit::Ok.into();
         }
         Err(e) => {
             let _ = e.print();
@@ -135,11 +136,11 @@ fn main() -> ExitCode {
         return match modsec2sguil::manual::generate(Cli::command(), dir) {
             Ok(files) => {
                 files.iter().for_each(|f| println!("{}", f.display()));
-                ExitCode::SUCCESS
+                Exit::Ok.into()
             }
             Err(e) => {
                 eprintln!("modsec-collector: {}: {e}", dir.display());
-                ExitCode::FAILURE
+                Exit::Failed.into()
             }
         };
     }
@@ -158,7 +159,7 @@ fn main() -> ExitCode {
             // --follow runs as a service, not in Apache's pipe: an error exit.
             Err(e) if cli.follow.is_some() => {
                 eprintln!("modsec-collector: {e}");
-                return ExitCode::from(3);
+                return Exit::Config.into();
             }
             Err(e) => {
                 let index = cli.index.clone().or_else(|| cli.positional.get(1).cloned());
@@ -212,7 +213,7 @@ fn main() -> ExitCode {
             Ok(f) => f.flatten(),
             Err(e) => {
                 log::error!("{e}");
-                return ExitCode::from(3);
+                return Exit::Config.into();
             }
         },
     };
@@ -254,7 +255,7 @@ fn main() -> ExitCode {
             }
             Err(e) => {
                 log::error!("{e}");
-                ExitCode::from(3)
+                Exit::Config.into()
             }
         };
     }
@@ -270,10 +271,10 @@ fn main() -> ExitCode {
 fn follow_index(settings: CollectorSettings, index: &std::path::Path, start: StartAt) -> ExitCode {
     let control = modsec2sguil::control::signals();
     match modsec2sguil::collect::run::follow(settings, index, start, &control) {
-        Ok(_) => ExitCode::SUCCESS,
+        Ok(_) => Exit::Ok.into(),
         Err(e) => {
             log::error!("{e}");
-            ExitCode::from(1)
+            Exit::Failed.into()
         }
     }
 }
@@ -313,7 +314,7 @@ fn run(settings: CollectorSettings) -> ExitCode {
     };
     let index = settings.index_file.clone();
     match modsec2sguil::collect::run::piped(settings, std::io::stdin(), gather, &control) {
-        Ok(_) => ExitCode::SUCCESS,
+        Ok(_) => Exit::Ok.into(),
         Err(e) => degraded(&e.to_string(), index),
     }
 }
@@ -373,12 +374,12 @@ fn degraded(why: &str, index: Option<PathBuf>) -> ExitCode {
             }
             Ok(None) => {
                 finish(index);
-                return ExitCode::from(2);
+                return Exit::Degraded.into();
             }
             Err(e) => {
                 log::error!("reading standard input failed: {e}");
                 finish(index);
-                return ExitCode::from(2);
+                return Exit::Degraded.into();
             }
         }
     }

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 const LAYERS: &[(&str, u8)] = &[
     ("escape", 0),
     ("hex", 0),
+    ("exit", 0),
     ("time", 0),
     ("testdata", 7),
     ("index", 1),

@@ -2,9 +2,9 @@
 //! `modsec2sguil::ship::run::daemon` with the signals as its control channel; SIGHUP
 //! reads the config again through the same checks as at start.
 
-use crate::exit;
 use crate::setup::{become_queue_owner, load_settings, start};
 use crate::Common;
+use modsec2sguil::exit::Exit;
 
 pub fn run(common: &Common, foreground: bool) -> u8 {
     let (_config, settings) = match start(common) {
@@ -15,7 +15,7 @@ pub fn run(common: &Common, foreground: bool) -> u8 {
         // Before any thread exists: fork keeps only the calling thread.
         if let Err(e) = nix::unistd::daemon(false, false) {
             log::error!("DAEMON 1: cannot detach: {e}");
-            return exit::IO;
+            return Exit::Failed.code();
         }
     }
     // Root opens nothing in the queue: its owner (RUNAS) may have planted anything.

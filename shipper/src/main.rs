@@ -13,37 +13,18 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use modsec2sguil::exit::Exit;
 
-/// Exit codes of `drain` and `run`, documented in `--help` and the README.
-pub mod exit {
-    /// Done (or another shipper holds the queue).
-    pub const OK: u8 = 0;
-    /// The queue, journal or failed/ area could not be read or written.
-    pub const IO: u8 = 1;
-    /// Bad command line (clap's code).
-    pub const USAGE: u8 = 2;
-    /// Bad or missing configuration; as root, a config root cannot trust or a queue
-    /// owner it cannot become.
-    pub const CONFIG: u8 = 3;
-    /// sguild unreachable, refused us, or registration failed: the queue is untouched.
-    pub const UNREACHABLE: u8 = 4;
-    /// The session broke mid-run (database outage, lost connection, timeout): what was
-    /// confirmed is gone from the queue, the rest stays and is resent first next time.
-    pub const OUTAGE: u8 = 5;
+/// The text after the options of the program, `drain` and `run`: the exit codes
+/// ([`Exit::table`]), privileges, barnyard, delivery.
+fn after_help() -> String {
+    format!(
+        "Exit codes of drain and run:\n{}\n{AFTER_CODES}",
+        Exit::table(&Exit::SHIPPER)
+    )
 }
 
-const AFTER_HELP: &str = "\
-Exit codes of drain and run:
-  0  done (also: another shipper holds the queue lock; drain --wait waits instead)
-  1  the queue, its journal or failed/ could not be read or written
-  2  bad command line
-  3  bad or missing configuration (the message names the file, line and key), a
-     config root cannot trust, or a queue owner root cannot become
-  4  sguild unreachable, refused us, or registration failed (OUTPUT barnyard: the
-     snort_agent unreachable or not answering SidCidRequest): the queue is untouched
-  5  the session broke mid-run (database outage, lost connection, reply timeout):
-     what sguild confirmed is gone from the queue; the rest stays and goes first next run
-
+const AFTER_CODES: &str = "\
 Started as root, drain and run read the config (which must then be root's and writable
 by root alone, in directories only root writes: OpenSSH's StrictModes), open their log
 and detach as root, then switch to RUNAS, else to EVENT_DIR's owner, before touching the
@@ -63,7 +44,7 @@ that sguild refuses, are moved to EVENT_DIR/failed/ with a .reason file.";
     name = "modsec-shipper",
     version,
     about = "Ship ModSecurity audit-log events from the collector's queue to Sguil",
-    after_help = AFTER_HELP
+    after_help = after_help()
 )]
 struct Cli {
     #[command(subcommand)]
@@ -147,7 +128,7 @@ enum Command {
     /// non-alerts, quarantined, remaining, elapsed, events/s.
     ///
     /// Example (crontab): * * * * * modsec-shipper drain -c /etc/modsec2sguil.conf
-    #[command(after_help = AFTER_HELP)]
+    #[command(after_help = after_help())]
     Drain {
         #[command(flatten)]
         common: Common,
@@ -173,7 +154,7 @@ enum Command {
     /// DAEMON 1 detaches (unless --foreground); started as root it then switches to RUNAS
     /// (else to EVENT_DIR's owner) before touching the queue; logs go to stderr,
     /// SHIPPER_LOG_FILE (else LOG_FILE) and/or syslog (SYSLOGFACILITY).
-    #[command(after_help = AFTER_HELP)]
+    #[command(after_help = after_help())]
     Run {
         #[command(flatten)]
         common: Common,
@@ -361,7 +342,7 @@ fn main() -> ExitCode {
                 }
                 Err(e) => {
                     eprintln!("modsec-shipper: {}: {e}", dir.display());
-                    ExitCode::from(exit::IO)
+                    Exit::Failed.into()
                 }
             }
         }
@@ -384,15 +365,15 @@ fn main() -> ExitCode {
             setup::install_plain_logger();
             if failed && names.is_empty() && unique_id.is_empty() && !all {
                 eprintln!("modsec-shipper: requeue --failed: name the entries, or give --unique-id ID or --all");
-                return ExitCode::from(exit::USAGE);
+                return Exit::Usage.into();
             }
             if backlog && !unique_id.is_empty() {
                 eprintln!("modsec-shipper: requeue --backlog takes no --unique-id (it retries the whole backlog)");
-                return ExitCode::from(exit::USAGE);
+                return Exit::Usage.into();
             }
             if since.is_some() && !suppressed && index.is_empty() {
                 eprintln!("modsec-shipper: requeue --since goes with --index or --suppressed");
-                return ExitCode::from(exit::USAGE);
+                return Exit::Usage.into();
             }
             let source = if suppressed {
                 requeue::Source::Suppressed {

@@ -15,7 +15,7 @@ use modsec2sguil::requeue::{
     Outcome, Report,
 };
 
-use crate::exit;
+use modsec2sguil::exit::Exit;
 
 /// What to requeue.
 pub enum Source {
@@ -55,7 +55,7 @@ pub fn run(source: Source, o: &Options) -> u8 {
             Ok(c) => Some(c),
             Err(e) => {
                 error(&e);
-                return exit::CONFIG;
+                return Exit::Config.code();
             }
         },
         None => None,
@@ -64,12 +64,12 @@ pub fn run(source: Source, o: &Options) -> u8 {
         Ok(q) => q,
         Err(e) => {
             error(&e);
-            return exit::CONFIG;
+            return Exit::Config.code();
         }
     };
     if let Some(why) = modsec2sguil::queue::not_a_queue(&queue_dir) {
         error(&why);
-        return exit::CONFIG;
+        return Exit::Config.code();
     }
     // --failed only moves files within the queue: as root, it does so as the queue's
     // owner, so nothing planted in failed/ or history/ (a link to a root-only directory)
@@ -80,12 +80,12 @@ pub fn run(source: Source, o: &Options) -> u8 {
             Ok(r) => r.flatten(),
             Err(e) => {
                 error(&e);
-                return exit::CONFIG;
+                return Exit::Config.code();
             }
         };
         if let Err(e) = modsec2sguil::privilege::drop_to_queue_owner(runas, &queue_dir) {
             error(&e);
-            return exit::CONFIG;
+            return Exit::Config.code();
         }
     }
     let mut out = Printer::new(o.dry_run);
@@ -96,7 +96,7 @@ pub fn run(source: Source, o: &Options) -> u8 {
                 "cannot read the queue {}: {e}",
                 queue_dir.display()
             ));
-            exit::IO
+            Exit::Failed.code()
         })
     };
     let result = match source {
@@ -136,14 +136,14 @@ pub fn run(source: Source, o: &Options) -> u8 {
                 Ok(s) => s,
                 Err(e) => {
                     error(&e);
-                    return exit::CONFIG;
+                    return Exit::Config.code();
                 }
             };
             let mut r = match LineRequeuer::new(settings, o.dry_run, o.force) {
                 Ok(r) => r,
                 Err(e) => {
                     error(format!("{}: {e}", queue_dir.display()));
-                    return exit::IO;
+                    return Exit::Failed.code();
                 }
             };
             match source {
@@ -157,14 +157,14 @@ pub fn run(source: Source, o: &Options) -> u8 {
         Ok(report) => {
             out.summary(&report);
             if report.failed > 0 {
-                exit::IO
+                Exit::Failed.code()
             } else {
-                exit::OK
+                Exit::Ok.code()
             }
         }
         Err(e) => {
             error(&e);
-            exit::IO
+            Exit::Failed.code()
         }
     }
 }

@@ -3,6 +3,7 @@
 
 use log::LevelFilter;
 use modsec2sguil::config::{ConfigFile, KNOWN_KEYS};
+use modsec2sguil::exit::Exit;
 use modsec2sguil::logging::{facility, Logger};
 use modsec2sguil::ship::settings::{OutputKind, ShipperOverrides, ShipperSettings};
 
@@ -22,7 +23,7 @@ pub fn start(common: &Common) -> Result<(ConfigFile, ShipperSettings), u8> {
             let config = ConfigFile::load_trusted(&common.config).ok();
             install_logger(common, config.as_ref());
             log::error!("{e}");
-            Err(crate::exit::CONFIG)
+            Err(Exit::Config.code())
         }
     }
 }
@@ -111,7 +112,7 @@ pub fn become_queue_owner(settings: &ShipperSettings) -> Result<(), u8> {
         .map(|_| ())
         .map_err(|e| {
             log::error!("{e}");
-            crate::exit::CONFIG
+            Exit::Config.code()
         })
 }
 

@@ -11,6 +11,7 @@ use modsec2sguil::alert::{map_event, AlertSettings, DetailFormat};
 use modsec2sguil::auditlog::{read_event_file, AuditEvent, Body, ParseLimits};
 use modsec2sguil::config::{walk_roots_alone, ConfigFile};
 use modsec2sguil::escape::{escape, escape_lines, escape_text, json_ascii};
+use modsec2sguil::exit::Exit;
 use modsec2sguil::queue::{DEFAULT_MAX_EVENT_BYTES, MAX_EVENT_BYTES_RANGE};
 
 /// `show --detail`: the Sguil detail of each file, as the shipper would send it.
@@ -33,7 +34,7 @@ pub fn details(
         Ok(s) => s,
         Err(e) => {
             eprintln!("modsec-shipper: show: {}", escape_text(&e.to_string()));
-            return ExitCode::from(crate::exit::CONFIG);
+            return Exit::Config.into();
         }
     };
     if let Some(f) = format {
@@ -73,7 +74,7 @@ fn each_file(
         Ok(o) => o,
         Err(e) => {
             eprintln!("modsec-shipper: show: {}", escape_text(&e));
-            return ExitCode::from(crate::exit::CONFIG);
+            return Exit::Config.into();
         }
     };
     let stdout = std::io::stdout();
@@ -88,7 +89,7 @@ fn each_file(
             Ok((event, raw)) => {
                 if out.write_all(&render(path, &event, &raw)).is_err() {
                     // stdout closed (e.g. piped into head): nothing more to say.
-                    return ExitCode::from(1);
+                    return Exit::Failed.into();
                 }
             }
             Err(e) => {
@@ -102,7 +103,7 @@ fn each_file(
             "modsec-shipper: show: {failed} of {} file(s) could not be parsed",
             files.len()
         );
-        ExitCode::from(1)
+        Exit::Failed.into()
     } else {
         ExitCode::SUCCESS
     }

@@ -18,6 +18,7 @@ use super::settings::ShipperSettings;
 use super::sink::connect;
 use super::{Bounds, ShipError, Shipper, Stats};
 use crate::control::Control;
+use crate::exit::Exit;
 use crate::queue::last_run::{LastRun, RunResult};
 use crate::queue::latency::LatencyRecord;
 use crate::queue::watch::{Watch, Woken};
@@ -39,14 +40,19 @@ pub enum End {
 }
 
 impl End {
-    pub fn code(self) -> u8 {
+    /// The exit code this end stands for.
+    pub fn exit(self) -> Exit {
         match self {
-            End::Ok => 0,
-            End::Io => 1,
-            End::Config => 3,
-            End::Unreachable => 4,
-            End::Outage => 5,
+            End::Ok => Exit::Ok,
+            End::Io => Exit::Failed,
+            End::Config => Exit::Config,
+            End::Unreachable => Exit::Unreachable,
+            End::Outage => Exit::Outage,
         }
+    }
+
+    pub fn code(self) -> u8 {
+        self.exit().code()
     }
 }
 
