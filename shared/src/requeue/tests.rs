@@ -1,10 +1,13 @@
 //! requeue: each source, the known-event check, dry runs, crash leftovers.
 
 use super::*;
+use crate::auditlog::ParseLimits;
 use crate::queue::delivered::{Delivered, DeliveredLog};
+use crate::queue::known::unique_id_of;
 use crate::queue::{LinkMode, INTEGRITY_DIR};
 use crate::testdata::event_text;
 use md5::{Digest, Md5};
+use std::path::PathBuf;
 
 struct Setup {
     dir: tempfile::TempDir,
