@@ -12,9 +12,9 @@ use std::time::Duration;
 use clap::{Parser, ValueEnum};
 use modsec2sguil::collect::follow::StartAt;
 use modsec2sguil::collect::{pipeline::GATHER, CollectorOverrides, CollectorSettings};
-use modsec2sguil::config::{ConfigFile, KNOWN_KEYS};
+use modsec2sguil::config::ConfigFile;
 use modsec2sguil::exit::Exit;
-use modsec2sguil::logging::{facility, Logger};
+use modsec2sguil::logging::{self, COLLECTOR};
 use modsec2sguil::queue::LinkMode;
 
 const AFTER_HELP: &str = "\
@@ -168,40 +168,7 @@ fn main() -> ExitCode {
         },
         None => None,
     };
-    let setting = |key: &str| config.as_ref().and_then(|c| c.string(key));
-    let debug = cli.debug
-        || config
-            .as_ref()
-            .and_then(|c| c.bool("DEBUG").ok().flatten())
-            .unwrap_or(false);
-    let log_file = cli
-        .log_file
-        .clone()
-        .or_else(|| setting("LOG_FILE").map(PathBuf::from));
-    let syslog = setting("SYSLOGFACILITY").and_then(|f| facility(&f));
-    let level = if debug {
-        log::LevelFilter::Debug
-    } else {
-        log::LevelFilter::Info
-    };
-    if let Err(e) = Logger::install("modsec-collector", level, true, log_file.as_deref(), syslog) {
-        let _ = Logger::install("modsec-collector", level, true, None, syslog);
-        let path = log_file
-            .as_deref()
-            .map_or_else(String::new, |p| p.display().to_string());
-        log::error!(
-            "cannot open the log file {path}: {e}; logging to stderr (and syslog if set) only"
-        );
-    }
-    if let Some(c) = &config {
-        c.warn_unknown(KNOWN_KEYS);
-        if let Some(f) = setting("SYSLOGFACILITY").filter(|f| facility(f).is_none()) {
-            log::warn!(
-                "{}: SYSLOGFACILITY `{f}` is not a syslog facility; not logging to syslog",
-                c.path.display()
-            );
-        }
-    }
+    logging::start(&COLLECTOR, config.as_ref(), cli.debug, cli.log_file.clone());
 
     let follow = match cli.follow.clone() {
         Some(f) => Some(f),
@@ -323,16 +290,7 @@ fn run(settings: CollectorSettings) -> ExitCode {
 /// restart us every second while its children block on the pipe, so keep reading:
 /// append each line to the index file if one is known, and log every line in full.
 fn degraded(why: &str, index: Option<PathBuf>) -> ExitCode {
-    if log::max_level() == log::LevelFilter::Off {
-        // No settings to say where to log: stderr (/dev/null at boot) and syslog's daemon facility.
-        let _ = Logger::install(
-            "modsec-collector",
-            log::LevelFilter::Info,
-            true,
-            None,
-            facility("daemon"),
-        );
-    }
+    logging::fallback(&COLLECTOR);
     log::error!(
         "cannot queue events: {why}; reading on so Apache does not block, every line is logged"
     );

@@ -320,7 +320,7 @@ fn main() -> ExitCode {
             detail,
             config,
         } => {
-            setup::install_plain_logger();
+            modsec2sguil::logging::start_terse(&modsec2sguil::logging::SHIPPER);
             match detail {
                 Some(format) => show::details(&files, format, config.as_deref(), max_body),
                 None => show::run(&files, json, max_body),
@@ -362,7 +362,7 @@ fn main() -> ExitCode {
             dry_run,
             force,
         } => {
-            setup::install_plain_logger();
+            modsec2sguil::logging::start_terse(&modsec2sguil::logging::SHIPPER);
             if failed && names.is_empty() && unique_id.is_empty() && !all {
                 eprintln!("modsec-shipper: requeue --failed: name the entries, or give --unique-id ID or --all");
                 return Exit::Usage.into();
@@ -418,7 +418,7 @@ fn main() -> ExitCode {
             crit_age,
             crit_failed,
         } => {
-            setup::install_plain_logger();
+            modsec2sguil::logging::start_terse(&modsec2sguil::logging::SHIPPER);
             let thresholds = modsec2sguil::status::Thresholds {
                 warn_age,
                 crit_age,

@@ -1,10 +1,8 @@
-//! What `drain` and `run` share: config and logging, and privileges; and the logger of
-//! the operator commands.
+//! What `drain` and `run` share: config and logging, and privileges.
 
-use log::LevelFilter;
-use modsec2sguil::config::{ConfigFile, KNOWN_KEYS};
+use modsec2sguil::config::ConfigFile;
 use modsec2sguil::exit::Exit;
-use modsec2sguil::logging::{facility, Logger};
+use modsec2sguil::logging::SHIPPER;
 use modsec2sguil::ship::settings::{OutputKind, ShipperOverrides, ShipperSettings};
 
 use crate::{Common, OutputArg};
@@ -65,44 +63,9 @@ fn not_world_writable(path: &std::path::Path) -> Result<(), String> {
     }
 }
 
-/// Installs the logger from DEBUG / RUST_LOG, LOG_FILE and SYSLOGFACILITY (a config that
-/// did not load still gets stderr).
+/// Installs the log of `drain` and `run` (a config that did not load still gets stderr).
 pub fn install_logger(common: &Common, config: Option<&ConfigFile>) {
-    let setting = |key: &str| config.and_then(|c| c.string(key));
-    let debug = common.debug
-        || config
-            .and_then(|c| c.bool("DEBUG").ok().flatten())
-            .unwrap_or(false);
-    let level = match std::env::var("RUST_LOG")
-        .ok()
-        .and_then(|v| v.parse::<LevelFilter>().ok())
-    {
-        Some(l) => l,
-        None if debug => LevelFilter::Debug,
-        None => LevelFilter::Info,
-    };
-    // One config file serves both programs; the collector's log is root's.
-    let log_file = setting("SHIPPER_LOG_FILE")
-        .or_else(|| setting("LOG_FILE"))
-        .filter(|f| !f.is_empty());
-    let syslog = setting("SYSLOGFACILITY").and_then(|f| facility(&f));
-    let installed = Logger::install(
-        "modsec-shipper",
-        level,
-        true,
-        log_file.as_deref().map(std::path::Path::new),
-        syslog,
-    );
-    if let Err(e) = installed {
-        let _ = Logger::install("modsec-shipper", level, true, None, syslog);
-        log::error!(
-            "cannot open the log file {}: {e}; logging to stderr (and syslog if set) only",
-            log_file.unwrap_or_default()
-        );
-    }
-    if let Some(c) = config {
-        c.warn_unknown(KNOWN_KEYS);
-    }
+    modsec2sguil::logging::start(&SHIPPER, config, common.debug, None);
 }
 
 /// Started as root, becomes RUNAS or the queue's owner before anything in the queue is
@@ -114,22 +77,4 @@ pub fn become_queue_owner(settings: &ShipperSettings) -> Result<(), u8> {
             log::error!("{e}");
             Exit::Config.code()
         })
-}
-
-/// The logger of `requeue`, `status` and `show`: stderr, at RUST_LOG's level (default
-/// warn), every message escaped (`escape_text`): they quote file names and records from
-/// the queue, which its owner writes, to the terminal of whoever runs them.
-pub fn install_plain_logger() {
-    use std::io::Write;
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
-        .format(|buf, record| {
-            let text = record.args().to_string();
-            writeln!(
-                buf,
-                "modsec-shipper: {}: {}",
-                record.level().as_str().to_ascii_lowercase(),
-                modsec2sguil::escape::escape_text(&text)
-            )
-        })
-        .init();
 }
