@@ -407,6 +407,10 @@ impl Thresholds {
 }
 
 pub mod prometheus;
+pub mod text;
+mod verdict;
+
+pub use verdict::{evaluate, Found, Request, Verdict};
 
 #[cfg(test)]
 mod tests;

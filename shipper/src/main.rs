@@ -262,10 +262,10 @@ enum Command {
         #[arg(long, conflicts_with_all = ["warn_age", "crit_age", "crit_failed"])]
         prometheus: bool,
         /// WARNING when the oldest entry is older than this (seconds, or 15m, 2h, 1d).
-        #[arg(long, value_name = "AGE", value_parser = status::parse_age)]
+        #[arg(long, value_name = "AGE", value_parser = modsec2sguil::status::text::parse_age)]
         warn_age: Option<u64>,
         /// CRITICAL when the oldest entry is older than this.
-        #[arg(long, value_name = "AGE", value_parser = status::parse_age)]
+        #[arg(long, value_name = "AGE", value_parser = modsec2sguil::status::text::parse_age)]
         crit_age: Option<u64>,
         /// CRITICAL when failed/ holds this many entries or more.
         #[arg(long, value_name = "N")]
@@ -419,24 +419,24 @@ fn main() -> ExitCode {
             crit_failed,
         } => {
             modsec2sguil::logging::start_terse(&modsec2sguil::logging::SHIPPER);
-            let thresholds = modsec2sguil::status::Thresholds {
-                warn_age,
-                crit_age,
-                crit_failed,
-            };
-            ExitCode::from(status::run(
-                at.config_file().as_ref(),
-                at.queue.as_ref(),
-                at.state_dir.clone(),
-                if prometheus {
-                    status::Format::Prometheus
-                } else if json {
-                    status::Format::Json
-                } else {
-                    status::Format::Text
+            let request = modsec2sguil::status::Request {
+                config: at.config_file(),
+                queue: at.queue,
+                state_dir: at.state_dir,
+                thresholds: modsec2sguil::status::Thresholds {
+                    warn_age,
+                    crit_age,
+                    crit_failed,
                 },
-                thresholds,
-            ))
+            };
+            let format = if prometheus {
+                status::Format::Prometheus
+            } else if json {
+                status::Format::Json
+            } else {
+                status::Format::Text
+            };
+            ExitCode::from(status::run(&request, format))
         }
     }
 }
