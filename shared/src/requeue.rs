@@ -101,6 +101,12 @@ pub fn requeue_failed(
             path.display()
         ));
     }
+    let Some(original) = e.name else {
+        return Outcome::Failed(format!(
+            "{}: not named as a queue entry (modsec.log.<sec>.<usec>); rename or remove it by hand",
+            path.display()
+        ));
+    };
     let id = e.unique_id(&dir);
     let dev_ino = fs::metadata(&path).ok().map(|m| (m.dev(), m.ino()));
     if !force {
@@ -111,7 +117,7 @@ pub fn requeue_failed(
     if dry_run {
         return Outcome::WouldQueue;
     }
-    let name = match queue.adopt(&path, e.name) {
+    let name = match queue.adopt(&path, original) {
         Ok(n) => n,
         Err(err) => {
             return Outcome::Failed(format!(

@@ -15,8 +15,10 @@ pub struct FailedEntry {
     /// Its name in `failed/` (`modsec.log.<sec>.<usec>`, with `.N` when it was
     /// quarantined more than once).
     pub file_name: String,
-    /// The queue name it had, which it gets back (so it keeps its place in the order).
-    pub name: EntryName,
+    /// The queue name it had, which it gets back (so it keeps its place in the order);
+    /// `None` for a name with the entries' prefix that is no entry's (put there by
+    /// hand, or planted): counted, and named by `requeue`, which cannot put it back.
+    pub name: Option<EntryName>,
     pub reason: Option<String>,
 }
 
@@ -37,10 +39,11 @@ impl FailedEntry {
     }
 }
 
-/// The entries in `failed/`, in queue order: the one listing of it, for `requeue
-/// --failed` and `status` alike. An entry is a file named as a queue entry, or as one
-/// with the `.N` a later quarantine of the same name added ([`super::Queue::quarantine`]);
-/// reason files, `history/` and any other name are not entries.
+/// The entries in `failed/`: the one listing of it, for `requeue --failed` and `status`
+/// alike. An entry is any name with the entries' prefix (`modsec.log`) but a reason
+/// file's; those named as a queue entry, or as one with the `.N` a later quarantine of
+/// the same name added ([`super::Queue::quarantine`]), come first, in queue order, the
+/// others after them by name. `history/` and any other name are not entries.
 pub fn failed_entries(queue_dir: &Path) -> io::Result<Vec<FailedEntry>> {
     let failed = queue_dir.join(FAILED_DIR);
     let rd = match fs::read_dir(&failed) {
@@ -54,12 +57,10 @@ pub fn failed_entries(queue_dir: &Path) -> io::Result<Vec<FailedEntry>> {
         let Some(file_name) = entry.file_name().to_str().map(str::to_string) else {
             continue;
         };
-        if file_name.ends_with(REASON_SUFFIX) {
+        if file_name.ends_with(REASON_SUFFIX) || !file_name.starts_with(super::ENTRY_PREFIX) {
             continue;
         }
-        let Some(name) = original_name(&file_name) else {
-            continue;
-        };
+        let name = original_name(&file_name);
         let reason = reason::read(&failed.join(format!("{file_name}{REASON_SUFFIX}")));
         out.push(FailedEntry {
             file_name,
@@ -67,7 +68,10 @@ pub fn failed_entries(queue_dir: &Path) -> io::Result<Vec<FailedEntry>> {
             reason,
         });
     }
-    out.sort_by(|a, b| (a.name, &a.file_name).cmp(&(b.name, &b.file_name)));
+    out.sort_by(|a, b| {
+        let key = |e: &FailedEntry| (e.name.is_none(), e.name, e.file_name.clone());
+        key(a).cmp(&key(b))
+    });
     Ok(out)
 }
 
@@ -87,7 +91,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn entries_are_queue_names_or_requarantined_ones_in_queue_order() {
+    fn entries_are_the_names_with_the_prefix_queue_names_first_in_queue_order() {
         let dir = tempfile::tempdir().unwrap();
         let failed = dir.path().join(FAILED_DIR);
         fs::create_dir_all(failed.join("history")).unwrap();
@@ -114,13 +118,13 @@ mod tests {
             [
                 "modsec.log.9.5",
                 "modsec.log.100.000010",
-                "modsec.log.100.000010.1"
+                "modsec.log.100.000010.1",
+                "modsec.log.100.000010.x",
+                "modsec.log.junk",
             ]
         );
-        assert_eq!(
-            listed[2].name,
-            EntryName::parse("modsec.log.100.000010").unwrap()
-        );
+        assert_eq!(listed[2].name, EntryName::parse("modsec.log.100.000010"));
+        assert_eq!(listed[4].name, None);
         assert_eq!(listed[0].reason.as_deref(), Some("cannot open: denied"));
         assert_eq!(listed[1].reason, None);
         assert!(failed_entries(&dir.path().join("none")).unwrap().is_empty());
