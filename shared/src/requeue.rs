@@ -648,5 +648,8 @@ pub fn requeue_backlog(
     Ok(report)
 }
 
+mod request;
+pub use request::{run, Error, Progress, Request, Source};
+
 #[cfg(test)]
 mod tests;

@@ -14,6 +14,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use modsec2sguil::exit::Exit;
+use modsec2sguil::requeue::Source;
 
 /// The text after the options of the program, `drain` and `run`: the exit codes
 /// ([`Exit::table`]), privileges, barnyard, delivery.
@@ -376,22 +377,21 @@ fn main() -> ExitCode {
                 return Exit::Usage.into();
             }
             let source = if suppressed {
-                requeue::Source::Suppressed {
+                Source::Suppressed {
                     since,
                     unique_ids: unique_id,
                 }
             } else if failed {
-                requeue::Source::Failed {
+                Source::Failed {
                     names,
                     unique_ids: unique_id,
                     all,
                 }
             } else if backlog {
-                requeue::Source::Backlog
+                Source::Backlog
             } else {
-                requeue::Source::Index {
+                Source::Index {
                     files: index,
-                    storage_dir: storage_dir.clone(),
                     filter: modsec2sguil::requeue::LineFilter {
                         since,
                         until,
@@ -400,15 +400,16 @@ fn main() -> ExitCode {
                     },
                 }
             };
-            let o = requeue::Options {
+            requeue::run(modsec2sguil::requeue::Request {
+                source,
                 config: at.config_file(),
                 queue: at.queue,
                 storage_dir,
-                state_dir: at.state_dir.clone(),
+                state_dir: at.state_dir,
                 dry_run,
                 force,
-            };
-            ExitCode::from(requeue::run(source, &o))
+            })
+            .into()
         }
         Command::Status {
             at,

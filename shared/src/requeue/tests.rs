@@ -647,3 +647,58 @@ fn known_never_misses_an_event_a_shipper_is_delivering() {
         "only {loads} loads overlapped the delivery"
     );
 }
+
+#[test]
+fn a_request_reports_each_event_and_problem_as_it_goes_and_stops_on_a_missing_queue() {
+    let s = Setup::new();
+    let qd = s.queue_dir();
+    quarantined(
+        &s,
+        "modsec.log.100.000001",
+        &event_text("ID-one", 403),
+        "denied",
+    );
+    let request = |names: &[&str]| Request {
+        source: Source::Failed {
+            names: names.iter().map(|n| n.to_string()).collect(),
+            unique_ids: Vec::new(),
+            all: false,
+        },
+        config: None,
+        queue: Some(qd.clone()),
+        storage_dir: None,
+        state_dir: None,
+        dry_run: false,
+        force: false,
+    };
+    let mut told = Vec::new();
+    let report = run(
+        request(&["modsec.log.100.000001", "modsec.log.7.000007"]),
+        &mut |p| {
+            told.push(match p {
+                Progress::Outcome { what, outcome } => format!("{what}: {outcome:?}"),
+                Progress::Problem(text) => format!("problem: {text}"),
+                other => format!("{other:?}"),
+            })
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        told,
+        [
+            "problem: modsec.log.7.000007: not in failed/",
+            "failed/modsec.log.100.000001 (denied): Queued(\"modsec.log.100.000001\")",
+        ]
+    );
+    assert_eq!((report.queued, report.failed), (1, 1));
+    assert_eq!(s.entries(), ["modsec.log.100.000001"]);
+
+    let mut missing = request(&[]);
+    missing.queue = Some(s.dir.path().join("nowhere"));
+    let e = run(missing, &mut |_| {}).unwrap_err();
+    assert!(
+        matches!(&e, Error::Config(why) if why.contains("nowhere")),
+        "{e:?}"
+    );
+    assert_eq!(e.exit(), crate::exit::Exit::Config);
+}
