@@ -32,6 +32,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("ship", 5),
     ("requeue", 6),
     ("status", 6),
+    ("show", 6),
 ];
 
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {

@@ -6,15 +6,16 @@ mod daemon;
 mod drain;
 mod requeue;
 mod setup;
-mod show;
 mod status;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use modsec2sguil::escape::escape_text;
 use modsec2sguil::exit::Exit;
 use modsec2sguil::requeue::Source;
+use modsec2sguil::show::{self, View};
 
 /// The text after the options of the program, `drain` and `run`: the exit codes
 /// ([`Exit::table`]), privileges, barnyard, delivery.
@@ -322,10 +323,18 @@ fn main() -> ExitCode {
             config,
         } => {
             modsec2sguil::logging::start_terse(&modsec2sguil::logging::SHIPPER);
-            match detail {
-                Some(format) => show::details(&files, format, config.as_deref(), max_body),
-                None => show::run(&files, json, max_body),
-            }
+            let view = match detail {
+                Some(format) => View::Detail { format, config },
+                None if json => View::Json,
+                None => View::Text,
+            };
+            let request = modsec2sguil::show::Request {
+                files,
+                view,
+                max_body,
+            };
+            let mut errors = |e: &str| eprintln!("modsec-shipper: show: {}", escape_text(e));
+            show::run(&request, &mut std::io::stdout().lock(), &mut errors).into()
         }
         Command::Drain {
             common,
