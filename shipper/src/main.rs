@@ -186,58 +186,7 @@ enum Command {
     ///       --since "2026-11-27 00:00" --status 4xx,5xx
     ///   modsec-shipper requeue -c /etc/modsec2sguil.conf --suppressed --since 2026-12-07T05:00:00Z
     #[command(verbatim_doc_comment)]
-    #[command(group(clap::ArgGroup::new("source").required(true).args(["failed", "backlog", "index", "suppressed"])))]
-    Requeue {
-        #[command(flatten)]
-        at: QueueArgs,
-        /// Quarantined entries back from failed/ (the NAMEs given, --unique-id, or --all),
-        /// under their old names; their .reason files go to failed/history/.
-        #[arg(long)]
-        failed: bool,
-        /// Entries of failed/ to requeue (with --failed).
-        #[arg(value_name = "NAME", requires = "failed")]
-        names: Vec<String>,
-        /// Every entry of failed/ (with --failed).
-        #[arg(long, requires = "failed")]
-        all: bool,
-        /// Events a threshold held back (THRESHOLD_FILE): back from EVENT_DIR/held/ under
-        /// their old names, shipped whatever the thresholds say. With --since: those held
-        /// back at or after TIME (the delivered log's record); with --unique-id: those.
-        /// Works as the queue's owner, as --failed does.
-        #[arg(long)]
-        suppressed: bool,
-        /// Retry the index lines the collector could not act on (STATE_DIR/backlog); what
-        /// still fails stays there with its new reason.
-        #[arg(long)]
-        backlog: bool,
-        /// Read these index files (plain or .gz, oldest first) and queue their events from
-        /// the storage dir: a backfill, or a first load of an existing audit log.
-        #[arg(long, value_name = "FILE", num_args = 1..)]
-        index: Vec<PathBuf>,
-        /// SecAuditLogStorageDir, for --index and --backlog [config: STORAGE_DIR].
-        #[arg(long, value_name = "DIR")]
-        storage_dir: Option<PathBuf>,
-        /// Only transactions that ended at or after this time (RFC 3339, or
-        /// "YYYY-MM-DD[ HH:MM[:SS]]" in local time); with --suppressed: held back at or
-        /// after it.
-        #[arg(long, value_name = "TIME", value_parser = modsec2sguil::requeue::parse_time)]
-        since: Option<chrono::DateTime<chrono::FixedOffset>>,
-        /// Only transactions that ended at or before this time.
-        #[arg(long, value_name = "TIME", requires = "index", value_parser = modsec2sguil::requeue::parse_time)]
-        until: Option<chrono::DateTime<chrono::FixedOffset>>,
-        /// Only these HTTP statuses (comma-separated; 4xx for a class).
-        #[arg(long, value_name = "CODES", requires = "index", value_delimiter = ',', value_parser = modsec2sguil::requeue::StatusMatch::parse)]
-        status: Vec<modsec2sguil::requeue::StatusMatch>,
-        /// Only the events with this unique id (repeatable; with --failed or --index).
-        #[arg(long = "unique-id", value_name = "ID")]
-        unique_id: Vec<String>,
-        /// List what would be requeued; change nothing.
-        #[arg(long)]
-        dry_run: bool,
-        /// Requeue events even if already queued or delivered.
-        #[arg(long)]
-        force: bool,
-    },
+    Requeue(RequeueArgs),
     /// The queue at a glance; with thresholds, a Nagios-style check.
     ///
     /// Reports the entries waiting (and how old the oldest is), events sent and awaiting
@@ -312,113 +261,96 @@ enum Command {
     },
 }
 
+// The options of `requeue` (no doc comment: the variant's is its help).
+#[derive(clap::Args, Debug)]
+#[command(group(clap::ArgGroup::new("source").required(true).args(["failed", "backlog", "index", "suppressed"])))]
+struct RequeueArgs {
+    #[command(flatten)]
+    at: QueueArgs,
+    /// Quarantined entries back from failed/ (the NAMEs given, --unique-id, or --all),
+    /// under their old names; their .reason files go to failed/history/.
+    #[arg(long)]
+    failed: bool,
+    /// Entries of failed/ to requeue (with --failed).
+    #[arg(value_name = "NAME", requires = "failed")]
+    names: Vec<String>,
+    /// Every entry of failed/ (with --failed).
+    #[arg(long, requires = "failed")]
+    all: bool,
+    /// Events a threshold held back (THRESHOLD_FILE): back from EVENT_DIR/held/ under
+    /// their old names, shipped whatever the thresholds say. With --since: those held
+    /// back at or after TIME (the delivered log's record); with --unique-id: those.
+    /// Works as the queue's owner, as --failed does.
+    #[arg(long)]
+    suppressed: bool,
+    /// Retry the index lines the collector could not act on (STATE_DIR/backlog); what
+    /// still fails stays there with its new reason.
+    #[arg(long)]
+    backlog: bool,
+    /// Read these index files (plain or .gz, oldest first) and queue their events from
+    /// the storage dir: a backfill, or a first load of an existing audit log.
+    #[arg(long, value_name = "FILE", num_args = 1..)]
+    index: Vec<PathBuf>,
+    /// SecAuditLogStorageDir, for --index and --backlog [config: STORAGE_DIR].
+    #[arg(long, value_name = "DIR")]
+    storage_dir: Option<PathBuf>,
+    /// Only transactions that ended at or after this time (RFC 3339, or
+    /// "YYYY-MM-DD[ HH:MM[:SS]]" in local time); with --suppressed: held back at or
+    /// after it.
+    #[arg(long, value_name = "TIME", value_parser = modsec2sguil::requeue::parse_time)]
+    since: Option<chrono::DateTime<chrono::FixedOffset>>,
+    /// Only transactions that ended at or before this time.
+    #[arg(long, value_name = "TIME", requires = "index", value_parser = modsec2sguil::requeue::parse_time)]
+    until: Option<chrono::DateTime<chrono::FixedOffset>>,
+    /// Only these HTTP statuses (comma-separated; 4xx for a class).
+    #[arg(long, value_name = "CODES", requires = "index", value_delimiter = ',', value_parser = modsec2sguil::requeue::StatusMatch::parse)]
+    status: Vec<modsec2sguil::requeue::StatusMatch>,
+    /// Only the events with this unique id (repeatable; with --failed or --index).
+    #[arg(long = "unique-id", value_name = "ID")]
+    unique_id: Vec<String>,
+    /// List what would be requeued; change nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Requeue events even if already queued or delivered.
+    #[arg(long)]
+    force: bool,
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    match cli.command {
-        Command::Show {
-            files,
-            json,
-            max_body,
-            detail,
-            config,
-        } => {
-            modsec2sguil::logging::start_terse(&modsec2sguil::logging::SHIPPER);
-            let view = match detail {
-                Some(format) => View::Detail { format, config },
-                None if json => View::Json,
-                None => View::Text,
-            };
-            let request = modsec2sguil::show::Request {
-                files,
-                view,
-                max_body,
-            };
-            let mut errors = |e: &str| eprintln!("modsec-shipper: show: {}", escape_text(e));
-            show::run(&request, &mut std::io::stdout().lock(), &mut errors).into()
+    match run(Cli::parse()) {
+        Ok(code) => code,
+        Err(Error::Said(exit, message)) => {
+            eprintln!("modsec-shipper: {message}");
+            exit.into()
         }
+        Err(Error::Logged(exit, message)) => {
+            log::error!("{message}");
+            exit.into()
+        }
+    }
+}
+
+/// Why a command stopped, said once, by `main`.
+pub enum Error {
+    /// On stderr, after the program's name.
+    Said(Exit, String),
+    /// In the log `drain` and `run` have set up by then (stderr, file, syslog).
+    Logged(Exit, String),
+}
+
+fn run(cli: Cli) -> Result<ExitCode, Error> {
+    let terse = || modsec2sguil::logging::start_terse(&modsec2sguil::logging::SHIPPER);
+    let exit = match cli.command {
         Command::Drain {
             common,
             wait,
             max_events,
             max_seconds,
-        } => ExitCode::from(drain::run(&common, wait, max_events, max_seconds)),
-        Command::Run { common, foreground } => ExitCode::from(daemon::run(&common, foreground)),
-        Command::GenerateDocs { dir } => {
-            use clap::CommandFactory;
-            match modsec2sguil::manual::generate(Cli::command(), &dir) {
-                Ok(files) => {
-                    files.iter().for_each(|f| println!("{}", f.display()));
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("modsec-shipper: {}: {e}", dir.display());
-                    Exit::Failed.into()
-                }
-            }
-        }
-        Command::Requeue {
-            at,
-            failed,
-            names,
-            all,
-            suppressed,
-            backlog,
-            index,
-            storage_dir,
-            since,
-            until,
-            status,
-            unique_id,
-            dry_run,
-            force,
-        } => {
-            modsec2sguil::logging::start_terse(&modsec2sguil::logging::SHIPPER);
-            if failed && names.is_empty() && unique_id.is_empty() && !all {
-                eprintln!("modsec-shipper: requeue --failed: name the entries, or give --unique-id ID or --all");
-                return Exit::Usage.into();
-            }
-            if backlog && !unique_id.is_empty() {
-                eprintln!("modsec-shipper: requeue --backlog takes no --unique-id (it retries the whole backlog)");
-                return Exit::Usage.into();
-            }
-            if since.is_some() && !suppressed && index.is_empty() {
-                eprintln!("modsec-shipper: requeue --since goes with --index or --suppressed");
-                return Exit::Usage.into();
-            }
-            let source = if suppressed {
-                Source::Suppressed {
-                    since,
-                    unique_ids: unique_id,
-                }
-            } else if failed {
-                Source::Failed {
-                    names,
-                    unique_ids: unique_id,
-                    all,
-                }
-            } else if backlog {
-                Source::Backlog
-            } else {
-                Source::Index {
-                    files: index,
-                    filter: modsec2sguil::requeue::LineFilter {
-                        since,
-                        until,
-                        unique_ids: unique_id,
-                        statuses: status,
-                    },
-                }
-            };
-            requeue::run(modsec2sguil::requeue::Request {
-                source,
-                config: at.config_file(),
-                queue: at.queue,
-                storage_dir,
-                state_dir: at.state_dir,
-                dry_run,
-                force,
-            })
-            .into()
+        } => drain::run(&common, wait, max_events, max_seconds)?,
+        Command::Run { common, foreground } => daemon::run(&common, foreground)?,
+        Command::Requeue(args) => {
+            terse();
+            requeue::run(args.request()?)?
         }
         Command::Status {
             at,
@@ -428,7 +360,7 @@ fn main() -> ExitCode {
             crit_age,
             crit_failed,
         } => {
-            modsec2sguil::logging::start_terse(&modsec2sguil::logging::SHIPPER);
+            terse();
             let request = modsec2sguil::status::Request {
                 config: at.config_file(),
                 queue: at.queue,
@@ -446,7 +378,86 @@ fn main() -> ExitCode {
             } else {
                 status::Format::Text
             };
-            ExitCode::from(status::run(&request, format))
+            // Nagios' levels, not an Exit.
+            return Ok(ExitCode::from(status::run(&request, format)));
         }
+        Command::Show {
+            files,
+            json,
+            max_body,
+            detail,
+            config,
+        } => {
+            terse();
+            let view = match detail {
+                Some(format) => View::Detail { format, config },
+                None if json => View::Json,
+                None => View::Text,
+            };
+            let request = modsec2sguil::show::Request {
+                files,
+                view,
+                max_body,
+            };
+            let mut errors = |e: &str| eprintln!("modsec-shipper: show: {}", escape_text(e));
+            show::run(&request, &mut std::io::stdout().lock(), &mut errors)
+        }
+        Command::GenerateDocs { dir } => {
+            use clap::CommandFactory;
+            let files = modsec2sguil::manual::generate(Cli::command(), &dir)
+                .map_err(|e| Error::Said(Exit::Failed, format!("{}: {e}", dir.display())))?;
+            files.iter().for_each(|f| println!("{}", f.display()));
+            Exit::Ok
+        }
+    };
+    Ok(exit.into())
+}
+
+impl RequeueArgs {
+    /// The library's request; a combination clap cannot refuse is a usage error.
+    fn request(self) -> Result<modsec2sguil::requeue::Request, Error> {
+        let usage = |why: &str| Err(Error::Said(Exit::Usage, why.to_string()));
+        if self.failed && self.names.is_empty() && self.unique_id.is_empty() && !self.all {
+            return usage("requeue --failed: name the entries, or give --unique-id ID or --all");
+        }
+        if self.backlog && !self.unique_id.is_empty() {
+            return usage("requeue --backlog takes no --unique-id (it retries the whole backlog)");
+        }
+        if self.since.is_some() && !self.suppressed && self.index.is_empty() {
+            return usage("requeue --since goes with --index or --suppressed");
+        }
+        let source = if self.suppressed {
+            Source::Suppressed {
+                since: self.since,
+                unique_ids: self.unique_id,
+            }
+        } else if self.failed {
+            Source::Failed {
+                names: self.names,
+                unique_ids: self.unique_id,
+                all: self.all,
+            }
+        } else if self.backlog {
+            Source::Backlog
+        } else {
+            Source::Index {
+                files: self.index,
+                filter: modsec2sguil::requeue::LineFilter {
+                    since: self.since,
+                    until: self.until,
+                    unique_ids: self.unique_id,
+                    statuses: self.status,
+                },
+            }
+        };
+        Ok(modsec2sguil::requeue::Request {
+            source,
+            config: self.at.config_file(),
+            queue: self.at.queue,
+            storage_dir: self.storage_dir,
+            state_dir: self.at.state_dir,
+            dry_run: self.dry_run,
+            force: self.force,
+        })
     }
 }

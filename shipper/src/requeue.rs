@@ -8,26 +8,28 @@ use modsec2sguil::escape::escape_text;
 use modsec2sguil::exit::Exit;
 use modsec2sguil::requeue::{Outcome, Progress, Report, Request};
 
+use crate::Error;
+
 /// Runs the request, showing each event and the summary; the exit code: 0, or 1 if
-/// anything could not be queued, 3 for the config.
-pub fn run(request: Request) -> Exit {
+/// anything could not be queued; the error (3 for the config).
+pub fn run(request: Request) -> Result<Exit, Error> {
     let mut out = Printer::new(request.dry_run);
     let result = modsec2sguil::requeue::run(request, &mut |p| out.show(p));
     out.finish();
     match result {
         Ok(report) => {
             out.summary(&report);
-            if report.failed > 0 {
+            Ok(if report.failed > 0 {
                 Exit::Failed
             } else {
                 Exit::Ok
-            }
+            })
         }
-        Err(e) => {
-            // It may quote names and records from the queue: escaped.
-            eprintln!("modsec-shipper: requeue: {}", escape_text(&e.to_string()));
-            e.exit()
-        }
+        // It may quote names and records from the queue: escaped.
+        Err(e) => Err(Error::Said(
+            e.exit(),
+            format!("requeue: {}", escape_text(&e.to_string())),
+        )),
     }
 }
 

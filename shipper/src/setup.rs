@@ -5,12 +5,12 @@ use modsec2sguil::exit::Exit;
 use modsec2sguil::logging::SHIPPER;
 use modsec2sguil::ship::settings::{OutputKind, ShipperOverrides, ShipperSettings};
 
-use crate::{Common, OutputArg};
+use crate::{Common, Error, OutputArg};
 
 /// The start of `drain` and `run`: the config read and checked, the logger installed.
-/// A config that does not load is logged (to stderr, and to its log file if the file
-/// at least parses) and gives the exit code.
-pub fn start(common: &Common) -> Result<(ConfigFile, ShipperSettings), u8> {
+/// A config that does not load is an error for the log (stderr, and its log file if the
+/// file at least parses), exit 3.
+pub fn start(common: &Common) -> Result<(ConfigFile, ShipperSettings), Error> {
     match load_settings(common) {
         Ok((config, settings)) => {
             install_logger(common, Some(&config));
@@ -20,8 +20,7 @@ pub fn start(common: &Common) -> Result<(ConfigFile, ShipperSettings), u8> {
             // Its log file only if root may trust it.
             let config = ConfigFile::load_trusted(&common.config).ok();
             install_logger(common, config.as_ref());
-            log::error!("{e}");
-            Err(Exit::Config.code())
+            Err(Error::Logged(Exit::Config, e))
         }
     }
 }
@@ -70,11 +69,8 @@ pub fn install_logger(common: &Common, config: Option<&ConfigFile>) {
 
 /// Started as root, becomes RUNAS or the queue's owner before anything in the queue is
 /// opened (`modsec2sguil::privilege`); what cannot is logged and exits 3.
-pub fn become_queue_owner(settings: &ShipperSettings) -> Result<(), u8> {
+pub fn become_queue_owner(settings: &ShipperSettings) -> Result<(), Error> {
     modsec2sguil::privilege::drop_to_queue_owner(settings.runas, &settings.queue_dir)
         .map(|_| ())
-        .map_err(|e| {
-            log::error!("{e}");
-            Exit::Config.code()
-        })
+        .map_err(|e| Error::Logged(Exit::Config, e.to_string()))
 }
