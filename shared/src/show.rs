@@ -364,6 +364,13 @@ fn as_text(path: &Path, ev: &AuditEvent) -> String {
     if let Some(mode) = ev.engine_mode {
         let _ = writeln!(s, "engine mode:  {mode:?}");
     }
+    write_rules(&mut s, ev);
+    s.push('\n');
+    s
+}
+
+/// The rule messages of `as_text`, part K's rule ids, Apache's errors, the anomalies.
+fn write_rules(s: &mut String, ev: &AuditEvent) {
     let _ = writeln!(
         s,
         "rules:        {}",
@@ -403,8 +410,6 @@ fn as_text(path: &Path, ev: &AuditEvent) -> String {
             serde_json::to_string(&ev.anomalies).unwrap_or_default()
         );
     }
-    s.push('\n');
-    s
 }
 
 fn write_body(s: &mut String, label: &str, body: Option<&Body>) {

@@ -118,6 +118,15 @@ pub fn human(s: &QueueStatus, now: i64, level: Level, why: &[String]) -> String 
             s.integrity_marked
         );
     }
+    write_followed_and_last_run(&mut o, s, now);
+    for p in &s.problems {
+        let _ = writeln!(o, "problem:    {}", escape_text(p));
+    }
+    o
+}
+
+/// The `following:` and `last run:` lines of [`human`].
+fn write_followed_and_last_run(o: &mut String, s: &QueueStatus, now: i64) {
     for f in &s.followed {
         let _ = match f.size {
             Some(size) => writeln!(
@@ -159,10 +168,6 @@ pub fn human(s: &QueueStatus, now: i64, level: Level, why: &[String]) -> String 
             let _ = writeln!(o, "last run:   none recorded");
         }
     }
-    for p in &s.problems {
-        let _ = writeln!(o, "problem:    {}", escape_text(p));
-    }
-    o
 }
 
 /// Parses an age: seconds, or a number with s, m, h or d.
