@@ -123,13 +123,7 @@ pub fn run(r: Request, progress: &mut dyn FnMut(Progress)) -> Result<Report, Err
         return Err(Error::Config(why));
     }
     if matches!(r.source, Source::Failed { .. } | Source::Suppressed { .. }) {
-        let runas = config
-            .as_ref()
-            .map(|c| c.owner("RUNAS"))
-            .transpose()
-            .map_err(config_error)?
-            .flatten();
-        crate::privilege::drop_to_queue_owner(runas, &queue_dir).map_err(config_error)?;
+        crate::privilege::drop_for_config(config.as_ref(), &queue_dir).map_err(Error::Config)?;
     }
     // --failed and --suppressed skip what the queue holds or delivered.
     let known = || {

@@ -66,13 +66,7 @@ fn read(r: &Request) -> Result<Found, String> {
         .map_err(|e| e.to_string())?;
     let dir =
         crate::config::queue_dir(r.queue.clone(), config.as_ref()).map_err(|e| e.to_string())?;
-    let runas = config
-        .as_ref()
-        .map(|c| c.owner("RUNAS"))
-        .transpose()
-        .map_err(|e| e.to_string())?
-        .flatten();
-    crate::privilege::drop_to_queue_owner(runas, &dir).map_err(|e| e.to_string())?;
+    crate::privilege::drop_for_config(config.as_ref(), &dir)?;
     let state_dir = crate::state::configured(r.state_dir.clone(), config.as_ref())
         .map_err(|e| e.to_string())?;
     let status = QueueStatus::gather(&dir, &state_dir)
