@@ -702,3 +702,38 @@ fn a_request_reports_each_event_and_problem_as_it_goes_and_stops_on_a_missing_qu
     );
     assert_eq!(e.exit(), crate::exit::Exit::Config);
 }
+
+#[test]
+fn a_failed_entry_not_named_as_a_queue_entry_is_counted_and_named_not_put_back() {
+    let s = Setup::new();
+    let qd = s.queue_dir();
+    fs::create_dir_all(qd.join(FAILED_DIR)).unwrap();
+    fs::write(qd.join(FAILED_DIR).join("modsec.log.junk"), "x").unwrap();
+    let mut told = Vec::new();
+    let request = Request {
+        source: Source::Failed {
+            names: Vec::new(),
+            unique_ids: Vec::new(),
+            all: true,
+        },
+        config: None,
+        queue: Some(qd.clone()),
+        storage_dir: None,
+        state_dir: None,
+        dry_run: false,
+        force: false,
+    };
+    let report = run(request, &mut |p| {
+        if let Progress::Outcome { outcome, .. } = p {
+            told.push(outcome.clone());
+        }
+    })
+    .unwrap();
+    assert_eq!(report.failed, 1);
+    assert!(
+        matches!(&told[..], [Outcome::Failed(why)] if why.contains("not named as a queue entry")),
+        "{told:?}"
+    );
+    assert!(qd.join(FAILED_DIR).join("modsec.log.junk").exists());
+    assert!(s.entries().is_empty());
+}
