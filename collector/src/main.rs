@@ -3,7 +3,7 @@
 //! reads one index line per transaction, keeps the index file, and links each event
 //! file into the queue for `modsec-shipper`.
 //!
-//! This file wires arguments, signals and logging to `modsec2sguil::collect`.
+//! It parses arguments, sets up logging, calls `modsec2sguil::collect`; `main` prints errors.
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -1,6 +1,8 @@
 //! `modsec-shipper`: reads queued ModSecurity audit-log events and ships them to Sguil.
 //!
-//! This binary wires arguments, signals and logging to `modsec2sguil::ship`.
+//! This binary parses arguments, sets up logging, calls the library's entry point of the
+//! command (`ship::run`, `requeue::run`, `status::evaluate`, `show::run`) and presents
+//! its result; an error is printed once, by `main`.
 
 mod daemon;
 mod drain;
