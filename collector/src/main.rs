@@ -3,17 +3,17 @@
 //! reads one index line per transaction, keeps the index file, and links each event
 //! file into the queue for `modsec-shipper`.
 //!
-//! This file wires arguments, signals and logging to `modsec2sguil::collect`.
+//! It parses arguments, sets up logging, calls `modsec2sguil::collect`; `main` prints errors.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 use modsec2sguil::collect::follow::StartAt;
-use modsec2sguil::collect::{pipeline::GATHER, CollectorOverrides, CollectorSettings};
-use modsec2sguil::config::{ConfigFile, KNOWN_KEYS};
-use modsec2sguil::logging::{facility, Logger};
+use modsec2sguil::collect::{CollectorOverrides, CollectorSettings};
+use modsec2sguil::config::ConfigFile;
+use modsec2sguil::exit::Exit;
+use modsec2sguil::logging::{self, COLLECTOR};
 use modsec2sguil::queue::LinkMode;
 
 const AFTER_HELP: &str = "\
@@ -127,21 +127,35 @@ fn main() -> ExitCode {
             let _ = e.print();
             // Apache restarts a collector that exits, once a second, forever, while its
             // children block on the full pipe. Keep the lines moving instead.
-            return degraded(&format!("bad command line: {e}"), None);
+            return degraded(&format!("bad command line: {e}"), None).into();
         }
     };
+    match run(cli) {
+        Ok(code) => code.into(),
+        Err((exit, message)) => {
+            // Before the log is set up (the config, the docs), on stderr.
+            if log::max_level() == log::LevelFilter::Off {
+                eprintln!("modsec-collector: {message}");
+            } else {
+                log::error!("{message}");
+            }
+            exit.into()
+        }
+    }
+}
+
+/// Why the collector stopped: the exit code, and what is said.
+fn error(exit: Exit, message: impl std::fmt::Display) -> (Exit, String) {
+    (exit, message.to_string())
+}
+
+fn run(cli: Cli) -> Result<Exit, (Exit, String)> {
     if let Some(dir) = &cli.generate_docs {
         use clap::CommandFactory;
-        return match modsec2sguil::manual::generate(Cli::command(), dir) {
-            Ok(files) => {
-                files.iter().for_each(|f| println!("{}", f.display()));
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("modsec-collector: {}: {e}", dir.display());
-                ExitCode::FAILURE
-            }
-        };
+        let files = modsec2sguil::manual::generate(Cli::command(), dir)
+            .map_err(|e| error(Exit::Failed, format!("{}: {e}", dir.display())))?;
+        files.iter().for_each(|f| println!("{}", f.display()));
+        return Ok(Exit::Ok);
     }
     // Without -c (and without --queue), the config where the package puts it. Run as
     // root, a config someone else could have written is refused (it would choose the
@@ -152,73 +166,69 @@ fn main() -> ExitCode {
             .is_none()
             .then(|| PathBuf::from(modsec2sguil::config::DEFAULT_PATH))
     });
-    let config = match &config_path {
-        Some(path) => match ConfigFile::load_trusted(path) {
-            Ok(c) => Some(c),
-            // --follow runs as a service, not in Apache's pipe: an error exit.
-            Err(e) if cli.follow.is_some() => {
-                eprintln!("modsec-collector: {e}");
-                return ExitCode::from(3);
-            }
-            Err(e) => {
-                let index = cli.index.clone().or_else(|| cli.positional.get(1).cloned());
-                return degraded(&e.to_string(), index);
-            }
-        },
+    let config = match config_path.as_deref().map(ConfigFile::load_trusted) {
         None => None,
-    };
-    let setting = |key: &str| config.as_ref().and_then(|c| c.string(key));
-    let debug = cli.debug
-        || config
-            .as_ref()
-            .and_then(|c| c.bool("DEBUG").ok().flatten())
-            .unwrap_or(false);
-    let log_file = cli
-        .log_file
-        .clone()
-        .or_else(|| setting("LOG_FILE").map(PathBuf::from));
-    let syslog = setting("SYSLOGFACILITY").and_then(|f| facility(&f));
-    let level = if debug {
-        log::LevelFilter::Debug
-    } else {
-        log::LevelFilter::Info
-    };
-    if let Err(e) = Logger::install("modsec-collector", level, true, log_file.as_deref(), syslog) {
-        let _ = Logger::install("modsec-collector", level, true, None, syslog);
-        let path = log_file
-            .as_deref()
-            .map_or_else(String::new, |p| p.display().to_string());
-        log::error!(
-            "cannot open the log file {path}: {e}; logging to stderr (and syslog if set) only"
-        );
-    }
-    if let Some(c) = &config {
-        c.warn_unknown(KNOWN_KEYS);
-        if let Some(f) = setting("SYSLOGFACILITY").filter(|f| facility(f).is_none()) {
-            log::warn!(
-                "{}: SYSLOGFACILITY `{f}` is not a syslog facility; not logging to syslog",
-                c.path.display()
-            );
+        Some(Ok(c)) => Some(c),
+        // --follow runs as a service, not in Apache's pipe: an error exit.
+        Some(Err(e)) if cli.follow.is_some() => return Err(error(Exit::Config, e)),
+        Some(Err(e)) => {
+            let index = cli.index.clone().or_else(|| cli.positional.get(1).cloned());
+            return Ok(degraded(&e.to_string(), index));
         }
-    }
-
+    };
+    logging::start(&COLLECTOR, config.as_ref(), cli.debug, cli.log_file.clone());
     let follow = match cli.follow.clone() {
         Some(f) => Some(f),
-        None => match config
+        None => config
             .as_ref()
             .map(|c| c.abs_path("FOLLOW_INDEX"))
             .transpose()
-        {
-            Ok(f) => f.flatten(),
-            Err(e) => {
-                log::error!("{e}");
-                return ExitCode::from(3);
-            }
-        },
+            .map_err(|e| error(Exit::Config, e))?
+            .flatten(),
     };
-    // modsec_queue.pl's form: STORAGE_DIR INDEX_FILE; the long options win over them.
+    let from_start = cli.from_start;
+    let overrides = overrides(cli);
+    if let Some(index) = follow {
+        // A service, not Apache's pipe: a bad setting is an error exit, and the followed
+        // file is the index (nothing is appended to it).
+        let mut settings = CollectorSettings::resolve(config.as_ref(), overrides)
+            .map_err(|e| error(Exit::Config, e))?;
+        settings.index_file = None;
+        let start = if from_start {
+            StartAt::Start
+        } else {
+            StartAt::End
+        };
+        // The position is kept per path: the same file must always have the same name.
+        let index = if index.is_relative() {
+            std::env::current_dir()
+                .map(|d| d.join(&index))
+                .unwrap_or(index)
+        } else {
+            index
+        };
+        let control = modsec2sguil::control::signals();
+        modsec2sguil::collect::run::follow(settings, &index, start, &control)
+            .map_err(|e| error(Exit::Failed, e))?;
+        return Ok(Exit::Ok);
+    }
+    let index_for_degraded = overrides.index_file.clone();
+    Ok(
+        match CollectorSettings::resolve(config.as_ref(), overrides) {
+            Ok(settings) => {
+                let control = modsec2sguil::control::signals();
+                modsec2sguil::collect::degraded::stdin(settings, &control)
+            }
+            Err(e) => degraded(&e.to_string(), index_for_degraded),
+        },
+    )
+}
+
+/// The command line's settings; modsec_queue.pl's form, STORAGE_DIR INDEX_FILE, under
+/// the long options.
+fn overrides(cli: Cli) -> CollectorOverrides {
     let positional = cli.positional;
-    let overrides = CollectorOverrides {
+    CollectorOverrides {
         storage_dir: cli.storage_dir.or_else(|| positional.first().cloned()),
         index_file: cli.index.or_else(|| positional.get(1).cloned()),
         queue_dir: cli.queue,
@@ -229,157 +239,12 @@ fn main() -> ExitCode {
         }),
         verify_md5: cli.verify_md5.map(|v| matches!(v, OnOff::On)),
         state_dir: cli.state_dir,
-    };
-    if let Some(index) = follow {
-        // The position is kept per path: the same file must always have the same name.
-        let index = if index.is_relative() {
-            std::env::current_dir()
-                .map(|d| d.join(&index))
-                .unwrap_or(index)
-        } else {
-            index
-        };
-        // A service, not Apache's pipe: a bad setting is an error exit, and the followed
-        // file is the index (nothing is appended to it).
-        let settings = CollectorSettings::resolve(config.as_ref(), overrides);
-        return match settings {
-            Ok(mut s) => {
-                s.index_file = None;
-                let start = if cli.from_start {
-                    StartAt::Start
-                } else {
-                    StartAt::End
-                };
-                follow_index(s, &index, start)
-            }
-            Err(e) => {
-                log::error!("{e}");
-                ExitCode::from(3)
-            }
-        };
-    }
-    let index_for_degraded = overrides.index_file.clone();
-    let settings = match CollectorSettings::resolve(config.as_ref(), overrides) {
-        Ok(s) => s,
-        Err(e) => return degraded(&e.to_string(), index_for_degraded),
-    };
-    run(settings)
-}
-
-/// `--follow`: reads the index file as it grows until SIGTERM or SIGINT.
-fn follow_index(settings: CollectorSettings, index: &std::path::Path, start: StartAt) -> ExitCode {
-    let control = modsec2sguil::control::signals();
-    match modsec2sguil::collect::run::follow(settings, index, start, &control) {
-        Ok(_) => ExitCode::SUCCESS,
-        Err(e) => {
-            log::error!("{e}");
-            ExitCode::from(1)
-        }
     }
 }
 
-/// Apache's pipe: standard input, read until Apache closes it.
-fn run(settings: CollectorSettings) -> ExitCode {
-    let control = modsec2sguil::control::signals();
-    // In the log only: `apachectl configtest` starts the collector too (stdin closes at
-    // once), and the admin's terminal is no place for it.
-    log::info!(
-        target: modsec2sguil::logging::LOG_ONLY,
-        "started: storage dir {}, queue {}, index file {}, {:?}, md5 {}",
-        settings.storage_dir.display(),
-        settings.queue_dir.display(),
-        settings
-            .index_file
-            .as_ref()
-            .map_or("none".into(), |p| p.display().to_string()),
-        settings.link_mode,
-        if settings.verify_md5 { "on" } else { "off" }
-    );
-    // Slow input gathers between reads only where the pipe has room for a burst
-    // meanwhile.
-    let gather = {
-        use std::os::fd::AsFd;
-        match modsec2sguil::collect::enlarge_pipe(std::io::stdin().as_fd()) {
-            // The kernel makes it at least as large as asked, or refuses.
-            Ok(n) => {
-                log::debug!("standard input's pipe holds {n} bytes");
-                Some(GATHER)
-            }
-            Err(e) => {
-                log::info!("cannot enlarge standard input's pipe ({e}); reading each line at once");
-                None
-            }
-        }
-    };
-    let index = settings.index_file.clone();
-    match modsec2sguil::collect::run::piped(settings, std::io::stdin(), gather, &control) {
-        Ok(_) => ExitCode::SUCCESS,
-        Err(e) => degraded(&e.to_string(), index),
-    }
-}
-
-/// Without usable settings there is no queue and no backlog. Exiting would make Apache
-/// restart us every second while its children block on the pipe, so keep reading:
-/// append each line to the index file if one is known, and log every line in full.
-fn degraded(why: &str, index: Option<PathBuf>) -> ExitCode {
-    if log::max_level() == log::LevelFilter::Off {
-        // No settings to say where to log: stderr (/dev/null at boot) and syslog's daemon facility.
-        let _ = Logger::install(
-            "modsec-collector",
-            log::LevelFilter::Info,
-            true,
-            None,
-            facility("daemon"),
-        );
-    }
-    log::error!(
-        "cannot queue events: {why}; reading on so Apache does not block, every line is logged"
-    );
-    // The index file is opened and written on a thread of its own, as in normal
-    // operation: one that hangs must not stop this loop from reading. A line it cannot
-    // take at once is in the log anyway.
-    let (written_tx, written) = crossbeam_channel::bounded::<()>(1);
-    let index = index.map(|p| {
-        let (tx, rx) = crossbeam_channel::bounded::<Vec<u8>>(1024);
-        std::thread::spawn(move || {
-            let mut f = modsec2sguil::collect::index_file::IndexFile::new(&p);
-            for line in rx {
-                f.append(&line);
-            }
-            drop(f);
-            let _ = written_tx.send(());
-        });
-        tx
-    });
-    // At the end of input: what the index file has not taken within a few seconds was
-    // logged already.
-    let finish = |index: Option<crossbeam_channel::Sender<Vec<u8>>>| {
-        if let Some(tx) = index {
-            drop(tx);
-            let _ = written.recv_timeout(Duration::from_secs(5));
-        }
-    };
-    let mut input = std::io::BufReader::new(std::io::stdin());
-    loop {
-        match modsec2sguil::collect::read_line(&mut input) {
-            Ok(Some(line)) => {
-                log::error!(
-                    "not queued ({why}): {}",
-                    String::from_utf8_lossy(&line.bytes).trim_end()
-                );
-                if let Some(tx) = &index {
-                    let _ = tx.try_send(line.bytes);
-                }
-            }
-            Ok(None) => {
-                finish(index);
-                return ExitCode::from(2);
-            }
-            Err(e) => {
-                log::error!("reading standard input failed: {e}");
-                finish(index);
-                return ExitCode::from(2);
-            }
-        }
-    }
+/// Reads standard input to its end without a queue
+/// (`modsec2sguil::collect::degraded`), logging where it can without settings.
+fn degraded(why: &str, index: Option<PathBuf>) -> Exit {
+    logging::fallback(&COLLECTOR);
+    modsec2sguil::collect::degraded::degraded(why, index, std::io::stdin())
 }

@@ -15,9 +15,10 @@
 //! - [`sguil`]: the sguild agent protocol (and the snort_agent path);
 //! - [`ship`]: delivery, exactly once (the drain and daemon loops, windows, resends,
 //!   lock, sinks);
-//! - [`requeue`] and [`status`]: the operator commands' logic;
+//! - [`requeue`], [`status`] and [`show`]: the operator commands' logic;
 //! - [`privilege`]: root-run shipper commands become the queue's owner first;
-//! - [`logging`] and [`manual`]: log output; man pages and completions.
+//! - [`logging`] and [`manual`]: log output; man pages and completions;
+//! - [`exit`]: the programs' exit codes, stated once.
 //!
 //! Parsers take `&[u8]` (neither index lines nor event files are guaranteed UTF-8) and
 //! never panic on any input.
@@ -28,6 +29,7 @@ pub mod collect;
 pub mod config;
 pub mod control;
 pub mod escape;
+pub mod exit;
 pub mod hex;
 pub mod index;
 pub mod logging;
@@ -38,6 +40,7 @@ pub mod requeue;
 pub mod safefs;
 pub mod sguil;
 pub mod ship;
+pub mod show;
 pub mod state;
 pub mod status;
 #[cfg(test)]

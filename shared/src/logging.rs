@@ -4,10 +4,12 @@
 
 use std::fs::File;
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use log::{Level, LevelFilter, Log, Metadata, Record};
+
+use crate::config::{ConfigFile, KNOWN_KEYS};
 
 /// Syslog facilities by the names Sguil agents use.
 pub fn facility(name: &str) -> Option<libc::c_int> {
@@ -33,11 +35,129 @@ pub fn facility(name: &str) -> Option<libc::c_int> {
 /// collector's start and end when `apachectl configtest` starts it for nothing.
 pub const LOG_ONLY: &str = "log-only";
 
+/// What differs between the programs' logs: the one logging setup ([`start`]) reads the
+/// rest (DEBUG, SYSLOGFACILITY) the same way for both.
+pub struct Program {
+    pub name: &'static str,
+    /// Whether SHIPPER_LOG_FILE names its log file before LOG_FILE does (one config
+    /// file serves both programs, and the collector's log is root's).
+    pub shipper_log_file: bool,
+    /// Whether RUST_LOG sets its level (the collector, run by Apache, takes DEBUG only).
+    pub rust_log: bool,
+}
+
+pub const SHIPPER: Program = Program {
+    name: "modsec-shipper",
+    shipper_log_file: true,
+    rust_log: true,
+};
+
+pub const COLLECTOR: Program = Program {
+    name: "modsec-collector",
+    shipper_log_file: false,
+    rust_log: false,
+};
+
+/// Installs the log of a running program (`drain`, `run`, the collector): stderr, the
+/// log file (`log_file` from the command line, else SHIPPER_LOG_FILE for the shipper,
+/// else LOG_FILE) and syslog (SYSLOGFACILITY), at debug level with `debug` or DEBUG 1 (or RUST_LOG's, where the
+/// program takes it), info otherwise. A log file that cannot be opened is said on the
+/// rest. A config given is then checked for keys neither program reads.
+pub fn start(
+    program: &Program,
+    config: Option<&ConfigFile>,
+    debug: bool,
+    log_file: Option<PathBuf>,
+) {
+    let rust_log = std::env::var("RUST_LOG").ok();
+    let (level, log_file, syslog) = choose(program, config, debug, log_file, rust_log);
+    if let Err(e) = Logger::install(program.name, level, log_file.as_deref(), syslog) {
+        let _ = Logger::install(program.name, level, None, syslog);
+        log::error!(
+            "cannot open the log file {}: {e}; logging to stderr (and syslog if set) only",
+            log_file.as_deref().unwrap_or(Path::new("")).display()
+        );
+    }
+    if let Some(c) = config {
+        c.warn_unknown(KNOWN_KEYS);
+        if let Some(f) = c.string("SYSLOGFACILITY").filter(|f| facility(f).is_none()) {
+            log::warn!(
+                "{}: SYSLOGFACILITY `{f}` is not a syslog facility; not logging to syslog",
+                c.path.display()
+            );
+        }
+    }
+}
+
+/// The level, log file and syslog facility of [`start`] (`rust_log`: RUST_LOG's value).
+fn choose(
+    program: &Program,
+    config: Option<&ConfigFile>,
+    debug: bool,
+    log_file: Option<PathBuf>,
+    rust_log: Option<String>,
+) -> (LevelFilter, Option<PathBuf>, Option<libc::c_int>) {
+    let setting = |key: &str| config.and_then(|c| c.string(key));
+    let debug = debug
+        || config
+            .and_then(|c| c.bool("DEBUG").ok().flatten())
+            .unwrap_or(false);
+    let from_env = rust_log
+        .filter(|_| program.rust_log)
+        .and_then(|v| v.parse::<LevelFilter>().ok());
+    let level = match from_env {
+        Some(l) => l,
+        None if debug => LevelFilter::Debug,
+        None => LevelFilter::Info,
+    };
+    let log_file = log_file.or_else(|| {
+        let own = program
+            .shipper_log_file
+            .then(|| setting("SHIPPER_LOG_FILE"));
+        own.flatten()
+            .or_else(|| setting("LOG_FILE"))
+            .filter(|f| !f.is_empty())
+            .map(PathBuf::from)
+    });
+    let syslog = setting("SYSLOGFACILITY").and_then(|f| facility(&f));
+    (level, log_file, syslog)
+}
+
+/// Installs, unless a log is installed already, the log of a program without settings
+/// (the collector's degraded mode): stderr (`/dev/null` at boot) and syslog's daemon
+/// facility.
+pub fn fallback(program: &Program) {
+    if log::max_level() == LevelFilter::Off {
+        let _ = Logger::install(program.name, LevelFilter::Info, None, facility("daemon"));
+    }
+}
+
+/// Installs the log of the operator commands (`requeue`, `status`, `show`): stderr
+/// only, `program: level: message`, at RUST_LOG's level (default warn). Their messages
+/// quote file names and records from the queue to whoever runs them: escaped, as every
+/// message is.
+pub fn start_terse(program: &Program) {
+    let level = std::env::var("RUST_LOG")
+        .ok()
+        .and_then(|v| v.parse::<LevelFilter>().ok())
+        .unwrap_or(LevelFilter::Warn);
+    let logger = Logger {
+        program: program.name,
+        level,
+        terse: true,
+        file: None,
+        syslog: false,
+    };
+    log::set_max_level(level);
+    let _ = log::set_boxed_logger(Box::new(logger));
+}
+
 /// The logger behind the `log` macros of a binary.
 pub struct Logger {
     program: &'static str,
     level: LevelFilter,
-    stderr: bool,
+    /// `program: level: message` on stderr, no time or pid (the operator commands).
+    terse: bool,
     file: Option<Mutex<File>>,
     syslog: bool,
 }
@@ -52,7 +172,6 @@ impl Logger {
     pub fn install(
         program: &'static str,
         level: LevelFilter,
-        stderr: bool,
         log_file: Option<&Path>,
         syslog_facility: Option<libc::c_int>,
     ) -> std::io::Result<()> {
@@ -72,7 +191,7 @@ impl Logger {
         let logger = Logger {
             program,
             level,
-            stderr,
+            terse: false,
             file,
             syslog: syslog_facility.is_some(),
         };
@@ -95,13 +214,18 @@ impl Log for Logger {
         // each, nothing in them read as a control by a terminal or a log reader.
         let text = record.args().to_string();
         let text = crate::escape::escape_text(&text);
+        if self.terse {
+            let level = level.as_str().to_ascii_lowercase();
+            eprintln!("{}: {level}: {text}", self.program);
+            return;
+        }
         let stamp = chrono::Local::now().format("%Y-%m-%d %H:%M:%S%.3f %z");
         let line = format!(
             "{stamp} {}[{}] {level}: {text}\n",
             self.program,
             std::process::id()
         );
-        if self.stderr && record.target() != LOG_ONLY {
+        if record.target() != LOG_ONLY {
             let _ = std::io::stderr().write_all(line.as_bytes());
         }
         if let Some(f) = &self.file {
@@ -129,5 +253,51 @@ impl Log for Logger {
                 let _ = f.flush();
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(text: &str) -> ConfigFile {
+        ConfigFile::parse(text, Path::new("/etc/modsec2sguil.conf")).unwrap()
+    }
+
+    #[test]
+    fn each_program_logs_where_and_how_its_settings_say() {
+        let c = config(
+            "set SHIPPER_LOG_FILE /var/log/s.log\nset LOG_FILE /var/log/c.log\nset SYSLOGFACILITY local3\n",
+        );
+        let shipper = choose(&SHIPPER, Some(&c), false, None, None);
+        assert_eq!(
+            shipper,
+            (
+                LevelFilter::Info,
+                Some(PathBuf::from("/var/log/s.log")),
+                Some(libc::LOG_LOCAL3)
+            )
+        );
+        let collector = choose(&COLLECTOR, Some(&c), true, None, Some("trace".into()));
+        assert_eq!(
+            collector.0,
+            LevelFilter::Debug,
+            "the collector takes no RUST_LOG"
+        );
+        assert_eq!(collector.1, Some(PathBuf::from("/var/log/c.log")));
+        let given = choose(&COLLECTOR, Some(&c), false, Some("/tmp/x".into()), None);
+        assert_eq!(
+            given.1,
+            Some(PathBuf::from("/tmp/x")),
+            "the command line wins"
+        );
+        let traced = choose(&SHIPPER, None, false, None, Some("trace".into()));
+        assert_eq!(traced, (LevelFilter::Trace, None, None));
+        let quiet = config("set DEBUG 1\nset LOG_FILE \"\"\nset SYSLOGFACILITY nope\n");
+        assert_eq!(
+            choose(&SHIPPER, Some(&quiet), false, None, Some("x".into())),
+            (LevelFilter::Debug, None, None),
+            "an empty LOG_FILE is none"
+        );
     }
 }

@@ -65,6 +65,23 @@ pub fn queue_account(
     }
 }
 
+/// [`drop_to_queue_owner`] with the config's RUNAS (none without a config): what the
+/// operator commands (`status`, `requeue --failed`/`--suppressed`) do before they read
+/// the queue. Errors said for people: a bad RUNAS, or an owner root cannot become.
+pub fn drop_for_config(
+    config: Option<&crate::config::ConfigFile>,
+    queue_dir: &Path,
+) -> Result<(), String> {
+    let runas = config
+        .map(|c| c.owner("RUNAS"))
+        .transpose()
+        .map_err(|e| e.to_string())?
+        .flatten();
+    drop_to_queue_owner(runas, queue_dir)
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
 /// Started as root, becomes the queue's owner ([`queue_account`]) before anything in
 /// `queue_dir` is opened. Not root: only warns when RUNAS names someone else.
 pub fn drop_to_queue_owner(

@@ -13,18 +13,16 @@
 use std::fs::{self, File};
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use chrono::{DateTime, FixedOffset};
 
-use crate::auditlog::ParseLimits;
 use crate::collect::{CollectorSettings, InputLine, Stats, Worker};
 use crate::index::{parse_index_line, IndexLine};
-use crate::queue::known::{unique_id_of, Known};
+use crate::queue::known::Known;
 use crate::queue::layout::HISTORY_DIR;
-use crate::queue::reason;
 use crate::queue::{EntryName, Queue, FAILED_DIR, REASON_SUFFIX};
 use crate::state::{
     parse_backlog_record, StateDir, BACKLOG_FILE, BACKLOG_TAKEN_PREFIX, MAX_BACKLOG_RECORD_BYTES,
@@ -79,75 +77,7 @@ impl Report {
 // ---------------------------------------------------------------------------------
 // failed/
 
-/// A quarantined entry.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FailedEntry {
-    /// Its name in `failed/` (`modsec.log.<sec>.<usec>`, with `.N` when it was
-    /// quarantined more than once).
-    pub file_name: String,
-    /// The queue name it had, which it gets back (so it keeps its place in the order).
-    pub name: EntryName,
-    pub reason: Option<String>,
-}
-
-impl FailedEntry {
-    pub fn path(&self, queue_dir: &Path) -> PathBuf {
-        queue_dir.join(FAILED_DIR).join(&self.file_name)
-    }
-
-    fn reason_path(&self, queue_dir: &Path) -> PathBuf {
-        queue_dir
-            .join(FAILED_DIR)
-            .join(format!("{}{REASON_SUFFIX}", self.file_name))
-    }
-
-    /// The unique id of the event, if the file parses.
-    pub fn unique_id(&self, queue_dir: &Path) -> Option<String> {
-        unique_id_of(&self.path(queue_dir), &ParseLimits::default())
-    }
-}
-
-/// The entries in `failed/`, in queue order.
-pub fn failed_entries(queue_dir: &Path) -> io::Result<Vec<FailedEntry>> {
-    let failed = queue_dir.join(FAILED_DIR);
-    let rd = match fs::read_dir(&failed) {
-        Ok(rd) => rd,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(e),
-    };
-    let mut out = Vec::new();
-    for entry in rd {
-        let entry = entry?;
-        let Some(file_name) = entry.file_name().to_str().map(str::to_string) else {
-            continue;
-        };
-        if file_name.ends_with(REASON_SUFFIX) {
-            continue;
-        }
-        let Some(name) = original_name(&file_name) else {
-            continue;
-        };
-        let reason = reason::read(&failed.join(format!("{file_name}{REASON_SUFFIX}")));
-        out.push(FailedEntry {
-            file_name,
-            name,
-            reason,
-        });
-    }
-    out.sort_by(|a, b| (a.name, &a.file_name).cmp(&(b.name, &b.file_name)));
-    Ok(out)
-}
-
-/// The queue name of a file in `failed/`: itself, or without the `.N` a second
-/// quarantine added.
-fn original_name(file_name: &str) -> Option<EntryName> {
-    EntryName::parse(file_name).or_else(|| {
-        let (base, n) = file_name.rsplit_once('.')?;
-        n.bytes()
-            .all(|b| b.is_ascii_digit())
-            .then(|| EntryName::parse(base))?
-    })
-}
+pub use crate::queue::failed::{failed_entries, FailedEntry};
 
 /// Puts a quarantined entry back under its old name (or the next free one), keeps its
 /// reason in `failed/history/`, and restores the collector's integrity marker if the
@@ -171,6 +101,12 @@ pub fn requeue_failed(
             path.display()
         ));
     }
+    let Some(original) = e.name else {
+        return Outcome::Failed(format!(
+            "{}: not named as a queue entry (modsec.log.<sec>.<usec>); rename or remove it by hand",
+            path.display()
+        ));
+    };
     let id = e.unique_id(&dir);
     let dev_ino = fs::metadata(&path).ok().map(|m| (m.dev(), m.ino()));
     if !force {
@@ -181,7 +117,7 @@ pub fn requeue_failed(
     if dry_run {
         return Outcome::WouldQueue;
     }
-    let name = match queue.adopt(&path, e.name) {
+    let name = match queue.adopt(&path, original) {
         Ok(n) => n,
         Err(err) => {
             return Outcome::Failed(format!(
@@ -711,6 +647,9 @@ pub fn requeue_backlog(
     }
     Ok(report)
 }
+
+mod request;
+pub use request::{run, Error, Progress, Request, Source};
 
 #[cfg(test)]
 mod tests;

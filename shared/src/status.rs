@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
+use crate::queue::failed::failed_entries;
 use crate::queue::journal::read_journal;
 use crate::queue::last_run::LastRun;
 use crate::queue::latency::LatencyRecord;
@@ -19,7 +20,7 @@ use crate::queue::layout::{
     BACKLOG_TAKEN_PREFIX, DELIVERED_FILE, JOURNAL_FILE, LAST_RUN_FILE, SPOOL_PREFIX,
 };
 use crate::queue::reason;
-use crate::queue::{Queue, BACKLOG_FILE, FAILED_DIR, INTEGRITY_DIR, REASON_SUFFIX};
+use crate::queue::{Queue, BACKLOG_FILE, FAILED_DIR, INTEGRITY_DIR};
 
 /// An index file a collector follows, and how far it has read.
 #[derive(Debug, Clone, Serialize)]
@@ -87,7 +88,7 @@ impl QueueStatus {
                 0
             }
         };
-        let (failed, failed_by_reason) = match failed_reasons(&dir.join(FAILED_DIR)) {
+        let (failed, failed_by_reason) = match failed_reasons(dir) {
             Ok(v) => v,
             Err(e) => {
                 note(&dir.join(FAILED_DIR), &e);
@@ -301,29 +302,20 @@ pub fn rule_engine_off(dir: &Path) -> Option<String> {
     })
 }
 
-/// Counts the entries in failed/ and groups their reasons.
-fn failed_reasons(failed: &Path) -> io::Result<(usize, BTreeMap<String, usize>)> {
+/// Counts the entries in failed/ ([`failed_entries`], as `requeue --failed` lists
+/// them) and groups their reasons.
+fn failed_reasons(dir: &Path) -> io::Result<(usize, BTreeMap<String, usize>)> {
     let mut by_reason = BTreeMap::new();
-    let mut count = 0;
-    let rd = match fs::read_dir(failed) {
-        Ok(rd) => rd,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok((0, by_reason)),
-        Err(e) => return Err(e),
-    };
-    for entry in rd {
-        let entry = entry?;
-        let name = entry.file_name();
-        let Some(name) = name.to_str() else { continue };
-        if name.ends_with(REASON_SUFFIX) || !name.starts_with(crate::queue::ENTRY_PREFIX) {
-            continue;
-        }
-        count += 1;
-        let reason = reason::read(&failed.join(format!("{name}{REASON_SUFFIX}")))
-            .map(|r| reason::kind(&r))
+    let entries = failed_entries(dir)?;
+    for e in &entries {
+        let reason = e
+            .reason
+            .as_deref()
+            .map(reason::kind)
             .unwrap_or_else(|| "(no reason file)".to_string());
         *by_reason.entry(reason).or_insert(0) += 1;
     }
-    Ok((count, by_reason))
+    Ok((entries.len(), by_reason))
 }
 
 /// Counts the lines of a backlog or spool, opened checked (a link planted where one
@@ -415,6 +407,10 @@ impl Thresholds {
 }
 
 pub mod prometheus;
+pub mod text;
+mod verdict;
+
+pub use verdict::{evaluate, Found, Request, Verdict};
 
 #[cfg(test)]
 mod tests;

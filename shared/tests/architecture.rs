@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 const LAYERS: &[(&str, u8)] = &[
     ("escape", 0),
     ("hex", 0),
+    ("exit", 0),
     ("time", 0),
     ("testdata", 7),
     ("index", 1),
@@ -31,6 +32,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("ship", 5),
     ("requeue", 6),
     ("status", 6),
+    ("show", 6),
 ];
 
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
@@ -145,11 +147,6 @@ const LONG_FOR_NOW: &[&str] = &[
     "shared/src/requeue.rs:requeue_backlog",
     "shared/src/status.rs:gather",
     "shared/src/status/prometheus.rs:render",
-    "shipper/src/main.rs:main",
-    "shipper/src/requeue.rs:run",
-    "shipper/src/show.rs:as_text",
-    "shipper/src/status.rs:human",
-    "collector/src/main.rs:main",
 ];
 
 /// The functions of rustfmt-formatted `code`: (name, first line number, lines), each

@@ -2,27 +2,21 @@
 //! `modsec2sguil::ship::run::daemon` with the signals as its control channel; SIGHUP
 //! reads the config again through the same checks as at start.
 
-use crate::exit;
-use crate::setup::{become_queue_owner, load_settings, start};
-use crate::Common;
+use modsec2sguil::exit::Exit;
 
-pub fn run(common: &Common, foreground: bool) -> u8 {
-    let (_config, settings) = match start(common) {
-        Ok(v) => v,
-        Err(code) => return code,
-    };
+use crate::setup::{become_queue_owner, load_settings, start};
+use crate::{Common, Error};
+
+pub fn run(common: &Common, foreground: bool) -> Result<Exit, Error> {
+    let (_config, settings) = start(common)?;
     if settings.daemon && !foreground {
         // Before any thread exists: fork keeps only the calling thread.
-        if let Err(e) = nix::unistd::daemon(false, false) {
-            log::error!("DAEMON 1: cannot detach: {e}");
-            return exit::IO;
-        }
+        nix::unistd::daemon(false, false)
+            .map_err(|e| Error::Logged(Exit::Failed, format!("DAEMON 1: cannot detach: {e}")))?;
     }
     // Root opens nothing in the queue: its owner (RUNAS) may have planted anything.
-    if let Err(code) = become_queue_owner(&settings) {
-        return code;
-    }
+    become_queue_owner(&settings)?;
     let control = modsec2sguil::control::signals();
-    modsec2sguil::ship::run::daemon(settings, &control, || load_settings(common).map(|(_, s)| s))
-        .code()
+    let reload = || load_settings(common).map(|(_, s)| s);
+    Ok(modsec2sguil::ship::run::daemon(settings, &control, reload))
 }

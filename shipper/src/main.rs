@@ -1,49 +1,34 @@
 //! `modsec-shipper`: reads queued ModSecurity audit-log events and ships them to Sguil.
 //!
-//! This binary wires arguments, signals and logging to `modsec2sguil::ship`.
+//! This binary parses arguments, sets up logging, calls the library's entry point of the
+//! command (`ship::run`, `requeue::run`, `status::evaluate`, `show::run`) and presents
+//! its result; an error is printed once, by `main`.
 
 mod daemon;
 mod drain;
 mod requeue;
 mod setup;
-mod show;
 mod status;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use modsec2sguil::escape::escape_text;
+use modsec2sguil::exit::Exit;
+use modsec2sguil::requeue::Source;
+use modsec2sguil::show::{self, View};
 
-/// Exit codes of `drain` and `run`, documented in `--help` and the README.
-pub mod exit {
-    /// Done (or another shipper holds the queue).
-    pub const OK: u8 = 0;
-    /// The queue, journal or failed/ area could not be read or written.
-    pub const IO: u8 = 1;
-    /// Bad command line (clap's code).
-    pub const USAGE: u8 = 2;
-    /// Bad or missing configuration; as root, a config root cannot trust or a queue
-    /// owner it cannot become.
-    pub const CONFIG: u8 = 3;
-    /// sguild unreachable, refused us, or registration failed: the queue is untouched.
-    pub const UNREACHABLE: u8 = 4;
-    /// The session broke mid-run (database outage, lost connection, timeout): what was
-    /// confirmed is gone from the queue, the rest stays and is resent first next time.
-    pub const OUTAGE: u8 = 5;
+/// The text after the options of the program, `drain` and `run`: the exit codes
+/// ([`Exit::table`]), privileges, barnyard, delivery.
+fn after_help() -> String {
+    format!(
+        "Exit codes of drain and run:\n{}\n{AFTER_CODES}",
+        Exit::table(&Exit::SHIPPER)
+    )
 }
 
-const AFTER_HELP: &str = "\
-Exit codes of drain and run:
-  0  done (also: another shipper holds the queue lock; drain --wait waits instead)
-  1  the queue, its journal or failed/ could not be read or written
-  2  bad command line
-  3  bad or missing configuration (the message names the file, line and key), a
-     config root cannot trust, or a queue owner root cannot become
-  4  sguild unreachable, refused us, or registration failed (OUTPUT barnyard: the
-     snort_agent unreachable or not answering SidCidRequest): the queue is untouched
-  5  the session broke mid-run (database outage, lost connection, reply timeout):
-     what sguild confirmed is gone from the queue; the rest stays and goes first next run
-
+const AFTER_CODES: &str = "\
 Started as root, drain and run read the config (which must then be root's and writable
 by root alone, in directories only root writes: OpenSSH's StrictModes), open their log
 and detach as root, then switch to RUNAS, else to EVENT_DIR's owner, before touching the
@@ -63,7 +48,7 @@ that sguild refuses, are moved to EVENT_DIR/failed/ with a .reason file.";
     name = "modsec-shipper",
     version,
     about = "Ship ModSecurity audit-log events from the collector's queue to Sguil",
-    after_help = AFTER_HELP
+    after_help = after_help()
 )]
 struct Cli {
     #[command(subcommand)]
@@ -147,7 +132,7 @@ enum Command {
     /// non-alerts, quarantined, remaining, elapsed, events/s.
     ///
     /// Example (crontab): * * * * * modsec-shipper drain -c /etc/modsec2sguil.conf
-    #[command(after_help = AFTER_HELP)]
+    #[command(after_help = after_help())]
     Drain {
         #[command(flatten)]
         common: Common,
@@ -173,7 +158,7 @@ enum Command {
     /// DAEMON 1 detaches (unless --foreground); started as root it then switches to RUNAS
     /// (else to EVENT_DIR's owner) before touching the queue; logs go to stderr,
     /// SHIPPER_LOG_FILE (else LOG_FILE) and/or syslog (SYSLOGFACILITY).
-    #[command(after_help = AFTER_HELP)]
+    #[command(after_help = after_help())]
     Run {
         #[command(flatten)]
         common: Common,
@@ -203,60 +188,7 @@ enum Command {
     ///       --since "2026-11-27 00:00" --status 4xx,5xx
     ///   modsec-shipper requeue -c /etc/modsec2sguil.conf --suppressed --since 2026-12-07T05:00:00Z
     #[command(verbatim_doc_comment)]
-    #[command(group(clap::ArgGroup::new("source").required(true).args(["failed", "backlog", "index", "suppressed"])))]
-    Requeue {
-        #[command(flatten)]
-        at: QueueArgs,
-        /// Quarantined entries back from failed/ (the NAMEs given, --unique-id, or --all),
-        /// under their old names; their .reason files go to failed/history/.
-        #[arg(long)]
-        failed: bool,
-        /// Entries of failed/ to requeue (with --failed).
-        #[arg(value_name = "NAME", requires = "failed")]
-        names: Vec<String>,
-        /// Every entry of failed/ (with --failed).
-        #[arg(long, requires = "failed")]
-        all: bool,
-        /// Events a threshold held back (THRESHOLD_FILE): back from EVENT_DIR/held/ under
-        /// their old names, shipped whatever the thresholds say. With --since: those held
-        /// back at or after TIME (the delivered log's record); with --unique-id: those.
-        /// Works as the queue's owner, as --failed does.
-        #[arg(long)]
-        suppressed: bool,
-        /// Retry the index lines the collector could not act on (STATE_DIR/backlog); what
-        /// still fails stays there with its new reason.
-        #[arg(long)]
-        backlog: bool,
-        /// Read these index files (plain or .gz, oldest first) and queue their events from
-        /// the storage dir: a backfill, or a first load of an existing audit log.
-        #[arg(long, value_name = "FILE", num_args = 1..)]
-        index: Vec<PathBuf>,
-        /// SecAuditLogStorageDir, for --index and --backlog [config: STORAGE_DIR].
-        #[arg(long, value_name = "DIR")]
-        storage_dir: Option<PathBuf>,
-        // The brackets are the help text's (clap shows this comment), not doc links.
-        #[allow(rustdoc::broken_intra_doc_links)]
-        /// Only transactions that ended at or after this time (RFC 3339, or
-        /// "YYYY-MM-DD[ HH:MM[:SS]]" in local time); with --suppressed: held back at or
-        /// after it.
-        #[arg(long, value_name = "TIME", value_parser = modsec2sguil::requeue::parse_time)]
-        since: Option<chrono::DateTime<chrono::FixedOffset>>,
-        /// Only transactions that ended at or before this time.
-        #[arg(long, value_name = "TIME", requires = "index", value_parser = modsec2sguil::requeue::parse_time)]
-        until: Option<chrono::DateTime<chrono::FixedOffset>>,
-        /// Only these HTTP statuses (comma-separated; 4xx for a class).
-        #[arg(long, value_name = "CODES", requires = "index", value_delimiter = ',', value_parser = modsec2sguil::requeue::StatusMatch::parse)]
-        status: Vec<modsec2sguil::requeue::StatusMatch>,
-        /// Only the events with this unique id (repeatable; with --failed or --index).
-        #[arg(long = "unique-id", value_name = "ID")]
-        unique_id: Vec<String>,
-        /// List what would be requeued; change nothing.
-        #[arg(long)]
-        dry_run: bool,
-        /// Requeue events even if already queued or delivered.
-        #[arg(long)]
-        force: bool,
-    },
+    Requeue(RequeueArgs),
     /// The queue at a glance; with thresholds, a Nagios-style check.
     ///
     /// Reports the entries waiting (and how old the oldest is), events sent and awaiting
@@ -283,10 +215,10 @@ enum Command {
         #[arg(long, conflicts_with_all = ["warn_age", "crit_age", "crit_failed"])]
         prometheus: bool,
         /// WARNING when the oldest entry is older than this (seconds, or 15m, 2h, 1d).
-        #[arg(long, value_name = "AGE", value_parser = status::parse_age)]
+        #[arg(long, value_name = "AGE", value_parser = modsec2sguil::status::text::parse_age)]
         warn_age: Option<u64>,
         /// CRITICAL when the oldest entry is older than this.
-        #[arg(long, value_name = "AGE", value_parser = status::parse_age)]
+        #[arg(long, value_name = "AGE", value_parser = modsec2sguil::status::text::parse_age)]
         crit_age: Option<u64>,
         /// CRITICAL when failed/ holds this many entries or more.
         #[arg(long, value_name = "N")]
@@ -331,105 +263,98 @@ enum Command {
     },
 }
 
+// The options of `requeue` (no doc comment: the variant's is its help).
+#[derive(clap::Args, Debug)]
+#[command(group(clap::ArgGroup::new("source").required(true).args(["failed", "backlog", "index", "suppressed"])))]
+struct RequeueArgs {
+    #[command(flatten)]
+    at: QueueArgs,
+    /// Quarantined entries back from failed/ (the NAMEs given, --unique-id, or --all),
+    /// under their old names; their .reason files go to failed/history/.
+    #[arg(long)]
+    failed: bool,
+    /// Entries of failed/ to requeue (with --failed).
+    #[arg(value_name = "NAME", requires = "failed")]
+    names: Vec<String>,
+    /// Every entry of failed/ (with --failed).
+    #[arg(long, requires = "failed")]
+    all: bool,
+    /// Events a threshold held back (THRESHOLD_FILE): back from EVENT_DIR/held/ under
+    /// their old names, shipped whatever the thresholds say. With --since: those held
+    /// back at or after TIME (the delivered log's record); with --unique-id: those.
+    /// Works as the queue's owner, as --failed does.
+    #[arg(long)]
+    suppressed: bool,
+    /// Retry the index lines the collector could not act on (STATE_DIR/backlog); what
+    /// still fails stays there with its new reason.
+    #[arg(long)]
+    backlog: bool,
+    /// Read these index files (plain or .gz, oldest first) and queue their events from
+    /// the storage dir: a backfill, or a first load of an existing audit log.
+    #[arg(long, value_name = "FILE", num_args = 1..)]
+    index: Vec<PathBuf>,
+    /// SecAuditLogStorageDir, for --index and --backlog [config: STORAGE_DIR].
+    #[arg(long, value_name = "DIR")]
+    storage_dir: Option<PathBuf>,
+    // The brackets are the help text's (clap shows this comment), not doc links.
+    #[allow(rustdoc::broken_intra_doc_links)]
+    /// Only transactions that ended at or after this time (RFC 3339, or
+    /// "YYYY-MM-DD[ HH:MM[:SS]]" in local time); with --suppressed: held back at or
+    /// after it.
+    #[arg(long, value_name = "TIME", value_parser = modsec2sguil::requeue::parse_time)]
+    since: Option<chrono::DateTime<chrono::FixedOffset>>,
+    /// Only transactions that ended at or before this time.
+    #[arg(long, value_name = "TIME", requires = "index", value_parser = modsec2sguil::requeue::parse_time)]
+    until: Option<chrono::DateTime<chrono::FixedOffset>>,
+    /// Only these HTTP statuses (comma-separated; 4xx for a class).
+    #[arg(long, value_name = "CODES", requires = "index", value_delimiter = ',', value_parser = modsec2sguil::requeue::StatusMatch::parse)]
+    status: Vec<modsec2sguil::requeue::StatusMatch>,
+    /// Only the events with this unique id (repeatable; with --failed or --index).
+    #[arg(long = "unique-id", value_name = "ID")]
+    unique_id: Vec<String>,
+    /// List what would be requeued; change nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Requeue events even if already queued or delivered.
+    #[arg(long)]
+    force: bool,
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    match cli.command {
-        Command::Show {
-            files,
-            json,
-            max_body,
-            detail,
-            config,
-        } => {
-            setup::install_plain_logger();
-            match detail {
-                Some(format) => show::details(&files, format, config.as_deref(), max_body),
-                None => show::run(&files, json, max_body),
-            }
+    match run(Cli::parse()) {
+        Ok(code) => code,
+        Err(Error::Said(exit, message)) => {
+            eprintln!("modsec-shipper: {message}");
+            exit.into()
         }
+        Err(Error::Logged(exit, message)) => {
+            log::error!("{message}");
+            exit.into()
+        }
+    }
+}
+
+/// Why a command stopped, said once, by `main`.
+pub enum Error {
+    /// On stderr, after the program's name.
+    Said(Exit, String),
+    /// In the log `drain` and `run` have set up by then (stderr, file, syslog).
+    Logged(Exit, String),
+}
+
+fn run(cli: Cli) -> Result<ExitCode, Error> {
+    let terse = || modsec2sguil::logging::start_terse(&modsec2sguil::logging::SHIPPER);
+    let exit = match cli.command {
         Command::Drain {
             common,
             wait,
             max_events,
             max_seconds,
-        } => ExitCode::from(drain::run(&common, wait, max_events, max_seconds)),
-        Command::Run { common, foreground } => ExitCode::from(daemon::run(&common, foreground)),
-        Command::GenerateDocs { dir } => {
-            use clap::CommandFactory;
-            match modsec2sguil::manual::generate(Cli::command(), &dir) {
-                Ok(files) => {
-                    files.iter().for_each(|f| println!("{}", f.display()));
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("modsec-shipper: {}: {e}", dir.display());
-                    ExitCode::from(exit::IO)
-                }
-            }
-        }
-        Command::Requeue {
-            at,
-            failed,
-            names,
-            all,
-            suppressed,
-            backlog,
-            index,
-            storage_dir,
-            since,
-            until,
-            status,
-            unique_id,
-            dry_run,
-            force,
-        } => {
-            setup::install_plain_logger();
-            if failed && names.is_empty() && unique_id.is_empty() && !all {
-                eprintln!("modsec-shipper: requeue --failed: name the entries, or give --unique-id ID or --all");
-                return ExitCode::from(exit::USAGE);
-            }
-            if backlog && !unique_id.is_empty() {
-                eprintln!("modsec-shipper: requeue --backlog takes no --unique-id (it retries the whole backlog)");
-                return ExitCode::from(exit::USAGE);
-            }
-            if since.is_some() && !suppressed && index.is_empty() {
-                eprintln!("modsec-shipper: requeue --since goes with --index or --suppressed");
-                return ExitCode::from(exit::USAGE);
-            }
-            let source = if suppressed {
-                requeue::Source::Suppressed {
-                    since,
-                    unique_ids: unique_id,
-                }
-            } else if failed {
-                requeue::Source::Failed {
-                    names,
-                    unique_ids: unique_id,
-                    all,
-                }
-            } else if backlog {
-                requeue::Source::Backlog
-            } else {
-                requeue::Source::Index {
-                    files: index,
-                    storage_dir: storage_dir.clone(),
-                    filter: modsec2sguil::requeue::LineFilter {
-                        since,
-                        until,
-                        unique_ids: unique_id,
-                        statuses: status,
-                    },
-                }
-            };
-            let o = requeue::Options {
-                config: at.config_file(),
-                queue: at.queue,
-                storage_dir,
-                state_dir: at.state_dir.clone(),
-                dry_run,
-                force,
-            };
-            ExitCode::from(requeue::run(source, &o))
+        } => drain::run(&common, wait, max_events, max_seconds)?,
+        Command::Run { common, foreground } => daemon::run(&common, foreground)?,
+        Command::Requeue(args) => {
+            terse();
+            requeue::run(args.request()?)?
         }
         Command::Status {
             at,
@@ -439,25 +364,104 @@ fn main() -> ExitCode {
             crit_age,
             crit_failed,
         } => {
-            setup::install_plain_logger();
-            let thresholds = modsec2sguil::status::Thresholds {
-                warn_age,
-                crit_age,
-                crit_failed,
-            };
-            ExitCode::from(status::run(
-                at.config_file().as_ref(),
-                at.queue.as_ref(),
-                at.state_dir.clone(),
-                if prometheus {
-                    status::Format::Prometheus
-                } else if json {
-                    status::Format::Json
-                } else {
-                    status::Format::Text
+            terse();
+            let request = modsec2sguil::status::Request {
+                config: at.config_file(),
+                queue: at.queue,
+                state_dir: at.state_dir,
+                thresholds: modsec2sguil::status::Thresholds {
+                    warn_age,
+                    crit_age,
+                    crit_failed,
                 },
-                thresholds,
-            ))
+            };
+            let format = if prometheus {
+                status::Format::Prometheus
+            } else if json {
+                status::Format::Json
+            } else {
+                status::Format::Text
+            };
+            // Nagios' levels, not an Exit.
+            return Ok(ExitCode::from(status::run(&request, format)));
         }
+        Command::Show {
+            files,
+            json,
+            max_body,
+            detail,
+            config,
+        } => {
+            terse();
+            let view = match detail {
+                Some(format) => View::Detail { format, config },
+                None if json => View::Json,
+                None => View::Text,
+            };
+            let request = modsec2sguil::show::Request {
+                files,
+                view,
+                max_body,
+            };
+            let mut errors = |e: &str| eprintln!("modsec-shipper: show: {}", escape_text(e));
+            show::run(&request, &mut std::io::stdout().lock(), &mut errors)
+        }
+        Command::GenerateDocs { dir } => {
+            use clap::CommandFactory;
+            let files = modsec2sguil::manual::generate(Cli::command(), &dir)
+                .map_err(|e| Error::Said(Exit::Failed, format!("{}: {e}", dir.display())))?;
+            files.iter().for_each(|f| println!("{}", f.display()));
+            Exit::Ok
+        }
+    };
+    Ok(exit.into())
+}
+
+impl RequeueArgs {
+    /// The library's request; a combination clap cannot refuse is a usage error.
+    fn request(self) -> Result<modsec2sguil::requeue::Request, Error> {
+        let usage = |why: &str| Err(Error::Said(Exit::Usage, why.to_string()));
+        if self.failed && self.names.is_empty() && self.unique_id.is_empty() && !self.all {
+            return usage("requeue --failed: name the entries, or give --unique-id ID or --all");
+        }
+        if self.backlog && !self.unique_id.is_empty() {
+            return usage("requeue --backlog takes no --unique-id (it retries the whole backlog)");
+        }
+        if self.since.is_some() && !self.suppressed && self.index.is_empty() {
+            return usage("requeue --since goes with --index or --suppressed");
+        }
+        let source = if self.suppressed {
+            Source::Suppressed {
+                since: self.since,
+                unique_ids: self.unique_id,
+            }
+        } else if self.failed {
+            Source::Failed {
+                names: self.names,
+                unique_ids: self.unique_id,
+                all: self.all,
+            }
+        } else if self.backlog {
+            Source::Backlog
+        } else {
+            Source::Index {
+                files: self.index,
+                filter: modsec2sguil::requeue::LineFilter {
+                    since: self.since,
+                    until: self.until,
+                    unique_ids: self.unique_id,
+                    statuses: self.status,
+                },
+            }
+        };
+        Ok(modsec2sguil::requeue::Request {
+            source,
+            config: self.at.config_file(),
+            queue: self.at.queue,
+            storage_dir: self.storage_dir,
+            state_dir: self.at.state_dir,
+            dry_run: self.dry_run,
+            force: self.force,
+        })
     }
 }

@@ -1,17 +1,16 @@
-//! What `drain` and `run` share: config and logging, and privileges; and the logger of
-//! the operator commands.
+//! What `drain` and `run` share: config and logging, and privileges.
 
-use log::LevelFilter;
-use modsec2sguil::config::{ConfigFile, KNOWN_KEYS};
-use modsec2sguil::logging::{facility, Logger};
+use modsec2sguil::config::ConfigFile;
+use modsec2sguil::exit::Exit;
+use modsec2sguil::logging::SHIPPER;
 use modsec2sguil::ship::settings::{OutputKind, ShipperOverrides, ShipperSettings};
 
-use crate::{Common, OutputArg};
+use crate::{Common, Error, OutputArg};
 
 /// The start of `drain` and `run`: the config read and checked, the logger installed.
-/// A config that does not load is logged (to stderr, and to its log file if the file
-/// at least parses) and gives the exit code.
-pub fn start(common: &Common) -> Result<(ConfigFile, ShipperSettings), u8> {
+/// A config that does not load is an error for the log (stderr, and its log file if the
+/// file at least parses), exit 3.
+pub fn start(common: &Common) -> Result<(ConfigFile, ShipperSettings), Error> {
     match load_settings(common) {
         Ok((config, settings)) => {
             install_logger(common, Some(&config));
@@ -21,8 +20,7 @@ pub fn start(common: &Common) -> Result<(ConfigFile, ShipperSettings), u8> {
             // Its log file only if root may trust it.
             let config = ConfigFile::load_trusted(&common.config).ok();
             install_logger(common, config.as_ref());
-            log::error!("{e}");
-            Err(crate::exit::CONFIG)
+            Err(Error::Logged(Exit::Config, e))
         }
     }
 }
@@ -64,71 +62,15 @@ fn not_world_writable(path: &std::path::Path) -> Result<(), String> {
     }
 }
 
-/// Installs the logger from DEBUG / RUST_LOG, LOG_FILE and SYSLOGFACILITY (a config that
-/// did not load still gets stderr).
+/// Installs the log of `drain` and `run` (a config that did not load still gets stderr).
 pub fn install_logger(common: &Common, config: Option<&ConfigFile>) {
-    let setting = |key: &str| config.and_then(|c| c.string(key));
-    let debug = common.debug
-        || config
-            .and_then(|c| c.bool("DEBUG").ok().flatten())
-            .unwrap_or(false);
-    let level = match std::env::var("RUST_LOG")
-        .ok()
-        .and_then(|v| v.parse::<LevelFilter>().ok())
-    {
-        Some(l) => l,
-        None if debug => LevelFilter::Debug,
-        None => LevelFilter::Info,
-    };
-    // One config file serves both programs; the collector's log is root's.
-    let log_file = setting("SHIPPER_LOG_FILE")
-        .or_else(|| setting("LOG_FILE"))
-        .filter(|f| !f.is_empty());
-    let syslog = setting("SYSLOGFACILITY").and_then(|f| facility(&f));
-    let installed = Logger::install(
-        "modsec-shipper",
-        level,
-        true,
-        log_file.as_deref().map(std::path::Path::new),
-        syslog,
-    );
-    if let Err(e) = installed {
-        let _ = Logger::install("modsec-shipper", level, true, None, syslog);
-        log::error!(
-            "cannot open the log file {}: {e}; logging to stderr (and syslog if set) only",
-            log_file.unwrap_or_default()
-        );
-    }
-    if let Some(c) = config {
-        c.warn_unknown(KNOWN_KEYS);
-    }
+    modsec2sguil::logging::start(&SHIPPER, config, common.debug, None);
 }
 
 /// Started as root, becomes RUNAS or the queue's owner before anything in the queue is
 /// opened (`modsec2sguil::privilege`); what cannot is logged and exits 3.
-pub fn become_queue_owner(settings: &ShipperSettings) -> Result<(), u8> {
+pub fn become_queue_owner(settings: &ShipperSettings) -> Result<(), Error> {
     modsec2sguil::privilege::drop_to_queue_owner(settings.runas, &settings.queue_dir)
         .map(|_| ())
-        .map_err(|e| {
-            log::error!("{e}");
-            crate::exit::CONFIG
-        })
-}
-
-/// The logger of `requeue`, `status` and `show`: stderr, at RUST_LOG's level (default
-/// warn), every message escaped (`escape_text`): they quote file names and records from
-/// the queue, which its owner writes, to the terminal of whoever runs them.
-pub fn install_plain_logger() {
-    use std::io::Write;
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
-        .format(|buf, record| {
-            let text = record.args().to_string();
-            writeln!(
-                buf,
-                "modsec-shipper: {}: {}",
-                record.level().as_str().to_ascii_lowercase(),
-                modsec2sguil::escape::escape_text(&text)
-            )
-        })
-        .init();
+        .map_err(|e| Error::Logged(Exit::Config, e.to_string()))
 }

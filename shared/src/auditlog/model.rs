@@ -23,6 +23,18 @@ pub enum EventFormat {
     Json3,
 }
 
+impl EventFormat {
+    /// Its name, as JSON has it (`native2`, `json2`, `native3`, `json3`).
+    pub fn name(self) -> &'static str {
+        match self {
+            EventFormat::Native2 => "native2",
+            EventFormat::Json2 => "json2",
+            EventFormat::Native3 => "native3",
+            EventFormat::Json3 => "json3",
+        }
+    }
+}
+
 /// An address and port of one side of the connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct Endpoint {
@@ -193,6 +205,20 @@ pub enum MessageAction {
 }
 
 impl MessageAction {
+    /// Its kind, as JSON has it (`warning`, `denied`, `redirect`, `proxy`, `drop`,
+    /// `allowed`, `none`).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            MessageAction::Warning => "warning",
+            MessageAction::Denied { .. } => "denied",
+            MessageAction::Redirect { .. } => "redirect",
+            MessageAction::Proxy { .. } => "proxy",
+            MessageAction::Drop { .. } => "drop",
+            MessageAction::Allowed { .. } => "allowed",
+            MessageAction::None => "none",
+        }
+    }
+
     /// Whether this action stopped the transaction.
     pub fn is_disruptive(&self) -> bool {
         matches!(
@@ -384,6 +410,39 @@ fn ser_bytes<S: serde::Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_are_the_json_ones() {
+        for f in [
+            EventFormat::Native2,
+            EventFormat::Json2,
+            EventFormat::Native3,
+            EventFormat::Json3,
+        ] {
+            assert_eq!(serde_json::to_value(f).unwrap(), f.name());
+        }
+        for a in [
+            MessageAction::Warning,
+            MessageAction::Denied {
+                status: Some(403),
+                phase: Some(2),
+            },
+            MessageAction::Redirect {
+                url: "u".into(),
+                status: None,
+                phase: None,
+            },
+            MessageAction::Proxy {
+                url: "u".into(),
+                phase: None,
+            },
+            MessageAction::Drop { phase: None },
+            MessageAction::Allowed { phase: None },
+            MessageAction::None,
+        ] {
+            assert_eq!(serde_json::to_value(&a).unwrap()["kind"], a.kind());
+        }
+    }
 
     #[test]
     fn severity_from_names_and_numbers() {

@@ -19,6 +19,7 @@
 use std::io::{self, BufRead};
 use std::sync::atomic::AtomicU64;
 
+pub mod degraded;
 pub mod follow;
 pub mod index_file;
 pub mod migrate;

@@ -25,6 +25,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 pub mod bounded;
 pub mod delivered;
+pub mod failed;
 pub mod journal;
 pub mod known;
 pub mod last_run;

@@ -1,10 +1,13 @@
 //! requeue: each source, the known-event check, dry runs, crash leftovers.
 
 use super::*;
+use crate::auditlog::ParseLimits;
 use crate::queue::delivered::{Delivered, DeliveredLog};
+use crate::queue::known::unique_id_of;
 use crate::queue::{LinkMode, INTEGRITY_DIR};
 use crate::testdata::event_text;
 use md5::{Digest, Md5};
+use std::path::PathBuf;
 
 struct Setup {
     dir: tempfile::TempDir,
@@ -643,4 +646,94 @@ fn known_never_misses_an_event_a_shipper_is_delivering() {
         loads >= n / checkpoint - 1,
         "only {loads} loads overlapped the delivery"
     );
+}
+
+#[test]
+fn a_request_reports_each_event_and_problem_as_it_goes_and_stops_on_a_missing_queue() {
+    let s = Setup::new();
+    let qd = s.queue_dir();
+    quarantined(
+        &s,
+        "modsec.log.100.000001",
+        &event_text("ID-one", 403),
+        "denied",
+    );
+    let request = |names: &[&str]| Request {
+        source: Source::Failed {
+            names: names.iter().map(|n| n.to_string()).collect(),
+            unique_ids: Vec::new(),
+            all: false,
+        },
+        config: None,
+        queue: Some(qd.clone()),
+        storage_dir: None,
+        state_dir: None,
+        dry_run: false,
+        force: false,
+    };
+    let mut told = Vec::new();
+    let report = run(
+        request(&["modsec.log.100.000001", "modsec.log.7.000007"]),
+        &mut |p| {
+            told.push(match p {
+                Progress::Outcome { what, outcome } => format!("{what}: {outcome:?}"),
+                Progress::Problem(text) => format!("problem: {text}"),
+                other => format!("{other:?}"),
+            })
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        told,
+        [
+            "problem: modsec.log.7.000007: not in failed/",
+            "failed/modsec.log.100.000001 (denied): Queued(\"modsec.log.100.000001\")",
+        ]
+    );
+    assert_eq!((report.queued, report.failed), (1, 1));
+    assert_eq!(s.entries(), ["modsec.log.100.000001"]);
+
+    let mut missing = request(&[]);
+    missing.queue = Some(s.dir.path().join("nowhere"));
+    let e = run(missing, &mut |_| {}).unwrap_err();
+    assert!(
+        matches!(&e, Error::Config(why) if why.contains("nowhere")),
+        "{e:?}"
+    );
+    assert_eq!(e.exit(), crate::exit::Exit::Config);
+}
+
+#[test]
+fn a_failed_entry_not_named_as_a_queue_entry_is_counted_and_named_not_put_back() {
+    let s = Setup::new();
+    let qd = s.queue_dir();
+    fs::create_dir_all(qd.join(FAILED_DIR)).unwrap();
+    fs::write(qd.join(FAILED_DIR).join("modsec.log.junk"), "x").unwrap();
+    let mut told = Vec::new();
+    let request = Request {
+        source: Source::Failed {
+            names: Vec::new(),
+            unique_ids: Vec::new(),
+            all: true,
+        },
+        config: None,
+        queue: Some(qd.clone()),
+        storage_dir: None,
+        state_dir: None,
+        dry_run: false,
+        force: false,
+    };
+    let report = run(request, &mut |p| {
+        if let Progress::Outcome { outcome, .. } = p {
+            told.push(outcome.clone());
+        }
+    })
+    .unwrap();
+    assert_eq!(report.failed, 1);
+    assert!(
+        matches!(&told[..], [Outcome::Failed(why)] if why.contains("not named as a queue entry")),
+        "{told:?}"
+    );
+    assert!(qd.join(FAILED_DIR).join("modsec.log.junk").exists());
+    assert!(s.entries().is_empty());
 }

@@ -18,37 +18,11 @@ use super::settings::ShipperSettings;
 use super::sink::connect;
 use super::{Bounds, ShipError, ShipStats, Shipper, Sink};
 use crate::control::Control;
+use crate::exit::Exit;
 use crate::queue::last_run::{LastRun, RunResult};
 use crate::queue::latency::LatencyRecord;
 use crate::queue::watch::{Watch, Woken};
 use crate::sguil::client::SessionError;
-
-/// How a run ended: the binary's exit code (documented in `modsec-shipper --help`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Exit {
-    /// Done, stopped on request, or another shipper holds the queue.
-    Ok,
-    /// The queue, journal or failed/ area could not be read or written.
-    Io,
-    /// The queue does not exist.
-    Config,
-    /// sguild (or the snort_agent) could not be reached: the queue is untouched.
-    Unreachable,
-    /// The session broke mid-run; the rest stays queued and goes first next time.
-    Outage,
-}
-
-impl Exit {
-    pub fn code(self) -> u8 {
-        match self {
-            Exit::Ok => 0,
-            Exit::Io => 1,
-            Exit::Config => 3,
-            Exit::Unreachable => 4,
-            Exit::Outage => 5,
-        }
-    }
-}
 
 /// Whether the session is still in step after `e`, and can be ended politely
 /// ([`super::sink::Sink::close`]): not after the connection broke, a reply timed out or
@@ -65,7 +39,7 @@ fn in_step(e: &ShipError) -> bool {
 /// What a [`ShipError`] means for the run and its record.
 fn ended_by(e: &ShipError) -> (Exit, RunResult) {
     match e {
-        ShipError::Io { .. } => (Exit::Io, RunResult::IoError),
+        ShipError::Io { .. } => (Exit::Failed, RunResult::IoError),
         ShipError::Session(_) | ShipError::CidCollision { .. } => (Exit::Outage, RunResult::Outage),
     }
 }
@@ -152,14 +126,14 @@ pub fn drain(settings: &ShipperSettings, o: &DrainOptions, control: &Receiver<Co
         Ok(s) => s,
         Err(e) => {
             log::error!("{e}");
-            return Exit::Io;
+            return Exit::Failed;
         }
     };
     let queued = match shipper.remaining() {
         Ok(n) => n,
         Err(e) => {
             log::error!("{e}");
-            return Exit::Io;
+            return Exit::Failed;
         }
     };
     let record = |shipper: &Shipper, result, error, remaining| {
@@ -204,7 +178,7 @@ pub fn drain(settings: &ShipperSettings, o: &DrainOptions, control: &Receiver<Co
                 "{} delivered entries could not be removed",
                 shipper.stats.undeletable
             );
-            (Exit::Io, RunResult::IoError, Some(why))
+            (Exit::Failed, RunResult::IoError, Some(why))
         }
         Ok(_) => (Exit::Ok, RunResult::Ok, None),
         Err(e) => {
@@ -479,7 +453,7 @@ fn lock_queue(queue_dir: &Path, flags: &ControlFlags, wait: bool) -> Result<Queu
             }
             Err(e) => {
                 log::error!("{}: cannot take the queue lock: {e}", queue_dir.display());
-                return Err(Exit::Io);
+                return Err(Exit::Failed);
             }
         }
     }
@@ -501,7 +475,7 @@ fn open_retrying(
                 let wait = backoff.next();
                 log::error!("{e}; retrying in {:.1} s", wait.as_secs_f64());
                 if !flags.sleep_unless_stopped(wait) {
-                    return Err(Exit::Io);
+                    return Err(Exit::Failed);
                 }
             }
         }

@@ -69,7 +69,7 @@ fn drain_ships_the_queue_records_the_run_and_says_how_it_ended() {
     assert_eq!(
         [
             Exit::Ok,
-            Exit::Io,
+            Exit::Failed,
             Exit::Config,
             Exit::Unreachable,
             Exit::Outage

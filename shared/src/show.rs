@@ -1,55 +1,108 @@
-//! `modsec-shipper show`: the parsed view of event files, as text or JSON lines.
+//! `modsec-shipper show`: the parsed view of event files, as text, JSON lines, or the
+//! Sguil detail each would ship with. Run as root, it opens the files as root and reads
+//! and parses them as `nobody`.
 
 use std::fmt::Write as _;
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::ExitCode;
 
 use chrono::Utc;
-use modsec2sguil::alert::{map_event, AlertSettings, DetailFormat};
-use modsec2sguil::auditlog::{read_event_file, AuditEvent, Body, ParseLimits};
-use modsec2sguil::config::{walk_roots_alone, ConfigFile};
-use modsec2sguil::escape::{escape, escape_lines, escape_text, json_ascii};
-use modsec2sguil::queue::{DEFAULT_MAX_EVENT_BYTES, MAX_EVENT_BYTES_RANGE};
 
-/// `show --detail`: the Sguil detail of each file, as the shipper would send it.
-pub fn details(
-    files: &[PathBuf],
-    format: Option<DetailFormat>,
-    config: Option<&Path>,
-    max_body: usize,
-) -> ExitCode {
-    let loaded = match config {
-        Some(path) => ConfigFile::load_trusted(path).and_then(|c| {
-            let max_event_bytes = c
-                .number("MAX_EVENT_BYTES", MAX_EVENT_BYTES_RANGE)?
-                .unwrap_or(DEFAULT_MAX_EVENT_BYTES);
-            Ok((AlertSettings::resolve(&c)?, max_event_bytes))
-        }),
-        None => Ok((AlertSettings::default(), DEFAULT_MAX_EVENT_BYTES)),
-    };
-    let (mut settings, max_event_bytes) = match loaded {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("modsec-shipper: show: {}", escape_text(&e.to_string()));
-            return ExitCode::from(crate::exit::CONFIG);
+use crate::alert::{map_event, AlertSettings, DetailFormat};
+use crate::auditlog::{read_event_file, AuditEvent, Body, ParseLimits};
+use crate::config::{walk_roots_alone, ConfigFile};
+use crate::escape::{escape, escape_lines, json_ascii};
+use crate::exit::Exit;
+use crate::queue::{DEFAULT_MAX_EVENT_BYTES, MAX_EVENT_BYTES_RANGE};
+
+/// What `show` prints of each file.
+#[derive(Debug, Clone)]
+pub enum View {
+    /// The parsed event, for people.
+    Text,
+    /// The parsed event, one JSON object a line.
+    Json,
+    /// The Sguil detail the shipper would send: in this format (else the config's
+    /// DETAIL_FORMAT), with the alert settings of this config (else the defaults).
+    Detail {
+        format: Option<DetailFormat>,
+        config: Option<PathBuf>,
+    },
+}
+
+/// What `show` is asked.
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub files: Vec<PathBuf>,
+    pub view: View,
+    /// The most bytes of each body kept.
+    pub max_body: usize,
+}
+
+/// Writes the view of each file to `out`, and tells `errors` what could not be shown
+/// (a file, the config, root not dropped; unescaped). Exit 1 if a file could not be
+/// parsed or `out` closed, 3 for the config or root not dropped.
+pub fn run(r: &Request, out: &mut dyn Write, errors: &mut dyn FnMut(&str)) -> Exit {
+    match &r.view {
+        View::Text | View::Json => {
+            let json = matches!(r.view, View::Json);
+            each_file(
+                &r.files,
+                r.max_body,
+                DEFAULT_MAX_EVENT_BYTES,
+                out,
+                errors,
+                |path, event, _| {
+                    if json {
+                        as_json(path, event)
+                    } else {
+                        as_text(path, event)
+                    }
+                    .into_bytes()
+                },
+            )
         }
-    };
-    if let Some(f) = format {
-        settings.detail_format = f;
+        View::Detail { format, config } => {
+            let loaded = match config {
+                Some(path) => ConfigFile::load_trusted(path).and_then(|c| {
+                    let max_event_bytes = c
+                        .number("MAX_EVENT_BYTES", MAX_EVENT_BYTES_RANGE)?
+                        .unwrap_or(DEFAULT_MAX_EVENT_BYTES);
+                    Ok((AlertSettings::resolve(&c)?, max_event_bytes))
+                }),
+                None => Ok((AlertSettings::default(), DEFAULT_MAX_EVENT_BYTES)),
+            };
+            let (mut settings, max_event_bytes) = match loaded {
+                Ok(s) => s,
+                Err(e) => {
+                    errors(&e.to_string());
+                    return Exit::Config;
+                }
+            };
+            if let Some(f) = format {
+                settings.detail_format = *f;
+            }
+            each_file(
+                &r.files,
+                r.max_body,
+                max_event_bytes,
+                out,
+                errors,
+                |_, event, raw| {
+                    let mapped = map_event(event, raw, &[], &settings);
+                    // The text format carries the raw event: nothing in it may drive the terminal.
+                    let mut text = escape_lines(&mapped.fields.detail);
+                    text.push(b'\n');
+                    text
+                },
+            )
+        }
     }
-    each_file(files, max_body, max_event_bytes, |_, event, raw| {
-        let mapped = map_event(event, raw, &[], &settings);
-        // The text format carries the raw event: nothing in it may drive the terminal.
-        let mut text = escape_lines(&mapped.fields.detail);
-        text.push(b'\n');
-        text
-    })
 }
 
 /// Parses each file and writes what `render` makes of it to stdout; a file that cannot
-/// be parsed is named on stderr. Exits 1 if any could not, or stdout closed; 3 if root
+/// be parsed is told to `errors`. Exits 1 if any could not, or stdout closed; 3 if root
 /// cannot be dropped.
 ///
 /// Run as root, every file is opened first (root may read what the operator names: the
@@ -63,8 +116,10 @@ fn each_file(
     files: &[PathBuf],
     max_body: usize,
     max_event_bytes: u64,
+    out: &mut dyn Write,
+    errors: &mut dyn FnMut(&str),
     render: impl Fn(&Path, &AuditEvent, &[u8]) -> Vec<u8>,
-) -> ExitCode {
+) -> Exit {
     let limits = ParseLimits {
         max_body_bytes: max_body,
         ..ParseLimits::default()
@@ -72,12 +127,10 @@ fn each_file(
     let mut opened = match open_as_root_then_drop(files, max_event_bytes) {
         Ok(o) => o,
         Err(e) => {
-            eprintln!("modsec-shipper: show: {}", escape_text(&e));
-            return ExitCode::from(crate::exit::CONFIG);
+            errors(&e);
+            return Exit::Config;
         }
     };
-    let stdout = std::io::stdout();
-    let mut out = stdout.lock();
     let mut failed = 0usize;
     for (i, path) in files.iter().enumerate() {
         let file = match opened.as_mut() {
@@ -88,40 +141,24 @@ fn each_file(
             Ok((event, raw)) => {
                 if out.write_all(&render(path, &event, &raw)).is_err() {
                     // stdout closed (e.g. piped into head): nothing more to say.
-                    return ExitCode::from(1);
+                    return Exit::Failed;
                 }
             }
             Err(e) => {
                 failed += 1;
-                eprintln!("modsec-shipper: show: {}", escape_text(&e));
+                errors(&e);
             }
         }
     }
     if failed > 0 {
-        eprintln!(
-            "modsec-shipper: show: {failed} of {} file(s) could not be parsed",
+        errors(&format!(
+            "{failed} of {} file(s) could not be parsed",
             files.len()
-        );
-        ExitCode::from(1)
+        ));
+        Exit::Failed
     } else {
-        ExitCode::SUCCESS
+        Exit::Ok
     }
-}
-
-pub fn run(files: &[PathBuf], json: bool, max_body: usize) -> ExitCode {
-    each_file(
-        files,
-        max_body,
-        DEFAULT_MAX_EVENT_BYTES,
-        |path, event, _| {
-            if json {
-                as_json(path, event)
-            } else {
-                as_text(path, event)
-            }
-            .into_bytes()
-        },
-    )
 }
 
 /// As root: every file opened (each `Ok`, or why not), then root dropped for `nobody`
@@ -150,8 +187,8 @@ fn open_as_root_then_drop(
         .iter()
         .map(|p| open(p, true, max_event_bytes))
         .collect();
-    let (uid, gid) = modsec2sguil::privilege::nobody();
-    modsec2sguil::privilege::drop_to(uid, gid).map_err(|e| {
+    let (uid, gid) = crate::privilege::nobody();
+    crate::privilege::drop_to(uid, gid).map_err(|e| {
         format!(
             "cannot drop root for nobody (uid {uid}) before parsing: {e}; run show as an \
              unprivileged user that can read the files"
@@ -269,11 +306,7 @@ fn safe(bytes: &[u8]) -> String {
 fn as_text(path: &Path, ev: &AuditEvent) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "== {}", safe(path.as_os_str().as_encoded_bytes()));
-    let format = serde_json::to_value(ev.format)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_string))
-        .unwrap_or_default();
-    let _ = writeln!(s, "format:       {format}");
+    let _ = writeln!(s, "format:       {}", ev.format.name());
     if let Some(p) = &ev.producer {
         let _ = writeln!(s, "producer:     {}", safe(p.as_bytes()));
     }
@@ -331,6 +364,13 @@ fn as_text(path: &Path, ev: &AuditEvent) -> String {
     if let Some(mode) = ev.engine_mode {
         let _ = writeln!(s, "engine mode:  {mode:?}");
     }
+    write_rules(&mut s, ev);
+    s.push('\n');
+    s
+}
+
+/// The rule messages of `as_text`, part K's rule ids, Apache's errors, the anomalies.
+fn write_rules(s: &mut String, ev: &AuditEvent) {
     let _ = writeln!(
         s,
         "rules:        {}",
@@ -343,10 +383,7 @@ fn as_text(path: &Path, ev: &AuditEvent) -> String {
     for m in &ev.matches {
         let id = safe(m.id.as_deref().unwrap_or("-").as_bytes());
         let sev = m.severity.map(|s| s.name()).unwrap_or("-");
-        let action = serde_json::to_value(&m.action)
-            .ok()
-            .and_then(|v| v.get("kind").and_then(|k| k.as_str().map(str::to_string)))
-            .unwrap_or_default();
+        let action = m.action.kind();
         let msg = m.msg.as_deref().unwrap_or(&m.justification);
         let _ = writeln!(s, "  [{id}] {sev} {action}: {}", safe(msg.as_bytes()));
         if let Some(d) = &m.data {
@@ -373,8 +410,6 @@ fn as_text(path: &Path, ev: &AuditEvent) -> String {
             serde_json::to_string(&ev.anomalies).unwrap_or_default()
         );
     }
-    s.push('\n');
-    s
 }
 
 fn write_body(s: &mut String, label: &str, body: Option<&Body>) {
@@ -386,5 +421,59 @@ fn write_body(s: &mut String, label: &str, body: Option<&Body>) {
             ""
         };
         let _ = writeln!(s, "{label}: {} bytes: {}{more}", b.total_len, safe(shown));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // `run` is not called on files here: as root (as tests may run) it drops root for
+    // nobody, for the whole test process. The steps it takes are.
+    #[test]
+    fn an_event_file_is_read_within_its_bound_and_shown_as_text_and_json() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("event");
+        std::fs::write(&path, crate::testdata::event_text("SHOW-ME", 403)).unwrap();
+        let limits = ParseLimits::default();
+        let file = open(&path, false, DEFAULT_MAX_EVENT_BYTES).unwrap();
+        let (event, raw) = load(&path, file, &limits, DEFAULT_MAX_EVENT_BYTES).unwrap();
+        assert!(!raw.is_empty());
+        let text = as_text(&path, &event);
+        assert!(text.contains("format:       native2\n"), "{text}");
+        assert!(text.contains("unique id:    SHOW-ME\n"), "{text}");
+        assert!(
+            text.contains("  [942100] CRITICAL denied: SQL Injection\n"),
+            "{text}"
+        );
+        let json: serde_json::Value = serde_json::from_str(&as_json(&path, &event)).unwrap();
+        assert_eq!(json["format"], "native2");
+        assert_eq!(json["file"], path.display().to_string());
+        let small = open(&path, false, 10).unwrap_err();
+        assert!(small.contains("more than MAX_EVENT_BYTES (10)"), "{small}");
+        let not_file = open(dir.path(), false, DEFAULT_MAX_EVENT_BYTES).unwrap_err();
+        assert!(not_file.contains("not a regular file"), "{not_file}");
+    }
+
+    #[test]
+    fn a_detail_config_that_does_not_load_is_exit_3_and_told() {
+        let mut told = Vec::new();
+        let code = run(
+            &Request {
+                files: vec!["/nonexistent/event".into()],
+                view: View::Detail {
+                    format: None,
+                    config: Some("/nonexistent/modsec2sguil.conf".into()),
+                },
+                max_body: 100,
+            },
+            &mut Vec::new(),
+            &mut |e| told.push(e.to_string()),
+        );
+        assert_eq!(code, Exit::Config);
+        assert!(
+            told[0].contains("/nonexistent/modsec2sguil.conf"),
+            "{told:?}"
+        );
     }
 }
