@@ -13,7 +13,7 @@
 use std::fs::{self, File};
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::unix::fs::MetadataExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
@@ -530,9 +530,25 @@ pub fn requeue_backlog(
     each: &mut dyn FnMut(&BacklogRecordAt),
 ) -> io::Result<Report> {
     let state = r.state().clone();
-    let dir = state.path().to_path_buf();
+    let mut sources = taken_by_dead_runs(state.path())?;
+    let backlog = state.join(BACKLOG_FILE);
+    if r.dry_run {
+        sources.push(backlog.clone());
+    } else if let Some(taken) = take_backlog(&state, &backlog)? {
+        sources.push(taken);
+    }
+    let mut report = Report::default();
+    for source in sources {
+        retry_backlog_file(r, &state, &backlog, &source, &mut report, each)?;
+    }
+    Ok(report)
+}
+
+/// The backlogs in the state dir `dir` taken by runs no longer alive (a killed one's,
+/// or an earlier run of this process id's), sorted by name.
+fn taken_by_dead_runs(dir: &Path) -> io::Result<Vec<PathBuf>> {
     let mut sources = Vec::new();
-    for entry in fs::read_dir(&dir)? {
+    for entry in fs::read_dir(dir)? {
         let entry = entry?;
         let Some(name) = entry.file_name().to_str().map(str::to_string) else {
             continue;
@@ -547,105 +563,133 @@ pub fn requeue_backlog(
         }
     }
     sources.sort();
-    let backlog = state.join(BACKLOG_FILE);
-    if r.dry_run {
-        sources.push(backlog.clone());
-    } else {
-        let taken = state.join(&format!("{BACKLOG_TAKEN_PREFIX}{}", std::process::id()));
-        match fs::rename(&backlog, &taken) {
-            Ok(()) => sources.push(taken),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => {
-                return Err(io::Error::new(
-                    e.kind(),
-                    format!("{}: {e}", backlog.display()),
-                ))
-            }
-        }
+    Ok(sources)
+}
+
+/// Takes the collector's backlog `backlog`: renames it to a name with this process's
+/// id, so the collector starts a new one. `None` when there is no backlog.
+fn take_backlog(state: &StateDir, backlog: &Path) -> io::Result<Option<PathBuf>> {
+    let taken = state.join(&format!("{BACKLOG_TAKEN_PREFIX}{}", std::process::id()));
+    match fs::rename(backlog, &taken) {
+        Ok(()) => Ok(Some(taken)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io::Error::new(
+            e.kind(),
+            format!("{}: {e}", backlog.display()),
+        )),
     }
-    let mut report = Report::default();
-    let none = LineFilter::default();
-    let put_back = |still: &mut Vec<(Vec<u8>, String)>| -> io::Result<()> {
-        let records: Vec<(&[u8], &str)> = still
-            .iter()
-            .map(|(raw, why)| (raw.as_slice(), why.as_str()))
-            .collect();
-        if !records.is_empty() {
-            state
-                .backlog_many(&records)
-                .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", backlog.display())))?;
-        }
-        still.clear();
-        Ok(())
+}
+
+/// Retries the records of one backlog file `source`, counting them in `report` and
+/// calling `each` after every one. Unless in a dry run, the records that still fail go
+/// back to the collector's backlog `backlog` (as they come, a bounded number at a time),
+/// then `source` is removed, or, if it had records too long to read, kept as
+/// `backlog.unread-PID` and named in the error. A `source` gone already is skipped.
+fn retry_backlog_file(
+    r: &mut LineRequeuer,
+    state: &StateDir,
+    backlog: &Path,
+    source: &Path,
+    report: &mut Report,
+    each: &mut dyn FnMut(&BacklogRecordAt),
+) -> io::Result<()> {
+    let named = |e: io::Error| io::Error::new(e.kind(), format!("{}: {e}", source.display()));
+    let f = match crate::safefs::open_read_checked(source, crate::safefs::Keeper::Us) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(named(e)),
     };
-    for source in sources {
-        let named = |e: io::Error| io::Error::new(e.kind(), format!("{}: {e}", source.display()));
-        let f = match crate::safefs::open_read_checked(&source, crate::safefs::Keeper::Us) {
-            Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(named(e)),
+    let none = LineFilter::default();
+    let mut still: Vec<(Vec<u8>, String)> = Vec::new();
+    let mut too_long = 0u64;
+    let dry_run = r.dry_run;
+    crate::queue::bounded::for_each_line(BufReader::new(f), MAX_BACKLOG_RECORD_BYTES, |_, line| {
+        let Some(record) = line.bytes else {
+            too_long += 1;
+            return Ok(());
         };
-        let mut still: Vec<(Vec<u8>, String)> = Vec::new();
-        let mut too_long = 0u64;
-        let dry_run = r.dry_run;
-        crate::queue::bounded::for_each_line(
-            BufReader::new(f),
-            MAX_BACKLOG_RECORD_BYTES,
-            |_, line| {
-                let Some(record) = line.bytes else {
-                    too_long += 1;
-                    return Ok(());
-                };
-                if record.is_empty() {
-                    return Ok(());
-                }
-                let (reason_before, raw) = match parse_backlog_record(record) {
-                    Some((_, reason, raw)) => (reason, raw),
-                    None => match crate::queue::version::split_line(record) {
-                        // Kept whole, as a line that fails, rather than guessed at.
-                        Err(newer) => (format!("(a backlog record {newer})"), record.to_vec()),
-                        Ok(_) => ("(not a backlog record)".to_string(), record.to_vec()),
-                    },
-                };
-                let outcome = r.requeue_line(&raw, &none);
-                if let Outcome::Failed(why) = &outcome {
-                    still.push((raw.clone(), why.clone()));
-                }
-                report.count(&outcome);
-                each(&BacklogRecordAt {
-                    reason_before: &reason_before,
-                    raw: &raw,
-                    outcome: &outcome,
-                });
-                // Memory stays bounded however long the backlog: put back as we go.
-                if !dry_run && still.len() >= 1024 {
-                    put_back(&mut still)?;
-                }
-                Ok(())
-            },
-        )
-        .map_err(named)?;
-        if r.dry_run {
-            continue;
+        if record.is_empty() {
+            return Ok(());
         }
-        // Back into the (new) backlog before the taken file goes: a crash in between
-        // may list a line twice, never lose it.
-        put_back(&mut still)?;
-        if too_long > 0 {
-            let kept = state.join(&format!("backlog.unread-{}", std::process::id()));
-            fs::rename(&source, &kept).map_err(named)?;
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!(
-                    "{}: {too_long} records longer than {MAX_BACKLOG_RECORD_BYTES} bytes were not read; the file is kept as {}",
-                    source.display(),
-                    kept.display()
-                ),
-            ));
+        let (reason_before, raw) = backlog_record(record);
+        let outcome = r.requeue_line(&raw, &none);
+        if let Outcome::Failed(why) = &outcome {
+            still.push((raw.clone(), why.clone()));
         }
-        fs::remove_file(&source).map_err(named)?;
+        report.count(&outcome);
+        each(&BacklogRecordAt {
+            reason_before: &reason_before,
+            raw: &raw,
+            outcome: &outcome,
+        });
+        // Memory stays bounded however long the backlog: put back as we go.
+        if !dry_run && still.len() >= 1024 {
+            put_back(state, backlog, &mut still)?;
+        }
+        Ok(())
+    })
+    .map_err(named)?;
+    if r.dry_run {
+        return Ok(());
     }
-    Ok(report)
+    // Back into the (new) backlog before the taken file goes: a crash in between
+    // may list a line twice, never lose it.
+    put_back(state, backlog, &mut still)?;
+    if too_long > 0 {
+        return Err(keep_unread(state, source, too_long));
+    }
+    fs::remove_file(source).map_err(named)
+}
+
+/// A backlog record's reason and index line. A line that is not a backlog record is
+/// kept whole, as a line that fails, rather than guessed at; its reason says what it
+/// is (a newer version's record, or not a backlog record).
+fn backlog_record(record: &[u8]) -> (String, Vec<u8>) {
+    match parse_backlog_record(record) {
+        Some((_, reason, raw)) => (reason, raw),
+        None => match crate::queue::version::split_line(record) {
+            Err(newer) => (format!("(a backlog record {newer})"), record.to_vec()),
+            Ok(_) => ("(not a backlog record)".to_string(), record.to_vec()),
+        },
+    }
+}
+
+/// Appends the records that still fail, `still` (line, new reason), to the
+/// collector's backlog `backlog`, and empties `still`.
+fn put_back(
+    state: &StateDir,
+    backlog: &Path,
+    still: &mut Vec<(Vec<u8>, String)>,
+) -> io::Result<()> {
+    let records: Vec<(&[u8], &str)> = still
+        .iter()
+        .map(|(raw, why)| (raw.as_slice(), why.as_str()))
+        .collect();
+    if !records.is_empty() {
+        state
+            .backlog_many(&records)
+            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", backlog.display())))?;
+    }
+    still.clear();
+    Ok(())
+}
+
+/// Keeps a taken backlog `source` that had `too_long` records over
+/// [`MAX_BACKLOG_RECORD_BYTES`] (not read) as `backlog.unread-PID`, and returns the
+/// error that names it (or the error renaming it).
+fn keep_unread(state: &StateDir, source: &Path, too_long: u64) -> io::Error {
+    let kept = state.join(&format!("backlog.unread-{}", std::process::id()));
+    if let Err(e) = fs::rename(source, &kept) {
+        return io::Error::new(e.kind(), format!("{}: {e}", source.display()));
+    }
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!(
+            "{}: {too_long} records longer than {MAX_BACKLOG_RECORD_BYTES} bytes were not read; the file is kept as {}",
+            source.display(),
+            kept.display()
+        ),
+    )
 }
 
 mod request;

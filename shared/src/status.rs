@@ -78,143 +78,49 @@ impl QueueStatus {
         let queue = Queue::at(dir);
         let entries = queue.entries()?;
         let mut problems = Vec::new();
-        let mut note = |what: &Path, e: &dyn std::fmt::Display| {
-            problems.push(format!("{}: {e}", what.display()));
-        };
         let in_flight = match read_journal(dir) {
             Ok(records) => records.iter().filter(|r| r.entry_present(dir)).count(),
             Err(e) => {
-                note(&dir.join(JOURNAL_FILE), &e);
+                note(&mut problems, &dir.join(JOURNAL_FILE), &e);
                 0
             }
         };
         let (failed, failed_by_reason) = match failed_reasons(dir) {
             Ok(v) => v,
             Err(e) => {
-                note(&dir.join(FAILED_DIR), &e);
+                note(&mut problems, &dir.join(FAILED_DIR), &e);
                 (0, BTreeMap::new())
             }
         };
-        let mut backlog = 0;
-        let mut overflow = 0;
-        let mut delivered = false;
-        // The state dir's, then 0.1.0's in the queue (until a new collector takes them).
-        let counted = [
-            (
-                state_dir,
-                crate::state::BACKLOG_FILE,
-                crate::state::BACKLOG_TAKEN_PREFIX,
-                crate::state::SPOOL_PREFIX,
-            ),
-            (dir, BACKLOG_FILE, BACKLOG_TAKEN_PREFIX, SPOOL_PREFIX),
-        ];
-        for (at, backlog_file, taken_prefix, spool_prefix) in counted {
-            // In the queue its owner can plant any number of these names, each any size.
-            let mut files_left = MAX_COUNTED_FILES;
-            let mut not_counted = 0usize;
-            let listing = match fs::read_dir(at) {
-                Ok(l) => l,
-                Err(e) if e.kind() == io::ErrorKind::NotFound && at != dir => continue,
-                Err(e) => {
-                    note(at, &e);
-                    continue;
-                }
-            };
-            for entry in listing.flatten() {
-                let name = entry.file_name();
-                let Some(name) = name.to_str() else { continue };
-                if at == dir && name.starts_with(DELIVERED_FILE) {
-                    delivered |= entry.metadata().is_ok_and(|m| m.len() > 0);
-                    continue;
-                }
-                let counter = if name == backlog_file || name.starts_with(taken_prefix) {
-                    &mut backlog
-                } else if name.starts_with(spool_prefix) {
-                    &mut overflow
-                } else {
-                    continue;
-                };
-                if files_left == 0 {
-                    not_counted += 1;
-                    continue;
-                }
-                files_left -= 1;
-                match count_lines(&entry.path()) {
-                    Ok(n) => *counter += n,
-                    Err(e) => note(&entry.path(), &e),
-                }
-            }
-            if not_counted > 0 {
-                note(
-                    at,
-                    &format!("{not_counted} more backlog or spool files, not counted (the first {MAX_COUNTED_FILES} are)"),
-                );
-            }
-        }
+        let lines = count_backlogs_and_spools(dir, state_dir, &mut problems);
         let integrity_marked = match fs::read_dir(dir.join(INTEGRITY_DIR)) {
             Ok(rd) => rd.count(),
             Err(e) if e.kind() == io::ErrorKind::NotFound => 0,
             Err(e) => {
-                note(&dir.join(INTEGRITY_DIR), &e);
+                note(&mut problems, &dir.join(INTEGRITY_DIR), &e);
                 0
             }
         };
         let last_run = match LastRun::read(dir) {
             Ok(r) => r,
             Err(e) => {
-                note(&dir.join(LAST_RUN_FILE), &e);
+                note(&mut problems, &dir.join(LAST_RUN_FILE), &e);
                 None
             }
         };
         let latency = match LatencyRecord::read(dir) {
             Ok(r) => r,
             Err(e) => {
-                note(&dir.join(crate::queue::layout::LATENCY_FILE), &e);
+                note(
+                    &mut problems,
+                    &dir.join(crate::queue::layout::LATENCY_FILE),
+                    &e,
+                );
                 None
             }
         };
-        let followed = match crate::queue::position::saved_positions(state_dir) {
-            Ok(list) => list
-                .into_iter()
-                .map(|(index, p)| {
-                    let size = fs::metadata(&index)
-                        .ok()
-                        .filter(|m| {
-                            use std::os::unix::fs::MetadataExt;
-                            (m.dev(), m.ino()) == (p.dev, p.ino)
-                        })
-                        .map(|m| m.len());
-                    Followed {
-                        index,
-                        offset: p.offset,
-                        size,
-                    }
-                })
-                .collect(),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
-            Err(e) => {
-                note(state_dir, &e);
-                Vec::new()
-            }
-        };
-        let held = match fs::read_dir(dir.join(crate::queue::layout::HELD_DIR)) {
-            Ok(rd) => rd
-                .flatten()
-                .filter(|e| {
-                    e.file_name()
-                        .to_str()
-                        .is_some_and(|n| crate::queue::EntryName::parse(n).is_some())
-                })
-                .count(),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => 0,
-            Err(e) => {
-                problems.push(format!(
-                    "{}: {e}",
-                    dir.join(crate::queue::layout::HELD_DIR).display()
-                ));
-                0
-            }
-        };
+        let followed = followed_indexes(state_dir, &mut problems);
+        let held = held_entries(dir, &mut problems);
         let summaries_waiting = match crate::queue::threshold_state::load(dir) {
             Ok(t) => t.summaries.len(),
             Err(e) => {
@@ -222,8 +128,11 @@ impl QueueStatus {
                 0
             }
         };
-        let never_used =
-            entries.is_empty() && failed == 0 && backlog == 0 && overflow == 0 && !delivered;
+        let never_used = entries.is_empty()
+            && failed == 0
+            && lines.backlog == 0
+            && lines.overflow == 0
+            && !lines.delivered;
         Ok(QueueStatus {
             never_used,
             queue: dir.to_path_buf(),
@@ -236,8 +145,8 @@ impl QueueStatus {
             failed_by_reason,
             held,
             summaries_waiting,
-            backlog,
-            overflow,
+            backlog: lines.backlog,
+            overflow: lines.overflow,
             integrity_marked,
             last_run,
             latency,
@@ -249,6 +158,144 @@ impl QueueStatus {
     pub fn oldest_age(&self, now: i64) -> Option<u64> {
         self.oldest
             .map(|t| u64::try_from(now).unwrap_or(0).saturating_sub(t))
+    }
+}
+
+/// Adds to `problems` that `what` could not be read, and why.
+fn note(problems: &mut Vec<String>, what: &Path, e: &dyn std::fmt::Display) {
+    problems.push(format!("{}: {e}", what.display()));
+}
+
+/// The lines of the collector's backlogs and spools, and whether the queue has a
+/// delivered log with anything in it.
+struct CountedLines {
+    /// Lines of backlogs, the current one and any taken.
+    backlog: usize,
+    /// Lines of spools.
+    overflow: usize,
+    /// A non-empty delivered log (or rotated one) is in the queue.
+    delivered: bool,
+}
+
+/// Counts the lines of the backlogs and spools in the state dir `state_dir`, then of
+/// 0.1.0's in the queue `dir` (until a new collector takes them), and notes whether
+/// `dir` has a non-empty delivered log. At most [`MAX_COUNTED_FILES`] files are
+/// counted in each directory; the rest, and what cannot be read, go to `problems`.
+fn count_backlogs_and_spools(
+    dir: &Path,
+    state_dir: &Path,
+    problems: &mut Vec<String>,
+) -> CountedLines {
+    let mut lines = CountedLines {
+        backlog: 0,
+        overflow: 0,
+        delivered: false,
+    };
+    let counted = [
+        (
+            state_dir,
+            crate::state::BACKLOG_FILE,
+            crate::state::BACKLOG_TAKEN_PREFIX,
+            crate::state::SPOOL_PREFIX,
+        ),
+        (dir, BACKLOG_FILE, BACKLOG_TAKEN_PREFIX, SPOOL_PREFIX),
+    ];
+    for (at, backlog_file, taken_prefix, spool_prefix) in counted {
+        // In the queue its owner can plant any number of these names, each any size.
+        let mut files_left = MAX_COUNTED_FILES;
+        let mut not_counted = 0usize;
+        let listing = match fs::read_dir(at) {
+            Ok(l) => l,
+            Err(e) if e.kind() == io::ErrorKind::NotFound && at != dir => continue,
+            Err(e) => {
+                note(problems, at, &e);
+                continue;
+            }
+        };
+        for entry in listing.flatten() {
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            if at == dir && name.starts_with(DELIVERED_FILE) {
+                lines.delivered |= entry.metadata().is_ok_and(|m| m.len() > 0);
+                continue;
+            }
+            let counter = if name == backlog_file || name.starts_with(taken_prefix) {
+                &mut lines.backlog
+            } else if name.starts_with(spool_prefix) {
+                &mut lines.overflow
+            } else {
+                continue;
+            };
+            if files_left == 0 {
+                not_counted += 1;
+                continue;
+            }
+            files_left -= 1;
+            match count_lines(&entry.path()) {
+                Ok(n) => *counter += n,
+                Err(e) => note(problems, &entry.path(), &e),
+            }
+        }
+        if not_counted > 0 {
+            note(
+                problems,
+                at,
+                &format!("{not_counted} more backlog or spool files, not counted (the first {MAX_COUNTED_FILES} are)"),
+            );
+        }
+    }
+    lines
+}
+
+/// The index files `modsec-collector --follow` saved its position in, in `state_dir`,
+/// each with its size when it is still the file read (same device and inode). An
+/// unreadable state dir goes to `problems`; a missing one means none.
+fn followed_indexes(state_dir: &Path, problems: &mut Vec<String>) -> Vec<Followed> {
+    match crate::queue::position::saved_positions(state_dir) {
+        Ok(list) => list
+            .into_iter()
+            .map(|(index, p)| {
+                let size = fs::metadata(&index)
+                    .ok()
+                    .filter(|m| {
+                        use std::os::unix::fs::MetadataExt;
+                        (m.dev(), m.ino()) == (p.dev, p.ino)
+                    })
+                    .map(|m| m.len());
+                Followed {
+                    index,
+                    offset: p.offset,
+                    size,
+                }
+            })
+            .collect(),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => {
+            note(problems, state_dir, &e);
+            Vec::new()
+        }
+    }
+}
+
+/// How many entries a threshold held back are in the queue `dir`'s held/ (files
+/// named as queue entries). An unreadable held/ goes to `problems`; a missing one
+/// holds none.
+fn held_entries(dir: &Path, problems: &mut Vec<String>) -> usize {
+    let held_dir = dir.join(crate::queue::layout::HELD_DIR);
+    match fs::read_dir(&held_dir) {
+        Ok(rd) => rd
+            .flatten()
+            .filter(|e| {
+                e.file_name()
+                    .to_str()
+                    .is_some_and(|n| crate::queue::EntryName::parse(n).is_some())
+            })
+            .count(),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => 0,
+        Err(e) => {
+            note(problems, &held_dir, &e);
+            0
+        }
     }
 }
 

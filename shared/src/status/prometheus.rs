@@ -13,7 +13,8 @@
 use std::fmt::Write as _;
 
 use crate::escape::escape_text;
-use crate::queue::last_run::RunResult;
+use crate::queue::last_run::{LastRun, RunResult};
+use crate::queue::latency::LatencyRecord;
 
 use super::QueueStatus;
 
@@ -75,12 +76,27 @@ fn number(v: f64) -> String {
     }
 }
 
-/// The exposition of `s` at `now` (unix seconds).
+/// The exposition of `s` at `now` (unix seconds): the queue's gauges, then the last
+/// run's metrics and the delivery latency histogram when `s` has them.
 pub fn render(s: &QueueStatus, now: i64) -> String {
     let mut e = Exposition {
         text: String::new(),
         queue: format!("queue=\"{}\"", label_value(&s.queue.to_string_lossy())),
     };
+    queue_gauges(&mut e, s, now);
+    if let Some(r) = &s.last_run {
+        last_run_metrics(&mut e, r);
+    }
+    if let Some(l) = &s.latency {
+        latency_histogram(&mut e, l);
+    }
+    e.text
+}
+
+/// Writes the gauges of the queue as it is at `now`: whether status could read it,
+/// its entries and their age, in flight, failed (in all and by reason), held,
+/// threshold summaries, the collector's backlog and overflow, integrity marks.
+fn queue_gauges(e: &mut Exposition, s: &QueueStatus, now: i64) {
     e.gauge(
         "status_ok",
         "1 when the queue could be read (0: see modsec-shipper status).",
@@ -144,88 +160,93 @@ pub fn render(s: &QueueStatus, now: i64) -> String {
         "Queued entries whose file did not match its index line.",
         s.integrity_marked as f64,
     );
-    if let Some(r) = &s.last_run {
-        let program: &[(&str, &str)] = &[("program", &r.program)];
-        e.family(
-            "last_run_timestamp_seconds",
-            "gauge",
-            "When the last drain or run recorded its state (a running daemon: every 5 s while busy).",
-        );
-        e.sample("last_run_timestamp_seconds", program, r.finished as f64);
-        e.family(
-            "last_run_duration_seconds",
-            "gauge",
-            "How long the last drain or run had been running when it recorded its state.",
-        );
-        e.sample("last_run_duration_seconds", program, r.seconds);
-        e.family(
+}
+
+/// Writes the last run's metrics, labelled with its program: when it recorded its
+/// state, how long it had run, how it ended, and its `_total` counters.
+fn last_run_metrics(e: &mut Exposition, r: &LastRun) {
+    let program: &[(&str, &str)] = &[("program", &r.program)];
+    e.family(
+        "last_run_timestamp_seconds",
+        "gauge",
+        "When the last drain or run recorded its state (a running daemon: every 5 s while busy).",
+    );
+    e.sample("last_run_timestamp_seconds", program, r.finished as f64);
+    e.family(
+        "last_run_duration_seconds",
+        "gauge",
+        "How long the last drain or run had been running when it recorded its state.",
+    );
+    e.sample("last_run_duration_seconds", program, r.seconds);
+    e.family(
+        "last_run_result",
+        "gauge",
+        "1 for how the last drain or run ended (or stands), 0 for the other results.",
+    );
+    for result in [
+        RunResult::Ok,
+        RunResult::Unreachable,
+        RunResult::Outage,
+        RunResult::IoError,
+    ] {
+        let labels = [("program", r.program.as_str()), ("result", result.as_str())];
+        e.sample(
             "last_run_result",
-            "gauge",
-            "1 for how the last drain or run ended (or stands), 0 for the other results.",
+            &labels,
+            f64::from(u8::from(r.result == result)),
         );
-        for result in [
-            RunResult::Ok,
-            RunResult::Unreachable,
-            RunResult::Outage,
-            RunResult::IoError,
-        ] {
-            let labels = [("program", r.program.as_str()), ("result", result.as_str())];
-            e.sample(
-                "last_run_result",
-                &labels,
-                f64::from(u8::from(r.result == result)),
-            );
-        }
-        for (name, help, n) in [
-            (
-                "shipped_total",
-                "Events stored by sguild in the last run (a daemon: since it started).",
-                r.shipped,
-            ),
-            (
-                "already_stored_total",
-                "Of those, resends sguild had already stored.",
-                r.already_stored,
-            ),
-            (
-                "skipped_total",
-                "Entries that were not alerts, removed without sending, in the last run.",
-                r.skipped,
-            ),
-            (
-                "quarantined_total",
-                "Entries moved to failed/ in the last run.",
-                r.quarantined,
-            ),
-            (
-                "held_total",
-                "Events a threshold held back in the last run (a daemon: since it started).",
-                r.held,
-            ),
-        ] {
-            e.family(name, "counter", help);
-            e.sample(name, program, n as f64);
-        }
     }
-    if let Some(l) = &s.latency {
-        let name = "delivery_latency_seconds";
-        e.family(
-            name,
-            "histogram",
-            "From the collector linking an entry to sguild confirming its event, as the daemon measured since it started.",
-        );
-        let h = &l.histogram;
-        let mut cumulative = 0u64;
-        for (bound, n) in h.buckets_us.iter().zip(&h.counts) {
-            cumulative += n;
-            let le = number(*bound as f64 / 1e6);
-            e.sample(&format!("{name}_bucket"), &[("le", &le)], cumulative as f64);
-        }
-        e.sample(&format!("{name}_bucket"), &[("le", "+Inf")], h.count as f64);
-        e.sample(&format!("{name}_sum"), &[], h.sum_us as f64 / 1e6);
-        e.sample(&format!("{name}_count"), &[], h.count as f64);
+    for (name, help, n) in [
+        (
+            "shipped_total",
+            "Events stored by sguild in the last run (a daemon: since it started).",
+            r.shipped,
+        ),
+        (
+            "already_stored_total",
+            "Of those, resends sguild had already stored.",
+            r.already_stored,
+        ),
+        (
+            "skipped_total",
+            "Entries that were not alerts, removed without sending, in the last run.",
+            r.skipped,
+        ),
+        (
+            "quarantined_total",
+            "Entries moved to failed/ in the last run.",
+            r.quarantined,
+        ),
+        (
+            "held_total",
+            "Events a threshold held back in the last run (a daemon: since it started).",
+            r.held,
+        ),
+    ] {
+        e.family(name, "counter", help);
+        e.sample(name, program, n as f64);
     }
-    e.text
+}
+
+/// Writes the daemon's delivery latency histogram: cumulative buckets (`le` in
+/// seconds, then `+Inf`), its sum and its count.
+fn latency_histogram(e: &mut Exposition, l: &LatencyRecord) {
+    let name = "delivery_latency_seconds";
+    e.family(
+        name,
+        "histogram",
+        "From the collector linking an entry to sguild confirming its event, as the daemon measured since it started.",
+    );
+    let h = &l.histogram;
+    let mut cumulative = 0u64;
+    for (bound, n) in h.buckets_us.iter().zip(&h.counts) {
+        cumulative += n;
+        let le = number(*bound as f64 / 1e6);
+        e.sample(&format!("{name}_bucket"), &[("le", &le)], cumulative as f64);
+    }
+    e.sample(&format!("{name}_bucket"), &[("le", "+Inf")], h.count as f64);
+    e.sample(&format!("{name}_sum"), &[], h.sum_us as f64 / 1e6);
+    e.sample(&format!("{name}_count"), &[], h.count as f64);
 }
 
 /// The exposition when the queue cannot be read at all: `status_ok` 0, so an alert
