@@ -28,6 +28,37 @@ fn rules_file(dir: &Path, text: &str) -> PathBuf {
     p
 }
 
+/// What a test starts from: the test sguild, a scratch dir, its queue (made by whoever
+/// fills it), a THRESHOLD_FILE holding `rules`, and a shipper config naming both, plus
+/// `extra` lines.
+struct Scene {
+    server: TestSguild,
+    dir: tempfile::TempDir,
+    queue: PathBuf,
+    rules: PathBuf,
+    conf: PathBuf,
+}
+
+fn scene(rules: &str, extra: &str) -> Scene {
+    let server = TestSguild::start();
+    let dir = tempfile::tempdir().unwrap();
+    let queue = dir.path().join("queue");
+    let rules = rules_file(dir.path(), rules);
+    let conf = config(
+        dir.path(),
+        &queue,
+        &server,
+        &format!("set THRESHOLD_FILE {}\n{extra}", rules.display()),
+    );
+    Scene {
+        server,
+        dir,
+        queue,
+        rules,
+        conf,
+    }
+}
+
 const LIMIT_10: &str = "# 10 a source a minute\nthreshold gen_id 10001, sig_id *, type limit, track by_src, count 10, seconds 60\n";
 
 fn summaries(stored: &[Stored]) -> Vec<&Stored> {
@@ -65,9 +96,13 @@ fn held_files(queue: &Path) -> usize {
 
 #[test]
 fn a_flood_of_100000_buries_no_attack_and_everything_is_accounted_for() {
-    let server = TestSguild::start();
-    let dir = tempfile::tempdir().unwrap();
-    let queue = dir.path().join("queue");
+    let Scene {
+        server,
+        dir: _dir,
+        queue,
+        rules: _,
+        conf,
+    } = scene(LIMIT_10, "set SEND_WINDOW 32\n");
     const N: usize = 100_020;
     // Ten minutes ago, in one minute: the window has closed by the time of the drain.
     let t0 = chrono::Utc::now().timestamp() - 600;
@@ -76,16 +111,6 @@ fn a_flood_of_100000_buries_no_attack_and_everything_is_accounted_for() {
     eprintln!(
         "{N} events queued in {:.1} s",
         built.elapsed().as_secs_f64()
-    );
-    let rules = rules_file(dir.path(), LIMIT_10);
-    let conf = config(
-        dir.path(),
-        &queue,
-        &server,
-        &format!(
-            "set THRESHOLD_FILE {}\nset SEND_WINDOW 32\n",
-            rules.display()
-        ),
     );
     binary("modsec-shipper"); // built now, not inside the drain's time
     let started = chrono::Utc::now().timestamp_micros() as f64 / 1e6;
@@ -153,25 +178,19 @@ fn a_flood_of_100000_buries_no_attack_and_everything_is_accounted_for() {
 
 #[test]
 fn sigkills_in_a_flood_lose_nothing_store_nothing_twice_and_each_summary_once() {
-    let server = TestSguild::start();
-    let dir = tempfile::tempdir().unwrap();
-    let queue = dir.path().join("queue");
+    let Scene {
+        server,
+        dir: _dir,
+        queue,
+        rules: _,
+        conf,
+    } = scene(LIMIT_10, "set SEND_WINDOW 8\nset REPLY_TIMEOUT 1\n");
     const N: usize = 6000;
     const WINDOWS: usize = 30;
     // Thirty windows of the flooder (200 events each, ten shipped), two minutes apart,
     // all closed before the drains: kills land around the closing of windows.
     let t0 = chrono::Utc::now().timestamp() - 4000;
     let attacks = fill(&queue, 1, N, 20, |i| t0 + (i / (N / WINDOWS)) as i64 * 120);
-    let rules = rules_file(dir.path(), LIMIT_10);
-    let conf = config(
-        dir.path(),
-        &queue,
-        &server,
-        &format!(
-            "set THRESHOLD_FILE {}\nset SEND_WINDOW 8\nset REPLY_TIMEOUT 1\n",
-            rules.display()
-        ),
-    );
     let seed = 0x5eed_u64 ^ std::process::id() as u64;
     eprintln!("seed {seed}");
     let mut rng = Rng(seed | 1);
@@ -238,18 +257,15 @@ fn sigkills_in_a_flood_lose_nothing_store_nothing_twice_and_each_summary_once() 
 
 #[test]
 fn requeue_suppressed_ships_what_was_held_back_once() {
-    let server = TestSguild::start();
-    let dir = tempfile::tempdir().unwrap();
-    let queue = dir.path().join("queue");
+    let Scene {
+        server,
+        dir: _dir,
+        queue,
+        rules: _,
+        conf,
+    } = scene(LIMIT_10, "");
     let t0 = chrono::Utc::now().timestamp() - 600;
     fill(&queue, 1, 30, 0, |_| t0);
-    let rules = rules_file(dir.path(), LIMIT_10);
-    let conf = config(
-        dir.path(),
-        &queue,
-        &server,
-        &format!("set THRESHOLD_FILE {}\n", rules.display()),
-    );
     let c = conf.to_str().unwrap();
     let (code, err) = drain(&conf, &[]);
     assert_eq!(code, 0, "{err}");
@@ -302,20 +318,19 @@ fn requeue_suppressed_ships_what_was_held_back_once() {
 
 #[test]
 fn a_bad_thresholds_file_is_refused_at_start_naming_file_and_line() {
-    let server = TestSguild::start();
-    let dir = tempfile::tempdir().unwrap();
-    let queue = dir.path().join("queue");
+    let text = concat!(
+        "# ok\n",
+        "threshold gen_id 10001, sig_id *, type limit, track by_src, count 10, seconds 60\n",
+        "suppress gen_id 10001, sig_id 5, track by_src\n"
+    );
+    let Scene {
+        server,
+        dir: _dir,
+        queue,
+        rules,
+        conf,
+    } = scene(text, "");
     fill(&queue, 1, 3, 0, |_| 1_790_000_000);
-    let rules = rules_file(
-        dir.path(),
-        "# ok\nthreshold gen_id 10001, sig_id *, type limit, track by_src, count 10, seconds 60\nsuppress gen_id 10001, sig_id 5, track by_src\n",
-    );
-    let conf = config(
-        dir.path(),
-        &queue,
-        &server,
-        &format!("set THRESHOLD_FILE {}\n", rules.display()),
-    );
     let (code, err) = drain(&conf, &[]);
     assert_eq!(code, 3, "{err}");
     assert!(
@@ -374,21 +389,18 @@ fn as_root_a_thresholds_file_another_user_could_write_is_refused() {
 /// then). Its window starts no later than the drain.
 #[test]
 fn an_event_dated_in_the_future_opens_no_window_in_the_future() {
-    let server = TestSguild::start();
-    let dir = tempfile::tempdir().unwrap();
-    let queue = dir.path().join("queue");
+    let Scene {
+        server,
+        dir: _dir,
+        queue,
+        rules: _,
+        conf,
+    } = scene(
+        "threshold gen_id 10001, sig_id *, type limit, track by_rule, count 1, seconds 60\n",
+        "",
+    );
     // 2099-12-04
     fill(&queue, 1, 1, 0, |_| 4_100_000_000);
-    let rules = rules_file(
-        dir.path(),
-        "threshold gen_id 10001, sig_id *, type limit, track by_rule, count 1, seconds 60\n",
-    );
-    let conf = config(
-        dir.path(),
-        &queue,
-        &server,
-        &format!("set THRESHOLD_FILE {}\n", rules.display()),
-    );
     let (code, err) = drain(&conf, &[]);
     assert_eq!(code, 0, "{err}");
     assert_eq!(server.events().len(), 1, "{err}");
@@ -412,21 +424,18 @@ fn an_event_dated_in_the_future_opens_no_window_in_the_future() {
 /// stays where it is, and is named.
 #[test]
 fn requeue_suppressed_leaves_a_planted_link_or_fifo_in_held() {
-    let server = TestSguild::start();
-    let dir = tempfile::tempdir().unwrap();
-    let queue = dir.path().join("queue");
+    let Scene {
+        server: _server,
+        dir,
+        queue,
+        rules: _,
+        conf,
+    } = scene(
+        "threshold gen_id 10001, sig_id *, type limit, track by_src, count 1, seconds 60\n",
+        "",
+    );
     let t0 = chrono::Utc::now().timestamp() - 600;
     fill(&queue, 1, 3, 0, |_| t0);
-    let rules = rules_file(
-        dir.path(),
-        "threshold gen_id 10001, sig_id *, type limit, track by_src, count 1, seconds 60\n",
-    );
-    let conf = config(
-        dir.path(),
-        &queue,
-        &server,
-        &format!("set THRESHOLD_FILE {}\n", rules.display()),
-    );
     let (code, err) = drain(&conf, &[]);
     assert_eq!(code, 0, "{err}");
     let mut held: Vec<PathBuf> = std::fs::read_dir(queue.join("held"))
@@ -474,24 +483,21 @@ fn requeue_suppressed_leaves_a_planted_link_or_fifo_in_held() {
 /// run, not at the next event (which on a quiet site may never come).
 #[test]
 fn a_drain_of_an_empty_queue_sends_the_summary_that_came_due() {
-    let server = TestSguild::start();
-    let dir = tempfile::tempdir().unwrap();
-    let queue = dir.path().join("queue");
+    let Scene {
+        server,
+        dir: _dir,
+        queue,
+        rules: _,
+        conf,
+    } = scene(
+        "threshold gen_id 10001, sig_id *, type limit, track by_src, count 1, seconds 10\n",
+        "",
+    );
     // The binary is built and run once before the clock is read: the window must open
     // at the events' time, moments before the first drain.
     assert!(shipper(&["--version"]).status.success());
     let now = chrono::Utc::now().timestamp();
     fill(&queue, 1, 3, 0, |_| now);
-    let rules = rules_file(
-        dir.path(),
-        "threshold gen_id 10001, sig_id *, type limit, track by_src, count 1, seconds 10\n",
-    );
-    let conf = config(
-        dir.path(),
-        &queue,
-        &server,
-        &format!("set THRESHOLD_FILE {}\n", rules.display()),
-    );
     let (code, err) = drain(&conf, &[]);
     assert_eq!(code, 0, "{err}");
     assert_eq!(held_files(&queue), 2, "{err}");
