@@ -20,7 +20,7 @@ use modsec2sguil::sguil::conn::{ConnectSettings, Connection, TlsMode};
 use modsec2sguil::sguil::wire::SguilEvent;
 use modsec2sguil_e2e::binary;
 use modsec2sguil_e2e::sguild::TestSguild;
-use modsec2sguil_e2e::shipper::fill_queue;
+use modsec2sguil_e2e::shipper::{drain_summary, fill_queue};
 
 fn work_dir() -> tempfile::TempDir {
     match std::env::var_os("BENCH_DIR") {
@@ -41,14 +41,7 @@ fn drain(conf: &Path) -> (f64, String, u64) {
     let secs = start.elapsed().as_secs_f64();
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(out.status.success(), "{err}");
-    let summary = err
-        .lines()
-        .find(|l| l.contains("drain: shipped"))
-        .unwrap_or_else(|| panic!("no summary: {err}"))
-        .split("INFO: ")
-        .nth(1)
-        .unwrap_or_default()
-        .to_string();
+    let summary = drain_summary(&err);
     let rss = err
         .lines()
         .find_map(|l| l.strip_prefix("maxrss_kib="))

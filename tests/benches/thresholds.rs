@@ -13,7 +13,9 @@ use std::time::Instant;
 
 use modsec2sguil_e2e::binary;
 use modsec2sguil_e2e::sguild::TestSguild;
-use modsec2sguil_e2e::shipper::{config, fill_flood, flood_event, flood_id, FLOODER};
+use modsec2sguil_e2e::shipper::{
+    config, drain_summary, fill_flood, flood_event, flood_id, FLOODER,
+};
 
 fn env_or(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -32,14 +34,7 @@ fn drain(conf: &Path) -> (String, f64) {
     let secs = start.elapsed().as_secs_f64();
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(out.status.success(), "{err}");
-    let summary = err
-        .lines()
-        .find(|l| l.contains("drain: shipped"))
-        .unwrap_or_else(|| panic!("no summary: {err}"))
-        .split("INFO: ")
-        .nth(1)
-        .unwrap_or_default()
-        .to_string();
+    let summary = drain_summary(&err);
     (summary, secs)
 }
 

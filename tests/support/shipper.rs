@@ -116,6 +116,18 @@ pub fn shipper(args: &[&str]) -> Output {
         .expect("run modsec-shipper")
 }
 
+/// The summary line `drain` logs ("shipped N, ..."), without its log prefix; panics
+/// naming the whole stderr when there is none.
+pub fn drain_summary(err: &str) -> String {
+    err.lines()
+        .find(|l| l.contains("drain: shipped"))
+        .unwrap_or_else(|| panic!("no summary: {err}"))
+        .split("INFO: ")
+        .nth(1)
+        .unwrap_or_default()
+        .to_string()
+}
+
 /// `drain -c conf`, returning (exit code, stderr).
 pub fn drain(conf: &Path, extra: &[&str]) -> (i32, String) {
     let mut args = vec!["drain", "-c", conf.to_str().unwrap()];
