@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 use modsec2sguil::sguil::barnyard::{message_text, rtevent_line};
 use modsec2sguil_e2e::sguild::{sample_event, TestSguild};
 use modsec2sguil_e2e::shipper::{
-    assert_each_stored_once, drain, drain_killed_when, entries_left, fill_queue, stored_unique_id,
-    wait_for_events, Rng,
+    assert_each_stored_once, drain, drain_killed_mid_queue, entries_left, fill_queue,
+    stored_unique_id, wait_for_events, Rng,
 };
 use modsec2sguil_e2e::{binary, program_or_skip};
 
@@ -302,21 +302,7 @@ fn crash_run(trouble: Trouble, seed: u64) {
             (Trouble::AgentOffline, 2) => server.set(|f| f.agent_offline = false),
             _ => {}
         }
-        // Even rounds: killed at a random moment (5-155 ms in) or once 60 more entries
-        // are gone; odd rounds: once 1-60 more are gone (or it ended by itself), however
-        // long a busy machine takes to get there. So the kills land mid-queue on any
-        // machine: some stored before the last run, at most 20 x 60 plus a window.
-        let left_before = entries_left(&queue).len();
-        let (moment, more) = if kill % 2 == 0 {
-            (Some(Duration::from_millis(5 + rng.below(150))), 60)
-        } else {
-            (None, 1 + rng.below(60) as usize)
-        };
-        drain_killed_when(
-            &conf,
-            |t| moment.is_some_and(|m| t >= m) || entries_left(&queue).len() + more <= left_before,
-            Duration::from_secs(60),
-        );
+        drain_killed_mid_queue(&conf, &queue, kill, &mut rng);
     }
     let before_final = server.events().len();
     assert!(

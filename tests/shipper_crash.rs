@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use modsec2sguil_e2e::sguild::TestSguild;
 use modsec2sguil_e2e::shipper::{
-    assert_each_stored_once, config, drain, drain_killed_when, entries_left, fill_queue,
+    assert_each_stored_once, config, drain, drain_killed_mid_queue, entries_left, fill_queue,
     stored_unique_id, unique_id, Rng,
 };
 
@@ -57,24 +57,7 @@ fn run(trouble: Trouble, seed: u64) {
             }
             _ => {}
         }
-        // Even rounds: killed at a random moment (5–155 ms in: before connecting,
-        // mid-window, ...) or once 60 more entries are gone from the queue (each only
-        // once sguild answered it). Odd rounds: once 1–60 more are gone (or it ended by
-        // itself), however long a busy machine takes to get there. So some events are
-        // stored before the last run (an odd round with sguild up), and at most
-        // 20 × 60 plus a window in flight (32) of the 2,000: the kills land mid-queue
-        // on any machine.
-        let left_before = entries_left(&queue).len();
-        let (moment, more) = if kill % 2 == 0 {
-            (Some(Duration::from_millis(5 + rng.below(150))), 60)
-        } else {
-            (None, 1 + rng.below(60) as usize)
-        };
-        drain_killed_when(
-            &conf,
-            |t| moment.is_some_and(|m| t >= m) || entries_left(&queue).len() + more <= left_before,
-            Duration::from_secs(60),
-        );
+        drain_killed_mid_queue(&conf, &queue, kill, &mut rng);
         // Whatever sguild holds is still queued or on record as delivered (what
         // `requeue --failed` relies on to not send it again).
         let delivered = modsec2sguil::queue::delivered::delivered_ids(&queue).unwrap();

@@ -177,6 +177,30 @@ pub fn drain_killed_after(conf: &Path, after: std::time::Duration) {
     drain_killed_when(conf, |t| t >= after, after);
 }
 
+/// Round `round` of a crash run: `drain -c conf` over `queue`, SIGKILLed mid-queue.
+/// Even rounds: at a random moment (5-155 ms in: before connecting, mid-window, ...) or
+/// once 60 more entries are gone from the queue (each only once the server answered it);
+/// odd rounds: once 1-60 more are gone (or it ended by itself), however long a busy
+/// machine takes to get there. So some events are stored before a final run (an odd
+/// round with the server up), and at most 60 a round plus a window in flight: the kills
+/// land mid-queue on any machine.
+pub fn drain_killed_mid_queue(conf: &Path, queue: &Path, round: usize, rng: &mut Rng) {
+    let left_before = entries_left(queue).len();
+    let (moment, more) = if round.is_multiple_of(2) {
+        (
+            Some(std::time::Duration::from_millis(5 + rng.below(150))),
+            60,
+        )
+    } else {
+        (None, 1 + rng.below(60) as usize)
+    };
+    drain_killed_when(
+        conf,
+        |t| moment.is_some_and(|m| t >= m) || entries_left(queue).len() + more <= left_before,
+        std::time::Duration::from_secs(60),
+    );
+}
+
 /// Starts `drain -c conf` and SIGKILLs it as soon as `kill_now(time since the start)`
 /// says so (asked every 2 ms), or once `backstop` has passed, then reaps it. Returns
 /// whether it had ended by itself first. Unlike [`drain_killed_after`], the moment can
