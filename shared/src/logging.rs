@@ -70,9 +70,16 @@ pub fn start(
     log_file: Option<PathBuf>,
 ) {
     let rust_log = std::env::var("RUST_LOG").ok();
-    let (level, log_file, syslog) = choose(program, config, debug, log_file, rust_log);
-    if let Err(e) = Logger::install(program.name, level, log_file.as_deref(), syslog) {
-        let _ = Logger::install(program.name, level, None, syslog);
+    let modules = || {
+        rust_log
+            .as_deref()
+            .filter(|_| program.rust_log)
+            .map(directives)
+    };
+    let (level, log_file, syslog) = choose(program, config, debug, log_file, rust_log.clone());
+    let installed = Logger::install(program.name, level, modules(), log_file.as_deref(), syslog);
+    if let Err(e) = installed {
+        let _ = Logger::install(program.name, level, modules(), None, syslog);
         log::error!(
             "cannot open the log file {}: {e}; logging to stderr (and syslog if set) only",
             log_file.as_deref().unwrap_or(Path::new("")).display()
@@ -104,7 +111,7 @@ fn choose(
             .unwrap_or(false);
     let from_env = rust_log
         .filter(|_| program.rust_log)
-        .and_then(|v| v.parse::<LevelFilter>().ok());
+        .map(|v| directives(&v).filter());
     let level = match from_env {
         Some(l) => l,
         None if debug => LevelFilter::Debug,
@@ -128,7 +135,13 @@ fn choose(
 /// facility.
 pub fn fallback(program: &Program) {
     if log::max_level() == LevelFilter::Off {
-        let _ = Logger::install(program.name, LevelFilter::Info, None, facility("daemon"));
+        let _ = Logger::install(
+            program.name,
+            LevelFilter::Info,
+            None,
+            None,
+            facility("daemon"),
+        );
     }
 }
 
@@ -137,13 +150,12 @@ pub fn fallback(program: &Program) {
 /// quote file names and records from the queue to whoever runs them: escaped, as every
 /// message is.
 pub fn start_terse(program: &Program) {
-    let level = std::env::var("RUST_LOG")
-        .ok()
-        .and_then(|v| v.parse::<LevelFilter>().ok())
-        .unwrap_or(LevelFilter::Warn);
+    let modules = std::env::var("RUST_LOG").ok().map(|v| directives(&v));
+    let level = modules.as_ref().map_or(LevelFilter::Warn, |m| m.filter());
     let logger = Logger {
         program: program.name,
         level,
+        modules,
         terse: true,
         file: None,
         syslog: false,
@@ -152,10 +164,19 @@ pub fn start_terse(program: &Program) {
     let _ = log::set_boxed_logger(Box::new(logger));
 }
 
+/// RUST_LOG's directives, read by env_logger's parser: a level (`debug`), or levels by
+/// module (`modsec2sguil::sguil=trace,warn`). Its `filter()` is the most verbose level
+/// any directive asks for.
+fn directives(spec: &str) -> env_logger::Logger {
+    env_logger::Builder::new().parse_filters(spec).build()
+}
+
 /// The logger behind the `log` macros of a binary.
 pub struct Logger {
     program: &'static str,
     level: LevelFilter,
+    /// RUST_LOG's directives, where the program takes them: they decide what is logged.
+    modules: Option<env_logger::Logger>,
     /// `program: level: message` on stderr, no time or pid (the operator commands).
     terse: bool,
     file: Option<Mutex<File>>,
@@ -172,6 +193,7 @@ impl Logger {
     pub fn install(
         program: &'static str,
         level: LevelFilter,
+        modules: Option<env_logger::Logger>,
         log_file: Option<&Path>,
         syslog_facility: Option<libc::c_int>,
     ) -> std::io::Result<()> {
@@ -191,6 +213,7 @@ impl Logger {
         let logger = Logger {
             program,
             level,
+            modules,
             terse: false,
             file,
             syslog: syslog_facility.is_some(),
@@ -202,7 +225,10 @@ impl Logger {
 
 impl Log for Logger {
     fn enabled(&self, metadata: &Metadata) -> bool {
-        metadata.level() <= self.level
+        match &self.modules {
+            Some(m) => m.enabled(metadata),
+            None => metadata.level() <= self.level,
+        }
     }
 
     fn log(&self, record: &Record) {
@@ -295,9 +321,49 @@ mod tests {
         assert_eq!(traced, (LevelFilter::Trace, None, None));
         let quiet = config("set DEBUG 1\nset LOG_FILE \"\"\nset SYSLOGFACILITY nope\n");
         assert_eq!(
-            choose(&SHIPPER, Some(&quiet), false, None, Some("x".into())),
+            choose(&SHIPPER, Some(&quiet), false, None, None),
             (LevelFilter::Debug, None, None),
             "an empty LOG_FILE is none"
+        );
+    }
+
+    /// RUST_LOG is read by env_logger's parser: a plain level, or levels by module (what
+    /// the operator commands took before there was one logging setup).
+    #[test]
+    fn rust_log_takes_levels_by_module() {
+        let logger = |spec: &str| {
+            let modules = directives(spec);
+            Logger {
+                program: "modsec-shipper",
+                level: modules.filter(),
+                modules: Some(modules),
+                terse: true,
+                file: None,
+                syslog: false,
+            }
+        };
+        let at = |target: &'static str, level: log::Level| {
+            log::Metadata::builder().target(target).level(level).build()
+        };
+        let by_module = logger("modsec2sguil::sguil=debug,warn");
+        assert_eq!(by_module.level, LevelFilter::Debug);
+        assert!(by_module.enabled(&at("modsec2sguil::sguil::client", log::Level::Debug)));
+        assert!(!by_module.enabled(&at("modsec2sguil::ship", log::Level::Debug)));
+        assert!(!by_module.enabled(&at("modsec2sguil::ship", log::Level::Info)));
+        assert!(by_module.enabled(&at("modsec2sguil::ship", log::Level::Warn)));
+        let plain = logger("info");
+        assert!(plain.enabled(&at("modsec2sguil::ship", log::Level::Info)));
+        assert!(!plain.enabled(&at("modsec2sguil::ship", log::Level::Debug)));
+        assert_eq!(
+            choose(
+                &SHIPPER,
+                None,
+                false,
+                None,
+                Some("modsec2sguil::ship=trace".into())
+            )
+            .0,
+            LevelFilter::Trace
         );
     }
 }
