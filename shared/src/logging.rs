@@ -69,7 +69,7 @@ pub fn start(
     debug: bool,
     log_file: Option<PathBuf>,
 ) {
-    let rust_log = std::env::var("RUST_LOG").ok();
+    let rust_log = std::env::var("RUST_LOG").ok().filter(|v| !v.is_empty());
     let modules = || {
         rust_log
             .as_deref()
@@ -150,7 +150,10 @@ pub fn fallback(program: &Program) {
 /// quote file names and records from the queue to whoever runs them: escaped, as every
 /// message is.
 pub fn start_terse(program: &Program) {
-    let modules = std::env::var("RUST_LOG").ok().map(|v| directives(&v));
+    let modules = std::env::var("RUST_LOG")
+        .ok()
+        .filter(|v| !v.is_empty())
+        .map(|v| directives(&v));
     let level = modules.as_ref().map_or(LevelFilter::Warn, |m| m.filter());
     let logger = Logger {
         program: program.name,
