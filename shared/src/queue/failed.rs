@@ -68,10 +68,10 @@ pub fn failed_entries(queue_dir: &Path) -> io::Result<Vec<FailedEntry>> {
             reason,
         });
     }
-    out.sort_by(|a, b| {
-        let key = |e: &FailedEntry| (e.name.is_none(), e.name, e.file_name.clone());
-        key(a).cmp(&key(b))
-    });
+    fn key(e: &FailedEntry) -> (bool, Option<EntryName>, &str) {
+        (e.name.is_none(), e.name, &e.file_name)
+    }
+    out.sort_by(|a, b| key(a).cmp(&key(b)));
     Ok(out)
 }
 
