@@ -706,3 +706,60 @@ fn a_modsec2sguil_0_8_config_drives_the_shipper_unchanged() {
     assert_eq!(out.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&out.stdout).contains("0 queued"));
 }
+
+/// The README stays a newcomer's ten minutes (issue 26: at most 300 lines; the reference
+/// lives in the man pages and ARCHITECTURE.md), and every file or folder of the checkout it
+/// names exists, so a move or a rename cannot leave it pointing at nothing.
+#[test]
+fn the_readme_is_short_and_names_only_paths_that_exist() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let lines = readme.lines().count();
+    assert!(lines <= 300, "README.md has {lines} lines; at most 300");
+    let tops = [
+        "examples/",
+        "shipper/",
+        "shared/",
+        "tests/",
+        "collector/",
+        ".ci/",
+    ];
+    let mut named = 0;
+    for (n, line) in readme.lines().enumerate() {
+        for (at, _) in line.match_indices(|c: char| c == '`' || c == '(' || c == ' ') {
+            let rest = &line[at + 1..];
+            if !tops.iter().any(|t| rest.starts_with(t)) {
+                continue;
+            }
+            let path: String = rest
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || "._/-".contains(*c))
+                .collect();
+            let glob = rest[path.len()..].starts_with('*');
+            let path = if glob {
+                &path[..]
+            } else {
+                path.trim_end_matches('.')
+            };
+            let exists = if glob {
+                // `examples/systemd/modsec-shipper-drain.*`: some file with that prefix.
+                let (dir, prefix) = path.rsplit_once('/').unwrap();
+                std::fs::read_dir(root.join(dir))
+                    .unwrap()
+                    .any(|e| e.unwrap().file_name().to_string_lossy().starts_with(prefix))
+            } else {
+                root.join(path).exists()
+            };
+            named += 1;
+            assert!(
+                exists,
+                "README.md:{}: names {path}, which does not exist",
+                n + 1
+            );
+        }
+    }
+    assert!(
+        named >= 10,
+        "found only {named} paths in README.md: is the scan broken?"
+    );
+}
