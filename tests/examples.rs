@@ -726,7 +726,7 @@ fn the_readme_is_short_and_names_only_paths_that_exist() {
     ];
     let mut named = 0;
     for (n, line) in readme.lines().enumerate() {
-        for (at, _) in line.match_indices(|c: char| c == '`' || c == '(' || c == ' ') {
+        for (at, _) in line.match_indices(['`', '(', ' ']) {
             let rest = &line[at + 1..];
             if !tops.iter().any(|t| rest.starts_with(t)) {
                 continue;
