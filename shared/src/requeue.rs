@@ -11,8 +11,7 @@
 //! rules, symlink refusal, size and md5 checks, RUNAS, hard link or copy.
 
 use std::fs::{self, File};
-use std::io::{self, BufRead, BufReader, Read, Write};
-use std::os::unix::fs::MetadataExt;
+use std::io::{self, BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -22,8 +21,7 @@ use chrono::{DateTime, FixedOffset};
 use crate::collect::{CollectorSettings, InputLine, Stats, Worker};
 use crate::index::{parse_index_line, IndexLine};
 use crate::queue::known::Known;
-use crate::queue::layout::HISTORY_DIR;
-use crate::queue::{EntryName, Queue, FAILED_DIR, REASON_SUFFIX};
+use crate::queue::Queue;
 use crate::state::{
     parse_backlog_record, StateDir, BACKLOG_FILE, BACKLOG_TAKEN_PREFIX, MAX_BACKLOG_RECORD_BYTES,
 };
@@ -79,9 +77,9 @@ impl Report {
 
 pub use crate::queue::failed::{failed_entries, FailedEntry};
 
-/// Puts a quarantined entry back under its old name (or the next free one), keeps its
-/// reason in `failed/history/`, and restores the collector's integrity marker if the
-/// reason carried one. `force` skips the known-event check.
+/// Puts a quarantined entry back under its old name (or the next free one)
+/// ([`crate::queue::failed::restore`]) unless the queue holds or delivered it already;
+/// `force` skips that check.
 pub fn requeue_failed(
     queue: &mut Queue,
     e: &FailedEntry,
@@ -89,90 +87,32 @@ pub fn requeue_failed(
     dry_run: bool,
     force: bool,
 ) -> Outcome {
-    let dir = queue.dir().to_path_buf();
-    let path = e.path(&dir);
-    let meta = match fs::symlink_metadata(&path) {
-        Ok(m) => m,
-        Err(err) => return Outcome::Failed(format!("{}: {err}", path.display())),
+    let r = match e.restorable(queue.dir()) {
+        Ok(r) => r,
+        Err(why) => return Outcome::Failed(why),
     };
-    if !(meta.is_file() || meta.file_type().is_symlink()) {
-        return Outcome::Failed(format!(
-            "{} is not a file or symbolic link; remove or replace it by hand",
-            path.display()
-        ));
-    }
-    let Some(original) = e.name else {
-        return Outcome::Failed(format!(
-            "{}: not named as a queue entry (modsec.log.<sec>.<usec>); rename or remove it by hand",
-            path.display()
-        ));
-    };
-    let id = e.unique_id(&dir);
-    let dev_ino = fs::metadata(&path).ok().map(|m| (m.dev(), m.ino()));
     if !force {
-        if let Some(why) = known.why(id.as_deref(), dev_ino) {
+        if let Some(why) = known.why(r.unique_id.as_deref(), r.dev_ino) {
             return Outcome::Known(why);
         }
     }
     if dry_run {
         return Outcome::WouldQueue;
     }
-    let name = match queue.adopt(&path, original) {
-        Ok(n) => n,
-        Err(err) => {
-            return Outcome::Failed(format!(
-                "cannot link {} into the queue: {err}",
-                path.display()
-            ))
+    match crate::queue::failed::restore(queue, e, r.name) {
+        Ok(name) => {
+            known.add(r.unique_id.as_deref(), r.dev_ino);
+            Outcome::Queued(name.to_string())
         }
-    };
-    known.add(id.as_deref(), dev_ino);
-    if let Err(err) = fs::remove_file(&path) {
-        log::warn!(
-            "{}: requeued as {name} but not removed from failed/: {err}",
-            path.display()
-        );
+        Err(why) => Outcome::Failed(why),
     }
-    let reason_path = e.reason_path(&dir);
-    if let Some(note) = crate::queue::reason::collector_note(&reason_path) {
-        if let Err(err) = queue.mark_integrity(name, &note) {
-            log::warn!("cannot restore the integrity marker of {name}: {err}");
-        }
-    }
-    if let Err(err) = keep_in_history(&dir, &reason_path, &e.file_name, &name.to_string()) {
-        log::warn!("{}: not moved to the history: {err}", reason_path.display());
-    }
-    Outcome::Queued(name.to_string())
 }
 
-/// Events a threshold held back (THRESHOLD_FILE), as the delivered log records them:
-/// the suppressed records held back at or after `since` (all without), the newest record
-/// of each entry, whose event is still in `held/`. Each comes with its unique id.
-pub fn suppressed_entries(
-    queue_dir: &Path,
-    since: Option<DateTime<FixedOffset>>,
-) -> io::Result<Vec<(String, String)>> {
-    let held = queue_dir.join(crate::queue::layout::HELD_DIR);
-    let mut seen = std::collections::HashSet::new();
-    let mut out = Vec::new();
-    for d in crate::queue::delivered::read_delivered(queue_dir)? {
-        if d.suppressed.is_none() || since.is_some_and(|t| d.time < t.timestamp()) {
-            continue;
-        }
-        if EntryName::parse(&d.entry).is_none() || !seen.insert(d.entry.clone()) {
-            continue;
-        }
-        if fs::symlink_metadata(held.join(&d.entry)).is_ok() {
-            out.push((d.entry, d.unique_id));
-        }
-    }
-    out.sort_by_key(|(e, _)| EntryName::parse(e));
-    Ok(out)
-}
+pub use crate::queue::held::suppressed_entries;
 
 /// Puts a held-back event back into the queue under its old name (or the next free
-/// one), marked released (`.released/<entry>`) so that the shipper sends it whatever
-/// the thresholds say. `known` refuses one delivered since (unless `force`).
+/// one), released ([`crate::queue::held::release`]): the shipper sends it whatever the
+/// thresholds say. `known` refuses one delivered since (unless `force`).
 pub fn requeue_suppressed(
     queue: &mut Queue,
     entry: &str,
@@ -181,23 +121,10 @@ pub fn requeue_suppressed(
     dry_run: bool,
     force: bool,
 ) -> Outcome {
-    let dir = queue.dir().to_path_buf();
-    let path = dir.join(crate::queue::layout::HELD_DIR).join(entry);
-    let Some(name) = EntryName::parse(entry) else {
-        return Outcome::Failed(format!("{entry}: not an entry name"));
+    let name = match crate::queue::held::check(queue.dir(), entry) {
+        Ok(name) => name,
+        Err(why) => return Outcome::Failed(why),
     };
-    // Only what the shipper put there, a regular file: a link or a FIFO the queue's
-    // owner planted in held/ stays where it is.
-    match fs::symlink_metadata(&path) {
-        Ok(m) if m.file_type().is_file() => {}
-        Ok(_) => {
-            return Outcome::Failed(format!(
-                "{}: not a regular file; left where it is",
-                path.display()
-            ))
-        }
-        Err(e) => return Outcome::Failed(format!("{}: {e}", path.display())),
-    }
     if !force {
         if let Some(why) = known.why(Some(unique_id), None) {
             return Outcome::Known(why);
@@ -206,67 +133,10 @@ pub fn requeue_suppressed(
     if dry_run {
         return Outcome::WouldQueue;
     }
-    let released = dir.join(crate::queue::layout::RELEASED_DIR);
-    let mark = |n: &str| -> io::Result<()> {
-        match fs::create_dir(&released) {
-            Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(e),
-            _ => {}
-        }
-        fs::write(released.join(n), b"")
-    };
-    // Marked before it is back, so the shipper never holds it back again.
-    if let Err(e) = mark(entry) {
-        return Outcome::Failed(format!("{}: {e}", released.display()));
+    match crate::queue::held::release(queue, entry, name) {
+        Ok(got) => Outcome::Queued(got.to_string()),
+        Err(why) => Outcome::Failed(why),
     }
-    let got = match queue.adopt(&path, name) {
-        Ok(n) => n,
-        Err(err) => {
-            return Outcome::Failed(format!(
-                "cannot link {} into the queue: {err}",
-                path.display()
-            ))
-        }
-    };
-    if got != name {
-        let _ = mark(&got.to_string());
-        let _ = fs::remove_file(released.join(entry));
-    }
-    if let Err(err) = fs::remove_file(&path) {
-        log::warn!(
-            "{}: requeued as {got} but not removed from held/: {err}",
-            path.display()
-        );
-    }
-    Outcome::Queued(got.to_string())
-}
-
-/// Moves a reason file to `failed/history/`, noting when and as what it was requeued.
-fn keep_in_history(dir: &Path, reason: &Path, file_name: &str, entry: &str) -> io::Result<()> {
-    match fs::symlink_metadata(reason) {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(e),
-        // Not a reason file we wrote (planted, as requeue may run as root): left alone.
-        Ok(m) if !m.is_file() => {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "not a regular file; left where it is",
-            ))
-        }
-        Ok(_) => {}
-    }
-    let history = dir.join(FAILED_DIR).join(HISTORY_DIR);
-    fs::create_dir_all(&history)?;
-    let mut target = history.join(format!("{file_name}{REASON_SUFFIX}"));
-    let mut n = 0;
-    while target.exists() {
-        n += 1;
-        target = history.join(format!("{file_name}{REASON_SUFFIX}.{n}"));
-    }
-    fs::rename(reason, &target)?;
-    let stamp = chrono::Utc::now().format("%Y-%m-%d %H:%M:%S UTC");
-    // Swapped for a link since the check above? Not written through.
-    let mut f = crate::safefs::append_for(&target, crate::safefs::Keeper::DirOwner)?;
-    writeln!(f, "requeued: {stamp} as {entry}")
 }
 
 // ---------------------------------------------------------------------------------

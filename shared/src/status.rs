@@ -16,11 +16,8 @@ use crate::queue::failed::failed_entries;
 use crate::queue::journal::read_journal;
 use crate::queue::last_run::LastRun;
 use crate::queue::latency::LatencyRecord;
-use crate::queue::layout::{
-    BACKLOG_TAKEN_PREFIX, DELIVERED_FILE, JOURNAL_FILE, LAST_RUN_FILE, SPOOL_PREFIX,
-};
-use crate::queue::reason;
-use crate::queue::{Queue, BACKLOG_FILE, FAILED_DIR, INTEGRITY_DIR};
+use crate::queue::layout::{legacy, Legacy};
+use crate::queue::{failed, held, reason, Queue};
 
 /// An index file a collector follows, and how far it has read.
 #[derive(Debug, Clone, Serialize)]
@@ -81,46 +78,41 @@ impl QueueStatus {
         let in_flight = match read_journal(dir) {
             Ok(records) => records.iter().filter(|r| r.entry_present(dir)).count(),
             Err(e) => {
-                note(&mut problems, &dir.join(JOURNAL_FILE), &e);
+                note(&mut problems, &crate::queue::journal::path(dir), &e);
                 0
             }
         };
         let (failed, failed_by_reason) = match failed_reasons(dir) {
             Ok(v) => v,
             Err(e) => {
-                note(&mut problems, &dir.join(FAILED_DIR), &e);
+                note(&mut problems, &failed::dir(dir), &e);
                 (0, BTreeMap::new())
             }
         };
         let lines = count_backlogs_and_spools(dir, state_dir, &mut problems);
-        let integrity_marked = match fs::read_dir(dir.join(INTEGRITY_DIR)) {
-            Ok(rd) => rd.count(),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => 0,
-            Err(e) => {
-                note(&mut problems, &dir.join(INTEGRITY_DIR), &e);
-                0
-            }
-        };
+        let integrity_marked = queue.integrity_marked().unwrap_or_else(|(at, e)| {
+            note(&mut problems, &at, &e);
+            0
+        });
         let last_run = match LastRun::read(dir) {
             Ok(r) => r,
             Err(e) => {
-                note(&mut problems, &dir.join(LAST_RUN_FILE), &e);
+                note(&mut problems, &crate::queue::last_run::path(dir), &e);
                 None
             }
         };
         let latency = match LatencyRecord::read(dir) {
             Ok(r) => r,
             Err(e) => {
-                note(
-                    &mut problems,
-                    &dir.join(crate::queue::layout::LATENCY_FILE),
-                    &e,
-                );
+                note(&mut problems, &crate::queue::latency::path(dir), &e);
                 None
             }
         };
         let followed = followed_indexes(state_dir, &mut problems);
-        let held = held_entries(dir, &mut problems);
+        let held = held::count(dir).unwrap_or_else(|(at, e)| {
+            note(&mut problems, &at, &e);
+            0
+        });
         let summaries_waiting = match crate::queue::threshold_state::load(dir) {
             Ok(t) => t.summaries.len(),
             Err(e) => {
@@ -177,6 +169,36 @@ struct CountedLines {
     delivered: bool,
 }
 
+/// What a file whose lines `status` counts holds.
+enum Lines {
+    /// Index lines the collector could not act on.
+    Backlog,
+    /// Index lines a collector spilled to disk.
+    Spool,
+}
+
+/// Which of a directory's files `name` is, if its lines are counted.
+type Classify = fn(&str) -> Option<Lines>;
+
+/// Which of the state dir's files `name` is, if its lines are counted.
+fn lines_in_state(name: &str) -> Option<Lines> {
+    use crate::state::{BACKLOG_FILE, BACKLOG_TAKEN_PREFIX, SPOOL_PREFIX};
+    if name == BACKLOG_FILE || name.starts_with(BACKLOG_TAKEN_PREFIX) {
+        Some(Lines::Backlog)
+    } else {
+        name.starts_with(SPOOL_PREFIX).then_some(Lines::Spool)
+    }
+}
+
+/// Which of 0.1.0's files in the queue `name` is, if its lines are counted.
+fn lines_in_queue(name: &str) -> Option<Lines> {
+    match legacy(name)? {
+        Legacy::Backlog | Legacy::TakenBacklog { .. } => Some(Lines::Backlog),
+        Legacy::Spool { .. } => Some(Lines::Spool),
+        Legacy::Position => None,
+    }
+}
+
 /// Counts the lines of the backlogs and spools in the state dir `state_dir`, then of
 /// 0.1.0's in the queue `dir` (until a new collector takes them), and notes whether
 /// `dir` has a non-empty delivered log. At most [`MAX_COUNTED_FILES`] files are
@@ -191,16 +213,10 @@ fn count_backlogs_and_spools(
         overflow: 0,
         delivered: false,
     };
-    let counted = [
-        (
-            state_dir,
-            crate::state::BACKLOG_FILE,
-            crate::state::BACKLOG_TAKEN_PREFIX,
-            crate::state::SPOOL_PREFIX,
-        ),
-        (dir, BACKLOG_FILE, BACKLOG_TAKEN_PREFIX, SPOOL_PREFIX),
-    ];
-    for (at, backlog_file, taken_prefix, spool_prefix) in counted {
+    lines.delivered = crate::queue::delivered::any_recorded(dir);
+    // Each directory, and which of its names are backlogs and spools.
+    let counted: [(&Path, Classify); 2] = [(state_dir, lines_in_state), (dir, lines_in_queue)];
+    for (at, backlog_or_spool) in counted {
         // In the queue its owner can plant any number of these names, each any size.
         let mut files_left = MAX_COUNTED_FILES;
         let mut not_counted = 0usize;
@@ -215,16 +231,10 @@ fn count_backlogs_and_spools(
         for entry in listing.flatten() {
             let name = entry.file_name();
             let Some(name) = name.to_str() else { continue };
-            if at == dir && name.starts_with(DELIVERED_FILE) {
-                lines.delivered |= entry.metadata().is_ok_and(|m| m.len() > 0);
-                continue;
-            }
-            let counter = if name == backlog_file || name.starts_with(taken_prefix) {
-                &mut lines.backlog
-            } else if name.starts_with(spool_prefix) {
-                &mut lines.overflow
-            } else {
-                continue;
+            let counter = match backlog_or_spool(name) {
+                Some(Lines::Backlog) => &mut lines.backlog,
+                Some(Lines::Spool) => &mut lines.overflow,
+                None => continue,
             };
             if files_left == 0 {
                 not_counted += 1;
@@ -273,28 +283,6 @@ fn followed_indexes(state_dir: &Path, problems: &mut Vec<String>) -> Vec<Followe
         Err(e) => {
             note(problems, state_dir, &e);
             Vec::new()
-        }
-    }
-}
-
-/// How many entries a threshold held back are in the queue `dir`'s held/ (files
-/// named as queue entries). An unreadable held/ goes to `problems`; a missing one
-/// holds none.
-fn held_entries(dir: &Path, problems: &mut Vec<String>) -> usize {
-    let held_dir = dir.join(crate::queue::layout::HELD_DIR);
-    match fs::read_dir(&held_dir) {
-        Ok(rd) => rd
-            .flatten()
-            .filter(|e| {
-                e.file_name()
-                    .to_str()
-                    .is_some_and(|n| crate::queue::EntryName::parse(n).is_some())
-            })
-            .count(),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => 0,
-        Err(e) => {
-            note(problems, &held_dir, &e);
-            0
         }
     }
 }

@@ -258,3 +258,113 @@ fn the_length_check_measures_what_it_judges() {
         .sum();
     assert!(all > 500, "{all} functions found in the product code");
 }
+
+/// The names of EVENT_DIR (`queue/layout.rs`'s constants) and their values.
+fn queue_names() -> Vec<(String, String)> {
+    let layout = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/queue/layout.rs");
+    let text = std::fs::read_to_string(layout).unwrap();
+    text.lines()
+        .filter_map(|l| {
+            let rest = l.strip_prefix("pub const ")?;
+            let (name, rest) = rest.split_once(':')?;
+            let value = rest.split('"').nth(1)?;
+            Some((name.to_string(), value.to_string()))
+        })
+        .collect()
+}
+
+/// Where product code outside `queue/` names a file of EVENT_DIR: a path to one of
+/// `layout`'s constants (`queue::layout::HELD_DIR`, `queue::FAILED_DIR`, a `use` group
+/// with one), or a path joined with one of their values (`join("failed")`,
+/// `join(".journal")`). (A message may still say `failed/`.)
+fn names_of_queue_files(code: &str, names: &[(String, String)]) -> Vec<String> {
+    let mut found = Vec::new();
+    let is_word = |c: char| c.is_ascii_alphanumeric() || c == '_';
+    for (at, _) in code.match_indices("queue::") {
+        if code[..at].chars().next_back().is_some_and(is_word) {
+            continue; // `requeue::`
+        }
+        // The path and any `{…}` groups after it.
+        let mut depth = 0i32;
+        let path: String = code[at..]
+            .chars()
+            .take_while(|&c| {
+                match c {
+                    '{' => depth += 1,
+                    '}' => depth -= 1,
+                    _ => {}
+                }
+                depth >= 0 && (is_word(c) || ":{}, \n".contains(c)) && !(depth == 0 && c == ' ')
+            })
+            .collect();
+        for word in path.split(|c: char| !is_word(c)) {
+            if names.iter().any(|(n, _)| n == word) {
+                found.push(word.to_string());
+            }
+        }
+    }
+    for (_, value) in names {
+        for quoted in [format!("join(\"{value}\""), format!("join(\"{value}/")] {
+            if code.contains(&quoted) {
+                found.push(quoted);
+            }
+        }
+    }
+    found
+}
+
+/// The queue module's promise (`queue/mod.rs`): it owns EVENT_DIR, every name in it
+/// and every operation on it (list, hold, release, quarantine, restore, remove, count);
+/// nothing else names a file there. The collector, the shipper and the operator
+/// commands go through its functions.
+#[test]
+fn only_the_queue_module_names_a_file_in_event_dir() {
+    let names = queue_names();
+    let mut wrong = Vec::new();
+    for (rel, f) in product_files() {
+        if rel.starts_with("shared/src/queue/") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&f).unwrap();
+        for what in names_of_queue_files(product_code(&text), &names) {
+            wrong.push(format!("{rel}: {what}"));
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "EVENT_DIR's names outside the queue module (give the queue the operation):\n{}",
+        wrong.join("\n")
+    );
+}
+
+#[test]
+fn the_queue_name_check_finds_each_way_of_naming() {
+    // So that the test above cannot pass by knowing no name or seeing no path.
+    let names = queue_names();
+    assert!(
+        names
+            .iter()
+            .any(|(n, v)| n == "FAILED_DIR" && v == "failed")
+            && names.len() >= 15,
+        "{names:?}"
+    );
+    let found = |code: &str| names_of_queue_files(code, &names);
+    assert_eq!(
+        found("let p = dir.join(crate::queue::layout::HELD_DIR);"),
+        ["HELD_DIR"]
+    );
+    assert_eq!(
+        found("use crate::queue::{\n    EntryName, Queue, FAILED_DIR,\n};"),
+        ["FAILED_DIR"]
+    );
+    assert_eq!(
+        found("use modsec2sguil::queue::layout::{legacy, JOURNAL_FILE};"),
+        ["JOURNAL_FILE"]
+    );
+    assert_eq!(found(r#"dir.join(".journal")"#), ["join(\".journal\""]);
+    assert_eq!(found(r#"dir.join("failed/x")"#), ["join(\"failed/"]);
+    assert!(found(
+        "crate::requeue::FAILED_DIR; crate::queue::Queue::open(d); crate::state::BACKLOG_FILE"
+    )
+    .is_empty());
+}

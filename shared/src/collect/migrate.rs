@@ -12,7 +12,7 @@
 
 use std::io;
 
-use crate::queue::layout::{BACKLOG_FILE, BACKLOG_TAKEN_PREFIX, FOLLOW_PREFIX, SPOOL_PREFIX};
+use crate::queue::layout::{legacy, Legacy};
 use crate::safefs::Dir;
 use crate::state::StateDir;
 
@@ -98,11 +98,7 @@ fn candidate_names(queue: &Dir, queue_dir: &std::path::Path) -> io::Result<Vec<S
     let mut candidates = Vec::new();
     let mut more = 0usize;
     queue.for_each_name(|name| {
-        let ours = name == BACKLOG_FILE
-            || name.starts_with(BACKLOG_TAKEN_PREFIX)
-            || name.starts_with(SPOOL_PREFIX)
-            || (name.starts_with(FOLLOW_PREFIX) && !name.ends_with(".tmp"));
-        if ours {
+        if legacy(name).is_some() {
             if candidates.len() < MAX_MIGRATED_FILES {
                 candidates.push(name.to_string());
             } else {
@@ -122,30 +118,28 @@ fn candidate_names(queue: &Dir, queue_dir: &std::path::Path) -> io::Result<Vec<S
 /// Which of 0.1.0's files `name` is; `None` for a name not to take over (now).
 fn kind_of(name: &str, queue_dir: &std::path::Path) -> Option<Kind> {
     let dead = |pid: &str| pid.parse::<u32>().is_ok_and(|pid| !collector_alive(pid));
-    Some(if name == BACKLOG_FILE {
-        Kind::Backlog
-    } else if name.strip_prefix(BACKLOG_TAKEN_PREFIX).is_some_and(dead) {
+    Some(match legacy(name)? {
+        Legacy::Backlog => Kind::Backlog,
         // A backlog a killed 0.1.0 `requeue --backlog` had taken.
-        Kind::Backlog
-    } else if let Some(rest) = name.strip_prefix(SPOOL_PREFIX) {
-        // Only a dead collector's: a 0.1.0 one still running keeps writing it.
-        let pid = rest.split('.').next().and_then(|p| p.parse::<u32>().ok());
-        match pid {
-            Some(pid) if collector_alive(pid) => {
-                log::info!(
-                    "{}/{}: the spool of collector {pid}, still running; taken over at a later start",
-                    queue_dir.display(),
-                    crate::escape::escape_text(name)
-                );
-                return None;
+        Legacy::TakenBacklog { pid } if dead(pid) => Kind::Backlog,
+        Legacy::TakenBacklog { .. } => return None,
+        Legacy::Spool { rest } => {
+            // Only a dead collector's: a 0.1.0 one still running keeps writing it.
+            let pid = rest.split('.').next().and_then(|p| p.parse::<u32>().ok());
+            match pid {
+                Some(pid) if collector_alive(pid) => {
+                    log::info!(
+                        "{}/{}: the spool of collector {pid}, still running; taken over at a later start",
+                        queue_dir.display(),
+                        crate::escape::escape_text(name)
+                    );
+                    return None;
+                }
+                Some(_) => Kind::Spool,
+                None => return None,
             }
-            Some(_) => Kind::Spool,
-            None => return None,
         }
-    } else if name.starts_with(FOLLOW_PREFIX) && !name.ends_with(".tmp") {
-        Kind::Position
-    } else {
-        return None;
+        Legacy::Position => Kind::Position,
     })
 }
 

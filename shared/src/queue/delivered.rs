@@ -180,6 +180,19 @@ impl DeliveredLog {
     }
 }
 
+/// Whether the queue at `queue_dir` has a delivered log (or rotated one) with anything
+/// in it: something was ever delivered or held back there.
+pub fn any_recorded(queue_dir: &Path) -> bool {
+    [format!("{DELIVERED_FILE}.1"), DELIVERED_FILE.to_string()]
+        .iter()
+        .any(|name| fs::metadata(queue_dir.join(name)).is_ok_and(|m| m.len() > 0))
+}
+
+/// The delivered log's path in the queue `queue_dir` (for messages).
+pub fn path(queue_dir: &Path) -> PathBuf {
+    queue_dir.join(DELIVERED_FILE)
+}
+
 /// Every delivered record in the queue at `queue_dir` (the rotated log first), oldest
 /// first; a missing log is an empty one. Lines that are not records are skipped, each
 /// file's with one warning: an event whose record was skipped may be queued again.

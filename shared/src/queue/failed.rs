@@ -1,13 +1,32 @@
 //! `failed/`: the quarantined entries, each with its `.reason` file, listed by one rule
-//! ([`failed_entries`]) for every command that reads them.
+//! ([`failed_entries`]) for every command that reads them, and put back by one
+//! ([`restore`]), which keeps each reason in `failed/history/`. (Quarantining is
+//! [`super::Queue::quarantine`].)
 
 use std::fs;
-use std::io;
+use std::io::{self, Write};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use super::known::unique_id_of;
-use super::{reason, EntryName, FAILED_DIR, REASON_SUFFIX};
+use super::layout::HISTORY_DIR;
+use super::{reason, EntryName, Queue, FAILED_DIR, REASON_SUFFIX};
 use crate::auditlog::ParseLimits;
+
+/// `failed/` in the queue `queue_dir` (for messages).
+pub fn dir(queue_dir: &Path) -> PathBuf {
+    queue_dir.join(FAILED_DIR)
+}
+
+/// A quarantined entry that can go back: the name it gets back, and what it is known by
+/// (so a command can tell whether the queue holds or delivered it already).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Restorable {
+    pub name: EntryName,
+    pub unique_id: Option<String>,
+    /// Device and inode of the file it names (a hard link shares the event file's).
+    pub dev_ino: Option<(u64, u64)>,
+}
 
 /// A quarantined entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,6 +56,92 @@ impl FailedEntry {
     pub fn unique_id(&self, queue_dir: &Path) -> Option<String> {
         unique_id_of(&self.path(queue_dir), &ParseLimits::default())
     }
+
+    /// Whether the entry can go back, and what it is known by; why not, naming it.
+    pub fn restorable(&self, queue_dir: &Path) -> Result<Restorable, String> {
+        let path = self.path(queue_dir);
+        let meta = fs::symlink_metadata(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        if !(meta.is_file() || meta.file_type().is_symlink()) {
+            return Err(format!(
+                "{} is not a file or symbolic link; remove or replace it by hand",
+                path.display()
+            ));
+        }
+        let Some(name) = self.name else {
+            return Err(format!(
+                "{}: not named as a queue entry (modsec.log.<sec>.<usec>); rename or remove it by hand",
+                path.display()
+            ));
+        };
+        Ok(Restorable {
+            name,
+            unique_id: self.unique_id(queue_dir),
+            dev_ino: fs::metadata(&path).ok().map(|m| (m.dev(), m.ino())),
+        })
+    }
+}
+
+/// Puts a quarantined entry back under `name` (the one it had, from
+/// [`FailedEntry::restorable`]) or the next free one, removes it from `failed/`, restores
+/// the collector's integrity marker if its reason carried one, and keeps the reason in
+/// `failed/history/` with when and as what it went back. Returns the name it got; only
+/// the link into the queue can fail it (the rest is logged).
+pub fn restore(queue: &mut Queue, e: &FailedEntry, name: EntryName) -> Result<EntryName, String> {
+    let queue_dir = queue.dir().to_path_buf();
+    let path = e.path(&queue_dir);
+    let got = queue
+        .adopt(&path, name)
+        .map_err(|err| format!("cannot link {} into the queue: {err}", path.display()))?;
+    if let Err(err) = fs::remove_file(&path) {
+        log::warn!(
+            "{}: requeued as {got} but not removed from failed/: {err}",
+            path.display()
+        );
+    }
+    let reason_path = e.reason_path(&queue_dir);
+    if let Some(note) = reason::collector_note(&reason_path) {
+        if let Err(err) = queue.mark_integrity(got, &note) {
+            log::warn!("cannot restore the integrity marker of {got}: {err}");
+        }
+    }
+    if let Err(err) = keep_in_history(&queue_dir, &reason_path, &e.file_name, &got.to_string()) {
+        log::warn!("{}: not moved to the history: {err}", reason_path.display());
+    }
+    Ok(got)
+}
+
+/// Moves a reason file to `failed/history/`, noting when and as what it was requeued.
+fn keep_in_history(
+    queue_dir: &Path,
+    reason: &Path,
+    file_name: &str,
+    entry: &str,
+) -> io::Result<()> {
+    match fs::symlink_metadata(reason) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+        // Not a reason file we wrote (planted, as requeue may run as root): left alone.
+        Ok(m) if !m.is_file() => {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "not a regular file; left where it is",
+            ))
+        }
+        Ok(_) => {}
+    }
+    let history = dir(queue_dir).join(HISTORY_DIR);
+    fs::create_dir_all(&history)?;
+    let mut target = history.join(format!("{file_name}{REASON_SUFFIX}"));
+    let mut n = 0;
+    while target.exists() {
+        n += 1;
+        target = history.join(format!("{file_name}{REASON_SUFFIX}.{n}"));
+    }
+    fs::rename(reason, &target)?;
+    let stamp = chrono::Utc::now().format("%Y-%m-%d %H:%M:%S UTC");
+    // Swapped for a link since the check above? Not written through.
+    let mut f = crate::safefs::append_for(&target, crate::safefs::Keeper::DirOwner)?;
+    writeln!(f, "requeued: {stamp} as {entry}")
 }
 
 /// The entries in `failed/`: the one listing of it, for `requeue --failed` and `status`

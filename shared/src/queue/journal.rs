@@ -276,6 +276,11 @@ impl Pending {
     }
 }
 
+/// The journal's path in the queue `queue_dir` (for messages).
+pub fn path(queue_dir: &Path) -> PathBuf {
+    queue_dir.join(JOURNAL_FILE)
+}
+
 /// The records in the journal of the queue at `queue_dir`, without opening it for
 /// writing (for `status`); no journal is no records. Over [`MAX_JOURNAL_BYTES`]: an error
 /// naming it and the bound.

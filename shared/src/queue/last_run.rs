@@ -2,7 +2,7 @@
 //! by `status`. It carries `"version": 1` ([`super::version`]; 0.1.0's had none).
 
 use std::io;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
@@ -64,6 +64,11 @@ pub struct LastRun {
     #[serde(default)]
     pub held: u64,
     pub remaining: u64,
+}
+
+/// The last-run record's path in the queue `queue_dir` (for messages).
+pub fn path(queue_dir: &Path) -> PathBuf {
+    queue_dir.join(LAST_RUN_FILE)
 }
 
 impl LastRun {

@@ -4,7 +4,7 @@
 //! last-run record, for `status --prometheus`.
 
 use std::io;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
@@ -111,6 +111,11 @@ pub struct LatencyRecord {
     pub since: i64,
     #[serde(flatten)]
     pub histogram: Histogram,
+}
+
+/// The latency record's path in the queue `queue_dir` (for messages).
+pub fn path(queue_dir: &Path) -> PathBuf {
+    queue_dir.join(LATENCY_FILE)
 }
 
 impl LatencyRecord {

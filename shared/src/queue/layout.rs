@@ -44,3 +44,62 @@ pub const HELD_DIR: &str = "held";
 pub const RELEASED_DIR: &str = ".released";
 /// The thresholds' open windows and the summaries not yet stored in Sguil.
 pub const THRESHOLD_STATE_FILE: &str = ".thresholds";
+
+/// One of the files a 0.1.0 collector kept in the queue (now in STATE_DIR): the new
+/// collector takes them over once (`collect::migrate`); `status` counts their
+/// lines until it has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Legacy<'a> {
+    /// `.backlog`.
+    Backlog,
+    /// `.backlog.requeue-<pid>`: a backlog a 0.1.0 `requeue --backlog` had taken.
+    TakenBacklog { pid: &'a str },
+    /// `.spool.<pid>[.…]`: what follows the prefix.
+    Spool { rest: &'a str },
+    /// `.follow.<hash>` (not a `.tmp` being written).
+    Position,
+}
+
+/// Which of 0.1.0's files `name` (a name in the queue) is, if any.
+pub fn legacy(name: &str) -> Option<Legacy<'_>> {
+    if name == BACKLOG_FILE {
+        Some(Legacy::Backlog)
+    } else if let Some(pid) = name.strip_prefix(BACKLOG_TAKEN_PREFIX) {
+        Some(Legacy::TakenBacklog { pid })
+    } else if let Some(rest) = name.strip_prefix(SPOOL_PREFIX) {
+        Some(Legacy::Spool { rest })
+    } else if name.starts_with(FOLLOW_PREFIX) && !name.ends_with(".tmp") {
+        Some(Legacy::Position)
+    } else {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn legacy_names_are_told_apart() {
+        assert_eq!(legacy(".backlog"), Some(Legacy::Backlog));
+        assert_eq!(
+            legacy(".backlog.requeue-42"),
+            Some(Legacy::TakenBacklog { pid: "42" })
+        );
+        assert_eq!(
+            legacy(".spool.7.draining"),
+            Some(Legacy::Spool { rest: "7.draining" })
+        );
+        assert_eq!(legacy(".follow.abc"), Some(Legacy::Position));
+        assert_eq!(legacy(".follow.abc.tmp"), None);
+        for other in [
+            ".backlogx",
+            ".journal",
+            "modsec.log.1.000001",
+            "backlog",
+            ".spool",
+        ] {
+            assert_eq!(legacy(other), None, "{other}");
+        }
+    }
+}

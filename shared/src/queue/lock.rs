@@ -6,7 +6,7 @@ use std::path::Path;
 
 use rustix::fs::{flock, FlockOperation};
 
-use crate::queue::layout::LOCK_FILE;
+use super::layout::LOCK_FILE;
 
 /// Held until dropped (the kernel releases it when the process dies, even by SIGKILL).
 #[derive(Debug)]

@@ -11,10 +11,13 @@
 //! whose size or md5 did not match their index line), `failed/` (quarantined entries,
 //! each with a `.reason` file), and the shipper's `.lock` and `.journal`.
 //!
-//! This module owns the directory: every name is in [`layout`], and each file format
-//! has its module here ([`journal`], [`delivered`], [`reason`], [`position`],
-//! [`last_run`]); [`known`] is what the queue already holds or delivered. The collector
-//! and the shipper use them; nothing else names a file in EVENT_DIR.
+//! This module owns the directory: every name is in [`layout`]; each area has its
+//! module with its operations ([`failed`]: list and restore; [`held`]: hold, list,
+//! count, release; [`lock`]) and each file format its module ([`journal`],
+//! [`delivered`], [`reason`], [`position`], [`last_run`], [`latency`],
+//! [`threshold_state`]); [`known`] is what the queue already holds or delivered. The
+//! collector, the shipper and the operator commands use them; nothing else names a file
+//! in EVENT_DIR (`shared/tests/architecture.rs` keeps it so).
 
 use std::cmp::Ordering;
 use std::fmt;
@@ -26,11 +29,13 @@ use std::time::{SystemTime, UNIX_EPOCH};
 pub mod bounded;
 pub mod delivered;
 pub mod failed;
+pub mod held;
 pub mod journal;
 pub mod known;
 pub mod last_run;
 pub mod latency;
 pub mod layout;
+pub mod lock;
 pub mod position;
 pub mod reason;
 pub mod threshold_state;
@@ -489,6 +494,31 @@ impl Queue {
         integrity_note(&self.dir, file_name)
     }
 
+    /// Whether `.integrity/` holds any marker (when none does, a pass skips the lookups).
+    pub fn any_integrity(&self) -> bool {
+        !names_in(&self.dir.join(INTEGRITY_DIR)).is_empty()
+    }
+
+    /// How many entries carry an integrity marker; a missing `.integrity/` is none.
+    pub fn integrity_marked(&self) -> Result<usize, (PathBuf, io::Error)> {
+        let at = self.dir.join(INTEGRITY_DIR);
+        match fs::read_dir(&at) {
+            Ok(rd) => Ok(rd.count()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(0),
+            Err(e) => Err((at, e)),
+        }
+    }
+
+    /// Removes a done entry and its integrity marker. An entry already gone is removed.
+    pub fn remove(&self, file_name: &str) -> io::Result<()> {
+        let removed = match fs::remove_file(self.dir.join(file_name)) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            other => other,
+        };
+        self.clear_integrity(file_name);
+        removed
+    }
+
     /// Removes an entry's integrity marker (gone with its entry).
     pub fn clear_integrity(&self, file_name: &str) {
         let _ = fs::remove_file(self.dir.join(INTEGRITY_DIR).join(file_name));
@@ -522,6 +552,17 @@ impl Queue {
         File::open(&self.dir)?.sync_all()?;
         Ok(failed_path.join(target))
     }
+}
+
+/// The names in directory `dir` (none when it is missing or unreadable).
+fn names_in(dir: &Path) -> std::collections::HashSet<String> {
+    fs::read_dir(dir)
+        .map(|rd| {
+            rd.flatten()
+                .filter_map(|e| e.file_name().into_string().ok())
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// Why `dir` cannot be the queue, if it cannot: it does not exist or is no directory.

@@ -13,7 +13,7 @@
 
 use std::io;
 use std::net::IpAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use super::layout::THRESHOLD_STATE_FILE;
 use crate::threshold::{Key, Kind, Summary, Track, Tracker, Window};
@@ -91,6 +91,11 @@ pub fn to_text(t: &Tracker) -> String {
         ));
     }
     out
+}
+
+/// The state file's path in the queue `queue_dir` (for messages).
+pub fn path(queue_dir: &Path) -> PathBuf {
+    queue_dir.join(THRESHOLD_STATE_FILE)
 }
 
 /// Writes the state of `t` into the queue at `queue_dir` (replaced, fsynced).

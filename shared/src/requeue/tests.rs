@@ -4,9 +4,12 @@ use super::*;
 use crate::auditlog::ParseLimits;
 use crate::queue::delivered::{Delivered, DeliveredLog};
 use crate::queue::known::unique_id_of;
-use crate::queue::{LinkMode, INTEGRITY_DIR};
+use crate::queue::layout::HISTORY_DIR;
+use crate::queue::{EntryName, LinkMode, FAILED_DIR, INTEGRITY_DIR};
 use crate::testdata::event_text;
 use md5::{Digest, Md5};
+use std::io::Write;
+use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 
 struct Setup {

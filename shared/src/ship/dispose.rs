@@ -11,23 +11,16 @@ impl Shipper {
     /// Removes a done entry (and, with SYMLINK_REMOVE_ORIG, its target). False when the
     /// entry could not be removed.
     pub(super) fn remove_entry(&self, entry: &str, target: Option<&Path>) -> bool {
-        let path = self.queue.dir().join(entry);
-        let removed = match fs::remove_file(&path) {
+        let removed = match self.queue.remove(entry) {
             Ok(()) => true,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => true,
             Err(e) => {
+                let path = self.queue.dir().join(entry);
                 log::error!("{}: delivered but cannot be removed: {e}", path.display());
                 false
             }
         };
-        self.queue.clear_integrity(entry);
         if removed && self.released.contains(entry) {
-            let _ = fs::remove_file(
-                self.queue
-                    .dir()
-                    .join(crate::queue::layout::RELEASED_DIR)
-                    .join(entry),
-            );
+            crate::queue::held::forget_release(self.queue.dir(), entry);
         }
         if removed && self.settings.remove_orig {
             if let Some(t) = target {
@@ -54,7 +47,7 @@ impl Shipper {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
             // An earlier release, run as root without RUNAS, made failed/ root's.
             Err(e) if e.kind() == io::ErrorKind::PermissionDenied => Err(ShipError::Io {
-                path: dir.join(crate::queue::FAILED_DIR),
+                path: crate::queue::failed::dir(&dir),
                 source: io::Error::new(
                     e.kind(),
                     format!(
@@ -66,7 +59,7 @@ impl Shipper {
                 ),
             }),
             Err(e) => Err(ShipError::Io {
-                path: dir.join(crate::queue::FAILED_DIR),
+                path: crate::queue::failed::dir(&dir),
                 source: e,
             }),
         }

@@ -12,7 +12,6 @@
 //! or JSON lines on stdout.
 
 pub mod load;
-pub mod lock;
 pub mod run;
 pub mod settings;
 pub mod sink;
@@ -28,7 +27,6 @@ mod thresholds;
 mod window;
 
 use std::collections::HashSet;
-use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -195,15 +193,4 @@ impl Shipper {
             .map_err(io_err(self.queue.dir()))?
             .len())
     }
-}
-
-/// The names in directory `dir` (none when it is missing or unreadable).
-fn names_in(dir: &Path) -> HashSet<String> {
-    fs::read_dir(dir)
-        .map(|rd| {
-            rd.flatten()
-                .filter_map(|e| e.file_name().into_string().ok())
-                .collect()
-        })
-        .unwrap_or_default()
 }

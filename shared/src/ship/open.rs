@@ -8,7 +8,7 @@ use std::path::Path;
 
 use super::journaling::Unanswered;
 use super::thresholds::HeldBack;
-use super::{io_err, names_in, DeliverySettings, ShipError, ShipStats, Shipper};
+use super::{io_err, DeliverySettings, ShipError, ShipStats, Shipper};
 use crate::queue::delivered::DeliveredLog;
 use crate::queue::journal::{Journal, JournalRecord};
 use crate::queue::Queue;
@@ -25,11 +25,11 @@ impl Shipper {
             });
         }
         let queue = Queue::open(dir).map_err(io_err(dir))?;
-        let journal_path = dir.join(crate::queue::layout::JOURNAL_FILE);
-        let (journal, records) = Journal::open(dir).map_err(io_err(&journal_path))?;
+        let (journal, records) =
+            Journal::open(dir).map_err(io_err(&crate::queue::journal::path(dir)))?;
         let next_cid = records.iter().map(|r| r.cid).max().unwrap_or(0);
         let tracker = crate::queue::threshold_state::load(dir).map_err(|source| ShipError::Io {
-            path: dir.join(crate::queue::layout::THRESHOLD_STATE_FILE),
+            path: crate::queue::threshold_state::path(dir),
             source,
         })?;
         let (held, records): (Vec<JournalRecord>, Vec<JournalRecord>) =
@@ -37,7 +37,7 @@ impl Shipper {
         // A held-back record is done once its entry is in held/. Its entry back in the
         // queue with a release marker was put back by `requeue --suppressed` (the same
         // name and inode): that record is stale, never acted on again.
-        let released = names_in(&dir.join(crate::queue::layout::RELEASED_DIR));
+        let released = crate::queue::held::released(dir);
         let held_journaled: Vec<JournalRecord> = held
             .into_iter()
             .filter(|r| r.entry_present(dir) && !released.contains(&r.entry))

@@ -9,7 +9,7 @@ use super::journaling::{batch_size, HELD_BATCH};
 use super::load::LoadError;
 use super::read_ahead::{read_ahead, Loaded, MappedEntry};
 use super::thresholds::HeldBack;
-use super::{io_err, names_in, Bounds, Outgoing, ShipError, Shipper, Sink};
+use super::{io_err, Bounds, Outgoing, ShipError, Shipper, Sink};
 use crate::alert::Decision;
 use crate::queue::QueueEntry;
 use crate::sguil::wire::SguilEvent;
@@ -85,8 +85,8 @@ impl Shipper {
     fn pass_entries(&mut self) -> Result<Vec<QueueEntry>, ShipError> {
         let dir = self.queue.dir().to_path_buf();
         let entries = self.queue.entries().map_err(io_err(&dir))?;
-        self.released = names_in(&dir.join(crate::queue::layout::RELEASED_DIR));
-        self.integrity_any = !names_in(&dir.join(crate::queue::INTEGRITY_DIR)).is_empty();
+        self.released = crate::queue::held::released(&dir);
+        self.integrity_any = self.queue.any_integrity();
         let journaled: HashSet<String> = self
             .unanswered
             .iter()

@@ -13,7 +13,6 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
 
-use super::lock::QueueLock;
 use super::settings::ShipperSettings;
 use super::sink::connect;
 use super::{Bounds, ShipError, ShipStats, Shipper, Sink};
@@ -21,6 +20,7 @@ use crate::control::Control;
 use crate::exit::Exit;
 use crate::queue::last_run::{LastRun, RunResult};
 use crate::queue::latency::LatencyRecord;
+use crate::queue::lock::QueueLock;
 use crate::queue::watch::{Watch, Woken};
 use crate::sguil::client::SessionError;
 
@@ -539,9 +539,7 @@ pub fn record_run(
     if let Err(e) = record.write(queue_dir) {
         log::warn!(
             "{}: cannot write the last-run record: {e}",
-            queue_dir
-                .join(crate::queue::layout::LAST_RUN_FILE)
-                .display()
+            crate::queue::last_run::path(queue_dir).display()
         );
     }
 }
@@ -557,7 +555,7 @@ fn record_latency(queue_dir: &Path, since: i64, s: &ShipStats) {
     if let Err(e) = record.write(queue_dir) {
         log::warn!(
             "{}: cannot write the latency record: {e}",
-            queue_dir.join(crate::queue::layout::LATENCY_FILE).display()
+            crate::queue::latency::path(queue_dir).display()
         );
     }
 }

@@ -6,6 +6,7 @@ use super::*;
 use crate::sguil::client::Answer;
 use crate::testdata::event_text;
 use std::collections::VecDeque;
+use std::fs;
 use std::sync::atomic::AtomicBool;
 
 /// Confirms each event submitted to it, in order; asked for an answer with nothing

@@ -2,12 +2,10 @@
 //! the state saved, and summaries made into Sguil events.
 
 use std::collections::HashSet;
-use std::fs;
-use std::io;
 
 use chrono::{TimeZone, Utc};
 
-use super::{io_err, Outgoing, ShipError, Shipper, Sink};
+use super::{Outgoing, ShipError, Shipper, Sink};
 use crate::queue::delivered::Delivered;
 
 /// An entry a threshold held back, journaled and not yet finished.
@@ -51,31 +49,18 @@ impl Shipper {
         self.delivered_log
             .record_many(&records)
             .map_err(|e| ShipError::Io {
-                path: self.queue.dir().join(crate::queue::layout::DELIVERED_FILE),
+                path: crate::queue::delivered::path(self.queue.dir()),
                 source: e,
             })?;
-        let dir = self.queue.dir().to_path_buf();
-        let held_dir = dir.join(crate::queue::layout::HELD_DIR);
-        match fs::create_dir(&held_dir) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(io_err(&held_dir)(e)),
-        }
-        for (h, _) in &held {
-            let from = dir.join(&h.entry);
-            if verify {
-                match fs::symlink_metadata(&from) {
-                    Ok(m) if std::os::unix::fs::MetadataExt::ino(&m) == h.ino => {}
-                    _ => continue, // gone, or another file under the name
-                }
-            }
-            match fs::rename(&from, held_dir.join(&h.entry)) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(io_err(&from)(e)),
-            }
+        let moved = crate::queue::held::hold(
+            self.queue.dir(),
+            held.iter()
+                .map(|(h, _)| (h.entry.as_str(), verify.then_some(h.ino))),
+        )
+        .map_err(|(path, source)| ShipError::Io { path, source })?;
+        for entry in &moved {
             if self.integrity_any {
-                self.queue.clear_integrity(&h.entry);
+                self.queue.clear_integrity(entry);
             }
             self.stats.held += 1;
         }
@@ -92,10 +77,7 @@ impl Shipper {
         if self.tracker.take_changed() {
             crate::queue::threshold_state::save(self.queue.dir(), &self.tracker).map_err(
                 |source| ShipError::Io {
-                    path: self
-                        .queue
-                        .dir()
-                        .join(crate::queue::layout::THRESHOLD_STATE_FILE),
+                    path: crate::queue::threshold_state::path(self.queue.dir()),
                     source,
                 },
             )?;

@@ -1,6 +1,10 @@
 use super::*;
 use crate::queue::journal::{Journal, JournalRecord};
 use crate::queue::last_run::{LastRun, RunResult};
+use crate::queue::layout::{
+    BACKLOG_FILE, BACKLOG_TAKEN_PREFIX, DELIVERED_FILE, FAILED_DIR, INTEGRITY_DIR, JOURNAL_FILE,
+    LAST_RUN_FILE,
+};
 use crate::queue::{EntryName, Queue};
 
 fn queue_with(n: u64) -> (tempfile::TempDir, PathBuf) {
