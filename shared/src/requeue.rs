@@ -20,7 +20,7 @@ use chrono::{DateTime, FixedOffset};
 
 use crate::collect::{CollectorSettings, InputLine, Stats, Worker};
 use crate::index::{parse_index_line, IndexLine};
-use crate::queue::known::Known;
+use crate::queue::known::KnownEvents;
 use crate::queue::Queue;
 use crate::state::{
     parse_backlog_record, StateDir, BACKLOG_FILE, BACKLOG_TAKEN_PREFIX, MAX_BACKLOG_RECORD_BYTES,
@@ -34,7 +34,7 @@ pub enum Outcome {
     /// A dry run found nothing against it.
     WouldQueue,
     /// Not added: already queued or delivered (the reason says which).
-    Known(String),
+    AlreadyKnown(String),
     /// Not matched by the filters (index mode).
     Filtered,
     /// Could not be queued; why.
@@ -65,7 +65,7 @@ impl Report {
         match o {
             Outcome::Queued(_) => self.queued += 1,
             Outcome::WouldQueue => self.would_queue += 1,
-            Outcome::Known(_) => self.known += 1,
+            Outcome::AlreadyKnown(_) => self.known += 1,
             Outcome::Filtered => self.filtered += 1,
             Outcome::Failed(_) => self.failed += 1,
         }
@@ -83,7 +83,7 @@ pub use crate::queue::failed::{failed_entries, FailedEntry};
 pub fn requeue_failed(
     queue: &mut Queue,
     e: &FailedEntry,
-    known: &mut Known,
+    known: &mut KnownEvents,
     dry_run: bool,
     force: bool,
 ) -> Outcome {
@@ -93,7 +93,7 @@ pub fn requeue_failed(
     };
     if !force {
         if let Some(why) = known.why(r.unique_id.as_deref(), r.dev_ino) {
-            return Outcome::Known(why);
+            return Outcome::AlreadyKnown(why);
         }
     }
     if dry_run {
@@ -117,7 +117,7 @@ pub fn requeue_suppressed(
     queue: &mut Queue,
     entry: &str,
     unique_id: &str,
-    known: &Known,
+    known: &KnownEvents,
     dry_run: bool,
     force: bool,
 ) -> Outcome {
@@ -127,7 +127,7 @@ pub fn requeue_suppressed(
     };
     if !force {
         if let Some(why) = known.why(Some(unique_id), None) {
-            return Outcome::Known(why);
+            return Outcome::AlreadyKnown(why);
         }
     }
     if dry_run {
@@ -275,7 +275,7 @@ impl LineRequeuer {
         }
         let id = parsed.unique_id.clone();
         if !self.force && self.known.contains(&id) {
-            return Outcome::Known(format!(
+            return Outcome::AlreadyKnown(format!(
                 "unique id {} was queued before (the collector's record)",
                 crate::escape::escape_text(&id)
             ));
@@ -464,7 +464,7 @@ fn retry_backlog_file(
     each: &mut dyn FnMut(&BacklogRecordAt),
 ) -> io::Result<()> {
     let named = |e: io::Error| io::Error::new(e.kind(), format!("{}: {e}", source.display()));
-    let f = match crate::safefs::open_read_checked(source, crate::safefs::Keeper::Us) {
+    let f = match crate::safefs::open_read_checked(source, crate::safefs::Keeper::ThisProcess) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
         Err(e) => return Err(named(e)),

@@ -101,17 +101,18 @@ pub enum Keeper {
     /// Shared with the directory's owner (the backlog, integrity markers, a log): it may
     /// be theirs, and what root creates is given to them, who read and remove it.
     DirOwner,
-    /// The collector's own (its spool, its follow position): what it reads back as index
-    /// lines or as where to resume must be its own, or the directory's owner could
-    /// forge them. Created ours, readable by the directory's group (for `status`).
-    Us,
+    /// This process's user's own (the collector's spool, its follow position): what it
+    /// reads back as index lines or as where to resume must be its own, or the
+    /// directory's owner could forge them. Created ours, readable by the directory's
+    /// group (for `status`).
+    ThisProcess,
     /// Only read, to be shown (`status`, run by any user): anyone's. Never with create.
     Anyone,
 }
 
 /// Opens `name` relative to the directory `dir` with `flags`, never following a link and
 /// never blocking on a FIFO, and checks what it got ([`check_opened`]; with
-/// [`Keeper::Us`], that it is ours). `O_TRUNC` is applied only after the check, so a
+/// [`Keeper::ThisProcess`], that it is ours). `O_TRUNC` is applied only after the check, so a
 /// planted hard link is refused before anything is cut. A file root creates in another
 /// user's directory is given to that user ([`Keeper::DirOwner`]) or to their group.
 fn open_checked_at(
@@ -125,7 +126,7 @@ fn open_checked_at(
     let me = nix::unistd::geteuid().as_raw();
     let owners = match keeper {
         Keeper::DirOwner => Some(dir_st.st_uid),
-        Keeper::Us => Some(me),
+        Keeper::ThisProcess => Some(me),
         Keeper::Anyone => None,
     };
     debug_assert!(owners.is_some() || !flags.contains(OFlags::CREATE));
@@ -154,7 +155,7 @@ fn open_checked_at(
 }
 
 /// Gives `fd` (whose status is `st`) to the owner and group of the directory `dir` holds
-/// it in ([`Keeper::DirOwner`]), or only to its group ([`Keeper::Us`]), when we are root
+/// it in ([`Keeper::DirOwner`]), or only to its group ([`Keeper::ThisProcess`]), when we are root
 /// and it is not so already.
 fn give_to_owner_of(
     fd: &impl std::os::fd::AsFd,
@@ -164,7 +165,7 @@ fn give_to_owner_of(
 ) -> io::Result<()> {
     let uid = match keeper {
         Keeper::DirOwner => dir.st_uid,
-        Keeper::Us | Keeper::Anyone => st.st_uid,
+        Keeper::ThisProcess | Keeper::Anyone => st.st_uid,
     };
     if !nix::unistd::geteuid().is_root() || (st.st_uid, st.st_gid) == (uid, dir.st_gid) {
         return Ok(());
@@ -844,8 +845,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("pos");
         std::fs::write(&p, [b'1'; 100]).unwrap();
-        assert_eq!(read_checked(&p, 100, Keeper::Us).unwrap().len(), 100);
-        let e = read_checked(&p, 99, Keeper::Us).unwrap_err();
+        assert_eq!(
+            read_checked(&p, 100, Keeper::ThisProcess).unwrap().len(),
+            100
+        );
+        let e = read_checked(&p, 99, Keeper::ThisProcess).unwrap_err();
         assert!(e.to_string().contains("holds more than 99 bytes"), "{e}");
         symlink("/dev/zero", dir.path().join("zero")).unwrap();
         assert!(read_checked(&dir.path().join("zero"), 1 << 30, Keeper::Anyone).is_err());
@@ -859,19 +863,19 @@ mod tests {
         }
         let dir = dir_of(65534);
         // Created: root's, readable by the directory's group (status), nobody else.
-        append_for(&dir.path().join(".spool.1"), Keeper::Us).unwrap();
+        append_for(&dir.path().join(".spool.1"), Keeper::ThisProcess).unwrap();
         let m = std::fs::metadata(dir.path().join(".spool.1")).unwrap();
         assert_eq!(
             (m.uid(), m.gid(), m.permissions().mode() & 0o777),
             (0, 65534, 0o640)
         );
-        assert!(open_read_checked(&dir.path().join(".spool.1"), Keeper::Us).is_ok());
+        assert!(open_read_checked(&dir.path().join(".spool.1"), Keeper::ThisProcess).is_ok());
         // One the directory's owner wrote (forged index lines): refused for the
         // collector, fine to show.
         let forged = dir.path().join(".spool.2");
         std::fs::write(&forged, "forged\n").unwrap();
         std::os::unix::fs::chown(&forged, Some(65534), Some(65534)).unwrap();
-        let e = open_read_checked(&forged, Keeper::Us).unwrap_err();
+        let e = open_read_checked(&forged, Keeper::ThisProcess).unwrap_err();
         assert!(e.to_string().contains("belongs to uid 65534"), "{e}");
         assert!(open_read_checked(&forged, Keeper::DirOwner).is_ok());
         assert!(open_read_checked(&forged, Keeper::Anyone).is_ok());

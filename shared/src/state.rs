@@ -179,7 +179,7 @@ impl StateDir {
         }
         let path = self.join(BACKLOG_FILE);
         for _ in 0..100 {
-            let mut f = crate::safefs::append_for(&path, crate::safefs::Keeper::Us)?;
+            let mut f = crate::safefs::append_for(&path, crate::safefs::Keeper::ThisProcess)?;
             crate::safefs::append_whole(&mut f, &out, true)?;
             let written = f.metadata()?;
             match std::fs::symlink_metadata(&path) {
@@ -218,11 +218,12 @@ impl StateDir {
         let mut ids = HashSet::new();
         for name in [QUEUED_OLD_FILE, QUEUED_FILE] {
             let path = self.join(name);
-            let f = match crate::safefs::open_read_checked(&path, crate::safefs::Keeper::Us) {
-                Ok(f) => f,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(e),
-            };
+            let f =
+                match crate::safefs::open_read_checked(&path, crate::safefs::Keeper::ThisProcess) {
+                    Ok(f) => f,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(e),
+                };
             let mut skipped = 0u64;
             // Twice the rotation size: a file is rotated once it is past it.
             let r = BufReader::new(f.take(2 * MAX_QUEUED_RECORD_BYTES));
@@ -279,7 +280,7 @@ impl QueuedRecord {
             Some(f) => f,
             None => self.file.insert(crate::safefs::append_for(
                 &self.path,
-                crate::safefs::Keeper::Us,
+                crate::safefs::Keeper::ThisProcess,
             )?),
         };
         let written = crate::safefs::append_whole(f, &out, false).and_then(|()| f.metadata());

@@ -111,7 +111,7 @@ impl Printer {
         match o {
             Outcome::Queued(entry) => self.line(&format!("queued {entry} <- {what}"), false),
             Outcome::WouldQueue => self.line(&format!("would queue {what}"), false),
-            Outcome::Known(why) => self.line(&format!("skipped {what}: {why}"), false),
+            Outcome::AlreadyKnown(why) => self.line(&format!("skipped {what}: {why}"), false),
             Outcome::Filtered => {}
             Outcome::Failed(why) => self.line(&format!("not queued: {what}: {why}"), true),
         }

@@ -197,7 +197,7 @@ impl Follower {
     /// saved position, or `start` when there is none. The file need not exist yet.
     pub fn open(path: &Path, state_dir: &StateDir, start: StartAt) -> io::Result<Follower> {
         let state = state_dir.join(&position::state_name(path));
-        let saved = position::read(&state, crate::safefs::Keeper::Us)?.map(|(p, _)| p);
+        let saved = position::read(&state, crate::safefs::Keeper::ThisProcess)?.map(|(p, _)| p);
         let mut f = Follower {
             path: path.to_path_buf(),
             state,

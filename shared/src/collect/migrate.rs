@@ -57,7 +57,7 @@ pub fn from_queue(
         // they give its owner nothing Apache's pipe does not.
         let keeper = match what {
             Kind::Backlog => crate::safefs::Keeper::DirOwner,
-            _ => crate::safefs::Keeper::Us,
+            _ => crate::safefs::Keeper::ThisProcess,
         };
         let bytes = match queue.read_checked(&name, MAX_MIGRATED_BYTES, keeper) {
             Ok(b) => b,
@@ -175,7 +175,7 @@ fn take_over(
                 crate::state::SPOOL_PREFIX,
                 name
             ));
-            let mut f = crate::safefs::append_for(&target, crate::safefs::Keeper::Us)?;
+            let mut f = crate::safefs::append_for(&target, crate::safefs::Keeper::ThisProcess)?;
             crate::safefs::append_whole(&mut f, bytes, true)?;
             done.spool_lines += bytes
                 .split(|&b| b == b'\n')
@@ -188,7 +188,7 @@ fn take_over(
                 crate::safefs::replace(
                     &target,
                     bytes,
-                    crate::safefs::Keeper::Us,
+                    crate::safefs::Keeper::ThisProcess,
                     crate::safefs::Durability::Synced,
                 )?;
             }

@@ -1839,7 +1839,7 @@ fn files_a_0_1_0_collector_left_in_the_queue_move_to_the_state_dir_once() {
         ]
     );
     assert_eq!(
-        crate::queue::position::read(&state.join(&position), crate::safefs::Keeper::Us)
+        crate::queue::position::read(&state.join(&position), crate::safefs::Keeper::ThisProcess)
             .unwrap()
             .unwrap()
             .1,

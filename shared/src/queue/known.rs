@@ -13,13 +13,13 @@ use crate::auditlog::{parse_event, unique_id_quick, ParseLimits};
 
 /// Events the queue already has, or that were delivered.
 #[derive(Debug, Default)]
-pub struct Known {
+pub struct KnownEvents {
     queued_ids: HashSet<String>,
     queued_inodes: HashSet<(u64, u64)>,
     delivered: HashSet<String>,
 }
 
-impl Known {
+impl KnownEvents {
     /// Reads the unique id and inode of every queue entry, then the delivered log. An
     /// entry that cannot be read or parsed is known by its inode only.
     ///
@@ -28,9 +28,9 @@ impl Known {
     /// when the log is read after it. Read the other way round, an event delivered in
     /// between was in neither (found by the soak test: `requeue --index` right after
     /// `requeue --backlog` queued two events a second time).
-    pub fn load(queue_dir: &Path) -> io::Result<Known> {
+    pub fn load(queue_dir: &Path) -> io::Result<KnownEvents> {
         let queue = Queue::at(queue_dir);
-        let mut known = Known::default();
+        let mut known = KnownEvents::default();
         let limits = ParseLimits {
             max_body_bytes: 0,
             ..ParseLimits::default()

@@ -40,7 +40,7 @@ pub fn write(state: &Path, p: &Position, index: &Path) -> io::Result<()> {
     crate::safefs::replace(
         state,
         text.as_bytes(),
-        crate::safefs::Keeper::Us,
+        crate::safefs::Keeper::ThisProcess,
         crate::safefs::Durability::Synced,
     )
     .map_err(|e| {
@@ -85,7 +85,7 @@ pub fn saved_positions(state_dir: &Path) -> io::Result<Vec<(PathBuf, Position)>>
 
 /// The position saved in `state`, and the path of the file it is for, read checked
 /// ([`crate::safefs`]: no link, no FIFO) and at most [`MAX_POSITION_BYTES`] of it.
-/// `keeper` is [`crate::safefs::Keeper::Us`] where the collector resumes from it (it
+/// `keeper` is [`crate::safefs::Keeper::ThisProcess`] where the collector resumes from it (it
 /// must be root's own), `Anyone` where `status` shows it.
 pub fn read(
     state: &Path,

@@ -13,7 +13,7 @@ use super::{
 use crate::collect::{CollectorOverrides, CollectorSettings};
 use crate::config::ConfigFile;
 use crate::exit::Exit;
-use crate::queue::known::Known;
+use crate::queue::known::KnownEvents;
 use crate::queue::Queue;
 
 /// What to requeue.
@@ -127,7 +127,7 @@ pub fn run(r: Request, progress: &mut dyn FnMut(Progress)) -> Result<Report, Err
     }
     // --failed and --suppressed skip what the queue holds or delivered.
     let known = || {
-        Known::load(&queue_dir).map_err(|e| {
+        KnownEvents::load(&queue_dir).map_err(|e| {
             Error::Failed(format!(
                 "cannot read the queue {}: {e}",
                 queue_dir.display()
@@ -181,7 +181,7 @@ struct Chosen<'a> {
 
 fn failed(
     queue_dir: &Path,
-    mut known: Known,
+    mut known: KnownEvents,
     c: &Chosen,
     r: &Request,
     progress: &mut dyn FnMut(Progress),
@@ -230,7 +230,7 @@ fn failed(
 
 fn suppressed(
     queue_dir: &Path,
-    known: &Known,
+    known: &KnownEvents,
     since: Option<DateTime<FixedOffset>>,
     unique_ids: &[String],
     r: &Request,

@@ -143,7 +143,7 @@ fn failed_entries_go_back_under_their_names_with_their_reasons_kept() {
     assert_eq!(failed[0].unique_id(&qd).as_deref(), Some("ID-one"));
 
     // A dry run changes nothing.
-    let mut known = Known::load(&qd).unwrap();
+    let mut known = KnownEvents::load(&qd).unwrap();
     let mut queue = Queue::open(&qd).unwrap();
     for f in &failed {
         assert_eq!(
@@ -187,7 +187,7 @@ fn failed_entries_go_back_under_their_names_with_their_reasons_kept() {
     q.quarantine("modsec.log.100.000001", "sguild refused the event: again")
         .unwrap();
     let again = failed_entries(&qd).unwrap();
-    let mut known = Known::load(&qd).unwrap();
+    let mut known = KnownEvents::load(&qd).unwrap();
     assert!(matches!(
         requeue_failed(&mut queue, &again[0], &mut known, false, false),
         Outcome::Queued(_)
@@ -229,7 +229,7 @@ fn a_failed_entry_already_queued_or_delivered_is_not_added_twice_unless_forced()
         .unwrap();
     }
     let failed = failed_entries(&qd).unwrap();
-    let mut known = Known::load(&qd).unwrap();
+    let mut known = KnownEvents::load(&qd).unwrap();
     let mut queue = Queue::open(&qd).unwrap();
     let got: Vec<Outcome> = failed
         .iter()
@@ -238,8 +238,8 @@ fn a_failed_entry_already_queued_or_delivered_is_not_added_twice_unless_forced()
     assert_eq!(
         got,
         [
-            Outcome::Known("unique id ID-queued is already queued".into()),
-            Outcome::Known("unique id ID-sent was already delivered to Sguil".into()),
+            Outcome::AlreadyKnown("unique id ID-queued is already queued".into()),
+            Outcome::AlreadyKnown("unique id ID-sent was already delivered to Sguil".into()),
         ]
     );
     assert_eq!(
@@ -266,7 +266,7 @@ fn a_directory_in_failed_is_refused_with_a_reason() {
         .quarantine("modsec.log.100.000001", "a directory, not an event file")
         .unwrap();
     let failed = failed_entries(&qd).unwrap();
-    let mut known = Known::load(&qd).unwrap();
+    let mut known = KnownEvents::load(&qd).unwrap();
     let mut queue = Queue::open(&qd).unwrap();
     match requeue_failed(&mut queue, &failed[0], &mut known, false, false) {
         Outcome::Failed(why) => assert!(why.contains("not a file or symbolic link"), "{why}"),
@@ -398,7 +398,7 @@ fn a_planted_reason_link_is_neither_moved_to_the_history_nor_written_through() {
     fs::remove_file(&reason).unwrap();
     std::os::unix::fs::symlink(&victim, &reason).unwrap();
     let mut queue = Queue::open(&qd).unwrap();
-    let mut known = Known::load(&qd).unwrap();
+    let mut known = KnownEvents::load(&qd).unwrap();
     let failed = failed_entries(&qd).unwrap();
     assert!(matches!(
         requeue_failed(&mut queue, &failed[0], &mut known, false, false),
@@ -583,7 +583,7 @@ fn a_damaged_gzip_index_is_an_error_naming_it() {
 }
 
 /// While a shipper delivers (record, then remove), every event is at each moment either
-/// queued or on record: `Known::load` must never see one in neither.
+/// queued or on record: `KnownEvents::load` must never see one in neither.
 ///
 /// The shipper waits at each checkpoint until another load has ended, so loads overlap
 /// the delivery however fast or slow this machine is (CI once delivered all 3,000 in
@@ -633,7 +633,7 @@ fn known_never_misses_an_event_a_shipper_is_delivering() {
         })
     };
     while !done.load(SeqCst) {
-        let known = Known::load(&qd).unwrap();
+        let known = KnownEvents::load(&qd).unwrap();
         let load = loads.fetch_add(1, SeqCst) + 1;
         for i in 0..n {
             let id = format!("ID-{i:05}");

@@ -244,7 +244,7 @@ fn a_fifo_where_a_file_should_be_is_a_problem_not_a_hang() {
         nix::sys::stat::Mode::S_IRWXU,
     )
     .unwrap();
-    assert!(crate::queue::known::Known::load(&q).is_ok());
+    assert!(crate::queue::known::KnownEvents::load(&q).is_ok());
 }
 
 #[test]
