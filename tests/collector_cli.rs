@@ -998,3 +998,62 @@ fn a_collector_that_does_not_own_the_events_still_reads_them() {
     );
     assert!(env.backlog().is_empty(), "{:?}", env.backlog());
 }
+
+/// `--help` ends with the exit codes, and the collector exits with the one it lists for
+/// what happened: a bad command line in Apache's pipe, and a bad config with --follow.
+#[test]
+fn help_lists_the_exit_codes_the_collector_exits_with() {
+    let help = Command::new(binary("modsec-collector"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    assert!(help.status.success());
+    let help = String::from_utf8(help.stdout).unwrap();
+    let table = help
+        .split("Exit codes:\n")
+        .nth(1)
+        .expect("--help has an exit-code table");
+    let code_for = |words: &str| -> i32 {
+        let row = table
+            .lines()
+            .filter(|l| !l.starts_with("     "))
+            .find(|l| l.contains(words))
+            .unwrap_or_else(|| panic!("no row with {words:?} in\n{table}"));
+        row.split_whitespace().next().unwrap().parse().unwrap()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let bad_line = Command::new(binary("modsec-collector"))
+        .arg("--no-such-option")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(bad_line.status.code(), Some(code_for("a bad command line")));
+    let conf = dir.path().join("bad.conf");
+    let queue = dir.path().join("queue");
+    std::fs::create_dir(&queue).unwrap();
+    std::fs::write(
+        &conf,
+        format!(
+            "set EVENT_DIR {}\nset STORAGE_DIR {}\nset STATE_DIR {}\nset LINK_MODE sideways\n",
+            queue.display(),
+            dir.path().display(),
+            state::dir(dir.path()).display()
+        ),
+    )
+    .unwrap();
+    let bad_config = Command::new(binary("modsec-collector"))
+        .arg("-c")
+        .arg(&conf)
+        .arg("--follow")
+        .arg(dir.path().join("index"))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&bad_config.stderr);
+    assert_eq!(
+        bad_config.status.code(),
+        Some(code_for("with --follow: bad or missing configuration")),
+        "{stderr}"
+    );
+    assert!(stderr.contains("LINK_MODE"), "{stderr}");
+}

@@ -1,6 +1,6 @@
 //! The programs' exit codes, stated once: both binaries exit through [`Exit`], and the
-//! table in `modsec-shipper --help` (and so in the man pages generated from it) is
-//! [`Exit::table`] of [`Exit::SHIPPER`]. `modsec-shipper status` exits with Nagios'
+//! tables in `--help` (and so in the man pages generated from it) are [`Exit::table`]
+//! of [`Exit::SHIPPER`] and [`Exit::collector_table`]. `modsec-shipper status` exits with Nagios'
 //! levels instead (`status::Level`).
 
 use std::fmt::Write as _;
@@ -40,6 +40,42 @@ impl Exit {
         Exit::Outage,
     ];
 
+    /// The collector's codes with what each means for it, in the order `--help` lists
+    /// them. (In Apache's pipe it never stops for a bad setting: Apache would restart it
+    /// every second while its children block on the pipe; it runs degraded instead.)
+    pub const COLLECTOR: [(Exit, &'static str); 4] = [
+        (
+            Exit::Ok,
+            "its input ended (Apache closed the pipe; a second SIGTERM), or --follow was\n\
+             stopped by SIGTERM: every line read is queued, in the backlog or in a spool",
+        ),
+        (
+            Exit::Failed,
+            "--follow ended on an error (the followed file or STATE_DIR could not be read or\n\
+             written; the message names it)",
+        ),
+        (
+            Exit::Degraded,
+            "a bad command line, or no usable settings (a config root cannot trust, a bad\n\
+             value, a queue it cannot open): ran degraded until its input ended, every\n\
+             line logged and appended to the index file if one was known",
+        ),
+        (
+            Exit::Config,
+            "with --follow: bad or missing configuration (the message names the file, line\n\
+             and key)",
+        ),
+    ];
+
+    /// [`Exit::COLLECTOR`] as `--help` lists it.
+    pub fn collector_table() -> String {
+        let mut out = String::new();
+        for (e, meaning) in Self::COLLECTOR {
+            write_row(&mut out, e.code(), meaning);
+        }
+        out
+    }
+
     pub fn code(self) -> u8 {
         match self {
             Exit::Ok => 0,
@@ -74,15 +110,20 @@ impl Exit {
     pub fn table(codes: &[Exit]) -> String {
         let mut out = String::new();
         for e in codes {
-            for (i, line) in e.meaning().lines().enumerate() {
-                if i == 0 {
-                    let _ = writeln!(out, "  {}  {line}", e.code());
-                } else {
-                    let _ = writeln!(out, "     {line}");
-                }
-            }
+            write_row(&mut out, e.code(), e.meaning());
         }
         out
+    }
+}
+
+/// One row of an exit-code table: `  N  meaning`, continuation lines under the meaning.
+fn write_row(out: &mut String, code: u8, meaning: &str) {
+    for (i, line) in meaning.lines().enumerate() {
+        if i == 0 {
+            let _ = writeln!(out, "  {code}  {line}");
+        } else {
+            let _ = writeln!(out, "     {line}");
+        }
     }
 }
 
@@ -116,5 +157,18 @@ mod tests {
             "the shipper's codes are their position"
         );
         assert_eq!(Exit::Degraded.code(), 2);
+    }
+
+    #[test]
+    fn the_collector_table_lists_its_codes_in_order_each_once() {
+        let table = Exit::collector_table();
+        let codes: Vec<&str> = table
+            .lines()
+            .filter(|l| !l.starts_with("     "))
+            .map(|l| l.split_whitespace().next().unwrap())
+            .collect();
+        assert_eq!(codes, ["0", "1", "2", "3"]);
+        assert!(table.contains("  2  a bad command line, or no usable settings"));
+        assert!(table.lines().all(|l| l.len() <= 88), "{table}");
     }
 }
