@@ -201,7 +201,9 @@ impl Logger {
         syslog_facility: Option<libc::c_int>,
     ) -> std::io::Result<()> {
         let file = match log_file {
-            Some(p) => Some(Mutex::new(crate::safefs::append_nofollow(p)?)),
+            Some(p) => Some(Mutex::new(
+                crate::safefs::Open::append(crate::safefs::Keeper::DirOwner).at(p)?,
+            )),
             None => None,
         };
         if let Some(fac) = syslog_facility {

@@ -315,7 +315,9 @@ pub struct IndexLineAt<'a> {
 /// Opens an index file, gunzipping it when it starts with the gzip magic.
 fn open_index(path: &Path) -> io::Result<(Box<dyn BufRead>, Arc<std::sync::atomic::AtomicU64>)> {
     use std::os::unix::fs::FileExt;
-    let f = crate::safefs::read_configured(path)?;
+    let f = crate::safefs::Open::read(crate::safefs::Keeper::Anyone)
+        .configured()
+        .at(path)?;
     let mut magic = [0u8; 2];
     let n = f.read_at(&mut magic, 0)?;
     let counted = Counting {
@@ -464,7 +466,7 @@ fn retry_backlog_file(
     each: &mut dyn FnMut(&BacklogRecordAt),
 ) -> io::Result<()> {
     let named = |e: io::Error| io::Error::new(e.kind(), format!("{}: {e}", source.display()));
-    let f = match crate::safefs::open_read_checked(source, crate::safefs::Keeper::ThisProcess) {
+    let f = match crate::safefs::Open::read(crate::safefs::Keeper::ThisProcess).at(source) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
         Err(e) => return Err(named(e)),

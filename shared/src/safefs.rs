@@ -8,6 +8,11 @@
 //! queue's own subdirectories are opened as directories without following a link and
 //! written through that handle (`openat`, `linkat`), so swapping one for a link between
 //! a check and a use gains nothing.
+//!
+//! Two doors, and no other in the product: [`Open`] for a file (every open below the
+//! queue, STATE_DIR, the storage dir, a configured log or index file, a queue entry) and
+//! [`Dir`] for a directory. (The config file has its own, stricter rule, OpenSSH's
+//! StrictModes, in `config`; `show` opens the files its operator names by its own.)
 
 use std::fs::File;
 use std::io;
@@ -205,48 +210,215 @@ fn open_parent(path: &Path) -> io::Result<(OwnedFd, &std::ffi::OsStr)> {
     Ok((dir, name))
 }
 
-/// Opens `path`, a file the configuration names (the collector's index file), for
-/// appending, created [`CREATE_MODE`] if missing. In a directory only we may write
-/// (ours, no group or other write: `/var/log/apache2`, `/dev`) nobody could have
-/// planted anything, so the file is opened as configured: `/dev/null`, a link we made,
-/// a FIFO a reader holds. In any other directory it is opened as [`append_nofollow`]
-/// does: a link, FIFO or device there is refused.
-pub fn append_configured(path: &Path) -> io::Result<File> {
+/// What an open is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Access {
+    Read,
+    /// Appending, created [`CREATE_MODE`] if missing.
+    Append,
+    /// Reading back, then appending (the journal), created if missing.
+    ReadAppend,
+    /// Writing from empty, created if missing (truncated only after the checks).
+    Truncate,
+}
+
+impl Access {
+    fn flags(self) -> OFlags {
+        match self {
+            Access::Read => OFlags::RDONLY,
+            Access::Append => OFlags::WRONLY | OFlags::APPEND | OFlags::CREATE,
+            Access::ReadAppend => OFlags::RDWR | OFlags::APPEND | OFlags::CREATE,
+            Access::Truncate => OFlags::WRONLY | OFlags::CREATE | OFlags::TRUNC,
+        }
+    }
+}
+
+/// How far the path is trusted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Trust {
+    /// Its last component is in another user's hands: never followed, never a FIFO or
+    /// device, one link, owned as the [`Keeper`] says (`open_checked_at`).
+    Checked,
+    /// Named by the configuration or the operator (an index file, a log file): in a
+    /// directory only we may write, nobody could have planted anything, so it is opened
+    /// as configured (`/dev/null`, a link we made; a read must still be a regular
+    /// file); in any other directory, as [`Trust::Checked`].
+    Configured,
+    /// A queue entry: the event file itself, hard-linked from the storage dir (two
+    /// links, www-data's), read by the shipper. Not followed, a regular file; its
+    /// owner and links are not the question.
+    Entry,
+    /// Followed (symlink mode, where the link was judged already): a regular file.
+    Followed,
+}
+
+/// The one door to a file in a directory another user writes, or a file such a user
+/// may have put in place: what the open is for ([`Open::read`], [`Open::append`],
+/// [`Open::read_append`], [`Open::truncate`]), whose the file must be ([`Keeper`]), and
+/// how far its path is trusted (checked unless [`Open::configured`], [`Open::entry`] or
+/// [`Open::following_links`] says otherwise). Every open never blocks on a FIFO and
+/// never gives a terminal. A directory is entered through [`Dir`], the door for those.
+///
+/// ```
+/// use modsec2sguil::safefs::{Keeper, Open};
+/// # let dir = tempfile::tempdir().unwrap();
+/// # let path = dir.path().join("backlog");
+/// let mut log = Open::append(Keeper::DirOwner).at(&path)?;
+/// let bytes = Open::read(Keeper::Anyone).contents(&path, 1 << 20)?;
+/// # Ok::<(), std::io::Error>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use]
+pub struct Open {
+    access: Access,
+    keeper: Keeper,
+    trust: Trust,
+}
+
+impl Open {
+    const fn new(access: Access, keeper: Keeper) -> Open {
+        Open {
+            access,
+            keeper,
+            trust: Trust::Checked,
+        }
+    }
+
+    /// For reading.
+    pub const fn read(keeper: Keeper) -> Open {
+        Open::new(Access::Read, keeper)
+    }
+
+    /// For appending, created [`CREATE_MODE`] if missing (and, by root in another user's
+    /// directory, given to that user or their group: see [`Keeper`]).
+    pub const fn append(keeper: Keeper) -> Open {
+        Open::new(Access::Append, keeper)
+    }
+
+    /// For reading, then appending (a record file read back, then added to: the
+    /// journal), created if missing.
+    pub const fn read_append(keeper: Keeper) -> Open {
+        Open::new(Access::ReadAppend, keeper)
+    }
+
+    /// For writing from empty, created if missing; cut only once the checks passed, so a
+    /// planted hard link is refused before anything is lost.
+    pub const fn truncate(keeper: Keeper) -> Open {
+        Open::new(Access::Truncate, keeper)
+    }
+
+    /// The path is one the configuration or the operator names: see `Trust::Configured`.
+    pub const fn configured(self) -> Open {
+        Open {
+            trust: Trust::Configured,
+            ..self
+        }
+    }
+
+    /// The file is a queue entry (reading only): see `Trust::Entry`.
+    pub const fn entry(self) -> Open {
+        Open {
+            trust: Trust::Entry,
+            ..self
+        }
+    }
+
+    /// A symbolic link is followed (reading only; symlink mode, where the link was
+    /// judged already); the file must still be a regular one.
+    pub const fn following_links(self) -> Open {
+        Open {
+            trust: Trust::Followed,
+            ..self
+        }
+    }
+
+    /// Opens `path` (its directory is the configured one and may be reached through a
+    /// link; only its last component is judged).
+    pub fn at(self, path: &Path) -> io::Result<File> {
+        let flags = self.access.flags();
+        debug_assert!(
+            self.access == Access::Read || matches!(self.trust, Trust::Checked | Trust::Configured),
+            "only reads follow links or open entries"
+        );
+        match self.trust {
+            Trust::Checked => open_checked(path, flags, self.keeper),
+            Trust::Configured => open_configured(path, flags, self.keeper),
+            Trust::Entry => open_regular(path, flags | OFlags::NOFOLLOW),
+            Trust::Followed => open_regular(path, flags),
+        }
+    }
+
+    /// Opens `name` in the directory `dir` (entered already through its checked handle),
+    /// checked whatever the trust: nothing in another user's directory is configured.
+    pub fn in_dir(self, dir: &Dir, name: &str) -> io::Result<File> {
+        open_checked_at(
+            &dir.fd,
+            name.as_ref(),
+            Path::new(name),
+            self.access.flags(),
+            self.keeper,
+        )
+    }
+
+    /// Reads `path` whole if it holds at most `max_bytes`; a larger file is refused
+    /// unread past the bound (a link to `/dev/zero` is refused as a device anyway).
+    pub fn contents(self, path: &Path, max_bytes: u64) -> io::Result<Vec<u8>> {
+        read_bounded(self.at(path)?, max_bytes, path)
+    }
+
+    /// [`Open::contents`] of `name` in the directory `dir`, as [`Open::in_dir`] opens it.
+    pub fn contents_in(self, dir: &Dir, name: &str, max_bytes: u64) -> io::Result<Vec<u8>> {
+        read_bounded(self.in_dir(dir, name)?, max_bytes, Path::new(name))
+    }
+}
+
+/// Reads `f` whole if it holds at most `max_bytes`, else refuses it naming `path`.
+fn read_bounded(f: File, max_bytes: u64, path: &Path) -> io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut out = Vec::new();
+    f.take(max_bytes + 1).read_to_end(&mut out)?;
+    if out.len() as u64 > max_bytes {
+        return Err(refused(
+            path,
+            format!("holds more than {max_bytes} bytes; not read"),
+        ));
+    }
+    Ok(out)
+}
+
+/// Opens `path`, a file the configuration names, with `flags`: in a directory only we
+/// may write, as configured (a read must be a regular file); in any other directory,
+/// checked for `keeper` (`open_checked_at`).
+fn open_configured(path: &Path, flags: OFlags, keeper: Keeper) -> io::Result<File> {
     let (dir, name) = open_parent(path)?;
     if !only_ours(&dir)? {
-        return open_checked_at(
-            &dir,
-            name,
-            path,
-            OFlags::WRONLY | OFlags::APPEND | OFlags::CREATE,
-            Keeper::DirOwner,
-        );
+        return open_checked_at(&dir, name, path, flags, keeper);
     }
+    let reading = !flags.intersects(OFlags::WRONLY | OFlags::RDWR);
+    let extra = if reading {
+        OFlags::NONBLOCK
+    } else {
+        OFlags::empty()
+    };
     let fd = rustix::fs::openat(
         &dir,
         name,
-        OFlags::WRONLY | OFlags::APPEND | OFlags::CREATE | OFlags::NOCTTY | OFlags::CLOEXEC,
+        flags | extra | OFlags::NOCTTY | OFlags::CLOEXEC,
         Mode::from_raw_mode(CREATE_MODE),
     )
     .map_err(|e| open_error(path, e))?;
+    if reading {
+        must_be_regular(&rustix::fs::fstat(&fd)?, path)?;
+    }
     Ok(File::from(fd))
 }
 
-/// Opens `path`, a file the configuration or the operator names (an index file to
-/// follow or requeue), for reading. In a directory only we may write it is opened as
-/// configured (a link is followed) and must be a regular file; in any other directory
-/// it is opened as [`open_read_checked`] does for [`Keeper::Anyone`]: a planted link or
-/// second hard link (`/etc/shadow` read as index lines, and logged as malformed ones)
-/// is refused. Never blocks on a FIFO.
-pub fn read_configured(path: &Path) -> io::Result<File> {
-    let (dir, name) = open_parent(path)?;
-    if !only_ours(&dir)? {
-        return open_checked_at(&dir, name, path, OFlags::RDONLY, Keeper::Anyone);
-    }
-    let fd = rustix::fs::openat(
-        &dir,
-        name,
-        OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC,
+/// Opens `path` with `flags` (with `O_NOFOLLOW` among them, a link is refused), never
+/// waiting on a FIFO, and refuses anything but a regular file.
+fn open_regular(path: &Path, flags: OFlags) -> io::Result<File> {
+    let fd = rustix::fs::open(
+        path,
+        flags | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC,
         Mode::empty(),
     )
     .map_err(|e| open_error(path, e))?;
@@ -273,62 +445,6 @@ fn only_ours(dir: &impl std::os::fd::AsFd) -> io::Result<bool> {
     Ok(st.st_uid == nix::unistd::geteuid().as_raw() && st.st_mode & 0o022 == 0)
 }
 
-/// Opens `path` for appending (created [`CREATE_MODE`] if missing), checked: see
-/// `open_checked_at`. Shared with the directory's owner.
-pub fn append_nofollow(path: &Path) -> io::Result<File> {
-    open_checked(
-        path,
-        OFlags::WRONLY | OFlags::APPEND | OFlags::CREATE,
-        Keeper::DirOwner,
-    )
-}
-
-/// Opens `path` for appending as [`append_nofollow`] does, for `keeper`.
-pub fn append_for(path: &Path, keeper: Keeper) -> io::Result<File> {
-    open_checked(
-        path,
-        OFlags::WRONLY | OFlags::APPEND | OFlags::CREATE,
-        keeper,
-    )
-}
-
-/// Opens `path` for reading and appending (created [`CREATE_MODE`] if missing) as
-/// [`append_for`] does: a record file that is read back, then added to (the journal).
-pub fn read_append_for(path: &Path, keeper: Keeper) -> io::Result<File> {
-    open_checked(path, OFlags::RDWR | OFlags::APPEND | OFlags::CREATE, keeper)
-}
-
-/// Creates or truncates `path` for writing (created [`CREATE_MODE`]), checked: see
-/// `open_checked_at`.
-pub fn create_for(path: &Path, keeper: Keeper) -> io::Result<File> {
-    open_checked(
-        path,
-        OFlags::WRONLY | OFlags::CREATE | OFlags::TRUNC,
-        keeper,
-    )
-}
-
-/// Opens `path` for reading, checked: see `open_checked_at`.
-pub fn open_read_checked(path: &Path, keeper: Keeper) -> io::Result<File> {
-    open_checked(path, OFlags::RDONLY, keeper)
-}
-
-/// Reads `path` (checked: see `open_checked_at`) if it holds at most `max_bytes`; a
-/// larger file is refused unread (a link to `/dev/zero` is refused as a device anyway).
-pub fn read_checked(path: &Path, max_bytes: u64, keeper: Keeper) -> io::Result<Vec<u8>> {
-    use std::io::Read;
-    let f = open_read_checked(path, keeper)?;
-    let mut out = Vec::new();
-    f.take(max_bytes + 1).read_to_end(&mut out)?;
-    if out.len() as u64 > max_bytes {
-        return Err(refused(
-            path,
-            format!("holds more than {max_bytes} bytes; not read"),
-        ));
-    }
-    Ok(out)
-}
-
 /// How sure a replaced file must be to survive a crash.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Durability {
@@ -341,7 +457,7 @@ pub enum Durability {
 }
 
 /// Replaces the contents of `path` by `bytes` atomically: they are written to
-/// `<name>.tmp` beside it (opened as [`create_for`] does for `keeper`), then renamed over
+/// `<name>.tmp` beside it (opened [`Open::truncate`] for `keeper`), then renamed over
 /// `path`, so a reader or a crash sees the old contents or the new, never a mix. With
 /// [`Durability::Synced`] the data is fsynced before the rename and the directory after
 /// it. The temporary file is removed when anything fails.
@@ -356,7 +472,7 @@ pub fn replace(
     tmp.push(".tmp");
     let tmp = std::path::PathBuf::from(tmp);
     let written = (|| {
-        let mut f = create_for(&tmp, keeper)?;
+        let mut f = Open::truncate(keeper).at(&tmp)?;
         f.write_all(bytes)?;
         if durability == Durability::Synced {
             f.sync_data()?;
@@ -573,18 +689,6 @@ impl Dir {
         Ok(File::from(fd))
     }
 
-    /// Creates or truncates `name` in this directory ([`CREATE_MODE`]), checked: see
-    /// `open_checked_at`.
-    pub fn create(&self, name: &str) -> io::Result<File> {
-        open_checked_at(
-            &self.fd,
-            name.as_ref(),
-            Path::new(name),
-            OFlags::WRONLY | OFlags::CREATE | OFlags::TRUNC,
-            Keeper::DirOwner,
-        )
-    }
-
     /// Hard-links `name` (in this directory) to the absolute or relative `target`.
     pub fn link_to(&self, name: &str, target: &Path) -> io::Result<()> {
         rustix::fs::linkat(&self.fd, name, CWD, target, rustix::fs::AtFlags::empty())
@@ -622,28 +726,6 @@ impl Dir {
         let st = rustix::fs::fstat(&fd)?;
         give_to_owner_of(&fd, &st, &rustix::fs::fstat(&self.fd)?, Keeper::DirOwner)?;
         Ok(Dir { fd })
-    }
-
-    /// Opens `name` here for reading, checked (regular, one link, owned as `keeper` says,
-    /// not followed, no FIFO wait), refusing it unread if it holds more than `max_bytes`.
-    pub fn read_checked(&self, name: &str, max_bytes: u64, keeper: Keeper) -> io::Result<Vec<u8>> {
-        use std::io::Read;
-        let f = open_checked_at(
-            &self.fd,
-            name.as_ref(),
-            Path::new(name),
-            OFlags::RDONLY,
-            keeper,
-        )?;
-        let mut out = Vec::new();
-        f.take(max_bytes + 1).read_to_end(&mut out)?;
-        if out.len() as u64 > max_bytes {
-            return Err(refused(
-                Path::new(name),
-                format!("holds more than {max_bytes} bytes; not read"),
-            ));
-        }
-        Ok(out)
     }
 
     /// Calls `each` with every name in this directory (read through the handle), holding
@@ -695,7 +777,7 @@ mod tests {
         use std::os::unix::fs::MetadataExt;
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("log");
-        let mut f = append_nofollow(&path).unwrap();
+        let mut f = Open::append(Keeper::DirOwner).at(&path).unwrap();
         let mut room = Headroom::new(1 << 20);
         room.keep(&f, 0, &path);
         if room.unsupported {
@@ -725,9 +807,9 @@ mod tests {
         std::fs::write(&victim, "keep\n").unwrap();
         let link = dir.path().join("link");
         symlink(&victim, &link).unwrap();
-        let e = append_nofollow(&link).unwrap_err();
+        let e = Open::append(Keeper::DirOwner).at(&link).unwrap_err();
         assert!(e.to_string().contains("symbolic link"), "{e}");
-        let e = create_for(&link, Keeper::DirOwner).unwrap_err();
+        let e = Open::truncate(Keeper::DirOwner).at(&link).unwrap_err();
         assert!(e.to_string().contains("symbolic link"), "{e}");
         let sub = dir.path().join("sub");
         symlink(dir.path(), &sub).unwrap();
@@ -735,7 +817,7 @@ mod tests {
         assert!(e.to_string().contains("not a directory"), "{e}");
         let real = Dir::open_or_create(&dir.path().join("real")).unwrap();
         symlink(&victim, dir.path().join("real/x")).unwrap();
-        assert!(real.create("x").is_err());
+        assert!(Open::truncate(Keeper::DirOwner).in_dir(&real, "x").is_err());
         assert!(real.create_new("x").is_err());
         assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep\n");
         let mut f = real.create_new("y").unwrap();
@@ -743,7 +825,9 @@ mod tests {
         real.link_to("y", &dir.path().join("y2")).unwrap();
         real.remove("y").unwrap();
         assert_eq!(std::fs::read_to_string(dir.path().join("y2")).unwrap(), "y");
-        let mut f = append_nofollow(&dir.path().join("log")).unwrap();
+        let mut f = Open::append(Keeper::DirOwner)
+            .at(&dir.path().join("log"))
+            .unwrap();
         f.write_all(b"a").unwrap();
     }
 
@@ -781,10 +865,10 @@ mod tests {
                 (&foreign, "belongs to uid 12345, neither us (uid 0) nor the directory's owner (uid 65534)"),
             ] {
                 for e in [
-                    append_nofollow(path).unwrap_err(),
-                    create_for(path, Keeper::DirOwner).unwrap_err(),
-                    open_read_checked(path, Keeper::DirOwner).unwrap_err(),
-                    read_checked(path, 100, Keeper::DirOwner).unwrap_err(),
+                    Open::append(Keeper::DirOwner).at(path).unwrap_err(),
+                    Open::truncate(Keeper::DirOwner).at(path).unwrap_err(),
+                    Open::read(Keeper::DirOwner).at(path).unwrap_err(),
+                    Open::read(Keeper::DirOwner).contents(path, 100).unwrap_err(),
                 ] {
                     assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "{e}");
                     assert!(e.to_string().contains(why), "{e}");
@@ -815,10 +899,14 @@ mod tests {
             return;
         }
         let dir = dir_of(65534);
-        let mut f = append_nofollow(&dir.path().join(".backlog")).unwrap();
+        let mut f = Open::append(Keeper::DirOwner)
+            .at(&dir.path().join(".backlog"))
+            .unwrap();
         f.write_all(b"line\n").unwrap();
         let sub = Dir::open_or_create(&dir.path().join(".integrity")).unwrap();
-        sub.create("modsec.log.1.000001").unwrap();
+        Open::truncate(Keeper::DirOwner)
+            .in_dir(&sub, "modsec.log.1.000001")
+            .unwrap();
         // A directory an earlier release created as root's is given over too.
         std::fs::create_dir(dir.path().join(".tmp")).unwrap();
         Dir::open_or_create(&dir.path().join(".tmp")).unwrap();
@@ -836,23 +924,76 @@ mod tests {
         }
         // Root's own directory: root keeps what it creates.
         let mine = tempfile::tempdir().unwrap();
-        append_nofollow(&mine.path().join("log")).unwrap();
+        Open::append(Keeper::DirOwner)
+            .at(&mine.path().join("log"))
+            .unwrap();
         assert_eq!(std::fs::metadata(mine.path().join("log")).unwrap().uid(), 0);
     }
 
     #[test]
-    fn read_checked_reads_at_most_its_limit() {
+    fn an_entry_may_share_its_inode_but_is_never_a_link_or_a_fifo() {
+        let dir = tempfile::tempdir().unwrap();
+        let event = dir.path().join("event");
+        std::fs::write(&event, "event").unwrap();
+        // The queue's hard link to the storage dir's file: two links, fine for an entry,
+        // refused where one link is the rule.
+        let entry = dir.path().join("modsec.log.1.000001");
+        std::fs::hard_link(&event, &entry).unwrap();
+        assert!(Open::read(Keeper::Anyone).entry().at(&entry).is_ok());
+        let e = Open::read(Keeper::Anyone).at(&entry).unwrap_err();
+        assert!(e.to_string().contains("has 2 hard links"), "{e}");
+        // Symlink mode's entry: refused as an entry, followed when asked to.
+        let link = dir.path().join("modsec.log.2.000002");
+        symlink(&event, &link).unwrap();
+        let e = Open::read(Keeper::Anyone).entry().at(&link).unwrap_err();
+        assert!(e.to_string().contains("symbolic link"), "{e}");
+        assert!(Open::read(Keeper::Anyone)
+            .following_links()
+            .at(&link)
+            .is_ok());
+        // A FIFO, reached either way: refused at once, never waited on.
+        let fifo = dir.path().join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+        let to_fifo = dir.path().join("modsec.log.3.000003");
+        symlink(&fifo, &to_fifo).unwrap();
+        for e in [
+            Open::read(Keeper::Anyone).entry().at(&fifo).unwrap_err(),
+            Open::read(Keeper::Anyone)
+                .following_links()
+                .at(&to_fifo)
+                .unwrap_err(),
+            Open::read(Keeper::Anyone)
+                .configured()
+                .at(&fifo)
+                .unwrap_err(),
+        ] {
+            assert!(
+                e.to_string().contains("is a FIFO, not a regular file"),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
+    fn contents_reads_at_most_its_limit() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("pos");
         std::fs::write(&p, [b'1'; 100]).unwrap();
         assert_eq!(
-            read_checked(&p, 100, Keeper::ThisProcess).unwrap().len(),
+            Open::read(Keeper::ThisProcess)
+                .contents(&p, 100)
+                .unwrap()
+                .len(),
             100
         );
-        let e = read_checked(&p, 99, Keeper::ThisProcess).unwrap_err();
+        let e = Open::read(Keeper::ThisProcess)
+            .contents(&p, 99)
+            .unwrap_err();
         assert!(e.to_string().contains("holds more than 99 bytes"), "{e}");
         symlink("/dev/zero", dir.path().join("zero")).unwrap();
-        assert!(read_checked(&dir.path().join("zero"), 1 << 30, Keeper::Anyone).is_err());
+        assert!(Open::read(Keeper::Anyone)
+            .contents(&dir.path().join("zero"), 1 << 30)
+            .is_err());
     }
 
     #[test]
@@ -863,22 +1004,26 @@ mod tests {
         }
         let dir = dir_of(65534);
         // Created: root's, readable by the directory's group (status), nobody else.
-        append_for(&dir.path().join(".spool.1"), Keeper::ThisProcess).unwrap();
+        Open::append(Keeper::ThisProcess)
+            .at(&dir.path().join(".spool.1"))
+            .unwrap();
         let m = std::fs::metadata(dir.path().join(".spool.1")).unwrap();
         assert_eq!(
             (m.uid(), m.gid(), m.permissions().mode() & 0o777),
             (0, 65534, 0o640)
         );
-        assert!(open_read_checked(&dir.path().join(".spool.1"), Keeper::ThisProcess).is_ok());
+        assert!(Open::read(Keeper::ThisProcess)
+            .at(&dir.path().join(".spool.1"))
+            .is_ok());
         // One the directory's owner wrote (forged index lines): refused for the
         // collector, fine to show.
         let forged = dir.path().join(".spool.2");
         std::fs::write(&forged, "forged\n").unwrap();
         std::os::unix::fs::chown(&forged, Some(65534), Some(65534)).unwrap();
-        let e = open_read_checked(&forged, Keeper::ThisProcess).unwrap_err();
+        let e = Open::read(Keeper::ThisProcess).at(&forged).unwrap_err();
         assert!(e.to_string().contains("belongs to uid 65534"), "{e}");
-        assert!(open_read_checked(&forged, Keeper::DirOwner).is_ok());
-        assert!(open_read_checked(&forged, Keeper::Anyone).is_ok());
+        assert!(Open::read(Keeper::DirOwner).at(&forged).is_ok());
+        assert!(Open::read(Keeper::Anyone).at(&forged).is_ok());
     }
 
     #[test]

@@ -179,7 +179,8 @@ impl StateDir {
         }
         let path = self.join(BACKLOG_FILE);
         for _ in 0..100 {
-            let mut f = crate::safefs::append_for(&path, crate::safefs::Keeper::ThisProcess)?;
+            let mut f =
+                crate::safefs::Open::append(crate::safefs::Keeper::ThisProcess).at(&path)?;
             crate::safefs::append_whole(&mut f, &out, true)?;
             let written = f.metadata()?;
             match std::fs::symlink_metadata(&path) {
@@ -218,12 +219,11 @@ impl StateDir {
         let mut ids = HashSet::new();
         for name in [QUEUED_OLD_FILE, QUEUED_FILE] {
             let path = self.join(name);
-            let f =
-                match crate::safefs::open_read_checked(&path, crate::safefs::Keeper::ThisProcess) {
-                    Ok(f) => f,
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                    Err(e) => return Err(e),
-                };
+            let f = match crate::safefs::Open::read(crate::safefs::Keeper::ThisProcess).at(&path) {
+                Ok(f) => f,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            };
             let mut skipped = 0u64;
             // Twice the rotation size: a file is rotated once it is past it.
             let r = BufReader::new(f.take(2 * MAX_QUEUED_RECORD_BYTES));
@@ -278,10 +278,9 @@ impl QueuedRecord {
         }
         let f = match &mut self.file {
             Some(f) => f,
-            None => self.file.insert(crate::safefs::append_for(
-                &self.path,
-                crate::safefs::Keeper::ThisProcess,
-            )?),
+            None => self.file.insert(
+                crate::safefs::Open::append(crate::safefs::Keeper::ThisProcess).at(&self.path)?,
+            ),
         };
         let written = crate::safefs::append_whole(f, &out, false).and_then(|()| f.metadata());
         let meta = match written {

@@ -210,7 +210,7 @@ impl Follower {
             // The last batch before a crash may be read again: know what is queued.
             f.known = Some(state_dir.queued_ids()?);
         }
-        let file = match crate::safefs::read_configured(path) {
+        let file = match open_index(path) {
             Ok(file) => file,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 log::warn!("{}: does not exist (yet); waiting for it", path.display());
@@ -223,7 +223,7 @@ impl Follower {
                             old_path.display(),
                             p.offset
                         );
-                        let old = Open::at(crate::safefs::read_configured(&old_path)?, p.offset)?;
+                        let old = Open::at(open_index(&old_path)?, p.offset)?;
                         f.old = Some((old, Instant::now()));
                     }
                 }
@@ -252,7 +252,7 @@ impl Follower {
                             old_path.display(),
                             p.offset
                         );
-                        let old = crate::safefs::read_configured(&old_path)?;
+                        let old = open_index(&old_path)?;
                         f.old = Some((Open::at(old, p.offset)?, Instant::now()));
                     }
                     None => log::error!(
@@ -356,7 +356,7 @@ impl Follower {
         };
         let Some(cur) = self.current.as_mut() else {
             // The file appeared.
-            let file = crate::safefs::read_configured(&self.path)?;
+            let file = open_index(&self.path)?;
             log::info!("{}: appeared; reading it", self.path.display());
             self.current = Some(Open::at(file, 0)?);
             self.save()?;
@@ -369,7 +369,7 @@ impl Follower {
                 OLD_FILE_GRACE.as_secs()
             );
             self.stats.rotations += 1;
-            let file = crate::safefs::read_configured(&self.path)?;
+            let file = open_index(&self.path)?;
             let new = Open::at(file, 0)?;
             let old = std::mem::replace(cur, new);
             self.old = Some((old, Instant::now()));
@@ -390,7 +390,7 @@ impl Follower {
         let mut copy_path = self.path.clone().into_os_string();
         copy_path.push(".1");
         let mut count = 0;
-        let copy = crate::safefs::read_configured(Path::new(&copy_path))
+        let copy = open_index(Path::new(&copy_path))
             .ok()
             .filter(|c| tail_digest(c, offset).is_ok_and(|t| t == tail));
         if let Some(copy) = copy {
@@ -509,8 +509,7 @@ fn last_partial_len(f: &mut File, len: u64) -> io::Result<u64> {
 /// (`<path>.1`), provided its bytes before the offset are the ones read.
 fn rest_of(path: &Path, p: &Position) -> Option<PathBuf> {
     let same = |c: &Path| {
-        crate::safefs::read_configured(c)
-            .is_ok_and(|c| tail_digest(&c, p.offset).is_ok_and(|t| t == p.tail))
+        open_index(c).is_ok_and(|c| tail_digest(&c, p.offset).is_ok_and(|t| t == p.tail))
     };
     let mut copy = path.as_os_str().to_owned();
     copy.push(".1");
@@ -533,3 +532,10 @@ fn find_inode(path: &Path, dev: u64, ino: u64) -> Option<PathBuf> {
 
 #[cfg(test)]
 mod tests;
+/// Opens the followed index file (or its rotated copy), a file the configuration names:
+/// as configured where only root writes, else checked ([`crate::safefs::Open::configured`]).
+fn open_index(path: &Path) -> std::io::Result<std::fs::File> {
+    crate::safefs::Open::read(crate::safefs::Keeper::Anyone)
+        .configured()
+        .at(path)
+}

@@ -12,7 +12,7 @@
 //!
 //! Root opens it where the configuration says; in a directory another user may write,
 //! a link, FIFO or device planted in its place is refused, never written through
-//! ([`crate::safefs::append_configured`]).
+//! ([`crate::safefs::Open::configured`]).
 
 use std::collections::VecDeque;
 use std::fs::File;
@@ -94,7 +94,10 @@ impl IndexFile {
 
     fn write_held(&mut self) {
         if self.file.is_none() {
-            match crate::safefs::append_configured(&self.path) {
+            match crate::safefs::Open::append(crate::safefs::Keeper::DirOwner)
+                .configured()
+                .at(&self.path)
+            {
                 Ok(f) => self.file = Some(f),
                 Err(e) => return self.failed(&e),
             }

@@ -4,7 +4,7 @@
 //!
 //! This is the one place the collector reads a file in the queue: each is opened through
 //! the queue's checked handle, never followed, and must be a regular file with one link
-//! ([`crate::safefs::Dir::read_checked`]) owned by root — or, for the backlog, which
+//! ([`crate::safefs::Open::contents_in`]) owned by root — or, for the backlog, which
 //! 0.1.0 gave to the queue's owner, by that owner (its records are index lines, checked
 //! like Apache's). Anything else is left where it is, named in a warning. Each read is
 //! bounded, and one start looks at [`MAX_MIGRATED_FILES`] files at most. Contents are appended to the state dir and fsynced before the old
@@ -13,7 +13,7 @@
 use std::io;
 
 use crate::queue::layout::{legacy, Legacy};
-use crate::safefs::Dir;
+use crate::safefs::{Dir, Open};
 use crate::state::StateDir;
 
 /// The largest 0.1.0 backlog or spool taken over: larger ones are left for the operator
@@ -59,7 +59,7 @@ pub fn from_queue(
             Kind::Backlog => crate::safefs::Keeper::DirOwner,
             _ => crate::safefs::Keeper::ThisProcess,
         };
-        let bytes = match queue.read_checked(&name, MAX_MIGRATED_BYTES, keeper) {
+        let bytes = match Open::read(keeper).contents_in(queue, &name, MAX_MIGRATED_BYTES) {
             Ok(b) => b,
             Err(e) => {
                 let why = crate::escape::escape_text(&format!("{}/{e}", queue_dir.display()))
@@ -175,7 +175,8 @@ fn take_over(
                 crate::state::SPOOL_PREFIX,
                 name
             ));
-            let mut f = crate::safefs::append_for(&target, crate::safefs::Keeper::ThisProcess)?;
+            let mut f =
+                crate::safefs::Open::append(crate::safefs::Keeper::ThisProcess).at(&target)?;
             crate::safefs::append_whole(&mut f, bytes, true)?;
             done.spool_lines += bytes
                 .split(|&b| b == b'\n')

@@ -29,7 +29,9 @@ pub mod settings;
 pub mod spool;
 pub mod worker;
 
-pub use pipeline::{write_backlog, LineSink, Pipeline, Stages};
+#[cfg(test)]
+pub use pipeline::LineSink;
+pub use pipeline::{write_backlog, Pipeline, Stages};
 pub use settings::{CollectorOverrides, CollectorSettings};
 pub use worker::{resolve_event_path, Checked, Checker, Committer, LineOutcome, Worker};
 

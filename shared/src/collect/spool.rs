@@ -42,7 +42,8 @@ impl Spool {
             out.push(b'\n');
         }
         let _guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
-        let mut f = crate::safefs::append_for(&self.path, crate::safefs::Keeper::ThisProcess)?;
+        let mut f =
+            crate::safefs::Open::append(crate::safefs::Keeper::ThisProcess).at(&self.path)?;
         crate::safefs::append_whole(&mut f, &out, true)
     }
 
@@ -128,7 +129,7 @@ impl Spool {
 /// same ([`crate::safefs`]: a link or FIFO is refused and set aside under a name no later
 /// start takes up again), as a second line of defence.
 fn drain_file(path: &Path, handle: &mut dyn FnMut(&InputLine)) {
-    match crate::safefs::open_read_checked(path, crate::safefs::Keeper::ThisProcess) {
+    match crate::safefs::Open::read(crate::safefs::Keeper::ThisProcess).at(path) {
         Ok(f) => {
             let mut r = io::BufReader::new(f);
             loop {

@@ -135,7 +135,7 @@ impl DeliveredLog {
     }
 
     fn reopen(&mut self) -> io::Result<()> {
-        let f = crate::safefs::append_nofollow(&self.path)?;
+        let f = crate::safefs::Open::append(crate::safefs::Keeper::DirOwner).at(&self.path)?;
         self.len = f.metadata()?.len();
         self.headroom.forget();
         self.headroom.keep(&f, self.len, &self.path);
@@ -246,7 +246,7 @@ struct Skipped {
 fn read_log(path: &Path, out: &mut Vec<Delivered>) -> io::Result<Skipped> {
     use std::io::{Read, Seek};
     // Read by root too (`requeue --backlog`, `--index`): no link is followed.
-    let mut f = crate::safefs::open_read_checked(path, crate::safefs::Keeper::DirOwner)?;
+    let mut f = crate::safefs::Open::read(crate::safefs::Keeper::DirOwner).at(path)?;
     let mut skipped = Skipped::default();
     let size = f.metadata()?.len();
     if size > MAX_DELIVERED_BYTES {

@@ -140,7 +140,7 @@ fn keep_in_history(
     fs::rename(reason, &target)?;
     let stamp = chrono::Utc::now().format("%Y-%m-%d %H:%M:%S UTC");
     // Swapped for a link since the check above? Not written through.
-    let mut f = crate::safefs::append_for(&target, crate::safefs::Keeper::DirOwner)?;
+    let mut f = crate::safefs::Open::append(crate::safefs::Keeper::DirOwner).at(&target)?;
     writeln!(f, "requeued: {stamp} as {entry}")
 }
 

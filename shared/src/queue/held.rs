@@ -134,7 +134,9 @@ pub fn release(queue: &mut Queue, entry: &str, name: EntryName) -> Result<EntryN
             Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(e),
             _ => {}
         }
-        fs::write(released.join(n), b"")
+        crate::safefs::Open::truncate(crate::safefs::Keeper::DirOwner)
+            .at(&released.join(n))
+            .map(drop)
     };
     mark(entry).map_err(|e| format!("{}: {e}", released.display()))?;
     let got = queue

@@ -157,7 +157,7 @@ impl Journal {
         let path = queue_dir.join(JOURNAL_FILE);
         // A shipper without RUNAS runs as root in its user's queue: a link planted
         // here is refused, never followed.
-        let file = crate::safefs::read_append_for(&path, crate::safefs::Keeper::DirOwner)?;
+        let file = crate::safefs::Open::read_append(crate::safefs::Keeper::DirOwner).at(&path)?;
         let (records, len, size) = read_records(&path, &file, true)?;
 
         if len < size {
@@ -252,7 +252,7 @@ impl Journal {
             crate::safefs::Keeper::DirOwner,
             crate::safefs::Durability::Synced,
         )?;
-        self.file = crate::safefs::append_for(&self.path, crate::safefs::Keeper::DirOwner)?;
+        self.file = crate::safefs::Open::append(crate::safefs::Keeper::DirOwner).at(&self.path)?;
         self.len = text.len() as u64;
         self.headroom.forget();
         self.headroom.keep(&self.file, self.len, &self.path);
@@ -287,7 +287,7 @@ pub fn path(queue_dir: &Path) -> PathBuf {
 pub fn read_journal(queue_dir: &Path) -> io::Result<Vec<JournalRecord>> {
     let path = queue_dir.join(JOURNAL_FILE);
     // `status` may run as root: a link or FIFO planted in the journal's place is refused.
-    match crate::safefs::open_read_checked(&path, crate::safefs::Keeper::Anyone) {
+    match crate::safefs::Open::read(crate::safefs::Keeper::Anyone).at(&path) {
         Ok(f) => read_records(&path, &f, false).map(|(records, _, _)| records),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
         Err(e) => Err(e),

@@ -79,7 +79,11 @@ impl KnownEvents {
 /// The unique id of the event in `path`: from the start of the file when it has the
 /// usual shape, else by parsing the whole file.
 pub fn unique_id_of(path: &Path, limits: &ParseLimits) -> Option<String> {
-    let mut f = super::open_regular(path).ok()?;
+    // Symlink mode's entries are links: followed, to a regular file only.
+    let mut f = crate::safefs::Open::read(crate::safefs::Keeper::Anyone)
+        .following_links()
+        .at(path)
+        .ok()?;
     let mut bytes = Vec::with_capacity(QUICK_BYTES);
     (&mut f)
         .take(QUICK_BYTES as u64)

@@ -20,8 +20,8 @@ impl QueueLock {
     /// `ship::run` polls.)
     pub fn acquire(queue_dir: &Path) -> io::Result<Option<QueueLock>> {
         // Not followed if planted: a shipper without RUNAS runs as root here.
-        let file =
-            crate::safefs::append_for(&queue_dir.join(LOCK_FILE), crate::safefs::Keeper::DirOwner)?;
+        let file = crate::safefs::Open::append(crate::safefs::Keeper::DirOwner)
+            .at(&queue_dir.join(LOCK_FILE))?;
         loop {
             match flock(&file, FlockOperation::NonBlockingLockExclusive) {
                 Ok(()) => return Ok(Some(QueueLock { _file: file })),

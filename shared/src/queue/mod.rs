@@ -21,7 +21,7 @@
 
 use std::cmp::Ordering;
 use std::fmt;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -365,21 +365,14 @@ impl Queue {
         Ok(name)
     }
 
-    /// Adds `source` (a regular file; a symlink is refused) to the queue.
+    /// Adds `source` (a regular file; a symlink is refused) to the queue. (Tests'; the
+    /// collector opens the event itself and adds it with [`Queue::add_file`].)
+    #[cfg(test)]
     pub fn add(&mut self, source: &Path, mode: LinkMode) -> io::Result<(EntryName, Linked)> {
-        use std::os::unix::fs::OpenOptionsExt;
-        let file = OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-            .open(source)?;
-        let meta = file.metadata()?;
-        if !meta.is_file() {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "not a regular file",
-            ));
-        }
-        self.add_file(&file, source, mode, meta.len())
+        use crate::safefs::{Keeper, Open};
+        let file = Open::read(Keeper::Anyone).entry().at(source)?;
+        let len = file.metadata()?.len();
+        self.add_file(&file, source, mode, len)
     }
 
     /// Adds the already-opened event `file` (found at `source`) to the queue. A hard
@@ -467,7 +460,8 @@ impl Queue {
     /// Records that `name`'s file did not match its index line.
     pub fn mark_integrity(&self, name: EntryName, what: &str) -> io::Result<()> {
         let dir = self.handle()?.sub_or_create(INTEGRITY_DIR)?;
-        dir.create(&name.to_string())?
+        crate::safefs::Open::truncate(crate::safefs::Keeper::DirOwner)
+            .in_dir(&dir, &name.to_string())?
             .write_all(format!("{what}\n").as_bytes())
     }
 
@@ -576,32 +570,14 @@ pub fn not_a_queue(dir: &Path) -> Option<String> {
     })
 }
 
-/// Opens a file the tools only read (an entry's event, an index file, the backlog, a
-/// reason file), refusing anything but a regular file: opened with `O_NONBLOCK`, so a
-/// FIFO planted or configured in its place cannot hang the reader, then checked.
-/// Symbolic links are followed (symlink mode).
-pub fn open_regular(path: &Path) -> io::Result<File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let f = OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK)
-        .open(path)?;
-    let kind = rustix::fs::FileType::from_raw_mode(rustix::fs::fstat(&f)?.st_mode);
-    if kind != rustix::fs::FileType::RegularFile {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!("not a regular file (a {})", crate::safefs::kind_name(kind)),
-        ));
-    }
-    Ok(f)
-}
-
 /// The collector's integrity marker for the entry `file_name` of the queue at `dir`.
 pub fn integrity_note(dir: &Path, file_name: &str) -> Option<String> {
     use std::io::Read;
     // Read by root too (`requeue`): a link or FIFO planted there is not opened.
     let path = dir.join(INTEGRITY_DIR).join(file_name);
-    let f = crate::safefs::open_read_checked(&path, crate::safefs::Keeper::Anyone).ok()?;
+    let f = crate::safefs::Open::read(crate::safefs::Keeper::Anyone)
+        .at(&path)
+        .ok()?;
     let mut text = String::new();
     f.take(4096).read_to_string(&mut text).ok()?;
     Some(text.trim_end().to_string())

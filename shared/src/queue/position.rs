@@ -91,7 +91,7 @@ pub fn read(
     state: &Path,
     keeper: crate::safefs::Keeper,
 ) -> io::Result<Option<(Position, PathBuf)>> {
-    let text = match crate::safefs::read_checked(state, MAX_POSITION_BYTES, keeper) {
+    let text = match crate::safefs::Open::read(keeper).contents(state, MAX_POSITION_BYTES) {
         Ok(t) => String::from_utf8_lossy(&t).into_owned(),
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e),

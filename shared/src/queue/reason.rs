@@ -8,7 +8,7 @@ use std::path::Path;
 
 /// Writes the reason file `name` in `failed` (the quarantine's directory, entered through
 /// a handle) and fsyncs it. `failed/` is the queue owner's to write, so the file is
-/// created as [`crate::safefs::Dir::create`] does: a link or FIFO planted at `name` is
+/// opened [`crate::safefs::Open::truncate`] in that handle: a link or FIFO planted at `name` is
 /// refused, never written through. The reason is cut at [`MAX_REASON_TEXT_BYTES`].
 pub fn write(
     failed: &crate::safefs::Dir,
@@ -18,7 +18,8 @@ pub fn write(
     collector_note: Option<&str>,
 ) -> io::Result<()> {
     let stamp = chrono::Utc::now().format("%Y-%m-%d %H:%M:%S UTC");
-    let mut f = failed.create(name)?;
+    let mut f =
+        crate::safefs::Open::truncate(crate::safefs::Keeper::DirOwner).in_dir(failed, name)?;
     let (entry, reason) = (
         crate::escape::escape_text(entry),
         crate::escape::escape_text(reason),
@@ -64,7 +65,9 @@ fn cut(text: &str, max: usize) -> std::borrow::Cow<'_, str> {
 fn fields(path: &Path) -> Option<Result<Vec<(String, String)>, String>> {
     // `status` and `requeue` may run as root in the queue owner's `failed/`: a link or
     // FIFO there is not opened.
-    let file = crate::safefs::open_read_checked(path, crate::safefs::Keeper::Anyone).ok()?;
+    let file = crate::safefs::Open::read(crate::safefs::Keeper::Anyone)
+        .at(path)
+        .ok()?;
     let mut bytes = Vec::new();
     let mut bounded = super::bounded::at_most(file, MAX_REASON_BYTES, path, "MAX_REASON_BYTES");
     match io::Read::read_to_end(&mut bounded, &mut bytes) {

@@ -113,7 +113,7 @@ pub fn save(queue_dir: &Path, t: &Tracker) -> io::Result<()> {
 /// Reads the state in the queue at `queue_dir`; none is an empty one.
 pub fn load(queue_dir: &Path) -> io::Result<Tracker> {
     let path = queue_dir.join(THRESHOLD_STATE_FILE);
-    let f = match crate::safefs::open_read_checked(&path, crate::safefs::Keeper::DirOwner) {
+    let f = match crate::safefs::Open::read(crate::safefs::Keeper::DirOwner).at(&path) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Tracker::default()),
         Err(e) => return Err(io::Error::new(e.kind(), format!("{}: {e}", path.display()))),

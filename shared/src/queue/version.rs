@@ -114,8 +114,9 @@ pub fn read_json<T: serde::de::DeserializeOwned>(
     untagged_ok: bool,
 ) -> std::io::Result<Option<T>> {
     use std::io;
-    let read =
-        crate::safefs::open_read_checked(path, crate::safefs::Keeper::Anyone).and_then(|f| {
+    let read = crate::safefs::Open::read(crate::safefs::Keeper::Anyone)
+        .at(path)
+        .and_then(|f| {
             let mut bytes = Vec::new();
             let mut f = super::bounded::at_most(f, max, path, bound);
             io::Read::read_to_end(&mut f, &mut bytes).map(|_| bytes)

@@ -174,7 +174,10 @@ fn load_thresholds(
         path: path.clone(),
         source,
     };
-    let f = crate::safefs::read_configured(&path).map_err(io)?;
+    let f = crate::safefs::Open::read(crate::safefs::Keeper::Anyone)
+        .configured()
+        .at(&path)
+        .map_err(io)?;
     let mut bytes = Vec::new();
     f.take(crate::threshold::MAX_THRESHOLD_FILE_BYTES as u64 + 1)
         .read_to_end(&mut bytes)

@@ -41,6 +41,7 @@ pub use spill::SPILL_BATCH_BYTES;
 use spill::{spawn_spill, SPILL_CHANNEL_LINES};
 
 /// Something that acts on lines in one step: a test's stand-in for the [`Worker`](super::Worker).
+#[cfg(test)]
 pub trait LineSink: Send {
     fn handle(&mut self, line: &InputLine);
 }
@@ -57,8 +58,9 @@ pub struct Stages<T> {
     pub commit: Step<T, ()>,
 }
 
+#[cfg(test)]
 impl Stages<InputLine> {
-    /// A one-step sink: nothing to check, all the work in `commit`.
+    /// A one-step sink: nothing to check, all the work in `commit` (tests').
     pub fn from_sink(mut sink: impl LineSink + 'static) -> Stages<InputLine> {
         Stages {
             check: Box::new(|line| line),
