@@ -43,18 +43,12 @@ Config keys it reads: EVENT_DIR, STORAGE_DIR, INDEX_FILE, LINK_MODE (or SYMLINK 
 VERIFY_MD5, RUNAS, MAX_EVENT_BYTES, STATE_DIR, EVENT_OWNER, LOG_FILE, SYSLOGFACILITY, DEBUG,
 FOLLOW_INDEX.";
 
-/// The text after the options: [`AFTER_HELP`], then the exit codes
-/// ([`Exit::collector_table`]).
-fn after_help() -> String {
-    format!("{AFTER_HELP}\n\nExit codes:\n{}", Exit::collector_table())
-}
-
 #[derive(Parser, Debug)]
 #[command(
     name = "modsec-collector",
     version,
     about = "Queue ModSecurity concurrent audit-log events for modsec-shipper (run by Apache)",
-    after_help = after_help()
+    after_help = format!("{AFTER_HELP}\n\nExit codes:\n{}", Exit::collector_table())
 )]
 struct Cli {
     /// Config file (Sguil style `set NAME value`, modsec2sguil's modsec_agent.conf works)
