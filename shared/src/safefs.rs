@@ -673,6 +673,25 @@ impl Dir {
             .map_err(io::Error::from)
     }
 
+    /// Hard-links `from_name` in the directory `from` (itself: a symbolic link is not
+    /// followed) as `name` here.
+    pub fn link_from_dir(&self, from: &Dir, from_name: &str, name: &str) -> io::Result<()> {
+        rustix::fs::linkat(
+            &from.fd,
+            from_name,
+            &self.fd,
+            name,
+            rustix::fs::AtFlags::empty(),
+        )
+        .map_err(io::Error::from)
+    }
+
+    /// Whether `name` here is a regular file (not followed), and its status.
+    pub fn regular(&self, name: &str) -> io::Result<bool> {
+        let st = rustix::fs::statat(&self.fd, name, rustix::fs::AtFlags::SYMLINK_NOFOLLOW)?;
+        Ok(rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::RegularFile)
+    }
+
     /// Makes `name` here a symbolic link to `target`.
     pub fn symlink(&self, target: &Path, name: &str) -> io::Result<()> {
         rustix::fs::symlinkat(target, &self.fd, name).map_err(io::Error::from)

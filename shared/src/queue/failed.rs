@@ -129,18 +129,20 @@ fn keep_in_history(
         }
         Ok(_) => {}
     }
-    let history = dir(queue_dir).join(HISTORY_DIR);
-    fs::create_dir_all(&history)?;
-    let mut target = history.join(format!("{file_name}{REASON_SUFFIX}"));
+    // Entered through handles, never followed: a link planted as failed/ or as
+    // failed/history/ is refused.
+    let history = crate::safefs::Dir::open_nofollow(&dir(queue_dir))?.sub_or_create(HISTORY_DIR)?;
+    let mut target = format!("{file_name}{REASON_SUFFIX}");
     let mut n = 0;
-    while target.exists() {
+    while history.has(&target) {
         n += 1;
-        target = history.join(format!("{file_name}{REASON_SUFFIX}.{n}"));
+        target = format!("{file_name}{REASON_SUFFIX}.{n}");
     }
-    fs::rename(reason, &target)?;
+    history.move_here(reason, &target)?;
     let stamp = chrono::Utc::now().format("%Y-%m-%d %H:%M:%S UTC");
-    // Swapped for a link since the check above? Not written through.
-    let mut f = crate::safefs::Open::append(crate::safefs::Keeper::DirOwner).at(&target)?;
+    // Swapped for a link since the move? Not written through.
+    let mut f =
+        crate::safefs::Open::append(crate::safefs::Keeper::DirOwner).in_dir(&history, &target)?;
     writeln!(f, "requeued: {stamp} as {entry}")
 }
 
@@ -233,5 +235,32 @@ mod tests {
         assert_eq!(listed[0].reason.as_deref(), Some("cannot open: denied"));
         assert_eq!(listed[1].reason, None);
         assert!(failed_entries(&dir.path().join("none")).unwrap().is_empty());
+    }
+
+    /// failed/history/ planted as a link by the queue's owner: the entry still goes
+    /// back, and its reason stays in failed/, never moved or written where the link
+    /// points.
+    #[test]
+    fn a_link_planted_as_the_history_is_not_followed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let q = tmp.path().join("queue");
+        let elsewhere = tmp.path().join("elsewhere");
+        fs::create_dir_all(q.join(FAILED_DIR)).unwrap();
+        fs::create_dir_all(&elsewhere).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, dir(&q).join(HISTORY_DIR)).unwrap();
+        fs::write(dir(&q).join("modsec.log.7.000007"), "event").unwrap();
+        fs::write(
+            dir(&q).join("modsec.log.7.000007.reason"),
+            "version: 1\nreason: refused\n",
+        )
+        .unwrap();
+        let listed = failed_entries(&q).unwrap();
+        let mut queue = Queue::open(&q).unwrap();
+        let r = listed[0].restorable(&q).unwrap();
+        let got = restore(&mut queue, &listed[0], r.name).unwrap();
+        assert_eq!(got.to_string(), "modsec.log.7.000007");
+        assert!(q.join("modsec.log.7.000007").exists());
+        assert!(dir(&q).join("modsec.log.7.000007.reason").exists());
+        assert_eq!(fs::read_dir(&elsewhere).unwrap().count(), 0);
     }
 }

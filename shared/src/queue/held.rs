@@ -2,7 +2,9 @@
 //! under its entry name until `requeue --suppressed` puts it back, and the markers of
 //! those put back, which the shipper sends whatever the thresholds say. The one home of
 //! both folders: the shipper holds and forgets, `requeue` lists and releases, `status`
-//! counts, each through this module.
+//! counts, each through this module. Both are entered through a handle opened without
+//! following a link ([`Dir`]): one planted in their place is refused, never written
+//! through.
 
 use std::collections::HashSet;
 use std::fs;
@@ -14,6 +16,7 @@ use chrono::{DateTime, FixedOffset};
 
 use super::layout::{HELD_DIR, RELEASED_DIR};
 use super::{EntryName, Queue};
+use crate::safefs::{Dir, Keeper, Open};
 
 /// `held/` in the queue `queue_dir` (for messages).
 pub fn dir(queue_dir: &Path) -> PathBuf {
@@ -27,12 +30,7 @@ pub fn hold<'a>(
     queue_dir: &Path,
     entries: impl IntoIterator<Item = (&'a str, Option<u64>)>,
 ) -> Result<Vec<&'a str>, (PathBuf, io::Error)> {
-    let held = dir(queue_dir);
-    match fs::create_dir(&held) {
-        Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-        Err(e) => return Err((held, e)),
-    }
+    let held = Dir::open_or_create(&dir(queue_dir)).map_err(|e| (dir(queue_dir), e))?;
     let mut moved = Vec::new();
     for (entry, ino) in entries {
         let from = queue_dir.join(entry);
@@ -42,7 +40,7 @@ pub fn hold<'a>(
                 _ => continue,
             }
         }
-        match fs::rename(&from, held.join(entry)) {
+        match held.move_here(&from, entry) {
             Ok(()) => moved.push(entry),
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err((from, e)),
@@ -76,7 +74,9 @@ pub fn released(queue_dir: &Path) -> HashSet<String> {
 
 /// Drops the release marker of an entry that is done.
 pub fn forget_release(queue_dir: &Path, entry: &str) {
-    let _ = fs::remove_file(queue_dir.join(RELEASED_DIR).join(entry));
+    if let Ok(released) = Dir::open_nofollow(&queue_dir.join(RELEASED_DIR)) {
+        let _ = released.remove(entry);
+    }
 }
 
 /// Events a threshold held back, as the delivered log records them: the suppressed
@@ -112,9 +112,10 @@ pub fn check(queue_dir: &Path, entry: &str) -> Result<EntryName, String> {
     let Some(name) = EntryName::parse(entry) else {
         return Err(format!("{entry}: not an entry name"));
     };
-    match fs::symlink_metadata(&path) {
-        Ok(m) if m.file_type().is_file() => Ok(name),
-        Ok(_) => Err(format!(
+    let held = Dir::open_nofollow(&dir(queue_dir)).map_err(|e| e.to_string())?;
+    match held.regular(entry) {
+        Ok(true) => Ok(name),
+        Ok(false) => Err(format!(
             "{}: not a regular file; left where it is",
             path.display()
         )),
@@ -127,29 +128,31 @@ pub fn check(queue_dir: &Path, entry: &str) -> Result<EntryName, String> {
 /// holds it back again. Returns the name it got.
 pub fn release(queue: &mut Queue, entry: &str, name: EntryName) -> Result<EntryName, String> {
     let queue_dir = queue.dir().to_path_buf();
-    let path = dir(&queue_dir).join(entry);
-    let released = queue_dir.join(RELEASED_DIR);
-    let mark = |n: &str| -> io::Result<()> {
-        match fs::create_dir(&released) {
-            Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(e),
-            _ => {}
-        }
-        crate::safefs::Open::truncate(crate::safefs::Keeper::DirOwner)
-            .at(&released.join(n))
+    let held_path = dir(&queue_dir);
+    let held = Dir::open_nofollow(&held_path).map_err(|e| e.to_string())?;
+    let released_path = queue_dir.join(RELEASED_DIR);
+    let released = Dir::open_or_create(&released_path)
+        .map_err(|e| format!("{}: {e}", released_path.display()))?;
+    let mark = |n: &str| {
+        Open::truncate(Keeper::DirOwner)
+            .in_dir(&released, n)
             .map(drop)
     };
-    mark(entry).map_err(|e| format!("{}: {e}", released.display()))?;
-    let got = queue
-        .adopt(&path, name)
-        .map_err(|e| format!("cannot link {} into the queue: {e}", path.display()))?;
+    mark(entry).map_err(|e| format!("{}: {e}", released_path.display()))?;
+    let got = queue.adopt_from(&held, entry, name).map_err(|e| {
+        format!(
+            "cannot link {} into the queue: {e}",
+            held_path.join(entry).display()
+        )
+    })?;
     if got != name {
         let _ = mark(&got.to_string());
-        forget_release(&queue_dir, entry);
+        let _ = released.remove(entry);
     }
-    if let Err(err) = fs::remove_file(&path) {
+    if let Err(err) = held.remove(entry) {
         log::warn!(
             "{}: requeued as {got} but not removed from held/: {err}",
-            path.display()
+            held_path.join(entry).display()
         );
     }
     Ok(got)
@@ -215,5 +218,43 @@ mod tests {
         );
         forget_release(q, "modsec.log.5.000006");
         assert!(released(q).is_empty());
+    }
+
+    /// The queue's owner plants links as held/ and .released/: the shipper and requeue
+    /// refuse them, and nothing is moved or written where they point.
+    #[test]
+    fn links_planted_as_held_or_released_are_refused_not_followed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let q = tmp.path().join("queue");
+        let elsewhere = tmp.path().join("elsewhere");
+        fs::create_dir_all(&q).unwrap();
+        fs::create_dir_all(&elsewhere).unwrap();
+        fs::write(q.join("modsec.log.1.000001"), "event").unwrap();
+        std::os::unix::fs::symlink(&elsewhere, dir(&q)).unwrap();
+        let (at, e) = hold(&q, [("modsec.log.1.000001", None)]).unwrap_err();
+        assert_eq!(at, dir(&q));
+        assert!(e.to_string().contains("not followed"), "{e}");
+        assert!(
+            q.join("modsec.log.1.000001").exists(),
+            "the entry stays queued"
+        );
+        // An event in elsewhere/ is not released through the link.
+        fs::write(elsewhere.join("modsec.log.2.000002"), "planted").unwrap();
+        let e = check(&q, "modsec.log.2.000002").unwrap_err();
+        assert!(e.contains("not followed"), "{e}");
+        // A real held/, but .released planted as a link: no marker lands elsewhere.
+        fs::remove_file(dir(&q)).unwrap();
+        assert_eq!(hold(&q, [("modsec.log.1.000001", None)]).unwrap().len(), 1);
+        std::os::unix::fs::symlink(&elsewhere, q.join(RELEASED_DIR)).unwrap();
+        let mut queue = Queue::open(&q).unwrap();
+        let name = check(&q, "modsec.log.1.000001").unwrap();
+        let e = release(&mut queue, "modsec.log.1.000001", name).unwrap_err();
+        assert!(e.contains("not followed"), "{e}");
+        assert_eq!(
+            fs::read_dir(&elsewhere).unwrap().count(),
+            1,
+            "only the planted event"
+        );
+        assert!(dir(&q).join("modsec.log.1.000001").exists(), "still held");
     }
 }

@@ -365,6 +365,21 @@ impl Queue {
         Ok(name)
     }
 
+    /// [`Queue::adopt`] of `from_name` in the directory `from` (a handle the caller
+    /// opened without following a link).
+    pub fn adopt_from(
+        &mut self,
+        from: &crate::safefs::Dir,
+        from_name: &str,
+        prefer: EntryName,
+    ) -> io::Result<EntryName> {
+        let name = self.first_free(prefer, |queue, target| {
+            queue.link_from_dir(from, from_name, target)
+        })?;
+        self.handle()?.sync()?;
+        Ok(name)
+    }
+
     /// Adds `source` (a regular file; a symlink is refused) to the queue. (Tests'; the
     /// collector opens the event itself and adds it with [`Queue::add_file`].)
     #[cfg(test)]
