@@ -120,6 +120,9 @@ impl QueueStatus {
                 0
             }
         };
+        // One unreadable directory is met by more than one count: said once.
+        let mut said = std::collections::HashSet::new();
+        problems.retain(|p| said.insert(p.clone()));
         let never_used = entries.is_empty()
             && failed == 0
             && lines.backlog == 0

@@ -133,13 +133,50 @@ pub fn load_entry(queue_dir: &Path, file_name: &str, o: &LoadOptions) -> Result<
     }
     let raw = read_event_file_unhashed(&read_path, file, &o.limits)
         .map_err(|e| refused(format!("cannot read: {e}")))?;
-    let event = raw
-        .parse(&o.limits)
-        .map_err(|e| refused(format!("not a ModSecurity audit-log event: {e}")))?;
+    let event = raw.parse(&o.limits).map_err(|e| {
+        // Every parse failure under one reason kind (`status` groups by it), said once.
+        refused(match e {
+            crate::auditlog::AuditLogError::NotAnEvent { .. } => e.to_string(),
+            e => format!("not a ModSecurity audit-log event: {e}"),
+        })
+    })?;
     Ok(Loaded {
         raw,
         event,
         ino,
         target,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_that_is_no_event_is_refused_with_the_reason_said_once() {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, text) in [
+            ("modsec.log.1.000001", "just some text\n"),
+            (
+                "modsec.log.2.000002",
+                "--abc-A--\nnot a header\n--abc-Z--\n",
+            ),
+        ] {
+            std::fs::write(dir.path().join(name), text).unwrap();
+            let Err(LoadError::Refused(why)) =
+                load_entry(dir.path(), name, &LoadOptions::default())
+            else {
+                panic!("{name} was not refused");
+            };
+            assert!(
+                why.starts_with("not a ModSecurity audit-log event: "),
+                "{why}"
+            );
+            assert_eq!(
+                why.matches("not a ModSecurity audit-log event").count(),
+                1,
+                "{why}"
+            );
+        }
+    }
 }

@@ -343,3 +343,18 @@ fn planted_backlogs_and_spools_are_counted_within_bounds() {
     assert_eq!(s.overflow, MAX_COUNTED_FILES - 1);
     assert_eq!(s.entries, 1);
 }
+
+#[test]
+fn a_state_dir_that_cannot_be_read_is_one_problem_not_two() {
+    let (dir, q) = queue_with(1);
+    // Not a directory: both the backlog count and the --follow positions fail on it.
+    let state = dir.path().join("state");
+    fs::write(&state, b"").unwrap();
+    let s = QueueStatus::gather(&q, &state).unwrap();
+    let about_state: Vec<&String> = s
+        .problems
+        .iter()
+        .filter(|p| p.starts_with(&state.display().to_string()))
+        .collect();
+    assert_eq!(about_state.len(), 1, "{:?}", s.problems);
+}
