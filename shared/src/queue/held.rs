@@ -79,29 +79,61 @@ pub fn forget_release(queue_dir: &Path, entry: &str) {
     }
 }
 
-/// Events a threshold held back, as the delivered log records them: the suppressed
-/// records held back at or after `since` (all without), the newest record of each entry,
-/// whose event is still in `held/`. Each comes with its unique id, in queue order.
+/// Events a threshold held back: the suppressed records of the delivered log held back
+/// at or after `since` (all without), one per entry whose event is still in `held/`;
+/// and the events in `held/` whose record is gone (the log rotated twice since they were
+/// held), by their entry name's time, their unique id read from the file. Each comes
+/// with its unique id (`-` when it has none), in queue order.
 pub fn suppressed_entries(
     queue_dir: &Path,
     since: Option<DateTime<FixedOffset>>,
 ) -> io::Result<Vec<(String, String)>> {
     let held = dir(queue_dir);
+    let mut recorded = HashSet::new();
     let mut seen = HashSet::new();
     let mut out = Vec::new();
     for d in super::delivered::read_delivered(queue_dir)? {
-        if d.suppressed.is_none() || since.is_some_and(|t| d.time < t.timestamp()) {
+        if d.suppressed.is_none() || EntryName::parse(&d.entry).is_none() {
             continue;
         }
-        if EntryName::parse(&d.entry).is_none() || !seen.insert(d.entry.clone()) {
+        recorded.insert(d.entry.clone());
+        if since.is_some_and(|t| d.time < t.timestamp()) || !seen.insert(d.entry.clone()) {
             continue;
         }
         if fs::symlink_metadata(held.join(&d.entry)).is_ok() {
             out.push((d.entry, d.unique_id));
         }
     }
+    out.extend(unrecorded(&held, &recorded, since));
     out.sort_by_key(|(e, _)| EntryName::parse(e));
     Ok(out)
+}
+
+/// The events in `held` with no suppressed record (in `recorded`), named at or after
+/// `since`, each with the unique id its file gives.
+fn unrecorded(
+    held: &Path,
+    recorded: &HashSet<String>,
+    since: Option<DateTime<FixedOffset>>,
+) -> Vec<(String, String)> {
+    let Ok(listing) = fs::read_dir(held) else {
+        return Vec::new();
+    };
+    let limits = crate::auditlog::ParseLimits::default();
+    listing
+        .flatten()
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|n| !recorded.contains(n))
+        .filter(|n| {
+            EntryName::parse(n).is_some_and(|name| {
+                !since.is_some_and(|t| i64::try_from(name.sec).map_or(true, |s| s < t.timestamp()))
+            })
+        })
+        .map(|n| {
+            let id = super::known::unique_id_of(&held.join(&n), &limits);
+            (n, id.unwrap_or_else(|| "-".into()))
+        })
+        .collect()
 }
 
 /// Whether `entry` in `held/` can be released: its queue name if it is a regular file
@@ -256,5 +288,37 @@ mod tests {
             "only the planted event"
         );
         assert!(dir(&q).join("modsec.log.1.000001").exists(), "still held");
+    }
+
+    /// A held event whose suppressed record rotated out of the delivered log is still
+    /// found (F3 of the thresholds review): by its name's time, with the unique id from
+    /// its file.
+    #[test]
+    fn a_held_event_whose_record_rotated_out_is_still_found() {
+        let tmp = tempfile::tempdir().unwrap();
+        let q = tmp.path();
+        fs::create_dir(dir(q)).unwrap();
+        let event = crate::testdata::event_text("orphanid", 403);
+        fs::write(dir(q).join("modsec.log.2000000000.000001"), &event).unwrap();
+        fs::write(dir(q).join("modsec.log.1000000000.000001"), &event).unwrap();
+        fs::write(dir(q).join("not-an-entry"), "x").unwrap();
+        let all = suppressed_entries(q, None).unwrap();
+        assert_eq!(
+            all,
+            [
+                (
+                    "modsec.log.1000000000.000001".to_string(),
+                    "orphanid".to_string()
+                ),
+                (
+                    "modsec.log.2000000000.000001".to_string(),
+                    "orphanid".to_string()
+                ),
+            ]
+        );
+        let since = DateTime::parse_from_rfc3339("2020-01-01T00:00:00+00:00").unwrap();
+        let recent = suppressed_entries(q, Some(since)).unwrap();
+        assert_eq!(recent.len(), 1, "{recent:?}");
+        assert_eq!(recent[0].0, "modsec.log.2000000000.000001");
     }
 }
