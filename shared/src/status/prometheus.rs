@@ -130,10 +130,11 @@ fn queue_gauges(e: &mut Exposition, s: &QueueStatus, now: i64) {
     e.family(
         "failed_entries_by_reason",
         "gauge",
-        "Entries in failed/ by reason (the reason up to its first colon).",
+        "Entries in failed/ by reason (the reason up to its first colon; the most common \
+         ones, the rest as (other)).",
     );
-    for (reason, n) in &s.failed_by_reason {
-        e.sample("failed_entries_by_reason", &[("reason", reason)], *n as f64);
+    for (reason, n) in top_reasons(&s.failed_by_reason) {
+        e.sample("failed_entries_by_reason", &[("reason", reason)], n as f64);
     }
     e.gauge(
         "held_entries",
@@ -262,6 +263,23 @@ pub fn render_unreadable(queue: &str) -> String {
         0.0,
     );
     e.text
+}
+
+/// The most reasons given a series of their own: a reason's text comes in part from the
+/// event (a path, a name), and each distinct label value is a series Prometheus keeps.
+pub const MAX_REASON_SERIES: usize = 20;
+
+/// The [`MAX_REASON_SERIES`] most common reasons, most common first (then by name), and
+/// the rest summed as `(other)`.
+fn top_reasons(by_reason: &std::collections::BTreeMap<String, usize>) -> Vec<(&str, usize)> {
+    let mut all: Vec<(&str, usize)> = by_reason.iter().map(|(r, n)| (r.as_str(), *n)).collect();
+    all.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+    if all.len() > MAX_REASON_SERIES {
+        let other = all[MAX_REASON_SERIES - 1..].iter().map(|(_, n)| n).sum();
+        all.truncate(MAX_REASON_SERIES - 1);
+        all.push(("(other)", other));
+    }
+    all
 }
 
 #[cfg(test)]

@@ -254,3 +254,34 @@ fn a_queue_never_run_and_an_unreadable_one_still_expose_what_they_can() {
     assert_eq!(samples.len(), 1);
     assert_eq!(one(&samples, "status_ok", &[("queue", "/q")]).value, 0.0);
 }
+
+/// Reasons carry text from events: however many distinct ones failed/ holds, at most
+/// [`MAX_REASON_SERIES`] series, the most common first and the rest as `(other)`, and
+/// the counts still add up.
+#[test]
+fn failure_reasons_are_capped_at_a_bounded_number_of_series() {
+    let mut s = status("/q");
+    s.failed_by_reason = (0..500)
+        .map(|i| {
+            (
+                format!("symlink to /planted/{i}, outside the storage dir"),
+                1,
+            )
+        })
+        .chain([("refused by sguild".to_string(), 40)])
+        .collect();
+    s.failed = 540;
+    let (_, samples) = parse(&render(&s, 1_790_000_100));
+    let by_reason: Vec<&Sample> = samples
+        .iter()
+        .filter(|x| x.name.ends_with("failed_entries_by_reason"))
+        .collect();
+    assert_eq!(by_reason.len(), MAX_REASON_SERIES);
+    assert_eq!(by_reason[0].labels["reason"], "refused by sguild");
+    let other = by_reason
+        .iter()
+        .find(|x| x.labels["reason"] == "(other)")
+        .unwrap();
+    assert_eq!(other.value, (500 - (MAX_REASON_SERIES - 2)) as f64);
+    assert_eq!(by_reason.iter().map(|x| x.value).sum::<f64>(), 540.0);
+}
