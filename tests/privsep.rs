@@ -478,3 +478,32 @@ fn a_state_dir_below_a_directory_another_user_writes_is_refused() {
     assert_eq!(site.entries(), 0);
     let _ = Path::new(&site.state);
 }
+
+/// Without RUNAS, a root-started shipper becomes the queue's owner (root_shipper.rs):
+/// so the collector gives each entry to that owner and its group, or the shipper could
+/// not read what the web server wrote 0640 (found by an attacker review: every entry
+/// went to failed/ with "Permission denied", and nothing said so at collection time).
+#[test]
+fn without_runas_entries_go_to_the_queues_owner_whom_the_shipper_becomes() {
+    let Some(site) = site("without_runas_entries_go_to_the_queues_owner_whom_the_shipper_becomes")
+    else {
+        return;
+    };
+    // The queue a user other than the web server's owns (no account needed for a uid).
+    const QUEUE_OWNER: u32 = 54321;
+    std::os::unix::fs::chown(&site.queue, Some(QUEUE_OWNER), Some(QUEUE_OWNER)).unwrap();
+    let conf = std::fs::read_to_string(&site.conf).unwrap();
+    std::fs::write(&site.conf, conf.replace("set RUNAS nobody\n", "")).unwrap();
+    let lines = site.events(3);
+    let mut child = site.collector(None);
+    child.stdin.take().unwrap().write_all(&lines).unwrap();
+    let status = wait_exit(&mut child, Duration::from_secs(30), "without RUNAS");
+    assert!(status.success(), "{status:?}; log:\n{}", site.log());
+    assert_eq!(site.entries(), 3, "log:\n{}", site.log());
+    for e in std::fs::read_dir(&site.queue).unwrap().flatten() {
+        if e.file_name().to_string_lossy().starts_with("modsec.log.") {
+            let m = e.metadata().unwrap();
+            assert_eq!((m.uid(), m.gid()), (QUEUE_OWNER, QUEUE_OWNER), "{e:?}");
+        }
+    }
+}

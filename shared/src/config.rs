@@ -81,7 +81,7 @@ pub const KEYS: &[Key] = &[
     key("STORAGE_DIR", "an absolute path", "none", Both,
         "ModSecurity's SecAuditLogStorageDir, if not given on the collector's command line. The shipper needs it in symlink mode: only links into it are followed."),
     key("RUNAS", "user or user:group", "none", Both,
-        "The shipper's user. The collector gives each queue entry to it so the unprivileged shipper can read and remove it (the group defaults to the user's primary group; with hard links the event file in the storage dir changes owner too, as with modsec_queue.pl). Started as root, the shipper switches to it (else to the queue's owner) once the config is read."),
+        "The shipper's user. The collector gives each queue entry to it so the unprivileged shipper can read and remove it (the group defaults to the user's primary group; with hard links the event file in the storage dir changes owner too, as with modsec_queue.pl). Started as root, the shipper switches to it once the config is read. Unset: both use the queue's owner (and its group), unless root owns the queue."),
     key("MAX_EVENT_BYTES", "a number of bytes", "16777216 (16 MiB)", Both,
         "Larger event files are quarantined to EVENT_DIR/failed/ by the shipper; the collector neither hashes nor copies them (their index lines go to STATE_DIR/backlog)."),
     key("LINK_MODE", "hardlink, copy or symlink", "hardlink", Both,

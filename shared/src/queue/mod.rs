@@ -207,7 +207,8 @@ impl Queue {
     }
 
     /// Opens the queue as root enters it (the collector, `requeue --backlog/--index`):
-    /// once, through a checked handle, with entries given to `runas`.
+    /// once, through a checked handle, with entries given to `runas`, else (run as root)
+    /// to the queue's owner and group, whom a root-started shipper becomes without RUNAS.
     ///
     /// Run as root, every directory above the queue must be root's and written by no one
     /// else ([`crate::config::dir_roots_alone`]), or its owner could swap the queue for
@@ -242,8 +243,13 @@ impl Queue {
             }
         }
         let handle = crate::safefs::Dir::open_nofollow(dir)?;
+        let mut entry_owner = runas;
         if root {
             let st = rustix::fs::fstat(handle.fd()).map_err(|e| named(e.into()))?;
+            // Without RUNAS the shipper becomes the queue's owner: entries are theirs.
+            if runas.is_none() && st.st_uid != 0 {
+                entry_owner = Some((st.st_uid, st.st_gid));
+            }
             let runas_uid = runas.map(|(uid, _)| uid);
             let runas_gid = runas.map(|(_, gid)| gid);
             let mode = st.st_mode & 0o7777;
@@ -277,7 +283,7 @@ impl Queue {
             dir: dir.to_path_buf(),
             handle: Some(std::sync::Arc::new(handle)),
             last: None,
-            entry_owner: runas,
+            entry_owner,
         })
     }
 
