@@ -120,15 +120,15 @@ fn unrecorded(
         return Vec::new();
     };
     let limits = crate::auditlog::ParseLimits::default();
+    let named_since = |name: EntryName| match since {
+        None => true,
+        Some(t) => i64::try_from(name.sec).is_ok_and(|s| s >= t.timestamp()),
+    };
     listing
         .flatten()
         .filter_map(|e| e.file_name().into_string().ok())
         .filter(|n| !recorded.contains(n))
-        .filter(|n| {
-            EntryName::parse(n).is_some_and(|name| {
-                !since.is_some_and(|t| i64::try_from(name.sec).map_or(true, |s| s < t.timestamp()))
-            })
-        })
+        .filter(|n| EntryName::parse(n).is_some_and(named_since))
         .map(|n| {
             let id = super::known::unique_id_of(&held.join(&n), &limits);
             (n, id.unwrap_or_else(|| "-".into()))
