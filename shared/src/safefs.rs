@@ -256,8 +256,10 @@ enum Trust {
 /// may have put in place: what the open is for ([`Open::read`], [`Open::append`],
 /// [`Open::read_append`], [`Open::truncate`]), whose the file must be ([`Keeper`]), and
 /// how far its path is trusted (checked unless [`Open::configured`], [`Open::entry`] or
-/// [`Open::following_links`] says otherwise). Every open never blocks on a FIFO and
-/// never gives a terminal. A directory is entered through [`Dir`], the door for those.
+/// [`Open::following_links`] says otherwise). No open waits on a FIFO someone else
+/// could have put there (only a configured file in a directory only we write may be
+/// one, a FIFO a reader holds), and none gives a terminal. A directory is entered
+/// through [`Dir`], the door for those.
 ///
 /// ```
 /// use modsec2sguil::safefs::{Keeper, Open};
