@@ -86,7 +86,10 @@ fn show_names_each_file_it_cannot_parse_and_exits_1() {
         "{err}"
     );
     assert!(
-        err.contains(&format!("{}: not a regular file", dir.path().display())),
+        err.contains(&format!(
+            "{} is a directory, not a regular file",
+            dir.path().display()
+        )),
         "{err}"
     );
     assert!(err.contains("3 of 4 file(s)"), "{err}");
@@ -181,4 +184,50 @@ fn show_detail_previews_what_sguil_gets_in_the_configured_format() {
     let (code, _, err) = show(&["--detail=markdown".as_ref(), file.as_ref()]);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("[possible values: html, text]"), "{err}");
+}
+
+/// Run as root, `show` opens every file before it drops root; past the open-file limit
+/// it says so with the way out (fewer files at a time), keeping the system's reason.
+#[test]
+fn too_many_files_as_root_is_explained() {
+    use std::os::unix::process::CommandExt;
+    if unsafe { libc::geteuid() } != 0 {
+        modsec2sguil_e2e::skip_or_fail(
+            "too_many_files_as_root_is_explained",
+            "needs root (show opens its files before it drops root)",
+        );
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let event = std::fs::read(sqli_fixture()).unwrap();
+    let files: Vec<std::path::PathBuf> = (0..80)
+        .map(|i| {
+            let p = dir.path().join(format!("event-{i}"));
+            std::fs::write(&p, &event).unwrap();
+            // Not root's: root's own files are shown only where no one else could put them.
+            std::os::unix::fs::chown(&p, Some(65534), Some(65534)).unwrap();
+            p
+        })
+        .collect();
+    let mut cmd = Command::new(binary("modsec-shipper"));
+    cmd.arg("show").args(&files);
+    unsafe {
+        cmd.pre_exec(|| {
+            let lim = libc::rlimit {
+                rlim_cur: 40,
+                rlim_max: 40,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let out = cmd.output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("Too many open files") && err.contains("xargs -n 1000"),
+        "{err}"
+    );
 }

@@ -11,8 +11,8 @@
 //!
 //! Two doors, and no other in the product: [`Open`] for a file (every open below the
 //! queue, STATE_DIR, the storage dir, a configured log or index file, a queue entry) and
-//! [`Dir`] for a directory. (The config file has its own, stricter rule, OpenSSH's
-//! StrictModes, in `config`; `show` opens the files its operator names by its own.)
+//! [`Dir`] for a directory, `show`'s files among them. (The config file has its own,
+//! stricter rule, OpenSSH's StrictModes, in `config`, a module below this one.)
 
 use std::fs::File;
 use std::io;
@@ -34,9 +34,42 @@ fn open_error(path: &Path, e: rustix::io::Errno) -> io::Error {
         Errno::NXIO => refused(path, "is a FIFO, not a regular file; not opened"),
         e => io::Error::new(
             io::Error::from(e).kind(),
-            format!("{}: {}", path.display(), io::Error::from(e)),
+            OpenFailed {
+                path: path.to_path_buf(),
+                errno: e,
+            },
         ),
     }
+}
+
+/// An `open` the system refused: the path and its errno, said as `path: what`.
+#[derive(Debug)]
+struct OpenFailed {
+    path: std::path::PathBuf,
+    errno: rustix::io::Errno,
+}
+
+impl std::fmt::Display for OpenFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}: {}",
+            self.path.display(),
+            io::Error::from(self.errno)
+        )
+    }
+}
+
+impl std::error::Error for OpenFailed {}
+
+/// The errno of a failed open through [`Open`] (`EMFILE`, `ENOENT`…), where the system
+/// refused it; `None` for what the door refused itself (a link, a FIFO, an owner).
+pub fn errno(e: &io::Error) -> Option<i32> {
+    e.raw_os_error().or_else(|| {
+        e.get_ref()?
+            .downcast_ref::<OpenFailed>()
+            .map(|f| f.errno.raw_os_error())
+    })
 }
 
 fn refused(path: &Path, why: impl std::fmt::Display) -> io::Error {
@@ -993,6 +1026,24 @@ mod tests {
                 "{e}"
             );
         }
+    }
+
+    #[test]
+    fn the_system_s_errno_is_kept_and_the_door_s_own_refusals_have_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("missing");
+        let e = Open::read(Keeper::Anyone).at(&missing).unwrap_err();
+        assert_eq!(errno(&e), Some(libc::ENOENT));
+        assert_eq!(e.kind(), io::ErrorKind::NotFound);
+        assert!(
+            e.to_string()
+                .starts_with(&format!("{}: ", missing.display())),
+            "{e}"
+        );
+        let link = dir.path().join("link");
+        symlink(&missing, &link).unwrap();
+        let e = Open::read(Keeper::Anyone).entry().at(&link).unwrap_err();
+        assert_eq!(errno(&e), None, "{e}");
     }
 
     #[test]

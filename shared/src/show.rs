@@ -201,32 +201,31 @@ fn open_as_root_then_drop(
 /// on) of at most `max_event_bytes`. `as_root`: the name itself must not be a symbolic
 /// link (it is not followed), and the file must not be root's.
 fn open(path: &Path, as_root: bool, max_event_bytes: u64) -> Result<File, String> {
-    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    use crate::safefs::{Keeper, Open};
+    use std::os::unix::fs::MetadataExt;
     let name = path.display();
-    let nofollow = if as_root { libc::O_NOFOLLOW } else { 0 };
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY | nofollow)
-        .open(path)
-        .map_err(|e| match e.raw_os_error() {
-            Some(libc::EMFILE) | Some(libc::ENFILE) => format!(
-                "{name}: {e} (show as root opens every file before it drops root: give fewer \
-                 files at a time, e.g. through xargs -n 1000)"
-            ),
-            Some(libc::ELOOP)
-                if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink()) =>
-            {
-                format!(
-                    "{name}: is a symbolic link; not followed (show run as root opens only the \
-                     event files themselves: give the file the link points to)"
-                )
-            }
-            _ => format!("{name}: {e}"),
-        })?;
+    let door = Open::read(Keeper::Anyone);
+    let door = if as_root {
+        door.entry()
+    } else {
+        door.following_links()
+    };
+    let file = door.at(path).map_err(|e| match crate::safefs::errno(&e) {
+        Some(libc::EMFILE) | Some(libc::ENFILE) => format!(
+            "{e} (show as root opens every file before it drops root: give fewer files at a \
+             time, e.g. through xargs -n 1000)"
+        ),
+        _ if as_root
+            && std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink()) =>
+        {
+            format!(
+                "{name}: is a symbolic link; not followed (show run as root opens only the \
+                 event files themselves: give the file the link points to)"
+            )
+        }
+        _ => e.to_string(),
+    })?;
     let meta = file.metadata().map_err(|e| format!("{name}: {e}"))?;
-    if !meta.is_file() {
-        return Err(format!("{name}: not a regular file"));
-    }
     if as_root && meta.uid() == 0 {
         roots_own(path, &meta).map_err(|why| {
             format!(
