@@ -158,7 +158,12 @@ impl QueueStatus {
 
 /// Adds to `problems` that `what` could not be read, and why.
 fn note(problems: &mut Vec<String>, what: &Path, e: &dyn std::fmt::Display) {
-    problems.push(format!("{}: {e}", what.display()));
+    let text = e.to_string();
+    if text.contains(&what.display().to_string()) {
+        problems.push(text);
+    } else {
+        problems.push(format!("{}: {text}", what.display()));
+    }
 }
 
 /// The lines of the collector's backlogs and spools, and whether the queue has a

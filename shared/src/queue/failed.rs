@@ -153,20 +153,20 @@ fn keep_in_history(
 /// others after them by name. `history/` and any other name are not entries.
 pub fn failed_entries(queue_dir: &Path) -> io::Result<Vec<FailedEntry>> {
     let failed = queue_dir.join(FAILED_DIR);
-    let rd = match fs::read_dir(&failed) {
-        Ok(rd) => rd,
+    // Listed through a handle: a link planted as failed/ is refused, never listed.
+    let handle = match crate::safefs::Dir::open_nofollow(&failed) {
+        Ok(d) => d,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(e),
     };
-    let mut out = Vec::new();
-    for entry in rd {
-        let entry = entry?;
-        let Some(file_name) = entry.file_name().to_str().map(str::to_string) else {
-            continue;
-        };
-        if file_name.ends_with(REASON_SUFFIX) || !file_name.starts_with(super::ENTRY_PREFIX) {
-            continue;
+    let mut names = Vec::new();
+    handle.for_each_name(|n| {
+        if !n.ends_with(REASON_SUFFIX) && n.starts_with(super::ENTRY_PREFIX) {
+            names.push(n.to_string());
         }
+    })?;
+    let mut out = Vec::new();
+    for file_name in names {
         let name = original_name(&file_name);
         let reason = reason::read(&failed.join(format!("{file_name}{REASON_SUFFIX}")));
         out.push(FailedEntry {
@@ -262,5 +262,12 @@ mod tests {
         assert!(q.join("modsec.log.7.000007").exists());
         assert!(dir(&q).join("modsec.log.7.000007.reason").exists());
         assert_eq!(fs::read_dir(&elsewhere).unwrap().count(), 0);
+        // failed/ itself planted as a link: refused, nothing listed or moved through it.
+        fs::write(elsewhere.join("modsec.log.8.000008"), "planted").unwrap();
+        fs::rename(dir(&q), tmp.path().join("old-failed")).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, dir(&q)).unwrap();
+        let e = failed_entries(&q).unwrap_err();
+        assert!(e.to_string().contains("not followed"), "{e}");
+        assert!(elsewhere.join("modsec.log.8.000008").exists());
     }
 }

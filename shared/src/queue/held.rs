@@ -49,27 +49,55 @@ pub fn hold<'a>(
     Ok(moved)
 }
 
-/// How many events `held/` holds (files named as queue entries); a missing `held/`
-/// holds none.
-pub fn count(queue_dir: &Path) -> Result<usize, (PathBuf, io::Error)> {
-    let held = dir(queue_dir);
-    match fs::read_dir(&held) {
-        Ok(rd) => Ok(rd
-            .flatten()
-            .filter(|e| {
-                e.file_name()
-                    .to_str()
-                    .is_some_and(|n| EntryName::parse(n).is_some())
-            })
-            .count()),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(0),
-        Err(e) => Err((held, e)),
+/// `held/`, opened without following a link; `None` when there is none. A link
+/// planted in its place is an error naming it.
+fn open_held(queue_dir: &Path) -> io::Result<Option<Dir>> {
+    match Dir::open_nofollow(&dir(queue_dir)) {
+        Ok(d) => Ok(Some(d)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
     }
 }
 
-/// The entries marked released (none when `.released/` is missing or unreadable).
+/// The names in `held/` that are entry names.
+fn held_names(held: &Dir) -> io::Result<Vec<String>> {
+    let mut names = Vec::new();
+    held.for_each_name(|n| {
+        if EntryName::parse(n).is_some() {
+            names.push(n.to_string());
+        }
+    })?;
+    Ok(names)
+}
+
+/// How many events `held/` holds (files named as queue entries); a missing `held/`
+/// holds none.
+pub fn count(queue_dir: &Path) -> Result<usize, (PathBuf, io::Error)> {
+    let names = match open_held(queue_dir) {
+        Ok(Some(held)) => held_names(&held),
+        Ok(None) => Ok(Vec::new()),
+        Err(e) => Err(e),
+    };
+    names.map(|n| n.len()).map_err(|e| (dir(queue_dir), e))
+}
+
+/// The entries marked released (none when `.released/` is missing; one planted as a
+/// link is not listed, and said so: its events are held back as any other).
 pub fn released(queue_dir: &Path) -> HashSet<String> {
-    super::names_in(&queue_dir.join(RELEASED_DIR))
+    let at = queue_dir.join(RELEASED_DIR);
+    let mut names = HashSet::new();
+    match Dir::open_nofollow(&at) {
+        Ok(d) => {
+            if let Err(e) = d.for_each_name(|n| {
+                names.insert(n.to_string());
+            }) {
+                log::warn!("{}: cannot list the release marks: {e}", at.display());
+            }
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => log::warn!("release marks not read: {e}"),
+    }
+    names
 }
 
 /// Drops the release marker of an entry that is done.
@@ -88,6 +116,9 @@ pub fn suppressed_entries(
     queue_dir: &Path,
     since: Option<DateTime<FixedOffset>>,
 ) -> io::Result<Vec<(String, String)>> {
+    let Some(handle) = open_held(queue_dir)? else {
+        return Ok(Vec::new());
+    };
     let held = dir(queue_dir);
     let mut recorded = HashSet::new();
     let mut seen = HashSet::new();
@@ -100,33 +131,30 @@ pub fn suppressed_entries(
         if since.is_some_and(|t| d.time < t.timestamp()) || !seen.insert(d.entry.clone()) {
             continue;
         }
-        if fs::symlink_metadata(held.join(&d.entry)).is_ok() {
+        if handle.has(&d.entry) {
             out.push((d.entry, d.unique_id));
         }
     }
-    out.extend(unrecorded(&held, &recorded, since));
+    out.extend(unrecorded(&held, held_names(&handle)?, &recorded, since));
     out.sort_by_key(|(e, _)| EntryName::parse(e));
     Ok(out)
 }
 
-/// The events in `held` with no suppressed record (in `recorded`), named at or after
-/// `since`, each with the unique id its file gives.
+/// The events `names` in `held` with no suppressed record (in `recorded`), named at or
+/// after `since`, each with the unique id its file gives.
 fn unrecorded(
     held: &Path,
+    names: Vec<String>,
     recorded: &HashSet<String>,
     since: Option<DateTime<FixedOffset>>,
 ) -> Vec<(String, String)> {
-    let Ok(listing) = fs::read_dir(held) else {
-        return Vec::new();
-    };
     let limits = crate::auditlog::ParseLimits::default();
     let named_since = |name: EntryName| match since {
         None => true,
         Some(t) => i64::try_from(name.sec).is_ok_and(|s| s >= t.timestamp()),
     };
-    listing
-        .flatten()
-        .filter_map(|e| e.file_name().into_string().ok())
+    names
+        .into_iter()
         .filter(|n| !recorded.contains(n))
         .filter(|n| EntryName::parse(n).is_some_and(named_since))
         .map(|n| {
@@ -270,22 +298,29 @@ mod tests {
             q.join("modsec.log.1.000001").exists(),
             "the entry stays queued"
         );
-        // An event in elsewhere/ is not released through the link.
+        // An event in elsewhere/ is not listed, counted or released through the link.
         fs::write(elsewhere.join("modsec.log.2.000002"), "planted").unwrap();
         let e = check(&q, "modsec.log.2.000002").unwrap_err();
         assert!(e.contains("not followed"), "{e}");
+        let e = suppressed_entries(&q, None).unwrap_err();
+        assert!(e.to_string().contains("not followed"), "{e}");
+        let (_, e) = count(&q).unwrap_err();
+        assert!(e.to_string().contains("not followed"), "{e}");
         // A real held/, but .released planted as a link: no marker lands elsewhere.
         fs::remove_file(dir(&q)).unwrap();
         assert_eq!(hold(&q, [("modsec.log.1.000001", None)]).unwrap().len(), 1);
         std::os::unix::fs::symlink(&elsewhere, q.join(RELEASED_DIR)).unwrap();
+        // Marks planted through the link release nothing.
+        fs::write(elsewhere.join("modsec.log.1.000001"), "").unwrap();
+        assert!(released(&q).is_empty());
         let mut queue = Queue::open(&q).unwrap();
         let name = check(&q, "modsec.log.1.000001").unwrap();
         let e = release(&mut queue, "modsec.log.1.000001", name).unwrap_err();
         assert!(e.contains("not followed"), "{e}");
         assert_eq!(
             fs::read_dir(&elsewhere).unwrap().count(),
-            1,
-            "only the planted event"
+            2,
+            "only what was planted"
         );
         assert!(dir(&q).join("modsec.log.1.000001").exists(), "still held");
     }

@@ -186,8 +186,7 @@ fn failed(
     r: &Request,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<Report, String> {
-    let entries =
-        failed_entries(queue_dir).map_err(|e| format!("{}/failed: {e}", queue_dir.display()))?;
+    let entries = failed_entries(queue_dir).map_err(|e| in_queue(queue_dir, "failed", &e))?;
     let mut report = Report::default();
     for name in c.names {
         if !entries.iter().any(|e| &e.file_name == name) {
@@ -236,8 +235,7 @@ fn suppressed(
     r: &Request,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<Report, String> {
-    let held = suppressed_entries(queue_dir, since)
-        .map_err(|e| format!("{}: {e}", queue_dir.display()))?;
+    let held = suppressed_entries(queue_dir, since).map_err(|e| in_queue(queue_dir, "held", &e))?;
     let mut queue = Queue::open(queue_dir).map_err(|e| format!("{}: {e}", queue_dir.display()))?;
     let mut report = Report::default();
     for (entry, id) in held {
@@ -296,4 +294,14 @@ fn index(
         total.add(&report);
     }
     Ok(total)
+}
+
+/// An error met in the queue's `area`, naming where unless it does already.
+fn in_queue(queue_dir: &Path, area: &str, e: &std::io::Error) -> String {
+    let text = e.to_string();
+    if text.contains(&queue_dir.display().to_string()) {
+        text
+    } else {
+        format!("{}/{area}: {text}", queue_dir.display())
+    }
 }

@@ -358,3 +358,29 @@ fn a_state_dir_that_cannot_be_read_is_one_problem_not_two() {
         .collect();
     assert_eq!(about_state.len(), 1, "{:?}", s.problems);
 }
+
+#[test]
+fn held_or_failed_planted_as_links_are_problems_named_once() {
+    let (dir, q) = queue_with(1);
+    let elsewhere = dir.path().join("elsewhere");
+    fs::create_dir(&elsewhere).unwrap();
+    fs::write(elsewhere.join("modsec.log.1.000001"), b"planted").unwrap();
+    std::os::unix::fs::symlink(&elsewhere, q.join("held")).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, q.join(FAILED_DIR)).unwrap();
+    let s = QueueStatus::gather(&q, &q.with_file_name("state")).unwrap();
+    assert_eq!(
+        (s.held, s.failed),
+        (0, 0),
+        "nothing counted through the links"
+    );
+    for area in ["held", FAILED_DIR] {
+        let path = q.join(area).display().to_string();
+        let p = s
+            .problems
+            .iter()
+            .find(|p| p.contains(&path))
+            .unwrap_or_else(|| panic!("{area}: {:?}", s.problems));
+        assert!(p.contains("not followed"), "{p}");
+        assert_eq!(p.matches(&path).count(), 1, "{p}");
+    }
+}
