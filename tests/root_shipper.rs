@@ -275,6 +275,29 @@ fn status_as_root_reads_as_the_queues_owner_and_an_ownerless_queue_is_refused() 
     }
 }
 
+/// RUNAS set, but the queue is another user's: the drain, now RUNAS, cannot take the
+/// lock, and says whose the queue is and how to fix it (a second attacker review found
+/// only "Permission denied").
+#[test]
+fn a_queue_runas_cannot_enter_is_named_with_its_owner_and_the_fix() {
+    let Some(nobody) = nobody("a_queue_runas_cannot_enter_is_named_with_its_owner_and_the_fix")
+    else {
+        return;
+    };
+    let (dir, queue) = queue_of(nobody, 1);
+    give(&queue, (54321, 54321));
+    let conf = stdout_config(dir.path(), &queue, "set RUNAS nobody\n");
+    let (code, _, err) = text(&shipper(&["drain", "-c", conf.to_str().unwrap()]));
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("Permission denied")
+            && err.contains("belongs to uid 54321")
+            && err.contains("runs as uid 65534")
+            && err.contains("set RUNAS"),
+        "{err}"
+    );
+}
+
 /// An index line for an event file of `size` bytes at `rel` below `storage`, written.
 fn event_line(storage: &Path, rel: &str, size: usize) -> Vec<u8> {
     use md5::Digest;

@@ -452,10 +452,29 @@ fn lock_queue(queue_dir: &Path, flags: &ControlFlags, wait: bool) -> Result<Queu
                 }
             }
             Err(e) => {
-                log::error!("{}: cannot take the queue lock: {e}", queue_dir.display());
+                log::error!(
+                    "{}: cannot take the queue lock: {e}{}",
+                    queue_dir.display(),
+                    not_the_owner(queue_dir, &e)
+                );
                 return Err(Exit::Failed);
             }
         }
+    }
+}
+
+/// Why the queue refused us, when it is not ours: whose it is, who we are, and the fix.
+fn not_the_owner(queue_dir: &Path, e: &std::io::Error) -> String {
+    use std::os::unix::fs::MetadataExt;
+    let me = nix::unistd::geteuid().as_raw();
+    match std::fs::metadata(queue_dir) {
+        Ok(m) if e.kind() == std::io::ErrorKind::PermissionDenied && m.uid() != me => format!(
+            " (the queue belongs to uid {}, and this shipper runs as uid {me}: set RUNAS to \
+             the queue's owner, or give the queue to RUNAS with `chown RUNAS: {}`)",
+            m.uid(),
+            queue_dir.display()
+        ),
+        _ => String::new(),
     }
 }
 
