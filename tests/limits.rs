@@ -496,7 +496,6 @@ fn reason_file_size_and_line_length() {
 #[test]
 fn a_4gb_sparse_delivered_log_aborts_neither_requeue_nor_drain() {
     use modsec2sguil_e2e::shipper::{entries_left, fill_queue, move_to_failed, stdout_config};
-    use std::os::unix::process::CommandExt;
     let dir = tempfile::tempdir().unwrap();
     let queue = dir.path().join("queue");
     fill_queue(&queue, 1, 2);
@@ -507,19 +506,7 @@ fn a_4gb_sparse_delivered_log_aborts_neither_requeue_nor_drain() {
     let run = |args: &[&str]| {
         let mut cmd = Command::new(modsec2sguil_e2e::binary("modsec-shipper"));
         cmd.args(args).arg("-c").arg(&conf);
-        // SAFETY: setrlimit is async-signal-safe; nothing else runs between fork and exec.
-        unsafe {
-            cmd.pre_exec(|| {
-                let limit = libc::rlimit {
-                    rlim_cur: 2_000_000_000,
-                    rlim_max: 2_000_000_000,
-                };
-                if libc::setrlimit(libc::RLIMIT_AS, &limit) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
+        modsec2sguil_e2e::process::limit(&mut cmd, libc::RLIMIT_AS, 2_000_000_000);
         let out = cmd.output().unwrap();
         let err = String::from_utf8_lossy(&out.stderr).into_owned();
         (out.status.code(), err)

@@ -7,7 +7,6 @@
 
 use std::io::Write;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -101,18 +100,7 @@ impl Site {
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
         if let Some(bytes) = address_space {
-            unsafe {
-                cmd.pre_exec(move || {
-                    let lim = libc::rlimit {
-                        rlim_cur: bytes,
-                        rlim_max: bytes,
-                    };
-                    if libc::setrlimit(libc::RLIMIT_AS, &lim) != 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                    Ok(())
-                });
-            }
+            modsec2sguil_e2e::process::limit(&mut cmd, libc::RLIMIT_AS, bytes);
         }
         cmd.spawn().unwrap()
     }

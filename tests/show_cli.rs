@@ -190,7 +190,6 @@ fn show_detail_previews_what_sguil_gets_in_the_configured_format() {
 /// it says so with the way out (fewer files at a time), keeping the system's reason.
 #[test]
 fn too_many_files_as_root_is_explained() {
-    use std::os::unix::process::CommandExt;
     if unsafe { libc::geteuid() } != 0 {
         modsec2sguil_e2e::skip_or_fail(
             "too_many_files_as_root_is_explained",
@@ -211,18 +210,7 @@ fn too_many_files_as_root_is_explained() {
         .collect();
     let mut cmd = Command::new(binary("modsec-shipper"));
     cmd.arg("show").args(&files);
-    unsafe {
-        cmd.pre_exec(|| {
-            let lim = libc::rlimit {
-                rlim_cur: 40,
-                rlim_max: 40,
-            };
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
+    modsec2sguil_e2e::process::limit(&mut cmd, libc::RLIMIT_NOFILE, 40);
     let out = cmd.output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{err}");
