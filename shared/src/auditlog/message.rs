@@ -106,9 +106,12 @@ fn split_metadata(text: &str, dialect: MessageDialect) -> (&str, Vec<(&str, &str
             }
             None => {
                 // libmodsecurity 3 leaves `[msg]` unescaped: a `"` inside breaks the
-                // chain there; the value runs from the last ` [msg "` to the end.
+                // chain there; the value runs from the last ` [msg "` to the end. That
+                // opening is looked for before the closing `"]`: in ` [msg "]` the two
+                // share their quote (found by the fuzzer: a slice that ended before it
+                // began).
                 if dialect == MessageDialect::LibModSecurity3 && bytes[..end].ends_with(b"\"]") {
-                    if let Some(start) = text[..end].rfind(" [msg \"") {
+                    if let Some(start) = text[..end - 2].rfind(" [msg \"") {
                         tokens.push(("msg", &text[start + 7..end - 2]));
                         end = start;
                         continue;
@@ -498,6 +501,26 @@ mod tests {
     }
 
     #[test]
+    fn a_libmodsecurity3_msg_opening_that_is_also_its_closing_is_no_value() {
+        // `[msg "]` at the end: the quote that would open the value is the one that
+        // closes it. Found by cargo fuzz (event_v3): it panicked slicing 453..452.
+        for text in [
+            r#"Warning. Matched "x" [id "930100"] [msg "]"#,
+            r#"Warning. [msg "]"#,
+            r#" [msg "]"#,
+        ] {
+            let m = parse_message(text, MessageDialect::LibModSecurity3);
+            assert_eq!(m.msg, None, "{text}");
+        }
+        // The last real opening before the closing quote still gives the value.
+        let m = parse_message(
+            r#"Warning. x [id "1"] [msg "a "b"] c"] [msg "]"#,
+            MessageDialect::LibModSecurity3,
+        );
+        assert_eq!(m.msg.as_deref(), Some(r#"a "b"] c"] [msg "#));
+    }
+
+    #[test]
     fn rule_execution_error_keeps_the_rule_id() {
         let m = parse_message(
             r#"Rule 7fc26fc6bbc0 [id "932150"][file "/r/REQUEST-932.conf"][line "464"] - Execution error - PCRE limits exceeded (-47): (null)."#,
@@ -620,6 +643,22 @@ mod tests {
         fn never_panics(text in "\\PC{0,300}") {
             let _ = parse_message(&text, MessageDialect::ModSecurity2);
             let _ = parse_message(&text, MessageDialect::LibModSecurity3);
+        }
+
+        /// Metadata pieces in any order: the grammar's own tokens, cut and joined (the
+        /// bracket soup above rarely spells a key; this one does).
+        #[test]
+        fn never_panics_on_token_soup(parts in proptest::collection::vec(
+            proptest::sample::select(vec![
+                " [msg \"", "\"]", " [id \"1\"]", "[msg \"]", " ", "\"", "]", "x",
+                " [data \"", "\\", " [tag \"a\"]", "Rule 1 ", " - ",
+            ]),
+            0..16,
+        )) {
+            let text = parts.concat();
+            let _ = parse_message(&text, MessageDialect::ModSecurity2);
+            let _ = parse_message(&text, MessageDialect::LibModSecurity3);
+            let _ = rule_id_from_k_line(text.as_bytes());
         }
 
         #[test]
