@@ -28,8 +28,34 @@ pub(super) struct MappedEntry {
     pub(super) time: i64,
 }
 
-/// Reads, parses and maps the entry `file_name` of the queue at `dir`.
+/// Reads, parses and maps the entry `file_name` of the queue at `dir`. A panic on the
+/// way (a parser bug a hostile file found) refuses the entry, which is quarantined with
+/// the panic's message, instead of ending the run: otherwise every run would stop on
+/// the same entry and the queue behind it would wait for ever.
 pub(super) fn load_and_map(
+    dir: &Path,
+    file_name: &str,
+    s: &DeliverySettings,
+) -> Result<MappedEntry, LoadError> {
+    refused_on_panic(|| load_and_map_unguarded(dir, file_name, s))
+}
+
+/// What `load` gives, or, if it panics, the entry refused with the panic's message.
+fn refused_on_panic<T>(load: impl FnOnce() -> Result<T, LoadError>) -> Result<T, LoadError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(load)).unwrap_or_else(|panic| {
+        let what = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "no message".into());
+        Err(LoadError::Refused(format!(
+            "the parser failed on this file (a bug; please report it with the file): {}",
+            crate::escape::escape_text(&what)
+        )))
+    })
+}
+
+fn load_and_map_unguarded(
     dir: &Path,
     file_name: &str,
     s: &DeliverySettings,
@@ -89,4 +115,27 @@ pub(super) fn read_ahead<'scope, 'env>(
     (0..total)
         .map_while(move |i| channels[i % LOADERS].recv().ok())
         .flatten()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_panic_while_loading_refuses_the_entry_with_its_message() {
+        for result in [
+            refused_on_panic::<()>(|| panic!("begin > end (453 > 452)")),
+            refused_on_panic::<()>(|| panic!("{} \u{1b}[31m", "formatted")),
+        ] {
+            let Err(LoadError::Refused(why)) = result else {
+                panic!("not refused");
+            };
+            assert!(why.starts_with("the parser failed on this file"), "{why}");
+            assert!(
+                why.contains("453 > 452") || why.contains("formatted \\x1b[31m"),
+                "{why}"
+            );
+        }
+        assert!(matches!(refused_on_panic(|| Ok(7)), Ok(7)));
+    }
 }
