@@ -396,6 +396,41 @@ fn requeue_and_drain_name_a_queue_that_does_not_exist() {
     );
 }
 
+/// `failed/` or `held/` replaced by a link (by the queue's owner, or by hand): requeue
+/// refuses it, naming it once, exits 1, and moves nothing out of where it points.
+#[test]
+fn requeue_refuses_a_failed_or_held_dir_replaced_by_a_link() {
+    let server = TestSguild::start();
+    let dir = tempfile::tempdir().unwrap();
+    let queue = dir.path().join("queue");
+    fill_queue(&queue, 0, 0);
+    let elsewhere = dir.path().join("elsewhere");
+    std::fs::create_dir(&elsewhere).unwrap();
+    let planted = elsewhere.join("modsec.log.1790000000.000001");
+    std::fs::write(&planted, "planted").unwrap();
+    let conf = config(dir.path(), &queue, &server, "");
+    for (area, flag) in [("failed", "--failed"), ("held", "--suppressed")] {
+        let link = queue.join(area);
+        std::os::unix::fs::symlink(&elsewhere, &link).unwrap();
+        let args: Vec<&str> = if area == "failed" {
+            vec![flag, "--all"]
+        } else {
+            vec![flag]
+        };
+        let (code, _, err) = requeue(&conf, &args);
+        assert_eq!(code, 1, "{area}: {err}");
+        let named = link.display().to_string();
+        assert!(err.contains("not followed"), "{area}: {err}");
+        assert_eq!(err.matches(&named).count(), 1, "{area}: {err}");
+        assert!(
+            planted.exists(),
+            "{area}: nothing moved out of the link's target"
+        );
+        std::fs::remove_file(&link).unwrap();
+    }
+    assert!(entries_left(&queue).is_empty());
+}
+
 /// Without -c every command reads the config where the package installs it: a missing
 /// one is named (exit 3, bad or missing configuration), not a usage error (exit 2).
 /// `--queue` alone stands for the config (a monitoring user may not read it).
